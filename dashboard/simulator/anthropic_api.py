@@ -1,0 +1,292 @@
+"""The Anthropic Message Batches API, as served under /simulator/anthropic/v1/messages/batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime, timezone as dt_timezone
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+
+from . import clock
+from .models import BASE62, Fault, Provider, SimAccount, SimBatch, SimRequest, anthropic_batch_id
+from .progression import AnthropicState, Outcome, anthropic_state
+from .wire import ApiError, Dialect, cursor_batch, endpoint, newer_than, older_than, page_limit, parse_json_body, processing_seconds_override, short_id
+
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_REQUESTS = 100_000
+ERRORED_RESULTS = (
+    ("invalid_request_error", "messages.0.content: text content blocks must be non-empty"),
+    ("api_error", "Internal server error"),
+    ("overloaded_error", "Overloaded"),
+)
+
+
+class AnthropicDialect(Dialect):
+    name = Provider.ANTHROPIC
+    request_id_header = "request-id"
+
+    def new_request_id(self) -> str:
+        return "req_011C" + short_id(20)
+
+    def authenticate(self, request: HttpRequest) -> SimAccount:
+        # Current SDKs send the key as a bearer token; older clients and curl examples use x-api-key.
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        api_key = request.headers.get("x-api-key", "") or (bearer.strip() if scheme.lower() == "bearer" else "")
+        if not api_key:
+            raise ApiError(401, "authentication_error", "x-api-key header is required")
+        account = self.account_for_key(api_key)
+        if account is None:
+            raise ApiError(401, "authentication_error", "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            raise self.bad_request("anthropic-version: header is required")
+        return account
+
+    def error_body(self, error: ApiError, request_id: str) -> dict:
+        return {"type": "error", "error": {"type": error.kind, "message": error.message}, "request_id": request_id}
+
+    def not_found(self, message: str) -> ApiError:
+        return ApiError(404, "not_found_error", message)
+
+    def fault_error(self, fault: str, account: SimAccount | None) -> ApiError:
+        if fault == Fault.RATE_LIMIT:
+            retry_after = str(account.retry_after_seconds if account else 2)
+            return ApiError(429, "rate_limit_error", "Number of requests has exceeded your rate limit.",
+                            headers={"retry-after": retry_after})
+        if fault == Fault.OVERLOADED:
+            return ApiError(529, "overloaded_error", "Overloaded")
+        return ApiError(500, "api_error", "Internal server error")
+
+
+DIALECT = AnthropicDialect()
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def results_url(request: HttpRequest, batch: SimBatch) -> str:
+    return request.build_absolute_uri(reverse("simulator:anthropic-results", args=[batch.public_id]))
+
+
+def batch_json(request: HttpRequest, batch: SimBatch, state: AnthropicState) -> dict:
+    return {
+        "id": batch.public_id,
+        "type": "message_batch",
+        "processing_status": state.processing_status,
+        "request_counts": {
+            "processing": state.processing,
+            "succeeded": state.succeeded,
+            "errored": state.errored,
+            "canceled": state.canceled,
+            "expired": state.expired,
+        },
+        "ended_at": rfc3339(state.ended_at),
+        "created_at": rfc3339(batch.created_at),
+        "expires_at": rfc3339(batch.plan().expires_at),
+        "archived_at": None,
+        "cancel_initiated_at": rfc3339(state.cancel_initiated_at),
+        "results_url": results_url(request, batch) if state.is_ended else None,
+    }
+
+
+def present(request: HttpRequest, batch: SimBatch) -> JsonResponse:
+    return JsonResponse(batch_json(request, batch, anthropic_state(batch.plan(), clock.now())))
+
+
+def find_batch(account: SimAccount, batch_id: str) -> SimBatch:
+    batch = account.batches.filter(public_id=batch_id).first()
+    if batch is None:
+        raise DIALECT.not_found(f"Message batch {batch_id} not found.")
+    return batch
+
+
+@endpoint(DIALECT, "GET", "POST")
+def batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    if request.method == "POST":
+        return create_batch(request, account)
+    return list_batches(request, account)
+
+
+def validated_requests(body: dict) -> list[tuple[str, str]]:
+    """(custom_id, model) of each request, or the API's 400."""
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        raise DIALECT.bad_request("requests: Field required" if requests is None else "requests: Input should be a valid list")
+    if not requests:
+        raise DIALECT.bad_request("requests: List should have at least 1 item after validation, not 0")
+    if len(requests) > MAX_REQUESTS:
+        raise DIALECT.bad_request(f"requests: List should have at most {MAX_REQUESTS} items after validation, not {len(requests)}")
+    seen: set[str] = set()
+    validated = []
+    for position, item in enumerate(requests):
+        where = f"requests.{position}"
+        if not isinstance(item, dict):
+            raise DIALECT.bad_request(f"{where}: Input should be a valid dictionary")
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str):
+            raise DIALECT.bad_request(f"{where}.custom_id: Field required")
+        if not CUSTOM_ID.match(custom_id):
+            raise DIALECT.bad_request(f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
+        if custom_id in seen:
+            raise DIALECT.bad_request(f"{where}.custom_id: Duplicate custom_id '{custom_id}'; custom_id values must be unique within a batch")
+        seen.add(custom_id)
+        params = item.get("params")
+        if not isinstance(params, dict):
+            raise DIALECT.bad_request(f"{where}.params: Field required" if params is None else f"{where}.params: Input should be a valid dictionary")
+        for required in ("model", "max_tokens", "messages"):
+            if required not in params:
+                raise DIALECT.bad_request(f"{where}.params.{required}: Field required")
+        if not isinstance(params["model"], str):
+            raise DIALECT.bad_request(f"{where}.params.model: Input should be a valid string")
+        validated.append((custom_id, params["model"]))
+    return validated
+
+
+def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    requests = validated_requests(parse_json_body(request, DIALECT))
+    with transaction.atomic():
+        batch = SimBatch.planned(
+            account=account,
+            public_id=anthropic_batch_id(),
+            created_at=clock.now(),
+            total=len(requests),
+            expire_percent=settings.SIMULATOR_EXPIRE_PERCENT,
+            output_file_id="",
+            error_file_id="",
+            **processing_seconds_override(request, DIALECT),
+        )
+        batch.save()
+        SimRequest.objects.bulk_create(
+            (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, (custom_id, model) in enumerate(requests)),
+            batch_size=5000,
+        )
+    return present(request, batch)
+
+
+def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    limit = page_limit(request, default=20, maximum=1000, dialect=DIALECT)
+    before_id, after_id = request.GET.get("before_id"), request.GET.get("after_id")
+    if before_id and after_id:
+        raise DIALECT.bad_request("Only one of before_id and after_id may be given.")
+    rows = account.batches.all()
+    if before_id:
+        cursor = cursor_batch(account, "before_id", before_id, DIALECT)
+        page = list(rows.filter(newer_than(cursor)).order_by("created_at", "id")[: limit + 1])
+        has_more = len(page) > limit
+        page = page[:limit][::-1]
+    else:
+        if after_id:
+            rows = rows.filter(older_than(cursor_batch(account, "after_id", after_id, DIALECT)))
+        page = list(rows.order_by("-created_at", "-id")[: limit + 1])
+        has_more = len(page) > limit
+        page = page[:limit]
+    now = clock.now()
+    return JsonResponse({
+        "data": [batch_json(request, batch, anthropic_state(batch.plan(), now)) for batch in page],
+        "has_more": has_more,
+        "first_id": page[0].public_id if page else None,
+        "last_id": page[-1].public_id if page else None,
+    })
+
+
+@endpoint(DIALECT, "GET", "DELETE")
+def batch_detail(request: HttpRequest, account: SimAccount, batch_id: str) -> JsonResponse:
+    batch = find_batch(account, batch_id)
+    if request.method == "GET":
+        return present(request, batch)
+    if not anthropic_state(batch.plan(), clock.now()).is_ended:
+        raise DIALECT.bad_request(
+            f"Message batch {batch_id} cannot be deleted while it is still processing. Cancel it first and wait until it has ended."
+        )
+    batch.delete()
+    return JsonResponse({"id": batch_id, "type": "message_batch_deleted"})
+
+
+@endpoint(DIALECT, "POST")
+def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str) -> JsonResponse:
+    batch = find_batch(account, batch_id)
+    now = clock.now()
+    if anthropic_state(batch.plan(), now).is_ended:
+        raise DIALECT.bad_request(f"Message batch {batch_id} has already ended and can no longer be canceled.")
+    # A second cancel while canceling keeps the first time: the update only fills an empty field.
+    SimBatch.objects.filter(pk=batch.pk, cancel_initiated_at__isnull=True).update(cancel_initiated_at=now)
+    batch.refresh_from_db()
+    return present(request, batch)
+
+
+@endpoint(DIALECT, "GET")
+def batch_results(request: HttpRequest, account: SimAccount, batch_id: str) -> StreamingHttpResponse:
+    batch = find_batch(account, batch_id)
+    state = anthropic_state(batch.plan(), clock.now())
+    if not state.is_ended:
+        raise DIALECT.bad_request(f"Message batch {batch_id} has not finished processing yet; results are available once it has ended.")
+    response = StreamingHttpResponse(result_lines(batch, state), content_type="application/x-jsonl")
+    response["Content-Disposition"] = f'attachment; filename="{batch_id}_results.jsonl"'
+    return response
+
+
+def stable_token(*parts: object, length: int = 22) -> str:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=32).digest()
+    number = int.from_bytes(digest, "big")
+    chars = []
+    for _ in range(length):
+        number, remainder = divmod(number, 62)
+        chars.append(BASE62[remainder])
+    return "".join(chars)
+
+
+def result_lines(batch: SimBatch, state: AnthropicState) -> Iterator[bytes]:
+    plan = batch.plan()
+    rows = SimRequest.objects.filter(batch=batch).order_by("index").values_list("index", "custom_id", "model")
+    for index, custom_id, model in rows.iterator(chunk_size=2000):
+        rank = plan.rank_of(index)
+        outcome = state.outcome_of_rank(plan, rank)
+        line = {"custom_id": custom_id, "result": result_body(batch, plan, outcome, index, rank, model)}
+        yield (json.dumps(line, separators=(",", ":")) + "\n").encode()
+
+
+def result_body(batch: SimBatch, plan, outcome: Outcome, index: int, rank: int, model: str) -> dict:
+    if outcome is Outcome.SUCCEEDED:
+        return {
+            "type": "succeeded",
+            "message": {
+                "id": "msg_01" + stable_token(batch.public_id, index),
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": f"Simulated answer #{index} for {batch.public_id}.", "citations": None}],
+                "stop_reason": "end_turn" if rank % 10 else "max_tokens",
+                "stop_sequence": None,
+                "stop_details": None,
+                "container": None,
+                "usage": {
+                    "input_tokens": plan.input_tokens(rank),
+                    "output_tokens": plan.output_tokens(rank),
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0},
+                    "server_tool_use": None,
+                    "service_tier": "batch",
+                    "inference_geo": None,
+                },
+            },
+        }
+    if outcome is Outcome.ERRORED:
+        kind, message = ERRORED_RESULTS[rank % len(ERRORED_RESULTS)]
+        return {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {"type": kind, "message": message},
+                "request_id": "req_011C" + stable_token(batch.public_id, index, "error", length=20),
+            },
+        }
+    return {"type": outcome.value}

@@ -1,0 +1,157 @@
+"""Stored state of the simulator: accounts, batches (their plans), requests and uploaded files.
+
+Statuses and counts are never stored: they are computed from the plan by `progression`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from .progression import Plan
+
+BASE62 = string.digits + string.ascii_letters
+
+
+def random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62) for _ in range(length))
+
+
+def anthropic_batch_id() -> str:
+    return "msgbatch_01" + random_base62(22)
+
+
+def openai_batch_id() -> str:
+    return "batch_" + secrets.token_hex(16)
+
+
+def openai_file_id() -> str:
+    return "file-" + random_base62(22)
+
+
+def key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class Provider(models.TextChoices):
+    ANTHROPIC = "anthropic", "Anthropic"
+    OPENAI = "openai", "OpenAI"
+
+
+class Fault(models.TextChoices):
+    NONE = "", "none"
+    RATE_LIMIT = "429", "429 rate limited, with retry-after"
+    SERVER_ERROR = "500", "500 internal server error"
+    OVERLOADED = "529", "529 overloaded (503 on OpenAI)"
+    HANG = "hang", "hang past any client timeout"
+    NON_JSON = "non-json", "200 with a body that is not JSON"
+
+
+class SimAccount(models.Model):
+    """A simulated workspace (Anthropic) or project (OpenAI), with its own key and batches."""
+
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    name = models.SlugField(max_length=64)
+    key_sha256 = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the API key; the key itself is not stored.")
+    fault = models.CharField(max_length=16, choices=Fault.choices, blank=True, default=Fault.NONE)
+    latency_ms = models.PositiveIntegerField(default=0)
+    retry_after_seconds = models.PositiveIntegerField(default=2)
+
+    class Meta:
+        unique_together = [("provider", "name")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.name}"
+
+
+class SimFile(models.Model):
+    """An uploaded OpenAI file (batch input)."""
+
+    account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="files")
+    public_id = models.CharField(max_length=64, unique=True, default=openai_file_id)
+    purpose = models.CharField(max_length=32)
+    filename = models.CharField(max_length=255)
+    content = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class SimBatch(models.Model):
+    account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="batches")
+    public_id = models.CharField(max_length=80, unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    total = models.PositiveIntegerField()
+    seed = models.PositiveIntegerField(default=0)
+    processing_seconds = models.FloatField()
+    cancel_grace_seconds = models.FloatField()
+    error_percent = models.PositiveSmallIntegerField()
+    expire_percent = models.PositiveSmallIntegerField(default=0)
+    cancel_initiated_at = models.DateTimeField(null=True, blank=True)
+    is_demo = models.BooleanField(default=False, help_text="Created by seed_demo; replaced on every reseed.")
+
+    # OpenAI only
+    validating_seconds = models.FloatField(default=0)
+    finalizing_seconds = models.FloatField(default=0)
+    endpoint = models.CharField(max_length=64, blank=True)
+    completion_window = models.CharField(max_length=8, blank=True)
+    input_file = models.ForeignKey(SimFile, null=True, blank=True, on_delete=models.SET_NULL)
+    input_file_public_id = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    model = models.CharField(max_length=128, blank=True)
+    validation_errors = models.JSONField(null=True, blank=True)
+    output_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
+    error_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "-created_at", "-id"])]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def provider(self) -> str:
+        return self.account.provider
+
+    def plan(self) -> Plan:
+        return Plan(
+            total=self.total,
+            created_at=self.created_at,
+            seed=self.seed,
+            processing_seconds=self.processing_seconds,
+            cancel_grace_seconds=self.cancel_grace_seconds,
+            error_percent=self.error_percent,
+            expire_percent=self.expire_percent,
+            cancel_initiated_at=self.cancel_initiated_at,
+            validating_seconds=self.validating_seconds,
+            finalizing_seconds=self.finalizing_seconds,
+            input_is_valid=not self.validation_errors,
+        )
+
+    @classmethod
+    def planned(cls, **fields) -> "SimBatch":
+        """A new batch with the configured default durations, unless given."""
+        defaults = {
+            "seed": secrets.randbelow(2**31),
+            "processing_seconds": settings.SIMULATOR_PROCESSING_SECONDS,
+            "cancel_grace_seconds": settings.SIMULATOR_CANCEL_SECONDS,
+            "error_percent": settings.SIMULATOR_ERROR_PERCENT,
+        }
+        return cls(**{**defaults, **fields})
+
+
+class SimRequest(models.Model):
+    batch = models.ForeignKey(SimBatch, on_delete=models.CASCADE, related_name="requests")
+    index = models.PositiveIntegerField()
+    custom_id = models.CharField(max_length=64)
+    model = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        unique_together = [("batch", "index")]
+        ordering = ["index"]

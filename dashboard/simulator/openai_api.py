@@ -1,0 +1,400 @@
+"""The OpenAI Batch and Files APIs, as served under /simulator/openai/v1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from . import clock
+from .anthropic_api import stable_token
+from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, openai_batch_id
+from .progression import OPENAI_CANCELABLE, Outcome, OpenAIState, openai_state
+from .wire import (
+    ApiError, Dialect, endpoint, hex_id, older_than, cursor_batch, page_limit, parse_json_body,
+    processing_seconds_override,
+)
+
+ENDPOINTS = (
+    "/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
+    "/v1/images/generations", "/v1/images/edits", "/v1/videos",
+)
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+MAX_INPUT_LINES = 50_000
+FAILED_RESPONSE = {
+    "message": "This model's maximum context length was exceeded by the request.",
+    "type": "invalid_request_error",
+    "param": "messages",
+    "code": "context_length_exceeded",
+}
+
+
+class OpenAIDialect(Dialect):
+    name = Provider.OPENAI
+    request_id_header = "x-request-id"
+
+    def new_request_id(self) -> str:
+        return "req_" + hex_id(16)
+
+    def authenticate(self, request: HttpRequest) -> SimAccount:
+        header = request.headers.get("authorization", "")
+        scheme, _, api_key = header.partition(" ")
+        if scheme.lower() != "bearer" or not api_key.strip():
+            raise ApiError(
+                401, "invalid_request_error",
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        api_key = api_key.strip()
+        account = self.account_for_key(api_key)
+        if account is None:
+            raise ApiError(401, "invalid_request_error", f"Incorrect API key provided: {masked(api_key)}.",
+                           code="invalid_api_key")
+        return account
+
+    def error_body(self, error: ApiError, request_id: str) -> dict:
+        return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+
+    def not_found(self, message: str) -> ApiError:
+        return ApiError(404, "invalid_request_error", message)
+
+    def fault_error(self, fault: str, account: SimAccount | None) -> ApiError:
+        if fault == Fault.RATE_LIMIT:
+            retry_after = str(account.retry_after_seconds if account else 2)
+            return ApiError(429, "requests", "Rate limit reached for requests. Please try again later.",
+                            code="rate_limit_exceeded", headers={"retry-after": retry_after})
+        if fault == Fault.OVERLOADED:
+            return ApiError(503, "server_error", "The engine is currently overloaded, please try again later.")
+        return ApiError(500, "server_error", "The server had an error while processing your request. Sorry about that!")
+
+
+DIALECT = OpenAIDialect()
+
+
+def masked(api_key: str) -> str:
+    if len(api_key) <= 8:
+        return "*" * len(api_key)
+    return api_key[:3] + "*" * (len(api_key) - 7) + api_key[-4:]
+
+
+def unix(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def file_json(file: SimFile) -> dict:
+    return {
+        "id": file.public_id,
+        "object": "file",
+        "bytes": len(file.content),
+        "created_at": unix(file.created_at),
+        "expires_at": None,
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+@endpoint(DIALECT, "POST")
+def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    purpose = request.POST.get("purpose")
+    upload = request.FILES.get("file")
+    if not purpose:
+        raise DIALECT.bad_request("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
+    if purpose not in FILE_PURPOSES:
+        raise DIALECT.bad_request(f"Invalid value for 'purpose': {purpose!r}.", param="purpose", code="invalid_value")
+    if upload is None:
+        raise DIALECT.bad_request("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+    content = upload.read()
+    if purpose == "batch" and not upload.name.endswith(".jsonl"):
+        raise DIALECT.bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
+    file = SimFile.objects.create(account=account, purpose=purpose, filename=upload.name, content=content, created_at=clock.now())
+    return JsonResponse(file_json(file))
+
+
+@endpoint(DIALECT, "GET")
+def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> JsonResponse:
+    file = account.files.filter(public_id=file_id).first()
+    if file is None:
+        raise DIALECT.not_found(f"No such File object: {file_id}")
+    return JsonResponse(file_json(file))
+
+
+@endpoint(DIALECT, "GET")
+def file_content(request: HttpRequest, account: SimAccount, file_id: str) -> HttpResponse:
+    file = account.files.filter(public_id=file_id).first()
+    if file is not None:
+        return HttpResponse(bytes(file.content), content_type="application/octet-stream")
+    now = clock.now()
+    for batch in account.batches.filter(output_file_id=file_id) | account.batches.filter(error_file_id=file_id):
+        state = openai_state(batch.plan(), now)
+        if file_id == batch.output_file_id and state.has_output_file:
+            return StreamingHttpResponse(output_lines(batch, state, errors=False), content_type="application/octet-stream")
+        if file_id == batch.error_file_id and state.has_error_file:
+            return StreamingHttpResponse(output_lines(batch, state, errors=True), content_type="application/octet-stream")
+    raise DIALECT.not_found(f"No such File object: {file_id}")
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+def batch_json(batch: SimBatch, state: OpenAIState) -> dict:
+    return {
+        "id": batch.public_id,
+        "object": "batch",
+        "endpoint": batch.endpoint,
+        "model": batch.model or None,
+        "errors": batch.validation_errors or None,
+        "input_file_id": batch.input_file_public_id,
+        "completion_window": batch.completion_window,
+        "status": state.status,
+        "output_file_id": batch.output_file_id if state.has_output_file else None,
+        "error_file_id": batch.error_file_id if state.has_error_file else None,
+        "created_at": unix(batch.created_at),
+        "in_progress_at": unix(state.in_progress_at),
+        "expires_at": unix(batch.plan().expires_at),
+        "finalizing_at": unix(state.finalizing_at),
+        "completed_at": unix(state.completed_at),
+        "failed_at": unix(state.failed_at),
+        "expired_at": unix(state.expired_at),
+        "cancelling_at": unix(state.cancelling_at),
+        "cancelled_at": unix(state.cancelled_at),
+        "request_counts": {"total": state.total, "completed": state.completed, "failed": state.failed},
+        "usage": {
+            "input_tokens": state.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": state.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": state.input_tokens + state.output_tokens,
+        },
+        "metadata": batch.metadata,
+    }
+
+
+def present(batch: SimBatch) -> JsonResponse:
+    return JsonResponse(batch_json(batch, openai_state(batch.plan(), clock.now())))
+
+
+def find_batch(account: SimAccount, batch_id: str) -> SimBatch:
+    batch = account.batches.filter(public_id=batch_id).first()
+    if batch is None:
+        raise DIALECT.not_found(f"No batch found with id '{batch_id}'.")
+    return batch
+
+
+@endpoint(DIALECT, "GET", "POST")
+def batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    if request.method == "POST":
+        return create_batch(request, account)
+    return list_batches(request, account)
+
+
+def validated_metadata(metadata: object) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise DIALECT.bad_request("Invalid type for 'metadata': expected an object.", param="metadata", code="invalid_type")
+    if len(metadata) > 16:
+        raise DIALECT.bad_request("Invalid 'metadata': too many properties. Expected an object with at most 16 properties.",
+                                  param="metadata", code="object_above_max_properties")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise DIALECT.bad_request(f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
+                                      param="metadata", code="invalid_value")
+        if not isinstance(value, str) or len(value) > 512:
+            raise DIALECT.bad_request(f"Invalid 'metadata.{key}': expected a string of at most 512 characters.",
+                                      param=f"metadata.{key}", code="invalid_value")
+    return metadata
+
+
+def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, str]], list[dict]]:
+    """The requests of an input file ((custom_id, model) each) and what `validating` finds wrong."""
+    requests: list[tuple[str, str]] = []
+    problems: list[dict] = []
+    seen: set[str] = set()
+
+    def problem(code: str, message: str, line: int | None, param: str | None = None) -> None:
+        problems.append({"code": code, "message": message, "param": param, "line": line})
+
+    try:
+        lines = content.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        problem("invalid_file_format", "The input file is not valid UTF-8 text.", None)
+        return [], problems
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        problem("empty_file", "The batch input file is empty. Please upload a file with at least one request.", None)
+    if len(lines) > MAX_INPUT_LINES:
+        problem("too_many_requests", f"The batch input file has {len(lines)} requests; the limit is {MAX_INPUT_LINES}.", None)
+    for number, text in enumerate(lines, start=1):
+        try:
+            line = json.loads(text)
+        except ValueError:
+            problem("invalid_json_line", "This line is not parseable as valid JSON.", number)
+            continue
+        if not isinstance(line, dict):
+            problem("invalid_json_line", "Each line must be a JSON object.", number)
+            continue
+        missing = [name for name in ("custom_id", "method", "url", "body") if name not in line]
+        if missing:
+            problem("missing_required_parameter", f"Missing required parameter: '{missing[0]}'.", number, missing[0])
+            continue
+        custom_id = str(line["custom_id"])
+        if custom_id in seen:
+            problem("duplicate_custom_id", f"The custom_id '{custom_id}' is not unique within the input file.", number, "custom_id")
+        seen.add(custom_id)
+        if line["method"] != "POST":
+            problem("invalid_method", "The only supported method is POST.", number, "method")
+        if line["url"] != endpoint_path:
+            problem("mismatched_url", f"The URL provided for this request does not match the batch endpoint {endpoint_path}.",
+                    number, "url")
+        body = line["body"] if isinstance(line["body"], dict) else {}
+        requests.append((custom_id, str(body.get("model", ""))))
+    return requests, problems
+
+
+def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    body = parse_json_body(request, DIALECT)
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if not body.get(name):
+            raise DIALECT.bad_request(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+    endpoint_path = body["endpoint"]
+    if endpoint_path not in ENDPOINTS:
+        raise DIALECT.bad_request(
+            f"Invalid value: '{endpoint_path}'. Supported values are: {', '.join(repr(e) for e in ENDPOINTS)}.",
+            param="endpoint", code="invalid_value",
+        )
+    if body["completion_window"] != "24h":
+        raise DIALECT.bad_request(
+            f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
+            param="completion_window", code="invalid_value",
+        )
+    metadata = validated_metadata(body.get("metadata"))
+    input_file = account.files.filter(public_id=body["input_file_id"]).first()
+    if input_file is None:
+        raise DIALECT.bad_request(f"Invalid 'input_file_id': '{body['input_file_id']}'. File not found.", param="input_file_id")
+    if input_file.purpose != "batch":
+        raise DIALECT.bad_request(f"The file {input_file.public_id} has purpose '{input_file.purpose}'; batch input files must have purpose 'batch'.",
+                                  param="input_file_id")
+    requests, problems = input_problems(bytes(input_file.content), endpoint_path)
+    with transaction.atomic():
+        batch = SimBatch.planned(
+            account=account,
+            public_id=openai_batch_id(),
+            created_at=clock.now(),
+            total=0 if problems else len(requests),
+            endpoint=endpoint_path,
+            completion_window="24h",
+            input_file=input_file,
+            input_file_public_id=input_file.public_id,
+            metadata=metadata,
+            model=next((model for _, model in requests if model), ""),
+            validation_errors={"object": "list", "data": problems} if problems else None,
+            validating_seconds=settings.SIMULATOR_VALIDATING_SECONDS,
+            finalizing_seconds=settings.SIMULATOR_FINALIZING_SECONDS,
+            **processing_seconds_override(request, DIALECT),
+        )
+        batch.save()
+        if not problems:
+            SimRequest.objects.bulk_create(
+                (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, (custom_id, model) in enumerate(requests)),
+                batch_size=5000,
+            )
+    return present(batch)
+
+
+def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    limit = page_limit(request, default=20, maximum=100, dialect=DIALECT)
+    rows = account.batches.all()
+    if request.GET.get("after"):
+        rows = rows.filter(older_than(cursor_batch(account, "after", request.GET["after"], DIALECT)))
+    page = list(rows.order_by("-created_at", "-id")[: limit + 1])
+    has_more = len(page) > limit
+    page = page[:limit]
+    now = clock.now()
+    return JsonResponse({
+        "object": "list",
+        "data": [batch_json(batch, openai_state(batch.plan(), now)) for batch in page],
+        "first_id": page[0].public_id if page else None,
+        "last_id": page[-1].public_id if page else None,
+        "has_more": has_more,
+    })
+
+
+@endpoint(DIALECT, "GET")
+def batch_detail(request: HttpRequest, account: SimAccount, batch_id: str) -> JsonResponse:
+    return present(find_batch(account, batch_id))
+
+
+@endpoint(DIALECT, "POST")
+def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str) -> JsonResponse:
+    batch = find_batch(account, batch_id)
+    now = clock.now()
+    status = openai_state(batch.plan(), now).status
+    if status not in OPENAI_CANCELABLE and status != "cancelling":
+        raise ApiError(409, "invalid_request_error", f"Cannot cancel a batch with status '{status}'.")
+    SimBatch.objects.filter(pk=batch.pk, cancel_initiated_at__isnull=True).update(cancel_initiated_at=now)
+    batch.refresh_from_db()
+    return present(batch)
+
+
+# --- output and error files ----------------------------------------------------------------
+
+
+def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> dict:
+    tokens_in, tokens_out = plan.input_tokens(rank), plan.output_tokens(rank)
+    if batch.endpoint == "/v1/embeddings":
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2]}],
+            "model": model,
+            "usage": {"prompt_tokens": tokens_in, "total_tokens": tokens_in},
+        }
+    return {
+        "id": "chatcmpl-" + stable_token(batch.public_id, index, length=29),
+        "object": "chat.completion",
+        "created": unix(batch.created_at),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": f"Simulated answer #{index} for {batch.public_id}.",
+                        "refusal": None, "annotations": []},
+            "logprobs": None,
+            "finish_reason": "stop" if rank % 10 else "length",
+        }],
+        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+        "service_tier": "default",
+        "system_fingerprint": None,
+    }
+
+
+def output_lines(batch: SimBatch, state: OpenAIState, *, errors: bool) -> Iterator[bytes]:
+    plan = batch.plan()
+    rows = SimRequest.objects.filter(batch=batch).order_by("index").values_list("index", "custom_id", "model")
+    for index, custom_id, model in rows.iterator(chunk_size=2000):
+        rank = plan.rank_of(index)
+        line_id = "batch_req_" + stable_token(batch.public_id, index, "line", length=32)
+        request_id = stable_token(batch.public_id, index, "request", length=32)
+        if rank < state.finished:
+            fate = plan.fate(rank)
+            if fate is Outcome.SUCCEEDED and not errors:
+                line = {"id": line_id, "custom_id": custom_id, "error": None, "response": {
+                    "status_code": 200, "request_id": request_id, "body": response_body(batch, plan, index, rank, model)}}
+            elif fate is not Outcome.SUCCEEDED and errors:
+                line = {"id": line_id, "custom_id": custom_id, "error": None, "response": {
+                    "status_code": 400, "request_id": request_id, "body": {"error": FAILED_RESPONSE}}}
+            else:
+                continue
+        elif errors and state.status == "expired":
+            line = {"id": line_id, "custom_id": custom_id, "response": None, "error": {
+                "code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}
+        else:
+            continue
+        yield (json.dumps(line, separators=(",", ":")) + "\n").encode()

@@ -1,0 +1,301 @@
+"""Pure progression rules of a simulated batch: its state at any instant is a function of its plan.
+
+A batch stores only its plan (request total, creation time, durations, seed, when cancel was
+asked). Nothing runs in the background: every read computes the state for "now", so all server
+processes agree and tests can inject any instant.
+
+Requests finish one after another over `processing_seconds`, in an order given by a seeded
+permutation of their indexes (their *rank*). The rank also decides each request's fate and token
+usage through patterns that repeat every `PERIOD` ranks, so counts over the first n ranks are
+computed in O(PERIOD), whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from functools import cached_property, lru_cache
+
+PERIOD = 300
+EXPIRY_WINDOW = timedelta(hours=24)
+
+
+class Outcome(str, Enum):
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Plan:
+    total: int
+    created_at: datetime
+    seed: int
+    processing_seconds: float
+    cancel_grace_seconds: float
+    error_percent: int
+    expire_percent: int = 0
+    cancel_initiated_at: datetime | None = None
+    # OpenAI only
+    validating_seconds: float = 0.0
+    finalizing_seconds: float = 0.0
+    input_is_valid: bool = True
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + EXPIRY_WINDOW
+
+    # --- ranks and fates --------------------------------------------------------------------
+
+    @cached_property
+    def _multiplier(self) -> int:
+        if self.total <= 1:
+            return 1
+        candidate = 2 * (self.seed % 997) + 1
+        while math.gcd(candidate, self.total) != 1:
+            candidate += 2
+        return candidate % self.total or 1
+
+    def rank_of(self, index: int) -> int:
+        """The position at which request `index` finishes: a seeded bijection of 0..total-1."""
+        return (index * self._multiplier + self.seed) % self.total
+
+    def fate(self, rank: int) -> Outcome:
+        """What happens to the request finishing at `rank` if it gets processed at all."""
+        slot = (rank * 37 + self.seed) % 100
+        if slot < self.error_percent:
+            return Outcome.ERRORED
+        if slot < self.error_percent + self.expire_percent:
+            return Outcome.EXPIRED
+        return Outcome.SUCCEEDED
+
+    def input_tokens(self, rank: int) -> int:
+        return 12 + (rank * 7 + self.seed) % 30
+
+    def output_tokens(self, rank: int) -> int:
+        return 20 + (rank * 11 + self.seed) % 100
+
+    def finished_by(self, seconds_of_processing: float) -> int:
+        """How many requests have finished after this much processing time."""
+        if seconds_of_processing <= 0:
+            return 0
+        if self.processing_seconds <= 0:
+            return self.total
+        return min(self.total, math.floor(self.total * seconds_of_processing / self.processing_seconds))
+
+    def tally(self, finished: int) -> Tally:
+        """Fates and token usage of the first `finished` ranks."""
+        tallies = _period_tallies(self.seed, self.error_percent, self.expire_percent)
+        whole, rest = divmod(finished, PERIOD)
+        full = tallies[PERIOD]
+        part = tallies[rest]
+        errored, expired, succeeded, tokens_in, tokens_out = (whole * f + p for f, p in zip(full, part))
+        return Tally(
+            finished=finished,
+            errored=errored,
+            expired=expired,
+            succeeded=succeeded,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+        )
+
+
+@lru_cache(maxsize=4096)
+def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Running sums over one period: (errored, expired, succeeded, input tokens, output tokens)."""
+    plan = Plan(
+        total=PERIOD, created_at=datetime.min, seed=seed, processing_seconds=0, cancel_grace_seconds=0,
+        error_percent=error_percent, expire_percent=expire_percent,
+    )
+    tallies = [(0, 0, 0, 0, 0)]
+    errored = expired = succeeded = tokens_in = tokens_out = 0
+    for rank in range(PERIOD):
+        fate = plan.fate(rank)
+        errored += fate is Outcome.ERRORED
+        expired += fate is Outcome.EXPIRED
+        if fate is Outcome.SUCCEEDED:
+            succeeded += 1
+            tokens_in += plan.input_tokens(rank)
+            tokens_out += plan.output_tokens(rank)
+        tallies.append((errored, expired, succeeded, tokens_in, tokens_out))
+    return tuple(tallies)
+
+
+@dataclass(frozen=True)
+class Tally:
+    finished: int
+    errored: int
+    expired: int
+    succeeded: int
+    input_tokens: int
+    output_tokens: int
+
+
+# --- Anthropic -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnthropicState:
+    processing_status: str  # in_progress | canceling | ended
+    ended_at: datetime | None
+    cancel_initiated_at: datetime | None
+    processing: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+    finished: int  # how many ranks finished with their own fate (the rest are canceled/expired)
+    unfinished_outcome: Outcome
+
+    @property
+    def is_ended(self) -> bool:
+        return self.processing_status == "ended"
+
+    def outcome_of_rank(self, plan: Plan, rank: int) -> Outcome:
+        if rank < self.finished:
+            return plan.fate(rank)
+        return self.unfinished_outcome
+
+
+def anthropic_end(plan: Plan) -> tuple[datetime, bool]:
+    """When the batch ends, and whether that end comes from a cancel."""
+    natural_end = plan.created_at + min(timedelta(seconds=plan.processing_seconds), EXPIRY_WINDOW)
+    if plan.cancel_initiated_at is not None and plan.cancel_initiated_at < natural_end:
+        cancel_end = plan.cancel_initiated_at + timedelta(seconds=plan.cancel_grace_seconds)
+        if cancel_end < natural_end:
+            return cancel_end, True
+    return natural_end, False
+
+
+def anthropic_state(plan: Plan, now: datetime) -> AnthropicState:
+    ended_at, by_cancel = anthropic_end(plan)
+    canceling = plan.cancel_initiated_at is not None and plan.cancel_initiated_at <= now
+    if now < ended_at:
+        # Documented rule: every request counts as processing until the whole batch has ended.
+        return AnthropicState(
+            processing_status="canceling" if canceling else "in_progress",
+            ended_at=None,
+            cancel_initiated_at=plan.cancel_initiated_at if canceling else None,
+            processing=plan.total,
+            succeeded=0,
+            errored=0,
+            canceled=0,
+            expired=0,
+            finished=0,
+            unfinished_outcome=Outcome.CANCELED if by_cancel else Outcome.EXPIRED,
+        )
+    finished = plan.finished_by((ended_at - plan.created_at).total_seconds())
+    tally = plan.tally(finished)
+    unfinished = plan.total - finished
+    return AnthropicState(
+        processing_status="ended",
+        ended_at=ended_at,
+        cancel_initiated_at=plan.cancel_initiated_at,
+        processing=0,
+        succeeded=tally.succeeded,
+        errored=tally.errored,
+        canceled=unfinished if by_cancel else 0,
+        expired=tally.expired + (0 if by_cancel else unfinished),
+        finished=finished,
+        unfinished_outcome=Outcome.CANCELED if by_cancel else Outcome.EXPIRED,
+    )
+
+
+# --- OpenAI --------------------------------------------------------------------------------
+
+OPENAI_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+# Once finalizing, every request has run: like the real API, there is nothing left to cancel.
+OPENAI_CANCELABLE = frozenset({"validating", "in_progress"})
+
+
+@dataclass(frozen=True)
+class OpenAIState:
+    status: str
+    in_progress_at: datetime | None
+    finalizing_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    expired_at: datetime | None
+    cancelling_at: datetime | None
+    cancelled_at: datetime | None
+    total: int
+    completed: int
+    failed: int
+    not_processed: int  # requests that never ran: listed as expired in the error file after expiry
+    finished: int
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in OPENAI_ENDED
+
+    @property
+    def has_output_file(self) -> bool:
+        return self.is_ended and self.completed > 0
+
+    @property
+    def has_error_file(self) -> bool:
+        return self.is_ended and (self.failed > 0 or self.not_processed > 0)
+
+
+def openai_state(plan: Plan, now: datetime) -> OpenAIState:
+    start = plan.created_at + timedelta(seconds=plan.validating_seconds)
+    processing_end = start + timedelta(seconds=plan.processing_seconds)
+    cancel_at = plan.cancel_initiated_at if plan.cancel_initiated_at and plan.cancel_initiated_at <= now else None
+    blank = dict(
+        in_progress_at=None, finalizing_at=None, completed_at=None, failed_at=None, expired_at=None,
+        cancelling_at=None, cancelled_at=None, total=0, completed=0, failed=0, not_processed=0,
+        finished=0, input_tokens=0, output_tokens=0,
+    )
+
+    def counted(status: str, processing_stop: datetime, **timestamps) -> OpenAIState:
+        seconds = (min(now, processing_stop) - start).total_seconds()
+        tally = plan.tally(plan.finished_by(seconds))
+        return OpenAIState(**{
+            **blank,
+            **timestamps,
+            "status": status,
+            "total": plan.total,
+            "completed": tally.finished - tally.errored,
+            "failed": tally.errored,
+            "finished": tally.finished,
+            "not_processed": plan.total - tally.finished if status == "expired" else 0,
+            "input_tokens": tally.input_tokens,
+            "output_tokens": tally.output_tokens,
+        })
+
+    if cancel_at is not None and cancel_at < start:
+        cancel_end = cancel_at + timedelta(seconds=plan.cancel_grace_seconds)
+        if now < cancel_end:
+            return OpenAIState(**{**blank, "status": "cancelling", "cancelling_at": cancel_at})
+        return OpenAIState(**{**blank, "status": "cancelled", "cancelling_at": cancel_at, "cancelled_at": cancel_end})
+
+    if now < start:
+        return OpenAIState(**{**blank, "status": "validating"})
+    if not plan.input_is_valid:
+        return OpenAIState(**{**blank, "status": "failed", "failed_at": start})
+
+    expires_at = plan.expires_at
+    if cancel_at is not None and cancel_at < processing_end and cancel_at < expires_at:
+        cancel_end = min(cancel_at + timedelta(seconds=plan.cancel_grace_seconds), expires_at)
+        if now < cancel_end:
+            return counted("cancelling", cancel_end, in_progress_at=start, cancelling_at=cancel_at)
+        return counted("cancelled", cancel_end, in_progress_at=start, cancelling_at=cancel_at, cancelled_at=cancel_end)
+
+    if processing_end >= expires_at:
+        if now < expires_at:
+            return counted("in_progress", expires_at, in_progress_at=start)
+        return counted("expired", expires_at, in_progress_at=start, expired_at=expires_at)
+
+    if now < processing_end:
+        return counted("in_progress", processing_end, in_progress_at=start)
+    completed_at = processing_end + timedelta(seconds=plan.finalizing_seconds)
+    if now < completed_at:
+        return counted("finalizing", processing_end, in_progress_at=start, finalizing_at=processing_end)
+    return counted(
+        "completed", processing_end, in_progress_at=start, finalizing_at=processing_end, completed_at=completed_at
+    )

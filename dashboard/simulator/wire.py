@@ -1,0 +1,196 @@
+"""What both simulated APIs share on the wire: auth, request ids, error envelopes, faults.
+
+Each provider is a `Dialect`: how it authenticates, names its request-id header and shapes its
+error body. `endpoint(dialect, ...)` wraps a view so that every answer, including errors, crashes
+and unknown routes, comes out in that provider's shape with its request-id header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Callable
+
+from django.conf import settings
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .models import Fault, SimAccount, SimBatch, key_digest, random_base62
+
+logger = logging.getLogger(__name__)
+
+MAX_LATENCY_MS = 60_000
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    kind: str
+    message: str
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Dialect:
+    name: str
+    request_id_header: str
+
+    def new_request_id(self) -> str:
+        raise NotImplementedError
+
+    def authenticate(self, request: HttpRequest) -> SimAccount:
+        raise NotImplementedError
+
+    def error_body(self, error: ApiError, request_id: str) -> dict:
+        raise NotImplementedError
+
+    def fault_error(self, fault: str, account: SimAccount | None) -> ApiError:
+        raise NotImplementedError
+
+    def not_found(self, message: str) -> ApiError:
+        raise NotImplementedError
+
+    def bad_request(self, message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
+        return ApiError(400, "invalid_request_error", message, param=param, code=code)
+
+    def error_response(self, error: ApiError, request_id: str) -> JsonResponse:
+        response = JsonResponse(self.error_body(error, request_id), status=error.status)
+        for name, value in error.headers.items():
+            response[name] = value
+        return response
+
+    def account_for_key(self, api_key: str) -> SimAccount | None:
+        return SimAccount.objects.filter(provider=self.name, key_sha256=key_digest(api_key)).first()
+
+
+def requested_fault(request: HttpRequest, account: SimAccount) -> str:
+    return request.headers.get("x-sim-fault", "").strip().lower() or account.fault
+
+
+def requested_latency_ms(request: HttpRequest, account: SimAccount) -> int:
+    try:
+        per_request = int(request.headers.get("x-sim-latency-ms", "0"))
+    except ValueError:
+        per_request = 0
+    return min(MAX_LATENCY_MS, max(0, per_request) + account.latency_ms)
+
+
+def non_json_response() -> HttpResponse:
+    return HttpResponse(
+        "<html><head><title>502 Bad Gateway</title></head><body>upstream connect error</body></html>",
+        status=200,
+        content_type="text/html; charset=utf-8",
+    )
+
+
+def parse_json_body(request: HttpRequest, dialect: Dialect) -> dict:
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise dialect.bad_request("The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        raise dialect.bad_request("The request body must be a JSON object.")
+    return body
+
+
+def endpoint(dialect: Dialect, *methods: str) -> Callable:
+    """Wrap a simulator view: method check, auth, injected latency and faults, provider errors."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            request_id = dialect.new_request_id()
+            try:
+                account = dialect.authenticate(request)
+                if request.method not in methods:
+                    raise ApiError(405, "invalid_request_error", f"Method {request.method} is not allowed on this path.")
+                latency_ms = requested_latency_ms(request, account)
+                if latency_ms:
+                    time.sleep(latency_ms / 1000)
+                fault = requested_fault(request, account)
+                if fault == Fault.HANG:
+                    time.sleep(settings.SIMULATOR_HANG_SECONDS)
+                elif fault == Fault.NON_JSON:
+                    response = non_json_response()
+                    response[dialect.request_id_header] = request_id
+                    return response
+                elif fault:
+                    raise dialect.fault_error(fault, account)
+                response = view(request, account, *args, **kwargs)
+            except ApiError as error:
+                response = dialect.error_response(error, request_id)
+            except Exception:
+                logger.exception("simulator %s: unexpected error on %s", dialect.name, request.path)
+                response = dialect.error_response(dialect.fault_error(Fault.SERVER_ERROR, None), request_id)
+            response[dialect.request_id_header] = request_id
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def unknown_route(dialect: Dialect) -> Callable:
+    @csrf_exempt
+    def view(request: HttpRequest, rest: str = "") -> HttpResponse:
+        request_id = dialect.new_request_id()
+        response = dialect.error_response(dialect.not_found(f"Not found: {request.method} {request.path}"), request_id)
+        response[dialect.request_id_header] = request_id
+        return response
+
+    return view
+
+
+def short_id(length: int = 24) -> str:
+    return random_base62(length)
+
+
+def hex_id(nbytes: int = 16) -> str:
+    return secrets.token_hex(nbytes)
+
+
+def processing_seconds_override(request: HttpRequest, dialect: Dialect) -> dict:
+    """Simulator-only header to make one batch faster or slower than the configured default."""
+    raw = request.headers.get("x-sim-processing-seconds")
+    if raw is None:
+        return {}
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise dialect.bad_request("x-sim-processing-seconds must be a number of seconds")
+    return {"processing_seconds": max(0.0, seconds)}
+
+
+def page_limit(request: HttpRequest, *, default: int, maximum: int, dialect: Dialect) -> int:
+    raw = request.GET.get("limit")
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise dialect.bad_request("limit: Input should be a valid integer", param="limit")
+    if not 1 <= limit <= maximum:
+        raise dialect.bad_request(f"limit: Input should be between 1 and {maximum}", param="limit")
+    return limit
+
+
+def newer_than(cursor: SimBatch) -> Q:
+    return Q(created_at__gt=cursor.created_at) | Q(created_at=cursor.created_at, id__gt=cursor.id)
+
+
+def older_than(cursor: SimBatch) -> Q:
+    return Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=cursor.id)
+
+
+def cursor_batch(account: SimAccount, name: str, value: str, dialect: Dialect) -> SimBatch:
+    cursor = account.batches.filter(public_id=value).first()
+    if cursor is None:
+        raise dialect.bad_request(f"{name}: no object with id {value!r}", param=name)
+    return cursor
