@@ -109,8 +109,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # A file, not memory, so the live server's threads each get their own connection.
-            "TEST": {"NAME": str(BASE_DIR / "test-db.sqlite3")},
+            # A file, not memory, so the live server's threads each get their own connection;
+            # one per process, so test runs side by side don't share it.
+            "TEST": {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")},
         }
     }
 

@@ -27,3 +27,120 @@ def ensure_demo_accounts() -> list[SimAccount]:
         )
         accounts.append(account)
     return accounts
+
+
+ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+OPENAI_MODELS = ("gpt-4.1-mini", "gpt-4o", "gpt-5-mini")
+
+
+def _seconds(**kwargs: float) -> float:
+    return timedelta(**kwargs).total_seconds()
+
+
+# (label, total, created this long ago, processing span, cancel this long after creation, cancel grace)
+ANTHROPIC_PLANS = [
+    ("nightly-eval", 400, _seconds(seconds=10), _seconds(minutes=2), None, 8),
+    ("support-triage", 1500, _seconds(minutes=1), _seconds(minutes=7), None, 8),
+    ("backfill-summaries", 3000, _seconds(hours=3), _seconds(hours=20), None, 8),
+    ("prompt-ab-test", 600, _seconds(minutes=5), _seconds(hours=1), _seconds(minutes=5, seconds=-10), 90),
+    ("weekly-report", 250, _seconds(days=2), _seconds(minutes=40), None, 8),
+    ("translation-run", 900, _seconds(days=1), _seconds(hours=2), _seconds(minutes=30), 60),
+    ("archive-reindex", 120, _seconds(hours=30), _seconds(hours=30), None, 8),
+]
+
+# (label, total, created ago, validating, processing, finalizing, cancel after creation, cancel grace, valid input)
+OPENAI_PLANS = [
+    ("fresh-upload", 300, 0, 45, _seconds(minutes=5), 20, None, 8, True),
+    ("embeddings-refresh", 800, 20, 5, _seconds(minutes=3), 20, None, 8, True),
+    ("catalog-descriptions", 2500, _seconds(hours=1), 30, _seconds(hours=5), 60, None, 8, True),
+    ("moderation-sweep", 200, _seconds(minutes=10), 5, _seconds(minutes=10, seconds=-15), 120, None, 8, True),
+    ("faq-answers", 450, _seconds(hours=3), 20, _seconds(minutes=40), 60, None, 8, True),
+    ("bad-input", 30, _seconds(hours=6), 10, 60, 10, None, 8, False),
+    ("stale-queue", 150, _seconds(days=2), 30, _seconds(hours=30), 60, None, 8, True),
+    ("classifier-retrain", 1000, _seconds(minutes=15), 10, _seconds(hours=2), 60, _seconds(minutes=15, seconds=-5), 120, True),
+    ("old-experiment", 700, _seconds(days=1), 15, _seconds(hours=3), 60, _seconds(minutes=20), 60, True),
+]
+
+
+def _demo_metadata(label: str, account: SimAccount) -> dict:
+    metadata = {"job": label, "team": account.name}
+    if label == "faq-answers":
+        # Upstream text is untrusted: the dashboard must show this literally, never run it.
+        metadata["note"] = "<script>alert('metadata')</script> & <b>bold</b>"
+    return metadata
+
+
+def _openai_input(label: str, total: int, model: str, *, valid: bool) -> bytes:
+    lines = []
+    for i in range(total):
+        url = "/v1/chat/completions" if valid or i % 7 else "/v1/embeddings"
+        lines.append(json.dumps({
+            "custom_id": f"{label}-{i:05d}",
+            "method": "POST",
+            "url": url,
+            "body": {"model": model, "messages": [{"role": "user", "content": f"Question {i}"}], "max_tokens": 256},
+        }))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@transaction.atomic
+def seed_demo_batches() -> int:
+    """Replace the demo batches with a fresh set whose clock starts now; keeps API-made batches."""
+    from .openai_api import input_problems
+
+    ensure_demo_accounts()
+    old_inputs = list(SimBatch.objects.filter(is_demo=True).exclude(input_file=None).values_list("input_file", flat=True))
+    SimBatch.objects.filter(is_demo=True).delete()
+    SimFile.objects.filter(pk__in=old_inputs).delete()
+
+    now = clock.now()
+    rng = random.Random(20261124)
+    created = 0
+    for account in SimAccount.objects.order_by("provider", "name"):
+        is_research = account.name == "research"
+        if account.provider == Provider.ANTHROPIC:
+            for label, total, ago, span, cancel_after, grace in ANTHROPIC_PLANS:
+                total = total // 2 if is_research else total
+                model = ANTHROPIC_MODELS[rng.randrange(len(ANTHROPIC_MODELS))]
+                created_at = now - timedelta(seconds=ago)
+                batch = SimBatch.objects.create(
+                    account=account, public_id=anthropic_batch_id(), created_at=created_at, total=total,
+                    seed=rng.randrange(2**31), processing_seconds=span, cancel_grace_seconds=grace,
+                    error_percent=rng.choice((3, 8, 15)), expire_percent=2, is_demo=True,
+                    cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
+                    output_file_id="", error_file_id="",
+                )
+                _add_requests(batch, (f"{label}-{i:05d}" for i in range(total)), model)
+                created += 1
+        else:
+            for label, total, ago, validating, span, finalizing, cancel_after, grace, valid in OPENAI_PLANS:
+                total = total // 2 if is_research else total
+                model = OPENAI_MODELS[rng.randrange(len(OPENAI_MODELS))]
+                created_at = now - timedelta(seconds=ago)
+                content = _openai_input(label, total, model, valid=valid)
+                input_file = SimFile.objects.create(
+                    account=account, purpose="batch", filename=f"{label}.jsonl", content=content, created_at=created_at
+                )
+                requests, problems = input_problems(content, "/v1/chat/completions")
+                batch = SimBatch.planned(
+                    account=account, public_id=openai_batch_id(), created_at=created_at,
+                    total=0 if problems else len(requests), seed=rng.randrange(2**31),
+                    processing_seconds=span, cancel_grace_seconds=grace, error_percent=rng.choice((2, 6, 12)),
+                    validating_seconds=validating, finalizing_seconds=finalizing, is_demo=True,
+                    cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
+                    endpoint="/v1/chat/completions", completion_window="24h", input_file=input_file,
+                    input_file_public_id=input_file.public_id, metadata=_demo_metadata(label, account), model=model,
+                    validation_errors={"object": "list", "data": problems} if problems else None,
+                )
+                batch.save()
+                if not problems:
+                    _add_requests(batch, (custom_id for custom_id, _ in requests), model)
+                created += 1
+    return created
+
+
+def _add_requests(batch: SimBatch, custom_ids, model: str) -> None:
+    SimRequest.objects.bulk_create(
+        (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, custom_id in enumerate(custom_ids)),
+        batch_size=5000,
+    )
