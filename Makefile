@@ -29,7 +29,9 @@ seed: migrate
 
 ## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT)
 run: seed
-	$(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	@$(BIN)/python manage.py ensure_operator
+	@echo "Dashboard: http://$(HOST):$(PORT)/"
+	PORT=$(PORT) $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
 ## Debian's Chromium for the browser tests (installed with apt-get when missing)
 chromium:

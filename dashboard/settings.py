@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -175,3 +176,18 @@ SIMULATOR_ERROR_PERCENT = int(os.environ.get("SIMULATOR_ERROR_PERCENT", "8"))
 SIMULATOR_EXPIRE_PERCENT = int(os.environ.get("SIMULATOR_EXPIRE_PERCENT", "2"))
 # How long the `hang` fault holds a request before answering (past any sane client timeout).
 SIMULATOR_HANG_SECONDS = float(os.environ.get("SIMULATOR_HANG_SECONDS", "30"))
+
+# --- Dashboard -----------------------------------------------------------------------------
+PORT = os.environ.get("PORT", "8000")
+# Where the dashboard finds the embedded simulator when no real account is configured.
+SIMULATOR_BASE_URL = os.environ.get("SIMULATOR_BASE_URL", f"http://127.0.0.1:{PORT}/simulator")
+UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "10"))
+UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "3"))
+# How often a live row asks for news, and how long an upstream answer is shared between viewers.
+ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
+UPSTREAM_CACHE_SECONDS = float(os.environ.get("UPSTREAM_CACHE_SECONDS", "2"))
+LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "batch-list"
+LOGOUT_REDIRECT_URL = "login"

@@ -1,10 +1,17 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
 
+batch = "batches/<slug:account_key>/<str:batch_id>"
+
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", views.batch_list, name="batch-list"),
+    path(f"{batch}/row", views.batch_row, name="batch-row"),
+    path(f"{batch}/cancel", views.batch_cancel, name="batch-cancel"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("simulator/", include("dashboard.simulator.urls")),
 ]

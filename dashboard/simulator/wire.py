@@ -18,6 +18,7 @@ from typing import Callable
 from django.conf import settings
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.csrf import csrf_exempt
 
 from .models import Fault, SimAccount, SimBatch, key_digest, random_base62
@@ -103,6 +104,8 @@ def endpoint(dialect: Dialect, *methods: str) -> Callable:
     """Wrap a simulator view: method check, auth, injected latency and faults, provider errors."""
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        # An API authenticates by key, not by session: no login redirect, no CSRF cookie.
+        @login_not_required
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -138,6 +141,7 @@ def endpoint(dialect: Dialect, *methods: str) -> Callable:
 
 
 def unknown_route(dialect: Dialect) -> Callable:
+    @login_not_required
     @csrf_exempt
     def view(request: HttpRequest, rest: str = "") -> HttpResponse:
         request_id = dialect.new_request_id()

@@ -1,0 +1,146 @@
+"""Which upstream accounts the dashboard watches, and one shared httpx.Client for each.
+
+Configured from the environment with the official SDKs' own conventions:
+- ANTHROPIC_API_KEY (+ ANTHROPIC_BASE_URL, no /v1) and OPENAI_API_KEY (+ OPENAI_BASE_URL, ending
+  in /v1) make one account each;
+- BATCH_ACCOUNTS_FILE names a JSON file with more: [{"name", "provider", "base_url", "api_key_env"}]
+  (or "api_key", though keeping keys in the environment is better);
+- with none of these, the embedded simulator's four demo accounts are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from .providers import anthropic, openai
+from .providers.base import Provider
+
+PROVIDERS = {"anthropic": anthropic, "openai": openai}
+PROVIDER_LABELS = {"anthropic": "Anthropic", "openai": "OpenAI"}
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+SIMULATOR_KEYS = {
+    ("anthropic", "ops"): "sk-ant-sim-ops",
+    ("anthropic", "research"): "sk-ant-sim-research",
+    ("openai", "ops"): "sk-sim-ops",
+    ("openai", "research"): "sk-sim-research",
+}
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    provider: str
+    base_url: str
+    api_key: str = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """The account's id in our URLs, e.g. `anthropic-ops`."""
+        return f"{self.provider}-{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{PROVIDER_LABELS[self.provider]} · {self.name}"
+
+
+def _slug(value: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    if not slug:
+        raise ImproperlyConfigured(f"Account name {value!r} has no letters or digits.")
+    return slug
+
+
+def _account(*, name: str, provider: str, base_url: str, api_key: str) -> Account:
+    if provider not in PROVIDERS:
+        raise ImproperlyConfigured(f"Unknown provider {provider!r}; use one of {sorted(PROVIDERS)}.")
+    if not api_key:
+        raise ImproperlyConfigured(f"Account {name!r} has no API key.")
+    return Account(name=_slug(name), provider=provider, base_url=base_url.rstrip("/"), api_key=api_key)
+
+
+def _from_file(path: str) -> list[Account]:
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ImproperlyConfigured(f"BATCH_ACCOUNTS_FILE {path!r} cannot be read as JSON: {error}") from None
+    accounts = []
+    for entry in entries:
+        provider = entry.get("provider", "")
+        api_key = entry.get("api_key") or os.environ.get(entry.get("api_key_env", ""), "")
+        accounts.append(_account(
+            name=entry.get("name", provider), provider=provider,
+            base_url=entry.get("base_url") or DEFAULT_BASE_URLS.get(provider, ""), api_key=api_key,
+        ))
+    return accounts
+
+
+def configured_accounts() -> list[Account]:
+    environ = os.environ
+    accounts = []
+    if environ.get("ANTHROPIC_API_KEY"):
+        accounts.append(_account(
+            name=environ.get("ANTHROPIC_ACCOUNT_NAME", "default"), provider="anthropic",
+            base_url=environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URLS["anthropic"],
+            api_key=environ["ANTHROPIC_API_KEY"],
+        ))
+    if environ.get("OPENAI_API_KEY"):
+        accounts.append(_account(
+            name=environ.get("OPENAI_ACCOUNT_NAME", "default"), provider="openai",
+            base_url=environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URLS["openai"],
+            api_key=environ["OPENAI_API_KEY"],
+        ))
+    if environ.get("BATCH_ACCOUNTS_FILE"):
+        accounts.extend(_from_file(environ["BATCH_ACCOUNTS_FILE"]))
+    if not accounts:
+        simulator = settings.SIMULATOR_BASE_URL.rstrip("/")
+        accounts = [
+            _account(name=name, provider=provider, api_key=key,
+                     base_url=f"{simulator}/anthropic" if provider == "anthropic" else f"{simulator}/openai/v1")
+            for (provider, name), key in SIMULATOR_KEYS.items()
+        ]
+    keys = [account.key for account in accounts]
+    duplicates = {key for key in keys if keys.count(key) > 1}
+    if duplicates:
+        raise ImproperlyConfigured(f"Two accounts share the name {sorted(duplicates)}; give them distinct names.")
+    return accounts
+
+
+def find_account(key: str) -> Account | None:
+    return next((account for account in configured_accounts() if account.key == key), None)
+
+
+_clients: dict[tuple[str, str, str], httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(account: Account) -> httpx.Client:
+    """One long-lived client per account: connection reuse, shared timeouts."""
+    cache_key = (account.provider, account.base_url, hashlib.sha256(account.api_key.encode()).hexdigest())
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is None:
+            client = httpx.Client(
+                base_url=account.base_url,
+                headers=PROVIDERS[account.provider].auth_headers(account.api_key),
+                timeout=httpx.Timeout(settings.UPSTREAM_TIMEOUT_SECONDS, connect=settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS),
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                follow_redirects=False,
+            )
+            _clients[cache_key] = client
+        return client
+
+
+def provider_for(account: Account) -> Provider:
+    module = PROVIDERS[account.provider]
+    provider_class = module.AnthropicProvider if account.provider == "anthropic" else module.OpenAIProvider
+    return provider_class(client_for(account), account=account.key)

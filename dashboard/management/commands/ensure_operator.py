@@ -1,0 +1,26 @@
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = (
+        "Create (or reset) a local operator account with a fresh random password and print it, "
+        "so a newcomer can sign in. The user may cancel batches and see the audit trail."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--username", default="operator")
+
+    def handle(self, *args, username: str, **options) -> None:
+        password = secrets.token_urlsafe(12)
+        user, created = get_user_model().objects.get_or_create(username=username)
+        user.set_password(password)
+        user.is_staff = True
+        user.save()
+        user.user_permissions.add(Permission.objects.get(codename="cancel_batch", content_type__app_label="dashboard"))
+        verb = "Created" if created else "Reset the password of"
+        self.stdout.write(self.style.SUCCESS(f"{verb} user '{username}'. Sign in with:"))
+        self.stdout.write(f"    username: {username}\n    password: {password}")

@@ -1,0 +1,1 @@
+"""One module per upstream batch API; each takes an injected httpx.Client and returns `base.Batch`."""

@@ -1,0 +1,119 @@
+"""Anthropic Message Batches API (/v1/messages/batches)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from .base import AlreadyEnded, BadResponse, Batch, Counts, Page, UpstreamError, send
+from .errors import checked_json
+
+API_VERSION = "2023-06-01"
+BATCH_ID = re.compile(r"^msgbatch_[A-Za-z0-9]{1,100}$")
+LABEL = "Anthropic"
+REQUEST_ID_HEADER = "request-id"
+TIMESTAMPS = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "archived_at")
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+
+
+def parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {value!r}")
+    return moment
+
+
+def parse_batch(data: Any, *, account: str) -> Batch:
+    try:
+        counts = data["request_counts"]
+        outcomes = {name: int(counts[name]) for name in ("processing", "succeeded", "errored", "canceled", "expired")}
+        timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
+        status = str(data["processing_status"])
+        batch_id = str(data["id"])
+        if timestamps["created_at"] is None:
+            raise ValueError("created_at is missing")
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadResponse(f"{LABEL} sent a message batch we cannot read ({error}).") from None
+    return Batch(
+        provider="anthropic",
+        account=account,
+        id=batch_id,
+        status=status,
+        is_ended=status == "ended",
+        can_cancel=status == "in_progress",
+        counts=Counts(total=sum(outcomes.values()), **outcomes),
+        counts_are_final_only=True,
+        created_at=timestamps["created_at"],
+        expires_at=timestamps["expires_at"],
+        ended_at=timestamps["ended_at"],
+        cancel_initiated_at=timestamps["cancel_initiated_at"],
+        timestamps=timestamps,
+        raw=data,
+    )
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(self, client: httpx.Client, *, account: str):
+        self.client = client
+        self.account = account
+
+    def is_valid_id(self, batch_id: str) -> bool:
+        return bool(BATCH_ID.match(batch_id))
+
+    def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
+        response = send(self.client, method, path, **kwargs)
+        return checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+
+    def _batch_path(self, batch_id: str, suffix: str = "") -> str:
+        if not self.is_valid_id(batch_id):
+            raise ValueError(f"not an Anthropic message batch id: {batch_id!r}")
+        return f"/v1/messages/batches/{batch_id}{suffix}"
+
+    def list_page(self, *, limit: int, after: str | None = None) -> Page:
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after_id"] = after
+        body = self._json("GET", "/v1/messages/batches", params=params)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise BadResponse(f"{LABEL} sent a batch list without a data array.")
+        batches = [parse_batch(item, account=self.account) for item in data]
+        return Page(batches=batches, has_more=bool(body.get("has_more")), last_id=body.get("last_id"))
+
+    def retrieve(self, batch_id: str) -> Batch:
+        return parse_batch(self._json("GET", self._batch_path(batch_id)), account=self.account)
+
+    def cancel(self, batch_id: str) -> Batch:
+        try:
+            return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
+        except UpstreamError as error:
+            if error.status != 400:
+                raise
+            # The API answers 400 for a batch that has already ended; look before calling it that.
+            current = self.retrieve(batch_id)
+            if current.is_ended:
+                raise AlreadyEnded(f"Batch {batch_id} had already ended; nothing was canceled.",
+                                   status=error.status, kind=error.kind, request_id=error.request_id) from None
+            raise
+
+    def stream_results(self, batch_id: str) -> Iterator[bytes]:
+        """The results JSONL, line by line, never holding more than one line in memory."""
+        path = self._batch_path(batch_id, "/results")
+        with self.client.stream("GET", path) as response:
+            if not response.is_success:
+                response.read()
+                checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+            for line in response.iter_lines():
+                if line:
+                    yield line.encode()

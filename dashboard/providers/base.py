@@ -1,0 +1,144 @@
+"""What every provider module returns and raises. No Django imports here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Request counts in one shape for both providers.
+
+    `processing` is what has not finished; the other four are final outcomes. For OpenAI,
+    `succeeded` is `completed`, `errored` is `failed`, and requests never run count as `canceled`
+    (after a cancel) or `expired` (after expiry) once the batch has ended.
+    """
+
+    total: int
+    processing: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+
+    @property
+    def finished(self) -> int:
+        return self.total - self.processing
+
+    def percent(self, value: int) -> float:
+        return 100 * value / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    provider: str
+    account: str
+    id: str
+    status: str  # the provider's own status word
+    is_ended: bool
+    can_cancel: bool
+    counts: Counts
+    counts_are_final_only: bool  # Anthropic: outcomes stay zero until the whole batch has ended
+    created_at: datetime
+    expires_at: datetime | None
+    ended_at: datetime | None
+    cancel_initiated_at: datetime | None
+    timestamps: Mapping[str, datetime | None]  # every timestamp the provider sent, by its own name
+    raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        value = self.raw.get("metadata")
+        return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class Page:
+    batches: list[Batch]
+    has_more: bool
+    last_id: str | None
+
+
+class ProviderError(Exception):
+    """Anything that went wrong talking to a provider; `message` is safe to show an operator."""
+
+    def __init__(self, message: str, *, status: int | None = None, kind: str = "", retry_after: float | None = None,
+                 request_id: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.kind = kind
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+class UpstreamError(ProviderError):
+    """The provider answered with an error status (4xx/5xx)."""
+
+
+class NotFound(UpstreamError):
+    pass
+
+
+class RateLimited(UpstreamError):
+    pass
+
+
+class Overloaded(UpstreamError):
+    pass
+
+
+class AlreadyEnded(UpstreamError):
+    """Cancel of a batch that has already ended."""
+
+
+class UpstreamTimeout(ProviderError):
+    pass
+
+
+class UpstreamUnreachable(ProviderError):
+    pass
+
+
+class BadResponse(ProviderError):
+    """The provider answered 2xx with a body we cannot read (not JSON, or not the expected shape)."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def list_page(self, *, limit: int, after: str | None = None) -> Page: ...
+    def retrieve(self, batch_id: str) -> Batch: ...
+    def cancel(self, batch_id: str) -> Batch: ...
+    def stream_results(self, batch_id: str) -> Iterator[bytes]: ...
+    def is_valid_id(self, batch_id: str) -> bool: ...
+
+
+def parse_retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def send(client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
+    """One request with transport failures turned into ProviderErrors."""
+    try:
+        return client.request(method, url, **kwargs)
+    except httpx.TimeoutException:
+        raise UpstreamTimeout(f"The provider did not answer within {client.timeout.read or 'the'} seconds.") from None
+    except httpx.TransportError as error:
+        raise UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).") from None

@@ -1,0 +1,132 @@
+"""OpenAI Batch API (/v1/batches) and the Files API for its output and error files."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from .base import BadResponse, Batch, Counts, Page, send
+from .errors import checked_json
+
+BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
+FILE_ID = re.compile(r"^file-[A-Za-z0-9_-]{1,100}$")
+LABEL = "OpenAI"
+REQUEST_ID_HEADER = "x-request-id"
+ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+CANCELABLE = frozenset({"validating", "in_progress"})
+TIMESTAMPS = (
+    "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+    "cancelling_at", "cancelled_at",
+)
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"timestamp is not a number: {value!r}")
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def parse_batch(data: Any, *, account: str) -> Batch:
+    try:
+        status = str(data["status"])
+        batch_id = str(data["id"])
+        counts = data.get("request_counts") or {}
+        total, completed, failed = (int(counts.get(name) or 0) for name in ("total", "completed", "failed"))
+        timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
+        if timestamps["created_at"] is None:
+            raise ValueError("created_at is missing")
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadResponse(f"{LABEL} sent a batch we cannot read ({error}).") from None
+    is_ended = status in ENDED
+    unfinished = max(0, total - completed - failed)
+    return Batch(
+        provider="openai",
+        account=account,
+        id=batch_id,
+        status=status,
+        is_ended=is_ended,
+        can_cancel=status in CANCELABLE,
+        counts=Counts(
+            total=total,
+            processing=0 if is_ended else unfinished,
+            succeeded=completed,
+            errored=failed,
+            canceled=unfinished if status == "cancelled" else 0,
+            expired=unfinished if status == "expired" else 0,
+        ),
+        counts_are_final_only=False,
+        created_at=timestamps["created_at"],
+        expires_at=timestamps["expires_at"],
+        ended_at=next((timestamps[name] for name in ("completed_at", "failed_at", "expired_at", "cancelled_at")
+                       if timestamps[name] is not None), None) if is_ended else None,
+        cancel_initiated_at=timestamps["cancelling_at"],
+        timestamps=timestamps,
+        raw=data,
+    )
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, client: httpx.Client, *, account: str):
+        self.client = client
+        self.account = account
+
+    def is_valid_id(self, batch_id: str) -> bool:
+        return bool(BATCH_ID.match(batch_id))
+
+    def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
+        response = send(self.client, method, path, **kwargs)
+        return checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+
+    def _batch_path(self, batch_id: str, suffix: str = "") -> str:
+        if not self.is_valid_id(batch_id):
+            raise ValueError(f"not an OpenAI batch id: {batch_id!r}")
+        return f"/batches/{batch_id}{suffix}"
+
+    def list_page(self, *, limit: int, after: str | None = None) -> Page:
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        body = self._json("GET", "/batches", params=params)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise BadResponse(f"{LABEL} sent a batch list without a data array.")
+        batches = [parse_batch(item, account=self.account) for item in data]
+        return Page(batches=batches, has_more=bool(body.get("has_more")),
+                    last_id=body.get("last_id") or (batches[-1].id if batches else None))
+
+    def retrieve(self, batch_id: str) -> Batch:
+        return parse_batch(self._json("GET", self._batch_path(batch_id)), account=self.account)
+
+    def cancel(self, batch_id: str) -> Batch:
+        # A finished batch answers 409 "Cannot cancel a batch with status '…'": AlreadyEnded.
+        return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
+
+    def stream_file(self, file_id: str) -> Iterator[bytes]:
+        if not FILE_ID.match(file_id):
+            raise BadResponse(f"{LABEL} named an output file with an unexpected id: {file_id[:80]!r}.")
+        with self.client.stream("GET", f"/files/{file_id}/content") as response:
+            if not response.is_success:
+                response.read()
+                checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+            for line in response.iter_lines():
+                if line:
+                    yield line.encode()
+
+    def stream_results(self, batch_id: str) -> Iterator[bytes]:
+        """Output file lines, then error file lines, of an ended batch."""
+        batch = self.retrieve(batch_id)
+        for file_id in (batch.raw.get("output_file_id"), batch.raw.get("error_file_id")):
+            if file_id:
+                yield from self.stream_file(str(file_id))

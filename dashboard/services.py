@@ -1,0 +1,202 @@
+"""What the dashboard does, for the web views and the CLI alike.
+
+Upstream answers are shared through Django's cache for a couple of seconds, so the number of
+people watching does not multiply upstream calls; the last known state of every batch is kept
+longer, so a row whose refresh fails can still show it, marked stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from .accounts import Account, configured_accounts, provider_for
+from .models import CancelAttempt
+from .providers.base import AlreadyEnded, Batch, Page, ProviderError
+
+logger = logging.getLogger(__name__)
+
+LAST_KNOWN_SECONDS = 24 * 3600
+ACTIVE = "active"  # status filter: every batch that has not ended
+
+
+@dataclass(frozen=True)
+class BatchView:
+    batch: Batch
+    stale_reason: str = ""
+    fetched_at: datetime | None = None
+
+    @property
+    def is_stale(self) -> bool:
+        return bool(self.stale_reason)
+
+
+@dataclass(frozen=True)
+class AccountFailure:
+    account: Account
+    message: str
+
+
+@dataclass
+class Listing:
+    batches: list[Batch]
+    failures: list[AccountFailure]
+    next_cursor: dict[str, str] | None  # account key -> after id; absent accounts are exhausted
+    accounts: list[Account] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    view: BatchView | None
+    outcome: str
+    message: str
+
+
+class UnknownBatch(Exception):
+    """Account unknown or id malformed: answered as a 404 without any upstream call."""
+
+
+def _batch_cache_key(account_key: str, batch_id: str) -> str:
+    return f"batch:{account_key}:{batch_id}"
+
+
+def _last_known_key(account_key: str, batch_id: str) -> str:
+    return f"last-known:{account_key}:{batch_id}"
+
+
+def _remember(batches: list[Batch]) -> None:
+    cache.set_many({_last_known_key(batch.account, batch.id): batch for batch in batches}, LAST_KNOWN_SECONDS)
+
+
+def resolve(*, account_key: str, batch_id: str) -> Account:
+    """The account of a batch URL, with the id checked against the provider's id shape."""
+    account = next((account for account in configured_accounts() if account.key == account_key), None)
+    if account is None or not provider_for(account).is_valid_id(batch_id):
+        raise UnknownBatch(f"No batch {batch_id!r} in account {account_key!r}.")
+    return account
+
+
+def _fetch_page(account: Account, after: str | None, limit: int) -> Page:
+    cache_key = f"page:{account.key}:{after or ''}:{limit}"
+    page = cache.get(cache_key)
+    if page is None:
+        page = provider_for(account).list_page(limit=limit, after=after)
+        cache.set(cache_key, page, settings.UPSTREAM_CACHE_SECONDS)
+        _remember(page.batches)
+    return page
+
+
+def list_batches(
+    *,
+    cursor: dict[str, str] | None = None,
+    limit: int | None = None,
+    provider: str = "",
+    account_key: str = "",
+    status: str = "",
+) -> Listing:
+    """One page of every selected account's batches, merged newest first.
+
+    Each account is asked for `limit` batches after its own cursor, all accounts at once; the
+    newest `limit` of the union are shown and each account's cursor moves past what was shown.
+    """
+    limit = limit or settings.LIST_PAGE_SIZE
+    accounts = [
+        account for account in configured_accounts()
+        if (not provider or account.provider == provider) and (not account_key or account.key == account_key)
+    ]
+    if cursor is not None:
+        accounts_to_ask = [account for account in accounts if account.key in cursor]
+    else:
+        accounts_to_ask = accounts
+    pages: dict[str, Page] = {}
+    failures: list[AccountFailure] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(accounts_to_ask))) as pool:
+        futures = {
+            account.key: pool.submit(_fetch_page, account, (cursor or {}).get(account.key) or None, limit)
+            for account in accounts_to_ask
+        }
+        for account in accounts_to_ask:
+            try:
+                pages[account.key] = futures[account.key].result()
+            except ProviderError as error:
+                logger.warning("listing %s failed: %s", account.key, error.message)
+                failures.append(AccountFailure(account=account, message=error.message))
+
+    merged = sorted(
+        (batch for page in pages.values() for batch in page.batches),
+        key=lambda batch: batch.created_at,
+        reverse=True,
+    )[:limit]
+    next_cursor: dict[str, str] = {}
+    for key, page in pages.items():
+        shown = [batch for batch in merged if batch.account == key]
+        if len(shown) < len(page.batches):
+            next_cursor[key] = shown[-1].id if shown else (cursor or {}).get(key, "")
+        elif page.has_more and page.batches:
+            next_cursor[key] = page.batches[-1].id
+    for failure in failures:
+        # An account that failed keeps its place, so "next" does not silently skip it.
+        if cursor is not None and failure.account.key in cursor:
+            next_cursor[failure.account.key] = cursor[failure.account.key]
+
+    if status == ACTIVE:
+        merged = [batch for batch in merged if not batch.is_ended]
+    elif status:
+        merged = [batch for batch in merged if batch.status == status]
+    return Listing(batches=merged, failures=failures, next_cursor=next_cursor or None, accounts=accounts)
+
+
+def get_batch(*, account: Account, batch_id: str) -> BatchView:
+    """The batch as of at most UPSTREAM_CACHE_SECONDS ago; its last known state if that fails."""
+    cache_key = _batch_cache_key(account.key, batch_id)
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return cached
+    try:
+        batch = provider_for(account).retrieve(batch_id)
+    except ProviderError as error:
+        last = cache.get(_last_known_key(account.key, batch_id))
+        if last is None:
+            raise
+        return BatchView(batch=last, stale_reason=error.message)
+    view = BatchView(batch=batch, fetched_at=timezone.now())
+    cache.set(cache_key, view, settings.UPSTREAM_CACHE_SECONDS)
+    _remember([batch])
+    return view
+
+
+def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via: str = "web") -> CancelResult:
+    """Ask upstream to cancel, with the attempt recorded before the call and completed after it."""
+    attempt = CancelAttempt.objects.create(
+        user=user, actor=actor, via=via, account=account.key, batch_id=batch_id,
+    )
+    try:
+        batch = provider_for(account).cancel(batch_id)
+    except AlreadyEnded as error:
+        attempt_outcome, message, batch = CancelAttempt.Outcome.ALREADY_ENDED, error.message, None
+    except ProviderError as error:
+        attempt_outcome, message, batch = CancelAttempt.Outcome.UPSTREAM_ERROR, error.message, None
+    else:
+        attempt_outcome, message = CancelAttempt.Outcome.ACCEPTED, f"Cancel accepted; status is now {batch.status}."
+
+    cache.delete(_batch_cache_key(account.key, batch_id))
+    if batch is None:
+        try:
+            view = get_batch(account=account, batch_id=batch_id)
+        except ProviderError:
+            view = None
+    else:
+        _remember([batch])
+        view = BatchView(batch=batch, fetched_at=timezone.now())
+    attempt.outcome = attempt_outcome
+    attempt.message = message
+    attempt.status_after = view.batch.status if view else ""
+    attempt.finished_at = timezone.now()
+    attempt.save(update_fields=["outcome", "message", "status_after", "finished_at"])
+    return CancelResult(view=view, outcome=attempt_outcome, message=message)

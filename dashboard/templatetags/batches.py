@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
+
+from ..providers.base import Batch
+
+register = template.Library()
+
+SEGMENTS = ("succeeded", "errored", "canceled", "expired", "processing")
+
+
+@register.inclusion_tag("batches/_time.html")
+def moment(value: datetime | None, empty: str = "—"):
+    """A timestamp shown relative to now, absolute (UTC, then the viewer's zone by JS) on hover."""
+    if value is None:
+        return {"value": None, "empty": empty}
+    now = timezone.now()
+    relative = f"{timesince(value, now)} ago" if value <= now else f"in {timeuntil(value, now)}"
+    return {"value": value, "relative": relative.replace("\xa0", " ")}
+
+
+@register.simple_tag
+def progress_segments(batch: Batch) -> list[dict]:
+    """Stacked bar segments of the request counts, widths in percent of the total."""
+    counts = batch.counts
+    return [
+        {"name": name, "count": getattr(counts, name), "width": f"{counts.percent(getattr(counts, name)):.2f}"}
+        for name in SEGMENTS
+        if getattr(counts, name)
+    ]
+
+
+@register.filter
+def duration_since(value: datetime | None) -> str:
+    return timesince(value, timezone.now()).split(",")[0].replace("\xa0", " ") if value else ""
+
+
+@register.filter
+def duration_until(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    if value <= timezone.now():
+        return "0 minutes"
+    return timeuntil(value, timezone.now()).split(",")[0].replace("\xa0", " ")
