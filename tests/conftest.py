@@ -51,3 +51,55 @@ def openai_client(simulator):
         return openai.OpenAI(api_key=key, base_url=simulator + "/openai/v1", **options)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Upstream answers are cached between requests; tests must not see each other's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def dashboard_upstream(simulator, settings, monkeypatch):
+    """The dashboard's default accounts (the four simulator demo accounts) served over real HTTP."""
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    settings.SIMULATOR_BASE_URL = simulator
+    settings.UPSTREAM_TIMEOUT_SECONDS = 2
+    return simulator
+
+
+def make_user(username: str, *, can_cancel: bool):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username=username, password="not-used-in-tests-1")
+    if can_cancel:
+        user.user_permissions.add(Permission.objects.get(codename="cancel_batch", content_type__app_label="dashboard"))
+    return user
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("operator", can_cancel=True)
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("viewer", can_cancel=False)
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client

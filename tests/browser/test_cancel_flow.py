@@ -1,0 +1,65 @@
+"""In real Chromium: sign in, see both providers, cancel a running batch and watch its row end."""
+
+import json
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+REQUEST = {"params": {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}}
+
+
+@pytest.fixture
+def quick_live_rows(settings, dashboard_upstream):
+    settings.ROW_POLL_SECONDS = 1
+    settings.UPSTREAM_CACHE_SECONDS = 0.3
+    settings.SIMULATOR_CANCEL_SECONDS = 2
+    return settings
+
+
+def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
+    quick_live_rows, anthropic_client, openai_client, signed_in_page, live_server
+):
+    running = anthropic_client().messages.batches.create(
+        requests=[{"custom_id": f"req-{i}", **REQUEST} for i in range(20)],
+        extra_headers={"x-sim-processing-seconds": "300"},
+    )
+    upload = openai_client().files.create(
+        file=("input.jsonl", json.dumps({"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
+                                         "body": {"model": "gpt-4o", "messages": []}}).encode()),
+        purpose="batch",
+    )
+    openai_client().batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    page = signed_in_page
+    page.reload()
+    expect(page.locator("tr.batch-row .provider-anthropic").first).to_be_visible()
+    expect(page.locator("tr.batch-row .provider-openai").first).to_be_visible()
+
+    row = page.locator(f"#row-anthropic-ops-{running.id}")
+    expect(row.locator(".badge")).to_have_text("in_progress")
+    row_path = f"/batches/anthropic-ops/{running.id}/row"
+    polls: list[float] = []
+    page.on("request", lambda request: polls.append(time.monotonic()) if request.url.endswith(row_path) else None)
+    # Survives only if the page is never reloaded.
+    page.evaluate("window.__sameDocument = true")
+
+    dialogs = []
+    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    row.get_by_role("button", name="Cancel").click()
+
+    expect(row.locator(".badge")).to_have_text("canceling")
+    assert dialogs and running.id in dialogs[0]
+    expect(row.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(row.locator(".badge")).to_have_text("ended", timeout=15_000)
+    expect(row).to_contain_text("canceled")
+    assert page.evaluate("window.__sameDocument") is True
+    assert len(polls) >= 1, "the row never polled while canceling"
+
+    # The ended row carries no trigger, and no further poll request goes out.
+    assert row.get_attribute("hx-trigger") is None
+    polls_at_end = len(polls)
+    page.wait_for_timeout(3500)
+    assert len(polls) == polls_at_end, f"{len(polls) - polls_at_end} polls after the batch ended"
