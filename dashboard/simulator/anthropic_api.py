@@ -168,7 +168,8 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
             (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, (custom_id, model) in enumerate(requests)),
             batch_size=5000,
         )
-    return present(request, batch)
+        # Answered inside the transaction: if presenting the batch fails, the create leaves nothing behind.
+        return present(request, batch)
 
 
 def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .models import Fault, SimAccount, SimBatch, key_digest, random_base62
 logger = logging.getLogger(__name__)
 
 MAX_LATENCY_MS = 60_000
+MAX_PROCESSING_SECONDS = 30 * 24 * 3600
 
 
 @dataclass
@@ -168,8 +170,10 @@ def processing_seconds_override(request: HttpRequest, dialect: Dialect) -> dict:
     try:
         seconds = float(raw)
     except ValueError:
-        raise dialect.bad_request("x-sim-processing-seconds must be a number of seconds")
-    return {"processing_seconds": max(0.0, seconds)}
+        seconds = math.nan
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_PROCESSING_SECONDS:
+        raise dialect.bad_request(f"x-sim-processing-seconds must be a number of seconds from 0 to {MAX_PROCESSING_SECONDS}")
+    return {"processing_seconds": seconds}
 
 
 def page_limit(request: HttpRequest, *, default: int, maximum: int, dialect: Dialect) -> int:
