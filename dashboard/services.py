@@ -8,7 +8,9 @@ longer, so a row whose refresh fails can still show it, marked stale.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,7 +20,8 @@ from django.utils import timezone
 
 from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
-from .providers.base import AlreadyEnded, Batch, Page, ProviderError
+from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError
+from .results import ResultLine, parse_stream
 
 logger = logging.getLogger(__name__)
 
@@ -200,3 +203,49 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
     attempt.finished_at = timezone.now()
     attempt.save(update_fields=["outcome", "message", "status_after", "finished_at"])
     return CancelResult(view=view, outcome=attempt_outcome, message=message)
+
+
+def find_batch(*, batch_id: str, account_key: str = "") -> tuple[Account, BatchView]:
+    """A batch by id alone (the CLI's way): asks each account whose id shape fits."""
+    candidates = [
+        account for account in configured_accounts()
+        if (not account_key or account.key == account_key) and provider_for(account).is_valid_id(batch_id)
+    ]
+    failure: ProviderError | None = None
+    for account in candidates:
+        try:
+            return account, get_batch(account=account, batch_id=batch_id)
+        except NotFound:
+            continue
+        except ProviderError as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    raise UnknownBatch(f"No batch {batch_id!r} in {account_key or 'any configured account'}.")
+
+
+def iter_results(*, account: Account, batch: Batch) -> Iterator[ResultLine]:
+    """Every result line of an ended batch, parsed one at a time as it streams in."""
+    provider = provider_for(account)
+    sources = provider.result_sources(batch)
+
+    def lines() -> Iterator[tuple[str, bytes]]:
+        for source in sources:
+            with provider.open_results(batch.id, source) as response:
+                for line in response.iter_lines():
+                    if line:
+                        yield ("" if account.provider == "anthropic" else source, line.encode())
+
+    return parse_stream(account.provider, lines())
+
+
+def open_download(*, account: Account, batch_id: str, source: str) -> Iterator[bytes]:
+    """The upstream JSONL bytes, unchanged. Upstream errors raise here, before any byte is sent."""
+    stack = ExitStack()
+    response = stack.enter_context(provider_for(account).open_results(batch_id, source))
+
+    def body() -> Iterator[bytes]:
+        with stack:
+            yield from response.iter_raw()
+
+    return body()

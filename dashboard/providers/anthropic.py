@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -107,13 +108,21 @@ class AnthropicProvider:
                                    status=error.status, kind=error.kind, request_id=error.request_id) from None
             raise
 
-    def stream_results(self, batch_id: str) -> Iterator[bytes]:
-        """The results JSONL, line by line, never holding more than one line in memory."""
-        path = self._batch_path(batch_id, "/results")
-        with self.client.stream("GET", path) as response:
+    def result_sources(self, batch: Batch) -> list[str]:
+        return ["results"] if batch.is_ended else []
+
+    @contextmanager
+    def open_results(self, batch_id: str, source: str = "results") -> Iterator[httpx.Response]:
+        """The streaming results response, its status already checked; the body is not read yet."""
+        with self.client.stream("GET", self._batch_path(batch_id, "/results")) as response:
             if not response.is_success:
                 response.read()
                 checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+            yield response
+
+    def stream_results(self, batch_id: str) -> Iterator[bytes]:
+        """The results JSONL, line by line, never holding more than one line in memory."""
+        with self.open_results(batch_id) as response:
             for line in response.iter_lines():
                 if line:
                     yield line.encode()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, Page, send
+from .base import BadResponse, Batch, Counts, NotFound, Page, send
 from .errors import checked_json
 
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
@@ -113,13 +114,32 @@ class OpenAIProvider:
         # A finished batch answers 409 "Cannot cancel a batch with status '…'": AlreadyEnded.
         return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
 
-    def stream_file(self, file_id: str) -> Iterator[bytes]:
+    def result_sources(self, batch: Batch) -> list[str]:
+        return [source for source in ("output", "error") if batch.raw.get(f"{source}_file_id")]
+
+    @contextmanager
+    def open_file(self, file_id: str) -> Iterator[httpx.Response]:
         if not FILE_ID.match(file_id):
-            raise BadResponse(f"{LABEL} named an output file with an unexpected id: {file_id[:80]!r}.")
+            raise BadResponse(f"{LABEL} named a file with an unexpected id: {file_id[:80]!r}.")
         with self.client.stream("GET", f"/files/{file_id}/content") as response:
             if not response.is_success:
                 response.read()
                 checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+            yield response
+
+    @contextmanager
+    def open_results(self, batch_id: str, source: str = "output") -> Iterator[httpx.Response]:
+        """The output or error file of a batch as a streaming response, status already checked."""
+        if source not in ("output", "error"):
+            raise ValueError(f"unknown result source {source!r}")
+        file_id = self.retrieve(batch_id).raw.get(f"{source}_file_id")
+        if not file_id:
+            raise NotFound(f"{LABEL} batch {batch_id} has no {source} file.", status=404)
+        with self.open_file(str(file_id)) as response:
+            yield response
+
+    def stream_file(self, file_id: str) -> Iterator[bytes]:
+        with self.open_file(file_id) as response:
             for line in response.iter_lines():
                 if line:
                     yield line.encode()
@@ -127,6 +147,5 @@ class OpenAIProvider:
     def stream_results(self, batch_id: str) -> Iterator[bytes]:
         """Output file lines, then error file lines, of an ended batch."""
         batch = self.retrieve(batch_id)
-        for file_id in (batch.raw.get("output_file_id"), batch.raw.get("error_file_id")):
-            if file_id:
-                yield from self.stream_file(str(file_id))
+        for source in self.result_sources(batch):
+            yield from self.stream_file(str(batch.raw[f"{source}_file_id"]))

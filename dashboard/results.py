@@ -1,0 +1,168 @@
+"""Result lines of both providers in one shape, read as a stream so no batch is held in memory."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    number: int  # 1-based position in the stream
+    custom_id: str
+    type: str  # succeeded | errored | canceled | expired | invalid
+    source: str = ""  # OpenAI: "output" or "error" file
+    model: str = ""
+    stop_reason: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error_type: str = ""
+    error_message: str = ""
+    raw: str = ""
+
+
+def _dig(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def parse_anthropic(number: int, data: dict, raw: str) -> ResultLine:
+    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    kind = str(result.get("type") or "")
+    message = result.get("message") if isinstance(result.get("message"), dict) else {}
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+    error = _dig(result, "error", "error") or {}
+    return ResultLine(
+        number=number,
+        custom_id=str(data.get("custom_id", "")),
+        type=kind if kind in RESULT_TYPES else "invalid",
+        model=str(message.get("model") or ""),
+        stop_reason=str(message.get("stop_reason") or ""),
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        error_type=str(error.get("type") or "") if isinstance(error, dict) else "",
+        error_message=str(error.get("message") or "") if isinstance(error, dict) else "",
+        raw=raw,
+    )
+
+
+def parse_openai(number: int, data: dict, raw: str, source: str) -> ResultLine:
+    response = data.get("response") if isinstance(data.get("response"), dict) else {}
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    status_code = response.get("status_code")
+    line_error = data.get("error") if isinstance(data.get("error"), dict) else None
+    body_error = body.get("error") if isinstance(body.get("error"), dict) else None
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+    first_choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    if line_error is not None:
+        kind = "expired" if line_error.get("code") == "batch_expired" else "errored"
+        error = line_error
+    elif status_code == 200 and body_error is None:
+        kind, error = "succeeded", {}
+    else:
+        kind, error = "errored", body_error or {"code": f"http_{status_code}", "message": ""}
+    return ResultLine(
+        number=number,
+        custom_id=str(data.get("custom_id", "")),
+        type=kind,
+        source=source,
+        model=str(body.get("model") or ""),
+        stop_reason=str(first_choice.get("finish_reason") or ""),
+        input_tokens=usage.get("prompt_tokens", usage.get("input_tokens")),
+        output_tokens=usage.get("completion_tokens", usage.get("output_tokens")),
+        error_type=str(error.get("type") or error.get("code") or ""),
+        error_message=str(error.get("message") or ""),
+        raw=raw,
+    )
+
+
+def parse_line(provider: str, number: int, line: bytes, source: str = "") -> ResultLine:
+    raw = line.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(raw)
+    except ValueError as error:
+        return ResultLine(number=number, custom_id="", type="invalid", source=source,
+                          error_type="invalid_json", error_message=f"Line is not valid JSON: {error}", raw=raw)
+    if not isinstance(data, dict):
+        return ResultLine(number=number, custom_id="", type="invalid", source=source,
+                          error_type="invalid_json", error_message="Line is not a JSON object.", raw=raw)
+    if provider == "anthropic":
+        return parse_anthropic(number, data, raw)
+    return parse_openai(number, data, raw, source)
+
+
+def parse_stream(provider: str, lines: Iterable[tuple[str, bytes]]) -> Iterator[ResultLine]:
+    """(source, line) pairs in, ResultLines out, one at a time."""
+    for number, (source, line) in enumerate(lines, start=1):
+        yield parse_line(provider, number, line, source)
+
+
+def matches(line: ResultLine, *, kind: str = "", source: str = "", custom_id: str = "") -> bool:
+    if kind and line.type != kind:
+        return False
+    if source and line.source != source:
+        return False
+    if custom_id and custom_id.lower() not in line.custom_id.lower():
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    lines: list[ResultLine]
+    offset: int
+    has_more: bool
+
+
+def page_of(lines: Iterable[ResultLine], *, offset: int, size: int, **filters: str) -> ResultPage:
+    """Skip `offset` matching lines and keep `size`; reading stops as soon as the page is full."""
+    selected = (line for line in lines if matches(line, **filters))
+    window = list(islice(selected, offset, offset + size + 1))
+    return ResultPage(lines=window[:size], offset=offset, has_more=len(window) > size)
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    by_type: Counter  # result type -> count
+    errors: list[tuple[str, str, int]]  # (error type, message, count), most frequent first
+    total: int
+
+
+def summarize(lines: Iterable[ResultLine], *, top: int = 20) -> ErrorSummary:
+    """Counts by result type and by (error type, message); memory grows with distinct errors only."""
+    by_type: Counter = Counter()
+    errors: Counter = Counter()
+    total = 0
+    for line in lines:
+        total += 1
+        by_type[line.type] += 1
+        if line.type in ("errored", "invalid"):
+            errors[(line.error_type, line.error_message[:300])] += 1
+    return ErrorSummary(
+        by_type=by_type,
+        errors=[(kind, message, count) for (kind, message), count in errors.most_common(top)],
+        total=total,
+    )
+
+
+CSV_COLUMNS = ("line", "custom_id", "type", "source", "model", "stop_reason", "input_tokens", "output_tokens",
+               "error_type", "error_message")
+
+
+def csv_row(line: ResultLine) -> list[str]:
+    return [
+        str(line.number), line.custom_id, line.type, line.source, line.model, line.stop_reason,
+        "" if line.input_tokens is None else str(line.input_tokens),
+        "" if line.output_tokens is None else str(line.output_tokens),
+        line.error_type, line.error_message,
+    ]
