@@ -119,12 +119,36 @@ def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
     return JsonResponse(file_json(file))
 
 
+def batch_file(account: SimAccount, file_id: str) -> tuple[SimBatch, OpenAIState, bool]:
+    """The ended batch whose output (errors=False) or error file (errors=True) this is."""
+    now = clock.now()
+    for batch in account.batches.filter(output_file_id=file_id) | account.batches.filter(error_file_id=file_id):
+        state = openai_state(batch.plan(), now)
+        if file_id == batch.output_file_id and state.has_output_file:
+            return batch, state, False
+        if file_id == batch.error_file_id and state.has_error_file:
+            return batch, state, True
+    raise DIALECT.not_found(f"No such File object: {file_id}")
+
+
 @endpoint(DIALECT, "GET")
 def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> JsonResponse:
     file = account.files.filter(public_id=file_id).first()
-    if file is None:
-        raise DIALECT.not_found(f"No such File object: {file_id}")
-    return JsonResponse(file_json(file))
+    if file is not None:
+        return JsonResponse(file_json(file))
+    # Output and error files of ended batches are files like any other, with purpose batch_output.
+    batch, state, errors = batch_file(account, file_id)
+    return JsonResponse({
+        "id": file_id,
+        "object": "file",
+        "bytes": sum(len(line) for line in output_lines(batch, state, errors=errors)),
+        "created_at": unix(state.finalizing_at or state.cancelled_at or state.expired_at),
+        "expires_at": None,
+        "filename": f"{batch.public_id}_{'error' if errors else 'output'}.jsonl",
+        "purpose": "batch_output",
+        "status": "processed",
+        "status_details": None,
+    })
 
 
 @endpoint(DIALECT, "GET")
@@ -132,14 +156,8 @@ def file_content(request: HttpRequest, account: SimAccount, file_id: str) -> Htt
     file = account.files.filter(public_id=file_id).first()
     if file is not None:
         return HttpResponse(bytes(file.content), content_type="application/octet-stream")
-    now = clock.now()
-    for batch in account.batches.filter(output_file_id=file_id) | account.batches.filter(error_file_id=file_id):
-        state = openai_state(batch.plan(), now)
-        if file_id == batch.output_file_id and state.has_output_file:
-            return StreamingHttpResponse(output_lines(batch, state, errors=False), content_type="application/octet-stream")
-        if file_id == batch.error_file_id and state.has_error_file:
-            return StreamingHttpResponse(output_lines(batch, state, errors=True), content_type="application/octet-stream")
-    raise DIALECT.not_found(f"No such File object: {file_id}")
+    batch, state, errors = batch_file(account, file_id)
+    return StreamingHttpResponse(output_lines(batch, state, errors=errors), content_type="application/octet-stream")
 
 
 # --- batches -------------------------------------------------------------------------------
@@ -151,7 +169,8 @@ def batch_json(batch: SimBatch, state: OpenAIState) -> dict:
         "object": "batch",
         "endpoint": batch.endpoint,
         "model": batch.model or None,
-        "errors": batch.validation_errors or None,
+        # Problems found while validating are only reported once they have failed the batch.
+        "errors": (batch.validation_errors or None) if state.status == "failed" else None,
         "input_file_id": batch.input_file_public_id,
         "completion_window": batch.completion_window,
         "status": state.status,
@@ -228,12 +247,13 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
     except UnicodeDecodeError:
         problem("invalid_file_format", "The input file is not valid UTF-8 text.", None)
         return [], problems
-    lines = [line for line in lines if line.strip()]
+    # Blank lines are skipped, but problems name the line's number in the file as uploaded.
+    lines = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     if not lines:
         problem("empty_file", "The batch input file is empty. Please upload a file with at least one request.", None)
     if len(lines) > MAX_INPUT_LINES:
         problem("too_many_requests", f"The batch input file has {len(lines)} requests; the limit is {MAX_INPUT_LINES}.", None)
-    for number, text in enumerate(lines, start=1):
+    for number, text in lines:
         try:
             line = json.loads(text)
         except ValueError:
@@ -381,7 +401,7 @@ def output_lines(batch: SimBatch, state: OpenAIState, *, errors: bool) -> Iterat
     for index, custom_id, model in rows.iterator(chunk_size=2000):
         rank = plan.rank_of(index)
         line_id = "batch_req_" + stable_token(batch.public_id, index, "line", length=32)
-        request_id = stable_token(batch.public_id, index, "request", length=32)
+        request_id = "req_" + stable_token(batch.public_id, index, "request", length=32)
         if rank < state.finished:
             fate = plan.fate(rank)
             if fate is Outcome.SUCCEEDED and not errors:
