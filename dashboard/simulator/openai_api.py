@@ -23,7 +23,7 @@ ENDPOINTS = (
     "/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
     "/v1/images/generations", "/v1/images/edits", "/v1/videos",
 )
-FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
 MAX_INPUT_LINES = 50_000
 FAILED_RESPONSE = {
     "message": "This model's maximum context length was exceeded by the request.",
