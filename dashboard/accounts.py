@@ -119,13 +119,16 @@ def find_account(key: str) -> Account | None:
     return next((account for account in configured_accounts() if account.key == key), None)
 
 
-_clients: dict[tuple[str, str, str], httpx.Client] = {}
+_clients: dict[tuple, httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
 def client_for(account: Account) -> httpx.Client:
     """One long-lived client per account: connection reuse, shared timeouts."""
-    cache_key = (account.provider, account.base_url, hashlib.sha256(account.api_key.encode()).hexdigest())
+    cache_key = (
+        account.provider, account.base_url, hashlib.sha256(account.api_key.encode()).hexdigest(),
+        settings.UPSTREAM_TIMEOUT_SECONDS, settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+    )
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:

@@ -21,6 +21,9 @@ class CancelAttempt(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     status_after = models.CharField(max_length=32, blank=True)
     message = models.TextField(blank=True)
+    counts_at_cancel = models.JSONField(
+        null=True, blank=True, help_text="request_counts as the provider reported them in its answer to the cancel."
+    )
 
     class Meta:
         ordering = ["-requested_at", "-id"]

@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Any
 
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def page_of(lines: Iterable[ResultLine], *, offset: int, size: int, **filters: s
 
 @dataclass(frozen=True)
 class ErrorSummary:
-    by_type: Counter  # result type -> count
+    by_type: list[tuple[str, int]]  # (result type, count), in RESULT_TYPES order
     errors: list[tuple[str, str, int]]  # (error type, message, count), most frequent first
     total: int
 
@@ -149,7 +150,7 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20) -> ErrorSummary:
         if line.type in ("errored", "invalid"):
             errors[(line.error_type, line.error_message[:300])] += 1
     return ErrorSummary(
-        by_type=by_type,
+        by_type=sorted(by_type.items(), key=lambda item: ORDER.get(item[0], len(ORDER))),
         errors=[(kind, message, count) for (kind, message), count in errors.most_common(top)],
         total=total,
     )
@@ -159,10 +160,19 @@ CSV_COLUMNS = ("line", "custom_id", "type", "source", "model", "stop_reason", "i
                "error_type", "error_message")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """Upstream text must not become a spreadsheet formula when the CSV is opened."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def csv_row(line: ResultLine) -> list[str]:
     return [
-        str(line.number), line.custom_id, line.type, line.source, line.model, line.stop_reason,
+        str(line.number), safe_cell(line.custom_id), line.type, line.source, safe_cell(line.model),
+        safe_cell(line.stop_reason),
         "" if line.input_tokens is None else str(line.input_tokens),
         "" if line.output_tokens is None else str(line.output_tokens),
-        line.error_type, line.error_message,
+        safe_cell(line.error_type), safe_cell(line.error_message),
     ]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -21,7 +21,7 @@ from django.utils import timezone
 from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
 from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError
-from .results import ResultLine, parse_stream
+from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +200,10 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
     attempt.outcome = attempt_outcome
     attempt.message = message
     attempt.status_after = view.batch.status if view else ""
+    if batch is not None:
+        attempt.counts_at_cancel = batch.raw.get("request_counts")
     attempt.finished_at = timezone.now()
-    attempt.save(update_fields=["outcome", "message", "status_after", "finished_at"])
+    attempt.save(update_fields=["outcome", "message", "status_after", "finished_at", "counts_at_cancel"])
     return CancelResult(view=view, outcome=attempt_outcome, message=message)
 
 
@@ -249,3 +251,63 @@ def open_download(*, account: Account, batch_id: str, source: str) -> Iterator[b
             yield from response.iter_raw()
 
     return body()
+
+
+RESULTS_SUMMARY_SECONDS = 600
+
+
+def results_page(*, account: Account, batch: Batch, offset: int, size: int, kind: str = "", source: str = "",
+                 custom_id: str = "") -> ResultPage:
+    """One page of result lines; the upstream stream is read only as far as this page needs."""
+    lines = iter_results(account=account, batch=batch)
+    try:
+        return page_of(lines, offset=offset, size=size, kind=kind, source=source, custom_id=custom_id)
+    finally:
+        lines.close()
+
+
+def error_summary(*, account: Account, batch: Batch) -> ErrorSummary:
+    """Results counted by type and by error; one full streaming pass, shared while it is fresh."""
+    cache_key = f"results-summary:{account.key}:{batch.id}"
+    summary = cache.get(cache_key)
+    if summary is None:
+        summary = summarize(iter_results(account=account, batch=batch))
+        cache.set(cache_key, summary, RESULTS_SUMMARY_SECONDS)
+    return summary
+
+
+@dataclass(frozen=True)
+class CancelStory:
+    requested_at: datetime
+    ended_at: datetime | None
+    canceling_took: timedelta | None
+    finished_after_cancel: int | None  # None: the provider does not tell
+    canceled: int
+    explanation: str
+
+
+def cancel_story(*, batch: Batch, attempts: list[CancelAttempt]) -> CancelStory | None:
+    if batch.cancel_initiated_at is None:
+        return None
+    took = batch.ended_at - batch.cancel_initiated_at if batch.ended_at else None
+    finished_after = None
+    explanation = ""
+    accepted = next((a for a in reversed(attempts) if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None)
+    if batch.provider == "openai" and accepted is not None:
+        before = accepted.counts_at_cancel
+        done_then = int(before.get("completed") or 0) + int(before.get("failed") or 0)
+        finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
+        explanation = f"{done_then} requests had finished when the cancel was accepted (recorded in our audit trail)."
+    elif batch.provider == "anthropic":
+        explanation = ("Anthropic reports outcomes only once a batch has ended, so it does not say which requests "
+                       "finished after the cancel; succeeded and errored include those that finished before it.")
+    else:
+        explanation = "The cancel was not made through this dashboard, so the counts at that moment are unknown."
+    return CancelStory(
+        requested_at=batch.cancel_initiated_at, ended_at=batch.ended_at, canceling_took=took,
+        finished_after_cancel=finished_after, canceled=batch.counts.canceled, explanation=explanation,
+    )
+
+
+def cancel_attempts(*, account_key: str, batch_id: str) -> list[CancelAttempt]:
+    return list(CancelAttempt.objects.filter(account=account_key, batch_id=batch_id).order_by("requested_at", "id"))

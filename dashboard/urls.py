@@ -8,7 +8,12 @@ batch = "batches/<slug:account_key>/<str:batch_id>"
 
 urlpatterns = [
     path("", views.batch_list, name="batch-list"),
+    path(f"{batch}/", views.batch_detail, name="batch-detail"),
     path(f"{batch}/row", views.batch_row, name="batch-row"),
+    path(f"{batch}/results/summary", views.batch_results_summary, name="batch-results-summary"),
+    path(f"{batch}/results/download", views.batch_results_download, name="batch-results-download"),
+    path(f"{batch}/results/export.csv", views.batch_results_export, name="batch-results-export"),
+    path("audit/", views.audit_log, name="audit-log"),
     path(f"{batch}/cancel", views.batch_cancel, name="batch-cancel"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

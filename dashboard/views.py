@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import json
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from . import services
 from .accounts import PROVIDER_LABELS, Account, configured_accounts
-from .providers.base import ProviderError
+from .models import CancelAttempt
+from .providers.base import NotFound, ProviderError
+from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 
 STATUS_CHOICES = [
     (services.ACTIVE, "not ended yet"),
@@ -146,3 +150,147 @@ def batch_cancel(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         error="" if result.view else result.message, notice=result.message,
     ))
 
+
+
+RESULT_PAGE_SIZE = 50
+
+
+def batch_or_404(account: Account, batch_id: str) -> services.BatchView | None:
+    """The batch, or None when upstream failed with nothing known; 404 when upstream says so."""
+    try:
+        return services.get_batch(account=account, batch_id=batch_id)
+    except NotFound:
+        raise Http404("No such batch upstream.") from None
+
+
+def result_filters(request: HttpRequest) -> dict:
+    kind = request.GET.get("type", "")
+    source = request.GET.get("source", "")
+    return {
+        "kind": kind if kind in (*RESULT_TYPES, "invalid") else "",
+        "source": source if source in ("output", "error") else "",
+        "custom_id": request.GET.get("q", "").strip()[:64],
+    }
+
+
+@require_GET
+def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
+    account = account_or_404(account_key, batch_id)
+    error = ""
+    try:
+        view = batch_or_404(account, batch_id)
+    except ProviderError as failure:
+        view, error = None, failure.message
+    context = {
+        **row_context(request, account_key=account_key, batch_id=batch_id, view=view, error=error),
+        "account": account,
+        "attempts": services.cancel_attempts(account_key=account.key, batch_id=batch_id),
+        "filters": result_filters(request),
+        "results": None,
+        "results_error": "",
+    }
+    if view is not None:
+        batch = view.batch
+        context["raw_json"] = json.dumps(batch.raw, indent=2, sort_keys=True)
+        context["story"] = services.cancel_story(batch=batch, attempts=context["attempts"])
+        context["sources"] = provider_sources(account, batch)
+        if batch.is_ended:
+            try:
+                offset = max(0, int(request.GET.get("offset", "0")))
+            except ValueError:
+                offset = 0
+            filters = context["filters"]
+            try:
+                context["results"] = services.results_page(
+                    account=account, batch=batch, offset=offset, size=RESULT_PAGE_SIZE, **filters)
+            except ProviderError as failure:
+                context["results_error"] = failure.message
+            query = {k: v for k, v in (("type", filters["kind"]), ("source", filters["source"]),
+                                       ("q", filters["custom_id"])) if v}
+            context["filter_query"] = urlencode(query)
+            context["page_size"] = RESULT_PAGE_SIZE
+    if request.htmx and request.htmx.target == "results":
+        return render(request, "batches/detail.html#results", context)
+    return render(request, "batches/detail.html", context, status=200 if view is not None else 502)
+
+
+def provider_sources(account: Account, batch) -> list[str]:
+    from .accounts import provider_for
+
+    return provider_for(account).result_sources(batch)
+
+
+def ended_batch_or_404(account: Account, batch_id: str):
+    view = batch_or_404(account, batch_id)
+    if not view.batch.is_ended:
+        raise Http404("Results exist only once the batch has ended.")
+    return view.batch
+
+
+@require_GET
+def batch_results_summary(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
+    account = account_or_404(account_key, batch_id)
+    try:
+        batch = ended_batch_or_404(account, batch_id)
+        summary, error = services.error_summary(account=account, batch=batch), ""
+    except ProviderError as failure:
+        summary, error = None, failure.message
+    return render(request, "batches/detail.html#summary", {"summary": summary, "summary_error": error})
+
+
+@require_GET
+def batch_results_download(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
+    account = account_or_404(account_key, batch_id)
+    source = request.GET.get("source", "results" if account.provider == "anthropic" else "output")
+    try:
+        batch = ended_batch_or_404(account, batch_id)
+        if source not in provider_sources(account, batch):
+            raise Http404("This batch has no such results file.")
+        body = services.open_download(account=account, batch_id=batch_id, source=source)
+    except ProviderError as failure:
+        return HttpResponse(f"Could not download the results: {failure.message}\n", status=502,
+                            content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(body, content_type="application/x-jsonl")
+    suffix = "" if source == "results" else f"_{source}"
+    response["Content-Disposition"] = f'attachment; filename="{batch_id}{suffix}.jsonl"'
+    return response
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
+    account = account_or_404(account_key, batch_id)
+    filters = result_filters(request)
+    try:
+        batch = ended_batch_or_404(account, batch_id)
+        lines = services.iter_results(account=account, batch=batch)
+    except ProviderError as failure:
+        return HttpResponse(f"Could not export the results: {failure.message}\n", status=502,
+                            content_type="text/plain; charset=utf-8")
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_COLUMNS)
+        for line in lines:
+            if matches(line, **filters):
+                yield writer.writerow(csv_row(line))
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{batch_id}_results.csv"'
+    return response
+
+
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("The audit trail is for staff.")
+    attempts = CancelAttempt.objects.select_related("user")
+    batch_id = request.GET.get("batch", "").strip()
+    if batch_id:
+        attempts = attempts.filter(batch_id=batch_id)
+    page = Paginator(attempts, 50).get_page(request.GET.get("page"))
+    return render(request, "audit.html", {"page": page, "batch_filter": batch_id})

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .base import AlreadyEnded, BadResponse, Batch, Counts, Page, UpstreamError, send
+from .base import BadResponse, Batch, Counts, Page, UpstreamError, refused_cancel, send
 from .errors import checked_json
 
 API_VERSION = "2023-06-01"
@@ -40,6 +40,9 @@ def parse_batch(data: Any, *, account: str) -> Batch:
         timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
         status = str(data["processing_status"])
         batch_id = str(data["id"])
+        if not BATCH_ID.match(batch_id):
+            # It would go into our URLs and back into upstream ones: refuse it rather than guess.
+            raise ValueError(f"id {batch_id[:80]!r} is not a message batch id")
         if timestamps["created_at"] is None:
             raise ValueError("created_at is missing")
     except (KeyError, TypeError, ValueError) as error:
@@ -70,7 +73,7 @@ class AnthropicProvider:
         self.account = account
 
     def is_valid_id(self, batch_id: str) -> bool:
-        return bool(BATCH_ID.match(batch_id))
+        return bool(BATCH_ID.fullmatch(batch_id))
 
     def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
         response = send(self.client, method, path, **kwargs)
@@ -99,14 +102,8 @@ class AnthropicProvider:
         try:
             return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
         except UpstreamError as error:
-            if error.status != 400:
-                raise
-            # The API answers 400 for a batch that has already ended; look before calling it that.
-            current = self.retrieve(batch_id)
-            if current.is_ended:
-                raise AlreadyEnded(f"Batch {batch_id} had already ended; nothing was canceled.",
-                                   status=error.status, kind=error.kind, request_id=error.request_id) from None
-            raise
+            # The API answers 400 invalid_request_error for a batch that has already ended.
+            raise refused_cancel(error, self.retrieve, batch_id) from None
 
     def result_sources(self, batch: Batch) -> list[str]:
         return ["results"] if batch.is_ended else []

@@ -142,3 +142,25 @@ def send(client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Respons
         raise UpstreamTimeout(f"The provider did not answer within {client.timeout.read or 'the'} seconds.") from None
     except httpx.TransportError as error:
         raise UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).") from None
+
+
+REFUSAL_STATUSES = (400, 409)
+
+
+def refused_cancel(error: UpstreamError, retrieve, batch_id: str) -> UpstreamError:
+    """What a refused cancel means: AlreadyEnded only if the batch has really ended.
+
+    Providers refuse a cancel with 400 (Anthropic) or 409 (OpenAI) and a message meant for
+    people; rather than parse it, look at the batch.
+    """
+    if error.status not in REFUSAL_STATUSES:
+        return error
+    try:
+        current = retrieve(batch_id)
+    except ProviderError:
+        return error
+    if current.is_ended:
+        return AlreadyEnded(f"Batch {batch_id} had already ended; nothing was canceled. ({error.message})",
+                            status=error.status, kind=error.kind, request_id=error.request_id)
+    return UpstreamError(f"{error.message} (the batch is {current.status}, which cannot be canceled now)",
+                         status=error.status, kind=error.kind, request_id=error.request_id)

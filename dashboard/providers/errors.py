@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from .base import AlreadyEnded, BadResponse, NotFound, Overloaded, RateLimited, UpstreamError, json_body, parse_retry_after
+from .base import BadResponse, NotFound, Overloaded, RateLimited, UpstreamError, json_body, parse_retry_after
 
 MAX_MESSAGE = 300
 
@@ -33,8 +33,6 @@ def checked_json(response: httpx.Response, *, provider_label: str, request_id_he
     options = dict(status=status, kind=kind, request_id=request_id)
     if status == 404:
         raise NotFound(message, **options)
-    if status == 409:
-        raise AlreadyEnded(message, **options)
     if status == 429:
         retry_after = parse_retry_after(response)
         suffix = f" (retry after {retry_after:g} s)" if retry_after is not None else ""

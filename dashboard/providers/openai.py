@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, NotFound, Page, send
+from .base import BadResponse, Batch, Counts, NotFound, Page, UpstreamError, refused_cancel, send
 from .errors import checked_json
 
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
@@ -41,12 +41,15 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     try:
         status = str(data["status"])
         batch_id = str(data["id"])
+        if not BATCH_ID.match(batch_id):
+            # It would go into our URLs and back into upstream ones: refuse it rather than guess.
+            raise ValueError(f"id {batch_id[:80]!r} is not a batch id")
         counts = data.get("request_counts") or {}
         total, completed, failed = (int(counts.get(name) or 0) for name in ("total", "completed", "failed"))
         timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
         if timestamps["created_at"] is None:
             raise ValueError("created_at is missing")
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
         raise BadResponse(f"{LABEL} sent a batch we cannot read ({error}).") from None
     is_ended = status in ENDED
     unfinished = max(0, total - completed - failed)
@@ -84,7 +87,7 @@ class OpenAIProvider:
         self.account = account
 
     def is_valid_id(self, batch_id: str) -> bool:
-        return bool(BATCH_ID.match(batch_id))
+        return bool(BATCH_ID.fullmatch(batch_id))
 
     def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
         response = send(self.client, method, path, **kwargs)
@@ -111,8 +114,11 @@ class OpenAIProvider:
         return parse_batch(self._json("GET", self._batch_path(batch_id)), account=self.account)
 
     def cancel(self, batch_id: str) -> Batch:
-        # A finished batch answers 409 "Cannot cancel a batch with status '…'": AlreadyEnded.
-        return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
+        try:
+            return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
+        except UpstreamError as error:
+            # 409 "Cannot cancel a batch with status '…'": ended, or finalizing (not ended, yet not cancelable).
+            raise refused_cancel(error, self.retrieve, batch_id) from None
 
     def result_sources(self, batch: Batch) -> list[str]:
         return [source for source in ("output", "error") if batch.raw.get(f"{source}_file_id")]

@@ -46,3 +46,22 @@ def duration_until(value: datetime | None) -> str:
     if value <= timezone.now():
         return "0 minutes"
     return timeuntil(value, timezone.now()).split(",")[0].replace("\xa0", " ")
+
+
+@register.filter
+def split_words(value: str) -> list[str]:
+    return value.split()
+
+
+@register.filter
+def get_item(mapping, key: str):
+    return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def seconds_text(value) -> str:
+    seconds = int(value.total_seconds())
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return " ".join(part for part in (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "",
+                                       f"{seconds} s") if part)

@@ -1,0 +1,687 @@
+"""The dashboard's views through Django's test client (with htmx headers), against the embedded simulator.
+
+Batches are made with the official SDKs over real HTTP (live server); the views under test run in
+the test thread and reach the simulator through the dashboard's own httpx clients.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.core.cache import cache
+from django.test import Client
+from django.utils import timezone
+
+from dashboard import accounts as accounts_module
+from dashboard.models import CancelAttempt
+from dashboard.simulator.models import SimAccount, SimBatch
+from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values())
+ROW = re.compile(
+    r'<tr id="row-(?P<account>(?:anthropic|openai)-[a-z0-9-]+?)-(?P<id>(?:msgbatch|batch)_[A-Za-z0-9_-]+)"'
+    r' class="(?P<cls>[^"]*)" data-status="(?P<status>[^"]*)"'
+)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def anthropic_batch(make_client, account: str = "ops", *, seconds: float = 60):
+    return make_client(ANTHROPIC_KEYS[account]).messages.batches.create(
+        requests=[{"custom_id": "a1", "params": {"model": "m", "max_tokens": 5,
+                                                 "messages": [{"role": "user", "content": "hi"}]}}],
+        extra_headers={"x-sim-processing-seconds": str(seconds)},
+    )
+
+
+def openai_batch(make_client, account: str = "ops", *, seconds: float = 60, metadata: dict | None = None):
+    client = make_client(OPENAI_KEYS[account])
+    line = {"custom_id": "o1", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}}
+    upload = client.files.create(file=("in.jsonl", (json.dumps(line) + "\n").encode(), "application/jsonl"),
+                                 purpose="batch")
+    return client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                 metadata=metadata, extra_headers={"x-sim-processing-seconds": str(seconds)})
+
+
+def created_ago(batch_id: str, **delta) -> None:
+    """Move a simulated batch's creation into the past (its state follows from the plan)."""
+    assert SimBatch.objects.filter(public_id=batch_id).update(created_at=timezone.now() - timedelta(**delta)) == 1
+
+
+def fault(provider: str, name: str, value: str) -> None:
+    assert SimAccount.objects.filter(provider=provider, name=name).update(fault=value) == 1
+
+
+def rows(response) -> list[dict]:
+    return [match.groupdict() for match in ROW.finditer(response.content.decode())]
+
+
+def ids(response) -> list[str]:
+    return [row["id"] for row in rows(response)]
+
+
+def text(response) -> str:
+    return response.content.decode()
+
+
+def assert_no_keys(response) -> None:
+    body = response.content.decode()
+    for key in ALL_KEYS:
+        assert key not in body, f"API key {key} leaked into a rendered page"
+
+
+def assert_is_row_fragment(response) -> str:
+    body = text(response).strip()
+    assert body.startswith("<tr") and body.endswith("</tr>"), body[:200]
+    assert "<html" not in body and "<body" not in body
+    assert body.count("<tr") == 1
+    return body
+
+
+def banners(response) -> list[str]:
+    return re.findall(r'<div class="banner banner-error" role="alert">(.*?)</div>', text(response), re.S)
+
+
+def link(response, rel: str) -> str:
+    match = re.search(rf'<a href="([^"]*)" rel="{rel}">', text(response))
+    return html.unescape(match.group(1)) if match else ""
+
+
+@pytest.fixture
+def upstream_calls(monkeypatch):
+    """Every HTTP request the dashboard's httpx clients send upstream."""
+    calls: list[str] = []
+    original = httpx.Client.send
+
+    def recording_send(self, request, *args, **kwargs):
+        calls.append(f"{request.method} {request.url}")
+        return original(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", recording_send)
+    return calls
+
+
+@pytest.fixture
+def fresh_http_clients(monkeypatch):
+    """New per-account httpx clients, so a changed UPSTREAM_TIMEOUT_SECONDS takes effect."""
+    clients: dict = {}
+    monkeypatch.setattr(accounts_module, "_clients", clients)
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+@pytest.fixture
+def other_operator_client(operator):
+    client = Client()
+    client.force_login(operator)
+    return client
+
+
+# --- login ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", "/"),
+    ("get", "/batches/anthropic-ops/msgbatch_01abc/row"),
+    ("post", "/batches/anthropic-ops/msgbatch_01abc/cancel"),
+    ("post", "/batches/openai-ops/batch_abc/cancel"),
+])
+def test_anonymous_requests_redirect_to_login(client, db, upstream_calls, method, path):
+    response = getattr(client, method)(path, **HTMX)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+    assert "next=" in response["Location"]
+    assert upstream_calls == []
+    assert CancelAttempt.objects.count() == 0
+
+
+def test_login_page_renders_for_anonymous(client, db):
+    response = client.get("/login/")
+    assert response.status_code == 200
+    assert 'name="username"' in text(response) and 'name="password"' in text(response)
+
+
+def test_simulator_api_needs_no_login(client, demo_accounts):
+    response = client.get("/simulator/anthropic/v1/messages/batches",
+                          HTTP_X_API_KEY="sk-ant-sim-ops", HTTP_ANTHROPIC_VERSION="2023-06-01")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["data"] == []
+    # Without a key it is the API's own 401, still not a login redirect.
+    response = client.get("/simulator/anthropic/v1/messages/batches", HTTP_ANTHROPIC_VERSION="2023-06-01")
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+# --- list ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def four_accounts(dashboard_upstream, anthropic_client, openai_client):
+    """One running batch in each account, created 1..4 minutes ago (newest first: A-ops, O-ops, A-res, O-res)."""
+    made = [
+        ("anthropic-ops", anthropic_batch(anthropic_client, "ops", seconds=600).id),
+        ("openai-ops", openai_batch(openai_client, "ops", seconds=600).id),
+        ("anthropic-research", anthropic_batch(anthropic_client, "research", seconds=600).id),
+        ("openai-research", openai_batch(openai_client, "research", seconds=600).id),
+    ]
+    for minutes, (_, batch_id) in enumerate(made, start=1):
+        created_ago(batch_id, minutes=minutes)
+    return made
+
+
+def test_list_shows_every_account_newest_first_with_status_badges(operator_client, four_accounts):
+    response = operator_client.get("/")
+    assert response.status_code == 200
+    found = rows(response)
+    assert [(row["account"], row["id"]) for row in found] == four_accounts
+    assert {row["status"] for row in found} == {"in_progress"}
+    body = text(response)
+    assert body.count('<span class="badge status-in_progress">in_progress</span>') == 4
+    assert 'class="provider provider-anthropic"' in body and 'class="provider provider-openai"' in body
+    assert banners(response) == []
+    # Every running row polls itself and offers the operator a Cancel button.
+    assert body.count('hx-trigger="every 3s"') == 4
+    assert body.count('/cancel"') == 4
+    assert_no_keys(response)
+
+
+def test_list_status_badges_of_ended_batches(operator_client, dashboard_upstream, anthropic_client, openai_client):
+    ended = anthropic_batch(anthropic_client, seconds=60).id
+    completed = openai_batch(openai_client, seconds=60).id
+    created_ago(ended, hours=1)
+    created_ago(completed, hours=1)
+    response = operator_client.get("/")
+    assert response.status_code == 200
+    by_id = {row["id"]: row["status"] for row in rows(response)}
+    assert by_id == {ended: "ended", completed: "completed"}
+    body = text(response)
+    assert '<span class="badge status-ended">ended</span>' in body
+    assert '<span class="badge status-completed">completed</span>' in body
+    assert "hx-trigger" not in body  # ended rows do not poll
+    assert "/cancel" not in body  # and cannot be canceled
+
+
+def test_list_filter_by_provider(operator_client, four_accounts):
+    response = operator_client.get("/", {"provider": "openai"})
+    assert response.status_code == 200
+    assert [(row["account"], row["id"]) for row in rows(response)] == [four_accounts[1], four_accounts[3]]
+    assert '<option value="openai" selected>' in text(response)
+
+
+def test_list_filter_by_account(operator_client, four_accounts):
+    response = operator_client.get("/", {"account": "anthropic-research"})
+    assert response.status_code == 200
+    assert [(row["account"], row["id"]) for row in rows(response)] == [four_accounts[2]]
+    assert '<option value="anthropic-research" selected>' in text(response)
+
+
+def test_list_unknown_filter_values_are_ignored(operator_client, four_accounts):
+    response = operator_client.get("/", {"provider": "nope", "account": "nope-x", "status": "<b>"})
+    assert response.status_code == 200
+    assert len(rows(response)) == 4
+    assert "<b>" not in text(response).split("<table", 1)[1]
+
+
+def test_list_filter_by_status(operator_client, dashboard_upstream, anthropic_client, openai_client):
+    running = anthropic_batch(anthropic_client, "ops", seconds=600).id
+    ended = anthropic_batch(anthropic_client, "research", seconds=60).id
+    completed = openai_batch(openai_client, "ops", seconds=60).id
+    created_ago(ended, hours=1)
+    created_ago(completed, hours=2)
+
+    assert set(ids(operator_client.get("/"))) == {running, ended, completed}
+    response = operator_client.get("/", {"status": "ended"})
+    assert response.status_code == 200
+    assert ids(response) == [ended]
+    assert ids(operator_client.get("/", {"status": "active"})) == [running]
+    assert ids(operator_client.get("/", {"status": "completed"})) == [completed]
+    response = operator_client.get("/", {"status": "canceling"})
+    assert ids(response) == []
+    assert "No batches match these filters on this page." in text(response)
+
+
+def test_list_cursor_pagination_older_and_newer(operator_client, settings, four_accounts, anthropic_client):
+    settings.LIST_PAGE_SIZE = 2
+    oldest = anthropic_batch(anthropic_client, "ops", seconds=600).id
+    created_ago(oldest, minutes=5)
+    expected = [batch_id for _, batch_id in four_accounts] + [oldest]
+
+    first = operator_client.get("/")
+    assert first.status_code == 200
+    assert ids(first) == expected[:2]
+    assert link(first, "prev") == ""
+    older = link(first, "next")
+    assert older.startswith("?") and "cursor=" in older
+
+    second = operator_client.get("/" + older)
+    assert second.status_code == 200
+    assert ids(second) == expected[2:4]
+    assert 'rel="prev">← Newer</a>' in text(second) and 'rel="next">Older →</a>' in text(second)
+
+    third = operator_client.get("/" + link(second, "next"))
+    assert third.status_code == 200
+    assert ids(third) == expected[4:]
+    assert link(third, "next") == ""
+
+    # "← Newer" walks back page by page.
+    back_to_second = operator_client.get("/" + link(third, "prev"))
+    assert ids(back_to_second) == expected[2:4]
+    newer = link(second, "prev")
+    assert newer in ("/", "") or "cursor=" not in newer
+    back_to_first = operator_client.get(newer or "/")
+    assert ids(back_to_first) == expected[:2]
+    assert link(back_to_first, "prev") == ""
+
+
+def test_list_pagination_keeps_filters(operator_client, settings, four_accounts, openai_client):
+    settings.LIST_PAGE_SIZE = 1
+    response = operator_client.get("/", {"provider": "openai"})
+    assert ids(response) == [four_accounts[1][1]]
+    older = link(response, "next")
+    assert "provider=openai" in older
+    second = operator_client.get("/" + older)
+    assert ids(second) == [four_accounts[3][1]]
+    assert {row["account"] for row in rows(second)} == {"openai-research"}
+
+
+@pytest.mark.parametrize("cursor", ["!!not-a-cursor!!", "WzFd", "eyJhIjoxfQ", "%%%", "ünïcode", "e", "bnVsbA"])
+def test_list_unreadable_cursor_starts_from_first_page(operator_client, four_accounts, cursor):
+    # "WzFd" is [1], "eyJhIjoxfQ" is {"a": 1}, "bnVsbA" is null: base64 JSON, but not a cursor.
+    response = operator_client.get("/", {"cursor": cursor, "history": "..x.~"})
+    assert response.status_code == 200
+    assert ids(response) == [batch_id for _, batch_id in four_accounts]
+    assert banners(response) == []
+
+
+def test_list_cursor_naming_an_unknown_upstream_id_is_a_banner_not_a_500(operator_client, four_accounts):
+    from dashboard.views import encode_cursor
+
+    response = operator_client.get("/", {"cursor": encode_cursor({"anthropic-ops": "msgbatch_01nothere"})})
+    assert response.status_code == 200
+    assert len(banners(response)) == 1 and "Anthropic · ops" in banners(response)[0]
+
+
+# --- escaping ------------------------------------------------------------------------------
+
+
+def test_metadata_is_escaped(operator_client, dashboard_upstream, openai_client):
+    batch = openai_batch(openai_client, metadata={"job": "<script>alert(1)</script>"})
+    for response in (operator_client.get("/"), operator_client.get(f"/batches/openai-ops/{batch.id}/row", **HTMX)):
+        assert response.status_code == 200
+        body = text(response)
+        assert batch.id in body
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+        assert "<script>alert(1)" not in body
+
+
+# --- row poll ------------------------------------------------------------------------------
+
+
+def test_row_poll_of_running_batch_keeps_polling(operator_client, dashboard_upstream, anthropic_client, openai_client):
+    for account, batch_id in (("anthropic-ops", anthropic_batch(anthropic_client).id),
+                              ("openai-ops", openai_batch(openai_client).id)):
+        response = operator_client.get(f"/batches/{account}/{batch_id}/row", **HTMX)
+        assert response.status_code == 200
+        body = assert_is_row_fragment(response)
+        assert f'id="row-{account}-{batch_id}"' in body
+        assert 'hx-trigger="every 3s"' in body
+        assert f'hx-get="/batches/{account}/{batch_id}/row"' in body
+        assert f'hx-post="/batches/{account}/{batch_id}/cancel"' in body
+        assert_no_keys(response)
+
+
+def test_row_poll_of_ended_batch_stops_polling(operator_client, dashboard_upstream, anthropic_client, openai_client):
+    ended = anthropic_batch(anthropic_client).id
+    completed = openai_batch(openai_client).id
+    created_ago(ended, hours=1)
+    created_ago(completed, hours=1)
+    for account, batch_id, status in (("anthropic-ops", ended, "ended"), ("openai-ops", completed, "completed")):
+        response = operator_client.get(f"/batches/{account}/{batch_id}/row", **HTMX)
+        assert response.status_code == 286
+        body = assert_is_row_fragment(response)
+        assert f'data-status="{status}"' in body
+        assert "hx-trigger" not in body and "hx-get" not in body
+        assert "hx-post" not in body
+        assert response["Content-Type"].startswith("text/html")
+
+
+def test_row_poll_follows_the_batch_to_its_end(operator_client, settings, fast_simulator, dashboard_upstream,
+                                               anthropic_client):
+    settings.UPSTREAM_CACHE_SECONDS = 0
+    batch = anthropic_client().messages.batches.create(
+        requests=[{"custom_id": "a1", "params": {"model": "m", "max_tokens": 5,
+                                                 "messages": [{"role": "user", "content": "hi"}]}}])
+    url = f"/batches/anthropic-ops/{batch.id}/row"
+    assert operator_client.get(url, **HTMX).status_code == 200
+    deadline = time.monotonic() + 6
+    while (response := operator_client.get(url, **HTMX)).status_code == 200:
+        assert time.monotonic() < deadline, "the row never reported the end"
+        time.sleep(0.2)
+    assert response.status_code == 286
+    assert 'data-status="ended"' in text(response)
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+def test_cancel_anthropic_batch(operator_client, dashboard_upstream, anthropic_client):
+    batch = anthropic_batch(anthropic_client)
+    url = f"/batches/anthropic-ops/{batch.id}/cancel"
+    response = operator_client.post(url, **HTMX)
+    assert response.status_code == 200
+    body = assert_is_row_fragment(response)
+    assert 'data-status="canceling"' in body
+    assert '<span class="badge status-canceling">canceling</span>' in body
+    assert "Cancel accepted; status is now canceling." in body
+    assert "hx-post" not in body  # a canceling batch offers no second cancel
+    assert 'hx-trigger="every 3s"' in body  # and keeps polling until it has ended
+    assert_no_keys(response)
+
+    attempt = CancelAttempt.objects.get()
+    assert (attempt.account, attempt.batch_id, attempt.outcome, attempt.status_after, attempt.actor, attempt.via) == (
+        "anthropic-ops", batch.id, "accepted", "canceling", "operator", "web")
+    assert attempt.finished_at is not None
+    assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "canceling"
+    # The next poll shows the new state too (the cached pre-cancel state was dropped).
+    assert 'data-status="canceling"' in text(operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX))
+
+
+def test_cancel_openai_batch(operator_client, dashboard_upstream, openai_client):
+    batch = openai_batch(openai_client)
+    # Seen (and cached) as running before the cancel.
+    assert 'data-status="validating"' in text(operator_client.get(f"/batches/openai-ops/{batch.id}/row", **HTMX))
+    response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
+    assert response.status_code == 200
+    body = assert_is_row_fragment(response)
+    assert 'data-status="cancelling"' in body
+    assert '<span class="badge status-cancelling">cancelling</span>' in body
+    assert "hx-post" not in body
+    assert_no_keys(response)
+    attempt = CancelAttempt.objects.get()
+    assert (attempt.outcome, attempt.status_after, attempt.account) == ("accepted", "cancelling", "openai-ops")
+    assert openai_client().batches.retrieve(batch.id).status == "cancelling"
+    assert 'data-status="cancelling"' in text(operator_client.get(f"/batches/openai-ops/{batch.id}/row", **HTMX))
+
+
+def test_cancel_without_htmx_redirects_with_a_message(operator_client, dashboard_upstream, anthropic_client):
+    batch = anthropic_batch(anthropic_client)
+    response = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel")
+    assert response.status_code == 302 and response["Location"] == "/"
+    page = operator_client.get("/")
+    assert f"{batch.id}: Cancel accepted; status is now canceling." in text(page)
+    assert CancelAttempt.objects.get().outcome == "accepted"
+
+
+def test_cancel_of_ended_anthropic_batch_says_so(operator_client, dashboard_upstream, anthropic_client):
+    batch = anthropic_batch(anthropic_client)
+    created_ago(batch.id, hours=1)
+    response = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel", **HTMX)
+    # Not a 500. The row of an ended batch always answers 286, the htmx "stop polling" code, which is
+    # a success code: htmx 2 still swaps the row in (responseHandling "[23].." swaps) and only stops polling.
+    assert response.status_code == 286
+    body = assert_is_row_fragment(response)
+    assert f"Batch {batch.id} had already ended; nothing was canceled." in body
+    assert 'data-status="ended"' in body and "hx-post" not in body and "hx-trigger" not in body
+    attempt = CancelAttempt.objects.get()
+    assert (attempt.outcome, attempt.status_after) == ("already_ended", "ended")
+    assert_no_keys(response)
+
+
+def test_cancel_of_completed_openai_batch_is_already_ended(operator_client, dashboard_upstream, openai_client):
+    batch = openai_batch(openai_client)
+    created_ago(batch.id, hours=1)
+    response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
+    assert response.status_code == 286
+    body = assert_is_row_fragment(response)
+    assert 'data-status="completed"' in body and "hx-post" not in body
+    assert "Cannot cancel a batch with status &#x27;completed&#x27;" in body
+    attempt = CancelAttempt.objects.get()
+    assert (attempt.outcome, attempt.status_after) == ("already_ended", "completed")
+
+
+def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_client, dashboard_upstream,
+                                                                      openai_client):
+    batch = openai_batch(openai_client, seconds=60)
+    created_ago(batch.id, seconds=64.5)  # validating 3 s + processing 60 s, finalizing for 3 s
+    assert openai_client().batches.retrieve(batch.id).status == "finalizing"
+    response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
+    assert response.status_code == 200  # not ended: the row keeps polling
+    body = assert_is_row_fragment(response)
+    assert 'data-status="finalizing"' in body and 'hx-trigger="every 3s"' in body and "hx-post" not in body
+    assert "Cannot cancel a batch with status &#x27;finalizing&#x27;" in body
+    attempt = CancelAttempt.objects.get()
+    assert attempt.outcome != "accepted" and attempt.status_after == "finalizing"
+
+
+def test_cancel_while_upstream_fails_is_recorded_not_a_500(operator_client, dashboard_upstream, anthropic_client):
+    batch = anthropic_batch(anthropic_client)
+    fault("anthropic", "ops", "500")
+    response = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel", **HTMX)
+    assert response.status_code == 200
+    body = assert_is_row_fragment(response)
+    assert "Could not load this batch: Anthropic HTTP 500 api_error: Internal server error" in body
+    assert 'hx-trigger="every 3s"' in body
+    attempt = CancelAttempt.objects.get()
+    assert (attempt.outcome, attempt.status_after) == ("upstream_error", "")
+    fault("anthropic", "ops", "")
+    assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "in_progress"
+
+
+def test_viewer_cannot_cancel_and_sees_no_cancel_button(viewer_client, other_operator_client, dashboard_upstream,
+                                                       anthropic_client, openai_client, upstream_calls):
+    anthropic_id = anthropic_batch(anthropic_client).id
+    openai_id = openai_batch(openai_client).id
+    for account, batch_id in (("anthropic-ops", anthropic_id), ("openai-ops", openai_id)):
+        response = viewer_client.post(f"/batches/{account}/{batch_id}/cancel", **HTMX)
+        assert response.status_code == 403
+    assert upstream_calls == []
+    assert CancelAttempt.objects.count() == 0
+    assert anthropic_client().messages.batches.retrieve(anthropic_id).processing_status == "in_progress"
+    assert openai_client().batches.retrieve(openai_id).status == "validating"
+
+    viewer_page = viewer_client.get("/")
+    assert viewer_page.status_code == 200
+    assert set(ids(viewer_page)) == {anthropic_id, openai_id}
+    assert "hx-post" not in text(viewer_page) and "/cancel" not in text(viewer_page)
+    viewer_row = viewer_client.get(f"/batches/anthropic-ops/{anthropic_id}/row", **HTMX)
+    assert viewer_row.status_code == 200 and "hx-post" not in text(viewer_row)
+    # The same page for an operator does carry the buttons.
+    operator_page = other_operator_client.get("/")
+    assert f'hx-post="/batches/anthropic-ops/{anthropic_id}/cancel"' in text(operator_page)
+    assert f'hx-post="/batches/openai-ops/{openai_id}/cancel"' in text(operator_page)
+
+
+def test_get_on_cancel_url_is_405(operator_client, db, upstream_calls):
+    response = operator_client.get("/batches/anthropic-ops/msgbatch_01abc/cancel", **HTMX)
+    assert response.status_code == 405
+    assert upstream_calls == [] and CancelAttempt.objects.count() == 0
+
+
+def test_cancel_without_csrf_token_is_403(operator, dashboard_upstream, anthropic_client):
+    batch = anthropic_batch(anthropic_client)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator)
+    url = f"/batches/anthropic-ops/{batch.id}/cancel"
+    assert client.post(url, **HTMX).status_code == 403
+    assert CancelAttempt.objects.count() == 0
+    assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "in_progress"
+    # With the token the page hands out (hx-headers on <body>), the same POST goes through.
+    page = client.get("/")
+    token = re.search(r'"X-CSRFToken": "([^"]+)"', text(page)).group(1)
+    response = client.post(url, HTTP_X_CSRFTOKEN=token, **HTMX)
+    assert response.status_code == 200
+    assert 'data-status="canceling"' in text(response)
+
+
+# --- malformed ids and unknown accounts ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [
+    "/batches/anthropic-ops/not-an-id/row",
+    "/batches/openai-ops/batch_x%2F..%2Ffoo/row",
+    "/batches/openai-ops/batch_x..foo/row",
+    "/batches/nope-x/msgbatch_01abc/row",
+    "/batches/openai-ops/msgbatch_01abc/row",
+    "/batches/anthropic-ops/batch_abc/row",
+    "/batches/anthropic-ops/msgbatch_01abc%3F/row",
+])
+def test_bad_batch_urls_are_404_without_upstream_request(operator_client, dashboard_upstream, upstream_calls, path):
+    response = operator_client.get(path, **HTMX)
+    assert response.status_code == 404
+    assert upstream_calls == []
+    cancel = operator_client.post(path.removesuffix("/row") + "/cancel", **HTMX)
+    assert cancel.status_code == 404
+    assert upstream_calls == []
+    assert CancelAttempt.objects.count() == 0
+
+
+def test_well_formed_id_does_go_upstream(operator_client, dashboard_upstream, upstream_calls):
+    """The control for the test above: a well-formed id of a missing batch is asked upstream."""
+    response = operator_client.get("/batches/anthropic-ops/msgbatch_01abc/row", **HTMX)
+    assert response.status_code == 200
+    assert len(upstream_calls) == 1 and upstream_calls[0].endswith("/v1/messages/batches/msgbatch_01abc")
+    assert "Anthropic HTTP 404 not_found_error" in text(response)
+
+
+# --- upstream failures ---------------------------------------------------------------------
+
+
+def test_list_with_one_account_overloaded(operator_client, four_accounts):
+    fault("anthropic", "ops", "529")
+    response = operator_client.get("/")
+    assert response.status_code == 200
+    [banner] = banners(response)
+    assert "<strong>Anthropic · ops</strong> could not be listed" in banner
+    assert "529" in banner and "Overloaded" in banner
+    assert [(row["account"], row["id"]) for row in rows(response)] == four_accounts[1:]
+    assert_no_keys(response)
+
+
+def test_row_of_seen_batch_is_stale_when_its_account_fails(operator_client, settings, dashboard_upstream,
+                                                           anthropic_client):
+    settings.UPSTREAM_CACHE_SECONDS = 0
+    batch = anthropic_batch(anthropic_client)
+    assert batch.id in ids(operator_client.get("/"))  # seen once: its last known state is kept
+    fault("anthropic", "ops", "529")
+    response = operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX)
+    assert response.status_code == 200
+    body = assert_is_row_fragment(response)
+    assert "is-stale" in body and "Stale" in body and "Overloaded" in body
+    assert 'data-status="in_progress"' in body
+    assert 'hx-trigger="every 3s"' in body
+    assert "hx-post" not in body  # no cancel offered on a state we could not refresh
+    assert_no_keys(response)
+
+
+def test_stale_row_of_ended_batch_keeps_polling(operator_client, settings, dashboard_upstream, anthropic_client):
+    settings.UPSTREAM_CACHE_SECONDS = 0
+    batch = anthropic_batch(anthropic_client)
+    created_ago(batch.id, hours=1)
+    assert operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX).status_code == 286
+    fault("anthropic", "ops", "500")
+    response = operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX)
+    assert response.status_code == 200
+    body = assert_is_row_fragment(response)
+    assert 'data-status="ended"' in body and "Stale" in body and 'hx-trigger="every 3s"' in body
+
+
+def test_row_without_last_known_state_shows_the_error_and_keeps_polling(operator_client, dashboard_upstream,
+                                                                        anthropic_client, openai_client):
+    anthropic_id = anthropic_batch(anthropic_client).id
+    openai_id = openai_batch(openai_client).id
+    fault("anthropic", "ops", "529")
+    fault("openai", "ops", "500")
+    for account, batch_id, message in (
+        ("anthropic-ops", anthropic_id, "Anthropic HTTP 529 overloaded_error: Overloaded"),
+        ("openai-ops", openai_id, "OpenAI HTTP 500 server_error"),
+    ):
+        response = operator_client.get(f"/batches/{account}/{batch_id}/row", **HTMX)
+        assert response.status_code == 200
+        body = assert_is_row_fragment(response)
+        assert f'id="row-{account}-{batch_id}"' in body
+        assert "Could not load this batch: " + message in body
+        assert 'hx-trigger="every 3s"' in body and f'hx-get="/batches/{account}/{batch_id}/row"' in body
+        assert_no_keys(response)
+
+
+def test_hanging_account_gives_a_timeout_banner(operator_client, settings, fresh_http_clients, four_accounts):
+    settings.UPSTREAM_TIMEOUT_SECONDS = 0.5
+    settings.SIMULATOR_HANG_SECONDS = 2
+    fault("anthropic", "ops", "hang")
+    started = time.monotonic()
+    response = operator_client.get("/")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert elapsed < 1.8, f"the list waited {elapsed:.1f} s for a hanging account"
+    [banner] = banners(response)
+    assert "Anthropic · ops" in banner and "did not answer within 0.5 seconds" in banner
+    assert [(row["account"], row["id"]) for row in rows(response)] == four_accounts[1:]
+    time.sleep(max(0.0, 2.2 - elapsed))  # let the simulator's hanging request finish before teardown
+
+
+def test_non_json_answer_gives_a_banner(operator_client, four_accounts):
+    fault("openai", "research", "non-json")
+    response = operator_client.get("/")
+    assert response.status_code == 200
+    [banner] = banners(response)
+    assert "OpenAI · research" in banner and "not a JSON object" in banner
+    assert [(row["account"], row["id"]) for row in rows(response)] == four_accounts[:3]
+
+
+def test_rate_limited_account_banner_mentions_retry(operator_client, four_accounts):
+    fault("openai", "ops", "429")
+    response = operator_client.get("/")
+    assert response.status_code == 200
+    [banner] = banners(response)
+    assert "OpenAI · ops" in banner and "429" in banner
+    assert "retry after 2 s" in banner
+    assert len(rows(response)) == 3
+
+
+def test_every_account_failing_still_renders(operator_client, four_accounts):
+    SimAccount.objects.update(fault="500")
+    response = operator_client.get("/")
+    assert response.status_code == 200
+    assert len(banners(response)) == 4
+    assert rows(response) == []
+    assert_no_keys(response)
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def test_api_keys_never_rendered(operator_client, settings, dashboard_upstream, anthropic_client, openai_client):
+    settings.UPSTREAM_CACHE_SECONDS = 0
+    anthropic_id = anthropic_batch(anthropic_client).id
+    ended_id = anthropic_batch(anthropic_client).id
+    openai_id = openai_batch(openai_client).id
+    created_ago(ended_id, hours=1)
+    responses = [
+        operator_client.get("/"),
+        operator_client.get(f"/batches/anthropic-ops/{anthropic_id}/row", **HTMX),
+        operator_client.get(f"/batches/openai-ops/{openai_id}/row", **HTMX),
+        operator_client.post(f"/batches/anthropic-ops/{anthropic_id}/cancel", **HTMX),
+        operator_client.post(f"/batches/openai-ops/{openai_id}/cancel", **HTMX),
+        operator_client.post(f"/batches/anthropic-ops/{ended_id}/cancel", **HTMX),
+        operator_client.get("/batches/anthropic-ops/not-an-id/row"),
+    ]
+    SimAccount.objects.update(fault="529")
+    responses += [
+        operator_client.get("/"),
+        operator_client.get(f"/batches/anthropic-ops/{anthropic_id}/row", **HTMX),
+        operator_client.post(f"/batches/openai-ops/{openai_id}/cancel", **HTMX),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 286, 404, 200, 200, 200]
+    for response in responses:
+        assert_no_keys(response)
