@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
-from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError
+from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError, jsonl_lines
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
 logger = logging.getLogger(__name__)
@@ -234,9 +234,8 @@ def iter_results(*, account: Account, batch: Batch) -> Iterator[ResultLine]:
     def lines() -> Iterator[tuple[str, bytes]]:
         for source in sources:
             with provider.open_results(batch.id, source) as response:
-                for line in response.iter_lines():
-                    if line:
-                        yield ("" if account.provider == "anthropic" else source, line.encode())
+                for line in jsonl_lines(response):
+                    yield ("" if account.provider == "anthropic" else source, line)
 
     return parse_stream(account.provider, lines())
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, Page, UpstreamError, refused_cancel, send
+from .base import BadResponse, Batch, Counts, Page, UpstreamError, jsonl_lines, refused_cancel, send, stream
 from .errors import checked_json
 
 API_VERSION = "2023-06-01"
@@ -40,7 +40,7 @@ def parse_batch(data: Any, *, account: str) -> Batch:
         timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
         status = str(data["processing_status"])
         batch_id = str(data["id"])
-        if not BATCH_ID.match(batch_id):
+        if not BATCH_ID.fullmatch(batch_id):
             # It would go into our URLs and back into upstream ones: refuse it rather than guess.
             raise ValueError(f"id {batch_id[:80]!r} is not a message batch id")
         if timestamps["created_at"] is None:
@@ -111,7 +111,7 @@ class AnthropicProvider:
     @contextmanager
     def open_results(self, batch_id: str, source: str = "results") -> Iterator[httpx.Response]:
         """The streaming results response, its status already checked; the body is not read yet."""
-        with self.client.stream("GET", self._batch_path(batch_id, "/results")) as response:
+        with stream(self.client, "GET", self._batch_path(batch_id, "/results")) as response:
             if not response.is_success:
                 response.read()
                 checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
@@ -120,6 +120,4 @@ class AnthropicProvider:
     def stream_results(self, batch_id: str) -> Iterator[bytes]:
         """The results JSONL, line by line, never holding more than one line in memory."""
         with self.open_results(batch_id) as response:
-            for line in response.iter_lines():
-                if line:
-                    yield line.encode()
+            yield from jsonl_lines(response)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -122,9 +124,10 @@ class Provider(Protocol):
 
 def parse_retry_after(response: httpx.Response) -> float | None:
     try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
+        seconds = float(response.headers.get("retry-after", ""))
     except ValueError:
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def json_body(response: httpx.Response) -> Any:
@@ -134,14 +137,38 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
+def _transport_failure(client: httpx.Client, error: httpx.TransportError) -> ProviderError:
+    if isinstance(error, httpx.TimeoutException):
+        return UpstreamTimeout(f"The provider did not answer within {client.timeout.read or 'the'} seconds.")
+    return UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).")
+
+
+@contextmanager
+def stream(client: httpx.Client, method: str, url: str, **kwargs) -> Iterator[httpx.Response]:
+    """client.stream with transport failures, on open or mid-body, turned into ProviderErrors."""
+    try:
+        with client.stream(method, url, **kwargs) as response:
+            yield response
+    except httpx.TransportError as error:
+        raise _transport_failure(client, error) from None
+
+
+def jsonl_lines(response: httpx.Response) -> Iterator[bytes]:
+    """Lines split on \\n only: JSON strings may hold U+2028 and friends, which iter_lines splits on."""
+    pending = b""
+    for chunk in response.iter_bytes():
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (line.rstrip(b"\r") for line in lines if line.strip())
+    if pending.strip():
+        yield pending.rstrip(b"\r")
+
+
 def send(client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
     """One request with transport failures turned into ProviderErrors."""
     try:
         return client.request(method, url, **kwargs)
-    except httpx.TimeoutException:
-        raise UpstreamTimeout(f"The provider did not answer within {client.timeout.read or 'the'} seconds.") from None
     except httpx.TransportError as error:
-        raise UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).") from None
+        raise _transport_failure(client, error) from None
 
 
 REFUSAL_STATUSES = (400, 409)

@@ -11,6 +11,23 @@ from .base import BadResponse, NotFound, Overloaded, RateLimited, UpstreamError,
 MAX_MESSAGE = 300
 
 
+CREDENTIAL_HEADERS = ("x-api-key", "authorization")
+
+
+def scrub_credentials(text: str, response: httpx.Response) -> str:
+    """An upstream may echo the key it was sent; never pass that on."""
+    try:
+        sent = response.request.headers
+    except RuntimeError:  # a response built by hand has no request
+        return text
+    for name in CREDENTIAL_HEADERS:
+        value = sent.get(name, "")
+        secret = value.split(" ", 1)[-1].strip()
+        if len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
 def checked_json(response: httpx.Response, *, provider_label: str, request_id_header: str) -> dict[str, Any]:
     """The JSON object of a 2xx answer; raises the matching ProviderError otherwise."""
     request_id = response.headers.get(request_id_header)
@@ -29,7 +46,7 @@ def checked_json(response: httpx.Response, *, provider_label: str, request_id_he
     else:
         kind, detail = "", "the error body is not JSON"
     status = response.status_code
-    message = f"{provider_label} HTTP {status}{f' {kind}' if kind else ''}: {detail}"
+    message = scrub_credentials(f"{provider_label} HTTP {status}{f' {kind}' if kind else ''}: {detail}", response)
     options = dict(status=status, kind=kind, request_id=request_id)
     if status == 404:
         raise NotFound(message, **options)

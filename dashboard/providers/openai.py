@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, NotFound, Page, UpstreamError, refused_cancel, send
+from .base import BadResponse, Batch, Counts, NotFound, Page, UpstreamError, jsonl_lines, refused_cancel, send, stream
 from .errors import checked_json
 
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
@@ -41,7 +41,7 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     try:
         status = str(data["status"])
         batch_id = str(data["id"])
-        if not BATCH_ID.match(batch_id):
+        if not BATCH_ID.fullmatch(batch_id):
             # It would go into our URLs and back into upstream ones: refuse it rather than guess.
             raise ValueError(f"id {batch_id[:80]!r} is not a batch id")
         counts = data.get("request_counts") or {}
@@ -125,9 +125,9 @@ class OpenAIProvider:
 
     @contextmanager
     def open_file(self, file_id: str) -> Iterator[httpx.Response]:
-        if not FILE_ID.match(file_id):
+        if not FILE_ID.fullmatch(file_id):
             raise BadResponse(f"{LABEL} named a file with an unexpected id: {file_id[:80]!r}.")
-        with self.client.stream("GET", f"/files/{file_id}/content") as response:
+        with stream(self.client, "GET", f"/files/{file_id}/content") as response:
             if not response.is_success:
                 response.read()
                 checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
@@ -146,9 +146,7 @@ class OpenAIProvider:
 
     def stream_file(self, file_id: str) -> Iterator[bytes]:
         with self.open_file(file_id) as response:
-            for line in response.iter_lines():
-                if line:
-                    yield line.encode()
+            yield from jsonl_lines(response)
 
     def stream_results(self, batch_id: str) -> Iterator[bytes]:
         """Output file lines, then error file lines, of an ended batch."""
