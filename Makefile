@@ -41,5 +41,9 @@ chromium:
 test: install-test chromium
 	$(BIN)/python -m pytest
 
+## Upstream calls as the number of viewers grows (prints ratios against one viewer)
+bench: install
+	$(BIN)/python bench/viewers.py
+
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -8,6 +8,7 @@ longer, so a row whose refresh fails can still show it, marked stale.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -85,14 +86,53 @@ def resolve(*, account_key: str, batch_id: str) -> Account:
     return account
 
 
+@dataclass(frozen=True)
+class _Failed:
+    error: ProviderError
+
+
+def shared_upstream(cache_key: str, fetch):
+    """One upstream call per key per UPSTREAM_CACHE_SECONDS, however many viewers ask at once.
+
+    The first asker takes a lock in the shared cache and calls upstream; the others wait for its
+    answer (or its error, which is shared too, so a failing provider is not hammered).
+    """
+    ttl = settings.UPSTREAM_CACHE_SECONDS
+    found = cache.get(cache_key)
+    if found is None and ttl > 0:
+        lock_key = f"{cache_key}:lock"
+        if not cache.add(lock_key, True, timeout=settings.UPSTREAM_TIMEOUT_SECONDS + 5):
+            deadline = time.monotonic() + settings.UPSTREAM_TIMEOUT_SECONDS + 1
+            while found is None and time.monotonic() < deadline and cache.get(lock_key) is not None:
+                time.sleep(0.02)
+                found = cache.get(cache_key)
+        else:
+            try:
+                found = _call(fetch)
+                cache.set(cache_key, found, ttl)
+            finally:
+                cache.delete(lock_key)
+    if found is None:
+        found = _call(fetch)
+    if isinstance(found, _Failed):
+        raise found.error
+    return found
+
+
+def _call(fetch):
+    try:
+        return fetch()
+    except ProviderError as error:
+        return _Failed(error)
+
+
 def _fetch_page(account: Account, after: str | None, limit: int) -> Page:
-    cache_key = f"page:{account.key}:{after or ''}:{limit}"
-    page = cache.get(cache_key)
-    if page is None:
+    def fetch() -> Page:
         page = provider_for(account).list_page(limit=limit, after=after)
-        cache.set(cache_key, page, settings.UPSTREAM_CACHE_SECONDS)
         _remember(page.batches)
-    return page
+        return page
+
+    return shared_upstream(f"page:{account.key}:{after or ''}:{limit}", fetch)
 
 
 def list_batches(
@@ -157,21 +197,18 @@ def list_batches(
 
 def get_batch(*, account: Account, batch_id: str) -> BatchView:
     """The batch as of at most UPSTREAM_CACHE_SECONDS ago; its last known state if that fails."""
-    cache_key = _batch_cache_key(account.key, batch_id)
-    cached = cache.get(cache_key)
-    if cached is not None:
-        return cached
-    try:
+    def fetch() -> BatchView:
         batch = provider_for(account).retrieve(batch_id)
+        _remember([batch])
+        return BatchView(batch=batch, fetched_at=timezone.now())
+
+    try:
+        return shared_upstream(_batch_cache_key(account.key, batch_id), fetch)
     except ProviderError as error:
         last = cache.get(_last_known_key(account.key, batch_id))
         if last is None:
             raise
         return BatchView(batch=last, stale_reason=error.message)
-    view = BatchView(batch=batch, fetched_at=timezone.now())
-    cache.set(cache_key, view, settings.UPSTREAM_CACHE_SECONDS)
-    _remember([batch])
-    return view
 
 
 def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via: str = "web") -> CancelResult:

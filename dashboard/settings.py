@@ -185,7 +185,8 @@ UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "10"
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "3"))
 # How often a live row asks for news, and how long an upstream answer is shared between viewers.
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
-UPSTREAM_CACHE_SECONDS = float(os.environ.get("UPSTREAM_CACHE_SECONDS", "2"))
+# Sharing answers for one poll interval keeps upstream load flat however many people watch.
+UPSTREAM_CACHE_SECONDS = float(os.environ.get("UPSTREAM_CACHE_SECONDS", str(ROW_POLL_SECONDS)))
 LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
 
 LOGIN_URL = "login"
