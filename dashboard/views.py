@@ -6,6 +6,7 @@ import base64
 import binascii
 import csv
 import json
+from itertools import chain
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -268,6 +269,8 @@ def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) 
     try:
         batch = ended_batch_or_404(account, batch_id)
         lines = services.iter_results(account=account, batch=batch)
+        # Open the upstream stream now: a failure is a 502, not a CSV cut short after its header row.
+        first = next(lines, None)
     except ProviderError as failure:
         return HttpResponse(f"Could not export the results: {failure.message}\n", status=502,
                             content_type="text/plain; charset=utf-8")
@@ -275,7 +278,7 @@ def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) 
 
     def rows():
         yield writer.writerow(CSV_COLUMNS)
-        for line in lines:
+        for line in chain([] if first is None else [first], lines):
             if matches(line, **filters):
                 yield writer.writerow(csv_row(line))
 
