@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
-from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError, jsonl_lines
+from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError, UpstreamTimeout, jsonl_lines
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
 logger = logging.getLogger(__name__)
@@ -220,8 +220,17 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
         batch = provider_for(account).cancel(batch_id)
     except AlreadyEnded as error:
         attempt_outcome, message, batch = CancelAttempt.Outcome.ALREADY_ENDED, error.message, None
+    except UpstreamTimeout as error:
+        attempt_outcome, batch = CancelAttempt.Outcome.UPSTREAM_ERROR, None
+        message = f"{error.message} The provider may still have accepted the cancel: check the batch's status."
     except ProviderError as error:
         attempt_outcome, message, batch = CancelAttempt.Outcome.UPSTREAM_ERROR, error.message, None
+    except Exception as error:
+        # Whatever broke, the attempt is completed in the audit trail and the operator gets an answer.
+        logger.exception("cancel of %s/%s failed unexpectedly", account.key, batch_id)
+        attempt_outcome, batch = CancelAttempt.Outcome.UPSTREAM_ERROR, None
+        message = (f"The cancel call failed unexpectedly ({type(error).__name__}); whether the provider "
+                   "canceled the batch is unknown: check its status.")
     else:
         attempt_outcome, message = CancelAttempt.Outcome.ACCEPTED, f"Cancel accepted; status is now {batch.status}."
 
@@ -229,7 +238,7 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
     if batch is None:
         try:
             view = get_batch(account=account, batch_id=batch_id)
-        except ProviderError:
+        except Exception:
             view = None
     else:
         _remember([batch])

@@ -209,6 +209,8 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
             query = {k: v for k, v in (("type", filters["kind"]), ("source", filters["source"]),
                                        ("q", filters["custom_id"])) if v}
             context["filter_query"] = urlencode(query)
+            context["previous_query"] = urlencode({**query, "offset": max(0, offset - RESULT_PAGE_SIZE)})
+            context["next_query"] = urlencode({**query, "offset": offset + RESULT_PAGE_SIZE})
             context["page_size"] = RESULT_PAGE_SIZE
     if request.htmx and request.htmx.target == "results":
         return render(request, "batches/detail.html#results", context)

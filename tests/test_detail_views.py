@@ -101,7 +101,7 @@ def result_rows(body: str) -> list[dict]:
 
 
 def link(body: str, rel: str) -> str:
-    match = re.search(rf'<a href="([^"]*)" hx-get="([^"]*)" hx-target="#results" hx-swap="outerHTML" rel="{rel}">',
+    match = re.search(rf'<a href="([^"]*)" hx-get="([^"]*)" hx-target="#results" hx-swap="outerHTML"[^>]* rel="{rel}">',
                       body)
     if not match:
         return ""

@@ -66,9 +66,11 @@ class Command(BaseCommand):
                     f"{counts.succeeded} ok, {counts.errored} err, {counts.processing} processing of {counts.total}"
                 )
                 shown += 1
-            if not listing.next_cursor:
+            # An account that failed is reported once, not asked again and again for the same page.
+            failed = {failure.account.key for failure in listing.failures}
+            cursor = {key: after for key, after in (listing.next_cursor or {}).items() if key not in failed}
+            if not cursor:
                 break
-            cursor = listing.next_cursor
 
     def do_show(self, *, batch_id: str, account: str, **options) -> None:
         found_account, view = services.find_batch(batch_id=batch_id, account_key=account)
@@ -80,7 +82,11 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(batch.raw, indent=2, sort_keys=True))
 
     def do_cancel(self, *, batch_id: str, account: str, **options) -> None:
-        found_account, _ = services.find_batch(batch_id=batch_id, account_key=account)
+        if account:
+            # No lookup first: a failing lookup would stop the cancel before it is audited.
+            found_account = services.resolve(account_key=account, batch_id=batch_id)
+        else:
+            found_account, _ = services.find_batch(batch_id=batch_id)
         result = services.cancel_batch(account=found_account, batch_id=batch_id, actor=getpass.getuser(), via="cli")
         self.stdout.write(f"{found_account.key} {batch_id}: {result.outcome}: {result.message}")
         if result.outcome == "upstream_error":
