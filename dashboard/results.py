@@ -36,6 +36,11 @@ def _dig(data: Any, *path: str) -> Any:
     return data
 
 
+def _count(value: Any) -> int | None:
+    """A token count, or None: anything else upstream sends there must not reach a page or a CSV cell."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def parse_anthropic(number: int, data: dict, raw: str) -> ResultLine:
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
     kind = str(result.get("type") or "")
@@ -48,8 +53,8 @@ def parse_anthropic(number: int, data: dict, raw: str) -> ResultLine:
         type=kind if kind in RESULT_TYPES else "invalid",
         model=str(message.get("model") or ""),
         stop_reason=str(message.get("stop_reason") or ""),
-        input_tokens=usage.get("input_tokens"),
-        output_tokens=usage.get("output_tokens"),
+        input_tokens=_count(usage.get("input_tokens")),
+        output_tokens=_count(usage.get("output_tokens")),
         error_type=str(error.get("type") or "") if isinstance(error, dict) else "",
         error_message=str(error.get("message") or "") if isinstance(error, dict) else "",
         raw=raw,
@@ -79,8 +84,8 @@ def parse_openai(number: int, data: dict, raw: str, source: str) -> ResultLine:
         source=source,
         model=str(body.get("model") or ""),
         stop_reason=str(first_choice.get("finish_reason") or ""),
-        input_tokens=usage.get("prompt_tokens", usage.get("input_tokens")),
-        output_tokens=usage.get("completion_tokens", usage.get("output_tokens")),
+        input_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        output_tokens=_count(usage.get("completion_tokens", usage.get("output_tokens"))),
         error_type=str(error.get("type") or error.get("code") or ""),
         error_message=str(error.get("message") or ""),
         raw=raw,
@@ -91,9 +96,9 @@ def parse_line(provider: str, number: int, line: bytes, source: str = "") -> Res
     raw = line.decode("utf-8", errors="replace")
     try:
         data = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the decoder allows
         return ResultLine(number=number, custom_id="", type="invalid", source=source,
-                          error_type="invalid_json", error_message=f"Line is not valid JSON: {error}", raw=raw)
+                          error_type="invalid_json", error_message=f"Line is not valid JSON: {getattr(error, 'msg', type(error).__name__)}", raw=raw)
     if not isinstance(data, dict):
         return ResultLine(number=number, custom_id="", type="invalid", source=source,
                           error_type="invalid_json", error_message="Line is not a JSON object.", raw=raw)

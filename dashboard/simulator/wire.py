@@ -92,9 +92,19 @@ def non_json_response() -> HttpResponse:
     )
 
 
+MAX_BODY_BYTES = 256 * 1024 * 1024  # the Message Batches API takes create bodies up to 256 MB
+
+
 def parse_json_body(request: HttpRequest, dialect: Dialect) -> dict:
+    # Not request.body: Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is the dashboard's limit, not the API's.
     try:
-        body = json.loads(request.body or b"null")
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY_BYTES:
+        raise ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES}).")
+    try:
+        body = json.loads(request.read() or b"null")
     except (ValueError, UnicodeDecodeError):
         raise dialect.bad_request("The request body is not valid JSON.")
     if not isinstance(body, dict):

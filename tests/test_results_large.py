@@ -1,0 +1,313 @@
+"""Results of a 100,000-request batch through the dashboard, over real HTTP against the embedded simulator.
+
+The batch is made once with the official SDK; the dashboard's pages, download, CSV export and error
+summary are then read through Django's test client (views in the test thread, the simulator in the
+live server's thread). What is shown:
+- a results page parses only the lines it shows (plus one to know there is more);
+- the download passes the simulator's bytes through unchanged, and it, the CSV export and the
+  error summary stream: tracemalloc's peak stays far below the size of the file.
+
+The database is flushed between transactional tests, so the big batch lives in one test function
+whose phases run in order. Run with -s to see sizes, peaks and timings.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import json
+import re
+import time
+import tracemalloc
+from collections import Counter
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from django.core.cache import cache
+
+from dashboard import results
+from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
+
+TOTAL = 100_000
+PAGE = 50
+PEAK_LIMIT = 16 * 2**20  # generous (measured peaks are ~1-2 MiB); the results file is ~53 MiB
+ERROR_KINDS = {"invalid_request_error", "api_error", "overloaded_error"}
+RESULT_ROW = re.compile(r'<tr class="result-line result-(?P<type>[a-z]+)">\s*<td class="muted">(?P<number>\d+)</td>\s*'
+                        r'<td><code>(?P<custom_id>[^<]*)</code></td>')
+SUMMARY_COUNT = re.compile(r'<span class="count count-([a-z]+)">[a-z]+ (\d+)</span>')
+SUMMARY_ERROR = re.compile(r"<tr><td><code>([^<]*)</code></td><td>([^<]*)</td><td>(\d+)</td></tr>")
+CUSTOM_ID = re.compile(rb'"custom_id":"([^"]*)"')
+
+
+def log(message: str) -> None:
+    print(f"[results-large] {message}", flush=True)
+
+
+@contextmanager
+def timed(label: str):
+    start = time.perf_counter()
+    yield
+    log(f"{label}: {time.perf_counter() - start:.2f} s")
+
+
+@contextmanager
+def peak_memory(label: str, into: dict):
+    """tracemalloc's peak while the block runs, counting only what is allocated inside it."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        into[label] = peak
+        log(f"{label}: peak {peak / 2**20:.1f} MiB (still held {current / 2**20:.1f} MiB), "
+            f"{time.perf_counter() - start:.2f} s")
+
+
+@pytest.fixture
+def parsed(monkeypatch) -> list[int]:
+    """How many result lines the dashboard has parsed: parse_stream looks parse_line up as a module global."""
+    count = [0]
+    original = results.parse_line
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(results, "parse_line", counting)
+    return count
+
+
+def wait_until_ended(client, batch_id: str, *, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while True:
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+        assert time.monotonic() < deadline, f"batch {batch_id} still {batch.processing_status}"
+        time.sleep(0.2)
+
+
+def shown_rows(response) -> list[dict]:
+    return [match.groupdict() for match in RESULT_ROW.finditer(response.content.decode())]
+
+
+def simulator_stream(url: str, headers: dict) -> dict:
+    """The simulator's own answer, streamed: size, line count, sha256, and the errored custom_ids."""
+    digest = hashlib.sha256()
+    size = lines = 0
+    errored: set[str] = set()
+    with httpx.Client(timeout=60) as http, http.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200, response.read()[:500]
+        pending = b""
+        for chunk in response.iter_raw():
+            digest.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            *complete, pending = (pending + chunk).split(b"\n")
+            for line in complete:
+                if b'"result":{"type":"errored"' in line:
+                    errored.add(CUSTOM_ID.search(line).group(1).decode())
+        assert pending == b""
+    return {"sha256": digest.hexdigest(), "bytes": size, "lines": lines, "errored": errored}
+
+
+@pytest.mark.usefixtures("fast_simulator")
+def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summarized_in_bounded_memory(
+        operator_client, dashboard_upstream, anthropic_client, parsed, settings):
+    test_start = time.perf_counter()
+    # The create body is ~11 MB, well past Django's 2.5 MB DATA_UPLOAD_MAX_MEMORY_SIZE: the simulator must
+    # accept it all the same, as the real API does.
+    client = anthropic_client(timeout=120)
+
+    # --- setup: one batch of 100,000 requests through the simulator's own API -------------------
+    requests = [{"custom_id": f"r{i:06d}", "params": {"model": "m", "max_tokens": 1,
+                                                       "messages": [{"role": "user", "content": "x"}]}}
+                for i in range(TOTAL)]
+    with timed("create 100,000-request batch"):
+        created = client.messages.batches.create(requests=requests,
+                                                 extra_headers={"x-sim-processing-seconds": "0.5"})
+    del requests
+    with timed("wait until ended"):
+        ended = wait_until_ended(client, created.id)
+    counts = ended.request_counts
+    assert counts.processing == 0 and counts.canceled == 0
+    assert counts.succeeded + counts.errored + counts.expired == TOTAL
+    assert counts.errored > 0 and counts.expired > 0 and counts.succeeded > 0
+    batch_url = f"/batches/anthropic-ops/{created.id}"
+
+    with timed("simulator results streamed directly"):
+        direct = simulator_stream(ended.results_url, {"x-api-key": ANTHROPIC_KEYS["ops"],
+                                                      "anthropic-version": "2023-06-01"})
+    assert direct["lines"] == TOTAL
+    assert len(direct["errored"]) == counts.errored
+    log(f"results file: {direct['bytes']:,} bytes ({direct['bytes'] / 2**20:.1f} MiB), {direct['lines']:,} lines, "
+        f"{counts.errored:,} errored, {counts.expired:,} expired")
+    assert direct["bytes"] > 3 * PEAK_LIMIT  # the bound below means something only if the file is far larger
+
+    # --- the detail page parses only what it shows ------------------------------------------------
+    parsed[0] = 0
+    with timed("detail page, first page"):
+        first = operator_client.get(f"{batch_url}/")
+    assert first.status_code == 200
+    rows = shown_rows(first)
+    assert len(rows) == PAGE
+    assert [int(row["number"]) for row in rows] == list(range(1, PAGE + 1))
+    assert [row["custom_id"] for row in rows] == [f"r{i:06d}" for i in range(PAGE)]
+    assert 'rel="next"' in first.content.decode() and 'rel="prev"' not in first.content.decode()
+    log(f"first page parsed {parsed[0]} lines")
+    assert parsed[0] <= PAGE + 1
+
+    parsed[0] = 0
+    with timed("detail page, offset=100"):
+        third = operator_client.get(f"{batch_url}/?offset=100")
+    assert third.status_code == 200
+    rows = shown_rows(third)
+    assert [int(row["number"]) for row in rows] == list(range(101, 151))
+    assert [row["custom_id"] for row in rows] == [f"r{i:06d}" for i in range(100, 150)]
+    log(f"offset=100 page parsed {parsed[0]} lines")
+    assert parsed[0] <= 101 + PAGE
+
+    parsed[0] = 0
+    with timed("detail page, type=errored"):
+        errored_page = operator_client.get(f"{batch_url}/?type=errored")
+    assert errored_page.status_code == 200
+    rows = shown_rows(errored_page)
+    assert len(rows) == PAGE
+    assert {row["type"] for row in rows} == {"errored"}
+    # custom_id r000123 is line 124: the page shows the first 50 errored lines, in order ...
+    errored_numbers = sorted(int(custom_id[1:]) + 1 for custom_id in direct["errored"])
+    assert [int(row["number"]) for row in rows] == errored_numbers[:PAGE]
+    assert [row["custom_id"] for row in rows] == [f"r{number - 1:06d}" for number in errored_numbers[:PAGE]]
+    # ... and reading stopped at the 51st, which only tells that there is a next page.
+    log(f"type=errored page parsed {parsed[0]} lines (the 51st errored line is #{errored_numbers[PAGE]})")
+    assert parsed[0] == errored_numbers[PAGE]
+    assert parsed[0] < TOTAL // 10
+    assert 'rel="next"' in errored_page.content.decode()
+
+    # --- the download streams the simulator's bytes through unchanged ---------------------------
+    peaks: dict[str, int] = {}
+    digest = hashlib.sha256()
+    size = newlines = 0
+    with peak_memory("download", peaks):
+        response = operator_client.get(f"{batch_url}/results/download")
+        assert response.status_code == 200
+        assert response.streaming
+        assert response["Content-Type"] == "application/x-jsonl"
+        for chunk in response.streaming_content:
+            digest.update(chunk)
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+        response.close()
+    assert newlines == TOTAL
+    assert size == direct["bytes"]
+    assert digest.hexdigest() == direct["sha256"]
+    assert peaks["download"] < PEAK_LIMIT
+
+    # --- the CSV export of errored lines streams too ---------------------------------------------
+    exported: list[str] = []  # ~8,000 short ids; the lines themselves are not kept
+    types: Counter = Counter()
+    header = None
+    parsed[0] = 0
+    with peak_memory("export.csv?type=errored", peaks):
+        response = operator_client.get(f"{batch_url}/results/export.csv?type=errored")
+        assert response.status_code == 200
+        assert response.streaming
+        for chunk in response.streaming_content:
+            for row in csv.reader(chunk.decode().splitlines()):
+                if header is None:
+                    header = row
+                    continue
+                types[row[2]] += 1
+                exported.append(row[1])
+        response.close()
+    assert header == list(results.CSV_COLUMNS)
+    assert types == Counter({"errored": counts.errored})
+    assert len(exported) == len(set(exported)) == counts.errored
+    assert set(exported) == direct["errored"]
+    assert parsed[0] == TOTAL  # the filter reads every line, one at a time
+    assert peaks["export.csv?type=errored"] < PEAK_LIMIT
+    del exported
+
+    # --- the error summary is one streaming pass --------------------------------------------------
+    parsed[0] = 0
+    with peak_memory("summary", peaks):
+        response = operator_client.get(f"{batch_url}/results/summary")
+    assert response.status_code == 200
+    assert parsed[0] == TOTAL
+    page = response.content.decode()
+    by_type = {kind: int(count) for kind, count in SUMMARY_COUNT.findall(page)}
+    errors = [(kind, html.unescape(message), int(count)) for kind, message, count in SUMMARY_ERROR.findall(page)]
+    log(f"summary: {by_type}; errors {errors}")
+    assert f"of {TOTAL} result lines" in page
+    assert sum(by_type.values()) == TOTAL
+    assert by_type == {"succeeded": counts.succeeded, "errored": counts.errored, "expired": counts.expired}
+    assert list(by_type) == ["succeeded", "errored", "expired"]
+    assert sum(count for _, _, count in errors) == counts.errored
+    assert {kind for kind, _, _ in errors} == ERROR_KINDS
+    assert [count for _, _, count in errors] == sorted((count for _, _, count in errors), reverse=True)
+    # What was rendered is what the service computed (kept in the cache for the next viewer).
+    cached = cache.get(f"results-summary:anthropic-ops:{created.id}")
+    assert cached.total == TOTAL and dict(cached.by_type) == by_type and cached.errors == errors
+    assert peaks["summary"] < PEAK_LIMIT
+
+    elapsed = time.perf_counter() - test_start
+    log(f"peaks (MiB): " + ", ".join(f"{name} {peak / 2**20:.1f}" for name, peak in peaks.items())
+        + f"; results file {direct['bytes'] / 2**20:.1f} MiB; whole test {elapsed:.1f} s")
+
+
+# --- OpenAI: output and error files downloaded as they are -------------------------------------
+
+
+def chat_line(custom_id: str) -> dict:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}}
+
+
+@pytest.mark.usefixtures("fast_simulator")
+def test_openai_downloads_of_output_and_error_files_are_the_simulators_bytes(
+        operator_client, dashboard_upstream, openai_client):
+    count = 2_000
+    client = openai_client(timeout=60)
+    content = "".join(json.dumps(chat_line(f"o{i:05d}")) + "\n" for i in range(count)).encode()
+    upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  extra_headers={"x-sim-processing-seconds": "0.5"})
+    deadline = time.monotonic() + 30
+    while batch.status != "completed":
+        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.output_file_id and batch.error_file_id
+    assert batch.request_counts.completed + batch.request_counts.failed == count
+    assert batch.request_counts.failed > 0
+
+    expected = {"output": client.files.content(batch.output_file_id).content,
+                "error": client.files.content(batch.error_file_id).content}
+    assert expected["output"].count(b"\n") == batch.request_counts.completed
+    assert expected["error"].count(b"\n") == batch.request_counts.failed
+
+    for source, filename in (("output", f"{batch.id}_output.jsonl"), ("error", f"{batch.id}_error.jsonl")):
+        response = operator_client.get(f"/batches/openai-ops/{batch.id}/results/download?source={source}")
+        assert response.status_code == 200, source
+        assert response.streaming
+        assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
+        body = b"".join(response.streaming_content)
+        response.close()
+        assert body == expected[source], source
+
+    # Without a source the download is the output file; an unknown source is a 404.
+    response = operator_client.get(f"/batches/openai-ops/{batch.id}/results/download")
+    assert b"".join(response.streaming_content) == expected["output"]
+    response.close()
+    assert operator_client.get(f"/batches/openai-ops/{batch.id}/results/download?source=results").status_code == 404
+
+    # The detail page's source filter reads the error file's lines only.
+    page = operator_client.get(f"/batches/openai-ops/{batch.id}/?source=error")
+    assert page.status_code == 200
+    assert 0 < len(shown_rows(page)) <= PAGE
+    assert {row["type"] for row in shown_rows(page)} == {"errored"}
