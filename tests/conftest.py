@@ -1,3 +1,4 @@
+import httpx
 import pytest
 
 from dashboard.simulator.demo import ensure_demo_accounts
@@ -103,3 +104,29 @@ def operator_client(client, operator):
 def viewer_client(client, viewer):
     client.force_login(viewer)
     return client
+
+
+@pytest.fixture
+def upstream_calls(monkeypatch):
+    """Every HTTP request sent from now on by any httpx client (the dashboard's, and the SDKs')."""
+    calls: list[str] = []
+    original = httpx.Client.send
+
+    def recording_send(self, request, *args, **kwargs):
+        calls.append(f"{request.method} {request.url}")
+        return original(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", recording_send)
+    return calls
+
+
+@pytest.fixture
+def fresh_http_clients(monkeypatch):
+    """New per-account httpx clients for this test, closed afterwards."""
+    from dashboard import accounts
+
+    clients: dict = {}
+    monkeypatch.setattr(accounts, "_clients", clients)
+    yield clients
+    for client in clients.values():
+        client.close()

@@ -18,7 +18,6 @@ from django.db.models import F
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import accounts as accounts_module
 from dashboard import services
 from dashboard.accounts import find_account
 from dashboard.models import CancelAttempt
@@ -91,15 +90,6 @@ PROVIDER_CLASS = {
     "openai": "dashboard.providers.openai.OpenAIProvider.cancel",
 }
 
-
-@pytest.fixture
-def fresh_http_clients(monkeypatch):
-    """New per-account httpx clients, so a changed UPSTREAM_TIMEOUT_SECONDS takes effect."""
-    clients: dict = {}
-    monkeypatch.setattr(accounts_module, "_clients", clients)
-    yield clients
-    for client in clients.values():
-        client.close()
 
 
 @pytest.fixture

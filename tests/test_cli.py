@@ -7,7 +7,6 @@ import json
 import re
 from io import StringIO
 
-import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -40,19 +39,6 @@ def listed_rows(out: str) -> list[dict]:
         rows.append(match.groupdict())
     return rows
 
-
-@pytest.fixture
-def upstream_calls(monkeypatch):
-    """Every HTTP request sent from now on by any httpx client (the dashboard's, and the SDKs')."""
-    calls: list[str] = []
-    original = httpx.Client.send
-
-    def recording_send(self, request, *args, **kwargs):
-        calls.append(f"{request.method} {request.url}")
-        return original(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "send", recording_send)
-    return calls
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from django.utils import timezone
 
@@ -130,19 +129,6 @@ def anthropic_results(make_client, batch_id: str) -> list[dict]:
 def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-
-@pytest.fixture
-def upstream_calls(monkeypatch):
-    """Every HTTP request sent through httpx (the dashboard's clients) from now on."""
-    calls: list[str] = []
-    original = httpx.Client.send
-
-    def recording_send(self, request, *args, **kwargs):
-        calls.append(f"{request.method} {request.url}")
-        return original(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "send", recording_send)
-    return calls
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 from django.core.cache import cache
 
 from dashboard import results
-from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
+from tests.conftest import ANTHROPIC_KEYS
 
 TOTAL = 100_000
 PAGE = 50
@@ -256,7 +256,7 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert peaks["summary"] < PEAK_LIMIT
 
     elapsed = time.perf_counter() - test_start
-    log(f"peaks (MiB): " + ", ".join(f"{name} {peak / 2**20:.1f}" for name, peak in peaks.items())
+    log("peaks (MiB): " + ", ".join(f"{name} {peak / 2**20:.1f}" for name, peak in peaks.items())
         + f"; results file {direct['bytes'] / 2**20:.1f} MiB; whole test {elapsed:.1f} s")
 
 

@@ -12,13 +12,10 @@ import re
 import time
 from datetime import timedelta
 
-import httpx
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import accounts as accounts_module
 from dashboard.models import CancelAttempt
 from dashboard.simulator.models import SimAccount, SimBatch
 from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
@@ -96,28 +93,6 @@ def link(response, rel: str) -> str:
     return html.unescape(match.group(1)) if match else ""
 
 
-@pytest.fixture
-def upstream_calls(monkeypatch):
-    """Every HTTP request the dashboard's httpx clients send upstream."""
-    calls: list[str] = []
-    original = httpx.Client.send
-
-    def recording_send(self, request, *args, **kwargs):
-        calls.append(f"{request.method} {request.url}")
-        return original(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "send", recording_send)
-    return calls
-
-
-@pytest.fixture
-def fresh_http_clients(monkeypatch):
-    """New per-account httpx clients, so a changed UPSTREAM_TIMEOUT_SECONDS takes effect."""
-    clients: dict = {}
-    monkeypatch.setattr(accounts_module, "_clients", clients)
-    yield clients
-    for client in clients.values():
-        client.close()
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, Page, UpstreamError, jsonl_lines, refused_cancel, send, stream
-from .errors import checked_json
+from .base import BadResponse, Batch, Counts, UpstreamError, jsonl_lines, refused_cancel
+from .http import BatchAPI
 
 API_VERSION = "2023-06-01"
 BATCH_ID = re.compile(r"^msgbatch_[A-Za-z0-9]{1,100}$")
@@ -65,42 +65,18 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     )
 
 
-class AnthropicProvider:
+class AnthropicProvider(BatchAPI):
     name = "anthropic"
-
-    def __init__(self, client: httpx.Client, *, account: str):
-        self.client = client
-        self.account = account
-
-    def is_valid_id(self, batch_id: str) -> bool:
-        return bool(BATCH_ID.fullmatch(batch_id))
-
-    def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
-        response = send(self.client, method, path, **kwargs)
-        return checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
-
-    def _batch_path(self, batch_id: str, suffix: str = "") -> str:
-        if not self.is_valid_id(batch_id):
-            raise ValueError(f"not an Anthropic message batch id: {batch_id!r}")
-        return f"/v1/messages/batches/{batch_id}{suffix}"
-
-    def list_page(self, *, limit: int, after: str | None = None) -> Page:
-        params: dict[str, Any] = {"limit": limit}
-        if after:
-            params["after_id"] = after
-        body = self._json("GET", "/v1/messages/batches", params=params)
-        data = body.get("data")
-        if not isinstance(data, list):
-            raise BadResponse(f"{LABEL} sent a batch list without a data array.")
-        batches = [parse_batch(item, account=self.account) for item in data]
-        return Page(batches=batches, has_more=bool(body.get("has_more")), last_id=body.get("last_id"))
-
-    def retrieve(self, batch_id: str) -> Batch:
-        return parse_batch(self._json("GET", self._batch_path(batch_id)), account=self.account)
+    label = LABEL
+    request_id_header = REQUEST_ID_HEADER
+    batch_id = BATCH_ID
+    batches_path = "/v1/messages/batches"
+    after_param = "after_id"
+    parse = staticmethod(parse_batch)
 
     def cancel(self, batch_id: str) -> Batch:
         try:
-            return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
+            return self._batch(self._json("POST", self._batch_path(batch_id, "/cancel")))
         except UpstreamError as error:
             # The API answers 400 invalid_request_error for a batch that has already ended.
             raise refused_cancel(error, self.retrieve, batch_id) from None
@@ -111,10 +87,7 @@ class AnthropicProvider:
     @contextmanager
     def open_results(self, batch_id: str, source: str = "results") -> Iterator[httpx.Response]:
         """The streaming results response, its status already checked; the body is not read yet."""
-        with stream(self.client, "GET", self._batch_path(batch_id, "/results")) as response:
-            if not response.is_success:
-                response.read()
-                checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+        with self._stream(self._batch_path(batch_id, "/results")) as response:
             yield response
 
     def stream_results(self, batch_id: str) -> Iterator[bytes]:

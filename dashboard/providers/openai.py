@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, NotFound, Page, UpstreamError, jsonl_lines, refused_cancel, send, stream
-from .errors import checked_json
+from .base import BadResponse, Batch, Counts, NotFound, UpstreamError, jsonl_lines, refused_cancel
+from .http import BatchAPI
 
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
 FILE_ID = re.compile(r"^file-[A-Za-z0-9_-]{1,100}$")
@@ -79,43 +79,18 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     )
 
 
-class OpenAIProvider:
+class OpenAIProvider(BatchAPI):
     name = "openai"
-
-    def __init__(self, client: httpx.Client, *, account: str):
-        self.client = client
-        self.account = account
-
-    def is_valid_id(self, batch_id: str) -> bool:
-        return bool(BATCH_ID.fullmatch(batch_id))
-
-    def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
-        response = send(self.client, method, path, **kwargs)
-        return checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
-
-    def _batch_path(self, batch_id: str, suffix: str = "") -> str:
-        if not self.is_valid_id(batch_id):
-            raise ValueError(f"not an OpenAI batch id: {batch_id!r}")
-        return f"/batches/{batch_id}{suffix}"
-
-    def list_page(self, *, limit: int, after: str | None = None) -> Page:
-        params: dict[str, Any] = {"limit": limit}
-        if after:
-            params["after"] = after
-        body = self._json("GET", "/batches", params=params)
-        data = body.get("data")
-        if not isinstance(data, list):
-            raise BadResponse(f"{LABEL} sent a batch list without a data array.")
-        batches = [parse_batch(item, account=self.account) for item in data]
-        return Page(batches=batches, has_more=bool(body.get("has_more")),
-                    last_id=body.get("last_id") or (batches[-1].id if batches else None))
-
-    def retrieve(self, batch_id: str) -> Batch:
-        return parse_batch(self._json("GET", self._batch_path(batch_id)), account=self.account)
+    label = LABEL
+    request_id_header = REQUEST_ID_HEADER
+    batch_id = BATCH_ID
+    batches_path = "/batches"
+    after_param = "after"
+    parse = staticmethod(parse_batch)
 
     def cancel(self, batch_id: str) -> Batch:
         try:
-            return parse_batch(self._json("POST", self._batch_path(batch_id, "/cancel")), account=self.account)
+            return self._batch(self._json("POST", self._batch_path(batch_id, "/cancel")))
         except UpstreamError as error:
             # 409 "Cannot cancel a batch with status '…'": ended, or finalizing (not ended, yet not cancelable).
             raise refused_cancel(error, self.retrieve, batch_id) from None
@@ -127,10 +102,7 @@ class OpenAIProvider:
     def open_file(self, file_id: str) -> Iterator[httpx.Response]:
         if not FILE_ID.fullmatch(file_id):
             raise BadResponse(f"{LABEL} named a file with an unexpected id: {file_id[:80]!r}.")
-        with stream(self.client, "GET", f"/files/{file_id}/content") as response:
-            if not response.is_success:
-                response.read()
-                checked_json(response, provider_label=LABEL, request_id_header=REQUEST_ID_HEADER)
+        with self._stream(f"/files/{file_id}/content") as response:
             yield response
 
     @contextmanager

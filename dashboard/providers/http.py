@@ -1,0 +1,65 @@
+"""The HTTP plumbing both provider modules share; each subclass says only what differs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import httpx
+
+from .base import BadResponse, Batch, Page, send, stream
+from .errors import checked_json
+
+
+class BatchAPI:
+    label: str  # shown to operators, e.g. "Anthropic"
+    request_id_header: str
+    batch_id: re.Pattern[str]
+    batches_path: str  # e.g. "/v1/messages/batches"
+    after_param: str  # the list cursor's query parameter
+    parse: Callable[..., Batch]  # the module's parse_batch(data, account=...)
+
+    def __init__(self, client: httpx.Client, *, account: str):
+        self.client = client
+        self.account = account
+
+    def is_valid_id(self, batch_id: str) -> bool:
+        return bool(self.batch_id.fullmatch(batch_id))
+
+    def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
+        response = send(self.client, method, path, **kwargs)
+        return checked_json(response, provider_label=self.label, request_id_header=self.request_id_header)
+
+    @contextmanager
+    def _stream(self, path: str) -> Iterator[httpx.Response]:
+        """A streaming GET with its status checked; the body is left unread for the caller."""
+        with stream(self.client, "GET", path) as response:
+            if not response.is_success:
+                response.read()
+                checked_json(response, provider_label=self.label, request_id_header=self.request_id_header)
+            yield response
+
+    def _batch_path(self, batch_id: str, suffix: str = "") -> str:
+        if not self.is_valid_id(batch_id):
+            raise ValueError(f"not a {self.label} batch id: {batch_id!r}")
+        return f"{self.batches_path}/{batch_id}{suffix}"
+
+    def _batch(self, data: Any) -> Batch:
+        return type(self).parse(data, account=self.account)
+
+    def list_page(self, *, limit: int, after: str | None = None) -> Page:
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params[self.after_param] = after
+        body = self._json("GET", self.batches_path, params=params)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise BadResponse(f"{self.label} sent a batch list without a data array.")
+        batches = [self._batch(item) for item in data]
+        return Page(batches=batches, has_more=bool(body.get("has_more")),
+                    last_id=body.get("last_id") or (batches[-1].id if batches else None))
+
+    def retrieve(self, batch_id: str) -> Batch:
+        return self._batch(self._json("GET", self._batch_path(batch_id)))
