@@ -279,17 +279,17 @@ def iter_results(*, account: Account, batch: Batch) -> Iterator[ResultLine]:
 
     def lines() -> Iterator[tuple[str, bytes]]:
         for source in sources:
-            with provider.open_results(batch.id, source) as response:
+            with provider.open_results(batch.id, source, known=batch) as response:
                 for line in jsonl_lines(response):
                     yield ("" if account.provider == "anthropic" else source, line)
 
     return parse_stream(account.provider, lines())
 
 
-def open_download(*, account: Account, batch_id: str, source: str) -> Iterator[bytes]:
+def open_download(*, account: Account, batch: Batch, source: str) -> Iterator[bytes]:
     """The upstream JSONL bytes, unchanged. Upstream errors raise here, before any byte is sent."""
     stack = ExitStack()
-    response = stack.enter_context(provider_for(account).open_results(batch_id, source))
+    response = stack.enter_context(provider_for(account).open_results(batch.id, source, known=batch))
 
     def body() -> Iterator[bytes]:
         with stack:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from . import services
-from .accounts import PROVIDER_LABELS, Account, configured_accounts
+from .accounts import PROVIDER_LABELS, Account, configured_accounts, provider_for
 from .models import CancelAttempt
 from .providers.base import NotFound, ProviderError
 from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
@@ -218,8 +218,6 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
 
 
 def provider_sources(account: Account, batch) -> list[str]:
-    from .accounts import provider_for
-
     return provider_for(account).result_sources(batch)
 
 
@@ -249,7 +247,7 @@ def batch_results_download(request: HttpRequest, account_key: str, batch_id: str
         batch = ended_batch_or_404(account, batch_id)
         if source not in provider_sources(account, batch):
             raise Http404("This batch has no such results file.")
-        body = services.open_download(account=account, batch_id=batch_id, source=source)
+        body = services.open_download(account=account, batch=batch, source=source)
     except ProviderError as failure:
         return HttpResponse(f"Could not download the results: {failure.message}\n", status=502,
                             content_type="text/plain; charset=utf-8")

@@ -106,11 +106,16 @@ class OpenAIProvider(BatchAPI):
             yield response
 
     @contextmanager
-    def open_results(self, batch_id: str, source: str = "output") -> Iterator[httpx.Response]:
-        """The output or error file of a batch as a streaming response, status already checked."""
+    def open_results(self, batch_id: str, source: str = "output", *, known: Batch | None = None
+                     ) -> Iterator[httpx.Response]:
+        """The output or error file of a batch as a streaming response, status already checked.
+
+        The file ids come from `known` when the caller already holds the ended batch, else from a retrieve.
+        """
         if source not in ("output", "error"):
             raise ValueError(f"unknown result source {source!r}")
-        file_id = self.retrieve(batch_id).raw.get(f"{source}_file_id")
+        batch = known if known is not None and known.id == batch_id else self.retrieve(batch_id)
+        file_id = batch.raw.get(f"{source}_file_id")
         if not file_id:
             raise NotFound(f"{LABEL} batch {batch_id} has no {source} file.", status=404)
         with self.open_file(str(file_id)) as response:
