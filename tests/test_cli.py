@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from dashboard import services
 from dashboard.models import CancelAttempt
+from tests.test_views import four_accounts  # noqa: F401  (a fixture shared with the view tests)
 from tests.test_audit import anthropic_batch, created_ago, fault, openai_batch, time_passes
 
 ACCOUNTS = ("anthropic-ops", "anthropic-research", "openai-ops", "openai-research")
@@ -40,19 +41,6 @@ def listed_rows(out: str) -> list[dict]:
     return rows
 
 
-
-@pytest.fixture
-def four_accounts(dashboard_upstream, anthropic_client, openai_client):
-    """One running batch in each account, newest first: A-ops, O-ops, A-res, O-res."""
-    made = [
-        ("anthropic-ops", anthropic_batch(anthropic_client, "ops", seconds=600).id),
-        ("openai-ops", openai_batch(openai_client, "ops", seconds=600).id),
-        ("anthropic-research", anthropic_batch(anthropic_client, "research", seconds=600).id),
-        ("openai-research", openai_batch(openai_client, "research", seconds=600).id),
-    ]
-    for minutes, (_, batch_id) in enumerate(made, start=1):
-        created_ago(batch_id, minutes=minutes)
-    return made
 
 
 # --- list ----------------------------------------------------------------------------------
