@@ -12,14 +12,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from .accounts import Account, configured_accounts, provider_for
+from .accounts import Account, configured_accounts, find_account, provider_for
 from .models import CancelAttempt
 from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError, UpstreamTimeout, jsonl_lines
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
@@ -52,7 +52,6 @@ class Listing:
     batches: list[Batch]
     failures: list[AccountFailure]
     next_cursor: dict[str, str] | None  # account key -> after id; absent accounts are exhausted
-    accounts: list[Account] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def _remember(batches: list[Batch]) -> None:
 
 def resolve(*, account_key: str, batch_id: str) -> Account:
     """The account of a batch URL, with the id checked against the provider's id shape."""
-    account = next((account for account in configured_accounts() if account.key == account_key), None)
+    account = find_account(account_key)
     if account is None or not provider_for(account).is_valid_id(batch_id):
         raise UnknownBatch(f"No batch {batch_id!r} in account {account_key!r}.")
     return account
@@ -192,7 +191,7 @@ def list_batches(
         merged = [batch for batch in merged if not batch.is_ended]
     elif status:
         merged = [batch for batch in merged if batch.status == status]
-    return Listing(batches=merged, failures=failures, next_cursor=next_cursor or None, accounts=accounts)
+    return Listing(batches=merged, failures=failures, next_cursor=next_cursor or None)
 
 
 def get_batch(*, account: Account, batch_id: str) -> BatchView:
