@@ -4,22 +4,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
+# Installs are pinned, with hashes, by the lock files; pyproject.toml keeps the ranges (`make lock`).
+RUN_LOCK := .ci/requirements.txt
+TEST_LOCK := .ci/requirements-test.txt
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: run test install install-test chromium migrate seed bench clean
+.PHONY: run dev serve test lint format lock install install-test chromium services migrate seed bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+$(VENV)/.installed-run: $(RUN_LOCK) pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r $(RUN_LOCK)
+	$(PIP) --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+$(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r $(TEST_LOCK)
+	$(PIP) --no-deps -e .
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
+
+## Re-pin the lock files from the ranges in pyproject.toml (needs the network to the package index)
+lock: | $(BIN)/python
+	$(PIP) uv
+	UV_NO_CONFIG=1 $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		pyproject.toml --extra postgres --extra redis -o $(RUN_LOCK)
+	UV_NO_CONFIG=1 $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		pyproject.toml --extra test -o $(TEST_LOCK)
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
@@ -27,23 +41,46 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
-## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT)
+## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT), on the production server
 run: seed
 	@$(BIN)/python manage.py ensure_operator
 	@echo "Dashboard: http://$(HOST):$(PORT)/"
-	PORT=$(PORT) $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	@$(MAKE) --no-print-directory serve
+
+## The production server alone (gunicorn, threaded workers; see README "Running in production")
+serve: install
+	PORT=$(PORT) HOST=$(HOST) $(BIN)/gunicorn --config python:dashboard.gunicorn dashboard.wsgi
+
+## Django's development server with autoreload, on the embedded simulator
+dev: seed
+	@$(BIN)/python manage.py ensure_operator
+	DEBUG=$${DEBUG:-1} PORT=$(PORT) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## Debian's Chromium for the browser tests (installed with apt-get when missing)
 chromium:
 	@bash .ci/install-chromium
 
-## Install everything the tests need, then run them all
-test: install-test chromium
-	$(BIN)/python -m pytest
+## Debian's PostgreSQL and Redis for the integration tests (installed with apt-get when missing)
+services:
+	@bash .ci/install-services
 
-## Upstream calls as the number of viewers grows (prints ratios against one viewer)
-bench: install
+## Install everything the tests need, then run them all
+test: install-test chromium services
+	$(BIN)/python -m pytest -n auto
+
+## ruff: lint and formatting check
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Upstream calls as the number of viewers grows, and row latency on the production server vs runserver
+bench: install-test
 	$(BIN)/python bench/viewers.py
+	$(BIN)/python bench/server_load.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

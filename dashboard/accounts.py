@@ -101,8 +101,8 @@ def configured_accounts() -> list[Account]:
         ))
     if environ.get("BATCH_ACCOUNTS_FILE"):
         accounts.extend(_from_file(environ["BATCH_ACCOUNTS_FILE"]))
-    if not accounts:
-        simulator = settings.SIMULATOR_BASE_URL.rstrip("/")
+    if not accounts and settings.SIMULATOR_ENABLED:
+        simulator = simulator_base_url()
         accounts = [
             _account(name=name, provider=provider, api_key=key,
                      base_url=f"{simulator}/anthropic" if provider == "anthropic" else f"{simulator}/openai/v1")
@@ -113,6 +113,15 @@ def configured_accounts() -> list[Account]:
     if duplicates:
         raise ImproperlyConfigured(f"Two accounts share the name {sorted(duplicates)}; give them distinct names.")
     return accounts
+
+
+def simulator_base_url() -> str:
+    """Where the demo accounts reach the simulator: a configured URL, or in process (see settings)."""
+    return (settings.SIMULATOR_BASE_URL or f"https://{settings.EMBEDDED_SIMULATOR_HOST}/simulator").rstrip("/")
+
+
+def is_embedded(base_url: str) -> bool:
+    return httpx.URL(base_url).host == settings.EMBEDDED_SIMULATOR_HOST
 
 
 def find_account(key: str) -> Account | None:
@@ -138,9 +147,16 @@ def client_for(account: Account) -> httpx.Client:
                 timeout=httpx.Timeout(settings.UPSTREAM_TIMEOUT_SECONDS, connect=settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS),
                 limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
                 follow_redirects=False,
+                **({"transport": embedded_transport()} if is_embedded(account.base_url) else {}),
             )
             _clients[cache_key] = client
         return client
+
+
+def embedded_transport() -> httpx.BaseTransport:
+    from .simulator.transport import EmbeddedSimulatorTransport
+
+    return EmbeddedSimulatorTransport()
 
 
 def provider_for(account: Account) -> Provider:

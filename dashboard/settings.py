@@ -6,7 +6,9 @@ Everything that differs between a laptop and production is an environment variab
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from datetime import timedelta
+
+import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,10 +33,21 @@ def development_secret_key() -> str:
         return key
 
 
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
 DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY") or development_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Real accounts come from the official SDKs' variables or an accounts file (dashboard/accounts.py).
+REAL_ACCOUNTS_CONFIGURED = any(os.environ.get(name) for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"))
+# The embedded simulator (its API under /simulator/ and its demo accounts) exists only when this
+# is on; by default only while no real account is configured, so a bare checkout runs on it and a
+# deployment with real keys does not expose it.
+SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not REAL_ACCOUNTS_CONFIGURED)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,13 +59,16 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "csp",
+    "axes",
     "dashboard",
-    "dashboard.simulator",
+    *(["dashboard.simulator"] if SIMULATOR_ENABLED else []),
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -61,6 +77,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -81,41 +99,29 @@ TEMPLATES = [
     },
 ]
 
-
-def database_from_url(url: str) -> dict:
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgres", "postgresql"}:
-        raise ValueError(f"DATABASE_URL scheme {parts.scheme!r} is not supported (use postgres://)")
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-        "CONN_MAX_AGE": 60,
+# SQLite in the checkout by default; any URL dj-database-url reads (postgres://, sqlite:///) otherwise.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{os.environ.get('SQLITE_PATH', BASE_DIR / 'db.sqlite3')}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Connections are per thread and SQLite's are cheap: keeping them open buys nothing.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # The simulator and the dashboard write from several server threads at once.
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # A file, not memory, so the live server's threads each get their own connection; one per
+    # process, so test runs (and xdist workers) side by side don't share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}
 
-
-if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-            "OPTIONS": {
-                # The simulator and the dashboard write from several server threads at once.
-                "timeout": 20,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-            # A file, not memory, so the live server's threads each get their own connection;
-            # one per process, so test runs side by side don't share it.
-            "TEST": {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")},
-        }
-    }
-
+# Without Redis the cache is per process: the production server then runs one process (see
+# dashboard/gunicorn.py), and several processes or machines need REDIS_URL to share answers.
 if os.environ.get("REDIS_URL"):
     CACHES = {
         "default": {
@@ -124,7 +130,7 @@ if os.environ.get("REDIS_URL"):
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 20_000}}}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -147,9 +153,59 @@ STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 # Finders serve straight from the source folders, so a bare checkout needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
 
+# --- Security ----------------------------------------------------------------------------
+# Production behind TLS sets these (production.env.example has them all; README explains).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
+# "HTTP_X_FORWARDED_PROTO,https": trust the reverse proxy's word that the request came over TLS.
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if len(_proxy_ssl_header) == 2 else None
+# The health check answers load balancers over plain HTTP, on whatever host name they use.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES")
 CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES")
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Everything from our own origin, nothing inline: htmx's own indicator styles are switched off
+# in base.html, and no template carries a style or script attribute.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# Sign-in throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user name
+# from one address, that pair is locked out for LOGIN_LOCKOUT_MINUTES, the right password included.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "dashboard.views.locked_out"
+AXES_VERBOSE = False
+
+# Error reports (DEBUG pages, mail to admins) hide every configured account's key, whatever the
+# name of the variable that holds it.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dashboard.errors.SecretHidingFilter"
+DEFAULT_EXCEPTION_REPORTER = "dashboard.errors.SecretHidingReporter"
 
 LOGGING = {
     "version": 1,
@@ -179,8 +235,14 @@ SIMULATOR_HANG_SECONDS = float(os.environ.get("SIMULATOR_HANG_SECONDS", "30"))
 
 # --- Dashboard -----------------------------------------------------------------------------
 PORT = os.environ.get("PORT", "8000")
-# Where the dashboard finds the embedded simulator when no real account is configured.
-SIMULATOR_BASE_URL = os.environ.get("SIMULATOR_BASE_URL", f"http://127.0.0.1:{PORT}/simulator")
+# Where the dashboard finds the simulator for its demo accounts. Empty (the default): in process,
+# through httpx's WSGI interface on a thread pool of its own, so a server can never deadlock
+# waiting on itself whatever its workers. A URL (e.g. http://127.0.0.1:8001/simulator): over HTTP.
+SIMULATOR_BASE_URL = os.environ.get("SIMULATOR_BASE_URL", "")
+# The host name of in-process calls to the simulator; .invalid never resolves to anything.
+EMBEDDED_SIMULATOR_HOST = "embedded-simulator.invalid"
+if SIMULATOR_ENABLED and not SIMULATOR_BASE_URL and "*" not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(EMBEDDED_SIMULATOR_HOST)
 UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "10"))
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "3"))
 # How often a live row asks for news, and how long an upstream answer is shared between viewers.

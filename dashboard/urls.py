@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -18,5 +19,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("simulator/", include("dashboard.simulator.urls")),
+    path("healthz", views.healthz, name="healthz"),
 ]
+
+if settings.SIMULATOR_ENABLED:
+    urlpatterns.append(path("simulator/", include("dashboard.simulator.urls")))

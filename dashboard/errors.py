@@ -1,0 +1,44 @@
+"""Django error reports (DEBUG pages, mails to admins) with every configured API key hidden.
+
+Django hides settings and META entries whose *name* looks secret (KEY, TOKEN, ...). An account's
+key may sit in a variable with any name (`api_key_env` in the accounts file), and may be quoted in
+an exception message or a local variable, so the report is also cleaned by *value*.
+"""
+
+from __future__ import annotations
+
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+
+from .redaction import configured_secrets, redact
+
+
+class SecretHidingFilter(SafeExceptionReporterFilter):
+    def cleanse_setting(self, key, value):
+        cleansed = super().cleanse_setting(key, value)
+        if isinstance(cleansed, str):
+            return _hide(cleansed, configured_secrets())
+        return cleansed
+
+
+class SecretHidingReporter(ExceptionReporter):
+    def get_traceback_data(self):
+        return _walk(super().get_traceback_data(), configured_secrets())
+
+
+def _hide(text: str, secrets: list[str]) -> str:
+    hidden = redact(text, secrets)
+    return SafeExceptionReporterFilter.cleansed_substitute if hidden != text else text
+
+
+def _walk(value, secrets: list[str]):
+    if isinstance(value, str):
+        return _hide(value, secrets)
+    if isinstance(value, dict):
+        return {key: _walk(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_walk(item, secrets) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_walk(item, secrets) for item in value)
+    if type(value).__name__ in ("dict_items", "odict_items"):
+        return [_walk(item, secrets) for item in value]
+    return value
