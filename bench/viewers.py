@@ -34,19 +34,24 @@ def free_port() -> int:
 
 
 def manage(*args: str, env: dict) -> str:
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def signed_in(base: str, password: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
     client.get("/login/")
-    client.post("/login/", data={"username": "operator", "password": password,
-                                 "csrfmiddlewaretoken": client.cookies["csrftoken"]})
+    client.post(
+        "/login/",
+        data={"username": "operator", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+    )
     return client
 
 
-def viewer(base: str, password: str, seconds: float, poll_every: float, polls: list[int], stop: threading.Event) -> None:
+def viewer(
+    base: str, password: str, seconds: float, poll_every: float, polls: list[int], stop: threading.Event
+) -> None:
     client = signed_in(base, password)
     page = client.get("/").text
     rows = re.findall(r'hx-get="([^"]+/row)" hx-trigger="every', page)
@@ -60,7 +65,11 @@ def viewer(base: str, password: str, seconds: float, poll_every: float, polls: l
 
 
 def upstream_calls(log: Path) -> int:
-    return sum(1 for line in log.read_text(errors="replace").splitlines() if '"GET /simulator/' in line or '"POST /simulator/' in line)
+    return sum(
+        1
+        for line in log.read_text(errors="replace").splitlines()
+        if '"GET /simulator/' in line or '"POST /simulator/' in line
+    )
 
 
 def main() -> None:
@@ -81,8 +90,13 @@ def main() -> None:
     for count in [int(n) for n in options.viewers.split(",")]:
         manage("seed_demo", env=env)
         with log.open("w") as out:
-            server = subprocess.Popen([PYTHON, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                                      cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            server = subprocess.Popen(
+                [PYTHON, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             base = f"http://127.0.0.1:{port}"
             for _ in range(100):
@@ -94,8 +108,10 @@ def main() -> None:
             before = upstream_calls(log)
             polls = [0]
             stop = threading.Event()
-            threads = [threading.Thread(target=viewer, args=(base, password, options.seconds, 3.0, polls, stop))
-                       for _ in range(count)]
+            threads = [
+                threading.Thread(target=viewer, args=(base, password, options.seconds, 3.0, polls, stop))
+                for _ in range(count)
+            ]
             started = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -109,10 +125,15 @@ def main() -> None:
             server.wait()
 
     base_rate = results[0][2] / results[0][3]
-    print(f"{'viewers':>8} {'row polls':>10} {'upstream calls':>15} {'calls/s':>8} {'calls per poll':>15} {'calls/s vs 1 viewer':>20}")
+    print(
+        f"{'viewers':>8} {'row polls':>10} {'upstream calls':>15} {'calls/s':>8} {'calls per poll':>15} "
+        f"{'calls/s vs 1 viewer':>20}"
+    )
     for count, polls, calls, elapsed in results:
         rate = calls / elapsed
-        print(f"{count:>8} {polls:>10} {calls:>15} {rate:>8.2f} {calls / max(polls, 1):>15.3f} {rate / base_rate:>19.2f}x")
+        print(
+            f"{count:>8} {polls:>10} {calls:>15} {rate:>8.2f} {calls / max(polls, 1):>15.3f} {rate / base_rate:>19.2f}x"
+        )
     print(f"(each run {options.seconds:g} s; rows poll every 3 s; upstream answers shared for UPSTREAM_CACHE_SECONDS)")
 
 

@@ -77,10 +77,14 @@ def _from_file(path: str) -> list[Account]:
     for entry in entries:
         provider = entry.get("provider", "")
         api_key = entry.get("api_key") or os.environ.get(entry.get("api_key_env", ""), "")
-        accounts.append(_account(
-            name=entry.get("name", provider), provider=provider,
-            base_url=entry.get("base_url") or DEFAULT_BASE_URLS.get(provider, ""), api_key=api_key,
-        ))
+        accounts.append(
+            _account(
+                name=entry.get("name", provider),
+                provider=provider,
+                base_url=entry.get("base_url") or DEFAULT_BASE_URLS.get(provider, ""),
+                api_key=api_key,
+            )
+        )
     return accounts
 
 
@@ -88,24 +92,34 @@ def configured_accounts() -> list[Account]:
     environ = os.environ
     accounts = []
     if environ.get("ANTHROPIC_API_KEY"):
-        accounts.append(_account(
-            name=environ.get("ANTHROPIC_ACCOUNT_NAME", "default"), provider="anthropic",
-            base_url=environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URLS["anthropic"],
-            api_key=environ["ANTHROPIC_API_KEY"],
-        ))
+        accounts.append(
+            _account(
+                name=environ.get("ANTHROPIC_ACCOUNT_NAME", "default"),
+                provider="anthropic",
+                base_url=environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URLS["anthropic"],
+                api_key=environ["ANTHROPIC_API_KEY"],
+            )
+        )
     if environ.get("OPENAI_API_KEY"):
-        accounts.append(_account(
-            name=environ.get("OPENAI_ACCOUNT_NAME", "default"), provider="openai",
-            base_url=environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URLS["openai"],
-            api_key=environ["OPENAI_API_KEY"],
-        ))
+        accounts.append(
+            _account(
+                name=environ.get("OPENAI_ACCOUNT_NAME", "default"),
+                provider="openai",
+                base_url=environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URLS["openai"],
+                api_key=environ["OPENAI_API_KEY"],
+            )
+        )
     if environ.get("BATCH_ACCOUNTS_FILE"):
         accounts.extend(_from_file(environ["BATCH_ACCOUNTS_FILE"]))
     if not accounts and settings.SIMULATOR_ENABLED:
         simulator = simulator_base_url()
         accounts = [
-            _account(name=name, provider=provider, api_key=key,
-                     base_url=f"{simulator}/anthropic" if provider == "anthropic" else f"{simulator}/openai/v1")
+            _account(
+                name=name,
+                provider=provider,
+                api_key=key,
+                base_url=f"{simulator}/anthropic" if provider == "anthropic" else f"{simulator}/openai/v1",
+            )
             for (provider, name), key in SIMULATOR_KEYS.items()
         ]
     keys = [account.key for account in accounts]
@@ -135,8 +149,11 @@ _clients_lock = threading.Lock()
 def client_for(account: Account) -> httpx.Client:
     """One long-lived client per account: connection reuse, shared timeouts."""
     cache_key = (
-        account.provider, account.base_url, hashlib.sha256(account.api_key.encode()).hexdigest(),
-        settings.UPSTREAM_TIMEOUT_SECONDS, settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+        account.provider,
+        account.base_url,
+        hashlib.sha256(account.api_key.encode()).hexdigest(),
+        settings.UPSTREAM_TIMEOUT_SECONDS,
+        settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS,
     )
     with _clients_lock:
         client = _clients.get(cache_key)
@@ -144,7 +161,9 @@ def client_for(account: Account) -> httpx.Client:
             client = httpx.Client(
                 base_url=account.base_url,
                 headers=PROVIDERS[account.provider].auth_headers(account.api_key),
-                timeout=httpx.Timeout(settings.UPSTREAM_TIMEOUT_SECONDS, connect=settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS),
+                timeout=httpx.Timeout(
+                    settings.UPSTREAM_TIMEOUT_SECONDS, connect=settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS
+                ),
                 limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
                 follow_redirects=False,
                 **({"transport": embedded_transport()} if is_embedded(account.base_url) else {}),

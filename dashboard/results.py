@@ -97,11 +97,25 @@ def parse_line(provider: str, number: int, line: bytes, source: str = "") -> Res
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the decoder allows
-        return ResultLine(number=number, custom_id="", type="invalid", source=source,
-                          error_type="invalid_json", error_message=f"Line is not valid JSON: {getattr(error, 'msg', type(error).__name__)}", raw=raw)
+        return ResultLine(
+            number=number,
+            custom_id="",
+            type="invalid",
+            source=source,
+            error_type="invalid_json",
+            error_message=f"Line is not valid JSON: {getattr(error, 'msg', type(error).__name__)}",
+            raw=raw,
+        )
     if not isinstance(data, dict):
-        return ResultLine(number=number, custom_id="", type="invalid", source=source,
-                          error_type="invalid_json", error_message="Line is not a JSON object.", raw=raw)
+        return ResultLine(
+            number=number,
+            custom_id="",
+            type="invalid",
+            source=source,
+            error_type="invalid_json",
+            error_message="Line is not a JSON object.",
+            raw=raw,
+        )
     if provider == "anthropic":
         return parse_anthropic(number, data, raw)
     return parse_openai(number, data, raw, source)
@@ -161,8 +175,18 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20) -> ErrorSummary:
     )
 
 
-CSV_COLUMNS = ("line", "custom_id", "type", "source", "model", "stop_reason", "input_tokens", "output_tokens",
-               "error_type", "error_message")
+CSV_COLUMNS = (
+    "line",
+    "custom_id",
+    "type",
+    "source",
+    "model",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "error_type",
+    "error_message",
+)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -175,9 +199,14 @@ def safe_cell(value: str) -> str:
 
 def csv_row(line: ResultLine) -> list[str]:
     return [
-        str(line.number), safe_cell(line.custom_id), line.type, line.source, safe_cell(line.model),
+        str(line.number),
+        safe_cell(line.custom_id),
+        line.type,
+        line.source,
+        safe_cell(line.model),
         safe_cell(line.stop_reason),
         "" if line.input_tokens is None else str(line.input_tokens),
         "" if line.output_tokens is None else str(line.output_tokens),
-        safe_cell(line.error_type), safe_cell(line.error_message),
+        safe_cell(line.error_type),
+        safe_cell(line.error_message),
     ]

@@ -149,7 +149,8 @@ def list_batches(
     """
     limit = limit or settings.LIST_PAGE_SIZE
     accounts = [
-        account for account in configured_accounts()
+        account
+        for account in configured_accounts()
         if (not provider or account.provider == provider) and (not account_key or account.key == account_key)
     ]
     if cursor is not None:
@@ -196,6 +197,7 @@ def list_batches(
 
 def get_batch(*, account: Account, batch_id: str) -> BatchView:
     """The batch as of at most UPSTREAM_CACHE_SECONDS ago; its last known state if that fails."""
+
     def fetch() -> BatchView:
         batch = provider_for(account).retrieve(batch_id)
         _remember([batch])
@@ -213,7 +215,11 @@ def get_batch(*, account: Account, batch_id: str) -> BatchView:
 def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via: str = "web") -> CancelResult:
     """Ask upstream to cancel, with the attempt recorded before the call and completed after it."""
     attempt = CancelAttempt.objects.create(
-        user=user, actor=actor, via=via, account=account.key, batch_id=batch_id,
+        user=user,
+        actor=actor,
+        via=via,
+        account=account.key,
+        batch_id=batch_id,
     )
     try:
         batch = provider_for(account).cancel(batch_id)
@@ -228,8 +234,10 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
         # Whatever broke, the attempt is completed in the audit trail and the operator gets an answer.
         logger.exception("cancel of %s/%s failed unexpectedly", account.key, batch_id)
         attempt_outcome, batch = CancelAttempt.Outcome.UPSTREAM_ERROR, None
-        message = (f"The cancel call failed unexpectedly ({type(error).__name__}); whether the provider "
-                   "canceled the batch is unknown: check its status.")
+        message = (
+            f"The cancel call failed unexpectedly ({type(error).__name__}); whether the provider "
+            "canceled the batch is unknown: check its status."
+        )
     else:
         attempt_outcome, message = CancelAttempt.Outcome.ACCEPTED, f"Cancel accepted; status is now {batch.status}."
 
@@ -255,7 +263,8 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
 def find_batch(*, batch_id: str, account_key: str = "") -> tuple[Account, BatchView]:
     """A batch by id alone (the CLI's way): asks each account whose id shape fits."""
     candidates = [
-        account for account in configured_accounts()
+        account
+        for account in configured_accounts()
         if (not account_key or account.key == account_key) and provider_for(account).is_valid_id(batch_id)
     ]
     failure: ProviderError | None = None
@@ -300,8 +309,9 @@ def open_download(*, account: Account, batch: Batch, source: str) -> Iterator[by
 RESULTS_SUMMARY_SECONDS = 600
 
 
-def results_page(*, account: Account, batch: Batch, offset: int, size: int, kind: str = "", source: str = "",
-                 custom_id: str = "") -> ResultPage:
+def results_page(
+    *, account: Account, batch: Batch, offset: int, size: int, kind: str = "", source: str = "", custom_id: str = ""
+) -> ResultPage:
     """One page of result lines; the upstream stream is read only as far as this page needs."""
     lines = iter_results(account=account, batch=batch)
     try:
@@ -336,20 +346,28 @@ def cancel_story(*, batch: Batch, attempts: list[CancelAttempt]) -> CancelStory 
     took = batch.ended_at - batch.cancel_initiated_at if batch.ended_at else None
     finished_after = None
     explanation = ""
-    accepted = next((a for a in reversed(attempts) if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None)
+    accepted = next(
+        (a for a in reversed(attempts) if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None
+    )
     if batch.provider == "openai" and accepted is not None:
         before = accepted.counts_at_cancel
         done_then = int(before.get("completed") or 0) + int(before.get("failed") or 0)
         finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
         explanation = f"{done_then} requests had finished when the cancel was accepted (recorded in our audit trail)."
     elif batch.provider == "anthropic":
-        explanation = ("Anthropic reports outcomes only once a batch has ended, so it does not say which requests "
-                       "finished after the cancel; succeeded and errored include those that finished before it.")
+        explanation = (
+            "Anthropic reports outcomes only once a batch has ended, so it does not say which requests "
+            "finished after the cancel; succeeded and errored include those that finished before it."
+        )
     else:
         explanation = "The cancel was not made through this dashboard, so the counts at that moment are unknown."
     return CancelStory(
-        requested_at=batch.cancel_initiated_at, ended_at=batch.ended_at, canceling_took=took,
-        finished_after_cancel=finished_after, canceled=batch.counts.canceled, explanation=explanation,
+        requested_at=batch.cancel_initiated_at,
+        ended_at=batch.ended_at,
+        canceling_took=took,
+        finished_after_cancel=finished_after,
+        canceled=batch.counts.canceled,
+        explanation=explanation,
     )
 
 

@@ -5,8 +5,8 @@ Everything that differs between a laptop and production is an environment variab
 
 import os
 import secrets
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 
 import dj_database_url
 
@@ -43,7 +43,9 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 # Real accounts come from the official SDKs' variables or an accounts file (dashboard/accounts.py).
-REAL_ACCOUNTS_CONFIGURED = any(os.environ.get(name) for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"))
+REAL_ACCOUNTS_CONFIGURED = any(
+    os.environ.get(name) for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE")
+)
 # The embedded simulator (its API under /simulator/ and its demo accounts) exists only when this
 # is on; by default only while no real account is configured, so a bare checkout runs on it and a
 # deployment with real keys does not expose it.
@@ -130,7 +132,9 @@ if os.environ.get("REDIS_URL"):
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 20_000}}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 20_000}}
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

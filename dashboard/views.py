@@ -13,9 +13,9 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
-from django.db import connection
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -30,8 +30,19 @@ from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 STATUS_CHOICES = [
     (services.ACTIVE, "not ended yet"),
     *[(status, f"{status} (Anthropic)") for status in ("in_progress", "canceling", "ended")],
-    *[(status, f"{status} (OpenAI)") for status in (
-        "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")],
+    *[
+        (status, f"{status} (OpenAI)")
+        for status in (
+            "validating",
+            "in_progress",
+            "finalizing",
+            "completed",
+            "failed",
+            "expired",
+            "cancelling",
+            "cancelled",
+        )
+    ],
 ]
 KNOWN_STATUSES = {value for value, _ in STATUS_CHOICES}
 CANCEL_PERMISSION = "dashboard.cancel_batch"
@@ -61,8 +72,15 @@ def account_or_404(account_key: str, batch_id: str) -> Account:
         raise Http404("No such batch.") from None
 
 
-def row_context(request: HttpRequest, *, account_key: str, batch_id: str, view: services.BatchView | None,
-                error: str = "", notice: str = "") -> dict:
+def row_context(
+    request: HttpRequest,
+    *,
+    account_key: str,
+    batch_id: str,
+    view: services.BatchView | None,
+    error: str = "",
+    notice: str = "",
+) -> dict:
     return {
         "row": view,
         "row_account": account_key,
@@ -98,33 +116,45 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     history = [part for part in request.GET.get("history", "").split(".") if part][:200]
 
     listing = services.list_batches(
-        cursor=decode_cursor(token), provider=provider, account_key=account_key, status=status,
+        cursor=decode_cursor(token),
+        provider=provider,
+        account_key=account_key,
+        status=status,
     )
-    filters = {key: value for key, value in (("provider", provider), ("account", account_key), ("status", status)) if value}
+    filters = {
+        key: value for key, value in (("provider", provider), ("account", account_key), ("status", status)) if value
+    }
 
     def page_url(cursor_token: str, page_history: list[str]) -> str:
-        query = {**filters, **({"cursor": cursor_token} if cursor_token else {}),
-                 **({"history": ".".join(page_history)} if page_history else {})}
+        query = {
+            **filters,
+            **({"cursor": cursor_token} if cursor_token else {}),
+            **({"history": ".".join(page_history)} if page_history else {}),
+        }
         return "?" + urlencode(query) if query else request.path
 
     next_url = page_url(encode_cursor(listing.next_cursor), [*history, token or "~"]) if listing.next_cursor else ""
     previous_url = ""
     if token:
         previous_token = history[-1] if history else "~"
-        previous_url = page_url("" if previous_token == "~" else previous_token, history[:-1])
+        previous_url = page_url("" if previous_token == "~" else previous_token, history[:-1])  # noqa: S105 (a cursor, not a password)
 
-    return render(request, "batches/list.html", {
-        "rows": [services.BatchView(batch=batch) for batch in listing.batches],
-        "failures": listing.failures,
-        "accounts": accounts,
-        "providers": PROVIDER_LABELS,
-        "status_choices": STATUS_CHOICES,
-        "selected": {"provider": provider, "account": account_key, "status": status},
-        "next_url": next_url,
-        "previous_url": previous_url,
-        "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
-        "poll_seconds": settings.ROW_POLL_SECONDS,
-    })
+    return render(
+        request,
+        "batches/list.html",
+        {
+            "rows": [services.BatchView(batch=batch) for batch in listing.batches],
+            "failures": listing.failures,
+            "accounts": accounts,
+            "providers": PROVIDER_LABELS,
+            "status_choices": STATUS_CHOICES,
+            "selected": {"provider": provider, "account": account_key, "status": status},
+            "next_url": next_url,
+            "previous_url": previous_url,
+            "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
+            "poll_seconds": settings.ROW_POLL_SECONDS,
+        },
+    )
 
 
 @require_GET
@@ -133,8 +163,9 @@ def batch_row(request: HttpRequest, account_key: str, batch_id: str) -> HttpResp
     try:
         view = services.get_batch(account=account, batch_id=batch_id)
     except ProviderError as error:
-        return render_row(request, row_context(request, account_key=account_key, batch_id=batch_id, view=None,
-                                               error=error.message))
+        return render_row(
+            request, row_context(request, account_key=account_key, batch_id=batch_id, view=None, error=error.message)
+        )
     return render_row(request, row_context(request, account_key=account_key, batch_id=batch_id, view=view))
 
 
@@ -143,17 +174,24 @@ def batch_cancel(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
     if not request.user.has_perm(CANCEL_PERMISSION):
         raise PermissionDenied("You do not have permission to cancel batches.")
     account = account_or_404(account_key, batch_id)
-    result = services.cancel_batch(account=account, batch_id=batch_id, actor=request.user.get_username(),
-                                   user=request.user)
+    result = services.cancel_batch(
+        account=account, batch_id=batch_id, actor=request.user.get_username(), user=request.user
+    )
     if not request.htmx:
         level = messages.SUCCESS if result.outcome == "accepted" else messages.WARNING
         messages.add_message(request, level, f"{batch_id}: {result.message}")
         return redirect("batch-list")
-    return render_row(request, row_context(
-        request, account_key=account_key, batch_id=batch_id, view=result.view,
-        error="" if result.view else result.message, notice=result.message,
-    ))
-
+    return render_row(
+        request,
+        row_context(
+            request,
+            account_key=account_key,
+            batch_id=batch_id,
+            view=result.view,
+            error="" if result.view else result.message,
+            notice=result.message,
+        ),
+    )
 
 
 RESULT_PAGE_SIZE = 50
@@ -206,11 +244,15 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
             filters = context["filters"]
             try:
                 context["results"] = services.results_page(
-                    account=account, batch=batch, offset=offset, size=RESULT_PAGE_SIZE, **filters)
+                    account=account, batch=batch, offset=offset, size=RESULT_PAGE_SIZE, **filters
+                )
             except ProviderError as failure:
                 context["results_error"] = failure.message
-            query = {k: v for k, v in (("type", filters["kind"]), ("source", filters["source"]),
-                                       ("q", filters["custom_id"])) if v}
+            query = {
+                k: v
+                for k, v in (("type", filters["kind"]), ("source", filters["source"]), ("q", filters["custom_id"]))
+                if v
+            }
             context["filter_query"] = urlencode(query)
             context["previous_query"] = urlencode({**query, "offset": max(0, offset - RESULT_PAGE_SIZE)})
             context["next_query"] = urlencode({**query, "offset": offset + RESULT_PAGE_SIZE})
@@ -252,8 +294,9 @@ def batch_results_download(request: HttpRequest, account_key: str, batch_id: str
             raise Http404("This batch has no such results file.")
         body = services.open_download(account=account, batch=batch, source=source)
     except ProviderError as failure:
-        return HttpResponse(f"Could not download the results: {failure.message}\n", status=502,
-                            content_type="text/plain; charset=utf-8")
+        return HttpResponse(
+            f"Could not download the results: {failure.message}\n", status=502, content_type="text/plain; charset=utf-8"
+        )
     response = StreamingHttpResponse(body, content_type="application/x-jsonl")
     suffix = "" if source == "results" else f"_{source}"
     response["Content-Disposition"] = f'attachment; filename="{batch_id}{suffix}.jsonl"'
@@ -275,8 +318,9 @@ def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) 
         # Open the upstream stream now: a failure is a 502, not a CSV cut short after its header row.
         first = next(lines, None)
     except ProviderError as failure:
-        return HttpResponse(f"Could not export the results: {failure.message}\n", status=502,
-                            content_type="text/plain; charset=utf-8")
+        return HttpResponse(
+            f"Could not export the results: {failure.message}\n", status=502, content_type="text/plain; charset=utf-8"
+        )
     writer = csv.writer(_Echo())
 
     def rows():
@@ -326,7 +370,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
     """django-axes' answer to a sign-in while its user name and address are locked out."""
-    return render(request, "registration/locked_out.html", {
-        "failure_limit": settings.AXES_FAILURE_LIMIT,
-        "lockout_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
-    }, status=429)
+    return render(
+        request,
+        "registration/locked_out.html",
+        {
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+            "lockout_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+        },
+        status=429,
+    )

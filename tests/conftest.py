@@ -130,3 +130,19 @@ def fresh_http_clients(monkeypatch):
     yield clients
     for client in clients.values():
         client.close()
+
+
+@pytest.fixture
+def four_accounts(dashboard_upstream, anthropic_client, openai_client):
+    """One running batch in each account, created 1..4 minutes ago (newest first: A-ops, O-ops, A-res, O-res)."""
+    from tests.test_views import anthropic_batch, created_ago, openai_batch
+
+    made = [
+        ("anthropic-ops", anthropic_batch(anthropic_client, "ops", seconds=600).id),
+        ("openai-ops", openai_batch(openai_client, "ops", seconds=600).id),
+        ("anthropic-research", anthropic_batch(anthropic_client, "research", seconds=600).id),
+        ("openai-research", openai_batch(openai_client, "research", seconds=600).id),
+    ]
+    for minutes, (_, batch_id) in enumerate(made, start=1):
+        created_ago(batch_id, minutes=minutes)
+    return made

@@ -32,9 +32,13 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 def anthropic_batch(make_client, account: str = "ops", *, seconds: float = 60, count: int = 1):
     return make_client(ANTHROPIC_KEYS[account]).messages.batches.create(
-        requests=[{"custom_id": f"a{i}", "params": {"model": "m", "max_tokens": 5,
-                                                    "messages": [{"role": "user", "content": "hi"}]}}
-                  for i in range(count)],
+        requests=[
+            {
+                "custom_id": f"a{i}",
+                "params": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            }
+            for i in range(count)
+        ],
         extra_headers={"x-sim-processing-seconds": str(seconds)},
     )
 
@@ -42,14 +46,24 @@ def anthropic_batch(make_client, account: str = "ops", *, seconds: float = 60, c
 def openai_batch(make_client, account: str = "ops", *, seconds: float = 60, count: int = 1):
     client = make_client(OPENAI_KEYS[account])
     lines = "".join(
-        json.dumps({"custom_id": f"o{i}", "method": "POST", "url": "/v1/chat/completions",
-                    "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-                             "max_tokens": 5}}) + "\n"
+        json.dumps(
+            {
+                "custom_id": f"o{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+            }
+        )
+        + "\n"
         for i in range(count)
     )
     upload = client.files.create(file=("in.jsonl", lines.encode(), "application/jsonl"), purpose="batch")
-    return client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                 extra_headers={"x-sim-processing-seconds": str(seconds)})
+    return client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_headers={"x-sim-processing-seconds": str(seconds)},
+    )
 
 
 def running_batch(provider: str, anthropic_client, openai_client, **options) -> str:
@@ -65,8 +79,12 @@ def created_ago(batch_id: str, **delta) -> None:
 def time_passes(batch_id: str, **delta) -> None:
     """As if `delta` had passed for this simulated batch: its whole plan moves into the past."""
     shift = timedelta(**delta)
-    assert SimBatch.objects.filter(public_id=batch_id).update(
-        created_at=F("created_at") - shift, cancel_initiated_at=F("cancel_initiated_at") - shift) == 1
+    assert (
+        SimBatch.objects.filter(public_id=batch_id).update(
+            created_at=F("created_at") - shift, cancel_initiated_at=F("cancel_initiated_at") - shift
+        )
+        == 1
+    )
 
 
 def fault(provider: str, name: str, value: str) -> None:
@@ -91,7 +109,6 @@ PROVIDER_CLASS = {
 }
 
 
-
 @pytest.fixture
 def staff_client(db):
     user = get_user_model().objects.create_user(username="auditor", password="not-used-in-tests-1", is_staff=True)
@@ -102,17 +119,25 @@ def staff_client(db):
 
 @pytest.fixture
 def superuser_client(db):
-    user = get_user_model().objects.create_superuser(username="root-admin", password="not-used-in-tests-1",
-                                                     email="root@example.invalid")
+    user = get_user_model().objects.create_superuser(
+        username="root-admin", password="not-used-in-tests-1", email="root@example.invalid"
+    )
     client = Client()
     client.force_login(user)
     return client
 
 
 def attempt(**fields) -> CancelAttempt:
-    defaults = {"actor": "someone", "via": "web", "account": "anthropic-ops", "batch_id": "msgbatch_01abc",
-                "outcome": CancelAttempt.Outcome.ACCEPTED, "status_after": "canceling", "message": "ok",
-                "finished_at": timezone.now()}
+    defaults = {
+        "actor": "someone",
+        "via": "web",
+        "account": "anthropic-ops",
+        "batch_id": "msgbatch_01abc",
+        "outcome": CancelAttempt.Outcome.ACCEPTED,
+        "status_after": "canceling",
+        "message": "ok",
+        "finished_at": timezone.now(),
+    }
     return CancelAttempt.objects.create(**{**defaults, **fields})
 
 
@@ -120,8 +145,9 @@ def attempt(**fields) -> CancelAttempt:
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_web_cancel_records_one_accepted_attempt(operator_client, operator, dashboard_upstream, anthropic_client,
-                                                 openai_client, provider):
+def test_web_cancel_records_one_accepted_attempt(
+    operator_client, operator, dashboard_upstream, anthropic_client, openai_client, provider
+):
     batch_id = running_batch(provider, anthropic_client, openai_client, count=3)
     created_ago(batch_id, seconds=5)  # OpenAI: past validating (which reports total 0), still in progress
     before = timezone.now()
@@ -146,8 +172,9 @@ def test_web_cancel_records_one_accepted_attempt(operator_client, operator, dash
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_service_cancel_records_one_accepted_attempt(operator, dashboard_upstream, anthropic_client, openai_client,
-                                                     provider):
+def test_service_cancel_records_one_accepted_attempt(
+    operator, dashboard_upstream, anthropic_client, openai_client, provider
+):
     batch_id = running_batch(provider, anthropic_client, openai_client, count=2)
     # Seen once as running, so the cached view is the pre-cancel one.
     account = find_account(ACCOUNT[provider])
@@ -169,8 +196,9 @@ def test_service_cancel_records_one_accepted_attempt(operator, dashboard_upstrea
 
 
 @pytest.mark.parametrize("provider, refusal", [("anthropic", "HTTP 400"), ("openai", "HTTP 409")])
-def test_cancel_of_ended_batch_is_recorded_as_already_ended(operator_client, dashboard_upstream, anthropic_client,
-                                                            openai_client, provider, refusal):
+def test_cancel_of_ended_batch_is_recorded_as_already_ended(
+    operator_client, dashboard_upstream, anthropic_client, openai_client, provider, refusal
+):
     batch_id = running_batch(provider, anthropic_client, openai_client)
     created_ago(batch_id, hours=1)
     response = operator_client.post(f"/batches/{ACCOUNT[provider]}/{batch_id}/cancel", **HTMX)
@@ -188,12 +216,16 @@ def test_cancel_of_ended_batch_is_recorded_as_already_ended(operator_client, das
 # --- upstream failed -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider, message", [
-    ("anthropic", "Anthropic HTTP 500 api_error: Internal server error"),
-    ("openai", "OpenAI HTTP 500 server_error"),
-])
-def test_cancel_while_upstream_answers_500_is_recorded(operator_client, dashboard_upstream, anthropic_client,
-                                                       openai_client, provider, message):
+@pytest.mark.parametrize(
+    "provider, message",
+    [
+        ("anthropic", "Anthropic HTTP 500 api_error: Internal server error"),
+        ("openai", "OpenAI HTTP 500 server_error"),
+    ],
+)
+def test_cancel_while_upstream_answers_500_is_recorded(
+    operator_client, dashboard_upstream, anthropic_client, openai_client, provider, message
+):
     batch_id = running_batch(provider, anthropic_client, openai_client)
     fault(provider, "ops", "500")
     response = operator_client.post(f"/batches/{ACCOUNT[provider]}/{batch_id}/cancel", **HTMX)
@@ -206,8 +238,9 @@ def test_cancel_while_upstream_answers_500_is_recorded(operator_client, dashboar
     assert (row.status_after, row.counts_at_cancel) == ("", None)
 
 
-def test_cancel_while_upstream_hangs_is_recorded_as_a_timeout(operator_client, settings, fresh_http_clients,
-                                                              dashboard_upstream, anthropic_client):
+def test_cancel_while_upstream_hangs_is_recorded_as_a_timeout(
+    operator_client, settings, fresh_http_clients, dashboard_upstream, anthropic_client
+):
     batch_id = anthropic_batch(anthropic_client).id
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.5
     settings.SIMULATOR_HANG_SECONDS = 2
@@ -243,13 +276,15 @@ def crashing_cancel(batch_id: str, seen: list):
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_attempt_is_written_before_the_upstream_call_and_survives_a_crash(operator, monkeypatch, dashboard_upstream,
-                                                                          anthropic_client, openai_client, provider):
+def test_attempt_is_written_before_the_upstream_call_and_survives_a_crash(
+    operator, monkeypatch, dashboard_upstream, anthropic_client, openai_client, provider
+):
     batch_id = running_batch(provider, anthropic_client, openai_client)
     seen: list[int] = []
     monkeypatch.setattr(PROVIDER_CLASS[provider], crashing_cancel(batch_id, seen))
-    result = services.cancel_batch(account=find_account(ACCOUNT[provider]), batch_id=batch_id, actor="operator",
-                                   user=operator)
+    result = services.cancel_batch(
+        account=find_account(ACCOUNT[provider]), batch_id=batch_id, actor="operator", user=operator
+    )
     # `seen` holds the pk of the pending row that existed while the (crashing) upstream call ran.
     assert len(seen) == 1
     row = CancelAttempt.objects.get()
@@ -259,8 +294,9 @@ def test_attempt_is_written_before_the_upstream_call_and_survives_a_crash(operat
     assert result.outcome == "upstream_error" and result.message == row.message
 
 
-def test_crash_during_web_cancel_answers_a_row_and_completes_the_attempt(operator, monkeypatch, dashboard_upstream,
-                                                                        anthropic_client):
+def test_crash_during_web_cancel_answers_a_row_and_completes_the_attempt(
+    operator, monkeypatch, dashboard_upstream, anthropic_client
+):
     batch_id = anthropic_batch(anthropic_client).id
     seen: list[int] = []
     monkeypatch.setattr(PROVIDER_CLASS["anthropic"], crashing_cancel(batch_id, seen))
@@ -287,18 +323,40 @@ def test_crash_during_web_cancel_answers_a_row_and_completes_the_attempt(operato
 
 def test_audit_page_lists_every_attempt_for_staff_and_filters_by_batch(staff_client):
     first = attempt(batch_id="msgbatch_01first", actor="alice")
-    attempt(batch_id="msgbatch_01first", actor="root", via="cli", outcome="already_ended", status_after="ended",
-            message="Batch msgbatch_01first had already ended; nothing was canceled.")
-    attempt(account="openai-research", batch_id="batch_second", actor="bob", outcome="upstream_error",
-            status_after="", message="OpenAI HTTP 500 server_error: boom")
+    attempt(
+        batch_id="msgbatch_01first",
+        actor="root",
+        via="cli",
+        outcome="already_ended",
+        status_after="ended",
+        message="Batch msgbatch_01first had already ended; nothing was canceled.",
+    )
+    attempt(
+        account="openai-research",
+        batch_id="batch_second",
+        actor="bob",
+        outcome="upstream_error",
+        status_after="",
+        message="OpenAI HTTP 500 server_error: boom",
+    )
     attempt(batch_id="msgbatch_01third", actor="carol", outcome="pending", finished_at=None, message="")
 
     response = staff_client.get("/audit/")
     assert response.status_code == 200
     body = text(response)
-    for needle in ("msgbatch_01first", "batch_second", "msgbatch_01third", "alice", "bob", "carol",
-                   "root <span class=\"muted\">(cli)</span>", "already ended", "upstream error",
-                   "pending (no answer recorded)", "OpenAI HTTP 500 server_error: boom"):
+    for needle in (
+        "msgbatch_01first",
+        "batch_second",
+        "msgbatch_01third",
+        "alice",
+        "bob",
+        "carol",
+        'root <span class="muted">(cli)</span>',
+        "already ended",
+        "upstream error",
+        "pending (no answer recorded)",
+        "OpenAI HTTP 500 server_error: boom",
+    ):
         assert needle in body, needle
     assert body.count("<tr>") - 1 == 4  # header row + four attempts
     assert f'href="/batches/{first.account}/{first.batch_id}/"' in body
@@ -368,7 +426,9 @@ def test_admin_shows_attempts_but_allows_no_change(superuser_client):
     assert f'href="{base}add/"' not in text(changelist)
 
     assert superuser_client.get(f"{base}add/").status_code == 403
-    assert superuser_client.post(f"{base}add/", {"actor": "mallory", "account": "x", "batch_id": "y"}).status_code == 403
+    assert (
+        superuser_client.post(f"{base}add/", {"actor": "mallory", "account": "x", "batch_id": "y"}).status_code == 403
+    )
 
     change = superuser_client.get(f"{base}{row.pk}/change/")
     assert change.status_code == 200
@@ -397,8 +457,9 @@ def test_admin_is_closed_to_the_operator(operator_client):
 # --- the cancel story on the detail page ------------------------------------------------------
 
 
-def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(operator_client, settings, dashboard_upstream,
-                                                                    openai_client):
+def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
+    operator_client, settings, dashboard_upstream, openai_client
+):
     settings.UPSTREAM_CACHE_SECONDS = 0
     batch_id = openai_batch(openai_client, seconds=100, count=100).id
     created_ago(batch_id, seconds=3 + 30)  # validating 3 s, then a third of the way through processing
@@ -419,12 +480,14 @@ def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(operator_cl
     assert story_cell(response, "Canceling took") == "8 s"
     assert story_cell(response, "Finished after the cancel") == f"{done_at_end - done_then} requests"
     assert story_cell(response, "Canceled") == f"{100 - done_at_end} requests"
-    assert (f"{done_then} requests had finished when the cancel was accepted (recorded in our audit trail)."
-            in text(response))
+    assert f"{done_then} requests had finished when the cancel was accepted (recorded in our audit trail)." in text(
+        response
+    )
 
 
-def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown(operator_client, settings,
-                                                                                dashboard_upstream, openai_client):
+def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown(
+    operator_client, settings, dashboard_upstream, openai_client
+):
     settings.UPSTREAM_CACHE_SECONDS = 0
     batch_id = openai_batch(openai_client, seconds=100, count=10).id
     created_ago(batch_id, seconds=10)
@@ -436,8 +499,9 @@ def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown
     assert "The cancel was not made through this dashboard" in text(response)
 
 
-def test_cancel_story_of_anthropic_batch_says_the_provider_does_not_tell(operator_client, settings,
-                                                                       dashboard_upstream, anthropic_client):
+def test_cancel_story_of_anthropic_batch_says_the_provider_does_not_tell(
+    operator_client, settings, dashboard_upstream, anthropic_client
+):
     settings.UPSTREAM_CACHE_SECONDS = 0
     batch_id = anthropic_batch(anthropic_client, seconds=100, count=20).id
     created_ago(batch_id, seconds=30)

@@ -12,12 +12,13 @@ from django.core.management import CommandError, call_command
 
 from dashboard import services
 from dashboard.models import CancelAttempt
-from tests.test_views import four_accounts  # noqa: F401  (a fixture shared with the view tests)
 from tests.test_audit import anthropic_batch, created_ago, fault, openai_batch, time_passes
 
 ACCOUNTS = ("anthropic-ops", "anthropic-research", "openai-ops", "openai-research")
-LIST_ROW = re.compile(r"^(?P<account>(?:anthropic|openai)-[a-z0-9-]+)\s+(?P<id>(?:msgbatch|batch)_[A-Za-z0-9_-]+)\s+"
-                      r"(?P<status>[a-z_]+)\s+")
+LIST_ROW = re.compile(
+    r"^(?P<account>(?:anthropic|openai)-[a-z0-9-]+)\s+(?P<id>(?:msgbatch|batch)_[A-Za-z0-9_-]+)\s+"
+    r"(?P<status>[a-z_]+)\s+"
+)
 
 
 def run(*args) -> tuple[str, str]:
@@ -39,8 +40,6 @@ def listed_rows(out: str) -> list[dict]:
         assert match, f"not a batch row: {line!r}"
         rows.append(match.groupdict())
     return rows
-
-
 
 
 # --- list ----------------------------------------------------------------------------------
@@ -89,8 +88,9 @@ def test_list_with_a_failing_account_reports_it_on_stderr(four_accounts):
     assert all(batch_id in out for _, batch_id in (four_accounts[0], four_accounts[1], four_accounts[3]))
 
 
-def test_list_stops_when_an_account_starts_failing_on_a_later_page(settings, monkeypatch, dashboard_upstream,
-                                                                   anthropic_client, openai_client):
+def test_list_stops_when_an_account_starts_failing_on_a_later_page(
+    settings, monkeypatch, dashboard_upstream, anthropic_client, openai_client
+):
     settings.LIST_PAGE_SIZE = 1
     newest = anthropic_batch(anthropic_client, "ops", seconds=600).id
     middle = openai_batch(openai_client, "ops", seconds=600).id
@@ -118,12 +118,16 @@ def test_list_stops_when_an_account_starts_failing_on_a_later_page(settings, mon
 # --- show ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider, account, label", [
-    ("openai", "research", "OpenAI · research"),
-    ("anthropic", "research", "Anthropic · research"),
-])
-def test_show_finds_the_batch_in_its_account(dashboard_upstream, anthropic_client, openai_client,
-                                             provider, account, label):
+@pytest.mark.parametrize(
+    "provider, account, label",
+    [
+        ("openai", "research", "OpenAI · research"),
+        ("anthropic", "research", "Anthropic · research"),
+    ],
+)
+def test_show_finds_the_batch_in_its_account(
+    dashboard_upstream, anthropic_client, openai_client, provider, account, label
+):
     anthropic_batch(anthropic_client, "ops")  # decoys in the other accounts
     openai_batch(openai_client, "ops")
     if provider == "openai":
@@ -140,7 +144,7 @@ def test_show_finds_the_batch_in_its_account(dashboard_upstream, anthropic_clien
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", created)
     assert re.search(rf"^\s+{timestamp}\s+\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", out, re.M)
     assert "counts" in out
-    raw = json.loads(out[out.index("\n{") + 1:])
+    raw = json.loads(out[out.index("\n{") + 1 :])
     assert raw["id"] == batch_id
     assert raw["processing_status" if provider == "anthropic" else "status"] == status
 
@@ -173,15 +177,24 @@ def test_show_malformed_id_makes_no_upstream_request(dashboard_upstream, upstrea
 def test_cancel_running_batch_is_recorded_with_the_os_user(dashboard_upstream, anthropic_client, openai_client):
     anthropic_id = anthropic_batch(anthropic_client, "research").id
     openai_id = openai_batch(openai_client, "ops").id
-    for account, batch_id, status in (("anthropic-research", anthropic_id, "canceling"),
-                                      ("openai-ops", openai_id, "cancelling")):
+    for account, batch_id, status in (
+        ("anthropic-research", anthropic_id, "canceling"),
+        ("openai-ops", openai_id, "cancelling"),
+    ):
         out, _ = run("cancel", batch_id)
         assert out.strip() == f"{account} {batch_id}: accepted: Cancel accepted; status is now {status}."
         row = CancelAttempt.objects.get(batch_id=batch_id)
         assert (row.outcome, row.via, row.actor, row.user, row.account) == (
-            "accepted", "cli", getpass.getuser(), None, account)
+            "accepted",
+            "cli",
+            getpass.getuser(),
+            None,
+            account,
+        )
         assert row.status_after == status and row.finished_at is not None
-    assert anthropic_client("sk-ant-sim-research").messages.batches.retrieve(anthropic_id).processing_status == "canceling"
+    assert (
+        anthropic_client("sk-ant-sim-research").messages.batches.retrieve(anthropic_id).processing_status == "canceling"
+    )
     assert openai_client().batches.retrieve(openai_id).status == "cancelling"
 
 
@@ -201,7 +214,9 @@ def test_cancel_twice_second_time_after_the_end(dashboard_upstream, openai_clien
     out, _ = run("cancel", batch_id)
     assert ": already_ended: " in out and "had already ended" in out
     assert list(CancelAttempt.objects.order_by("id").values_list("outcome", "status_after")) == [
-        ("accepted", "cancelling"), ("already_ended", "cancelled")]
+        ("accepted", "cancelling"),
+        ("already_ended", "cancelled"),
+    ]
 
 
 def test_cancel_while_upstream_fails_is_an_error_and_recorded(dashboard_upstream, anthropic_client):
@@ -217,21 +232,28 @@ def test_cancel_while_upstream_fails_is_an_error_and_recorded(dashboard_upstream
     assert anthropic_client().messages.batches.retrieve(batch_id).processing_status == "in_progress"
 
 
-def test_cancel_with_account_while_upstream_fails_is_recorded_without_a_lookup(dashboard_upstream, anthropic_client,
-                                                                              upstream_calls):
+def test_cancel_with_account_while_upstream_fails_is_recorded_without_a_lookup(
+    dashboard_upstream, anthropic_client, upstream_calls
+):
     batch_id = anthropic_batch(anthropic_client, "research").id  # never seen by the dashboard
     fault("anthropic", "research", "500")
     upstream_calls.clear()
     with pytest.raises(CommandError, match="Anthropic HTTP 500"):
         run("cancel", batch_id, "--account", "anthropic-research")
     row = CancelAttempt.objects.get()
-    assert (row.outcome, row.via, row.account, row.batch_id) == ("upstream_error", "cli", "anthropic-research", batch_id)
+    assert (row.outcome, row.via, row.account, row.batch_id) == (
+        "upstream_error",
+        "cli",
+        "anthropic-research",
+        batch_id,
+    )
     assert row.finished_at is not None
     assert upstream_calls[0].startswith("POST ") and upstream_calls[0].endswith(f"/{batch_id}/cancel")
 
 
-def test_cancel_without_account_of_unseen_batch_while_upstream_fails(dashboard_upstream, anthropic_client,
-                                                                     upstream_calls):
+def test_cancel_without_account_of_unseen_batch_while_upstream_fails(
+    dashboard_upstream, anthropic_client, upstream_calls
+):
     """Without --account the CLI must look the batch up first; when that fails, no cancel is sent at all."""
     batch_id = anthropic_batch(anthropic_client).id
     fault("anthropic", "ops", "500")
@@ -242,12 +264,15 @@ def test_cancel_without_account_of_unseen_batch_while_upstream_fails(dashboard_u
     assert CancelAttempt.objects.count() == 0  # nothing was asked of the provider, so nothing to audit
 
 
-@pytest.mark.parametrize("args", [
-    ("msgbatch_01abc", "--account", "nope-x"),
-    ("batch_abc", "--account", "anthropic-ops"),
-    ("../x", "--account", "openai-ops"),
-    ("../x",),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("msgbatch_01abc", "--account", "nope-x"),
+        ("batch_abc", "--account", "anthropic-ops"),
+        ("../x", "--account", "openai-ops"),
+        ("../x",),
+    ],
+)
 def test_cancel_of_unknown_account_or_malformed_id_sends_nothing(dashboard_upstream, upstream_calls, args):
     with pytest.raises(CommandError, match="No batch"):
         run("cancel", *args)

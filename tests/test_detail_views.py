@@ -26,8 +26,17 @@ from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
 ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values())
 HTMX_RESULTS = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "results"}
 ANTHROPIC_TIMESTAMPS = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "archived_at")
-OPENAI_TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
-                     "expired_at", "cancelling_at", "cancelled_at")
+OPENAI_TIMESTAMPS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
 RESULT_ROW = re.compile(r'<tr class="result-line result-(?P<type>[a-z]+)">(?P<body>.*?)</tr>', re.S)
 CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.S)
 XSS = "<img src=x onerror=alert(1)>"
@@ -61,9 +70,17 @@ def fault(provider: str, name: str, value: str) -> None:
 
 def anthropic_batch(make_client, *, requests: int = 3, seconds: float = 600, ended: bool = False):
     batch = make_client().messages.batches.create(
-        requests=[{"custom_id": f"req-{i:03d}", "params": {"model": "claude-sonnet-4-5", "max_tokens": 8,
-                                                          "messages": [{"role": "user", "content": f"q{i}"}]}}
-                  for i in range(requests)],
+        requests=[
+            {
+                "custom_id": f"req-{i:03d}",
+                "params": {
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 8,
+                    "messages": [{"role": "user", "content": f"q{i}"}],
+                },
+            }
+            for i in range(requests)
+        ],
         extra_headers={"x-sim-processing-seconds": str(seconds)},
     )
     if ended:
@@ -72,18 +89,34 @@ def anthropic_batch(make_client, *, requests: int = 3, seconds: float = 600, end
 
 
 def openai_line(custom_id: str, url: str = "/v1/chat/completions") -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": url,
-            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}}
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": url,
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+    }
 
 
-def openai_batch(make_client, *, lines: list[dict] | None = None, requests: int = 3, seconds: float = 600,
-                 metadata: dict | None = None, ago: dict | None = None):
+def openai_batch(
+    make_client,
+    *,
+    lines: list[dict] | None = None,
+    requests: int = 3,
+    seconds: float = 600,
+    metadata: dict | None = None,
+    ago: dict | None = None,
+):
     client = make_client()
     lines = lines if lines is not None else [openai_line(f"req-{i:03d}") for i in range(requests)]
     content = "".join(json.dumps(line) + "\n" for line in lines).encode()
     upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
-    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                  metadata=metadata, extra_headers={"x-sim-processing-seconds": str(seconds)})
+    batch = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
+        extra_headers={"x-sim-processing-seconds": str(seconds)},
+    )
     created_ago(batch.id, **(ago or {"minutes": 1}))  # past validating, so in_progress (or ended if long ago)
     return batch
 
@@ -100,8 +133,9 @@ def result_rows(body: str) -> list[dict]:
 
 
 def link(body: str, rel: str) -> str:
-    match = re.search(rf'<a href="([^"]*)" hx-get="([^"]*)" hx-target="#results" hx-swap="outerHTML"[^>]* rel="{rel}">',
-                      body)
+    match = re.search(
+        rf'<a href="([^"]*)" hx-get="([^"]*)" hx-target="#results" hx-swap="outerHTML"[^>]* rel="{rel}">', body
+    )
     if not match:
         return ""
     assert match[1] == match[2], "the link and its htmx request must ask for the same page"
@@ -115,8 +149,9 @@ def field(body: str, name: str) -> str:
 
 
 def raw_json(body: str) -> dict:
-    match = re.search(r'<details class="raw"><summary>Raw JSON from [^<]*</summary><pre>(.*?)</pre></details>',
-                      body, re.S)
+    match = re.search(
+        r'<details class="raw"><summary>Raw JSON from [^<]*</summary><pre>(.*?)</pre></details>', body, re.S
+    )
     assert match, "no raw JSON <details> on the page"
     return json.loads(html.unescape(match[1]))
 
@@ -128,7 +163,6 @@ def anthropic_results(make_client, batch_id: str) -> list[dict]:
 
 def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
 
 
 @pytest.fixture
@@ -231,10 +265,13 @@ def test_detail_of_running_anthropic_batch(operator_client, dashboard_upstream, 
     assert "Results are available once the batch has ended." in body
 
 
-def test_viewer_sees_the_detail_without_a_cancel_button(viewer_client, dashboard_upstream, anthropic_client,
-                                                        openai_client):
-    for account, batch in (("anthropic-ops", anthropic_batch(anthropic_client)),
-                           ("openai-ops", openai_batch(openai_client))):
+def test_viewer_sees_the_detail_without_a_cancel_button(
+    viewer_client, dashboard_upstream, anthropic_client, openai_client
+):
+    for account, batch in (
+        ("anthropic-ops", anthropic_batch(anthropic_client)),
+        ("openai-ops", openai_batch(openai_client)),
+    ):
         response = fetch(viewer_client, f"/batches/{account}/{batch.id}/")
         assert response.status_code == 200
         assert field(response.body, "Status") == "in_progress"
@@ -243,10 +280,11 @@ def test_viewer_sees_the_detail_without_a_cancel_button(viewer_client, dashboard
         assert "hx-post" not in response.body and ">Cancel</button>" not in response.body
 
 
-def test_results_views_of_a_running_batch_are_404(operator_client, dashboard_upstream, anthropic_client,
-                                                  openai_client):
-    for account, batch in (("anthropic-ops", anthropic_batch(anthropic_client)),
-                           ("openai-ops", openai_batch(openai_client))):
+def test_results_views_of_a_running_batch_are_404(operator_client, dashboard_upstream, anthropic_client, openai_client):
+    for account, batch in (
+        ("anthropic-ops", anthropic_batch(anthropic_client)),
+        ("openai-ops", openai_batch(openai_client)),
+    ):
         base = f"/batches/{account}/{batch.id}"
         for path in ("/results/download", "/results/summary", "/results/export.csv"):
             assert fetch(operator_client, base + path).status_code == 404, path
@@ -275,8 +313,12 @@ def test_metadata_is_escaped_on_the_detail_page(operator_client, dashboard_upstr
 
 def test_upstream_validation_errors_are_shown_and_escaped(operator_client, dashboard_upstream, openai_client):
     """A failed OpenAI batch lists its input problems: line, code and message (which may echo a custom_id)."""
-    lines = [openai_line("ok-1"), openai_line("bad-url", url="/v1/embeddings"),
-             openai_line(f"dup-{XSS}"), openai_line(f"dup-{XSS}")]
+    lines = [
+        openai_line("ok-1"),
+        openai_line("bad-url", url="/v1/embeddings"),
+        openai_line(f"dup-{XSS}"),
+        openai_line(f"dup-{XSS}"),
+    ]
     batch = openai_batch(openai_client, lines=lines)
     assert openai_client().batches.retrieve(batch.id).status == "failed"
 
@@ -289,10 +331,16 @@ def test_upstream_validation_errors_are_shown_and_escaped(operator_client, dashb
     assert errors, "no errors table"
     rows = re.findall(r"<tr><td>(.*?)</td><td><code>(.*?)</code></td><td>(.*?)</td></tr>", errors[1], re.S)
     assert rows == [
-        ("2", "mismatched_url",
-         "The URL provided for this request does not match the batch endpoint /v1/chat/completions."),
-        ("4", "duplicate_custom_id",
-         "The custom_id &#x27;dup-&lt;img src=x onerror=alert(1)&gt;&#x27; is not unique within the input file."),
+        (
+            "2",
+            "mismatched_url",
+            "The URL provided for this request does not match the batch endpoint /v1/chat/completions.",
+        ),
+        (
+            "4",
+            "duplicate_custom_id",
+            "The custom_id &#x27;dup-&lt;img src=x onerror=alert(1)&gt;&#x27; is not unique within the input file.",
+        ),
     ]
     assert "<tr><th>Line</th><th>Code</th><th>Message</th></tr>" in errors[1]
     assert field(body, "failed_at").startswith("<time datetime=")
@@ -301,8 +349,10 @@ def test_upstream_validation_errors_are_shown_and_escaped(operator_client, dashb
     assert "/results/download" not in body
     assert "No result lines match." in body
     for source in ("output", "error"):
-        assert fetch(operator_client, f"/batches/openai-ops/{batch.id}/results/download",
-                     {"source": source}).status_code == 404
+        assert (
+            fetch(operator_client, f"/batches/openai-ops/{batch.id}/results/download", {"source": source}).status_code
+            == 404
+        )
 
 
 # --- results of an ended batch ---------------------------------------------------------------
@@ -318,23 +368,29 @@ def test_ended_batch_shows_the_first_50_result_lines(operator_client, ended_anth
     shown = result_rows(body)
     assert [row["number"] for row in shown] == list(range(1, 51))
     assert [(row["custom_id"], row["type"]) for row in shown] == [
-        (entry["custom_id"], entry["result"]["type"]) for entry in results[:50]]
+        (entry["custom_id"], entry["result"]["type"]) for entry in results[:50]
+    ]
     succeeded = next(row for row in shown if row["type"] == "succeeded")
     message = next(e["result"]["message"] for e in results if e["custom_id"] == succeeded["custom_id"])
     assert succeeded["cells"][3:6] == [
-        "claude-sonnet-4-5", message["stop_reason"],
-        f"{message['usage']['input_tokens']} / {message['usage']['output_tokens']}"]
+        "claude-sonnet-4-5",
+        message["stop_reason"],
+        f"{message['usage']['input_tokens']} / {message['usage']['output_tokens']}",
+    ]
 
     assert link(body, "next") == "?offset=50"
     assert link(body, "prev") == ""
     assert "Next 50 →" in body
     # The summary loads by itself; the filter form replaces only the results and pushes its URL.
-    assert (f'<div id="summary" hx-get="/batches/anthropic-ops/{batch_id}/results/summary" hx-trigger="load"'
-            in body)
-    assert (f'<form class="filters" method="get" hx-get="/batches/anthropic-ops/{batch_id}/" hx-target="#results"'
-            ' hx-swap="outerHTML" hx-push-url="true">' in body)
-    assert (f'<a href="/batches/anthropic-ops/{batch_id}/results/download?source=results" download>'
-            "Download results (JSONL)</a>" in body)
+    assert f'<div id="summary" hx-get="/batches/anthropic-ops/{batch_id}/results/summary" hx-trigger="load"' in body
+    assert (
+        f'<form class="filters" method="get" hx-get="/batches/anthropic-ops/{batch_id}/" hx-target="#results"'
+        ' hx-swap="outerHTML" hx-push-url="true">' in body
+    )
+    assert (
+        f'<a href="/batches/anthropic-ops/{batch_id}/results/download?source=results" download>'
+        "Download results (JSONL)</a>" in body
+    )
     assert f'<a href="/batches/anthropic-ops/{batch_id}/results/export.csv">Export these lines as CSV</a>' in body
     # The ended row stays on the page, without polling and without a Cancel button.
     row = re.search(rf'<tr id="row-anthropic-ops-{batch_id}"[^>]*>', body)[0]
@@ -356,8 +412,7 @@ def test_results_filtered_by_type(operator_client, ended_anthropic):
         assert row["cells"][-1].strip() == f"<code>{error['type']}</code> {html.escape(error['message'])}"
     assert link(response.body, "next") == ""  # fewer than 50 errored lines
     assert '<option value="errored" selected>errored</option>' in response.body
-    assert (f'href="/batches/anthropic-ops/{batch_id}/results/export.csv?type=errored">'
-            in response.body)
+    assert f'href="/batches/anthropic-ops/{batch_id}/results/export.csv?type=errored">' in response.body
 
     expired = [entry["custom_id"] for entry in results if entry["result"]["type"] == "expired"]
     shown = result_rows(fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/", {"type": "expired"}).body)
@@ -428,7 +483,8 @@ def test_htmx_request_for_the_results_gets_only_the_results_section(operator_cli
     assert "<html" not in body and "<body" not in body and "<title" not in body
     assert "<h2>Fields</h2>" not in body and f'id="row-anthropic-ops-{batch_id}"' not in body
     assert [row["custom_id"] for row in result_rows(body)] == [
-        e["custom_id"] for e in results if e["result"]["type"] == "errored"]
+        e["custom_id"] for e in results if e["result"]["type"] == "errored"
+    ]
     assert 'hx-trigger="load"' in body  # the error summary comes along with the swapped section
 
     paged = fetch(operator_client, url, {"offset": "50"}, **HTMX_RESULTS).body.strip()
@@ -449,17 +505,23 @@ def test_error_summary_counts_errors_by_type_and_message(operator_client, ended_
     assert body.startswith('<section id="summary" class="card">') and "<html" not in body
 
     shown = dict((kind, int(n)) for kind, n in re.findall(r'<span class="count count-(\w+)">\1 (\d+)</span>', body))
-    expected = {kind: getattr(counts, kind) for kind in ("succeeded", "errored", "canceled", "expired")
-                if getattr(counts, kind)}
+    expected = {
+        kind: getattr(counts, kind) for kind in ("succeeded", "errored", "canceled", "expired") if getattr(counts, kind)
+    }
     assert shown == expected
     total = sum(expected.values())
     assert total == 120
     assert f"of {total} result lines" in body
 
-    errors = [(kind, html.unescape(message), int(n)) for kind, message, n in re.findall(
-        r"<tr><td><code>(.*?)</code></td><td>(.*?)</td><td>(\d+)</td></tr>", body)]
-    upstream = Counter((e["result"]["error"]["error"]["type"], e["result"]["error"]["error"]["message"])
-                       for e in results if e["result"]["type"] == "errored")
+    errors = [
+        (kind, html.unescape(message), int(n))
+        for kind, message, n in re.findall(r"<tr><td><code>(.*?)</code></td><td>(.*?)</td><td>(\d+)</td></tr>", body)
+    ]
+    upstream = Counter(
+        (e["result"]["error"]["error"]["type"], e["result"]["error"]["error"]["message"])
+        for e in results
+        if e["result"]["type"] == "errored"
+    )
     assert sorted(errors) == sorted((kind, message, n) for (kind, message), n in upstream.items())
     assert sum(n for _, _, n in errors) == counts.errored
     assert [n for _, _, n in errors] == sorted((n for _, _, n in errors), reverse=True)  # most frequent first
@@ -478,11 +540,17 @@ def test_csv_export_of_the_filtered_lines(operator_client, ended_anthropic):
     first = errored[0][1]["result"]["error"]["error"]
     assert rows[1][8:] == [first["type"], first["message"]]
 
-    everything = list(csv.reader(io.StringIO(
-        fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/export.csv").body)))
+    everything = list(
+        csv.reader(io.StringIO(fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/export.csv").body))
+    )
     assert len(everything) == 1 + 120
-    searched = list(csv.reader(io.StringIO(
-        fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/export.csv", {"q": "req-11"}).body)))
+    searched = list(
+        csv.reader(
+            io.StringIO(
+                fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/export.csv", {"q": "req-11"}).body
+            )
+        )
+    )
     assert [row[1] for row in searched[1:]] == [f"req-{i}" for i in range(110, 120)]
 
 
@@ -497,11 +565,17 @@ def test_download_of_anthropic_results(operator_client, ended_anthropic, anthrop
     total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
     assert len(lines) == total == 120
     assert [line["custom_id"] for line in lines] == [e["custom_id"] for e in results]
-    assert fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/download",
-                 {"source": "results"}).body == response.body
+    assert (
+        fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/download", {"source": "results"}).body
+        == response.body
+    )
     for source in ("output", "error", "bogus"):
-        assert fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/download",
-                     {"source": source}).status_code == 404, source
+        assert (
+            fetch(
+                operator_client, f"/batches/anthropic-ops/{batch_id}/results/download", {"source": source}
+            ).status_code
+            == 404
+        ), source
 
 
 def test_openai_results_by_file(operator_client, ended_openai):
@@ -511,8 +585,10 @@ def test_openai_results_by_file(operator_client, ended_openai):
     assert page.status_code == 200
     assert "<th>File</th>" in page.body
     for source in ("output", "error"):
-        assert (f'<a href="/batches/openai-ops/{batch.id}/results/download?source={source}" download>'
-                f"Download {source} file (JSONL)</a>" in page.body)
+        assert (
+            f'<a href="/batches/openai-ops/{batch.id}/results/download?source={source}" download>'
+            f"Download {source} file (JSONL)</a>" in page.body
+        )
     assert len(result_rows(page.body)) == 50
 
     only_errors = fetch(operator_client, url, {"source": "error"})
@@ -530,8 +606,13 @@ def test_openai_results_by_file(operator_client, ended_openai):
     found = fetch(operator_client, url, {"q": "<img"})
     assert [row["custom_id"] for row in result_rows(found.body)] == [f"evil-{XSS}"]
     assert "<img" not in found.body and "evil-&lt;img src=x onerror=alert(1)&gt;" in found.body
-    exported = list(csv.reader(io.StringIO(
-        fetch(operator_client, f"/batches/openai-ops/{batch.id}/results/export.csv", {"source": "error"}).body)))
+    exported = list(
+        csv.reader(
+            io.StringIO(
+                fetch(operator_client, f"/batches/openai-ops/{batch.id}/results/export.csv", {"source": "error"}).body
+            )
+        )
+    )
     assert [row[1] for row in exported[1:]] == [line["custom_id"] for line in errors]
     assert {row[3] for row in exported[1:]} == {"error"}
 
@@ -539,8 +620,10 @@ def test_openai_results_by_file(operator_client, ended_openai):
 def test_download_of_openai_files(operator_client, ended_openai):
     batch, output, errors = ended_openai
     base = f"/batches/openai-ops/{batch.id}/results/download"
-    for source, expected, filename in (("output", output, f"{batch.id}_output.jsonl"),
-                                       ("error", errors, f"{batch.id}_error.jsonl")):
+    for source, expected, filename in (
+        ("output", output, f"{batch.id}_output.jsonl"),
+        ("error", errors, f"{batch.id}_error.jsonl"),
+    ):
         response = fetch(operator_client, base, {"source": source})
         assert response.status_code == 200
         assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
@@ -554,8 +637,9 @@ def test_download_of_openai_files(operator_client, ended_openai):
 # --- upstream failures and bad addresses -----------------------------------------------------
 
 
-def test_detail_of_a_seen_batch_is_stale_when_its_account_fails(operator_client, settings, dashboard_upstream,
-                                                                anthropic_client):
+def test_detail_of_a_seen_batch_is_stale_when_its_account_fails(
+    operator_client, settings, dashboard_upstream, anthropic_client
+):
     settings.UPSTREAM_CACHE_SECONDS = 0
     batch = anthropic_batch(anthropic_client)
     assert fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").status_code == 200  # seen once
@@ -581,8 +665,10 @@ def test_stale_ended_batch_says_its_results_cannot_be_read(operator_client, sett
     response = fetch(operator_client, base + "/")
     assert response.status_code == 200
     assert "Stale: refresh failed" in response.body
-    assert ('<div class="banner banner-error" role="alert">Could not read the results: '
-            "Anthropic HTTP 529 overloaded_error: Overloaded</div>" in response.body)
+    assert (
+        '<div class="banner banner-error" role="alert">Could not read the results: '
+        "Anthropic HTTP 529 overloaded_error: Overloaded</div>" in response.body
+    )
     assert result_rows(response.body) == []
     summary = fetch(operator_client, base + "/results/summary", HTTP_HX_REQUEST="true")
     assert summary.status_code == 200 and "Could not read the results: Anthropic HTTP 529" in summary.body
@@ -594,8 +680,9 @@ def test_stale_ended_batch_says_its_results_cannot_be_read(operator_client, sett
     assert export.body.startswith("Could not export the results: Anthropic HTTP 529")
 
 
-def test_detail_of_a_never_seen_batch_whose_account_fails_is_an_error_page(operator_client, dashboard_upstream,
-                                                                           anthropic_client, openai_client):
+def test_detail_of_a_never_seen_batch_whose_account_fails_is_an_error_page(
+    operator_client, dashboard_upstream, anthropic_client, openai_client
+):
     anthropic_id = anthropic_batch(anthropic_client).id
     openai_id = openai_batch(openai_client).id
     fault("anthropic", "ops", "500")
@@ -625,16 +712,19 @@ def test_detail_of_a_never_seen_batch_whose_account_fails_is_an_error_page(opera
         assert "Results are available once the batch has ended." not in partial.body
 
 
-@pytest.mark.parametrize("path", [
-    "/batches/anthropic-ops/not-an-id/",
-    "/batches/anthropic-ops/batch_abc/",  # an OpenAI id in an Anthropic account
-    "/batches/openai-ops/msgbatch_01abc/",
-    "/batches/nobody-ops/msgbatch_01abc/",
-    "/batches/anthropic-ops/msgbatch_01a$b/",
-    "/batches/openai-ops/batch_a%2Fb/results/summary",
-    "/batches/anthropic-ops/not-an-id/results/download",
-    "/batches/openai-ops/not-an-id/results/export.csv",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/batches/anthropic-ops/not-an-id/",
+        "/batches/anthropic-ops/batch_abc/",  # an OpenAI id in an Anthropic account
+        "/batches/openai-ops/msgbatch_01abc/",
+        "/batches/nobody-ops/msgbatch_01abc/",
+        "/batches/anthropic-ops/msgbatch_01a$b/",
+        "/batches/openai-ops/batch_a%2Fb/results/summary",
+        "/batches/anthropic-ops/not-an-id/results/download",
+        "/batches/openai-ops/not-an-id/results/export.csv",
+    ],
+)
 def test_bad_ids_are_404_without_upstream_request(operator_client, dashboard_upstream, upstream_calls, path):
     response = fetch(operator_client, path)
     assert response.status_code == 404
@@ -642,14 +732,17 @@ def test_bad_ids_are_404_without_upstream_request(operator_client, dashboard_ups
     assert upstream_calls == []
 
 
-@pytest.mark.parametrize("path", [
-    "/batches/anthropic-ops/msgbatch_01nothere/",
-    "/batches/anthropic-ops/msgbatch_01nothere/results/summary",
-    "/batches/anthropic-ops/msgbatch_01nothere/results/download",
-    "/batches/anthropic-ops/msgbatch_01nothere/results/export.csv",
-    "/batches/openai-ops/batch_nothere/",
-    "/batches/openai-ops/batch_nothere/results/download?source=error",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/batches/anthropic-ops/msgbatch_01nothere/",
+        "/batches/anthropic-ops/msgbatch_01nothere/results/summary",
+        "/batches/anthropic-ops/msgbatch_01nothere/results/download",
+        "/batches/anthropic-ops/msgbatch_01nothere/results/export.csv",
+        "/batches/openai-ops/batch_nothere/",
+        "/batches/openai-ops/batch_nothere/results/download?source=error",
+    ],
+)
 def test_batch_unknown_upstream_is_404(operator_client, dashboard_upstream, upstream_calls, path):
     response = fetch(operator_client, path)
     assert response.status_code == 404

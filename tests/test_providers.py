@@ -9,18 +9,26 @@ import copy
 import dataclasses
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from dashboard.providers import anthropic, openai
 from dashboard.providers.base import (
-    AlreadyEnded, BadResponse, Batch, NotFound, Overloaded, ProviderError, RateLimited, UpstreamError,
-    UpstreamTimeout, UpstreamUnreachable,
+    AlreadyEnded,
+    BadResponse,
+    Batch,
+    NotFound,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
 )
 
-UTC = timezone.utc
+UTC = UTC
 ANTHROPIC_URL = "https://api.anthropic.com"
 OPENAI_URL = "https://api.openai.com/v1"
 ANTHROPIC_KEY = "sk-ant-api03-SECRETanthropicKEY0123456789abcdefXYZ"
@@ -96,13 +104,28 @@ OPENAI_CANCELLING = {
 }
 
 OPENAI_IN_PROGRESS = {**OPENAI_CANCELLING, "status": "in_progress", "cancelling_at": None}
-OPENAI_CANCELLED = {**OPENAI_CANCELLING, "status": "cancelled", "cancelled_at": 1711475400,
-                    "output_file_id": "file-out123", "error_file_id": "file-err456"}
-OPENAI_EXPIRED = {**OPENAI_IN_PROGRESS, "status": "expired", "expired_at": 1711557940,
-                  "request_counts": {"total": 100, "completed": 60, "failed": 5}}
-OPENAI_COMPLETED = {**OPENAI_IN_PROGRESS, "status": "completed", "finalizing_at": 1711480000,
-                    "completed_at": 1711480100, "output_file_id": "file-out123", "error_file_id": "file-err456",
-                    "request_counts": {"total": 100, "completed": 95, "failed": 5}}
+OPENAI_CANCELLED = {
+    **OPENAI_CANCELLING,
+    "status": "cancelled",
+    "cancelled_at": 1711475400,
+    "output_file_id": "file-out123",
+    "error_file_id": "file-err456",
+}
+OPENAI_EXPIRED = {
+    **OPENAI_IN_PROGRESS,
+    "status": "expired",
+    "expired_at": 1711557940,
+    "request_counts": {"total": 100, "completed": 60, "failed": 5},
+}
+OPENAI_COMPLETED = {
+    **OPENAI_IN_PROGRESS,
+    "status": "completed",
+    "finalizing_at": 1711480000,
+    "completed_at": 1711480100,
+    "output_file_id": "file-out123",
+    "error_file_id": "file-err456",
+    "request_counts": {"total": 100, "completed": 95, "failed": 5},
+}
 
 
 def ts(seconds: int) -> datetime:
@@ -110,6 +133,7 @@ def ts(seconds: int) -> datetime:
 
 
 # --- plumbing ---------------------------------------------------------------------------------------------------
+
 
 class Upstream:
     """A MockTransport handler that records every request and answers from a function."""
@@ -132,26 +156,38 @@ def reply(status: int = 200, body=None, *, text: str | None = None, headers=None
         if text is not None:
             return httpx.Response(status, text=text, headers=headers)
         return httpx.Response(status, json=body, headers=headers)
+
     return answer
 
 
 def fails_with(error: Exception) -> Callable:
     def answer(request: httpx.Request) -> httpx.Response:
         raise error
+
     return answer
 
 
-def make_anthropic(answer: Callable, *, key: str | None = ANTHROPIC_KEY) -> tuple[anthropic.AnthropicProvider, Upstream]:
+def make_anthropic(
+    answer: Callable, *, key: str | None = ANTHROPIC_KEY
+) -> tuple[anthropic.AnthropicProvider, Upstream]:
     upstream = Upstream(answer)
-    client = httpx.Client(base_url=ANTHROPIC_URL, transport=httpx.MockTransport(upstream),
-                          headers=anthropic.auth_headers(key) if key else None, timeout=12.0)
+    client = httpx.Client(
+        base_url=ANTHROPIC_URL,
+        transport=httpx.MockTransport(upstream),
+        headers=anthropic.auth_headers(key) if key else None,
+        timeout=12.0,
+    )
     return anthropic.AnthropicProvider(client, account="anthropic-ops"), upstream
 
 
 def make_openai(answer: Callable, *, key: str | None = OPENAI_KEY) -> tuple[openai.OpenAIProvider, Upstream]:
     upstream = Upstream(answer)
-    client = httpx.Client(base_url=OPENAI_URL, transport=httpx.MockTransport(upstream),
-                          headers=openai.auth_headers(key) if key else None, timeout=12.0)
+    client = httpx.Client(
+        base_url=OPENAI_URL,
+        transport=httpx.MockTransport(upstream),
+        headers=openai.auth_headers(key) if key else None,
+        timeout=12.0,
+    )
     return openai.OpenAIProvider(client, account="openai-ops"), upstream
 
 
@@ -164,12 +200,22 @@ def openai_error(message: str, kind: str = "invalid_request_error", code: str | 
 
 
 PROVIDERS = {
-    "anthropic": dict(make=make_anthropic, error=lambda kind, message: anthropic_error(kind, message),
-                      batch_id="msgbatch_013Zva2CMHLNnXjNJJKqJ2EF", body=ANTHROPIC_RUNNING, label="Anthropic",
-                      request_id_header="request-id"),
-    "openai": dict(make=make_openai, error=lambda kind, message: openai_error(message, kind),
-                   batch_id="batch_abc123", body=OPENAI_IN_PROGRESS, label="OpenAI",
-                   request_id_header="x-request-id"),
+    "anthropic": dict(
+        make=make_anthropic,
+        error=lambda kind, message: anthropic_error(kind, message),
+        batch_id="msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+        body=ANTHROPIC_RUNNING,
+        label="Anthropic",
+        request_id_header="request-id",
+    ),
+    "openai": dict(
+        make=make_openai,
+        error=lambda kind, message: openai_error(message, kind),
+        batch_id="batch_abc123",
+        body=OPENAI_IN_PROGRESS,
+        label="OpenAI",
+        request_id_header="x-request-id",
+    ),
 }
 
 
@@ -188,6 +234,7 @@ def operations(provider, batch_id: str) -> dict[str, Callable[[], object]]:
 
 # --- parsing: Anthropic -----------------------------------------------------------------------------------------
 
+
 def test_anthropic_parses_the_reference_message_batch():
     provider, upstream = make_anthropic(reply(200, ANTHROPIC_DOC_BATCH))
     batch = provider.retrieve("msgbatch_013Zva2CMHLNnXjNJJKqJ2EF")
@@ -201,8 +248,13 @@ def test_anthropic_parses_the_reference_message_batch():
     assert batch.is_ended is False
     assert batch.can_cancel is True
     assert batch.counts.total == 200  # 100 + 50 + 30 + 10 + 10
-    assert (batch.counts.processing, batch.counts.succeeded, batch.counts.errored, batch.counts.canceled,
-            batch.counts.expired) == (100, 50, 30, 10, 10)
+    assert (
+        batch.counts.processing,
+        batch.counts.succeeded,
+        batch.counts.errored,
+        batch.counts.canceled,
+        batch.counts.expired,
+    ) == (100, 50, 30, 10, 10)
     assert batch.counts.finished == 100
     assert batch.counts_are_final_only is True
     for value in (batch.created_at, batch.expires_at, batch.ended_at, batch.cancel_initiated_at):
@@ -243,7 +295,12 @@ def test_anthropic_ended_batch():
     batch = provider.retrieve(ANTHROPIC_ENDED["id"])
     assert batch.is_ended is True and batch.can_cancel is False
     assert batch.counts.total == 120
-    assert (batch.counts.succeeded, batch.counts.errored, batch.counts.canceled, batch.counts.expired) == (100, 7, 12, 1)
+    assert (batch.counts.succeeded, batch.counts.errored, batch.counts.canceled, batch.counts.expired) == (
+        100,
+        7,
+        12,
+        1,
+    )
     assert batch.counts.processing == 0 and batch.counts.finished == 120
     assert batch.ended_at == datetime(2024, 9, 24, 19, 2, 3, 500000, tzinfo=UTC)
 
@@ -257,6 +314,7 @@ def test_anthropic_timestamps_with_an_offset_stay_aware_and_compare_in_utc():
 
 
 # --- parsing: OpenAI --------------------------------------------------------------------------------------------
+
 
 def test_openai_parses_the_reference_cancelling_batch():
     provider, upstream = make_openai(reply(200, OPENAI_CANCELLING))
@@ -276,8 +334,17 @@ def test_openai_parses_the_reference_cancelling_batch():
     assert batch.expires_at == datetime(2024, 3, 27, 16, 45, 33, tzinfo=UTC)
     assert batch.ended_at is None
     assert batch.cancel_initiated_at == datetime(2024, 3, 26, 17, 45, 33, tzinfo=UTC)
-    assert set(batch.timestamps) == {"created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at",
-                                     "failed_at", "expired_at", "cancelling_at", "cancelled_at"}
+    assert set(batch.timestamps) == {
+        "created_at",
+        "in_progress_at",
+        "expires_at",
+        "finalizing_at",
+        "completed_at",
+        "failed_at",
+        "expired_at",
+        "cancelling_at",
+        "cancelled_at",
+    }
     assert batch.timestamps["in_progress_at"] == datetime(2024, 3, 26, 16, 45, 38, tzinfo=UTC)
     assert batch.timestamps["finalizing_at"] is None and batch.timestamps["cancelled_at"] is None
     for value in batch.timestamps.values():
@@ -287,24 +354,49 @@ def test_openai_parses_the_reference_cancelling_batch():
     assert upstream.routes == [("GET", "/v1/batches/batch_abc123")]
 
 
-@pytest.mark.parametrize("body, expected", [
-    # status, is_ended, can_cancel, (total, processing, succeeded, errored, canceled, expired), ended_at
-    (OPENAI_IN_PROGRESS, ("in_progress", False, True, (100, 76, 23, 1, 0, 0), None)),
-    ({**OPENAI_IN_PROGRESS, "status": "validating", "in_progress_at": None,
-      "request_counts": {"total": 0, "completed": 0, "failed": 0}},
-     ("validating", False, True, (0, 0, 0, 0, 0, 0), None)),
-    ({**OPENAI_IN_PROGRESS, "status": "finalizing", "finalizing_at": 1711480000,
-      "request_counts": {"total": 100, "completed": 97, "failed": 3}},
-     ("finalizing", False, False, (100, 0, 97, 3, 0, 0), None)),
-    (OPENAI_CANCELLED, ("cancelled", True, False, (100, 0, 23, 1, 76, 0), ts(1711475400))),
-    (OPENAI_EXPIRED, ("expired", True, False, (100, 0, 60, 5, 0, 35), ts(1711557940))),
-    (OPENAI_COMPLETED, ("completed", True, False, (100, 0, 95, 5, 0, 0), ts(1711480100))),
-    ({**OPENAI_IN_PROGRESS, "status": "failed", "in_progress_at": None, "failed_at": 1711471540,
-      "errors": {"object": "list", "data": [{"code": "invalid_json_line", "message": "bad", "param": None,
-                                             "line": 1}]},
-      "request_counts": {"total": 0, "completed": 0, "failed": 0}},
-     ("failed", True, False, (0, 0, 0, 0, 0, 0), ts(1711471540))),
-], ids=["in_progress", "validating", "finalizing", "cancelled", "expired", "completed", "failed"])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        # status, is_ended, can_cancel, (total, processing, succeeded, errored, canceled, expired), ended_at
+        (OPENAI_IN_PROGRESS, ("in_progress", False, True, (100, 76, 23, 1, 0, 0), None)),
+        (
+            {
+                **OPENAI_IN_PROGRESS,
+                "status": "validating",
+                "in_progress_at": None,
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            },
+            ("validating", False, True, (0, 0, 0, 0, 0, 0), None),
+        ),
+        (
+            {
+                **OPENAI_IN_PROGRESS,
+                "status": "finalizing",
+                "finalizing_at": 1711480000,
+                "request_counts": {"total": 100, "completed": 97, "failed": 3},
+            },
+            ("finalizing", False, False, (100, 0, 97, 3, 0, 0), None),
+        ),
+        (OPENAI_CANCELLED, ("cancelled", True, False, (100, 0, 23, 1, 76, 0), ts(1711475400))),
+        (OPENAI_EXPIRED, ("expired", True, False, (100, 0, 60, 5, 0, 35), ts(1711557940))),
+        (OPENAI_COMPLETED, ("completed", True, False, (100, 0, 95, 5, 0, 0), ts(1711480100))),
+        (
+            {
+                **OPENAI_IN_PROGRESS,
+                "status": "failed",
+                "in_progress_at": None,
+                "failed_at": 1711471540,
+                "errors": {
+                    "object": "list",
+                    "data": [{"code": "invalid_json_line", "message": "bad", "param": None, "line": 1}],
+                },
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            },
+            ("failed", True, False, (0, 0, 0, 0, 0, 0), ts(1711471540)),
+        ),
+    ],
+    ids=["in_progress", "validating", "finalizing", "cancelled", "expired", "completed", "failed"],
+)
 def test_openai_counts_and_lifecycle_by_status(body, expected):
     provider, _ = make_openai(reply(200, body))
     batch = provider.retrieve(body["id"])
@@ -324,10 +416,14 @@ def test_openai_null_request_counts_fields_count_as_zero():
     assert dataclasses.astuple(provider.retrieve("batch_abc123").counts) == (10, 10, 0, 0, 0, 0)
 
 
-@pytest.mark.parametrize("make, body, batch_id", [
-    (make_anthropic, ANTHROPIC_DOC_BATCH, ANTHROPIC_DOC_BATCH["id"]),
-    (make_openai, OPENAI_CANCELLING, "batch_abc123"),
-], ids=["anthropic", "openai"])
+@pytest.mark.parametrize(
+    "make, body, batch_id",
+    [
+        (make_anthropic, ANTHROPIC_DOC_BATCH, ANTHROPIC_DOC_BATCH["id"]),
+        (make_openai, OPENAI_CANCELLING, "batch_abc123"),
+    ],
+    ids=["anthropic", "openai"],
+)
 def test_batch_and_counts_are_frozen(make, body, batch_id):
     provider, _ = make(reply(200, body))
     batch = provider.retrieve(batch_id)
@@ -342,6 +438,7 @@ def test_batch_and_counts_are_frozen(make, body, batch_id):
 
 # --- requests sent ----------------------------------------------------------------------------------------------
 
+
 def test_anthropic_list_page_sends_path_params_and_auth_headers():
     def answer(request: httpx.Request) -> httpx.Response:
         assert request.method == "GET"
@@ -350,8 +447,15 @@ def test_anthropic_list_page_sends_path_params_and_auth_headers():
         assert request.headers["x-api-key"] == ANTHROPIC_KEY
         assert request.headers["anthropic-version"] == "2023-06-01"
         assert "authorization" not in request.headers
-        return httpx.Response(200, json={"data": [ANTHROPIC_DOC_BATCH, ANTHROPIC_ENDED], "has_more": True,
-                                         "first_id": ANTHROPIC_DOC_BATCH["id"], "last_id": ANTHROPIC_ENDED["id"]})
+        return httpx.Response(
+            200,
+            json={
+                "data": [ANTHROPIC_DOC_BATCH, ANTHROPIC_ENDED],
+                "has_more": True,
+                "first_id": ANTHROPIC_DOC_BATCH["id"],
+                "last_id": ANTHROPIC_ENDED["id"],
+            },
+        )
 
     provider, upstream = make_anthropic(answer)
     page = provider.list_page(limit=20, after="msgbatch_01PREVIOUSpage")
@@ -363,8 +467,7 @@ def test_anthropic_list_page_sends_path_params_and_auth_headers():
 
 
 def test_anthropic_first_page_has_no_after_id():
-    provider, upstream = make_anthropic(reply(200, {"data": [], "has_more": False, "first_id": None,
-                                                    "last_id": None}))
+    provider, upstream = make_anthropic(reply(200, {"data": [], "has_more": False, "first_id": None, "last_id": None}))
     page = provider.list_page(limit=5)
     assert dict(upstream.calls[0].url.params) == {"limit": "5"}
     assert page.batches == [] and page.has_more is False and page.last_id is None
@@ -377,8 +480,16 @@ def test_openai_list_page_sends_path_params_and_auth_headers():
         assert dict(request.url.params) == {"limit": "5", "after": "batch_previous"}
         assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
         assert "x-api-key" not in request.headers
-        return httpx.Response(200, json={"object": "list", "data": [OPENAI_IN_PROGRESS, OPENAI_COMPLETED],
-                                         "first_id": "batch_abc123", "last_id": "batch_abc123", "has_more": True})
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": [OPENAI_IN_PROGRESS, OPENAI_COMPLETED],
+                "first_id": "batch_abc123",
+                "last_id": "batch_abc123",
+                "has_more": True,
+            },
+        )
 
     provider, upstream = make_openai(answer)
     page = provider.list_page(limit=5, after="batch_previous")
@@ -389,8 +500,9 @@ def test_openai_list_page_sends_path_params_and_auth_headers():
 
 def test_openai_list_page_without_last_id_falls_back_to_the_last_batch():
     second = {**OPENAI_COMPLETED, "id": "batch_zzz999"}
-    provider, upstream = make_openai(reply(200, {"object": "list", "data": [OPENAI_IN_PROGRESS, second],
-                                                 "has_more": False}))
+    provider, upstream = make_openai(
+        reply(200, {"object": "list", "data": [OPENAI_IN_PROGRESS, second], "has_more": False})
+    )
     page = provider.list_page(limit=2)
     assert dict(upstream.calls[0].url.params) == {"limit": "2"}
     assert page.last_id == "batch_zzz999" and page.has_more is False
@@ -409,8 +521,10 @@ def test_anthropic_retrieve_and_cancel_paths_and_headers():
     assert provider.retrieve("msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d").status == "in_progress"
     canceled = provider.cancel("msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d")
     assert canceled.status == "canceling"
-    assert upstream.routes == [("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"),
-                               ("POST", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/cancel")]
+    assert upstream.routes == [
+        ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"),
+        ("POST", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/cancel"),
+    ]
 
 
 def test_openai_retrieve_and_cancel_paths_and_headers():
@@ -435,10 +549,12 @@ def test_auth_header_builders():
 
 # --- errors -----------------------------------------------------------------------------------------------------
 
+
 def test_400_is_a_plain_upstream_error_with_the_providers_message(spec):
     message = "request_counts: limit must be at most 1000"
-    provider, _ = spec["make"](reply(400, spec["error"]("invalid_request_error", message),
-                                     headers={spec["request_id_header"]: "req_0123"}))
+    provider, _ = spec["make"](
+        reply(400, spec["error"]("invalid_request_error", message), headers={spec["request_id_header"]: "req_0123"})
+    )
     for name, call in operations(provider, spec["batch_id"]).items():
         if name == "cancel" and spec["label"] == "Anthropic":
             continue  # Anthropic's cancel looks again after a 400; covered below
@@ -453,12 +569,22 @@ def test_400_is_a_plain_upstream_error_with_the_providers_message(spec):
         assert error.message.startswith(f"{spec['label']} HTTP 400")
 
 
-@pytest.mark.parametrize("make, body, key", [
-    (make_anthropic, anthropic_error("authentication_error", "invalid x-api-key"), ANTHROPIC_KEY),
-    (make_openai, openai_error("Incorrect API key provided: sk-proj-****************************WXYZ. You can find "
-                               "your API key at https://platform.openai.com/account/api-keys.", code="invalid_api_key"),
-     OPENAI_KEY),
-], ids=["anthropic", "openai"])
+@pytest.mark.parametrize(
+    "make, body, key",
+    [
+        (make_anthropic, anthropic_error("authentication_error", "invalid x-api-key"), ANTHROPIC_KEY),
+        (
+            make_openai,
+            openai_error(
+                "Incorrect API key provided: sk-proj-****************************WXYZ. You can find "
+                "your API key at https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            ),
+            OPENAI_KEY,
+        ),
+    ],
+    ids=["anthropic", "openai"],
+)
 def test_401_is_an_upstream_error_that_never_shows_the_key(make, body, key):
     provider, upstream = make(reply(401, body))
     with pytest.raises(UpstreamError) as caught:
@@ -483,19 +609,26 @@ def test_404_is_not_found(spec):
 
 def openai_cancel_refused(current: dict | None) -> Callable:
     """POST cancel answers 409; GET answers with `current`, or 500 when it is None."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            return httpx.Response(409, json=openai_error(
-                f"Cannot cancel a batch with status '{current['status'] if current else 'completed'}'."),
-                headers={"x-request-id": "req_409"})
+            return httpx.Response(
+                409,
+                json=openai_error(
+                    f"Cannot cancel a batch with status '{current['status'] if current else 'completed'}'."
+                ),
+                headers={"x-request-id": "req_409"},
+            )
         if current is None:
             return httpx.Response(500, json=openai_error("Internal error", "server_error"))
         return httpx.Response(200, json=current)
+
     return answer
 
 
-@pytest.mark.parametrize("current", [OPENAI_COMPLETED, OPENAI_CANCELLED, OPENAI_EXPIRED],
-                         ids=["completed", "cancelled", "expired"])
+@pytest.mark.parametrize(
+    "current", [OPENAI_COMPLETED, OPENAI_CANCELLED, OPENAI_EXPIRED], ids=["completed", "cancelled", "expired"]
+)
 def test_openai_cancel_409_on_an_ended_batch_is_already_ended(current):
     provider, upstream = make_openai(openai_cancel_refused(current))
     with pytest.raises(AlreadyEnded) as caught:
@@ -529,9 +662,13 @@ def test_openai_cancel_409_when_the_second_look_fails_keeps_the_409():
 def test_anthropic_cancel_400_on_an_ended_batch_is_already_ended():
     def answer(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            return httpx.Response(400, json=anthropic_error(
-                "invalid_request_error", "Batch msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d cannot be canceled."),
-                headers={"request-id": "req_cancel"})
+            return httpx.Response(
+                400,
+                json=anthropic_error(
+                    "invalid_request_error", "Batch msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d cannot be canceled."
+                ),
+                headers={"request-id": "req_cancel"},
+            )
         return httpx.Response(200, json=ANTHROPIC_ENDED)
 
     provider, upstream = make_anthropic(answer)
@@ -540,8 +677,10 @@ def test_anthropic_cancel_400_on_an_ended_batch_is_already_ended():
     assert caught.value.status == 400
     assert caught.value.request_id == "req_cancel"
     assert "already ended" in caught.value.message
-    assert upstream.routes == [("POST", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/cancel"),
-                               ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d")]
+    assert upstream.routes == [
+        ("POST", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/cancel"),
+        ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"),
+    ]
 
 
 @pytest.mark.parametrize("current", [ANTHROPIC_RUNNING, ANTHROPIC_CANCELING], ids=["in_progress", "canceling"])
@@ -582,8 +721,9 @@ def test_anthropic_cancel_non_400_errors_do_not_look_again():
 
 
 def test_429_with_retry_after_is_rate_limited(spec):
-    provider, _ = spec["make"](reply(429, spec["error"]("rate_limit_error", "Number of requests has exceeded."),
-                                     headers={"retry-after": "7"}))
+    provider, _ = spec["make"](
+        reply(429, spec["error"]("rate_limit_error", "Number of requests has exceeded."), headers={"retry-after": "7"})
+    )
     for name, call in operations(provider, spec["batch_id"]).items():
         with pytest.raises(RateLimited) as caught:
             call()
@@ -593,8 +733,13 @@ def test_429_with_retry_after_is_rate_limited(spec):
 
 
 def test_429_without_retry_after(spec):
-    provider, _ = spec["make"](reply(429, spec["error"]("rate_limit_error", "slow down"),
-                                     headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    provider, _ = spec["make"](
+        reply(
+            429,
+            spec["error"]("rate_limit_error", "slow down"),
+            headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+        )
+    )
     with pytest.raises(RateLimited) as caught:
         provider.retrieve(spec["batch_id"])
     assert caught.value.retry_after is None
@@ -627,8 +772,9 @@ def test_500_is_a_plain_upstream_error(spec):
         assert "Internal server error" in caught.value.message
 
 
-@pytest.mark.parametrize("status, expected", [(502, UpstreamError), (503, Overloaded), (404, NotFound),
-                                              (429, RateLimited)])
+@pytest.mark.parametrize(
+    "status, expected", [(502, UpstreamError), (503, Overloaded), (404, NotFound), (429, RateLimited)]
+)
 def test_error_status_with_an_html_body_still_maps_and_reads_well(spec, status, expected):
     html = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
     provider, _ = spec["make"](reply(status, text=html, headers={"content-type": "text/html"}))
@@ -642,8 +788,9 @@ def test_error_status_with_an_html_body_still_maps_and_reads_well(spec, status, 
 
 
 def test_2xx_non_json_is_bad_response(spec):
-    provider, _ = spec["make"](reply(200, text="<html><body>captive portal</body></html>",
-                                     headers={"content-type": "text/html"}))
+    provider, _ = spec["make"](
+        reply(200, text="<html><body>captive portal</body></html>", headers={"content-type": "text/html"})
+    )
     for name, call in operations(provider, spec["batch_id"]).items():
         with pytest.raises(BadResponse) as caught:
             call()
@@ -689,15 +836,19 @@ def changed(body: dict, change: dict) -> dict:
     return {key: value for key, value in result.items() if value is not DROP}
 
 
-@pytest.mark.parametrize("change", [
-    {"request_counts": {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0}},  # one count missing
-    {"request_counts": {"processing": "many", "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}},
-    {"request_counts": "lots"},
-    {"created_at": "2024-09-24T18:37:24"},  # no time zone
-    {"created_at": "yesterday"},
-    {"processing_status": DROP},
-    {"id": DROP},
-], ids=["count-missing", "count-not-int", "counts-not-object", "naive-time", "not-a-time", "no-status", "no-id"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"request_counts": {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0}},  # one count missing
+        {"request_counts": {"processing": "many", "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}},
+        {"request_counts": "lots"},
+        {"created_at": "2024-09-24T18:37:24"},  # no time zone
+        {"created_at": "yesterday"},
+        {"processing_status": DROP},
+        {"id": DROP},
+    ],
+    ids=["count-missing", "count-not-int", "counts-not-object", "naive-time", "not-a-time", "no-status", "no-id"],
+)
 def test_anthropic_malformed_batches_are_bad_response(change):
     body = changed(ANTHROPIC_RUNNING, change)
     provider, _ = make_anthropic(reply(200, body))
@@ -705,19 +856,33 @@ def test_anthropic_malformed_batches_are_bad_response(change):
         provider.retrieve(ANTHROPIC_RUNNING["id"])
 
 
-@pytest.mark.parametrize("change", [
-    {"created_at": "2024-03-26T16:45:33Z"},  # a string, not Unix seconds
-    {"created_at": True},
-    {"created_at": None},
-    {"expires_at": "soon"},
-    {"request_counts": {"total": "x", "completed": 0, "failed": 0}},
-    {"request_counts": "lots"},
-    {"request_counts": [100, 23, 1]},
-    {"created_at": 1e20},  # beyond what a datetime can hold
-    {"status": DROP},
-    {"id": DROP},
-], ids=["iso-string", "bool", "null-created", "bad-expires", "count-not-int", "counts-string", "counts-list",
-        "out-of-range", "no-status", "no-id"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"created_at": "2024-03-26T16:45:33Z"},  # a string, not Unix seconds
+        {"created_at": True},
+        {"created_at": None},
+        {"expires_at": "soon"},
+        {"request_counts": {"total": "x", "completed": 0, "failed": 0}},
+        {"request_counts": "lots"},
+        {"request_counts": [100, 23, 1]},
+        {"created_at": 1e20},  # beyond what a datetime can hold
+        {"status": DROP},
+        {"id": DROP},
+    ],
+    ids=[
+        "iso-string",
+        "bool",
+        "null-created",
+        "bad-expires",
+        "count-not-int",
+        "counts-string",
+        "counts-list",
+        "out-of-range",
+        "no-status",
+        "no-id",
+    ],
+)
 def test_openai_malformed_batches_are_bad_response(change):
     body = changed(OPENAI_IN_PROGRESS, change)
     provider, _ = make_openai(reply(200, body))
@@ -775,25 +940,50 @@ def test_long_upstream_messages_are_trimmed(spec):
 # --- id validation ----------------------------------------------------------------------------------------------
 
 VALID_IDS = {
-    "anthropic": ["msgbatch_013Zva2CMHLNnXjNJJKqJ2EF", "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "msgbatch_a",
-                  "msgbatch_" + "a" * 100],
+    "anthropic": [
+        "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+        "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d",
+        "msgbatch_a",
+        "msgbatch_" + "a" * 100,
+    ],
     "openai": ["batch_abc123", "batch_67e5c1a8f2a88190b1d1c9e4a2f3b6c7", "batch_a-b_c", "batch_" + "a" * 100],
 }
 
 
 def invalid_ids(prefix: str) -> list[str]:
     return [
-        "", " ", "../etc", "msgbatch_x/../../v1", "batch_abc?x=1", "/etc/passwd",
-        prefix, f"{prefix}../../v1", f"{prefix}abc/def", f"{prefix}abc def", f"{prefix}abc%2F..",
-        f"{prefix}abc%20", f"{prefix}abc?x=1", f"{prefix}abc#x", f"{prefix}abc\n", f"\n{prefix}abc",
-        f"{prefix}abc\\x", f"{prefix}abc.json", f"{prefix}١٢٣", f" {prefix}abc", f"{prefix}abc ",
-        prefix + "a" * 102, "x" * 200,
+        "",
+        " ",
+        "../etc",
+        "msgbatch_x/../../v1",
+        "batch_abc?x=1",
+        "/etc/passwd",
+        prefix,
+        f"{prefix}../../v1",
+        f"{prefix}abc/def",
+        f"{prefix}abc def",
+        f"{prefix}abc%2F..",
+        f"{prefix}abc%20",
+        f"{prefix}abc?x=1",
+        f"{prefix}abc#x",
+        f"{prefix}abc\n",
+        f"\n{prefix}abc",
+        f"{prefix}abc\\x",
+        f"{prefix}abc.json",
+        f"{prefix}١٢٣",
+        f" {prefix}abc",
+        f"{prefix}abc ",
+        prefix + "a" * 102,
+        "x" * 200,
         "msgbatch_abc" if prefix == "batch_" else "batch_abc",  # the other provider's id
     ]
 
 
-@pytest.mark.parametrize("make, name, prefix", [(make_anthropic, "anthropic", "msgbatch_"),
-                                                (make_openai, "openai", "batch_")], ids=["anthropic", "openai"])
+@pytest.mark.parametrize(
+    "make, name, prefix",
+    [(make_anthropic, "anthropic", "msgbatch_"), (make_openai, "openai", "batch_")],
+    ids=["anthropic", "openai"],
+)
 def test_valid_ids_pass(make, name, prefix):
     provider, _ = make(reply(200, {}))
     for batch_id in VALID_IDS[name]:
@@ -801,8 +991,9 @@ def test_valid_ids_pass(make, name, prefix):
     assert len(VALID_IDS[name][-1]) <= 110
 
 
-@pytest.mark.parametrize("make, prefix", [(make_anthropic, "msgbatch_"), (make_openai, "batch_")],
-                         ids=["anthropic", "openai"])
+@pytest.mark.parametrize(
+    "make, prefix", [(make_anthropic, "msgbatch_"), (make_openai, "batch_")], ids=["anthropic", "openai"]
+)
 def test_invalid_ids_are_rejected_before_any_request(make, prefix):
     provider, upstream = make(reply(200, {}))
     for batch_id in invalid_ids(prefix):
@@ -821,15 +1012,27 @@ def test_invalid_ids_are_rejected_before_any_request(make, prefix):
 
 # --- stream_results ---------------------------------------------------------------------------------------------
 
+
 def result_line(custom_id: str, kind: str = "succeeded") -> bytes:
     if kind == "succeeded":
-        result = {"type": "succeeded", "message": {
-            "id": f"msg_{custom_id}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-            "content": [{"type": "text", "text": "Bonjour — ça va? ✓"}], "stop_reason": "end_turn",
-            "stop_sequence": None, "usage": {"input_tokens": 11, "output_tokens": 7}}}
+        result = {
+            "type": "succeeded",
+            "message": {
+                "id": f"msg_{custom_id}",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5",
+                "content": [{"type": "text", "text": "Bonjour — ça va? ✓"}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 11, "output_tokens": 7},
+            },
+        }
     else:
-        result = {"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error",
-                                                                           "message": "max_tokens too large"}}}
+        result = {
+            "type": "errored",
+            "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens too large"}},
+        }
     return json.dumps({"custom_id": custom_id, "result": result}, ensure_ascii=False).encode()
 
 
@@ -837,7 +1040,7 @@ def test_anthropic_stream_results_yields_lines_one_by_one():
     lines = [result_line("req-1"), result_line("req-2", "errored"), result_line("req-3")]
     body = lines[0] + b"\n\n" + lines[1] + b"\r\n" + lines[2] + b"\n"
     # Chunks that split lines (and a multi-byte character) anywhere, as a network would.
-    chunks = [body[i:i + 17] for i in range(0, len(body), 17)]
+    chunks = [body[i : i + 17] for i in range(0, len(body), 17)]
     sent: list[bytes] = []
 
     def body_stream() -> Iterator[bytes]:
@@ -871,13 +1074,17 @@ def test_anthropic_result_sources_only_for_ended_batches():
     assert provider.result_sources(anthropic.parse_batch(ANTHROPIC_RUNNING, account="a")) == []
 
 
-@pytest.mark.parametrize("status, body, headers, expected", [
-    (404, anthropic_error("not_found_error", "No results for this batch."), {}, NotFound),
-    (500, anthropic_error("api_error", "Internal server error"), {}, UpstreamError),
-    (529, anthropic_error("overloaded_error", "Overloaded"), {}, Overloaded),
-    (429, anthropic_error("rate_limit_error", "Too many"), {"retry-after": "7"}, RateLimited),
-    (401, anthropic_error("authentication_error", "invalid x-api-key"), {}, UpstreamError),
-], ids=["404", "500", "529", "429", "401"])
+@pytest.mark.parametrize(
+    "status, body, headers, expected",
+    [
+        (404, anthropic_error("not_found_error", "No results for this batch."), {}, NotFound),
+        (500, anthropic_error("api_error", "Internal server error"), {}, UpstreamError),
+        (529, anthropic_error("overloaded_error", "Overloaded"), {}, Overloaded),
+        (429, anthropic_error("rate_limit_error", "Too many"), {"retry-after": "7"}, RateLimited),
+        (401, anthropic_error("authentication_error", "invalid x-api-key"), {}, UpstreamError),
+    ],
+    ids=["404", "500", "529", "429", "401"],
+)
 def test_anthropic_stream_results_error_status_raises(status, body, headers, expected):
     provider, upstream = make_anthropic(reply(status, body, headers=headers))
     with pytest.raises(expected) as caught:
@@ -901,34 +1108,62 @@ def openai_files_upstream(batch: dict, files: dict[str, bytes | httpx.Response])
             if request.url.path == f"/v1/files/{file_id}/content":
                 return content if isinstance(content, httpx.Response) else httpx.Response(200, content=content)
         raise AssertionError(f"unexpected request {request.url}")
+
     return answer
 
 
 def openai_output_line(custom_id: str) -> bytes:
-    return json.dumps({"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": {
-        "status_code": 200, "request_id": "req_x", "body": {"id": "chatcmpl-1", "object": "chat.completion",
-                                                             "choices": [{"index": 0, "message": {
-                                                                 "role": "assistant", "content": "Hi"}}]}},
-        "error": None}).encode()
+    return json.dumps(
+        {
+            "id": f"batch_req_{custom_id}",
+            "custom_id": custom_id,
+            "response": {
+                "status_code": 200,
+                "request_id": "req_x",
+                "body": {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}],
+                },
+            },
+            "error": None,
+        }
+    ).encode()
 
 
 def openai_error_line(custom_id: str) -> bytes:
-    return json.dumps({"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": {
-        "status_code": 400, "request_id": "req_y", "body": {"error": {"message": "bad", "type": "invalid_request_error"}}},
-        "error": None}).encode()
+    return json.dumps(
+        {
+            "id": f"batch_req_{custom_id}",
+            "custom_id": custom_id,
+            "response": {
+                "status_code": 400,
+                "request_id": "req_y",
+                "body": {"error": {"message": "bad", "type": "invalid_request_error"}},
+            },
+            "error": None,
+        }
+    ).encode()
 
 
 def test_openai_stream_results_reads_the_batch_then_output_then_error_file():
     output = [openai_output_line("r1"), openai_output_line("r2")]
     errors = [openai_error_line("r3")]
-    provider, upstream = make_openai(openai_files_upstream(OPENAI_COMPLETED, {
-        "file-out123": b"\n".join(output) + b"\n\n",
-        "file-err456": errors[0] + b"\n",
-    }))
+    provider, upstream = make_openai(
+        openai_files_upstream(
+            OPENAI_COMPLETED,
+            {
+                "file-out123": b"\n".join(output) + b"\n\n",
+                "file-err456": errors[0] + b"\n",
+            },
+        )
+    )
     assert list(provider.stream_results("batch_abc123")) == output + errors
-    assert upstream.routes == [("GET", "/v1/batches/batch_abc123"),
-                               ("GET", "/v1/files/file-out123/content"),
-                               ("GET", "/v1/files/file-err456/content")]
+    assert upstream.routes == [
+        ("GET", "/v1/batches/batch_abc123"),
+        ("GET", "/v1/files/file-out123/content"),
+        ("GET", "/v1/files/file-err456/content"),
+    ]
 
 
 def test_openai_stream_results_skips_a_missing_error_file():
@@ -946,7 +1181,7 @@ def test_openai_stream_results_of_a_running_batch_is_empty():
 
 
 def test_openai_result_sources_and_open_results():
-    provider, upstream = make_openai(openai_files_upstream(OPENAI_CANCELLED, {"file-err456": b"line\n"}))
+    provider, _upstream = make_openai(openai_files_upstream(OPENAI_CANCELLED, {"file-err456": b"line\n"}))
     assert provider.result_sources(openai.parse_batch(OPENAI_CANCELLED, account="o")) == ["output", "error"]
     with provider.open_results("batch_abc123", "error") as response:
         assert response.read() == b"line\n"
@@ -959,18 +1194,27 @@ def test_openai_result_sources_and_open_results():
             pass
 
 
-@pytest.mark.parametrize("status, kind, headers, expected", [
-    (404, "invalid_request_error", {}, NotFound),
-    (500, "server_error", {}, UpstreamError),
-    (503, "server_error", {}, Overloaded),
-    (429, "rate_limit_exceeded", {"retry-after": "7"}, RateLimited),
-], ids=["404", "500", "503", "429"])
+@pytest.mark.parametrize(
+    "status, kind, headers, expected",
+    [
+        (404, "invalid_request_error", {}, NotFound),
+        (500, "server_error", {}, UpstreamError),
+        (503, "server_error", {}, Overloaded),
+        (429, "rate_limit_exceeded", {"retry-after": "7"}, RateLimited),
+    ],
+    ids=["404", "500", "503", "429"],
+)
 def test_openai_stream_results_error_status_on_a_file_raises(status, kind, headers, expected):
     failing = httpx.Response(status, json=openai_error("No such File object: file-err456", kind), headers=headers)
-    provider, upstream = make_openai(openai_files_upstream(OPENAI_COMPLETED, {
-        "file-out123": openai_output_line("r1") + b"\n",
-        "file-err456": failing,
-    }))
+    provider, upstream = make_openai(
+        openai_files_upstream(
+            OPENAI_COMPLETED,
+            {
+                "file-out123": openai_output_line("r1") + b"\n",
+                "file-err456": failing,
+            },
+        )
+    )
     stream = provider.stream_results("batch_abc123")
     assert next(stream) == openai_output_line("r1")  # the output file streams first
     with pytest.raises(expected) as caught:
@@ -1008,6 +1252,7 @@ def test_raw_is_the_body_as_sent():
 
 # --- hardening found in review ------------------------------------------------------------------------------------
 
+
 def test_result_lines_keep_unicode_line_separators_inside_json_strings():
     line = json.dumps({"custom_id": "r1", "text": "a\u2028b\u2029c\x85d"}, ensure_ascii=False).encode()
 
@@ -1025,6 +1270,7 @@ def test_transport_failure_mid_results_is_a_provider_error():
         def body() -> Iterator[bytes]:
             yield result_line("req-1") + b"\n"
             raise httpx.ReadTimeout("stalled")
+
         return httpx.Response(200, content=body())
 
     provider, _ = make_anthropic(answer)
@@ -1042,7 +1288,9 @@ def test_an_upstream_that_echoes_the_key_has_it_redacted(spec):
 
 
 def test_retry_after_that_is_not_a_finite_number_is_ignored():
-    provider, _ = make_anthropic(reply(429, anthropic_error("rate_limit_error", "slow down"), headers={"retry-after": "inf"}))
+    provider, _ = make_anthropic(
+        reply(429, anthropic_error("rate_limit_error", "slow down"), headers={"retry-after": "inf"})
+    )
     with pytest.raises(RateLimited) as raised:
         provider.retrieve("msgbatch_013Zva2CMHLNnXjNJJKqJ2EF")
     assert raised.value.retry_after is None

@@ -11,7 +11,16 @@ import pytest
 
 from dashboard import results
 from dashboard.results import (
-    CSV_COLUMNS, ErrorSummary, ResultLine, csv_row, matches, page_of, parse_line, parse_stream, safe_cell, summarize,
+    CSV_COLUMNS,
+    ErrorSummary,
+    ResultLine,
+    csv_row,
+    matches,
+    page_of,
+    parse_line,
+    parse_stream,
+    safe_cell,
+    summarize,
 )
 
 
@@ -26,8 +35,13 @@ ANTHROPIC_SUCCEEDED = {
     "result": {
         "type": "succeeded",
         "message": {
-            "id": "msg_01abc", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-            "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn", "stop_sequence": None,
+            "id": "msg_01abc",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Hello"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
             "usage": {"input_tokens": 17, "output_tokens": 42, "cache_read_input_tokens": 0},
         },
     },
@@ -38,7 +52,10 @@ ANTHROPIC_ERRORED = {
         "type": "errored",
         "error": {
             "type": "error",
-            "error": {"type": "invalid_request_error", "message": "messages.0.content: text content blocks must be non-empty"},
+            "error": {
+                "type": "invalid_request_error",
+                "message": "messages.0.content: text content blocks must be non-empty",
+            },
             "request_id": "req_011CabcDEF",
         },
     },
@@ -49,8 +66,16 @@ def test_anthropic_succeeded_line():
     raw = dumps(ANTHROPIC_SUCCEEDED)
     line = parse_line("anthropic", 7, raw)
     assert line == ResultLine(
-        number=7, custom_id="eval-001", type="succeeded", source="", model="claude-sonnet-4-5",
-        stop_reason="end_turn", input_tokens=17, output_tokens=42, error_type="", error_message="",
+        number=7,
+        custom_id="eval-001",
+        type="succeeded",
+        source="",
+        model="claude-sonnet-4-5",
+        stop_reason="end_turn",
+        input_tokens=17,
+        output_tokens=42,
+        error_type="",
+        error_message="",
         raw=raw.decode(),
     )
 
@@ -73,11 +98,14 @@ def test_anthropic_canceled_and_expired_lines(kind):
     assert line == ResultLine(number=3, custom_id=f"x-{kind}", type=kind, raw=raw.decode())
 
 
-@pytest.mark.parametrize("data", [
-    {"custom_id": "a", "result": {"type": "exploded"}},
-    {"custom_id": "a", "result": "succeeded"},
-    {"custom_id": "a"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"custom_id": "a", "result": {"type": "exploded"}},
+        {"custom_id": "a", "result": "succeeded"},
+        {"custom_id": "a"},
+    ],
+)
 def test_anthropic_line_with_an_unknown_or_missing_result_is_invalid(data):
     line = parse_line("anthropic", 1, dumps(data))
     assert line.type == "invalid"
@@ -99,27 +127,46 @@ def test_anthropic_line_ignores_the_source_it_is_given_only_for_openai():
 # --- OpenAI lines --------------------------------------------------------------------------
 
 OPENAI_OUTPUT = {
-    "id": "batch_req_1", "custom_id": "req-1", "error": None,
+    "id": "batch_req_1",
+    "custom_id": "req-1",
+    "error": None,
     "response": {
-        "status_code": 200, "request_id": "req_abc",
+        "status_code": 200,
+        "request_id": "req_abc",
         "body": {
-            "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini-2024-07-18",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "length"}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
         },
     },
 }
 OPENAI_FAILED = {
-    "id": "batch_req_2", "custom_id": "req-2", "error": None,
+    "id": "batch_req_2",
+    "custom_id": "req-2",
+    "error": None,
     "response": {
-        "status_code": 400, "request_id": "req_def",
-        "body": {"error": {"message": "Invalid 'messages': empty array.", "type": "invalid_request_error",
-                           "param": "messages", "code": "empty_array"}},
+        "status_code": 400,
+        "request_id": "req_def",
+        "body": {
+            "error": {
+                "message": "Invalid 'messages': empty array.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "empty_array",
+            }
+        },
     },
 }
 OPENAI_EXPIRED = {
-    "id": "batch_req_3", "custom_id": "req-3", "response": None,
-    "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."},
+    "id": "batch_req_3",
+    "custom_id": "req-3",
+    "response": None,
+    "error": {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    },
 }
 
 
@@ -127,8 +174,15 @@ def test_openai_output_line():
     raw = dumps(OPENAI_OUTPUT)
     line = parse_line("openai", 1, raw, "output")
     assert line == ResultLine(
-        number=1, custom_id="req-1", type="succeeded", source="output", model="gpt-4o-mini-2024-07-18",
-        stop_reason="length", input_tokens=11, output_tokens=5, raw=raw.decode(),
+        number=1,
+        custom_id="req-1",
+        type="succeeded",
+        source="output",
+        model="gpt-4o-mini-2024-07-18",
+        stop_reason="length",
+        input_tokens=11,
+        output_tokens=5,
+        raw=raw.decode(),
     )
 
 
@@ -177,27 +231,45 @@ def test_openai_non_200_without_a_body_error_names_the_status():
 
 
 def test_openai_embeddings_usage_without_completion_tokens():
-    data = {"custom_id": "e", "response": {"status_code": 200, "body": {
-        "object": "list", "model": "text-embedding-3-small", "usage": {"prompt_tokens": 8, "total_tokens": 8}}}}
+    data = {
+        "custom_id": "e",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "object": "list",
+                "model": "text-embedding-3-small",
+                "usage": {"prompt_tokens": 8, "total_tokens": 8},
+            },
+        },
+    }
     line = parse_line("openai", 1, dumps(data), "output")
     assert (line.type, line.model, line.input_tokens, line.output_tokens, line.stop_reason) == (
-        "succeeded", "text-embedding-3-small", 8, None, "")
+        "succeeded",
+        "text-embedding-3-small",
+        8,
+        None,
+        "",
+    )
 
 
 # --- lines that are not JSON objects -------------------------------------------------------
 
+
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-@pytest.mark.parametrize("raw, message", [
-    (b"this is not json", "not valid JSON"),
-    (b'{"custom_id": "cut-off", "result": {"type": "succ', "not valid JSON"),
-    (b"[1, 2, 3]", "not a JSON object"),
-    (b'"just a string"', "not a JSON object"),
-    (b"null", "not a JSON object"),
-    (b"42", "not a JSON object"),
-    (b"\xff\xfe garbage \x80", "not valid JSON"),
-    (b"[" * 100_000, "not valid JSON"),  # nesting deeper than the decoder's recursion limit
-    (b'{"a":' * 100_000, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"this is not json", "not valid JSON"),
+        (b'{"custom_id": "cut-off", "result": {"type": "succ', "not valid JSON"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b'"just a string"', "not a JSON object"),
+        (b"null", "not a JSON object"),
+        (b"42", "not a JSON object"),
+        (b"\xff\xfe garbage \x80", "not valid JSON"),
+        (b"[" * 100_000, "not valid JSON"),  # nesting deeper than the decoder's recursion limit
+        (b'{"a":' * 100_000, "not valid JSON"),
+    ],
+)
 def test_lines_that_are_not_json_objects_are_invalid_and_keep_the_raw_text(provider, raw, message):
     line = parse_line(provider, 4, raw, "error" if provider == "openai" else "")
     assert line.type == "invalid"
@@ -213,7 +285,10 @@ def test_parse_stream_numbers_lines_from_one_and_keeps_sources():
     pairs = [("output", dumps(OPENAI_OUTPUT)), ("error", b"not json"), ("error", dumps(OPENAI_EXPIRED))]
     lines = list(parse_stream("openai", pairs))
     assert [(line.number, line.source, line.type) for line in lines] == [
-        (1, "output", "succeeded"), (2, "error", "invalid"), (3, "error", "expired")]
+        (1, "output", "succeeded"),
+        (2, "error", "invalid"),
+        (3, "error", "expired"),
+    ]
 
 
 def test_parse_stream_is_lazy():
@@ -228,31 +303,54 @@ def test_parse_stream_is_lazy():
 # --- filters and pages ---------------------------------------------------------------------
 
 
-def line(number: int, kind: str = "succeeded", *, custom_id: str | None = None, source: str = "",
-         error_type: str = "", error_message: str = "") -> ResultLine:
-    return ResultLine(number=number, custom_id=f"req-{number}" if custom_id is None else custom_id, type=kind,
-                      source=source, error_type=error_type, error_message=error_message)
+def line(
+    number: int,
+    kind: str = "succeeded",
+    *,
+    custom_id: str | None = None,
+    source: str = "",
+    error_type: str = "",
+    error_message: str = "",
+) -> ResultLine:
+    return ResultLine(
+        number=number,
+        custom_id=f"req-{number}" if custom_id is None else custom_id,
+        type=kind,
+        source=source,
+        error_type=error_type,
+        error_message=error_message,
+    )
 
 
 MIXED = [
-    line(1), line(2, "errored", source="error"), line(3, custom_id="Alpha-Beta"), line(4, "expired", source="error"),
-    line(5, "errored", custom_id="alpha-x", source="error"), line(6, "canceled"), line(7, "invalid"),
-    line(8, source="output"), line(9, "errored", custom_id="ALPHA", source="error"), line(10),
+    line(1),
+    line(2, "errored", source="error"),
+    line(3, custom_id="Alpha-Beta"),
+    line(4, "expired", source="error"),
+    line(5, "errored", custom_id="alpha-x", source="error"),
+    line(6, "canceled"),
+    line(7, "invalid"),
+    line(8, source="output"),
+    line(9, "errored", custom_id="ALPHA", source="error"),
+    line(10),
 ]
 
 
-@pytest.mark.parametrize("filters, expected", [
-    ({}, list(range(1, 11))),
-    ({"kind": "errored"}, [2, 5, 9]),
-    ({"kind": "invalid"}, [7]),
-    ({"source": "error"}, [2, 4, 5, 9]),
-    ({"source": "output"}, [8]),
-    ({"custom_id": "alpha"}, [3, 5, 9]),
-    ({"custom_id": "ALPHA"}, [3, 5, 9]),
-    ({"custom_id": "a-B"}, [3]),
-    ({"kind": "errored", "custom_id": "alpha"}, [5, 9]),
-    ({"kind": "errored", "source": "output"}, []),
-])
+@pytest.mark.parametrize(
+    "filters, expected",
+    [
+        ({}, list(range(1, 11))),
+        ({"kind": "errored"}, [2, 5, 9]),
+        ({"kind": "invalid"}, [7]),
+        ({"source": "error"}, [2, 4, 5, 9]),
+        ({"source": "output"}, [8]),
+        ({"custom_id": "alpha"}, [3, 5, 9]),
+        ({"custom_id": "ALPHA"}, [3, 5, 9]),
+        ({"custom_id": "a-B"}, [3]),
+        ({"kind": "errored", "custom_id": "alpha"}, [5, 9]),
+        ({"kind": "errored", "source": "output"}, []),
+    ],
+)
 def test_matches_and_page_of_filters(filters, expected):
     assert [item.number for item in MIXED if matches(item, **filters)] == expected
     page = page_of(iter(MIXED), offset=0, size=50, **filters)
@@ -261,17 +359,20 @@ def test_matches_and_page_of_filters(filters, expected):
     assert page.offset == 0
 
 
-@pytest.mark.parametrize("offset, size, expected, has_more", [
-    (0, 3, [1, 2, 3], True),
-    (3, 3, [4, 5, 6], True),
-    (6, 3, [7, 8, 9], True),
-    (7, 3, [8, 9, 10], False),
-    (9, 3, [10], False),
-    (10, 3, [], False),
-    (50, 3, [], False),
-    (0, 10, list(range(1, 11)), False),
-    (0, 9, list(range(1, 10)), True),
-])
+@pytest.mark.parametrize(
+    "offset, size, expected, has_more",
+    [
+        (0, 3, [1, 2, 3], True),
+        (3, 3, [4, 5, 6], True),
+        (6, 3, [7, 8, 9], True),
+        (7, 3, [8, 9, 10], False),
+        (9, 3, [10], False),
+        (10, 3, [], False),
+        (50, 3, [], False),
+        (0, 10, list(range(1, 11)), False),
+        (0, 9, list(range(1, 10)), True),
+    ],
+)
 def test_page_of_offsets(offset, size, expected, has_more):
     page = page_of(iter(MIXED), offset=offset, size=size)
     assert [item.number for item in page.lines] == expected
@@ -315,8 +416,9 @@ def test_page_of_with_an_offset_on_an_infinite_stream_reads_offset_plus_page_plu
 def test_page_of_with_a_filter_on_an_infinite_stream_returns():
     # Every seventh line is errored; the matching ones are counted for the offset and the page.
     reads = [0]
-    endless = counted((line(n, "errored" if n % 7 == 0 else "succeeded", custom_id=f"id-{n}")
-                       for n in itertools.count(1)), reads)
+    endless = counted(
+        (line(n, "errored" if n % 7 == 0 else "succeeded", custom_id=f"id-{n}") for n in itertools.count(1)), reads
+    )
     page = page_of(endless, offset=10, size=5, kind="errored")
     assert [item.number for item in page.lines] == [77, 84, 91, 98, 105]
     assert page.has_more is True
@@ -336,14 +438,16 @@ def test_page_of_on_infinite_parsed_stream_through_parse_stream():
 
 def test_summarize_counts_by_type_in_result_order_and_errors_most_frequent_first():
     lines = [
-        line(1), line(2),
+        line(1),
+        line(2),
         line(3, "errored", error_type="api_error", error_message="Internal server error"),
         line(4, "errored", error_type="overloaded_error", error_message="Overloaded"),
         line(5, "errored", error_type="overloaded_error", error_message="Overloaded"),
         line(6, "errored", error_type="overloaded_error", error_message="Overloaded"),
         line(7, "errored", error_type="api_error", error_message="Internal server error"),
         line(8, "errored", error_type="api_error", error_message="Something else"),
-        line(9, "expired"), line(10, "canceled"),
+        line(9, "expired"),
+        line(10, "canceled"),
         line(11, "invalid", error_type="invalid_json", error_message="Line is not valid JSON: x"),
         line(12, "expired", error_type="batch_expired", error_message="window"),  # not an error row
     ]
@@ -375,15 +479,33 @@ def test_summarize_of_nothing():
 
 
 def test_summarize_of_parsed_lines_of_both_providers():
-    anthropic = summarize(parse_stream("anthropic", [
-        ("", dumps(ANTHROPIC_SUCCEEDED)), ("", dumps(ANTHROPIC_ERRORED)), ("", dumps(ANTHROPIC_ERRORED)),
-        ("", b"garbage"),
-    ]))
+    anthropic = summarize(
+        parse_stream(
+            "anthropic",
+            [
+                ("", dumps(ANTHROPIC_SUCCEEDED)),
+                ("", dumps(ANTHROPIC_ERRORED)),
+                ("", dumps(ANTHROPIC_ERRORED)),
+                ("", b"garbage"),
+            ],
+        )
+    )
     assert anthropic.by_type == [("succeeded", 1), ("errored", 2), ("invalid", 1)]
-    assert anthropic.errors[0] == ("invalid_request_error", "messages.0.content: text content blocks must be non-empty", 2)
-    openai = summarize(parse_stream("openai", [
-        ("output", dumps(OPENAI_OUTPUT)), ("error", dumps(OPENAI_FAILED)), ("error", dumps(OPENAI_EXPIRED)),
-    ]))
+    assert anthropic.errors[0] == (
+        "invalid_request_error",
+        "messages.0.content: text content blocks must be non-empty",
+        2,
+    )
+    openai = summarize(
+        parse_stream(
+            "openai",
+            [
+                ("output", dumps(OPENAI_OUTPUT)),
+                ("error", dumps(OPENAI_FAILED)),
+                ("error", dumps(OPENAI_EXPIRED)),
+            ],
+        )
+    )
     assert openai.by_type == [("succeeded", 1), ("errored", 1), ("expired", 1)]
     assert openai.errors == [("invalid_request_error", "Invalid 'messages': empty array.", 1)]
 
@@ -391,7 +513,7 @@ def test_summarize_of_parsed_lines_of_both_providers():
 # --- CSV -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@SUM(A1)", "=HYPERLINK(\"http://x\",\"y\")", "\tx", "\rx"])
+@pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@SUM(A1)", '=HYPERLINK("http://x","y")', "\tx", "\rx"])
 def test_safe_cell_neutralizes_formula_starts(value):
     assert safe_cell(value) == "'" + value
 
@@ -404,15 +526,22 @@ def test_safe_cell_leaves_other_text_alone(value):
 def test_csv_row_columns_and_values():
     row = csv_row(parse_line("openai", 3, dumps(OPENAI_OUTPUT), "output"))
     assert len(row) == len(CSV_COLUMNS)
-    assert dict(zip(CSV_COLUMNS, row)) == {
-        "line": "3", "custom_id": "req-1", "type": "succeeded", "source": "output",
-        "model": "gpt-4o-mini-2024-07-18", "stop_reason": "length", "input_tokens": "11", "output_tokens": "5",
-        "error_type": "", "error_message": "",
+    assert dict(zip(CSV_COLUMNS, row, strict=True)) == {
+        "line": "3",
+        "custom_id": "req-1",
+        "type": "succeeded",
+        "source": "output",
+        "model": "gpt-4o-mini-2024-07-18",
+        "stop_reason": "length",
+        "input_tokens": "11",
+        "output_tokens": "5",
+        "error_type": "",
+        "error_message": "",
     }
 
 
 def test_csv_row_of_an_errored_line_has_empty_token_cells():
-    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 2, dumps(ANTHROPIC_ERRORED)))))
+    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 2, dumps(ANTHROPIC_ERRORED))), strict=True))
     assert row["input_tokens"] == "" and row["output_tokens"] == ""
     assert row["error_type"] == "invalid_request_error"
 
@@ -425,14 +554,14 @@ def test_csv_row_neutralizes_every_upstream_text_cell():
             "error": {"type": "error", "error": {"type": "+evil", "message": "@SUM(1+1)*cmd|' /C calc'!A0"}},
         },
     }
-    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 1, dumps(hostile)))))
+    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 1, dumps(hostile))), strict=True))
     assert row["custom_id"] == "'=cmd|' /C calc'!A0"
     assert row["error_type"] == "'+evil"
     assert row["error_message"] == "'@SUM(1+1)*cmd|' /C calc'!A0"
     succeeded = json.loads(json.dumps(ANTHROPIC_SUCCEEDED))
     succeeded["result"]["message"]["model"] = "-2+3"
     succeeded["result"]["message"]["stop_reason"] = "=1"
-    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 1, dumps(succeeded)))))
+    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 1, dumps(succeeded))), strict=True))
     assert row["model"] == "'-2+3" and row["stop_reason"] == "'=1"
     # Once written and read back as CSV, no cell starts with a formula character.
     buffer = io.StringIO()
@@ -451,29 +580,56 @@ def test_parse_line_is_looked_up_as_a_module_global_by_parse_stream(monkeypatch)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(results, "parse_line", counting)
-    page = page_of(parse_stream("anthropic", (("", dumps(ANTHROPIC_SUCCEEDED)) for _ in itertools.count())),
-                   offset=0, size=2)
+    page = page_of(
+        parse_stream("anthropic", (("", dumps(ANTHROPIC_SUCCEEDED)) for _ in itertools.count())), offset=0, size=2
+    )
     assert len(page.lines) == 2
     assert calls == [1, 2, 3]
 
 
-@pytest.mark.parametrize("provider, data, source", [
-    ("anthropic", {"custom_id": "a", "result": {"type": "succeeded", "message": {
-        "model": "m", "usage": {"input_tokens": "=HYPERLINK(\"http://evil\",\"x\")", "output_tokens": "+1"}}}}, ""),
-    ("openai", {"custom_id": "a", "response": {"status_code": 200, "body": {
-        "model": "m", "usage": {"prompt_tokens": "@SUM(A1)", "completion_tokens": "-2"}}}}, "output"),
-])
+@pytest.mark.parametrize(
+    "provider, data, source",
+    [
+        (
+            "anthropic",
+            {
+                "custom_id": "a",
+                "result": {
+                    "type": "succeeded",
+                    "message": {
+                        "model": "m",
+                        "usage": {"input_tokens": '=HYPERLINK("http://evil","x")', "output_tokens": "+1"},
+                    },
+                },
+            },
+            "",
+        ),
+        (
+            "openai",
+            {
+                "custom_id": "a",
+                "response": {
+                    "status_code": 200,
+                    "body": {"model": "m", "usage": {"prompt_tokens": "@SUM(A1)", "completion_tokens": "-2"}},
+                },
+            },
+            "output",
+        ),
+    ],
+)
 def test_token_counts_that_are_not_integers_never_reach_a_csv_cell(provider, data, source):
     line = parse_line(provider, 1, dumps(data), source)
     assert line.type == "succeeded"
     assert line.input_tokens is None and line.output_tokens is None
-    row = dict(zip(CSV_COLUMNS, csv_row(line)))
+    row = dict(zip(CSV_COLUMNS, csv_row(line), strict=True))
     assert row["input_tokens"] == "" and row["output_tokens"] == ""
     assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row.values())
 
 
-@pytest.mark.parametrize("value, expected", [(0, 0), (123, 123), (True, None), (1.5, None), ("12", None),
-                                             (None, None), ([1], None), ({"n": 1}, None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(0, 0), (123, 123), (True, None), (1.5, None), ("12", None), (None, None), ([1], None), ({"n": 1}, None)],
+)
 def test_token_counts_are_integers_or_none(value, expected):
     data = {"custom_id": "a", "result": {"type": "succeeded", "message": {"usage": {"input_tokens": value}}}}
     assert parse_line("anthropic", 1, dumps(data)).input_tokens == expected

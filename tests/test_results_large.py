@@ -34,8 +34,10 @@ TOTAL = 100_000
 PAGE = 50
 PEAK_LIMIT = 16 * 2**20  # generous (measured peaks are ~1-2 MiB); the results file is ~53 MiB
 ERROR_KINDS = {"invalid_request_error", "api_error", "overloaded_error"}
-RESULT_ROW = re.compile(r'<tr class="result-line result-(?P<type>[a-z]+)">\s*<td class="muted">(?P<number>\d+)</td>\s*'
-                        r'<td><code>(?P<custom_id>[^<]*)</code></td>')
+RESULT_ROW = re.compile(
+    r'<tr class="result-line result-(?P<type>[a-z]+)">\s*<td class="muted">(?P<number>\d+)</td>\s*'
+    r"<td><code>(?P<custom_id>[^<]*)</code></td>"
+)
 SUMMARY_COUNT = re.compile(r'<span class="count count-([a-z]+)">[a-z]+ (\d+)</span>')
 SUMMARY_ERROR = re.compile(r"<tr><td><code>([^<]*)</code></td><td>([^<]*)</td><td>(\d+)</td></tr>")
 CUSTOM_ID = re.compile(rb'"custom_id":"([^"]*)"')
@@ -64,8 +66,10 @@ def peak_memory(label: str, into: dict):
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         into[label] = peak
-        log(f"{label}: peak {peak / 2**20:.1f} MiB (still held {current / 2**20:.1f} MiB), "
-            f"{time.perf_counter() - start:.2f} s")
+        log(
+            f"{label}: peak {peak / 2**20:.1f} MiB (still held {current / 2**20:.1f} MiB), "
+            f"{time.perf_counter() - start:.2f} s"
+        )
 
 
 @pytest.fixture
@@ -118,19 +122,23 @@ def simulator_stream(url: str, headers: dict) -> dict:
 
 @pytest.mark.usefixtures("fast_simulator")
 def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summarized_in_bounded_memory(
-        operator_client, dashboard_upstream, anthropic_client, parsed, settings):
+    operator_client, dashboard_upstream, anthropic_client, parsed, settings
+):
     test_start = time.perf_counter()
     # The create body is ~11 MB, well past Django's 2.5 MB DATA_UPLOAD_MAX_MEMORY_SIZE: the simulator must
     # accept it all the same, as the real API does.
     client = anthropic_client(timeout=120)
 
     # --- setup: one batch of 100,000 requests through the simulator's own API -------------------
-    requests = [{"custom_id": f"r{i:06d}", "params": {"model": "m", "max_tokens": 1,
-                                                       "messages": [{"role": "user", "content": "x"}]}}
-                for i in range(TOTAL)]
+    requests = [
+        {
+            "custom_id": f"r{i:06d}",
+            "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
+        }
+        for i in range(TOTAL)
+    ]
     with timed("create 100,000-request batch"):
-        created = client.messages.batches.create(requests=requests,
-                                                 extra_headers={"x-sim-processing-seconds": "0.5"})
+        created = client.messages.batches.create(requests=requests, extra_headers={"x-sim-processing-seconds": "0.5"})
     del requests
     with timed("wait until ended"):
         ended = wait_until_ended(client, created.id)
@@ -141,12 +149,15 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     batch_url = f"/batches/anthropic-ops/{created.id}"
 
     with timed("simulator results streamed directly"):
-        direct = simulator_stream(ended.results_url, {"x-api-key": ANTHROPIC_KEYS["ops"],
-                                                      "anthropic-version": "2023-06-01"})
+        direct = simulator_stream(
+            ended.results_url, {"x-api-key": ANTHROPIC_KEYS["ops"], "anthropic-version": "2023-06-01"}
+        )
     assert direct["lines"] == TOTAL
     assert len(direct["errored"]) == counts.errored
-    log(f"results file: {direct['bytes']:,} bytes ({direct['bytes'] / 2**20:.1f} MiB), {direct['lines']:,} lines, "
-        f"{counts.errored:,} errored, {counts.expired:,} expired")
+    log(
+        f"results file: {direct['bytes']:,} bytes ({direct['bytes'] / 2**20:.1f} MiB), {direct['lines']:,} lines, "
+        f"{counts.errored:,} errored, {counts.expired:,} expired"
+    )
     assert direct["bytes"] > 3 * PEAK_LIMIT  # the bound below means something only if the file is far larger
 
     # --- the detail page parses only what it shows ------------------------------------------------
@@ -256,27 +267,39 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert peaks["summary"] < PEAK_LIMIT
 
     elapsed = time.perf_counter() - test_start
-    log("peaks (MiB): " + ", ".join(f"{name} {peak / 2**20:.1f}" for name, peak in peaks.items())
-        + f"; results file {direct['bytes'] / 2**20:.1f} MiB; whole test {elapsed:.1f} s")
+    log(
+        "peaks (MiB): "
+        + ", ".join(f"{name} {peak / 2**20:.1f}" for name, peak in peaks.items())
+        + f"; results file {direct['bytes'] / 2**20:.1f} MiB; whole test {elapsed:.1f} s"
+    )
 
 
 # --- OpenAI: output and error files downloaded as they are -------------------------------------
 
 
 def chat_line(custom_id: str) -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}}
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
+    }
 
 
 @pytest.mark.usefixtures("fast_simulator")
 def test_openai_downloads_of_output_and_error_files_are_the_simulators_bytes(
-        operator_client, dashboard_upstream, openai_client):
+    operator_client, dashboard_upstream, openai_client
+):
     count = 2_000
     client = openai_client(timeout=60)
     content = "".join(json.dumps(chat_line(f"o{i:05d}")) + "\n" for i in range(count)).encode()
     upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
-    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                  extra_headers={"x-sim-processing-seconds": "0.5"})
+    batch = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_headers={"x-sim-processing-seconds": "0.5"},
+    )
     deadline = time.monotonic() + 30
     while batch.status != "completed":
         assert time.monotonic() < deadline, f"batch still {batch.status}"
@@ -286,8 +309,10 @@ def test_openai_downloads_of_output_and_error_files_are_the_simulators_bytes(
     assert batch.request_counts.completed + batch.request_counts.failed == count
     assert batch.request_counts.failed > 0
 
-    expected = {"output": client.files.content(batch.output_file_id).content,
-                "error": client.files.content(batch.error_file_id).content}
+    expected = {
+        "output": client.files.content(batch.output_file_id).content,
+        "error": client.files.content(batch.error_file_id).content,
+    }
     assert expected["output"].count(b"\n") == batch.request_counts.completed
     assert expected["error"].count(b"\n") == batch.request_counts.failed
 

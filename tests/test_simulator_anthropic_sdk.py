@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import anthropic
 import httpx
@@ -25,8 +25,16 @@ MODEL = "claude-sonnet-4-5"
 SLOW = {"x-sim-processing-seconds": "60"}
 
 BATCH_KEYS = {
-    "id", "type", "processing_status", "request_counts", "ended_at", "created_at", "expires_at",
-    "archived_at", "cancel_initiated_at", "results_url",
+    "id",
+    "type",
+    "processing_status",
+    "request_counts",
+    "ended_at",
+    "created_at",
+    "expires_at",
+    "archived_at",
+    "cancel_initiated_at",
+    "results_url",
 }
 COUNT_KEYS = {"processing", "succeeded", "errored", "canceled", "expired"}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
@@ -52,8 +60,13 @@ def batch_requests(count: int, prefix: str | None = None, model: str = MODEL) ->
 
 def counts_of(batch: MessageBatch) -> dict[str, int]:
     rc = batch.request_counts
-    return {"processing": rc.processing, "succeeded": rc.succeeded, "errored": rc.errored,
-            "canceled": rc.canceled, "expired": rc.expired}
+    return {
+        "processing": rc.processing,
+        "succeeded": rc.succeeded,
+        "errored": rc.errored,
+        "canceled": rc.canceled,
+        "expired": rc.expired,
+    }
 
 
 def wait_until_ended(client: anthropic.Anthropic, batch_id: str, seconds: float = WAIT_SECONDS) -> MessageBatch:
@@ -111,9 +124,9 @@ def parse_ts(value: str) -> datetime:
 def test_create_returns_a_complete_in_progress_message_batch(anthropic_client):
     client = anthropic_client()
     requests = batch_requests(7)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     raw = client.messages.batches.with_raw_response.create(requests=requests, extra_headers=SLOW)
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     assert raw.status_code == 200
     assert REQUEST_ID.match(raw.request_id)
@@ -266,7 +279,7 @@ def test_cancel_of_a_long_batch_ends_it_with_canceled_requests(anthropic_client)
     assert canceling.id == batch.id
     assert canceling.processing_status == "canceling"
     assert canceling.cancel_initiated_at is not None
-    assert canceling.created_at <= canceling.cancel_initiated_at <= datetime.now(timezone.utc) + timedelta(seconds=2)
+    assert canceling.created_at <= canceling.cancel_initiated_at <= datetime.now(UTC) + timedelta(seconds=2)
     assert canceling.ended_at is None and canceling.results_url is None
     assert counts_of(canceling)["processing"] == len(requests)
     assert sum(counts_of(canceling).values()) == len(requests)
@@ -395,7 +408,9 @@ def test_delete_only_ended_batches_then_they_are_gone(anthropic_client):
     assert_sdk_error(caught.value, 400, "invalid_request_error")
     assert client.messages.batches.retrieve(running.id).processing_status == "in_progress"
 
-    quick = client.messages.batches.create(requests=batch_requests(3), extra_headers={"x-sim-processing-seconds": "0.5"})
+    quick = client.messages.batches.create(
+        requests=batch_requests(3), extra_headers={"x-sim-processing-seconds": "0.5"}
+    )
     wait_until_ended(client, quick.id)
 
     raw = client.messages.batches.with_raw_response.delete(quick.id)
@@ -446,8 +461,9 @@ def test_the_documented_x_api_key_header_and_a_missing_anthropic_version(anthrop
     with raw_http(simulator, version=None) as http:
         body = assert_error_envelope(http.get(f"/v1/messages/batches/{created.id}"), 400, "invalid_request_error")
         assert "anthropic-version" in body["error"]["message"]
-        assert_error_envelope(http.post("/v1/messages/batches", json={"requests": batch_requests(1)}),
-                              400, "invalid_request_error")
+        assert_error_envelope(
+            http.post("/v1/messages/batches", json={"requests": batch_requests(1)}), 400, "invalid_request_error"
+        )
     assert [b.id for b in anthropic_client().messages.batches.list()] == [created.id]
 
 
@@ -496,13 +512,18 @@ def test_every_response_carries_a_request_id(anthropic_client, simulator):
     running = client.messages.batches.create(requests=batch_requests(2), extra_headers=SLOW)
     seen.append(batches.cancel(running.id).request_id)
 
-    for call in (lambda: client.messages.batches.retrieve(batch_id), lambda: anthropic_client("bad").messages.batches.list()):
+    for call in (
+        lambda: client.messages.batches.retrieve(batch_id),
+        lambda: anthropic_client("bad").messages.batches.list(),
+    ):
         with pytest.raises(anthropic.APIStatusError) as caught:
             call()
         seen.append(caught.value.request_id)
     with raw_http(simulator) as http:
         seen.append(http.get("/v1/messages/batchez").headers["request-id"])
-        seen.append(http.get(f"/v1/messages/batches/{running.id}", headers={"x-sim-fault": "non-json"}).headers["request-id"])
+        seen.append(
+            http.get(f"/v1/messages/batches/{running.id}", headers={"x-sim-fault": "non-json"}).headers["request-id"]
+        )
 
     assert all(rid and REQUEST_ID.match(rid) for rid in seen), seen
     assert len(set(seen)) == len(seen)
@@ -659,8 +680,9 @@ def test_non_json_fault_does_not_parse_as_a_message_batch(anthropic_client):
     with pytest.raises(ValueError):
         raw.http_response.json()
 
-    strict = anthropic.Anthropic(api_key=OPS, base_url=client.base_url, max_retries=0, timeout=20,
-                                 _strict_response_validation=True)
+    strict = anthropic.Anthropic(
+        api_key=OPS, base_url=client.base_url, max_retries=0, timeout=20, _strict_response_validation=True
+    )
     with pytest.raises(anthropic.APIResponseValidationError):
         strict.messages.batches.retrieve(batch.id, extra_headers={"x-sim-fault": "non-json"})
 

@@ -21,9 +21,27 @@ from tests.conftest import OPENAI_KEYS
 CHAT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
 BATCH_FIELDS = {
-    "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window", "status",
-    "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at",
-    "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at", "request_counts", "usage",
+    "id",
+    "object",
+    "endpoint",
+    "model",
+    "errors",
+    "input_file_id",
+    "completion_window",
+    "status",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "request_counts",
+    "usage",
     "metadata",
 }
 PROGRESS_ORDER = ["validating", "in_progress", "finalizing", "completed"]
@@ -37,8 +55,11 @@ def chat_line(custom_id: str, *, url: str = CHAT, model: str = MODEL) -> dict:
         "custom_id": custom_id,
         "method": "POST",
         "url": url,
-        "body": {"model": model, "messages": [{"role": "user", "content": f"Say hello to {custom_id}."}],
-                 "max_tokens": 50},
+        "body": {
+            "model": model,
+            "messages": [{"role": "user", "content": f"Say hello to {custom_id}."}],
+            "max_tokens": 50,
+        },
     }
 
 
@@ -50,12 +71,14 @@ def upload(client: openai.OpenAI, content: bytes, name: str = "requests.jsonl") 
     return client.files.create(file=(name, content, "application/jsonl"), purpose="batch")
 
 
-def new_batch(client: openai.OpenAI, count: int = 5, *, processing_seconds: float | None = None,
-              metadata: dict | None = None) -> Batch:
+def new_batch(
+    client: openai.OpenAI, count: int = 5, *, processing_seconds: float | None = None, metadata: dict | None = None
+) -> Batch:
     file = upload(client, jsonl([chat_line(f"req-{i}") for i in range(count)]))
     headers = {} if processing_seconds is None else {"x-sim-processing-seconds": str(processing_seconds)}
-    return client.batches.create(input_file_id=file.id, endpoint=CHAT, completion_window="24h",
-                                 metadata=metadata, extra_headers=headers)
+    return client.batches.create(
+        input_file_id=file.id, endpoint=CHAT, completion_window="24h", metadata=metadata, extra_headers=headers
+    )
 
 
 def watch(client: openai.OpenAI, batch_id: str, until, *, seconds: float = 14, every: float = 0.1) -> list[Batch]:
@@ -125,7 +148,9 @@ def test_batch_create_returns_every_documented_field(openai_client):
     client = openai_client()
     file = upload(client, jsonl([chat_line(f"req-{i}") for i in range(3)]))
     raw = client.batches.with_raw_response.create(
-        input_file_id=file.id, endpoint=CHAT, completion_window="24h",
+        input_file_id=file.id,
+        endpoint=CHAT,
+        completion_window="24h",
         metadata={"team": "ops", "run": "nightly-7"},
     )
     payload = raw.http_response.json()
@@ -141,16 +166,29 @@ def test_batch_create_returns_every_documented_field(openai_client):
     assert batch.completion_window == "24h"
     assert isinstance(payload["created_at"], int) and abs(payload["created_at"] - time.time()) < 60
     assert batch.expires_at == batch.created_at + 86_400
-    for name in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-                 "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors"):
+    for name in (
+        "in_progress_at",
+        "finalizing_at",
+        "completed_at",
+        "failed_at",
+        "expired_at",
+        "cancelling_at",
+        "cancelled_at",
+        "output_file_id",
+        "error_file_id",
+        "errors",
+    ):
         assert payload[name] is None, name
     # Like the real API, requests are only counted once validation has read the file.
     assert payload["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
     assert batch.metadata == {"team": "ops", "run": "nightly-7"}
     assert batch.model == MODEL
     assert payload["usage"] == {
-        "input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0,
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
     }
 
     again = client.batches.retrieve(batch.id)
@@ -164,11 +202,16 @@ def test_batch_runs_to_completed_with_output_and_error_files(openai_client, sett
     client = openai_client()
     custom_ids = [f"req-{i:03d}" for i in range(100)]
     file = upload(client, jsonl([chat_line(cid) for cid in custom_ids]))
-    created = client.batches.create(input_file_id=file.id, endpoint=CHAT, completion_window="24h",
-                                    metadata={"suite": "sdk"}, extra_headers={"x-sim-processing-seconds": "6"})
+    created = client.batches.create(
+        input_file_id=file.id,
+        endpoint=CHAT,
+        completion_window="24h",
+        metadata={"suite": "sdk"},
+        extra_headers={"x-sim-processing-seconds": "6"},
+    )
     assert created.status == "validating"
 
-    seen = [created] + watch(client, created.id, lambda b: b.status == "completed", every=0.1)
+    seen = [created, *watch(client, created.id, lambda b: b.status == "completed", every=0.1)]
 
     statuses = [b.status for b in seen]
     assert set(statuses) == set(PROGRESS_ORDER), statuses
@@ -336,13 +379,15 @@ def test_cancel_completed_batch_is_conflict(openai_client):
 @pytest.mark.usefixtures("fast_simulator")
 def test_invalid_input_lines_fail_the_batch_with_line_errors(openai_client):
     client = openai_client()
-    content = jsonl([
-        chat_line("ok-1"),
-        chat_line("wrong-url", url="/v1/embeddings"),
-        '{"custom_id": "broken", "method": ',
-        chat_line("ok-1"),
-        chat_line("ok-2"),
-    ])
+    content = jsonl(
+        [
+            chat_line("ok-1"),
+            chat_line("wrong-url", url="/v1/embeddings"),
+            '{"custom_id": "broken", "method": ',
+            chat_line("ok-1"),
+            chat_line("ok-2"),
+        ]
+    )
     file = upload(client, content)
     created = client.batches.create(input_file_id=file.id, endpoint=CHAT, completion_window="24h")
     assert created.status == "validating"
@@ -393,8 +438,9 @@ def test_create_rejects_bad_parameters(openai_client):
     assert "file-doesnotexist000000000" in bad_file.value.body["message"]
 
     with pytest.raises(openai.BadRequestError) as bad_metadata:
-        client.batches.create(input_file_id=file.id, endpoint=CHAT, completion_window="24h",
-                              metadata={f"k{i}": "v" for i in range(17)})
+        client.batches.create(
+            input_file_id=file.id, endpoint=CHAT, completion_window="24h", metadata={f"k{i}": "v" for i in range(17)}
+        )
     assert bad_metadata.value.param == "metadata"
 
     assert client.batches.with_raw_response.list().http_response.json()["data"] == []
@@ -475,8 +521,9 @@ def test_unfinished_batch_output_file_is_not_found_yet(openai_client):
 
 def test_every_response_carries_a_request_id(openai_client):
     client = openai_client()
-    file = client.files.with_raw_response.create(file=("r.jsonl", jsonl([chat_line("a")]), "application/jsonl"),
-                                                 purpose="batch")
+    file = client.files.with_raw_response.create(
+        file=("r.jsonl", jsonl([chat_line("a")]), "application/jsonl"), purpose="batch"
+    )
     file_id = file.parse().id
     created = client.batches.with_raw_response.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
     batch_id = created.parse().id
@@ -573,8 +620,9 @@ def test_unknown_route_is_404_in_the_error_envelope(openai_client, simulator):
         client.get("/batches/x/y/z", cast_to=object)
     assert set(caught.value.body) == {"message", "type", "param", "code"}
 
-    response = httpx.get(simulator + "/openai/v1/no-such-thing",
-                         headers={"authorization": f"Bearer {OPENAI_KEYS['ops']}"}, timeout=10)
+    response = httpx.get(
+        simulator + "/openai/v1/no-such-thing", headers={"authorization": f"Bearer {OPENAI_KEYS['ops']}"}, timeout=10
+    )
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers["x-request-id"].startswith("req_")

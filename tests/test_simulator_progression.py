@@ -2,7 +2,7 @@
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ from dashboard.simulator.progression import (
     openai_state,
 )
 
-T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def random_plans(count: int, *, openai: bool = False, seed: int = 7) -> list[Plan]:
@@ -24,19 +24,21 @@ def random_plans(count: int, *, openai: bool = False, seed: int = 7) -> list[Pla
     for _ in range(count):
         span = rng.choice([0.5, 30, 600, 3600, 30 * 3600])
         cancel = rng.choice([None, None, rng.uniform(0, span * 1.2)])
-        plans.append(Plan(
-            total=rng.choice([1, 2, 3, 97, 100, 256, 1000, 4999]),
-            created_at=T0,
-            seed=rng.randrange(2**31),
-            processing_seconds=span,
-            cancel_grace_seconds=rng.choice([0, 1, 60]),
-            error_percent=rng.choice([0, 5, 30]),
-            expire_percent=0 if openai else rng.choice([0, 2]),
-            cancel_initiated_at=None if cancel is None else T0 + timedelta(seconds=cancel),
-            validating_seconds=rng.choice([0, 2, 30]) if openai else 0,
-            finalizing_seconds=rng.choice([0, 3]) if openai else 0,
-            input_is_valid=rng.random() > 0.1 if openai else True,
-        ))
+        plans.append(
+            Plan(
+                total=rng.choice([1, 2, 3, 97, 100, 256, 1000, 4999]),
+                created_at=T0,
+                seed=rng.randrange(2**31),
+                processing_seconds=span,
+                cancel_grace_seconds=rng.choice([0, 1, 60]),
+                error_percent=rng.choice([0, 5, 30]),
+                expire_percent=0 if openai else rng.choice([0, 2]),
+                cancel_initiated_at=None if cancel is None else T0 + timedelta(seconds=cancel),
+                validating_seconds=rng.choice([0, 2, 30]) if openai else 0,
+                finalizing_seconds=rng.choice([0, 3]) if openai else 0,
+                input_is_valid=rng.random() > 0.1 if openai else True,
+            )
+        )
     return plans
 
 
@@ -49,20 +51,33 @@ def instants(plan: Plan) -> list[datetime]:
 @pytest.mark.parametrize("total", [1, 2, 3, 10, 97, 100, 128, 300, 1000, 1001])
 def test_rank_is_a_permutation_of_the_requests(total):
     for seed in (0, 1, 12345, 2**31 - 1):
-        plan = Plan(total=total, created_at=T0, seed=seed, processing_seconds=10, cancel_grace_seconds=0, error_percent=5)
+        plan = Plan(
+            total=total, created_at=T0, seed=seed, processing_seconds=10, cancel_grace_seconds=0, error_percent=5
+        )
         assert sorted(plan.rank_of(i) for i in range(total)) == list(range(total))
 
 
 def test_tally_matches_counting_fates_one_by_one():
-    plan = Plan(total=5000, created_at=T0, seed=4242, processing_seconds=10, cancel_grace_seconds=0,
-                error_percent=13, expire_percent=3)
+    plan = Plan(
+        total=5000,
+        created_at=T0,
+        seed=4242,
+        processing_seconds=10,
+        cancel_grace_seconds=0,
+        error_percent=13,
+        expire_percent=3,
+    )
     for finished in (0, 1, 99, 100, 299, 300, 301, 1234, 5000):
         fates = Counter(plan.fate(rank) for rank in range(finished))
         tally = plan.tally(finished)
         assert (tally.errored, tally.expired, tally.succeeded) == (
-            fates[Outcome.ERRORED], fates[Outcome.EXPIRED], fates[Outcome.SUCCEEDED]
+            fates[Outcome.ERRORED],
+            fates[Outcome.EXPIRED],
+            fates[Outcome.SUCCEEDED],
         )
-        assert tally.input_tokens == sum(plan.input_tokens(r) for r in range(finished) if plan.fate(r) is Outcome.SUCCEEDED)
+        assert tally.input_tokens == sum(
+            plan.input_tokens(r) for r in range(finished) if plan.fate(r) is Outcome.SUCCEEDED
+        )
 
 
 def test_error_share_is_close_to_the_configured_percent():
@@ -103,8 +118,16 @@ def test_anthropic_ended_batch_never_changes_again(plan):
 
 
 def test_anthropic_results_agree_with_request_counts():
-    plan = Plan(total=777, created_at=T0, seed=99, processing_seconds=600, cancel_grace_seconds=30,
-                error_percent=10, expire_percent=2, cancel_initiated_at=T0 + timedelta(seconds=200))
+    plan = Plan(
+        total=777,
+        created_at=T0,
+        seed=99,
+        processing_seconds=600,
+        cancel_grace_seconds=30,
+        error_percent=10,
+        expire_percent=2,
+        cancel_initiated_at=T0 + timedelta(seconds=200),
+    )
     state = anthropic_state(plan, T0 + timedelta(hours=1))
     outcomes = Counter(state.outcome_of_rank(plan, plan.rank_of(i)) for i in range(plan.total))
     assert outcomes[Outcome.SUCCEEDED] == state.succeeded
@@ -114,8 +137,15 @@ def test_anthropic_results_agree_with_request_counts():
 
 
 def test_anthropic_cancel_goes_through_canceling_and_in_flight_requests_still_complete():
-    plan = Plan(total=1000, created_at=T0, seed=5, processing_seconds=1000, cancel_grace_seconds=50,
-                error_percent=0, cancel_initiated_at=T0 + timedelta(seconds=100))
+    plan = Plan(
+        total=1000,
+        created_at=T0,
+        seed=5,
+        processing_seconds=1000,
+        cancel_grace_seconds=50,
+        error_percent=0,
+        cancel_initiated_at=T0 + timedelta(seconds=100),
+    )
     assert anthropic_state(plan, T0 + timedelta(seconds=99)).processing_status == "in_progress"
     canceling = anthropic_state(plan, T0 + timedelta(seconds=120))
     assert canceling.processing_status == "canceling"
@@ -129,8 +159,15 @@ def test_anthropic_cancel_goes_through_canceling_and_in_flight_requests_still_co
 
 
 def test_anthropic_cancel_can_end_with_nothing_canceled():
-    plan = Plan(total=10, created_at=T0, seed=5, processing_seconds=10, cancel_grace_seconds=60,
-                error_percent=0, cancel_initiated_at=T0 + timedelta(seconds=9))
+    plan = Plan(
+        total=10,
+        created_at=T0,
+        seed=5,
+        processing_seconds=10,
+        cancel_grace_seconds=60,
+        error_percent=0,
+        cancel_initiated_at=T0 + timedelta(seconds=9),
+    )
     ended = anthropic_state(plan, T0 + timedelta(seconds=11))
     assert ended.is_ended and ended.canceled == 0 and ended.succeeded == 10
 
@@ -146,7 +183,9 @@ def test_anthropic_batch_past_its_24h_window_expires_the_rest():
 OPENAI_ORDER = ["validating", "in_progress", "finalizing", "completed"]
 
 
-@pytest.mark.parametrize("plan", random_plans(80, openai=True, seed=11), ids=lambda p: f"n{p.total}-span{p.processing_seconds}")
+@pytest.mark.parametrize(
+    "plan", random_plans(80, openai=True, seed=11), ids=lambda p: f"n{p.total}-span{p.processing_seconds}"
+)
 def test_openai_counts_grow_never_exceed_total_and_freeze_at_the_end(plan):
     previous = None
     final = None
@@ -164,10 +203,18 @@ def test_openai_counts_grow_never_exceed_total_and_freeze_at_the_end(plan):
 
 
 def test_openai_passes_through_validating_in_progress_finalizing_completed():
-    plan = Plan(total=100, created_at=T0, seed=3, processing_seconds=100, cancel_grace_seconds=5,
-                error_percent=10, validating_seconds=10, finalizing_seconds=10)
+    plan = Plan(
+        total=100,
+        created_at=T0,
+        seed=3,
+        processing_seconds=100,
+        cancel_grace_seconds=5,
+        error_percent=10,
+        validating_seconds=10,
+        finalizing_seconds=10,
+    )
     seen = []
-    for second in range(0, 130):
+    for second in range(130):
         state = openai_state(plan, T0 + timedelta(seconds=second))
         if not seen or seen[-1] != state.status:
             seen.append(state.status)
@@ -183,8 +230,16 @@ def test_openai_passes_through_validating_in_progress_finalizing_completed():
 
 
 def test_openai_invalid_input_fails_after_validating():
-    plan = Plan(total=0, created_at=T0, seed=3, processing_seconds=100, cancel_grace_seconds=5,
-                error_percent=10, validating_seconds=10, input_is_valid=False)
+    plan = Plan(
+        total=0,
+        created_at=T0,
+        seed=3,
+        processing_seconds=100,
+        cancel_grace_seconds=5,
+        error_percent=10,
+        validating_seconds=10,
+        input_is_valid=False,
+    )
     assert openai_state(plan, T0 + timedelta(seconds=5)).status == "validating"
     failed = openai_state(plan, T0 + timedelta(seconds=11))
     assert failed.status == "failed" and failed.failed_at == T0 + timedelta(seconds=10)
@@ -192,8 +247,16 @@ def test_openai_invalid_input_fails_after_validating():
 
 
 def test_openai_cancel_keeps_finishing_in_flight_requests_then_cancelled():
-    plan = Plan(total=1000, created_at=T0, seed=3, processing_seconds=1000, cancel_grace_seconds=100,
-                error_percent=0, validating_seconds=0, cancel_initiated_at=T0 + timedelta(seconds=200))
+    plan = Plan(
+        total=1000,
+        created_at=T0,
+        seed=3,
+        processing_seconds=1000,
+        cancel_grace_seconds=100,
+        error_percent=0,
+        validating_seconds=0,
+        cancel_initiated_at=T0 + timedelta(seconds=200),
+    )
     at_cancel = openai_state(plan, T0 + timedelta(seconds=200))
     assert at_cancel.status == "cancelling" and at_cancel.completed == 200
     later = openai_state(plan, T0 + timedelta(seconds=250))
@@ -206,8 +269,15 @@ def test_openai_cancel_keeps_finishing_in_flight_requests_then_cancelled():
 
 
 def test_openai_batch_past_its_window_expires_with_unprocessed_requests():
-    plan = Plan(total=100, created_at=T0, seed=3, processing_seconds=48 * 3600, cancel_grace_seconds=5,
-                error_percent=0, validating_seconds=0)
+    plan = Plan(
+        total=100,
+        created_at=T0,
+        seed=3,
+        processing_seconds=48 * 3600,
+        cancel_grace_seconds=5,
+        error_percent=0,
+        validating_seconds=0,
+    )
     expired = openai_state(plan, T0 + timedelta(hours=30))
     assert expired.status == "expired" and expired.expired_at == plan.expires_at
     assert expired.completed == 50 and expired.not_processed == 50

@@ -36,10 +36,10 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
@@ -69,12 +69,12 @@ ANTHROPIC_NULLABLE_KEYS = ("archived_at", "cancel_initiated_at", "ended_at", "re
 # --- specs and validators ------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def anthropic_spec() -> dict:
     return json.loads((SPECS / "anthropic-openapi.json").read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def openai_spec() -> dict:
     """The parsed 3 MB YAML, cached for the whole test process (parsing takes most of a second)."""
     with open(SPECS / "openai-openapi.yaml", "rb") as handle:
@@ -152,8 +152,13 @@ def with_closed_schemas(spec: dict, names: tuple[str, ...]) -> dict:
     return {**spec, "components": {**spec["components"], "schemas": {**schemas, **swapped}}}
 
 
-ANTHROPIC_TESTED = ("MessageBatch", "ListResponse_MessageBatch_", "ErrorResponse", "MessageBatchIndividualResponse",
-                    "DeleteMessageBatchResponse")
+ANTHROPIC_TESTED = (
+    "MessageBatch",
+    "ListResponse_MessageBatch_",
+    "ErrorResponse",
+    "MessageBatchIndividualResponse",
+    "DeleteMessageBatchResponse",
+)
 OPENAI_TESTED = ("Batch", "ListBatchesResponse", "Error", "ErrorResponse")
 ANTHROPIC_SPEC_CLOSED = "urn:spec:anthropic:closed"
 OPENAI_SPEC_CLOSED = "urn:spec:openai:batch-optionals-nullable:closed"
@@ -181,14 +186,26 @@ class Schemas:
     """Validators for `#/components/schemas/<name>` of each spec, over one shared registry."""
 
     def __init__(self) -> None:
-        self.registry = Registry().with_resources([
-            (ANTHROPIC_SPEC, DRAFT202012.create_resource(anthropic_spec())),
-            (OPENAI_SPEC, DRAFT202012.create_resource(openai_spec())),
-            (OPENAI_SPEC_NULLABLE_OPTIONALS, DRAFT202012.create_resource(openai_spec_with_nullable_optionals(openai_spec()))),
-            (ANTHROPIC_SPEC_CLOSED, DRAFT202012.create_resource(with_closed_schemas(anthropic_spec(), ANTHROPIC_TESTED))),
-            (OPENAI_SPEC_CLOSED, DRAFT202012.create_resource(
-                with_closed_schemas(openai_spec_with_nullable_optionals(openai_spec()), OPENAI_TESTED))),
-        ])
+        self.registry = Registry().with_resources(
+            [
+                (ANTHROPIC_SPEC, DRAFT202012.create_resource(anthropic_spec())),
+                (OPENAI_SPEC, DRAFT202012.create_resource(openai_spec())),
+                (
+                    OPENAI_SPEC_NULLABLE_OPTIONALS,
+                    DRAFT202012.create_resource(openai_spec_with_nullable_optionals(openai_spec())),
+                ),
+                (
+                    ANTHROPIC_SPEC_CLOSED,
+                    DRAFT202012.create_resource(with_closed_schemas(anthropic_spec(), ANTHROPIC_TESTED)),
+                ),
+                (
+                    OPENAI_SPEC_CLOSED,
+                    DRAFT202012.create_resource(
+                        with_closed_schemas(openai_spec_with_nullable_optionals(openai_spec()), OPENAI_TESTED)
+                    ),
+                ),
+            ]
+        )
         self._validators: dict[tuple[str, str], Draft202012Validator] = {}
 
     def validator(self, spec: str, name: str) -> Draft202012Validator:
@@ -234,7 +251,9 @@ def problems(validator: Draft202012Validator, instance: object) -> list[str]:
 def assert_valid(validator: Draft202012Validator, instance: object, what: str) -> None:
     found = problems(validator, instance)
     name = validator.schema["$ref"].rsplit("/", 1)[-1]
-    assert not found, f"{what} does not match {name}:\n" + "\n".join(found) + "\n" + json.dumps(instance, indent=1)[:3000]
+    assert not found, (
+        f"{what} does not match {name}:\n" + "\n".join(found) + "\n" + json.dumps(instance, indent=1)[:3000]
+    )
 
 
 # --- HTTP helpers --------------------------------------------------------------------------
@@ -247,12 +266,16 @@ def http(simulator):
 
 
 def json_of(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:500]}"
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:500]}"
+    )
     assert response.headers["content-type"].startswith("application/json")
     return response.json()
 
 
-def poll(fetch: Callable[[], dict], until: Callable[[dict], bool], *, timeout: float = 20, what: str = "") -> list[dict]:
+def poll(
+    fetch: Callable[[], dict], until: Callable[[dict], bool], *, timeout: float = 20, what: str = ""
+) -> list[dict]:
     """Every body fetched, oldest first, up to and including the first one `until` accepts."""
     deadline = time.monotonic() + timeout
     seen = [fetch()]
@@ -266,16 +289,25 @@ def poll(fetch: Callable[[], dict], until: Callable[[dict], bool], *, timeout: f
 
 def message_requests(count: int) -> list[dict]:
     return [
-        {"custom_id": f"req-{i:03d}", "params": {"model": "claude-sonnet-4-5", "max_tokens": 64,
-                                                  "messages": [{"role": "user", "content": f"Question {i}"}]}}
+        {
+            "custom_id": f"req-{i:03d}",
+            "params": {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": f"Question {i}"}],
+            },
+        }
         for i in range(count)
     ]
 
 
-def create_anthropic(http: httpx.Client, count: int = 3, *, processing_seconds: float | None = None,
-                     headers: dict | None = None) -> dict:
+def create_anthropic(
+    http: httpx.Client, count: int = 3, *, processing_seconds: float | None = None, headers: dict | None = None
+) -> dict:
     extra = {} if processing_seconds is None else {"x-sim-processing-seconds": str(processing_seconds)}
-    response = http.post(A_BATCHES, headers={**(headers or ANTHROPIC_HEADERS), **extra}, json={"requests": message_requests(count)})
+    response = http.post(
+        A_BATCHES, headers={**(headers or ANTHROPIC_HEADERS), **extra}, json={"requests": message_requests(count)}
+    )
     return json_of(response)
 
 
@@ -290,21 +322,42 @@ def anthropic_results(http: httpx.Client, batch: dict) -> list[dict]:
 
 
 def openai_input(count: int, *, url: str = "/v1/chat/completions") -> bytes:
-    lines = [json.dumps({
-        "custom_id": f"req-{i:03d}", "method": "POST", "url": url,
-        "body": {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": f"Question {i}"}], "max_tokens": 64},
-    }) for i in range(count)]
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"req-{i:03d}",
+                "method": "POST",
+                "url": url,
+                "body": {
+                    "model": "gpt-4.1-mini",
+                    "messages": [{"role": "user", "content": f"Question {i}"}],
+                    "max_tokens": 64,
+                },
+            }
+        )
+        for i in range(count)
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 
 def upload_openai(http: httpx.Client, content: bytes, headers: dict | None = None) -> str:
-    response = http.post(O_FILES, headers=headers or OPENAI_HEADERS, data={"purpose": "batch"},
-                         files={"file": ("input.jsonl", content, "application/jsonl")})
+    response = http.post(
+        O_FILES,
+        headers=headers or OPENAI_HEADERS,
+        data={"purpose": "batch"},
+        files={"file": ("input.jsonl", content, "application/jsonl")},
+    )
     return json_of(response)["id"]
 
 
-def create_openai(http: httpx.Client, count: int = 3, *, url: str = "/v1/chat/completions",
-                  processing_seconds: float | None = None, metadata: dict | None = None) -> dict:
+def create_openai(
+    http: httpx.Client,
+    count: int = 3,
+    *,
+    url: str = "/v1/chat/completions",
+    processing_seconds: float | None = None,
+    metadata: dict | None = None,
+) -> dict:
     file_id = upload_openai(http, openai_input(count, url=url))
     extra = {} if processing_seconds is None else {"x-sim-processing-seconds": str(processing_seconds)}
     body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
@@ -359,7 +412,9 @@ def test_anthropic_canceled_result_lines_match_the_spec(http, schemas, fast_simu
     created = create_anthropic(http, 5, processing_seconds=60)
     canceling = json_of(http.post(f"{A_BATCHES}/{created['id']}/cancel", headers=ANTHROPIC_HEADERS))
     assert canceling["processing_status"] == "canceling"
-    ended = poll(lambda: get_anthropic(http, created["id"]), lambda b: b["processing_status"] == "ended", what="ended")[-1]
+    ended = poll(lambda: get_anthropic(http, created["id"]), lambda b: b["processing_status"] == "ended", what="ended")[
+        -1
+    ]
     assert_valid(schemas.anthropic("MessageBatch"), ended, "retrieve (ended by cancel)")
     assert ended["request_counts"]["canceled"] == 5
 
@@ -406,10 +461,14 @@ def test_anthropic_message_batch_always_has_every_nullable_key(http, fast_simula
     assert {key: slow[key] for key in ANTHROPIC_NULLABLE_KEYS} == dict.fromkeys(ANTHROPIC_NULLABLE_KEYS)
     canceling = json_of(http.post(f"{A_BATCHES}/{slow['id']}/cancel", headers=ANTHROPIC_HEADERS))
     assert isinstance(canceling["cancel_initiated_at"], str)
-    assert {key: canceling[key] for key in ("archived_at", "ended_at", "results_url")} == dict.fromkeys(("archived_at", "ended_at", "results_url"))
+    assert {key: canceling[key] for key in ("archived_at", "ended_at", "results_url")} == dict.fromkeys(
+        ("archived_at", "ended_at", "results_url")
+    )
 
     quick = create_anthropic(http, processing_seconds=0)
-    ended = poll(lambda: get_anthropic(http, quick["id"]), lambda b: b["processing_status"] == "ended", what="ended")[-1]
+    ended = poll(lambda: get_anthropic(http, quick["id"]), lambda b: b["processing_status"] == "ended", what="ended")[
+        -1
+    ]
     assert ended["archived_at"] is None and ended["cancel_initiated_at"] is None
     assert isinstance(ended["ended_at"], str) and isinstance(ended["results_url"], str)
 
@@ -426,22 +485,69 @@ def anthropic_ended_batch_id(http: httpx.Client) -> str:
 
 
 ANTHROPIC_ERRORS = {
-    "401-no-key": (401, "authentication_error", lambda http: http.get(A_BATCHES, headers={"anthropic-version": "2023-06-01"})),
-    "401-bad-key": (401, "authentication_error", lambda http: http.get(A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-api-key": "sk-ant-nope"})),
-    "404-unknown-batch": (404, "not_found_error", lambda http: http.get(f"{A_BATCHES}/msgbatch_01nope", headers=ANTHROPIC_HEADERS)),
-    "404-unknown-route": (404, "not_found_error", lambda http: http.get("/anthropic/v1/nothing-here", headers=ANTHROPIC_HEADERS)),
-    "400-no-requests": (400, "invalid_request_error", lambda http: http.post(A_BATCHES, headers=ANTHROPIC_HEADERS, json={})),
-    "400-bad-json": (400, "invalid_request_error", lambda http: http.post(A_BATCHES, headers={**ANTHROPIC_HEADERS, "content-type": "application/json"}, content=b"{nope")),
-    "400-no-version": (400, "invalid_request_error", lambda http: http.get(A_BATCHES, headers={"x-api-key": "sk-ant-sim-ops"})),
-    "400-results-not-ready": (400, "invalid_request_error", lambda http: http.get(
-        f"{A_BATCHES}/{create_anthropic(http, processing_seconds=60)['id']}/results", headers=ANTHROPIC_HEADERS)),
-    "400-cancel-ended": (400, "invalid_request_error", lambda http: http.post(
-        f"{A_BATCHES}/{anthropic_ended_batch_id(http)}/cancel", headers=ANTHROPIC_HEADERS)),
+    "401-no-key": (
+        401,
+        "authentication_error",
+        lambda http: http.get(A_BATCHES, headers={"anthropic-version": "2023-06-01"}),
+    ),
+    "401-bad-key": (
+        401,
+        "authentication_error",
+        lambda http: http.get(A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-api-key": "sk-ant-nope"}),
+    ),
+    "404-unknown-batch": (
+        404,
+        "not_found_error",
+        lambda http: http.get(f"{A_BATCHES}/msgbatch_01nope", headers=ANTHROPIC_HEADERS),
+    ),
+    "404-unknown-route": (
+        404,
+        "not_found_error",
+        lambda http: http.get("/anthropic/v1/nothing-here", headers=ANTHROPIC_HEADERS),
+    ),
+    "400-no-requests": (
+        400,
+        "invalid_request_error",
+        lambda http: http.post(A_BATCHES, headers=ANTHROPIC_HEADERS, json={}),
+    ),
+    "400-bad-json": (
+        400,
+        "invalid_request_error",
+        lambda http: http.post(
+            A_BATCHES, headers={**ANTHROPIC_HEADERS, "content-type": "application/json"}, content=b"{nope"
+        ),
+    ),
+    "400-no-version": (
+        400,
+        "invalid_request_error",
+        lambda http: http.get(A_BATCHES, headers={"x-api-key": "sk-ant-sim-ops"}),
+    ),
+    "400-results-not-ready": (
+        400,
+        "invalid_request_error",
+        lambda http: http.get(
+            f"{A_BATCHES}/{create_anthropic(http, processing_seconds=60)['id']}/results", headers=ANTHROPIC_HEADERS
+        ),
+    ),
+    "400-cancel-ended": (
+        400,
+        "invalid_request_error",
+        lambda http: http.post(f"{A_BATCHES}/{anthropic_ended_batch_id(http)}/cancel", headers=ANTHROPIC_HEADERS),
+    ),
     "405-method": (405, "invalid_request_error", lambda http: http.put(A_BATCHES, headers=ANTHROPIC_HEADERS)),
-    "429": (429, "rate_limit_error", lambda http: http.get(A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-sim-fault": "429"})),
+    "429": (
+        429,
+        "rate_limit_error",
+        lambda http: http.get(A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-sim-fault": "429"}),
+    ),
     "500": (500, "api_error", lambda http: http.get(A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-sim-fault": "500"})),
-    "529": (529, "overloaded_error", lambda http: http.post(A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-sim-fault": "529"},
-                                                            json={"requests": message_requests(1)})),
+    "529": (
+        529,
+        "overloaded_error",
+        lambda http: http.post(
+            A_BATCHES, headers={**ANTHROPIC_HEADERS, "x-sim-fault": "529"}, json={"requests": message_requests(1)}
+        ),
+    ),
 }
 
 
@@ -539,13 +645,29 @@ OPENAI_ERRORS = {
     "404-unknown-batch": (404, lambda http: http.get(f"{O_BATCHES}/batch_nope", headers=OPENAI_HEADERS)),
     "404-unknown-file": (404, lambda http: http.get(f"{O_FILES}/file-nope/content", headers=OPENAI_HEADERS)),
     "404-unknown-route": (404, lambda http: http.get("/openai/v1/nothing-here", headers=OPENAI_HEADERS)),
-    "400-missing-parameter": (400, lambda http: http.post(O_BATCHES, headers=OPENAI_HEADERS, json={"endpoint": "/v1/chat/completions"})),
-    "400-bad-endpoint": (400, lambda http: http.post(O_BATCHES, headers=OPENAI_HEADERS, json={
-        "input_file_id": "file-x", "endpoint": "/v1/nope", "completion_window": "24h"})),
+    "400-missing-parameter": (
+        400,
+        lambda http: http.post(O_BATCHES, headers=OPENAI_HEADERS, json={"endpoint": "/v1/chat/completions"}),
+    ),
+    "400-bad-endpoint": (
+        400,
+        lambda http: http.post(
+            O_BATCHES,
+            headers=OPENAI_HEADERS,
+            json={"input_file_id": "file-x", "endpoint": "/v1/nope", "completion_window": "24h"},
+        ),
+    ),
     "400-bad-limit": (400, lambda http: http.get(O_BATCHES, headers=OPENAI_HEADERS, params={"limit": "zero"})),
-    "400-upload-without-purpose": (400, lambda http: http.post(O_FILES, headers=OPENAI_HEADERS,
-                                                               files={"file": ("x.jsonl", b"{}\n", "application/jsonl")})),
-    "409-cancel-failed": (409, lambda http: http.post(f"{O_BATCHES}/{openai_failed_batch_id(http)}/cancel", headers=OPENAI_HEADERS)),
+    "400-upload-without-purpose": (
+        400,
+        lambda http: http.post(
+            O_FILES, headers=OPENAI_HEADERS, files={"file": ("x.jsonl", b"{}\n", "application/jsonl")}
+        ),
+    ),
+    "409-cancel-failed": (
+        409,
+        lambda http: http.post(f"{O_BATCHES}/{openai_failed_batch_id(http)}/cancel", headers=OPENAI_HEADERS),
+    ),
     "429": (429, lambda http: http.get(O_BATCHES, headers={**OPENAI_HEADERS, "x-sim-fault": "429"})),
     "500": (500, lambda http: http.get(O_BATCHES, headers={**OPENAI_HEADERS, "x-sim-fault": "500"})),
     "503": (503, lambda http: http.get(O_BATCHES, headers={**OPENAI_HEADERS, "x-sim-fault": "529"})),
@@ -564,24 +686,62 @@ def test_openai_error_bodies_match_error_response(http, schemas, fast_simulator,
 
 # Batch properties outside `required` in the copied spec: exactly these accept null.
 BATCH_OPTIONAL = {
-    "model", "errors", "output_file_id", "error_file_id", "in_progress_at", "expires_at", "finalizing_at",
-    "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata",
+    "model",
+    "errors",
+    "output_file_id",
+    "error_file_id",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "request_counts",
+    "usage",
+    "metadata",
 }
 # Of those, what a batch that is still validating (created without metadata) sends as null.
 NULL_WHILE_VALIDATING = {
-    "errors", "output_file_id", "error_file_id", "in_progress_at", "finalizing_at", "completed_at",
-    "failed_at", "expired_at", "cancelling_at", "cancelled_at", "metadata",
+    "errors",
+    "output_file_id",
+    "error_file_id",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "metadata",
 }
 
 
 def valid_batch() -> dict:
     return {
-        "id": "batch_abc123", "object": "batch", "endpoint": "/v1/chat/completions", "model": "gpt-4.1-mini",
-        "errors": None, "input_file_id": "file-abc123", "completion_window": "24h", "status": "in_progress",
-        "output_file_id": None, "error_file_id": None, "created_at": 1711471533, "in_progress_at": 1711471538,
-        "expires_at": 1711557933, "finalizing_at": None, "completed_at": None, "failed_at": None,
-        "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-        "request_counts": {"total": 100, "completed": 23, "failed": 1}, "usage": None, "metadata": None,
+        "id": "batch_abc123",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "model": "gpt-4.1-mini",
+        "errors": None,
+        "input_file_id": "file-abc123",
+        "completion_window": "24h",
+        "status": "in_progress",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": 1711471533,
+        "in_progress_at": 1711471538,
+        "expires_at": 1711557933,
+        "finalizing_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {"total": 100, "completed": 23, "failed": 1},
+        "usage": None,
+        "metadata": None,
     }
 
 
@@ -597,7 +757,9 @@ def test_openai_relaxed_properties_are_exactly_the_optional_ones(schemas):
 
 def test_openai_null_conflict_is_real(schemas):
     """As published, `Batch` rejects the nulls the real API sends, even in the spec's own example."""
-    example = yaml.load(openai_spec()["components"]["schemas"]["Batch"]["x-oaiMeta"]["example"], Loader=yaml.CSafeLoader)
+    example = yaml.load(
+        openai_spec()["components"]["schemas"]["Batch"]["x-oaiMeta"]["example"], Loader=yaml.CSafeLoader
+    )
     assert example["failed_at"] is None  # (the example is not strict JSON: it has a trailing comma)
     assert problems(schemas.openai_as_published("Batch"), example)
     assert_valid(schemas.openai("Batch"), example, "the spec's own Batch example")
@@ -609,19 +771,41 @@ def test_openai_null_conflict_is_real(schemas):
     assert_valid(schemas.openai("ListBatchesResponse"), empty, "empty list")
 
 
-@pytest.mark.parametrize("change", [
-    {"status": None}, {"created_at": None}, {"id": None}, {"object": None}, {"endpoint": None},
-    {"input_file_id": None}, {"completion_window": None},
-    {"status": "done"}, {"object": "batches"}, {"status": "canceled"},
-    {"created_at": "1711471533"}, {"output_file_id": 123}, {"in_progress_at": "2024-03-26T12:00:00Z"},
-    {"in_progress_at": -5}, {"request_counts": {"total": 1, "completed": None, "failed": 0}},
-    {"request_counts": {"total": 1}}, {"metadata": {"job": 7}}, {"errors": {"object": "list", "data": [{"line": "3"}]}},
-    {"usage": {"input_tokens": 1}},
-], ids=lambda change: ",".join(f"{k}={v!r}" for k, v in change.items())[:60])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": None},
+        {"created_at": None},
+        {"id": None},
+        {"object": None},
+        {"endpoint": None},
+        {"input_file_id": None},
+        {"completion_window": None},
+        {"status": "done"},
+        {"object": "batches"},
+        {"status": "canceled"},
+        {"created_at": "1711471533"},
+        {"output_file_id": 123},
+        {"in_progress_at": "2024-03-26T12:00:00Z"},
+        {"in_progress_at": -5},
+        {"request_counts": {"total": 1, "completed": None, "failed": 0}},
+        {"request_counts": {"total": 1}},
+        {"metadata": {"job": 7}},
+        {"errors": {"object": "list", "data": [{"line": "3"}]}},
+        {"usage": {"input_tokens": 1}},
+    ],
+    ids=lambda change: ",".join(f"{k}={v!r}" for k, v in change.items())[:60],
+)
 def test_openai_null_relaxation_is_narrow(schemas, change):
     bad = {**valid_batch(), **change}
     assert problems(schemas.openai("Batch"), bad), f"relaxed Batch accepted {change}"
-    listing = {"object": "list", "data": [bad], "first_id": "batch_abc123", "last_id": "batch_abc123", "has_more": False}
+    listing = {
+        "object": "list",
+        "data": [bad],
+        "first_id": "batch_abc123",
+        "last_id": "batch_abc123",
+        "has_more": False,
+    }
     assert problems(schemas.openai("ListBatchesResponse"), listing), f"relaxed list accepted an item with {change}"
 
 
@@ -653,25 +837,40 @@ def test_openai_batch_always_sends_null_for_unset_optional_keys(http):
 
 def message_batch() -> dict:
     return {
-        "id": "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message_batch", "processing_status": "in_progress",
+        "id": "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+        "type": "message_batch",
+        "processing_status": "in_progress",
         "request_counts": {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
-        "ended_at": None, "created_at": "2024-08-20T18:37:24.100435Z", "expires_at": "2024-08-21T18:37:24.100435Z",
-        "archived_at": None, "cancel_initiated_at": None, "results_url": None,
+        "ended_at": None,
+        "created_at": "2024-08-20T18:37:24.100435Z",
+        "expires_at": "2024-08-21T18:37:24.100435Z",
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": None,
     }
 
 
-@pytest.mark.parametrize("name, instance", [
-    ("MessageBatch", {**message_batch(), "processing_status": "done"}),
-    ("MessageBatch", {**message_batch(), "created_at": "2024-08-20 18:37:24"}),  # not RFC 3339
-    ("MessageBatch", {**message_batch(), "request_counts": {"processing": 1}}),  # through a $ref
-    ("MessageBatch", {k: v for k, v in message_batch().items() if k != "results_url"}),
-    ("ListResponse_MessageBatch_", {"data": [{**message_batch(), "type": "batch"}], "has_more": False, "first_id": None, "last_id": None}),
-    ("MessageBatchIndividualResponse", {"custom_id": "a", "result": {"type": "succeeded", "message": {"id": "msg_1"}}}),
-    ("MessageBatchIndividualResponse", {"custom_id": "a", "result": {"type": "vanished"}}),
-    ("ErrorResponse", {"type": "error", "error": {"type": "weird_error", "message": "x"}, "request_id": "req_1"}),
-    ("ErrorResponse", {"type": "error", "error": {"type": "api_error", "message": "x"}}),
-    ("DeleteMessageBatchResponse", {"id": "msgbatch_1", "type": "message_batch"}),
-])
+@pytest.mark.parametrize(
+    "name, instance",
+    [
+        ("MessageBatch", {**message_batch(), "processing_status": "done"}),
+        ("MessageBatch", {**message_batch(), "created_at": "2024-08-20 18:37:24"}),  # not RFC 3339
+        ("MessageBatch", {**message_batch(), "request_counts": {"processing": 1}}),  # through a $ref
+        ("MessageBatch", {k: v for k, v in message_batch().items() if k != "results_url"}),
+        (
+            "ListResponse_MessageBatch_",
+            {"data": [{**message_batch(), "type": "batch"}], "has_more": False, "first_id": None, "last_id": None},
+        ),
+        (
+            "MessageBatchIndividualResponse",
+            {"custom_id": "a", "result": {"type": "succeeded", "message": {"id": "msg_1"}}},
+        ),
+        ("MessageBatchIndividualResponse", {"custom_id": "a", "result": {"type": "vanished"}}),
+        ("ErrorResponse", {"type": "error", "error": {"type": "weird_error", "message": "x"}, "request_id": "req_1"}),
+        ("ErrorResponse", {"type": "error", "error": {"type": "api_error", "message": "x"}}),
+        ("DeleteMessageBatchResponse", {"id": "msgbatch_1", "type": "message_batch"}),
+    ],
+)
 def test_anthropic_schemas_reject_wrong_shapes(schemas, name, instance):
     assert problems(schemas.anthropic(name), instance)
 
@@ -695,14 +894,22 @@ def test_simulator_sends_no_undocumented_keys(http, schemas, fast_simulator):
     slow = create_anthropic(http, 5, processing_seconds=60)
     canceling = json_of(http.post(f"{A_BATCHES}/{slow['id']}/cancel", headers=ANTHROPIC_HEADERS))
     quick = create_anthropic(http, 100, processing_seconds=0.3)
-    ended = [poll(lambda i=i: get_anthropic(http, i), lambda b: b["processing_status"] == "ended", what="ended")[-1]
-             for i in (slow["id"], quick["id"])]
+    ended = [
+        poll(lambda i=i: get_anthropic(http, i), lambda b: b["processing_status"] == "ended", what="ended")[-1]
+        for i in (slow["id"], quick["id"])
+    ]
     seen += [("anthropic", "MessageBatch", body) for body in (slow, canceling, *ended)]
     seen.append(("anthropic", "ListResponse_MessageBatch_", json_of(http.get(A_BATCHES, headers=ANTHROPIC_HEADERS))))
     lines = anthropic_results(http, ended[0]) + anthropic_results(http, ended[1])
     assert {line["result"]["type"] for line in lines} == {"succeeded", "errored", "expired", "canceled"}
     seen += [("anthropic", "MessageBatchIndividualResponse", line) for line in lines]
-    seen.append(("anthropic", "DeleteMessageBatchResponse", json_of(http.delete(f"{A_BATCHES}/{quick['id']}", headers=ANTHROPIC_HEADERS))))
+    seen.append(
+        (
+            "anthropic",
+            "DeleteMessageBatchResponse",
+            json_of(http.delete(f"{A_BATCHES}/{quick['id']}", headers=ANTHROPIC_HEADERS)),
+        )
+    )
     for case in ("401-no-key", "404-unknown-batch", "400-no-requests", "429", "529"):
         status, _, send = ANTHROPIC_ERRORS[case]
         seen.append(("anthropic", "ErrorResponse", json_of(send(http), status)))
@@ -712,8 +919,10 @@ def test_simulator_sends_no_undocumented_keys(http, schemas, fast_simulator):
     cancelling = json_of(http.post(f"{O_BATCHES}/{fresh['id']}/cancel", headers=OPENAI_HEADERS))
     done = create_openai(http, 100, processing_seconds=0.3)
     bad = create_openai(http, 2, url="/v1/embeddings")
-    finished = [poll(lambda i=i: get_openai(http, i), lambda b: b["status"] in ("completed", "failed"), what="end")[-1]
-                for i in (done["id"], bad["id"])]
+    finished = [
+        poll(lambda i=i: get_openai(http, i), lambda b: b["status"] in ("completed", "failed"), what="end")[-1]
+        for i in (done["id"], bad["id"])
+    ]
     seen += [("openai", "Batch", body) for body in (fresh, cancelling, *finished)]
     seen.append(("openai", "ListBatchesResponse", json_of(http.get(O_BATCHES, headers=OPENAI_HEADERS))))
     for case in ("401-bad-key", "404-unknown-batch", "400-bad-endpoint", "429", "500"):

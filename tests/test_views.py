@@ -33,20 +33,34 @@ ROW = re.compile(
 
 def anthropic_batch(make_client, account: str = "ops", *, seconds: float = 60):
     return make_client(ANTHROPIC_KEYS[account]).messages.batches.create(
-        requests=[{"custom_id": "a1", "params": {"model": "m", "max_tokens": 5,
-                                                 "messages": [{"role": "user", "content": "hi"}]}}],
+        requests=[
+            {
+                "custom_id": "a1",
+                "params": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            }
+        ],
         extra_headers={"x-sim-processing-seconds": str(seconds)},
     )
 
 
 def openai_batch(make_client, account: str = "ops", *, seconds: float = 60, metadata: dict | None = None):
     client = make_client(OPENAI_KEYS[account])
-    line = {"custom_id": "o1", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}}
-    upload = client.files.create(file=("in.jsonl", (json.dumps(line) + "\n").encode(), "application/jsonl"),
-                                 purpose="batch")
-    return client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                 metadata=metadata, extra_headers={"x-sim-processing-seconds": str(seconds)})
+    line = {
+        "custom_id": "o1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+    }
+    upload = client.files.create(
+        file=("in.jsonl", (json.dumps(line) + "\n").encode(), "application/jsonl"), purpose="batch"
+    )
+    return client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
+        extra_headers={"x-sim-processing-seconds": str(seconds)},
+    )
 
 
 def created_ago(batch_id: str, **delta) -> None:
@@ -93,8 +107,6 @@ def link(response, rel: str) -> str:
     return html.unescape(match.group(1)) if match else ""
 
 
-
-
 @pytest.fixture
 def other_operator_client(operator):
     client = Client()
@@ -105,12 +117,15 @@ def other_operator_client(operator):
 # --- login ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, path", [
-    ("get", "/"),
-    ("get", "/batches/anthropic-ops/msgbatch_01abc/row"),
-    ("post", "/batches/anthropic-ops/msgbatch_01abc/cancel"),
-    ("post", "/batches/openai-ops/batch_abc/cancel"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/"),
+        ("get", "/batches/anthropic-ops/msgbatch_01abc/row"),
+        ("post", "/batches/anthropic-ops/msgbatch_01abc/cancel"),
+        ("post", "/batches/openai-ops/batch_abc/cancel"),
+    ],
+)
 def test_anonymous_requests_redirect_to_login(client, db, upstream_calls, method, path):
     response = getattr(client, method)(path, **HTMX)
     assert response.status_code == 302
@@ -127,8 +142,9 @@ def test_login_page_renders_for_anonymous(client, db):
 
 
 def test_simulator_api_needs_no_login(client, demo_accounts):
-    response = client.get("/simulator/anthropic/v1/messages/batches",
-                          HTTP_X_API_KEY="sk-ant-sim-ops", HTTP_ANTHROPIC_VERSION="2023-06-01")
+    response = client.get(
+        "/simulator/anthropic/v1/messages/batches", HTTP_X_API_KEY="sk-ant-sim-ops", HTTP_ANTHROPIC_VERSION="2023-06-01"
+    )
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["data"] == []
@@ -139,20 +155,6 @@ def test_simulator_api_needs_no_login(client, demo_accounts):
 
 
 # --- list ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def four_accounts(dashboard_upstream, anthropic_client, openai_client):
-    """One running batch in each account, created 1..4 minutes ago (newest first: A-ops, O-ops, A-res, O-res)."""
-    made = [
-        ("anthropic-ops", anthropic_batch(anthropic_client, "ops", seconds=600).id),
-        ("openai-ops", openai_batch(openai_client, "ops", seconds=600).id),
-        ("anthropic-research", anthropic_batch(anthropic_client, "research", seconds=600).id),
-        ("openai-research", openai_batch(openai_client, "research", seconds=600).id),
-    ]
-    for minutes, (_, batch_id) in enumerate(made, start=1):
-        created_ago(batch_id, minutes=minutes)
-    return made
 
 
 def test_list_shows_every_account_newest_first_with_status_badges(operator_client, four_accounts):
@@ -304,8 +306,10 @@ def test_metadata_is_escaped(operator_client, dashboard_upstream, openai_client)
 
 
 def test_row_poll_of_running_batch_keeps_polling(operator_client, dashboard_upstream, anthropic_client, openai_client):
-    for account, batch_id in (("anthropic-ops", anthropic_batch(anthropic_client).id),
-                              ("openai-ops", openai_batch(openai_client).id)):
+    for account, batch_id in (
+        ("anthropic-ops", anthropic_batch(anthropic_client).id),
+        ("openai-ops", openai_batch(openai_client).id),
+    ):
         response = operator_client.get(f"/batches/{account}/{batch_id}/row", **HTMX)
         assert response.status_code == 200
         body = assert_is_row_fragment(response)
@@ -331,12 +335,18 @@ def test_row_poll_of_ended_batch_stops_polling(operator_client, dashboard_upstre
         assert response["Content-Type"].startswith("text/html")
 
 
-def test_row_poll_follows_the_batch_to_its_end(operator_client, settings, fast_simulator, dashboard_upstream,
-                                               anthropic_client):
+def test_row_poll_follows_the_batch_to_its_end(
+    operator_client, settings, fast_simulator, dashboard_upstream, anthropic_client
+):
     settings.UPSTREAM_CACHE_SECONDS = 0
     batch = anthropic_client().messages.batches.create(
-        requests=[{"custom_id": "a1", "params": {"model": "m", "max_tokens": 5,
-                                                 "messages": [{"role": "user", "content": "hi"}]}}])
+        requests=[
+            {
+                "custom_id": "a1",
+                "params": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            }
+        ]
+    )
     url = f"/batches/anthropic-ops/{batch.id}/row"
     assert operator_client.get(url, **HTMX).status_code == 200
     deadline = time.monotonic() + 6
@@ -365,7 +375,13 @@ def test_cancel_anthropic_batch(operator_client, dashboard_upstream, anthropic_c
 
     attempt = CancelAttempt.objects.get()
     assert (attempt.account, attempt.batch_id, attempt.outcome, attempt.status_after, attempt.actor, attempt.via) == (
-        "anthropic-ops", batch.id, "accepted", "canceling", "operator", "web")
+        "anthropic-ops",
+        batch.id,
+        "accepted",
+        "canceling",
+        "operator",
+        "web",
+    )
     assert attempt.finished_at is not None
     assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "canceling"
     # The next poll shows the new state too (the cached pre-cancel state was dropped).
@@ -425,8 +441,7 @@ def test_cancel_of_completed_openai_batch_is_already_ended(operator_client, dash
     assert (attempt.outcome, attempt.status_after) == ("already_ended", "completed")
 
 
-def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_client, dashboard_upstream,
-                                                                      openai_client):
+def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_client, dashboard_upstream, openai_client):
     batch = openai_batch(openai_client, seconds=60)
     created_ago(batch.id, seconds=64.5)  # validating 3 s + processing 60 s, finalizing for 3 s
     assert openai_client().batches.retrieve(batch.id).status == "finalizing"
@@ -453,8 +468,9 @@ def test_cancel_while_upstream_fails_is_recorded_not_a_500(operator_client, dash
     assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "in_progress"
 
 
-def test_viewer_cannot_cancel_and_sees_no_cancel_button(viewer_client, other_operator_client, dashboard_upstream,
-                                                       anthropic_client, openai_client, upstream_calls):
+def test_viewer_cannot_cancel_and_sees_no_cancel_button(
+    viewer_client, other_operator_client, dashboard_upstream, anthropic_client, openai_client, upstream_calls
+):
     anthropic_id = anthropic_batch(anthropic_client).id
     openai_id = openai_batch(openai_client).id
     for account, batch_id in (("anthropic-ops", anthropic_id), ("openai-ops", openai_id)):
@@ -502,15 +518,18 @@ def test_cancel_without_csrf_token_is_403(operator, dashboard_upstream, anthropi
 # --- malformed ids and unknown accounts ------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [
-    "/batches/anthropic-ops/not-an-id/row",
-    "/batches/openai-ops/batch_x%2F..%2Ffoo/row",
-    "/batches/openai-ops/batch_x..foo/row",
-    "/batches/nope-x/msgbatch_01abc/row",
-    "/batches/openai-ops/msgbatch_01abc/row",
-    "/batches/anthropic-ops/batch_abc/row",
-    "/batches/anthropic-ops/msgbatch_01abc%3F/row",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/batches/anthropic-ops/not-an-id/row",
+        "/batches/openai-ops/batch_x%2F..%2Ffoo/row",
+        "/batches/openai-ops/batch_x..foo/row",
+        "/batches/nope-x/msgbatch_01abc/row",
+        "/batches/openai-ops/msgbatch_01abc/row",
+        "/batches/anthropic-ops/batch_abc/row",
+        "/batches/anthropic-ops/msgbatch_01abc%3F/row",
+    ],
+)
 def test_bad_batch_urls_are_404_without_upstream_request(operator_client, dashboard_upstream, upstream_calls, path):
     response = operator_client.get(path, **HTMX)
     assert response.status_code == 404
@@ -543,8 +562,9 @@ def test_list_with_one_account_overloaded(operator_client, four_accounts):
     assert_no_keys(response)
 
 
-def test_row_of_seen_batch_is_stale_when_its_account_fails(operator_client, settings, dashboard_upstream,
-                                                           anthropic_client):
+def test_row_of_seen_batch_is_stale_when_its_account_fails(
+    operator_client, settings, dashboard_upstream, anthropic_client
+):
     settings.UPSTREAM_CACHE_SECONDS = 0
     batch = anthropic_batch(anthropic_client)
     assert batch.id in ids(operator_client.get("/"))  # seen once: its last known state is kept
@@ -571,8 +591,9 @@ def test_stale_row_of_ended_batch_keeps_polling(operator_client, settings, dashb
     assert 'data-status="ended"' in body and "Stale" in body and 'hx-trigger="every 3s"' in body
 
 
-def test_row_without_last_known_state_shows_the_error_and_keeps_polling(operator_client, dashboard_upstream,
-                                                                        anthropic_client, openai_client):
+def test_row_without_last_known_state_shows_the_error_and_keeps_polling(
+    operator_client, dashboard_upstream, anthropic_client, openai_client
+):
     anthropic_id = anthropic_batch(anthropic_client).id
     openai_id = openai_batch(openai_client).id
     fault("anthropic", "ops", "529")

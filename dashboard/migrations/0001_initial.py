@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,23 +14,45 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='CancelAttempt',
+            name="CancelAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('requested_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('actor', models.CharField(help_text="Who asked: the web user's username or the OS user of the CLI.", max_length=150)),
-                ('via', models.CharField(default='web', max_length=8)),
-                ('account', models.CharField(max_length=100)),
-                ('batch_id', models.CharField(db_index=True, max_length=120)),
-                ('outcome', models.CharField(choices=[('pending', 'pending (no answer recorded)'), ('accepted', 'accepted'), ('already_ended', 'already ended'), ('upstream_error', 'upstream error')], default='pending', max_length=16)),
-                ('status_after', models.CharField(blank=True, max_length=32)),
-                ('message', models.TextField(blank=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("requested_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "actor",
+                    models.CharField(
+                        help_text="Who asked: the web user's username or the OS user of the CLI.", max_length=150
+                    ),
+                ),
+                ("via", models.CharField(default="web", max_length=8)),
+                ("account", models.CharField(max_length=100)),
+                ("batch_id", models.CharField(db_index=True, max_length=120)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending (no answer recorded)"),
+                            ("accepted", "accepted"),
+                            ("already_ended", "already ended"),
+                            ("upstream_error", "upstream error"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("status_after", models.CharField(blank=True, max_length=32)),
+                ("message", models.TextField(blank=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-requested_at', '-id'],
-                'permissions': [('cancel_batch', 'Can cancel upstream batches')],
+                "ordering": ["-requested_at", "-id"],
+                "permissions": [("cancel_batch", "Can cancel upstream batches")],
             },
         ),
     ]

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0001_initial'),
+        ("dashboard", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='cancelattempt',
-            name='counts_at_cancel',
-            field=models.JSONField(blank=True, help_text='request_counts as the provider reported them in its answer to the cancel.', null=True),
+            model_name="cancelattempt",
+            name="counts_at_cancel",
+            field=models.JSONField(
+                blank=True,
+                help_text="request_counts as the provider reported them in its answer to the cancel.",
+                null=True,
+            ),
         ),
     ]

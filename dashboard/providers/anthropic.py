@@ -85,8 +85,9 @@ class AnthropicProvider(BatchAPI):
         return ["results"] if batch.is_ended else []
 
     @contextmanager
-    def open_results(self, batch_id: str, source: str = "results", *, known: Batch | None = None
-                     ) -> Iterator[httpx.Response]:
+    def open_results(
+        self, batch_id: str, source: str = "results", *, known: Batch | None = None
+    ) -> Iterator[httpx.Response]:
         """The streaming results response, its status already checked; the body is not read yet."""
         with self._stream(self._batch_path(batch_id, "/results")) as response:
             yield response

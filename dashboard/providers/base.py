@@ -70,8 +70,15 @@ class Page:
 class ProviderError(Exception):
     """Anything that went wrong talking to a provider; `message` is safe to show an operator."""
 
-    def __init__(self, message: str, *, status: int | None = None, kind: str = "", retry_after: float | None = None,
-                 request_id: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        kind: str = "",
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -120,8 +127,9 @@ class Provider(Protocol):
     def cancel(self, batch_id: str) -> Batch: ...
     def stream_results(self, batch_id: str) -> Iterator[bytes]: ...
     def result_sources(self, batch: Batch) -> list[str]: ...
-    def open_results(self, batch_id: str, source: str, *, known: Batch | None = None
-                     ) -> AbstractContextManager[httpx.Response]: ...
+    def open_results(
+        self, batch_id: str, source: str, *, known: Batch | None = None
+    ) -> AbstractContextManager[httpx.Response]: ...
     def is_valid_id(self, batch_id: str) -> bool: ...
 
 
@@ -190,7 +198,15 @@ def refused_cancel(error: UpstreamError, retrieve, batch_id: str) -> UpstreamErr
     except ProviderError:
         return error
     if current.is_ended:
-        return AlreadyEnded(f"Batch {batch_id} had already ended; nothing was canceled. ({error.message})",
-                            status=error.status, kind=error.kind, request_id=error.request_id)
-    return UpstreamError(f"{error.message} (the batch is {current.status}, which cannot be canceled now)",
-                         status=error.status, kind=error.kind, request_id=error.request_id)
+        return AlreadyEnded(
+            f"Batch {batch_id} had already ended; nothing was canceled. ({error.message})",
+            status=error.status,
+            kind=error.kind,
+            request_id=error.request_id,
+        )
+    return UpstreamError(
+        f"{error.message} (the batch is {current.status}, which cannot be canceled now)",
+        status=error.status,
+        kind=error.kind,
+        request_id=error.request_id,
+    )

@@ -36,7 +36,8 @@ def checked_json(response: httpx.Response, *, provider_label: str, request_id_he
         if not isinstance(body, dict):
             raise BadResponse(
                 f"{provider_label} answered HTTP {response.status_code} with a body that is not a JSON object.",
-                status=response.status_code, request_id=request_id,
+                status=response.status_code,
+                request_id=request_id,
             )
         return body
     error = body.get("error") if isinstance(body, dict) else None

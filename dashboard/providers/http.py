@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -58,8 +58,11 @@ class BatchAPI:
         if not isinstance(data, list):
             raise BadResponse(f"{self.label} sent a batch list without a data array.")
         batches = [self._batch(item) for item in data]
-        return Page(batches=batches, has_more=bool(body.get("has_more")),
-                    last_id=body.get("last_id") or (batches[-1].id if batches else None))
+        return Page(
+            batches=batches,
+            has_more=bool(body.get("has_more")),
+            last_id=body.get("last_id") or (batches[-1].id if batches else None),
+        )
 
     def retrieve(self, batch_id: str) -> Batch:
         return self._batch(self._json("GET", self._batch_path(batch_id)))

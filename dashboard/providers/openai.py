@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,8 +20,15 @@ REQUEST_ID_HEADER = "x-request-id"
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 CANCELABLE = frozenset({"validating", "in_progress"})
 TIMESTAMPS = (
-    "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-    "cancelling_at", "cancelled_at",
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
 )
 
 
@@ -34,7 +41,7 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"timestamp is not a number: {value!r}")
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    return datetime.fromtimestamp(value, tz=UTC)
 
 
 def parse_batch(data: Any, *, account: str) -> Batch:
@@ -71,8 +78,16 @@ def parse_batch(data: Any, *, account: str) -> Batch:
         counts_are_final_only=False,
         created_at=timestamps["created_at"],
         expires_at=timestamps["expires_at"],
-        ended_at=next((timestamps[name] for name in ("completed_at", "failed_at", "expired_at", "cancelled_at")
-                       if timestamps[name] is not None), None) if is_ended else None,
+        ended_at=next(
+            (
+                timestamps[name]
+                for name in ("completed_at", "failed_at", "expired_at", "cancelled_at")
+                if timestamps[name] is not None
+            ),
+            None,
+        )
+        if is_ended
+        else None,
         cancel_initiated_at=timestamps["cancelling_at"],
         timestamps=timestamps,
         raw=data,
@@ -106,8 +121,9 @@ class OpenAIProvider(BatchAPI):
             yield response
 
     @contextmanager
-    def open_results(self, batch_id: str, source: str = "output", *, known: Batch | None = None
-                     ) -> Iterator[httpx.Response]:
+    def open_results(
+        self, batch_id: str, source: str = "output", *, known: Batch | None = None
+    ) -> Iterator[httpx.Response]:
         """The output or error file of a batch as a streaming response, status already checked.
 
         The file ids come from `known` when the caller already holds the ended batch, else from a retrieve.

@@ -12,7 +12,15 @@ class SimAccountAdmin(admin.ModelAdmin):
 
 @admin.register(SimBatch)
 class SimBatchAdmin(admin.ModelAdmin):
-    list_display = ["public_id", "account", "created_at", "total", "processing_seconds", "cancel_initiated_at", "is_demo"]
+    list_display = [
+        "public_id",
+        "account",
+        "created_at",
+        "total",
+        "processing_seconds",
+        "cancel_initiated_at",
+        "is_demo",
+    ]
     list_filter = ["account", "is_demo"]
     search_fields = ["public_id"]
     raw_id_fields = ["input_file"]

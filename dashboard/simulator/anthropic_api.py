@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -16,7 +16,18 @@ from django.urls import reverse
 from . import clock
 from .models import BASE62, Fault, Provider, SimAccount, SimBatch, SimRequest, anthropic_batch_id
 from .progression import AnthropicState, Outcome, anthropic_state
-from .wire import ApiError, Dialect, cursor_batch, endpoint, newer_than, older_than, page_limit, parse_json_body, processing_seconds_override, short_id
+from .wire import (
+    ApiError,
+    Dialect,
+    cursor_batch,
+    endpoint,
+    newer_than,
+    older_than,
+    page_limit,
+    parse_json_body,
+    processing_seconds_override,
+    short_id,
+)
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_REQUESTS = 100_000
@@ -56,8 +67,12 @@ class AnthropicDialect(Dialect):
     def fault_error(self, fault: str, account: SimAccount | None) -> ApiError:
         if fault == Fault.RATE_LIMIT:
             retry_after = str(account.retry_after_seconds if account else 2)
-            return ApiError(429, "rate_limit_error", "Number of requests has exceeded your rate limit.",
-                            headers={"retry-after": retry_after})
+            return ApiError(
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit.",
+                headers={"retry-after": retry_after},
+            )
         if fault == Fault.OVERLOADED:
             return ApiError(529, "overloaded_error", "Overloaded")
         return ApiError(500, "api_error", "Internal server error")
@@ -69,7 +84,7 @@ DIALECT = AnthropicDialect()
 def rfc3339(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def results_url(request: HttpRequest, batch: SimBatch) -> str:
@@ -119,11 +134,15 @@ def validated_requests(body: dict) -> list[tuple[str, str]]:
     """(custom_id, model) of each request, or the API's 400."""
     requests = body.get("requests")
     if not isinstance(requests, list):
-        raise DIALECT.bad_request("requests: Field required" if requests is None else "requests: Input should be a valid list")
+        raise DIALECT.bad_request(
+            "requests: Field required" if requests is None else "requests: Input should be a valid list"
+        )
     if not requests:
         raise DIALECT.bad_request("requests: List should have at least 1 item after validation, not 0")
     if len(requests) > MAX_REQUESTS:
-        raise DIALECT.bad_request(f"requests: List should have at most {MAX_REQUESTS} items after validation, not {len(requests)}")
+        raise DIALECT.bad_request(
+            f"requests: List should have at most {MAX_REQUESTS} items after validation, not {len(requests)}"
+        )
     seen: set[str] = set()
     validated = []
     for position, item in enumerate(requests):
@@ -136,11 +155,17 @@ def validated_requests(body: dict) -> list[tuple[str, str]]:
         if not CUSTOM_ID.match(custom_id):
             raise DIALECT.bad_request(f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
         if custom_id in seen:
-            raise DIALECT.bad_request(f"{where}.custom_id: Duplicate custom_id '{custom_id}'; custom_id values must be unique within a batch")
+            raise DIALECT.bad_request(
+                f"{where}.custom_id: Duplicate custom_id '{custom_id}'; custom_id values must be unique within a batch"
+            )
         seen.add(custom_id)
         params = item.get("params")
         if not isinstance(params, dict):
-            raise DIALECT.bad_request(f"{where}.params: Field required" if params is None else f"{where}.params: Input should be a valid dictionary")
+            raise DIALECT.bad_request(
+                f"{where}.params: Field required"
+                if params is None
+                else f"{where}.params: Input should be a valid dictionary"
+            )
         for required in ("model", "max_tokens", "messages"):
             if required not in params:
                 raise DIALECT.bad_request(f"{where}.params.{required}: Field required")
@@ -165,7 +190,10 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
         )
         batch.save()
         SimRequest.objects.bulk_create(
-            (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, (custom_id, model) in enumerate(requests)),
+            (
+                SimRequest(batch=batch, index=i, custom_id=custom_id, model=model)
+                for i, (custom_id, model) in enumerate(requests)
+            ),
             batch_size=5000,
         )
         # Answered inside the transaction: if presenting the batch fails, the create leaves nothing behind.
@@ -190,12 +218,14 @@ def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
         has_more = len(page) > limit
         page = page[:limit]
     now = clock.now()
-    return JsonResponse({
-        "data": [batch_json(request, batch, anthropic_state(batch.plan(), now)) for batch in page],
-        "has_more": has_more,
-        "first_id": page[0].public_id if page else None,
-        "last_id": page[-1].public_id if page else None,
-    })
+    return JsonResponse(
+        {
+            "data": [batch_json(request, batch, anthropic_state(batch.plan(), now)) for batch in page],
+            "has_more": has_more,
+            "first_id": page[0].public_id if page else None,
+            "last_id": page[-1].public_id if page else None,
+        }
+    )
 
 
 @endpoint(DIALECT, "GET", "DELETE")
@@ -205,7 +235,8 @@ def batch_detail(request: HttpRequest, account: SimAccount, batch_id: str) -> Js
         return present(request, batch)
     if not anthropic_state(batch.plan(), clock.now()).is_ended:
         raise DIALECT.bad_request(
-            f"Message batch {batch_id} cannot be deleted while it is still processing. Cancel it first and wait until it has ended."
+            f"Message batch {batch_id} cannot be deleted while it is still processing. "
+            "Cancel it first and wait until it has ended."
         )
     batch.delete()
     return JsonResponse({"id": batch_id, "type": "message_batch_deleted"})
@@ -228,7 +259,9 @@ def batch_results(request: HttpRequest, account: SimAccount, batch_id: str) -> S
     batch = find_batch(account, batch_id)
     state = anthropic_state(batch.plan(), clock.now())
     if not state.is_ended:
-        raise DIALECT.bad_request(f"Message batch {batch_id} has not finished processing yet; results are available once it has ended.")
+        raise DIALECT.bad_request(
+            f"Message batch {batch_id} has not finished processing yet; results are available once it has ended."
+        )
     response = StreamingHttpResponse(result_lines(batch, state), content_type="application/x-jsonl")
     response["Content-Disposition"] = f'attachment; filename="{batch_id}_results.jsonl"'
     return response
@@ -263,7 +296,9 @@ def result_body(batch: SimBatch, plan, outcome: Outcome, index: int, rank: int, 
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": f"Simulated answer #{index} for {batch.public_id}.", "citations": None}],
+                "content": [
+                    {"type": "text", "text": f"Simulated answer #{index} for {batch.public_id}.", "citations": None}
+                ],
                 "stop_reason": "end_turn" if rank % 10 else "max_tokens",
                 "stop_sequence": None,
                 "stop_details": None,

@@ -57,7 +57,17 @@ OPENAI_PLANS = [
     ("faq-answers", 450, _seconds(hours=3), 20, _seconds(minutes=40), 60, None, 8, True),
     ("bad-input", 30, _seconds(hours=6), 10, 60, 10, None, 8, False),
     ("stale-queue", 150, _seconds(days=2), 30, _seconds(hours=30), 60, None, 8, True),
-    ("classifier-retrain", 1000, _seconds(minutes=15), 10, _seconds(hours=2), 60, _seconds(minutes=15, seconds=-5), 120, True),
+    (
+        "classifier-retrain",
+        1000,
+        _seconds(minutes=15),
+        10,
+        _seconds(hours=2),
+        60,
+        _seconds(minutes=15, seconds=-5),
+        120,
+        True,
+    ),
     ("old-experiment", 700, _seconds(days=1), 15, _seconds(hours=3), 60, _seconds(minutes=20), 60, True),
 ]
 
@@ -74,12 +84,20 @@ def _openai_input(label: str, total: int, model: str, *, valid: bool) -> bytes:
     lines = []
     for i in range(total):
         url = "/v1/chat/completions" if valid or i % 7 else "/v1/embeddings"
-        lines.append(json.dumps({
-            "custom_id": f"{label}-{i:05d}",
-            "method": "POST",
-            "url": url,
-            "body": {"model": model, "messages": [{"role": "user", "content": f"Question {i}"}], "max_tokens": 256},
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "custom_id": f"{label}-{i:05d}",
+                    "method": "POST",
+                    "url": url,
+                    "body": {
+                        "model": model,
+                        "messages": [{"role": "user", "content": f"Question {i}"}],
+                        "max_tokens": 256,
+                    },
+                }
+            )
+        )
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -89,7 +107,9 @@ def seed_demo_batches() -> int:
     from .openai_api import input_problems
 
     ensure_demo_accounts()
-    old_inputs = list(SimBatch.objects.filter(is_demo=True).exclude(input_file=None).values_list("input_file", flat=True))
+    old_inputs = list(
+        SimBatch.objects.filter(is_demo=True).exclude(input_file=None).values_list("input_file", flat=True)
+    )
     SimBatch.objects.filter(is_demo=True).delete()
     SimFile.objects.filter(pk__in=old_inputs).delete()
 
@@ -104,11 +124,19 @@ def seed_demo_batches() -> int:
                 model = ANTHROPIC_MODELS[rng.randrange(len(ANTHROPIC_MODELS))]
                 created_at = now - timedelta(seconds=ago)
                 batch = SimBatch.objects.create(
-                    account=account, public_id=anthropic_batch_id(), created_at=created_at, total=total,
-                    seed=rng.randrange(2**31), processing_seconds=span, cancel_grace_seconds=grace,
-                    error_percent=rng.choice((3, 8, 15)), expire_percent=2, is_demo=True,
+                    account=account,
+                    public_id=anthropic_batch_id(),
+                    created_at=created_at,
+                    total=total,
+                    seed=rng.randrange(2**31),
+                    processing_seconds=span,
+                    cancel_grace_seconds=grace,
+                    error_percent=rng.choice((3, 8, 15)),
+                    expire_percent=2,
+                    is_demo=True,
                     cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
-                    output_file_id="", error_file_id="",
+                    output_file_id="",
+                    error_file_id="",
                 )
                 _add_requests(batch, (f"{label}-{i:05d}" for i in range(total)), model)
                 created += 1
@@ -123,13 +151,24 @@ def seed_demo_batches() -> int:
                 )
                 requests, problems = input_problems(content, "/v1/chat/completions")
                 batch = SimBatch.planned(
-                    account=account, public_id=openai_batch_id(), created_at=created_at,
-                    total=0 if problems else len(requests), seed=rng.randrange(2**31),
-                    processing_seconds=span, cancel_grace_seconds=grace, error_percent=rng.choice((2, 6, 12)),
-                    validating_seconds=validating, finalizing_seconds=finalizing, is_demo=True,
+                    account=account,
+                    public_id=openai_batch_id(),
+                    created_at=created_at,
+                    total=0 if problems else len(requests),
+                    seed=rng.randrange(2**31),
+                    processing_seconds=span,
+                    cancel_grace_seconds=grace,
+                    error_percent=rng.choice((2, 6, 12)),
+                    validating_seconds=validating,
+                    finalizing_seconds=finalizing,
+                    is_demo=True,
                     cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
-                    endpoint="/v1/chat/completions", completion_window="24h", input_file=input_file,
-                    input_file_public_id=input_file.public_id, metadata=_demo_metadata(label, account), model=model,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                    input_file=input_file,
+                    input_file_public_id=input_file.public_id,
+                    metadata=_demo_metadata(label, account),
+                    model=model,
                     validation_errors={"object": "list", "data": problems} if problems else None,
                 )
                 batch.save()

@@ -57,7 +57,9 @@ class SimAccount(models.Model):
 
     provider = models.CharField(max_length=16, choices=Provider.choices)
     name = models.SlugField(max_length=64)
-    key_sha256 = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the API key; the key itself is not stored.")
+    key_sha256 = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of the API key; the key itself is not stored."
+    )
     fault = models.CharField(max_length=16, choices=Fault.choices, blank=True, default=Fault.NONE)
     latency_ms = models.PositiveIntegerField(default=0)
     retry_after_seconds = models.PositiveIntegerField(default=2)
@@ -135,7 +137,7 @@ class SimBatch(models.Model):
         )
 
     @classmethod
-    def planned(cls, **fields) -> "SimBatch":
+    def planned(cls, **fields) -> SimBatch:
         """A new batch with the configured default durations, unless given."""
         defaults = {
             "seed": secrets.randbelow(2**31),
@@ -155,3 +157,6 @@ class SimRequest(models.Model):
     class Meta:
         unique_together = [("batch", "index")]
         ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}#{self.index} {self.custom_id}"

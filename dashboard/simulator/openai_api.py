@@ -13,15 +13,28 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from . import clock
 from .anthropic_api import stable_token
 from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, openai_batch_id
-from .progression import OPENAI_CANCELABLE, Outcome, OpenAIState, openai_state
+from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
 from .wire import (
-    ApiError, Dialect, endpoint, hex_id, older_than, cursor_batch, page_limit, parse_json_body,
+    ApiError,
+    Dialect,
+    cursor_batch,
+    endpoint,
+    hex_id,
+    older_than,
+    page_limit,
+    parse_json_body,
     processing_seconds_override,
 )
 
 ENDPOINTS = (
-    "/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
-    "/v1/images/generations", "/v1/images/edits", "/v1/videos",
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+    "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/videos",
 )
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
 MAX_INPUT_LINES = 50_000
@@ -45,15 +58,17 @@ class OpenAIDialect(Dialect):
         scheme, _, api_key = header.partition(" ")
         if scheme.lower() != "bearer" or not api_key.strip():
             raise ApiError(
-                401, "invalid_request_error",
+                401,
+                "invalid_request_error",
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "
                 "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             )
         api_key = api_key.strip()
         account = self.account_for_key(api_key)
         if account is None:
-            raise ApiError(401, "invalid_request_error", f"Incorrect API key provided: {masked(api_key)}.",
-                           code="invalid_api_key")
+            raise ApiError(
+                401, "invalid_request_error", f"Incorrect API key provided: {masked(api_key)}.", code="invalid_api_key"
+            )
         return account
 
     def error_body(self, error: ApiError, request_id: str) -> dict:
@@ -65,8 +80,13 @@ class OpenAIDialect(Dialect):
     def fault_error(self, fault: str, account: SimAccount | None) -> ApiError:
         if fault == Fault.RATE_LIMIT:
             retry_after = str(account.retry_after_seconds if account else 2)
-            return ApiError(429, "requests", "Rate limit reached for requests. Please try again later.",
-                            code="rate_limit_exceeded", headers={"retry-after": retry_after})
+            return ApiError(
+                429,
+                "requests",
+                "Rate limit reached for requests. Please try again later.",
+                code="rate_limit_exceeded",
+                headers={"retry-after": retry_after},
+            )
         if fault == Fault.OVERLOADED:
             return ApiError(503, "server_error", "The engine is currently overloaded, please try again later.")
         return ApiError(500, "server_error", "The server had an error while processing your request. Sorry about that!")
@@ -107,15 +127,21 @@ def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
     purpose = request.POST.get("purpose")
     upload = request.FILES.get("file")
     if not purpose:
-        raise DIALECT.bad_request("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
+        raise DIALECT.bad_request(
+            "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
+        )
     if purpose not in FILE_PURPOSES:
         raise DIALECT.bad_request(f"Invalid value for 'purpose': {purpose!r}.", param="purpose", code="invalid_value")
     if upload is None:
-        raise DIALECT.bad_request("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+        raise DIALECT.bad_request(
+            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
     content = upload.read()
     if purpose == "batch" and not upload.name.endswith(".jsonl"):
         raise DIALECT.bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
-    file = SimFile.objects.create(account=account, purpose=purpose, filename=upload.name, content=content, created_at=clock.now())
+    file = SimFile.objects.create(
+        account=account, purpose=purpose, filename=upload.name, content=content, created_at=clock.now()
+    )
     return JsonResponse(file_json(file))
 
 
@@ -138,17 +164,19 @@ def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> Json
         return JsonResponse(file_json(file))
     # Output and error files of ended batches are files like any other, with purpose batch_output.
     batch, state, errors = batch_file(account, file_id)
-    return JsonResponse({
-        "id": file_id,
-        "object": "file",
-        "bytes": sum(len(line) for line in output_lines(batch, state, errors=errors)),
-        "created_at": unix(state.finalizing_at or state.cancelled_at or state.expired_at),
-        "expires_at": None,
-        "filename": f"{batch.public_id}_{'error' if errors else 'output'}.jsonl",
-        "purpose": "batch_output",
-        "status": "processed",
-        "status_details": None,
-    })
+    return JsonResponse(
+        {
+            "id": file_id,
+            "object": "file",
+            "bytes": sum(len(line) for line in output_lines(batch, state, errors=errors)),
+            "created_at": unix(state.finalizing_at or state.cancelled_at or state.expired_at),
+            "expires_at": None,
+            "filename": f"{batch.public_id}_{'error' if errors else 'output'}.jsonl",
+            "purpose": "batch_output",
+            "status": "processed",
+            "status_details": None,
+        }
+    )
 
 
 @endpoint(DIALECT, "GET")
@@ -219,17 +247,28 @@ def validated_metadata(metadata: object) -> dict | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise DIALECT.bad_request("Invalid type for 'metadata': expected an object.", param="metadata", code="invalid_type")
+        raise DIALECT.bad_request(
+            "Invalid type for 'metadata': expected an object.", param="metadata", code="invalid_type"
+        )
     if len(metadata) > 16:
-        raise DIALECT.bad_request("Invalid 'metadata': too many properties. Expected an object with at most 16 properties.",
-                                  param="metadata", code="object_above_max_properties")
+        raise DIALECT.bad_request(
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 properties.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
     for key, value in metadata.items():
         if len(key) > 64:
-            raise DIALECT.bad_request(f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
-                                      param="metadata", code="invalid_value")
+            raise DIALECT.bad_request(
+                f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
+                param="metadata",
+                code="invalid_value",
+            )
         if not isinstance(value, str) or len(value) > 512:
-            raise DIALECT.bad_request(f"Invalid 'metadata.{key}': expected a string of at most 512 characters.",
-                                      param=f"metadata.{key}", code="invalid_value")
+            raise DIALECT.bad_request(
+                f"Invalid 'metadata.{key}': expected a string of at most 512 characters.",
+                param=f"metadata.{key}",
+                code="invalid_value",
+            )
     return metadata
 
 
@@ -252,7 +291,11 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
     if not lines:
         problem("empty_file", "The batch input file is empty. Please upload a file with at least one request.", None)
     if len(lines) > MAX_INPUT_LINES:
-        problem("too_many_requests", f"The batch input file has {len(lines)} requests; the limit is {MAX_INPUT_LINES}.", None)
+        problem(
+            "too_many_requests",
+            f"The batch input file has {len(lines)} requests; the limit is {MAX_INPUT_LINES}.",
+            None,
+        )
     for number, text in lines:
         try:
             line = json.loads(text)
@@ -268,13 +311,22 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
             continue
         custom_id = str(line["custom_id"])
         if custom_id in seen:
-            problem("duplicate_custom_id", f"The custom_id '{custom_id}' is not unique within the input file.", number, "custom_id")
+            problem(
+                "duplicate_custom_id",
+                f"The custom_id '{custom_id}' is not unique within the input file.",
+                number,
+                "custom_id",
+            )
         seen.add(custom_id)
         if line["method"] != "POST":
             problem("invalid_method", "The only supported method is POST.", number, "method")
         if line["url"] != endpoint_path:
-            problem("mismatched_url", f"The URL provided for this request does not match the batch endpoint {endpoint_path}.",
-                    number, "url")
+            problem(
+                "mismatched_url",
+                f"The URL provided for this request does not match the batch endpoint {endpoint_path}.",
+                number,
+                "url",
+            )
         body = line["body"] if isinstance(line["body"], dict) else {}
         requests.append((custom_id, str(body.get("model", ""))))
     return requests, problems
@@ -284,25 +336,34 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
     body = parse_json_body(request, DIALECT)
     for name in ("input_file_id", "endpoint", "completion_window"):
         if not body.get(name):
-            raise DIALECT.bad_request(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+            raise DIALECT.bad_request(
+                f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
+            )
     endpoint_path = body["endpoint"]
     if endpoint_path not in ENDPOINTS:
         raise DIALECT.bad_request(
             f"Invalid value: '{endpoint_path}'. Supported values are: {', '.join(repr(e) for e in ENDPOINTS)}.",
-            param="endpoint", code="invalid_value",
+            param="endpoint",
+            code="invalid_value",
         )
     if body["completion_window"] != "24h":
         raise DIALECT.bad_request(
             f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
-            param="completion_window", code="invalid_value",
+            param="completion_window",
+            code="invalid_value",
         )
     metadata = validated_metadata(body.get("metadata"))
     input_file = account.files.filter(public_id=body["input_file_id"]).first()
     if input_file is None:
-        raise DIALECT.bad_request(f"Invalid 'input_file_id': '{body['input_file_id']}'. File not found.", param="input_file_id")
+        raise DIALECT.bad_request(
+            f"Invalid 'input_file_id': '{body['input_file_id']}'. File not found.", param="input_file_id"
+        )
     if input_file.purpose != "batch":
-        raise DIALECT.bad_request(f"The file {input_file.public_id} has purpose '{input_file.purpose}'; batch input files must have purpose 'batch'.",
-                                  param="input_file_id")
+        raise DIALECT.bad_request(
+            f"The file {input_file.public_id} has purpose '{input_file.purpose}'; "
+            "batch input files must have purpose 'batch'.",
+            param="input_file_id",
+        )
     requests, problems = input_problems(bytes(input_file.content), endpoint_path)
     with transaction.atomic():
         batch = SimBatch.planned(
@@ -324,7 +385,10 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
         batch.save()
         if not problems:
             SimRequest.objects.bulk_create(
-                (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, (custom_id, model) in enumerate(requests)),
+                (
+                    SimRequest(batch=batch, index=i, custom_id=custom_id, model=model)
+                    for i, (custom_id, model) in enumerate(requests)
+                ),
                 batch_size=5000,
             )
     return present(batch)
@@ -339,13 +403,15 @@ def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
     has_more = len(page) > limit
     page = page[:limit]
     now = clock.now()
-    return JsonResponse({
-        "object": "list",
-        "data": [batch_json(batch, openai_state(batch.plan(), now)) for batch in page],
-        "first_id": page[0].public_id if page else None,
-        "last_id": page[-1].public_id if page else None,
-        "has_more": has_more,
-    })
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": [batch_json(batch, openai_state(batch.plan(), now)) for batch in page],
+            "first_id": page[0].public_id if page else None,
+            "last_id": page[-1].public_id if page else None,
+            "has_more": has_more,
+        }
+    )
 
 
 @endpoint(DIALECT, "GET")
@@ -382,13 +448,19 @@ def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> d
         "object": "chat.completion",
         "created": unix(batch.created_at),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": f"Simulated answer #{index} for {batch.public_id}.",
-                        "refusal": None, "annotations": []},
-            "logprobs": None,
-            "finish_reason": "stop" if rank % 10 else "length",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": f"Simulated answer #{index} for {batch.public_id}.",
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": "stop" if rank % 10 else "length",
+            }
+        ],
         "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
         "service_tier": "default",
         "system_fingerprint": None,
@@ -405,16 +477,35 @@ def output_lines(batch: SimBatch, state: OpenAIState, *, errors: bool) -> Iterat
         if rank < state.finished:
             fate = plan.fate(rank)
             if fate is Outcome.SUCCEEDED and not errors:
-                line = {"id": line_id, "custom_id": custom_id, "error": None, "response": {
-                    "status_code": 200, "request_id": request_id, "body": response_body(batch, plan, index, rank, model)}}
+                line = {
+                    "id": line_id,
+                    "custom_id": custom_id,
+                    "error": None,
+                    "response": {
+                        "status_code": 200,
+                        "request_id": request_id,
+                        "body": response_body(batch, plan, index, rank, model),
+                    },
+                }
             elif fate is not Outcome.SUCCEEDED and errors:
-                line = {"id": line_id, "custom_id": custom_id, "error": None, "response": {
-                    "status_code": 400, "request_id": request_id, "body": {"error": FAILED_RESPONSE}}}
+                line = {
+                    "id": line_id,
+                    "custom_id": custom_id,
+                    "error": None,
+                    "response": {"status_code": 400, "request_id": request_id, "body": {"error": FAILED_RESPONSE}},
+                }
             else:
                 continue
         elif errors and state.status == "expired":
-            line = {"id": line_id, "custom_id": custom_id, "response": None, "error": {
-                "code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}
+            line = {
+                "id": line_id,
+                "custom_id": custom_id,
+                "response": None,
+                "error": {
+                    "code": "batch_expired",
+                    "message": "This request could not be executed before the completion window expired.",
+                },
+            }
         else:
             continue
         yield (json.dumps(line, separators=(",", ":")) + "\n").encode()

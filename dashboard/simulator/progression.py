@@ -92,7 +92,7 @@ class Plan:
         whole, rest = divmod(finished, PERIOD)
         full = tallies[PERIOD]
         part = tallies[rest]
-        errored, expired, succeeded, tokens_in, tokens_out = (whole * f + p for f, p in zip(full, part))
+        errored, expired, succeeded, tokens_in, tokens_out = (whole * f + p for f, p in zip(full, part, strict=True))
         return Tally(
             finished=finished,
             errored=errored,
@@ -107,8 +107,13 @@ class Plan:
 def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple[tuple[int, int, int, int, int], ...]:
     """Running sums over one period: (errored, expired, succeeded, input tokens, output tokens)."""
     plan = Plan(
-        total=PERIOD, created_at=datetime.min, seed=seed, processing_seconds=0, cancel_grace_seconds=0,
-        error_percent=error_percent, expire_percent=expire_percent,
+        total=PERIOD,
+        created_at=datetime.min,
+        seed=seed,
+        processing_seconds=0,
+        cancel_grace_seconds=0,
+        error_percent=error_percent,
+        expire_percent=expire_percent,
     )
     tallies = [(0, 0, 0, 0, 0)]
     errored = expired = succeeded = tokens_in = tokens_out = 0
@@ -247,26 +252,39 @@ def openai_state(plan: Plan, now: datetime) -> OpenAIState:
     processing_end = start + timedelta(seconds=plan.processing_seconds)
     cancel_at = plan.cancel_initiated_at if plan.cancel_initiated_at and plan.cancel_initiated_at <= now else None
     blank = dict(
-        in_progress_at=None, finalizing_at=None, completed_at=None, failed_at=None, expired_at=None,
-        cancelling_at=None, cancelled_at=None, total=0, completed=0, failed=0, not_processed=0,
-        finished=0, input_tokens=0, output_tokens=0,
+        in_progress_at=None,
+        finalizing_at=None,
+        completed_at=None,
+        failed_at=None,
+        expired_at=None,
+        cancelling_at=None,
+        cancelled_at=None,
+        total=0,
+        completed=0,
+        failed=0,
+        not_processed=0,
+        finished=0,
+        input_tokens=0,
+        output_tokens=0,
     )
 
     def counted(status: str, processing_stop: datetime, **timestamps) -> OpenAIState:
         seconds = (min(now, processing_stop) - start).total_seconds()
         tally = plan.tally(plan.finished_by(seconds))
-        return OpenAIState(**{
-            **blank,
-            **timestamps,
-            "status": status,
-            "total": plan.total,
-            "completed": tally.finished - tally.errored,
-            "failed": tally.errored,
-            "finished": tally.finished,
-            "not_processed": plan.total - tally.finished if status == "expired" else 0,
-            "input_tokens": tally.input_tokens,
-            "output_tokens": tally.output_tokens,
-        })
+        return OpenAIState(
+            **{
+                **blank,
+                **timestamps,
+                "status": status,
+                "total": plan.total,
+                "completed": tally.finished - tally.errored,
+                "failed": tally.errored,
+                "finished": tally.finished,
+                "not_processed": plan.total - tally.finished if status == "expired" else 0,
+                "input_tokens": tally.input_tokens,
+                "output_tokens": tally.output_tokens,
+            }
+        )
 
     if cancel_at is not None and cancel_at < start:
         cancel_end = cancel_at + timedelta(seconds=plan.cancel_grace_seconds)

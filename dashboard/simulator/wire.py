@@ -12,14 +12,14 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Callable
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.csrf import csrf_exempt
 
 from .models import Fault, SimAccount, SimBatch, key_digest, random_base62
@@ -102,11 +102,13 @@ def parse_json_body(request: HttpRequest, dialect: Dialect) -> dict:
     except ValueError:
         length = 0
     if length > MAX_BODY_BYTES:
-        raise ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES}).")
+        raise ApiError(
+            413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES})."
+        )
     try:
         body = json.loads(request.read() or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise dialect.bad_request("The request body is not valid JSON.")
+        raise dialect.bad_request("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise dialect.bad_request("The request body must be a JSON object.")
     return body
@@ -125,7 +127,9 @@ def endpoint(dialect: Dialect, *methods: str) -> Callable:
             try:
                 account = dialect.authenticate(request)
                 if request.method not in methods:
-                    raise ApiError(405, "invalid_request_error", f"Method {request.method} is not allowed on this path.")
+                    raise ApiError(
+                        405, "invalid_request_error", f"Method {request.method} is not allowed on this path."
+                    )
                 latency_ms = requested_latency_ms(request, account)
                 if latency_ms:
                     time.sleep(latency_ms / 1000)
@@ -182,7 +186,9 @@ def processing_seconds_override(request: HttpRequest, dialect: Dialect) -> dict:
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_PROCESSING_SECONDS:
-        raise dialect.bad_request(f"x-sim-processing-seconds must be a number of seconds from 0 to {MAX_PROCESSING_SECONDS}")
+        raise dialect.bad_request(
+            f"x-sim-processing-seconds must be a number of seconds from 0 to {MAX_PROCESSING_SECONDS}"
+        )
     return {"processing_seconds": seconds}
 
 
@@ -193,7 +199,7 @@ def page_limit(request: HttpRequest, *, default: int, maximum: int, dialect: Dia
     try:
         limit = int(raw)
     except ValueError:
-        raise dialect.bad_request("limit: Input should be a valid integer", param="limit")
+        raise dialect.bad_request("limit: Input should be a valid integer", param="limit") from None
     if not 1 <= limit <= maximum:
         raise dialect.bad_request(f"limit: Input should be between 1 and {maximum}", param="limit")
     return limit

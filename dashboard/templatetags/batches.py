@@ -69,5 +69,6 @@ def seconds_text(value) -> str:
     seconds = int(value.total_seconds())
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
-    return " ".join(part for part in (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "",
-                                       f"{seconds} s") if part)
+    return " ".join(
+        part for part in (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{seconds} s") if part
+    )

@@ -28,8 +28,17 @@ def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
         extra_headers={"x-sim-processing-seconds": "300"},
     )
     upload = openai_client().files.create(
-        file=("input.jsonl", json.dumps({"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
-                                         "body": {"model": "gpt-4o", "messages": []}}).encode()),
+        file=(
+            "input.jsonl",
+            json.dumps(
+                {
+                    "custom_id": "c1",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "gpt-4o", "messages": []},
+                }
+            ).encode(),
+        ),
         purpose="batch",
     )
     openai_client().batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")

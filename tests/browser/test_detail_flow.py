@@ -23,25 +23,37 @@ def wait_until_ended(client, batch_id: str, timeout: float = 15):
         time.sleep(0.2)
 
 
-def test_detail_page_filters_results_and_downloads_them(dashboard_upstream, anthropic_client, signed_in_page,
-                                                        live_server, tmp_path):
+def test_detail_page_filters_results_and_downloads_them(
+    dashboard_upstream, anthropic_client, signed_in_page, live_server, tmp_path
+):
     client = anthropic_client()
     custom_ids = [f"row-{i:03d}" for i in range(REQUESTS)]
     created = client.messages.batches.create(
-        requests=[{"custom_id": custom_id, "params": {"model": "claude-sonnet-4-5", "max_tokens": 8,
-                                                      "messages": [{"role": "user", "content": custom_id}]}}
-                  for custom_id in custom_ids],
+        requests=[
+            {
+                "custom_id": custom_id,
+                "params": {
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 8,
+                    "messages": [{"role": "user", "content": custom_id}],
+                },
+            }
+            for custom_id in custom_ids
+        ],
         extra_headers={"x-sim-processing-seconds": "0.5"},
     )
     counts = wait_until_ended(client, created.id).request_counts
-    errored_ids = [entry.custom_id for entry in client.messages.batches.results(created.id)
-                   if entry.result.type == "errored"]
+    errored_ids = [
+        entry.custom_id for entry in client.messages.batches.results(created.id) if entry.result.type == "errored"
+    ]
     assert len(errored_ids) == counts.errored > 0
 
     page = signed_in_page
     problems: list[str] = []
-    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
-            if message.type == "error" else None)
+    page.on(
+        "console",
+        lambda message: problems.append(f"console {message.type}: {message.text}") if message.type == "error" else None,
+    )
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
 
     # Signing in already listed the (then empty) accounts; that answer is shared for a moment.

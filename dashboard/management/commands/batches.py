@@ -1,9 +1,9 @@
 """Operator CLI: the same services as the web views.
 
-    manage.py batches list [--account A] [--status S] [--limit N]
-    manage.py batches show ID [--account A]
-    manage.py batches cancel ID [--account A]
-    manage.py batches results ID [--type errored] [--account A]
+manage.py batches list [--account A] [--status S] [--limit N]
+manage.py batches show ID [--account A]
+manage.py batches cancel ID [--account A]
+manage.py batches results ID [--type errored] [--account A]
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ class Command(BaseCommand):
         listing.add_argument("--account", default="", help="account key, e.g. anthropic-ops")
         listing.add_argument("--status", default="", help="provider status, or 'active' for not yet ended")
         listing.add_argument("--limit", type=int, default=100)
-        for name, text in (("show", "every field of one batch"), ("cancel", "cancel one batch (audited)"),
-                           ("results", "result lines as JSONL on stdout")):
+        for name, text in (
+            ("show", "every field of one batch"),
+            ("cancel", "cancel one batch (audited)"),
+            ("results", "result lines as JSONL on stdout"),
+        ):
             command = commands.add_parser(name, help=text)
             command.add_argument("batch_id")
             command.add_argument("--account", default="")

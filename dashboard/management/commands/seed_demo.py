@@ -7,7 +7,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         if not settings.SIMULATOR_ENABLED:
-            self.stdout.write("The embedded simulator is off (SIMULATOR_ENABLED=0 or real accounts configured): nothing to seed.")
+            self.stdout.write(
+                "The embedded simulator is off (SIMULATOR_ENABLED=0 or real accounts configured): nothing to seed."
+            )
             return
         from dashboard.simulator.demo import seed_demo_batches
 

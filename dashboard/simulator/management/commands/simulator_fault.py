@@ -13,12 +13,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("provider", choices=["anthropic", "openai"])
         parser.add_argument("account", help="simulated account name, e.g. ops or research")
-        parser.add_argument("--fault", default="", choices=[value for value, _ in Fault.choices],
-                            help="429, 500, 529, hang, non-json; empty string clears")
+        parser.add_argument(
+            "--fault",
+            default="",
+            choices=[value for value, _ in Fault.choices],
+            help="429, 500, 529, hang, non-json; empty string clears",
+        )
         parser.add_argument("--latency-ms", type=int, default=0)
         parser.add_argument("--retry-after", type=int, default=2, help="seconds announced by the 429 fault")
 
-    def handle(self, *args, provider: str, account: str, fault: str, latency_ms: int, retry_after: int, **options) -> None:
+    def handle(
+        self, *args, provider: str, account: str, fault: str, latency_ms: int, retry_after: int, **options
+    ) -> None:
         ensure_demo_accounts()
         updated = SimAccount.objects.filter(provider=provider, name=account).update(
             fault=fault, latency_ms=max(0, latency_ms), retry_after_seconds=max(0, retry_after)
