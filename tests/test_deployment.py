@@ -1,0 +1,437 @@
+"""Deployment: settings from the environment, the simulator switch, check --deploy, the production
+server, the health endpoint and the lock files.
+
+Settings are read once per process, so each environment is tried in a fresh Python process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ACCOUNT_VARIABLES = (
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "BATCH_ACCOUNTS_FILE",
+    "SIMULATOR_ENABLED",
+    "SIMULATOR_BASE_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DEBUG",
+)
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ACCOUNT_VARIABLES and not key.startswith(("SECURE_", "PYTEST_", "DJANGO_ALLOW"))
+    }
+    env.update(
+        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        ALLOWED_HOSTS="testserver,127.0.0.1,localhost",
+    )
+    env.update(extra)
+    return env
+
+
+def in_django(code: str, env: dict[str, str]) -> dict:
+    """Run `code` in a fresh Django process; it sets `result`, which comes back as JSON."""
+    program = "import django, json\ndjango.setup()\nresult = None\n" + code + "\nprint(json.dumps(result))\n"
+    finished = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+SIMULATOR_STATE = """
+from django.test import Client
+from django.conf import settings
+from dashboard.accounts import configured_accounts
+client = Client()
+result = {
+    "enabled": settings.SIMULATOR_ENABLED,
+    "installed": "dashboard.simulator" in settings.INSTALLED_APPS,
+    "api_status": client.get("/simulator/anthropic/v1/messages/batches",
+                             headers={"x-api-key": "sk-ant-sim-ops", "anthropic-version": "2023-06-01"}).status_code,
+    "accounts": [account.key for account in configured_accounts()],
+}
+"""
+
+
+def test_simulator_is_on_with_its_demo_accounts_when_no_real_account_is_configured(tmp_path):
+    env = clean_env(tmp_path)
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    state = in_django(SIMULATOR_STATE, env)
+    assert state == {
+        "enabled": True,
+        "installed": True,
+        "api_status": 200,
+        "accounts": ["anthropic-ops", "anthropic-research", "openai-ops", "openai-research"],
+    }
+
+
+@pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"])
+def test_a_real_account_turns_the_simulator_off_404_and_no_demo_accounts(tmp_path, variable):
+    state = in_django(SIMULATOR_STATE, clean_env(tmp_path, **{variable: "sk-real-key-123456789"}))
+    assert state["enabled"] is False
+    assert state["installed"] is False
+    assert state["api_status"] == 404
+    assert state["accounts"] == [f"{variable.split('_')[0].lower()}-default"]
+
+
+def test_an_accounts_file_also_turns_the_simulator_off(tmp_path):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"name": "prod", "provider": "openai", "api_key_env": "PROD_OPENAI"}]))
+    state = in_django(
+        SIMULATOR_STATE, clean_env(tmp_path, BATCH_ACCOUNTS_FILE=str(accounts), PROD_OPENAI="sk-prod-123456789")
+    )
+    assert (state["enabled"], state["api_status"], state["accounts"]) == (False, 404, ["openai-prod"])
+
+
+def test_simulator_enabled_0_without_accounts_means_no_accounts_at_all(tmp_path):
+    state = in_django(SIMULATOR_STATE, clean_env(tmp_path, SIMULATOR_ENABLED="0"))
+    assert (state["enabled"], state["api_status"], state["accounts"]) == (False, 404, [])
+
+
+def test_simulator_enabled_1_mounts_it_beside_real_accounts_without_demo_accounts(tmp_path):
+    env = clean_env(tmp_path, SIMULATOR_ENABLED="1", OPENAI_API_KEY="sk-real-123456789")
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    state = in_django(SIMULATOR_STATE, env)
+    assert (state["enabled"], state["api_status"], state["accounts"]) == (True, 200, ["openai-default"])
+
+
+def test_seed_demo_says_there_is_nothing_to_seed_when_the_simulator_is_off(tmp_path):
+    env = clean_env(tmp_path, SIMULATOR_ENABLED="0")
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    seeded = manage("seed_demo", env=env)
+    assert seeded.returncode == 0
+    assert "simulator is off" in seeded.stdout
+
+
+def test_database_url_takes_sqlite_urls(tmp_path):
+    database = tmp_path / "from-url.sqlite3"
+    env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{database}")
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    assert database.exists() and database.stat().st_size > 0
+    state = in_django("from django.db import connection\nresult = connection.settings_dict['NAME']", env)
+    assert state == str(database)
+
+
+def test_database_url_takes_postgres_urls_with_quoted_passwords(tmp_path):
+    code = (
+        "from django.conf import settings\nd = settings.DATABASES['default']\n"
+        "result = [d['ENGINE'], d['NAME'], d['USER'], d['PASSWORD'], d['HOST'], d['PORT'], d['CONN_MAX_AGE']]"
+    )
+    state = in_django(code, clean_env(tmp_path, DATABASE_URL="postgres://ops:p%40ss%2Fword@db.internal:6543/batches"))
+    assert state == ["django.db.backends.postgresql", "batches", "ops", "p@ss/word", "db.internal", 6543, 60]
+
+
+# --- check --deploy and the production environment ----------------------------------------
+
+
+def production_env() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / "production.env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def test_production_env_example_passes_check_deploy_at_warning_level(tmp_path):
+    env = clean_env(tmp_path, **production_env())
+    env.pop("SQLITE_PATH")
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "no issues" in checked.stdout
+
+
+def test_check_deploy_fails_without_the_production_environment(tmp_path):
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", env=clean_env(tmp_path, DEBUG="0"))
+    assert checked.returncode != 0
+    for warning in ("W004", "W008", "W012", "W016"):
+        assert warning in checked.stderr
+
+
+def test_production_env_example_sets_every_https_setting():
+    env = production_env()
+    assert env["DEBUG"] == "0"
+    assert env["SIMULATOR_ENABLED"] == "0"
+    assert env["SECURE_PROXY_SSL_HEADER"] == "HTTP_X_FORWARDED_PROTO,https"
+    assert int(env["SECURE_HSTS_SECONDS"]) >= 31536000
+    assert env["CSRF_TRUSTED_ORIGINS"].startswith("https://")
+    assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://")
+    assert all("REPLACE_ME" in env[name] for name in ("SECRET_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"))
+
+
+def test_https_settings_come_from_the_environment(tmp_path):
+    code = (
+        "from django.conf import settings as s\nresult = [s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, "
+        "s.SECURE_HSTS_INCLUDE_SUBDOMAINS, list(s.SECURE_PROXY_SSL_HEADER), s.SESSION_COOKIE_SECURE, "
+        "s.CSRF_COOKIE_SECURE, s.CSRF_TRUSTED_ORIGINS]"
+    )
+    state = in_django(
+        code,
+        clean_env(
+            tmp_path,
+            SECURE_SSL_REDIRECT="1",
+            SECURE_HSTS_SECONDS="600",
+            SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
+            SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
+            SECURE_COOKIES="1",
+            CSRF_TRUSTED_ORIGINS="https://a.example,https://b.example",
+        ),
+    )
+    assert state == [
+        True,
+        600,
+        True,
+        ["HTTP_X_FORWARDED_PROTO", "https"],
+        True,
+        True,
+        ["https://a.example", "https://b.example"],
+    ]
+
+
+def test_behind_a_tls_proxy_pages_redirect_to_https_but_healthz_answers_plain_http(tmp_path):
+    code = """
+from django.test import Client
+client = Client()
+result = [
+    client.get("/login/").status_code,
+    client.get("/login/")["Location"],
+    client.get("/login/", headers={"x-forwarded-proto": "https"}).status_code,
+    client.get("/healthz").status_code,
+    client.get("/login/", headers={"x-forwarded-proto": "https"}).get("Strict-Transport-Security"),
+]
+"""
+    env = clean_env(
+        tmp_path,
+        SECURE_SSL_REDIRECT="1",
+        SECURE_HSTS_SECONDS="600",
+        SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
+    )
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    assert in_django(code, env) == [301, "https://testserver/login/", 200, 200, "max-age=600"]
+
+
+# --- the production server -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(env: dict[str, str], *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    server = subprocess.Popen(
+        [str(Path(PYTHON).parent / "gunicorn"), "--config", "python:dashboard.gunicorn", *extra, "dashboard.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"gunicorn did not come up: {server.stderr.read()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
+    made = manage("ensure_operator", env=env)
+    password = re.search(r"password: (\S+)", made.stdout).group(1)
+    client = httpx.Client(base_url=base, timeout=20, follow_redirects=True)
+    client.get("/login/")
+    client.post(
+        "/login/",
+        data={"username": "operator", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+    )
+    return client
+
+
+@pytest.mark.parametrize(
+    "worker_options",
+    [
+        ("--worker-class", "sync", "--workers", "1"),
+        ("--threads", "1", "--workers", "1"),
+    ],
+)
+def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp_path, worker_options):
+    """One sync worker that calls its own simulator over HTTP would wait on itself forever."""
+    env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600")
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    assert manage("seed_demo", env=env).returncode == 0
+    server, base = start_gunicorn(env, *worker_options)
+    try:
+        client = signed_in(base, env)
+        page = client.get("/")
+        assert page.status_code == 200
+        rows = re.findall(r'hx-get="([^"]+/row)"', page.text)
+        assert len(rows) >= 10, "the list shows the simulator's live demo batches"
+        assert "could not be listed" not in page.text
+        for row in rows[:5]:
+            answer = client.get(row, headers={"HX-Request": "true"})
+            assert answer.status_code in (200, 286) and 'class="batch-row' in answer.text
+            assert "is-stale" not in answer.text
+    finally:
+        stop(server)
+
+
+def test_the_production_server_serves_static_files_and_security_headers(tmp_path):
+    env = clean_env(tmp_path)
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    server, base = start_gunicorn(env)
+    try:
+        login = httpx.get(base + "/login/")
+        assert login.status_code == 200
+        assert "'unsafe-inline'" not in login.headers["content-security-policy"]
+        assert "script-src 'self'" in login.headers["content-security-policy"]
+        assert login.headers["x-frame-options"] == "DENY"
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', login.text):
+            served = httpx.get(base + asset)
+            assert served.status_code == 200, asset
+        scripts = re.findall(r'<script[^>]*src="([^"]+)"', login.text)
+        assert any(re.fullmatch(r"/static/django_htmx/.*htmx.*\.js", src) for src in scripts), scripts
+        assert all(src.startswith("/static/") for src in scripts), "no script from a CDN"
+    finally:
+        stop(server)
+
+
+# --- /healthz ----------------------------------------------------------------------------------
+
+
+def test_healthz_needs_no_login_makes_no_upstream_call_and_says_ok(client, db, upstream_calls):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "cache": "ok"}
+    assert response["Cache-Control"] == "no-store"
+    assert upstream_calls == []
+
+
+def test_healthz_is_503_when_the_cache_is_unreachable(client, db, monkeypatch):
+    from django.core.cache import cache
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(cache, "set", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "failing", "database": "ok", "cache": "unreachable (ConnectionError)"}
+
+
+def test_healthz_is_503_when_the_database_is_unreachable(client, db, monkeypatch):
+    from dashboard import views
+
+    class Unreachable:
+        def cursor(self):
+            raise OSError("disk gone")
+
+    monkeypatch.setattr(views, "connection", Unreachable())
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["database"] == "unreachable (OSError)"
+
+
+# --- lock files ----------------------------------------------------------------------------------
+
+
+def pins(lock: str) -> dict[str, str]:
+    found = {}
+    for line in (ROOT / ".ci" / lock).read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", line)
+        if match:
+            found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
+
+
+def declared(extra: str | None = None) -> list[Requirement]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(text) for text in project["dependencies"]]
+    for name, texts in project["optional-dependencies"].items():
+        if extra in (name, "all"):
+            requirements += [Requirement(text) for text in texts if not text.startswith("batch-dashboard")]
+    return requirements
+
+
+@pytest.mark.parametrize(("lock", "extra"), [("requirements.txt", None), ("requirements-test.txt", "all")])
+def test_lock_files_pin_every_declared_package_within_its_range_with_hashes(lock, extra):
+    pinned = pins(lock)
+    for requirement in declared(extra):
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement} is declared but not locked in {lock}: run `make lock`"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
+            f"{lock} pins {name}=={pinned[name]}, outside pyproject's {requirement.specifier}: run `make lock`"
+        )
+    text = (ROOT / ".ci" / lock).read_text()
+    assert text.count("--hash=sha256:") >= len(pinned)
+
+
+def test_production_lock_has_the_postgres_and_redis_drivers():
+    assert {"psycopg", "psycopg-binary", "redis", "gunicorn", "dj-database-url"} <= set(pins("requirements.txt"))
+
+
+def imported_top_level_modules() -> set[str]:
+    modules = set()
+    for folder in ("dashboard", "tests", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                match = re.match(r"^\s*(?:import|from)\s+([A-Za-z_][A-Za-z0-9_]*)", line)
+                if match:
+                    modules.add(match.group(1))
+    return modules
+
+
+def test_every_third_party_package_the_code_imports_is_declared_and_locked():
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    own = {"dashboard", "tests", "bench", "__future__"}
+    locked = set(pins("requirements-test.txt"))
+    declared_names = {canonicalize_name(r.name) for r in declared("all")}
+    for module in sorted(imported_top_level_modules() - own - set(sys.stdlib_module_names)):
+        providers = {canonicalize_name(name) for name in distributions.get(module, [])}
+        assert providers, f"`import {module}` comes from no installed distribution"
+        assert providers & locked, f"`import {module}` ({providers}) is not in the test lock file"
+        direct = providers & declared_names
+        assert direct, f"`import {module}` ({providers}) is used but not declared"
