@@ -26,8 +26,8 @@ class SecretHidingReporter(ExceptionReporter):
 
 
 def _hide(text: str, secrets: list[str]) -> str:
-    hidden = redact(text, secrets)
-    return SafeExceptionReporterFilter.cleansed_substitute if hidden != text else text
+    plain = str(text)  # lazy strings (e.g. a CSP nonce) are str only by proxy
+    return SafeExceptionReporterFilter.cleansed_substitute if redact(plain, secrets) != plain else text
 
 
 def _walk(value, secrets: list[str]):
