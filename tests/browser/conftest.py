@@ -31,11 +31,29 @@ def browser():
 
 @pytest.fixture
 def page(browser):
+    """A fresh page; at the end, no Content-Security-Policy violation and no script error may have occurred."""
     context = browser.new_context(timezone_id="Europe/Berlin")
+    # Reported by the page itself, so every navigation keeps listening; the console is checked too.
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => "
+        "console.error('CSP violation: ' + e.violatedDirective + ' ' + (e.blockedURI || 'inline')));"
+    )
     page = context.new_page()
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(message.text)
+            if message.type == "error"
+            and ("Content Security Policy" in message.text or "CSP violation" in message.text)
+            else None
+        ),
+    )
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     page.set_default_timeout(10_000)
     yield page
     context.close()
+    assert problems == [], "the page broke its Content-Security-Policy or raised a script error"
 
 
 @pytest.fixture
