@@ -2,9 +2,10 @@ import httpx
 import pytest
 
 from dashboard.simulator.demo import ensure_demo_accounts
+from tests import factories
+from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, embedded_openai, embedded_simulator_url
 
-ANTHROPIC_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}
-OPENAI_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}
+__all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
 
 
 @pytest.fixture
@@ -30,28 +31,67 @@ def simulator(live_server, transactional_db, demo_accounts):
     return live_server.url + "/simulator"
 
 
+def _reused(make):
+    """`make(key, **options)`, one client per key and options: building an SDK client costs tens of ms."""
+    clients: dict = {}
+
+    def get(key: str, **options):
+        cache_key = (key, repr(sorted(options.items())))
+        if cache_key not in clients:
+            clients[cache_key] = make(key, **options)
+        return clients[cache_key]
+
+    return get, clients
+
+
 @pytest.fixture
 def anthropic_client(simulator):
+    """The official Anthropic SDK over real HTTP (the live server): `anthropic_client(key, **options)`."""
     import anthropic
 
-    def make(key: str = ANTHROPIC_KEYS["ops"], **options) -> "anthropic.Anthropic":
+    def build(key, **options):
         options.setdefault("max_retries", 0)
         options.setdefault("timeout", 20)
         return anthropic.Anthropic(api_key=key, base_url=simulator + "/anthropic", **options)
 
-    return make
+    get, clients = _reused(build)
+    yield lambda key=ANTHROPIC_KEYS["ops"], **options: get(key, **options)
+    for client in clients.values():
+        client.close()
 
 
 @pytest.fixture
 def openai_client(simulator):
+    """The official OpenAI SDK over real HTTP (the live server): `openai_client(key, **options)`."""
     import openai
 
-    def make(key: str = OPENAI_KEYS["ops"], **options) -> "openai.OpenAI":
+    def build(key, **options):
         options.setdefault("max_retries", 0)
         options.setdefault("timeout", 20)
         return openai.OpenAI(api_key=key, base_url=simulator + "/openai/v1", **options)
 
-    return make
+    get, clients = _reused(build)
+    yield lambda key=OPENAI_KEYS["ops"], **options: get(key, **options)
+    for client in clients.values():
+        client.close()
+
+
+# The in-process SDK clients hold no socket and no state between calls: one per key and options
+# serves every test of a worker.
+_embedded_anthropic, _ = _reused(embedded_anthropic)
+_embedded_openai, _ = _reused(embedded_openai)
+
+
+@pytest.fixture
+def anthropic_sdk(embedded_upstream):
+    """The official Anthropic SDK reaching the simulator in process: `anthropic_sdk(key, **options)`."""
+    return lambda key=ANTHROPIC_KEYS["ops"], **options: _embedded_anthropic(key, **options)
+
+
+@pytest.fixture
+def openai_sdk(embedded_upstream):
+    """The official OpenAI SDK reaching the simulator in process: `openai_sdk(key, **options)`."""
+    return lambda key=OPENAI_KEYS["ops"], **options: _embedded_openai(key, **options)
 
 
 @pytest.fixture(autouse=True)
@@ -64,21 +104,43 @@ def fresh_cache():
     cache.clear()
 
 
-@pytest.fixture
-def dashboard_upstream(simulator, settings, monkeypatch):
-    """The dashboard's default accounts (the four simulator demo accounts) served over real HTTP."""
+def _default_accounts(monkeypatch) -> None:
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def dashboard_upstream(simulator, settings, monkeypatch):
+    """The dashboard's default accounts (the four simulator demo accounts) served over real HTTP.
+
+    For what needs a real socket between the dashboard and the simulator (timeouts, hanging
+    answers) and for the browser tests; everything else can use `embedded_upstream`.
+    """
+    _default_accounts(monkeypatch)
     settings.SIMULATOR_BASE_URL = simulator
     settings.UPSTREAM_TIMEOUT_SECONDS = 2
     return simulator
+
+
+@pytest.fixture
+def embedded_upstream(transactional_db, demo_accounts, settings, monkeypatch):
+    """The dashboard's default accounts reaching the simulator in process, as they do by default.
+
+    No live server and no socket: the simulator answers on its own thread pool, with its own
+    database connections, hence `transactional_db`.
+    """
+    _default_accounts(monkeypatch)
+    settings.SIMULATOR_BASE_URL = ""
+    settings.UPSTREAM_TIMEOUT_SECONDS = 2
+    return embedded_simulator_url()
 
 
 def make_user(username: str, *, can_cancel: bool):
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Permission
 
-    user = get_user_model().objects.create_user(username=username, password="not-used-in-tests-1")
+    # No usable password: tests sign in with force_login, and hashing one costs ~0.5 s.
+    user = get_user_model().objects.create_user(username=username, password=None)
     if can_cancel:
         user.user_permissions.add(Permission.objects.get(codename="cancel_batch", content_type__app_label="dashboard"))
     return user
@@ -108,7 +170,7 @@ def viewer_client(client, viewer):
 
 @pytest.fixture
 def upstream_calls(monkeypatch):
-    """Every HTTP request sent from now on by any httpx client (the dashboard's, and the SDKs')."""
+    """Every HTTP request sent from now on by any httpx client: the dashboard's (the SDKs use httpx2)."""
     calls: list[str] = []
     original = httpx.Client.send
 
@@ -133,16 +195,6 @@ def fresh_http_clients(monkeypatch):
 
 
 @pytest.fixture
-def four_accounts(dashboard_upstream, anthropic_client, openai_client):
+def four_accounts(embedded_upstream, anthropic_sdk, openai_sdk):
     """One running batch in each account, created 1..4 minutes ago (newest first: A-ops, O-ops, A-res, O-res)."""
-    from tests.test_views import anthropic_batch, created_ago, openai_batch
-
-    made = [
-        ("anthropic-ops", anthropic_batch(anthropic_client, "ops", seconds=600).id),
-        ("openai-ops", openai_batch(openai_client, "ops", seconds=600).id),
-        ("anthropic-research", anthropic_batch(anthropic_client, "research", seconds=600).id),
-        ("openai-research", openai_batch(openai_client, "research", seconds=600).id),
-    ]
-    for minutes, (_, batch_id) in enumerate(made, start=1):
-        created_ago(batch_id, minutes=minutes)
-    return made
+    return factories.four_accounts(anthropic_sdk, openai_sdk)

@@ -1,98 +1,33 @@
 """The cancel audit trail: what a CancelAttempt records for every outcome, when it is written, and who
 can read it (the staff-only /audit/ page, the batch detail page, the read-only admin).
 
-Batches are made with the official SDKs over real HTTP (live server); the dashboard reaches the
-simulator through its own httpx clients, exactly as in production.
+Batches are made with the official SDKs, which reach the simulator in process (tests/factories.py);
+the dashboard reaches the simulator through its own httpx clients, in process, exactly as in
+production by default. A hanging provider is tested over a real socket (the live server).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db.models import F
 from django.test import Client
 from django.utils import timezone
 
 from dashboard import services
 from dashboard.accounts import find_account
 from dashboard.models import CancelAttempt
-from dashboard.simulator.models import SimAccount, SimBatch
-from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
-
-HTMX = {"HTTP_HX_REQUEST": "true"}
-
+from tests.factories import HTMX, anthropic_batch, created_ago, fault, openai_batch, text, time_passes
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-def anthropic_batch(make_client, account: str = "ops", *, seconds: float = 60, count: int = 1):
-    return make_client(ANTHROPIC_KEYS[account]).messages.batches.create(
-        requests=[
-            {
-                "custom_id": f"a{i}",
-                "params": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
-            }
-            for i in range(count)
-        ],
-        extra_headers={"x-sim-processing-seconds": str(seconds)},
-    )
-
-
-def openai_batch(make_client, account: str = "ops", *, seconds: float = 60, count: int = 1):
-    client = make_client(OPENAI_KEYS[account])
-    lines = "".join(
-        json.dumps(
-            {
-                "custom_id": f"o{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
-            }
-        )
-        + "\n"
-        for i in range(count)
-    )
-    upload = client.files.create(file=("in.jsonl", lines.encode(), "application/jsonl"), purpose="batch")
-    return client.batches.create(
-        input_file_id=upload.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-        extra_headers={"x-sim-processing-seconds": str(seconds)},
-    )
-
-
-def running_batch(provider: str, anthropic_client, openai_client, **options) -> str:
+def running_batch(provider: str, anthropic_sdk, openai_sdk, **options) -> str:
     if provider == "anthropic":
-        return anthropic_batch(anthropic_client, **options).id
-    return openai_batch(openai_client, **options).id
-
-
-def created_ago(batch_id: str, **delta) -> None:
-    assert SimBatch.objects.filter(public_id=batch_id).update(created_at=timezone.now() - timedelta(**delta)) == 1
-
-
-def time_passes(batch_id: str, **delta) -> None:
-    """As if `delta` had passed for this simulated batch: its whole plan moves into the past."""
-    shift = timedelta(**delta)
-    assert (
-        SimBatch.objects.filter(public_id=batch_id).update(
-            created_at=F("created_at") - shift, cancel_initiated_at=F("cancel_initiated_at") - shift
-        )
-        == 1
-    )
-
-
-def fault(provider: str, name: str, value: str) -> None:
-    assert SimAccount.objects.filter(provider=provider, name=name).update(fault=value) == 1
-
-
-def text(response) -> str:
-    return response.content.decode()
+        return anthropic_batch(anthropic_sdk, **options).id
+    return openai_batch(openai_sdk, **options).id
 
 
 def story_cell(response, heading: str) -> str:
@@ -111,7 +46,7 @@ PROVIDER_CLASS = {
 
 @pytest.fixture
 def staff_client(db):
-    user = get_user_model().objects.create_user(username="auditor", password="not-used-in-tests-1", is_staff=True)
+    user = get_user_model().objects.create_user(username="auditor", password=None, is_staff=True)  # no slow hashing
     client = Client()
     client.force_login(user)
     return client
@@ -119,9 +54,7 @@ def staff_client(db):
 
 @pytest.fixture
 def superuser_client(db):
-    user = get_user_model().objects.create_superuser(
-        username="root-admin", password="not-used-in-tests-1", email="root@example.invalid"
-    )
+    user = get_user_model().objects.create_superuser(username="root-admin", password=None, email="root@example.invalid")
     client = Client()
     client.force_login(user)
     return client
@@ -146,9 +79,9 @@ def attempt(**fields) -> CancelAttempt:
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_web_cancel_records_one_accepted_attempt(
-    operator_client, operator, dashboard_upstream, anthropic_client, openai_client, provider
+    operator_client, operator, embedded_upstream, anthropic_sdk, openai_sdk, provider
 ):
-    batch_id = running_batch(provider, anthropic_client, openai_client, count=3)
+    batch_id = running_batch(provider, anthropic_sdk, openai_sdk, count=3)
     created_ago(batch_id, seconds=5)  # OpenAI: past validating (which reports total 0), still in progress
     before = timezone.now()
     response = operator_client.post(f"/batches/{ACCOUNT[provider]}/{batch_id}/cancel", **HTMX)
@@ -172,10 +105,8 @@ def test_web_cancel_records_one_accepted_attempt(
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_service_cancel_records_one_accepted_attempt(
-    operator, dashboard_upstream, anthropic_client, openai_client, provider
-):
-    batch_id = running_batch(provider, anthropic_client, openai_client, count=2)
+def test_service_cancel_records_one_accepted_attempt(operator, embedded_upstream, anthropic_sdk, openai_sdk, provider):
+    batch_id = running_batch(provider, anthropic_sdk, openai_sdk, count=2)
     # Seen once as running, so the cached view is the pre-cancel one.
     account = find_account(ACCOUNT[provider])
     assert not services.get_batch(account=account, batch_id=batch_id).batch.status.startswith("cancel")
@@ -197,9 +128,9 @@ def test_service_cancel_records_one_accepted_attempt(
 
 @pytest.mark.parametrize("provider, refusal", [("anthropic", "HTTP 400"), ("openai", "HTTP 409")])
 def test_cancel_of_ended_batch_is_recorded_as_already_ended(
-    operator_client, dashboard_upstream, anthropic_client, openai_client, provider, refusal
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk, provider, refusal
 ):
-    batch_id = running_batch(provider, anthropic_client, openai_client)
+    batch_id = running_batch(provider, anthropic_sdk, openai_sdk)
     created_ago(batch_id, hours=1)
     response = operator_client.post(f"/batches/{ACCOUNT[provider]}/{batch_id}/cancel", **HTMX)
     assert response.status_code == 286  # the ended row, which stops polling; not an error
@@ -224,9 +155,9 @@ def test_cancel_of_ended_batch_is_recorded_as_already_ended(
     ],
 )
 def test_cancel_while_upstream_answers_500_is_recorded(
-    operator_client, dashboard_upstream, anthropic_client, openai_client, provider, message
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk, provider, message
 ):
-    batch_id = running_batch(provider, anthropic_client, openai_client)
+    batch_id = running_batch(provider, anthropic_sdk, openai_sdk)
     fault(provider, "ops", "500")
     response = operator_client.post(f"/batches/{ACCOUNT[provider]}/{batch_id}/cancel", **HTMX)
     assert response.status_code == 200
@@ -277,9 +208,9 @@ def crashing_cancel(batch_id: str, seen: list):
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_attempt_is_written_before_the_upstream_call_and_survives_a_crash(
-    operator, monkeypatch, dashboard_upstream, anthropic_client, openai_client, provider
+    operator, monkeypatch, embedded_upstream, anthropic_sdk, openai_sdk, provider
 ):
-    batch_id = running_batch(provider, anthropic_client, openai_client)
+    batch_id = running_batch(provider, anthropic_sdk, openai_sdk)
     seen: list[int] = []
     monkeypatch.setattr(PROVIDER_CLASS[provider], crashing_cancel(batch_id, seen))
     result = services.cancel_batch(
@@ -295,9 +226,9 @@ def test_attempt_is_written_before_the_upstream_call_and_survives_a_crash(
 
 
 def test_crash_during_web_cancel_answers_a_row_and_completes_the_attempt(
-    operator, monkeypatch, dashboard_upstream, anthropic_client
+    operator, monkeypatch, embedded_upstream, anthropic_sdk
 ):
-    batch_id = anthropic_batch(anthropic_client).id
+    batch_id = anthropic_batch(anthropic_sdk).id
     seen: list[int] = []
     monkeypatch.setattr(PROVIDER_CLASS["anthropic"], crashing_cancel(batch_id, seen))
     client = Client(raise_request_exception=False)
@@ -389,9 +320,9 @@ def test_audit_page_redirects_anonymous_to_login(client, db):
     assert response["Location"].startswith("/login/") and "next=/audit/" in response["Location"]
 
 
-def test_detail_page_lists_the_attempts_of_that_batch_only(operator_client, dashboard_upstream, anthropic_client):
-    batch_id = anthropic_batch(anthropic_client).id
-    other_id = anthropic_batch(anthropic_client).id
+def test_detail_page_lists_the_attempts_of_that_batch_only(operator_client, embedded_upstream, anthropic_sdk):
+    batch_id = anthropic_batch(anthropic_sdk).id
+    other_id = anthropic_batch(anthropic_sdk).id
     url = f"/batches/anthropic-ops/{batch_id}/"
     before = operator_client.get(url)
     assert before.status_code == 200
@@ -458,10 +389,10 @@ def test_admin_is_closed_to_the_operator(operator_client):
 
 
 def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
-    operator_client, settings, dashboard_upstream, openai_client
+    operator_client, settings, embedded_upstream, openai_sdk
 ):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch_id = openai_batch(openai_client, seconds=100, count=100).id
+    batch_id = openai_batch(openai_sdk, seconds=100, count=100).id
     created_ago(batch_id, seconds=3 + 30)  # validating 3 s, then a third of the way through processing
     assert operator_client.post(f"/batches/openai-ops/{batch_id}/cancel", **HTMX).status_code == 200
     row = CancelAttempt.objects.get()
@@ -470,7 +401,7 @@ def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
     assert 20 <= done_then <= 40
 
     time_passes(batch_id, seconds=20)  # past the 8 s the simulator keeps finishing in-flight requests
-    final = openai_client().batches.retrieve(batch_id)
+    final = openai_sdk().batches.retrieve(batch_id)
     assert final.status == "cancelled"
     done_at_end = final.request_counts.completed + final.request_counts.failed
     assert done_at_end > done_then  # requests did finish after the cancel was accepted
@@ -486,12 +417,12 @@ def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
 
 
 def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown(
-    operator_client, settings, dashboard_upstream, openai_client
+    operator_client, settings, embedded_upstream, openai_sdk
 ):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch_id = openai_batch(openai_client, seconds=100, count=10).id
+    batch_id = openai_batch(openai_sdk, seconds=100, count=10).id
     created_ago(batch_id, seconds=10)
-    openai_client().batches.cancel(batch_id)  # not through the dashboard: no audit row
+    openai_sdk().batches.cancel(batch_id)  # not through the dashboard: no audit row
     time_passes(batch_id, seconds=20)
     response = operator_client.get(f"/batches/openai-ops/{batch_id}/")
     assert response.status_code == 200
@@ -500,10 +431,10 @@ def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown
 
 
 def test_cancel_story_of_anthropic_batch_says_the_provider_does_not_tell(
-    operator_client, settings, dashboard_upstream, anthropic_client
+    operator_client, settings, embedded_upstream, anthropic_sdk
 ):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch_id = anthropic_batch(anthropic_client, seconds=100, count=20).id
+    batch_id = anthropic_batch(anthropic_sdk, seconds=100, count=20).id
     created_ago(batch_id, seconds=30)
     assert operator_client.post(f"/batches/anthropic-ops/{batch_id}/cancel", **HTMX).status_code == 200
     assert CancelAttempt.objects.get().outcome == "accepted"
@@ -518,6 +449,6 @@ def test_cancel_story_of_anthropic_batch_says_the_provider_does_not_tell(
     assert story_cell(response, "Canceling took") == "8 s"
     assert story_cell(response, "Finished after the cancel") == "unknown"
     assert "Anthropic reports outcomes only once a batch has ended, so it does not say which requests" in text(response)
-    final = anthropic_client().messages.batches.retrieve(batch_id)
+    final = anthropic_sdk().messages.batches.retrieve(batch_id)
     assert final.processing_status == "ended" and final.request_counts.canceled > 0
     assert story_cell(response, "Canceled") == f"{final.request_counts.canceled} requests"

@@ -1,4 +1,4 @@
-"""The operator CLI, `manage.py batches …`, against the embedded simulator over real HTTP."""
+"""The operator CLI, `manage.py batches …`, against the embedded simulator, reached in process as by default."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from dashboard import services
 from dashboard.models import CancelAttempt
-from tests.test_audit import anthropic_batch, created_ago, fault, openai_batch, time_passes
+from tests.factories import anthropic_batch, created_ago, custom_id, fault, openai_batch, time_passes
 
 ACCOUNTS = ("anthropic-ops", "anthropic-research", "openai-ops", "openai-research")
 LIST_ROW = re.compile(
@@ -57,10 +57,10 @@ def test_list_of_one_account(four_accounts):
     assert [(row["account"], row["id"]) for row in rows] == [four_accounts[3]]
 
 
-def test_list_by_status(dashboard_upstream, anthropic_client, openai_client):
-    running = anthropic_batch(anthropic_client, "ops", seconds=600).id
-    ended = anthropic_batch(anthropic_client, "research", seconds=60).id
-    completed = openai_batch(openai_client, "ops", seconds=60).id
+def test_list_by_status(embedded_upstream, anthropic_sdk, openai_sdk):
+    running = anthropic_batch(anthropic_sdk, "ops", seconds=600).id
+    ended = anthropic_batch(anthropic_sdk, "research", seconds=60).id
+    completed = openai_batch(openai_sdk, "ops", seconds=60).id
     created_ago(ended, hours=1)
     created_ago(completed, hours=2)
     assert {row["id"] for row in listed()} == {running, ended, completed}
@@ -89,12 +89,12 @@ def test_list_with_a_failing_account_reports_it_on_stderr(four_accounts):
 
 
 def test_list_stops_when_an_account_starts_failing_on_a_later_page(
-    settings, monkeypatch, dashboard_upstream, anthropic_client, openai_client
+    settings, monkeypatch, embedded_upstream, anthropic_sdk, openai_sdk
 ):
     settings.LIST_PAGE_SIZE = 1
-    newest = anthropic_batch(anthropic_client, "ops", seconds=600).id
-    middle = openai_batch(openai_client, "ops", seconds=600).id
-    oldest = anthropic_batch(anthropic_client, "ops", seconds=600).id
+    newest = anthropic_batch(anthropic_sdk, "ops", seconds=600).id
+    middle = openai_batch(openai_sdk, "ops", seconds=600).id
+    oldest = anthropic_batch(anthropic_sdk, "ops", seconds=600).id
     created_ago(middle, minutes=1)
     created_ago(oldest, minutes=2)
     original = services.list_batches
@@ -125,17 +125,15 @@ def test_list_stops_when_an_account_starts_failing_on_a_later_page(
         ("anthropic", "research", "Anthropic · research"),
     ],
 )
-def test_show_finds_the_batch_in_its_account(
-    dashboard_upstream, anthropic_client, openai_client, provider, account, label
-):
-    anthropic_batch(anthropic_client, "ops")  # decoys in the other accounts
-    openai_batch(openai_client, "ops")
+def test_show_finds_the_batch_in_its_account(embedded_upstream, anthropic_sdk, openai_sdk, provider, account, label):
+    anthropic_batch(anthropic_sdk, "ops")  # decoys in the other accounts
+    openai_batch(openai_sdk, "ops")
     if provider == "openai":
-        batch_id = openai_batch(openai_client, account).id
+        batch_id = openai_batch(openai_sdk, account).id
         created_ago(batch_id, seconds=10)
         status, timestamp = "in_progress", "in_progress_at"
     else:
-        batch_id = anthropic_batch(anthropic_client, account).id
+        batch_id = anthropic_batch(anthropic_sdk, account).id
         status, timestamp = "in_progress", "expires_at"
     out, _ = run("show", batch_id)
     lines = out.splitlines()
@@ -149,8 +147,8 @@ def test_show_finds_the_batch_in_its_account(
     assert raw["processing_status" if provider == "anthropic" else "status"] == status
 
 
-def test_show_with_account_option(dashboard_upstream, openai_client):
-    batch_id = openai_batch(openai_client, "research").id
+def test_show_with_account_option(embedded_upstream, openai_sdk):
+    batch_id = openai_batch(openai_sdk, "research").id
     out, _ = run("show", batch_id, "--account", "openai-research")
     assert out.startswith(f"OpenAI · research  {batch_id}  validating")
     with pytest.raises(CommandError, match="No batch"):
@@ -158,14 +156,14 @@ def test_show_with_account_option(dashboard_upstream, openai_client):
 
 
 @pytest.mark.parametrize("batch_id", ["msgbatch_01nothere", "batch_nothere"])
-def test_show_unknown_id(dashboard_upstream, upstream_calls, batch_id):
+def test_show_unknown_id(embedded_upstream, upstream_calls, batch_id):
     with pytest.raises(CommandError, match=f"No batch '{batch_id}'"):
         run("show", batch_id)
     assert len(upstream_calls) == 2  # asked, and answered 404, by both accounts of that provider
 
 
 @pytest.mark.parametrize("batch_id", ["../x", "msgbatch_../x", "batch_x/../y", "batch_x?y=1", ""])
-def test_show_malformed_id_makes_no_upstream_request(dashboard_upstream, upstream_calls, batch_id):
+def test_show_malformed_id_makes_no_upstream_request(embedded_upstream, upstream_calls, batch_id):
     with pytest.raises(CommandError, match="No batch"):
         run("show", batch_id)
     assert upstream_calls == []
@@ -174,9 +172,9 @@ def test_show_malformed_id_makes_no_upstream_request(dashboard_upstream, upstrea
 # --- cancel --------------------------------------------------------------------------------
 
 
-def test_cancel_running_batch_is_recorded_with_the_os_user(dashboard_upstream, anthropic_client, openai_client):
-    anthropic_id = anthropic_batch(anthropic_client, "research").id
-    openai_id = openai_batch(openai_client, "ops").id
+def test_cancel_running_batch_is_recorded_with_the_os_user(embedded_upstream, anthropic_sdk, openai_sdk):
+    anthropic_id = anthropic_batch(anthropic_sdk, "research").id
+    openai_id = openai_batch(openai_sdk, "ops").id
     for account, batch_id, status in (
         ("anthropic-research", anthropic_id, "canceling"),
         ("openai-ops", openai_id, "cancelling"),
@@ -192,14 +190,12 @@ def test_cancel_running_batch_is_recorded_with_the_os_user(dashboard_upstream, a
             account,
         )
         assert row.status_after == status and row.finished_at is not None
-    assert (
-        anthropic_client("sk-ant-sim-research").messages.batches.retrieve(anthropic_id).processing_status == "canceling"
-    )
-    assert openai_client().batches.retrieve(openai_id).status == "cancelling"
+    assert anthropic_sdk("sk-ant-sim-research").messages.batches.retrieve(anthropic_id).processing_status == "canceling"
+    assert openai_sdk().batches.retrieve(openai_id).status == "cancelling"
 
 
-def test_cancel_ended_batch_says_already_ended(dashboard_upstream, anthropic_client):
-    batch_id = anthropic_batch(anthropic_client).id
+def test_cancel_ended_batch_says_already_ended(embedded_upstream, anthropic_sdk):
+    batch_id = anthropic_batch(anthropic_sdk).id
     created_ago(batch_id, hours=1)
     out, _ = run("cancel", batch_id)
     assert out.startswith(f"anthropic-ops {batch_id}: already_ended: Batch {batch_id} had already ended;")
@@ -207,8 +203,8 @@ def test_cancel_ended_batch_says_already_ended(dashboard_upstream, anthropic_cli
     assert (row.outcome, row.via, row.status_after) == ("already_ended", "cli", "ended")
 
 
-def test_cancel_twice_second_time_after_the_end(dashboard_upstream, openai_client):
-    batch_id = openai_batch(openai_client).id
+def test_cancel_twice_second_time_after_the_end(embedded_upstream, openai_sdk):
+    batch_id = openai_batch(openai_sdk).id
     assert ": accepted: " in run("cancel", batch_id)[0]
     time_passes(batch_id, seconds=30)  # the cancel grace (8 s) is over: cancelled
     out, _ = run("cancel", batch_id)
@@ -219,8 +215,8 @@ def test_cancel_twice_second_time_after_the_end(dashboard_upstream, openai_clien
     ]
 
 
-def test_cancel_while_upstream_fails_is_an_error_and_recorded(dashboard_upstream, anthropic_client):
-    batch_id = anthropic_batch(anthropic_client).id
+def test_cancel_while_upstream_fails_is_an_error_and_recorded(embedded_upstream, anthropic_sdk):
+    batch_id = anthropic_batch(anthropic_sdk).id
     run("show", batch_id)  # seen once: its last known state lets the CLI find its account
     fault("anthropic", "ops", "500")
     with pytest.raises(CommandError, match="Anthropic HTTP 500"):
@@ -229,13 +225,13 @@ def test_cancel_while_upstream_fails_is_an_error_and_recorded(dashboard_upstream
     assert (row.outcome, row.via, row.actor) == ("upstream_error", "cli", getpass.getuser())
     assert "Anthropic HTTP 500" in row.message and row.finished_at is not None
     fault("anthropic", "ops", "")
-    assert anthropic_client().messages.batches.retrieve(batch_id).processing_status == "in_progress"
+    assert anthropic_sdk().messages.batches.retrieve(batch_id).processing_status == "in_progress"
 
 
 def test_cancel_with_account_while_upstream_fails_is_recorded_without_a_lookup(
-    dashboard_upstream, anthropic_client, upstream_calls
+    embedded_upstream, anthropic_sdk, upstream_calls
 ):
-    batch_id = anthropic_batch(anthropic_client, "research").id  # never seen by the dashboard
+    batch_id = anthropic_batch(anthropic_sdk, "research").id  # never seen by the dashboard
     fault("anthropic", "research", "500")
     upstream_calls.clear()
     with pytest.raises(CommandError, match="Anthropic HTTP 500"):
@@ -251,11 +247,9 @@ def test_cancel_with_account_while_upstream_fails_is_recorded_without_a_lookup(
     assert upstream_calls[0].startswith("POST ") and upstream_calls[0].endswith(f"/{batch_id}/cancel")
 
 
-def test_cancel_without_account_of_unseen_batch_while_upstream_fails(
-    dashboard_upstream, anthropic_client, upstream_calls
-):
+def test_cancel_without_account_of_unseen_batch_while_upstream_fails(embedded_upstream, anthropic_sdk, upstream_calls):
     """Without --account the CLI must look the batch up first; when that fails, no cancel is sent at all."""
-    batch_id = anthropic_batch(anthropic_client).id
+    batch_id = anthropic_batch(anthropic_sdk).id
     fault("anthropic", "ops", "500")
     upstream_calls.clear()
     with pytest.raises(CommandError, match="Anthropic HTTP 500"):
@@ -273,7 +267,7 @@ def test_cancel_without_account_of_unseen_batch_while_upstream_fails(
         ("../x",),
     ],
 )
-def test_cancel_of_unknown_account_or_malformed_id_sends_nothing(dashboard_upstream, upstream_calls, args):
+def test_cancel_of_unknown_account_or_malformed_id_sends_nothing(embedded_upstream, upstream_calls, args):
     with pytest.raises(CommandError, match="No batch"):
         run("cancel", *args)
     assert upstream_calls == []
@@ -290,15 +284,15 @@ def result_lines(capsys, *args) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_results_of_anthropic_batch_as_jsonl(settings, capsys, dashboard_upstream, anthropic_client):
+def test_results_of_anthropic_batch_as_jsonl(settings, capsys, embedded_upstream, anthropic_sdk):
     settings.SIMULATOR_ERROR_PERCENT = 30
-    batch_id = anthropic_batch(anthropic_client, "research", count=40).id
+    batch_id = anthropic_batch(anthropic_sdk, "research", count=40).id
     created_ago(batch_id, hours=1)
-    counts = anthropic_client("sk-ant-sim-research").messages.batches.retrieve(batch_id).request_counts
+    counts = anthropic_sdk("sk-ant-sim-research").messages.batches.retrieve(batch_id).request_counts
 
     lines = result_lines(capsys, batch_id)
     assert len(lines) == 40
-    assert sorted(line["custom_id"] for line in lines) == sorted(f"a{i}" for i in range(40))
+    assert sorted(line["custom_id"] for line in lines) == sorted(custom_id(i) for i in range(40))
     assert sum(line["result"]["type"] == "succeeded" for line in lines) == counts.succeeded
 
     errored = result_lines(capsys, batch_id, "--type", "errored")
@@ -308,16 +302,16 @@ def test_results_of_anthropic_batch_as_jsonl(settings, capsys, dashboard_upstrea
     assert {line["custom_id"] for line in errored} < {line["custom_id"] for line in lines}
 
 
-def test_results_of_openai_batch_as_jsonl(settings, capsys, dashboard_upstream, openai_client):
+def test_results_of_openai_batch_as_jsonl(settings, capsys, embedded_upstream, openai_sdk):
     settings.SIMULATOR_ERROR_PERCENT = 30
-    batch_id = openai_batch(openai_client, "ops", count=40).id
+    batch_id = openai_batch(openai_sdk, "ops", count=40).id
     created_ago(batch_id, hours=1)
-    counts = openai_client().batches.retrieve(batch_id).request_counts
+    counts = openai_sdk().batches.retrieve(batch_id).request_counts
     assert counts.total == 40 and counts.failed > 0
 
     lines = result_lines(capsys, batch_id)
     assert len(lines) == counts.total
-    assert sorted(line["custom_id"] for line in lines) == sorted(f"o{i}" for i in range(40))
+    assert sorted(line["custom_id"] for line in lines) == sorted(custom_id(i) for i in range(40))
 
     errored = result_lines(capsys, batch_id, "--type", "errored")
     assert len(errored) == counts.failed
@@ -326,17 +320,17 @@ def test_results_of_openai_batch_as_jsonl(settings, capsys, dashboard_upstream, 
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_results_of_running_batch_is_an_error(capsys, dashboard_upstream, anthropic_client, openai_client, provider):
+def test_results_of_running_batch_is_an_error(capsys, embedded_upstream, anthropic_sdk, openai_sdk, provider):
     if provider == "anthropic":
-        batch_id = anthropic_batch(anthropic_client).id
+        batch_id = anthropic_batch(anthropic_sdk).id
     else:
-        batch_id = openai_batch(openai_client).id
+        batch_id = openai_batch(openai_sdk).id
     with pytest.raises(CommandError, match="has not ended yet"):
         run("results", batch_id)
     assert capsys.readouterr().out == ""
 
 
-def test_results_of_unknown_batch_is_an_error(capsys, dashboard_upstream):
+def test_results_of_unknown_batch_is_an_error(capsys, embedded_upstream):
     with pytest.raises(CommandError, match="No batch"):
         run("results", "msgbatch_01nothere")
     assert capsys.readouterr().out == ""

@@ -1,8 +1,9 @@
 """The batch detail page and its results views, through Django's test client, against the embedded simulator.
 
-Batches are made with the official SDKs over real HTTP (live server) and moved into the past in the
-simulator's database when they should have ended; the views under test run in the test thread and
-reach the simulator through the dashboard's own httpx clients. Every response fetched here goes
+Batches are made with the official SDKs, which reach the simulator in process (tests/factories.py),
+and moved into the past in the simulator's database when they should have ended; the views under
+test run in the test thread and reach the simulator through the dashboard's own httpx clients, in
+process too, as they do by default. Every response fetched here goes
 through `fetch`, which also checks that no API key ever appears in it.
 """
 
@@ -14,16 +15,16 @@ import io
 import json
 import re
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
-from django.utils import timezone
 
 from dashboard.results import CSV_COLUMNS
-from dashboard.simulator.models import SimAccount, SimBatch
-from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
+from tests.factories import ALL_KEYS, anthropic_batch, fault, openai_batch, openai_line
 
-ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values())
+# The batches of these tests run for ten minutes, and OpenAI's are a minute old: past validating.
+RUNNING = {"seconds": 600}
+RUNNING_OPENAI = {"seconds": 600, "ago": {"minutes": 1}}
 HTMX_RESULTS = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "results"}
 ANTHROPIC_TIMESTAMPS = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "archived_at")
 OPENAI_TIMESTAMPS = (
@@ -57,68 +58,6 @@ def fetch(client, path: str, data: dict | None = None, **headers):
         for name, value in response.items():
             assert key not in value, f"API key {key} leaked into the {name} header of {path}"
     return response
-
-
-def created_ago(batch_id: str, **delta) -> None:
-    """Move a simulated batch's creation into the past (its state follows from its plan)."""
-    assert SimBatch.objects.filter(public_id=batch_id).update(created_at=timezone.now() - timedelta(**delta)) == 1
-
-
-def fault(provider: str, name: str, value: str) -> None:
-    assert SimAccount.objects.filter(provider=provider, name=name).update(fault=value) == 1
-
-
-def anthropic_batch(make_client, *, requests: int = 3, seconds: float = 600, ended: bool = False):
-    batch = make_client().messages.batches.create(
-        requests=[
-            {
-                "custom_id": f"req-{i:03d}",
-                "params": {
-                    "model": "claude-sonnet-4-5",
-                    "max_tokens": 8,
-                    "messages": [{"role": "user", "content": f"q{i}"}],
-                },
-            }
-            for i in range(requests)
-        ],
-        extra_headers={"x-sim-processing-seconds": str(seconds)},
-    )
-    if ended:
-        created_ago(batch.id, hours=1)
-    return batch
-
-
-def openai_line(custom_id: str, url: str = "/v1/chat/completions") -> dict:
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": url,
-        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
-    }
-
-
-def openai_batch(
-    make_client,
-    *,
-    lines: list[dict] | None = None,
-    requests: int = 3,
-    seconds: float = 600,
-    metadata: dict | None = None,
-    ago: dict | None = None,
-):
-    client = make_client()
-    lines = lines if lines is not None else [openai_line(f"req-{i:03d}") for i in range(requests)]
-    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=upload.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-        metadata=metadata,
-        extra_headers={"x-sim-processing-seconds": str(seconds)},
-    )
-    created_ago(batch.id, **(ago or {"minutes": 1}))  # past validating, so in_progress (or ended if long ago)
-    return batch
 
 
 def result_rows(body: str) -> list[dict]:
@@ -166,10 +105,10 @@ def jsonl(text: str) -> list[dict]:
 
 
 @pytest.fixture
-def ended_anthropic(dashboard_upstream, anthropic_client):
+def ended_anthropic(embedded_upstream, anthropic_sdk):
     """An ended Anthropic batch of 120 requests (req-000..req-119) and its results as the SDK reads them."""
-    batch = anthropic_batch(anthropic_client, requests=120, seconds=60, ended=True)
-    results = anthropic_results(anthropic_client, batch.id)
+    batch = anthropic_batch(anthropic_sdk, count=120, seconds=60, ended=True)
+    results = anthropic_results(anthropic_sdk, batch.id)
     assert len(results) == 120
     kinds = Counter(entry["result"]["type"] for entry in results)
     assert kinds["errored"] >= 8 and kinds["succeeded"] >= 100, kinds  # 8% errored, 2% expired per 100 requests
@@ -177,14 +116,14 @@ def ended_anthropic(dashboard_upstream, anthropic_client):
 
 
 @pytest.fixture
-def ended_openai(dashboard_upstream, openai_client):
+def ended_openai(embedded_upstream, openai_sdk):
     """A completed OpenAI batch of 120 requests with output and error files, one custom_id carrying HTML."""
     lines = [openai_line(f"req-{i:03d}") for i in range(119)] + [openai_line(f"evil-{XSS}")]
-    batch = openai_batch(openai_client, lines=lines, seconds=60, ago={"hours": 1})
-    done = openai_client().batches.retrieve(batch.id)
+    batch = openai_batch(openai_sdk, lines=lines, seconds=60, ago={"hours": 1})
+    done = openai_sdk().batches.retrieve(batch.id)
     assert done.status == "completed" and done.output_file_id and done.error_file_id
-    output = jsonl(openai_client().files.content(done.output_file_id).text)
-    errors = jsonl(openai_client().files.content(done.error_file_id).text)
+    output = jsonl(openai_sdk().files.content(done.output_file_id).text)
+    errors = jsonl(openai_sdk().files.content(done.error_file_id).text)
     assert len(output) == done.request_counts.completed and len(errors) == done.request_counts.failed > 0
     return done, output, errors
 
@@ -192,9 +131,9 @@ def ended_openai(dashboard_upstream, openai_client):
 # --- a batch that has not ended --------------------------------------------------------------
 
 
-def test_detail_of_running_openai_batch_shows_every_field(operator_client, dashboard_upstream, openai_client):
-    batch = openai_batch(openai_client, requests=3, metadata={"job": "nightly-eval", "team": "research"})
-    upstream = openai_client().batches.retrieve(batch.id)
+def test_detail_of_running_openai_batch_shows_every_field(operator_client, embedded_upstream, openai_sdk):
+    batch = openai_batch(openai_sdk, count=3, metadata={"job": "nightly-eval", "team": "research"}, **RUNNING_OPENAI)
+    upstream = openai_sdk().batches.retrieve(batch.id)
     assert upstream.status == "in_progress"
 
     response = fetch(operator_client, f"/batches/openai-ops/{batch.id}/")
@@ -242,8 +181,8 @@ def test_detail_of_running_openai_batch_shows_every_field(operator_client, dashb
     assert "Nobody has tried to cancel this batch through the dashboard." in body
 
 
-def test_detail_of_running_anthropic_batch(operator_client, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client, requests=4)
+def test_detail_of_running_anthropic_batch(operator_client, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk, count=4, **RUNNING)
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/")
     assert response.status_code == 200
     body = response.body
@@ -265,12 +204,10 @@ def test_detail_of_running_anthropic_batch(operator_client, dashboard_upstream, 
     assert "Results are available once the batch has ended." in body
 
 
-def test_viewer_sees_the_detail_without_a_cancel_button(
-    viewer_client, dashboard_upstream, anthropic_client, openai_client
-):
+def test_viewer_sees_the_detail_without_a_cancel_button(viewer_client, embedded_upstream, anthropic_sdk, openai_sdk):
     for account, batch in (
-        ("anthropic-ops", anthropic_batch(anthropic_client)),
-        ("openai-ops", openai_batch(openai_client)),
+        ("anthropic-ops", anthropic_batch(anthropic_sdk, count=3, **RUNNING)),
+        ("openai-ops", openai_batch(openai_sdk, count=3, **RUNNING_OPENAI)),
     ):
         response = fetch(viewer_client, f"/batches/{account}/{batch.id}/")
         assert response.status_code == 200
@@ -280,10 +217,10 @@ def test_viewer_sees_the_detail_without_a_cancel_button(
         assert "hx-post" not in response.body and ">Cancel</button>" not in response.body
 
 
-def test_results_views_of_a_running_batch_are_404(operator_client, dashboard_upstream, anthropic_client, openai_client):
+def test_results_views_of_a_running_batch_are_404(operator_client, embedded_upstream, anthropic_sdk, openai_sdk):
     for account, batch in (
-        ("anthropic-ops", anthropic_batch(anthropic_client)),
-        ("openai-ops", openai_batch(openai_client)),
+        ("anthropic-ops", anthropic_batch(anthropic_sdk, count=3, **RUNNING)),
+        ("openai-ops", openai_batch(openai_sdk, count=3, **RUNNING_OPENAI)),
     ):
         base = f"/batches/{account}/{batch.id}"
         for path in ("/results/download", "/results/summary", "/results/export.csv"):
@@ -299,8 +236,8 @@ def test_results_views_of_a_running_batch_are_404(operator_client, dashboard_ups
 # --- escaping --------------------------------------------------------------------------------
 
 
-def test_metadata_is_escaped_on_the_detail_page(operator_client, dashboard_upstream, openai_client):
-    batch = openai_batch(openai_client, metadata={"note": XSS, "<b>key</b>": "plain"})
+def test_metadata_is_escaped_on_the_detail_page(operator_client, embedded_upstream, openai_sdk):
+    batch = openai_batch(openai_sdk, metadata={"note": XSS, "<b>key</b>": "plain"}, count=3, **RUNNING_OPENAI)
     response = fetch(operator_client, f"/batches/openai-ops/{batch.id}/")
     assert response.status_code == 200
     body = response.body
@@ -311,7 +248,7 @@ def test_metadata_is_escaped_on_the_detail_page(operator_client, dashboard_upstr
     assert raw_json(body)["metadata"]["note"] == XSS  # escaped in the <pre>, intact once unescaped
 
 
-def test_upstream_validation_errors_are_shown_and_escaped(operator_client, dashboard_upstream, openai_client):
+def test_upstream_validation_errors_are_shown_and_escaped(operator_client, embedded_upstream, openai_sdk):
     """A failed OpenAI batch lists its input problems: line, code and message (which may echo a custom_id)."""
     lines = [
         openai_line("ok-1"),
@@ -319,8 +256,8 @@ def test_upstream_validation_errors_are_shown_and_escaped(operator_client, dashb
         openai_line(f"dup-{XSS}"),
         openai_line(f"dup-{XSS}"),
     ]
-    batch = openai_batch(openai_client, lines=lines)
-    assert openai_client().batches.retrieve(batch.id).status == "failed"
+    batch = openai_batch(openai_sdk, lines=lines, **RUNNING_OPENAI)
+    assert openai_sdk().batches.retrieve(batch.id).status == "failed"
 
     response = fetch(operator_client, f"/batches/openai-ops/{batch.id}/")
     assert response.status_code == 200
@@ -496,9 +433,9 @@ def test_htmx_request_for_the_results_gets_only_the_results_section(operator_cli
     assert "<html" in whole.body and "<h2>Fields</h2>" in whole.body
 
 
-def test_error_summary_counts_errors_by_type_and_message(operator_client, ended_anthropic, anthropic_client):
+def test_error_summary_counts_errors_by_type_and_message(operator_client, ended_anthropic, anthropic_sdk):
     batch_id, results = ended_anthropic
-    counts = anthropic_client().messages.batches.retrieve(batch_id).request_counts
+    counts = anthropic_sdk().messages.batches.retrieve(batch_id).request_counts
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/summary", HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     body = response.body.strip()
@@ -554,14 +491,14 @@ def test_csv_export_of_the_filtered_lines(operator_client, ended_anthropic):
     assert [row[1] for row in searched[1:]] == [f"req-{i}" for i in range(110, 120)]
 
 
-def test_download_of_anthropic_results(operator_client, ended_anthropic, anthropic_client):
+def test_download_of_anthropic_results(operator_client, ended_anthropic, anthropic_sdk):
     batch_id, results = ended_anthropic
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/download")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-jsonl"
     assert response["Content-Disposition"] == f'attachment; filename="{batch_id}.jsonl"'
     lines = jsonl(response.body)
-    counts = anthropic_client().messages.batches.retrieve(batch_id).request_counts
+    counts = anthropic_sdk().messages.batches.retrieve(batch_id).request_counts
     total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
     assert len(lines) == total == 120
     assert [line["custom_id"] for line in lines] == [e["custom_id"] for e in results]
@@ -638,10 +575,10 @@ def test_download_of_openai_files(operator_client, ended_openai):
 
 
 def test_detail_of_a_seen_batch_is_stale_when_its_account_fails(
-    operator_client, settings, dashboard_upstream, anthropic_client
+    operator_client, settings, embedded_upstream, anthropic_sdk
 ):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch = anthropic_batch(anthropic_client)
+    batch = anthropic_batch(anthropic_sdk, count=3, **RUNNING)
     assert fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").status_code == 200  # seen once
     fault("anthropic", "ops", "500")
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/")
@@ -681,10 +618,10 @@ def test_stale_ended_batch_says_its_results_cannot_be_read(operator_client, sett
 
 
 def test_detail_of_a_never_seen_batch_whose_account_fails_is_an_error_page(
-    operator_client, dashboard_upstream, anthropic_client, openai_client
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk
 ):
-    anthropic_id = anthropic_batch(anthropic_client).id
-    openai_id = openai_batch(openai_client).id
+    anthropic_id = anthropic_batch(anthropic_sdk, count=3, **RUNNING).id
+    openai_id = openai_batch(openai_sdk, count=3, **RUNNING_OPENAI).id
     fault("anthropic", "ops", "500")
     fault("openai", "ops", "429")
     for account, batch_id, message in (
@@ -725,7 +662,7 @@ def test_detail_of_a_never_seen_batch_whose_account_fails_is_an_error_page(
         "/batches/openai-ops/not-an-id/results/export.csv",
     ],
 )
-def test_bad_ids_are_404_without_upstream_request(operator_client, dashboard_upstream, upstream_calls, path):
+def test_bad_ids_are_404_without_upstream_request(operator_client, embedded_upstream, upstream_calls, path):
     response = fetch(operator_client, path)
     assert response.status_code == 404
     assert "Not found" in response.body
@@ -743,20 +680,20 @@ def test_bad_ids_are_404_without_upstream_request(operator_client, dashboard_ups
         "/batches/openai-ops/batch_nothere/results/download?source=error",
     ],
 )
-def test_batch_unknown_upstream_is_404(operator_client, dashboard_upstream, upstream_calls, path):
+def test_batch_unknown_upstream_is_404(operator_client, embedded_upstream, upstream_calls, path):
     response = fetch(operator_client, path)
     assert response.status_code == 404
     assert "Not found" in response.body
     assert len(upstream_calls) >= 1  # asked upstream, which said 404
 
 
-def test_batch_of_another_account_is_404(operator_client, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client)
+def test_batch_of_another_account_is_404(operator_client, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk, count=3, **RUNNING)
     assert fetch(operator_client, f"/batches/anthropic-research/{batch.id}/").status_code == 404
     assert fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").status_code == 200
 
 
-def test_anonymous_gets_no_detail_or_results(client, dashboard_upstream, upstream_calls):
+def test_anonymous_gets_no_detail_or_results(client, embedded_upstream, upstream_calls):
     for suffix in ("/", "/results/summary", "/results/download", "/results/export.csv"):
         response = client.get(f"/batches/anthropic-ops/msgbatch_01abc{suffix}")
         assert response.status_code == 302 and response["Location"].startswith("/login/"), suffix

@@ -1,27 +1,25 @@
 """The dashboard's views through Django's test client (with htmx headers), against the embedded simulator.
 
-Batches are made with the official SDKs over real HTTP (live server); the views under test run in
-the test thread and reach the simulator through the dashboard's own httpx clients.
+Batches are made with the official SDKs, which reach the simulator in process (tests/factories.py);
+the views under test run in the test thread and reach the simulator through the dashboard's own
+httpx clients, in process too, as they do by default. Where a real socket matters (a hanging
+account and the client's timeout), the dashboard reaches the simulator over the live server.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import re
 import time
-from datetime import timedelta
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from dashboard.models import CancelAttempt
-from dashboard.simulator.models import SimAccount, SimBatch
-from tests.conftest import ANTHROPIC_KEYS, OPENAI_KEYS
+from dashboard.simulator.models import SimAccount
+from tests import factories
+from tests.factories import HTMX, anthropic_batch, assert_no_keys, created_ago, fault, openai_batch, text
 
-HTMX = {"HTTP_HX_REQUEST": "true"}
-ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values())
 ROW = re.compile(
     r'<tr id="row-(?P<account>(?:anthropic|openai)-[a-z0-9-]+?)-(?P<id>(?:msgbatch|batch)_[A-Za-z0-9_-]+)"'
     r' class="(?P<cls>[^"]*)" data-status="(?P<status>[^"]*)"'
@@ -31,63 +29,12 @@ ROW = re.compile(
 # --- helpers -------------------------------------------------------------------------------
 
 
-def anthropic_batch(make_client, account: str = "ops", *, seconds: float = 60):
-    return make_client(ANTHROPIC_KEYS[account]).messages.batches.create(
-        requests=[
-            {
-                "custom_id": "a1",
-                "params": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
-            }
-        ],
-        extra_headers={"x-sim-processing-seconds": str(seconds)},
-    )
-
-
-def openai_batch(make_client, account: str = "ops", *, seconds: float = 60, metadata: dict | None = None):
-    client = make_client(OPENAI_KEYS[account])
-    line = {
-        "custom_id": "o1",
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
-    }
-    upload = client.files.create(
-        file=("in.jsonl", (json.dumps(line) + "\n").encode(), "application/jsonl"), purpose="batch"
-    )
-    return client.batches.create(
-        input_file_id=upload.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-        metadata=metadata,
-        extra_headers={"x-sim-processing-seconds": str(seconds)},
-    )
-
-
-def created_ago(batch_id: str, **delta) -> None:
-    """Move a simulated batch's creation into the past (its state follows from the plan)."""
-    assert SimBatch.objects.filter(public_id=batch_id).update(created_at=timezone.now() - timedelta(**delta)) == 1
-
-
-def fault(provider: str, name: str, value: str) -> None:
-    assert SimAccount.objects.filter(provider=provider, name=name).update(fault=value) == 1
-
-
 def rows(response) -> list[dict]:
     return [match.groupdict() for match in ROW.finditer(response.content.decode())]
 
 
 def ids(response) -> list[str]:
     return [row["id"] for row in rows(response)]
-
-
-def text(response) -> str:
-    return response.content.decode()
-
-
-def assert_no_keys(response) -> None:
-    body = response.content.decode()
-    for key in ALL_KEYS:
-        assert key not in body, f"API key {key} leaked into a rendered page"
 
 
 def assert_is_row_fragment(response) -> str:
@@ -173,9 +120,9 @@ def test_list_shows_every_account_newest_first_with_status_badges(operator_clien
     assert_no_keys(response)
 
 
-def test_list_status_badges_of_ended_batches(operator_client, dashboard_upstream, anthropic_client, openai_client):
-    ended = anthropic_batch(anthropic_client, seconds=60).id
-    completed = openai_batch(openai_client, seconds=60).id
+def test_list_status_badges_of_ended_batches(operator_client, embedded_upstream, anthropic_sdk, openai_sdk):
+    ended = anthropic_batch(anthropic_sdk, seconds=60).id
+    completed = openai_batch(openai_sdk, seconds=60).id
     created_ago(ended, hours=1)
     created_ago(completed, hours=1)
     response = operator_client.get("/")
@@ -210,10 +157,10 @@ def test_list_unknown_filter_values_are_ignored(operator_client, four_accounts):
     assert "<b>" not in text(response).split("<table", 1)[1]
 
 
-def test_list_filter_by_status(operator_client, dashboard_upstream, anthropic_client, openai_client):
-    running = anthropic_batch(anthropic_client, "ops", seconds=600).id
-    ended = anthropic_batch(anthropic_client, "research", seconds=60).id
-    completed = openai_batch(openai_client, "ops", seconds=60).id
+def test_list_filter_by_status(operator_client, embedded_upstream, anthropic_sdk, openai_sdk):
+    running = anthropic_batch(anthropic_sdk, "ops", seconds=600).id
+    ended = anthropic_batch(anthropic_sdk, "research", seconds=60).id
+    completed = openai_batch(openai_sdk, "ops", seconds=60).id
     created_ago(ended, hours=1)
     created_ago(completed, hours=2)
 
@@ -228,9 +175,9 @@ def test_list_filter_by_status(operator_client, dashboard_upstream, anthropic_cl
     assert "No batches match these filters on this page." in text(response)
 
 
-def test_list_cursor_pagination_older_and_newer(operator_client, settings, four_accounts, anthropic_client):
+def test_list_cursor_pagination_older_and_newer(operator_client, settings, four_accounts, anthropic_sdk):
     settings.LIST_PAGE_SIZE = 2
-    oldest = anthropic_batch(anthropic_client, "ops", seconds=600).id
+    oldest = anthropic_batch(anthropic_sdk, "ops", seconds=600).id
     created_ago(oldest, minutes=5)
     expected = [batch_id for _, batch_id in four_accounts] + [oldest]
 
@@ -261,7 +208,7 @@ def test_list_cursor_pagination_older_and_newer(operator_client, settings, four_
     assert link(back_to_first, "prev") == ""
 
 
-def test_list_pagination_keeps_filters(operator_client, settings, four_accounts, openai_client):
+def test_list_pagination_keeps_filters(operator_client, settings, four_accounts, openai_sdk):
     settings.LIST_PAGE_SIZE = 1
     response = operator_client.get("/", {"provider": "openai"})
     assert ids(response) == [four_accounts[1][1]]
@@ -292,8 +239,8 @@ def test_list_cursor_naming_an_unknown_upstream_id_is_a_banner_not_a_500(operato
 # --- escaping ------------------------------------------------------------------------------
 
 
-def test_metadata_is_escaped(operator_client, dashboard_upstream, openai_client):
-    batch = openai_batch(openai_client, metadata={"job": "<script>alert(1)</script>"})
+def test_metadata_is_escaped(operator_client, embedded_upstream, openai_sdk):
+    batch = openai_batch(openai_sdk, metadata={"job": "<script>alert(1)</script>"})
     for response in (operator_client.get("/"), operator_client.get(f"/batches/openai-ops/{batch.id}/row", **HTMX)):
         assert response.status_code == 200
         body = text(response)
@@ -305,10 +252,10 @@ def test_metadata_is_escaped(operator_client, dashboard_upstream, openai_client)
 # --- row poll ------------------------------------------------------------------------------
 
 
-def test_row_poll_of_running_batch_keeps_polling(operator_client, dashboard_upstream, anthropic_client, openai_client):
+def test_row_poll_of_running_batch_keeps_polling(operator_client, embedded_upstream, anthropic_sdk, openai_sdk):
     for account, batch_id in (
-        ("anthropic-ops", anthropic_batch(anthropic_client).id),
-        ("openai-ops", openai_batch(openai_client).id),
+        ("anthropic-ops", anthropic_batch(anthropic_sdk).id),
+        ("openai-ops", openai_batch(openai_sdk).id),
     ):
         response = operator_client.get(f"/batches/{account}/{batch_id}/row", **HTMX)
         assert response.status_code == 200
@@ -320,9 +267,9 @@ def test_row_poll_of_running_batch_keeps_polling(operator_client, dashboard_upst
         assert_no_keys(response)
 
 
-def test_row_poll_of_ended_batch_stops_polling(operator_client, dashboard_upstream, anthropic_client, openai_client):
-    ended = anthropic_batch(anthropic_client).id
-    completed = openai_batch(openai_client).id
+def test_row_poll_of_ended_batch_stops_polling(operator_client, embedded_upstream, anthropic_sdk, openai_sdk):
+    ended = anthropic_batch(anthropic_sdk).id
+    completed = openai_batch(openai_sdk).id
     created_ago(ended, hours=1)
     created_ago(completed, hours=1)
     for account, batch_id, status in (("anthropic-ops", ended, "ended"), ("openai-ops", completed, "completed")):
@@ -336,10 +283,10 @@ def test_row_poll_of_ended_batch_stops_polling(operator_client, dashboard_upstre
 
 
 def test_row_poll_follows_the_batch_to_its_end(
-    operator_client, settings, fast_simulator, dashboard_upstream, anthropic_client
+    operator_client, settings, fast_simulator, embedded_upstream, anthropic_sdk
 ):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch = anthropic_client().messages.batches.create(
+    batch = anthropic_sdk().messages.batches.create(
         requests=[
             {
                 "custom_id": "a1",
@@ -360,8 +307,8 @@ def test_row_poll_follows_the_batch_to_its_end(
 # --- cancel --------------------------------------------------------------------------------
 
 
-def test_cancel_anthropic_batch(operator_client, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client)
+def test_cancel_anthropic_batch(operator_client, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk)
     url = f"/batches/anthropic-ops/{batch.id}/cancel"
     response = operator_client.post(url, **HTMX)
     assert response.status_code == 200
@@ -383,13 +330,13 @@ def test_cancel_anthropic_batch(operator_client, dashboard_upstream, anthropic_c
         "web",
     )
     assert attempt.finished_at is not None
-    assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "canceling"
+    assert anthropic_sdk().messages.batches.retrieve(batch.id).processing_status == "canceling"
     # The next poll shows the new state too (the cached pre-cancel state was dropped).
     assert 'data-status="canceling"' in text(operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX))
 
 
-def test_cancel_openai_batch(operator_client, dashboard_upstream, openai_client):
-    batch = openai_batch(openai_client)
+def test_cancel_openai_batch(operator_client, embedded_upstream, openai_sdk):
+    batch = openai_batch(openai_sdk)
     # Seen (and cached) as running before the cancel.
     assert 'data-status="validating"' in text(operator_client.get(f"/batches/openai-ops/{batch.id}/row", **HTMX))
     response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
@@ -401,12 +348,12 @@ def test_cancel_openai_batch(operator_client, dashboard_upstream, openai_client)
     assert_no_keys(response)
     attempt = CancelAttempt.objects.get()
     assert (attempt.outcome, attempt.status_after, attempt.account) == ("accepted", "cancelling", "openai-ops")
-    assert openai_client().batches.retrieve(batch.id).status == "cancelling"
+    assert openai_sdk().batches.retrieve(batch.id).status == "cancelling"
     assert 'data-status="cancelling"' in text(operator_client.get(f"/batches/openai-ops/{batch.id}/row", **HTMX))
 
 
-def test_cancel_without_htmx_redirects_with_a_message(operator_client, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client)
+def test_cancel_without_htmx_redirects_with_a_message(operator_client, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk)
     response = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel")
     assert response.status_code == 302 and response["Location"] == "/"
     page = operator_client.get("/")
@@ -414,8 +361,8 @@ def test_cancel_without_htmx_redirects_with_a_message(operator_client, dashboard
     assert CancelAttempt.objects.get().outcome == "accepted"
 
 
-def test_cancel_of_ended_anthropic_batch_says_so(operator_client, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client)
+def test_cancel_of_ended_anthropic_batch_says_so(operator_client, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk)
     created_ago(batch.id, hours=1)
     response = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel", **HTMX)
     # Not a 500. The row of an ended batch always answers 286, the htmx "stop polling" code, which is
@@ -429,8 +376,8 @@ def test_cancel_of_ended_anthropic_batch_says_so(operator_client, dashboard_upst
     assert_no_keys(response)
 
 
-def test_cancel_of_completed_openai_batch_is_already_ended(operator_client, dashboard_upstream, openai_client):
-    batch = openai_batch(openai_client)
+def test_cancel_of_completed_openai_batch_is_already_ended(operator_client, embedded_upstream, openai_sdk):
+    batch = openai_batch(openai_sdk)
     created_ago(batch.id, hours=1)
     response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
     assert response.status_code == 286
@@ -441,10 +388,10 @@ def test_cancel_of_completed_openai_batch_is_already_ended(operator_client, dash
     assert (attempt.outcome, attempt.status_after) == ("already_ended", "completed")
 
 
-def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_client, dashboard_upstream, openai_client):
-    batch = openai_batch(openai_client, seconds=60)
+def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_client, embedded_upstream, openai_sdk):
+    batch = openai_batch(openai_sdk, seconds=60)
     created_ago(batch.id, seconds=64.5)  # validating 3 s + processing 60 s, finalizing for 3 s
-    assert openai_client().batches.retrieve(batch.id).status == "finalizing"
+    assert openai_sdk().batches.retrieve(batch.id).status == "finalizing"
     response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
     assert response.status_code == 200  # not ended: the row keeps polling
     body = assert_is_row_fragment(response)
@@ -454,8 +401,8 @@ def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_cli
     assert attempt.outcome != "accepted" and attempt.status_after == "finalizing"
 
 
-def test_cancel_while_upstream_fails_is_recorded_not_a_500(operator_client, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client)
+def test_cancel_while_upstream_fails_is_recorded_not_a_500(operator_client, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk)
     fault("anthropic", "ops", "500")
     response = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel", **HTMX)
     assert response.status_code == 200
@@ -465,21 +412,21 @@ def test_cancel_while_upstream_fails_is_recorded_not_a_500(operator_client, dash
     attempt = CancelAttempt.objects.get()
     assert (attempt.outcome, attempt.status_after) == ("upstream_error", "")
     fault("anthropic", "ops", "")
-    assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "in_progress"
+    assert anthropic_sdk().messages.batches.retrieve(batch.id).processing_status == "in_progress"
 
 
 def test_viewer_cannot_cancel_and_sees_no_cancel_button(
-    viewer_client, other_operator_client, dashboard_upstream, anthropic_client, openai_client, upstream_calls
+    viewer_client, other_operator_client, embedded_upstream, anthropic_sdk, openai_sdk, upstream_calls
 ):
-    anthropic_id = anthropic_batch(anthropic_client).id
-    openai_id = openai_batch(openai_client).id
+    anthropic_id = anthropic_batch(anthropic_sdk).id
+    openai_id = openai_batch(openai_sdk).id
     for account, batch_id in (("anthropic-ops", anthropic_id), ("openai-ops", openai_id)):
         response = viewer_client.post(f"/batches/{account}/{batch_id}/cancel", **HTMX)
         assert response.status_code == 403
     assert upstream_calls == []
     assert CancelAttempt.objects.count() == 0
-    assert anthropic_client().messages.batches.retrieve(anthropic_id).processing_status == "in_progress"
-    assert openai_client().batches.retrieve(openai_id).status == "validating"
+    assert anthropic_sdk().messages.batches.retrieve(anthropic_id).processing_status == "in_progress"
+    assert openai_sdk().batches.retrieve(openai_id).status == "validating"
 
     viewer_page = viewer_client.get("/")
     assert viewer_page.status_code == 200
@@ -499,14 +446,14 @@ def test_get_on_cancel_url_is_405(operator_client, db, upstream_calls):
     assert upstream_calls == [] and CancelAttempt.objects.count() == 0
 
 
-def test_cancel_without_csrf_token_is_403(operator, dashboard_upstream, anthropic_client):
-    batch = anthropic_batch(anthropic_client)
+def test_cancel_without_csrf_token_is_403(operator, embedded_upstream, anthropic_sdk):
+    batch = anthropic_batch(anthropic_sdk)
     client = Client(enforce_csrf_checks=True)
     client.force_login(operator)
     url = f"/batches/anthropic-ops/{batch.id}/cancel"
     assert client.post(url, **HTMX).status_code == 403
     assert CancelAttempt.objects.count() == 0
-    assert anthropic_client().messages.batches.retrieve(batch.id).processing_status == "in_progress"
+    assert anthropic_sdk().messages.batches.retrieve(batch.id).processing_status == "in_progress"
     # With the token the page hands out (hx-headers on <body>), the same POST goes through.
     page = client.get("/")
     token = re.search(r'"X-CSRFToken": "([^"]+)"', text(page)).group(1)
@@ -530,7 +477,7 @@ def test_cancel_without_csrf_token_is_403(operator, dashboard_upstream, anthropi
         "/batches/anthropic-ops/msgbatch_01abc%3F/row",
     ],
 )
-def test_bad_batch_urls_are_404_without_upstream_request(operator_client, dashboard_upstream, upstream_calls, path):
+def test_bad_batch_urls_are_404_without_upstream_request(operator_client, embedded_upstream, upstream_calls, path):
     response = operator_client.get(path, **HTMX)
     assert response.status_code == 404
     assert upstream_calls == []
@@ -540,7 +487,7 @@ def test_bad_batch_urls_are_404_without_upstream_request(operator_client, dashbo
     assert CancelAttempt.objects.count() == 0
 
 
-def test_well_formed_id_does_go_upstream(operator_client, dashboard_upstream, upstream_calls):
+def test_well_formed_id_does_go_upstream(operator_client, embedded_upstream, upstream_calls):
     """The control for the test above: a well-formed id of a missing batch is asked upstream."""
     response = operator_client.get("/batches/anthropic-ops/msgbatch_01abc/row", **HTMX)
     assert response.status_code == 200
@@ -562,11 +509,9 @@ def test_list_with_one_account_overloaded(operator_client, four_accounts):
     assert_no_keys(response)
 
 
-def test_row_of_seen_batch_is_stale_when_its_account_fails(
-    operator_client, settings, dashboard_upstream, anthropic_client
-):
+def test_row_of_seen_batch_is_stale_when_its_account_fails(operator_client, settings, embedded_upstream, anthropic_sdk):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch = anthropic_batch(anthropic_client)
+    batch = anthropic_batch(anthropic_sdk)
     assert batch.id in ids(operator_client.get("/"))  # seen once: its last known state is kept
     fault("anthropic", "ops", "529")
     response = operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX)
@@ -579,9 +524,9 @@ def test_row_of_seen_batch_is_stale_when_its_account_fails(
     assert_no_keys(response)
 
 
-def test_stale_row_of_ended_batch_keeps_polling(operator_client, settings, dashboard_upstream, anthropic_client):
+def test_stale_row_of_ended_batch_keeps_polling(operator_client, settings, embedded_upstream, anthropic_sdk):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    batch = anthropic_batch(anthropic_client)
+    batch = anthropic_batch(anthropic_sdk)
     created_ago(batch.id, hours=1)
     assert operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", **HTMX).status_code == 286
     fault("anthropic", "ops", "500")
@@ -592,10 +537,10 @@ def test_stale_row_of_ended_batch_keeps_polling(operator_client, settings, dashb
 
 
 def test_row_without_last_known_state_shows_the_error_and_keeps_polling(
-    operator_client, dashboard_upstream, anthropic_client, openai_client
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk
 ):
-    anthropic_id = anthropic_batch(anthropic_client).id
-    openai_id = openai_batch(openai_client).id
+    anthropic_id = anthropic_batch(anthropic_sdk).id
+    openai_id = openai_batch(openai_sdk).id
     fault("anthropic", "ops", "529")
     fault("openai", "ops", "500")
     for account, batch_id, message in (
@@ -611,7 +556,10 @@ def test_row_without_last_known_state_shows_the_error_and_keeps_polling(
         assert_no_keys(response)
 
 
-def test_hanging_account_gives_a_timeout_banner(operator_client, settings, fresh_http_clients, four_accounts):
+def test_hanging_account_gives_a_timeout_banner(
+    operator_client, settings, fresh_http_clients, dashboard_upstream, anthropic_client, openai_client
+):
+    four_accounts = factories.four_accounts(anthropic_client, openai_client)  # all over real HTTP
     settings.UPSTREAM_TIMEOUT_SECONDS = 0.5
     settings.SIMULATOR_HANG_SECONDS = 2
     fault("anthropic", "ops", "hang")
@@ -657,11 +605,11 @@ def test_every_account_failing_still_renders(operator_client, four_accounts):
 # --- secrets -------------------------------------------------------------------------------
 
 
-def test_api_keys_never_rendered(operator_client, settings, dashboard_upstream, anthropic_client, openai_client):
+def test_api_keys_never_rendered(operator_client, settings, embedded_upstream, anthropic_sdk, openai_sdk):
     settings.UPSTREAM_CACHE_SECONDS = 0
-    anthropic_id = anthropic_batch(anthropic_client).id
-    ended_id = anthropic_batch(anthropic_client).id
-    openai_id = openai_batch(openai_client).id
+    anthropic_id = anthropic_batch(anthropic_sdk).id
+    ended_id = anthropic_batch(anthropic_sdk).id
+    openai_id = openai_batch(openai_sdk).id
     created_ago(ended_id, hours=1)
     responses = [
         operator_client.get("/"),

@@ -1,0 +1,225 @@
+"""Shared test helpers: the simulator's demo keys, official SDK clients that reach the embedded
+simulator in process (no socket), batches made through them, and shortcuts into the simulator's
+stored state (its clock, its faults).
+
+The in-process clients go through `EmbeddedSimulatorTransport`, the dashboard's own way to the
+simulator: each request runs on the simulator's thread pool with its own database connection, so
+tests using them need `transactional_db` (the `embedded_upstream` fixture asks for it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import httpx
+import httpx2
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from dashboard.simulator.models import SimAccount, SimBatch
+
+ANTHROPIC_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}
+OPENAI_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}
+ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values())
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+# --- SDK clients that reach the simulator in process ------------------------------------------
+
+
+def embedded_simulator_url() -> str:
+    """The simulator's base URL for in-process calls (the dashboard's default with no SIMULATOR_BASE_URL)."""
+    return f"https://{settings.EMBEDDED_SIMULATOR_HOST}/simulator"
+
+
+def embedded_transport() -> httpx.BaseTransport:
+    from dashboard.simulator.transport import EmbeddedSimulatorTransport
+
+    return EmbeddedSimulatorTransport()
+
+
+class _Httpx2Body(httpx2.SyncByteStream):
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def __iter__(self):
+        try:
+            yield from self.response.stream
+        except httpx.HTTPError as error:
+            raise _httpx2_error(error) from error
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def _httpx2_error(error: httpx.HTTPError) -> Exception:
+    kind = getattr(httpx2, type(error).__name__, httpx2.TransportError)
+    return kind(str(error))
+
+
+class Httpx2Bridge(httpx2.BaseTransport):
+    """An httpx transport (the embedded simulator's) for the official SDKs, which speak httpx2.
+
+    The SDKs' requests thus stay out of `upstream_calls`, which records the dashboard's (httpx).
+    """
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        forwarded = httpx.Request(
+            request.method,
+            str(request.url),
+            headers=request.headers.raw,
+            content=request.read(),
+            extensions={"timeout": request.extensions.get("timeout", {})},
+        )
+        try:
+            response = self.inner.handle_request(forwarded)
+        except httpx.HTTPError as error:
+            raise _httpx2_error(error) from error
+        return httpx2.Response(
+            response.status_code, headers=response.headers.raw, stream=_Httpx2Body(response), request=request
+        )
+
+
+def embedded_anthropic(key: str = ANTHROPIC_KEYS["ops"], **options):
+    """The official Anthropic SDK, reaching the embedded simulator in process."""
+    import anthropic
+
+    options.setdefault("max_retries", 0)
+    options.setdefault("timeout", 20)
+    http_client = httpx2.Client(transport=Httpx2Bridge(embedded_transport()), timeout=options["timeout"])
+    return anthropic.Anthropic(
+        api_key=key, base_url=embedded_simulator_url() + "/anthropic", http_client=http_client, **options
+    )
+
+
+def embedded_openai(key: str = OPENAI_KEYS["ops"], **options):
+    """The official OpenAI SDK, reaching the embedded simulator in process."""
+    import openai
+
+    options.setdefault("max_retries", 0)
+    options.setdefault("timeout", 20)
+    http_client = httpx2.Client(transport=Httpx2Bridge(embedded_transport()), timeout=options["timeout"])
+    return openai.OpenAI(
+        api_key=key, base_url=embedded_simulator_url() + "/openai/v1", http_client=http_client, **options
+    )
+
+
+# --- batches --------------------------------------------------------------------------------
+
+
+def custom_id(index: int) -> str:
+    """The custom_id of request `index` in the batches made below."""
+    return f"req-{index:03d}"
+
+
+def anthropic_request(index: int) -> dict:
+    return {
+        "custom_id": custom_id(index),
+        "params": {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": f"q{index}"}],
+        },
+    }
+
+
+def openai_line(custom_id: str, url: str = "/v1/chat/completions") -> dict:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": url,
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+    }
+
+
+def anthropic_batch(make_client, account: str = "ops", *, count: int = 1, seconds: float = 60, ended: bool = False):
+    """A batch of `count` requests (req-000, req-001, …) that processes over `seconds`; `ended`: an hour ago."""
+    batch = make_client(ANTHROPIC_KEYS[account]).messages.batches.create(
+        requests=[anthropic_request(index) for index in range(count)],
+        extra_headers={"x-sim-processing-seconds": str(seconds)},
+    )
+    if ended:
+        created_ago(batch.id, hours=1)
+    return batch
+
+
+def openai_batch(
+    make_client,
+    account: str = "ops",
+    *,
+    count: int = 1,
+    lines: list[dict] | None = None,
+    seconds: float = 60,
+    metadata: dict | None = None,
+    ago: dict | None = None,
+):
+    """An uploaded input file of `lines` (or `count` chat lines req-000, …) and its batch; `ago` moves it back."""
+    client = make_client(OPENAI_KEYS[account])
+    lines = lines if lines is not None else [openai_line(custom_id(index)) for index in range(count)]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
+        extra_headers={"x-sim-processing-seconds": str(seconds)},
+    )
+    if ago:
+        created_ago(batch.id, **ago)
+    return batch
+
+
+def four_accounts(anthropic_make, openai_make) -> list[tuple[str, str]]:
+    """One running batch in each demo account, created 1..4 minutes ago: [(account, id)], newest first."""
+    made = [
+        ("anthropic-ops", anthropic_batch(anthropic_make, "ops", seconds=600).id),
+        ("openai-ops", openai_batch(openai_make, "ops", seconds=600).id),
+        ("anthropic-research", anthropic_batch(anthropic_make, "research", seconds=600).id),
+        ("openai-research", openai_batch(openai_make, "research", seconds=600).id),
+    ]
+    for minutes, (_, batch_id) in enumerate(made, start=1):
+        created_ago(batch_id, minutes=minutes)
+    return made
+
+
+# --- the simulator's stored state ------------------------------------------------------------
+
+
+def created_ago(batch_id: str, **delta) -> None:
+    """Move a simulated batch's creation into the past (its state follows from its plan)."""
+    assert SimBatch.objects.filter(public_id=batch_id).update(created_at=timezone.now() - timedelta(**delta)) == 1
+
+
+def time_passes(batch_id: str, **delta) -> None:
+    """As if `delta` had passed for this simulated batch: its whole plan moves into the past."""
+    shift = timedelta(**delta)
+    assert (
+        SimBatch.objects.filter(public_id=batch_id).update(
+            created_at=F("created_at") - shift, cancel_initiated_at=F("cancel_initiated_at") - shift
+        )
+        == 1
+    )
+
+
+def fault(provider: str, name: str, value: str) -> None:
+    """Make one simulated account answer everything with a fault ("" clears it)."""
+    assert SimAccount.objects.filter(provider=provider, name=name).update(fault=value) == 1
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def text(response) -> str:
+    return response.content.decode()
+
+
+def assert_no_keys(response) -> None:
+    body = response.content.decode()
+    for key in ALL_KEYS:
+        assert key not in body, f"API key {key} leaked into a rendered page"
