@@ -19,14 +19,16 @@ from .progression import AnthropicState, Outcome, anthropic_state
 from .wire import (
     ApiError,
     Dialect,
+    Missing,
+    NotAList,
     cursor_batch,
     endpoint,
     newer_than,
     older_than,
     page_limit,
-    parse_json_body,
     processing_seconds_override,
     short_id,
+    stream_json_list,
 )
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -130,53 +132,69 @@ def batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
     return list_batches(request, account)
 
 
-def validated_requests(body: dict) -> list[tuple[str, str]]:
-    """(custom_id, model) of each request, or the API's 400."""
-    requests = body.get("requests")
-    if not isinstance(requests, list):
-        raise DIALECT.bad_request(
-            "requests: Field required" if requests is None else "requests: Input should be a valid list"
-        )
-    if not requests:
-        raise DIALECT.bad_request("requests: List should have at least 1 item after validation, not 0")
-    if len(requests) > MAX_REQUESTS:
-        raise DIALECT.bad_request(
-            f"requests: List should have at most {MAX_REQUESTS} items after validation, not {len(requests)}"
-        )
+def validated_requests(request: HttpRequest) -> list[tuple[str, str]]:
+    """(custom_id, model) of each request in the create body, or the API's 400.
+
+    The body (up to 256 MB) is parsed as it streams in; only each request's id and model are kept.
+    """
+    validated: list[tuple[str, str]] = []
     seen: set[str] = set()
-    validated = []
-    for position, item in enumerate(requests):
-        where = f"requests.{position}"
-        if not isinstance(item, dict):
-            raise DIALECT.bad_request(f"{where}: Input should be a valid dictionary")
-        custom_id = item.get("custom_id")
-        if not isinstance(custom_id, str):
-            raise DIALECT.bad_request(f"{where}.custom_id: Field required")
-        if not CUSTOM_ID.match(custom_id):
-            raise DIALECT.bad_request(f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
-        if custom_id in seen:
-            raise DIALECT.bad_request(
-                f"{where}.custom_id: Duplicate custom_id '{custom_id}'; custom_id values must be unique within a batch"
-            )
-        seen.add(custom_id)
-        params = item.get("params")
-        if not isinstance(params, dict):
-            raise DIALECT.bad_request(
-                f"{where}.params: Field required"
-                if params is None
-                else f"{where}.params: Input should be a valid dictionary"
-            )
-        for required in ("model", "max_tokens", "messages"):
-            if required not in params:
-                raise DIALECT.bad_request(f"{where}.params.{required}: Field required")
-        if not isinstance(params["model"], str):
-            raise DIALECT.bad_request(f"{where}.params.model: Input should be a valid string")
-        validated.append((custom_id, params["model"]))
+    count = 0
+    first_problem: ApiError | None = None
+    try:
+        for count, item in enumerate(stream_json_list(request, DIALECT, key="requests"), start=1):
+            if count > MAX_REQUESTS or first_problem is not None:
+                continue  # read on: a body that is not valid JSON is answered as such, as the API does
+            try:
+                validated.append(validated_request(count - 1, item, seen))
+            except ApiError as problem:
+                first_problem = problem
+    except Missing:
+        raise DIALECT.bad_request("requests: Field required") from None
+    except NotAList:
+        raise DIALECT.bad_request("requests: Input should be a valid list") from None
+    if not count:
+        raise DIALECT.bad_request("requests: List should have at least 1 item after validation, not 0")
+    if count > MAX_REQUESTS:
+        raise DIALECT.bad_request(
+            f"requests: List should have at most {MAX_REQUESTS} items after validation, not {count}"
+        )
+    if first_problem is not None:
+        raise first_problem
     return validated
 
 
+def validated_request(position: int, item: object, seen: set[str]) -> tuple[str, str]:
+    where = f"requests.{position}"
+    if not isinstance(item, dict):
+        raise DIALECT.bad_request(f"{where}: Input should be a valid dictionary")
+    custom_id = item.get("custom_id")
+    if not isinstance(custom_id, str):
+        raise DIALECT.bad_request(f"{where}.custom_id: Field required")
+    if not CUSTOM_ID.match(custom_id):
+        raise DIALECT.bad_request(f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
+    if custom_id in seen:
+        raise DIALECT.bad_request(
+            f"{where}.custom_id: Duplicate custom_id '{custom_id}'; custom_id values must be unique within a batch"
+        )
+    seen.add(custom_id)
+    params = item.get("params")
+    if not isinstance(params, dict):
+        raise DIALECT.bad_request(
+            f"{where}.params: Field required"
+            if params is None
+            else f"{where}.params: Input should be a valid dictionary"
+        )
+    for required in ("model", "max_tokens", "messages"):
+        if required not in params:
+            raise DIALECT.bad_request(f"{where}.params.{required}: Field required")
+    if not isinstance(params["model"], str):
+        raise DIALECT.bad_request(f"{where}.params.model: Input should be a valid string")
+    return custom_id, params["model"]
+
+
 def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
-    requests = validated_requests(parse_json_body(request, DIALECT))
+    requests = validated_requests(request)
     with transaction.atomic():
         batch = SimBatch.planned(
             account=account,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,6 +17,7 @@ from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, 
 from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
 from .wire import (
     ApiError,
+    BoundedBody,
     Dialect,
     cursor_batch,
     endpoint,
@@ -24,6 +26,7 @@ from .wire import (
     page_limit,
     parse_json_body,
     processing_seconds_override,
+    too_large,
 )
 
 ENDPOINTS = (
@@ -122,8 +125,15 @@ def file_json(file: SimFile) -> dict:
     }
 
 
+MAX_FILE_BYTES = 512 * 1024 * 1024  # the Files API's limit for one file
+MAX_BATCH_INPUT_BYTES = 200 * 1024 * 1024  # the Batch API's limit for an input file
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
 @endpoint(DIALECT, "POST")
 def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
+    # Checked before Django parses the multipart body (which streams files to disk past 2.5 MB).
+    BoundedBody(request, MAX_FILE_BYTES + MULTIPART_OVERHEAD_BYTES)
     purpose = request.POST.get("purpose")
     upload = request.FILES.get("file")
     if not purpose:
@@ -136,9 +146,17 @@ def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
         raise DIALECT.bad_request(
             "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
         )
-    content = upload.read()
+    if upload.size > MAX_FILE_BYTES:
+        raise too_large(MAX_FILE_BYTES)
     if purpose == "batch" and not upload.name.endswith(".jsonl"):
         raise DIALECT.bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
+    if purpose == "batch" and upload.size > MAX_BATCH_INPUT_BYTES:
+        raise DIALECT.bad_request(
+            f"File is too large for the Batch API: {upload.size} bytes; the limit is {MAX_BATCH_INPUT_BYTES}.",
+            param="file",
+            code="file_too_large",
+        )
+    content = upload.read()  # the one copy in memory, for the database
     file = SimFile.objects.create(
         account=account, purpose=purpose, filename=upload.name, content=content, created_at=clock.now()
     )
@@ -281,22 +299,24 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
     def problem(code: str, message: str, line: int | None, param: str | None = None) -> None:
         problems.append({"code": code, "message": message, "param": param, "line": line})
 
-    try:
-        lines = content.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        problem("invalid_file_format", "The input file is not valid UTF-8 text.", None)
-        return [], problems
+    # Line by line over the stored bytes (BytesIO shares them): the file is never copied whole.
     # Blank lines are skipped, but problems name the line's number in the file as uploaded.
-    lines = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    if not lines:
-        problem("empty_file", "The batch input file is empty. Please upload a file with at least one request.", None)
-    if len(lines) > MAX_INPUT_LINES:
-        problem(
-            "too_many_requests",
-            f"The batch input file has {len(lines)} requests; the limit is {MAX_INPUT_LINES}.",
-            None,
-        )
-    for number, text in lines:
+    count = 0
+    for number, raw in enumerate(io.BytesIO(content), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return [], [
+                {
+                    "code": "invalid_file_format",
+                    "message": "The input file is not valid UTF-8 text.",
+                    "param": None,
+                    "line": None,
+                }
+            ]
+        if not text.strip():
+            continue
+        count += 1
         try:
             line = json.loads(text)
         except ValueError:
@@ -329,6 +349,18 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
             )
         body = line["body"] if isinstance(line["body"], dict) else {}
         requests.append((custom_id, str(body.get("model", ""))))
+    if not count:
+        problem("empty_file", "The batch input file is empty. Please upload a file with at least one request.", None)
+    if count > MAX_INPUT_LINES:
+        problems.insert(
+            0,
+            {
+                "code": "too_many_requests",
+                "param": None,
+                "line": None,
+                "message": f"The batch input file has {count} requests; the limit is {MAX_INPUT_LINES}.",
+            },
+        )
     return requests, problems
 
 
@@ -364,7 +396,8 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
             "batch input files must have purpose 'batch'.",
             param="input_file_id",
         )
-    requests, problems = input_problems(bytes(input_file.content), endpoint_path)
+    content = input_file.content
+    requests, problems = input_problems(content if isinstance(content, bytes) else bytes(content), endpoint_path)
     with transaction.atomic():
         batch = SimBatch.planned(
             account=account,

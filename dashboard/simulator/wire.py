@@ -12,15 +12,17 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import wraps
 
+import ijson
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from ijson.common import ObjectBuilder
 
 from .models import Fault, SimAccount, SimBatch, key_digest, random_base62
 
@@ -93,25 +95,98 @@ def non_json_response() -> HttpResponse:
 
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # the Message Batches API takes create bodies up to 256 MB
+MAX_SMALL_BODY_BYTES = 1024 * 1024  # bodies that only carry a few fields
 
 
-def parse_json_body(request: HttpRequest, dialect: Dialect) -> dict:
-    # Not request.body: Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is the dashboard's limit, not the API's.
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit}).")
+
+
+class BoundedBody:
+    """The request body as a stream that refuses to go past `limit` bytes, whatever Content-Length says."""
+
+    def __init__(self, request: HttpRequest, limit: int) -> None:
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise too_large(limit)
+        self.request = request
+        self.limit = limit
+        self.seen = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson's probe for bytes or text
+            return b""
+        chunk = self.request.read(size if size > 0 else 64 * 1024)
+        self.seen += len(chunk)
+        if self.seen > self.limit:
+            raise too_large(self.limit)
+        return chunk
+
+
+def parse_json_body(request: HttpRequest, dialect: Dialect, *, limit: int = MAX_SMALL_BODY_BYTES) -> dict:
+    """A small JSON object body. Not request.body: the dashboard's upload limits are not the API's."""
+    body = BoundedBody(request, limit)
+    raw = b"".join(iter(lambda: body.read(64 * 1024), b""))
     try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > MAX_BODY_BYTES:
-        raise ApiError(
-            413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES})."
-        )
-    try:
-        body = json.loads(request.read() or b"null")
+        parsed = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise dialect.bad_request("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
+    if not isinstance(parsed, dict):
         raise dialect.bad_request("The request body must be a JSON object.")
-    return body
+    return parsed
+
+
+class Missing(Exception):
+    """The streamed object had no such key."""
+
+
+class NotAList(Exception):
+    """The streamed object's key held something else than a list."""
+
+
+def stream_json_list(request: HttpRequest, dialect: Dialect, *, key: str, limit: int = MAX_BODY_BYTES) -> Iterator:
+    """The items of the list at `key` of a JSON object body, one at a time, parsed as the bytes arrive.
+
+    A 256 MB create body is never held whole, neither as bytes nor as text nor as one parsed
+    object: only the item being yielded is. Raises Missing / NotAList after the body is read.
+    """
+    body = BoundedBody(request, limit)
+    events = ijson.parse(body, use_float=True)
+    try:
+        first = next(events, None)
+        if first is None:
+            raise dialect.bad_request("The request body is not valid JSON.")
+        if first[1] != "start_map":
+            raise dialect.bad_request("The request body must be a JSON object.")
+        found = False
+        item_prefix = f"{key}.item"
+        for prefix, event, value in events:
+            if prefix == key and event != "map_key":
+                if event == "null":
+                    raise Missing
+                if event not in ("start_array", "end_array"):
+                    raise NotAList
+                found = True
+            elif prefix == item_prefix and event in ("start_map", "start_array"):
+                builder = ObjectBuilder()
+                builder.event(event, value)
+                depth = 1
+                for _prefix, inner, inner_value in events:
+                    builder.event(inner, inner_value)
+                    depth += inner in ("start_map", "start_array")
+                    depth -= inner in ("end_map", "end_array")
+                    if depth == 0:
+                        break
+                yield builder.value
+            elif prefix == item_prefix and event != "end_array":
+                yield value
+        if not found:
+            raise Missing
+    except ijson.JSONError:
+        raise dialect.bad_request("The request body is not valid JSON.") from None
 
 
 def endpoint(dialect: Dialect, *methods: str) -> Callable:
