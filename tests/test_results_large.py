@@ -1,11 +1,16 @@
-"""Results of a 100,000-request batch through the dashboard, over real HTTP against the embedded simulator.
+"""Results of a 100,000-request batch through the dashboard, against the embedded simulator.
 
 The batch is made once with the official SDK; the dashboard's pages, download, CSV export and error
-summary are then read through Django's test client (views in the test thread, the simulator in the
-live server's thread). What is shown:
+summary are then read through Django's test client (views in the test thread, the simulator reached
+in process, as by default). What is shown:
 - a results page parses only the lines it shows (plus one to know there is more);
 - the download passes the simulator's bytes through unchanged, and it, the CSV export and the
   error summary stream: tracemalloc's peak stays far below the size of the file.
+
+tracemalloc traces every thread of the process. So that it measures the dashboard alone, and not
+the simulator making 53 MiB of results, the simulator's answer is recorded to a file once, and
+while memory is measured the dashboard's upstream serves that batch's results from the recording
+(read in 64 KiB chunks, as from a socket); everything else still comes from the simulator.
 
 The database is flushed between transactional tests, so the big batch lives in one test function
 whose phases run in order. Run with -s to see sizes, peaks and timings.
@@ -22,13 +27,14 @@ import time
 import tracemalloc
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 from django.core.cache import cache
 
-from dashboard import results
-from tests.conftest import ANTHROPIC_KEYS
+from dashboard import accounts, results
+from tests.factories import ANTHROPIC_KEYS, embedded_transport
 
 TOTAL = 100_000
 PAGE = 50
@@ -100,15 +106,21 @@ def shown_rows(response) -> list[dict]:
     return [match.groupdict() for match in RESULT_ROW.finditer(response.content.decode())]
 
 
-def simulator_stream(url: str, headers: dict) -> dict:
-    """The simulator's own answer, streamed: size, line count, sha256, and the errored custom_ids."""
+def simulator_stream(url: str, headers: dict, recording: Path) -> dict:
+    """The simulator's own answer, streamed into `recording`: size, line count, sha256, the errored
+    custom_ids, and the answer's headers."""
     digest = hashlib.sha256()
     size = lines = 0
     errored: set[str] = set()
-    with httpx.Client(timeout=60) as http, http.stream("GET", url, headers=headers) as response:
+    with (
+        httpx.Client(transport=embedded_transport(), timeout=60) as http,
+        http.stream("GET", url, headers=headers) as response,
+        recording.open("wb") as file,
+    ):
         assert response.status_code == 200, response.read()[:500]
         pending = b""
         for chunk in response.iter_raw():
+            file.write(chunk)
             digest.update(chunk)
             size += len(chunk)
             lines += chunk.count(b"\n")
@@ -117,17 +129,52 @@ def simulator_stream(url: str, headers: dict) -> dict:
                 if b'"result":{"type":"errored"' in line:
                     errored.add(CUSTOM_ID.search(line).group(1).decode())
         assert pending == b""
-    return {"sha256": digest.hexdigest(), "bytes": size, "lines": lines, "errored": errored}
+        response_headers = response.headers.raw
+    return {
+        "sha256": digest.hexdigest(),
+        "bytes": size,
+        "lines": lines,
+        "errored": errored,
+        "headers": response_headers,
+    }
+
+
+class _Recording(httpx.SyncByteStream):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __iter__(self):
+        with self.path.open("rb") as file:
+            while chunk := file.read(64 * 1024):
+                yield chunk
+
+
+class ReplayedResults(httpx.BaseTransport):
+    """The embedded simulator, except that one batch's results are served from a recording of its answer."""
+
+    def __init__(self, batch_id: str, recording: Path, headers: list[tuple[bytes, bytes]]) -> None:
+        self.inner = embedded_transport()
+        self.path = f"/simulator/anthropic/v1/messages/batches/{batch_id}/results"
+        self.recording = recording
+        self.headers = headers
+        self.served = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" or request.url.path != self.path:
+            return self.inner.handle_request(request)
+        assert request.headers["x-api-key"] == ANTHROPIC_KEYS["ops"]  # the dashboard asks as the simulator requires
+        self.served += 1
+        return httpx.Response(200, headers=self.headers, stream=_Recording(self.recording), request=request)
 
 
 @pytest.mark.usefixtures("fast_simulator")
 def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summarized_in_bounded_memory(
-    operator_client, dashboard_upstream, anthropic_client, parsed, settings
+    operator_client, embedded_upstream, anthropic_sdk, parsed, settings, monkeypatch, fresh_http_clients, tmp_path
 ):
     test_start = time.perf_counter()
     # The create body is ~11 MB, well past Django's 2.5 MB DATA_UPLOAD_MAX_MEMORY_SIZE: the simulator must
     # accept it all the same, as the real API does.
-    client = anthropic_client(timeout=120)
+    client = anthropic_sdk(timeout=120)
 
     # --- setup: one batch of 100,000 requests through the simulator's own API -------------------
     requests = [
@@ -148,9 +195,10 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert counts.errored > 0 and counts.expired > 0 and counts.succeeded > 0
     batch_url = f"/batches/anthropic-ops/{created.id}"
 
-    with timed("simulator results streamed directly"):
+    recording = tmp_path / "results.jsonl"
+    with timed("simulator results streamed directly (and recorded)"):
         direct = simulator_stream(
-            ended.results_url, {"x-api-key": ANTHROPIC_KEYS["ops"], "anthropic-version": "2023-06-01"}
+            ended.results_url, {"x-api-key": ANTHROPIC_KEYS["ops"], "anthropic-version": "2023-06-01"}, recording
         )
     assert direct["lines"] == TOTAL
     assert len(direct["errored"]) == counts.errored
@@ -199,6 +247,13 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert parsed[0] == errored_numbers[PAGE]
     assert parsed[0] < TOTAL // 10
     assert 'rel="next"' in errored_page.content.decode()
+
+    # --- from here on memory is measured: the dashboard's upstream serves the recorded results ----
+    replay = ReplayedResults(created.id, recording, direct["headers"])
+    monkeypatch.setattr(accounts, "embedded_transport", lambda: replay)
+    for http_client in fresh_http_clients.values():
+        http_client.close()
+    fresh_http_clients.clear()  # the dashboard's next client is built with the replaying transport
 
     # --- the download streams the simulator's bytes through unchanged ---------------------------
     peaks: dict[str, int] = {}
@@ -265,6 +320,7 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     cached = cache.get(f"results-summary:anthropic-ops:{created.id}")
     assert cached.total == TOTAL and dict(cached.by_type) == by_type and cached.errors == errors
     assert peaks["summary"] < PEAK_LIMIT
+    assert replay.served == 3  # download, export and summary each read the (recorded) results once
 
     elapsed = time.perf_counter() - test_start
     log(
@@ -288,10 +344,10 @@ def chat_line(custom_id: str) -> dict:
 
 @pytest.mark.usefixtures("fast_simulator")
 def test_openai_downloads_of_output_and_error_files_are_the_simulators_bytes(
-    operator_client, dashboard_upstream, openai_client
+    operator_client, embedded_upstream, openai_sdk
 ):
     count = 2_000
-    client = openai_client(timeout=60)
+    client = openai_sdk(timeout=60)
     content = "".join(json.dumps(chat_line(f"o{i:05d}")) + "\n" for i in range(count)).encode()
     upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
     batch = client.batches.create(
