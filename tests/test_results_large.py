@@ -1,6 +1,6 @@
 """Results of a 100,000-request batch through the dashboard, against the embedded simulator.
 
-The batch is made once with the official SDK; the dashboard's pages, download, CSV export and error
+The batch is made once through the simulator's API; the dashboard's pages, download, CSV export and error
 summary are then read through Django's test client (views in the test thread, the simulator reached
 in process, as by default). What is shown:
 - a results page parses only the lines it shows (plus one to know there is more);
@@ -172,28 +172,47 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     operator_client, embedded_upstream, anthropic_sdk, parsed, settings, monkeypatch, fresh_http_clients, tmp_path
 ):
     test_start = time.perf_counter()
-    # The create body is ~11 MB, well past Django's 2.5 MB DATA_UPLOAD_MAX_MEMORY_SIZE: the simulator must
-    # accept it all the same, as the real API does.
     client = anthropic_sdk(timeout=120)
 
     # --- setup: one batch of 100,000 requests through the simulator's own API -------------------
-    requests = [
+    # The create body is ~11 MB, well past Django's 2.5 MB DATA_UPLOAD_MAX_MEMORY_SIZE: the simulator must
+    # accept it all the same, as the real API does. It is posted as JSON, as the SDK would (whose own
+    # preparation of 100,000 requests would take seconds and test nothing here).
+    body = json.dumps(
         {
-            "custom_id": f"r{i:06d}",
-            "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
+            "requests": [
+                {
+                    "custom_id": f"r{i:06d}",
+                    "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
+                }
+                for i in range(TOTAL)
+            ]
         }
-        for i in range(TOTAL)
-    ]
-    with timed("create 100,000-request batch"):
-        created = client.messages.batches.create(requests=requests, extra_headers={"x-sim-processing-seconds": "0.5"})
-    del requests
+    ).encode()
+    assert len(body) > 4 * 2**20
+    with timed("create 100,000-request batch"), httpx.Client(transport=embedded_transport(), timeout=120) as http:
+        answer = http.post(
+            f"{embedded_upstream}/anthropic/v1/messages/batches",
+            content=body,
+            headers={
+                "x-api-key": ANTHROPIC_KEYS["ops"],
+                "anthropic-version": "2023-06-01",
+                "content-type": "application/json",
+                "x-sim-processing-seconds": "0.5",
+            },
+        )
+    assert answer.status_code == 200, answer.text[:500]
+    created = answer.json()
+    assert sum(created["request_counts"].values()) == TOTAL
+    batch_id = created["id"]
+    del body, answer
     with timed("wait until ended"):
-        ended = wait_until_ended(client, created.id)
+        ended = wait_until_ended(client, batch_id)
     counts = ended.request_counts
     assert counts.processing == 0 and counts.canceled == 0
     assert counts.succeeded + counts.errored + counts.expired == TOTAL
     assert counts.errored > 0 and counts.expired > 0 and counts.succeeded > 0
-    batch_url = f"/batches/anthropic-ops/{created.id}"
+    batch_url = f"/batches/anthropic-ops/{batch_id}"
 
     recording = tmp_path / "results.jsonl"
     with timed("simulator results streamed directly (and recorded)"):
@@ -249,7 +268,7 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert 'rel="next"' in errored_page.content.decode()
 
     # --- from here on memory is measured: the dashboard's upstream serves the recorded results ----
-    replay = ReplayedResults(created.id, recording, direct["headers"])
+    replay = ReplayedResults(batch_id, recording, direct["headers"])
     monkeypatch.setattr(accounts, "embedded_transport", lambda: replay)
     for http_client in fresh_http_clients.values():
         http_client.close()
@@ -317,7 +336,7 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert {kind for kind, _, _ in errors} == ERROR_KINDS
     assert [count for _, _, count in errors] == sorted((count for _, _, count in errors), reverse=True)
     # What was rendered is what the service computed (kept in the cache for the next viewer).
-    cached = cache.get(f"results-summary:anthropic-ops:{created.id}")
+    cached = cache.get(f"results-summary:anthropic-ops:{batch_id}")
     assert cached.total == TOTAL and dict(cached.by_type) == by_type and cached.errors == errors
     assert peaks["summary"] < PEAK_LIMIT
     assert replay.served == 3  # download, export and summary each read the (recorded) results once
