@@ -1,0 +1,387 @@
+"""Throwaway PostgreSQL and Redis servers on loopback, and the app's own processes, for integration tests.
+
+Debian's binaries only (`make services` installs them): PostgreSQL from /usr/lib/postgresql/<version>/bin,
+`redis-server` from the PATH. Every instance gets a fresh temporary directory and a free 127.0.0.1
+port, so pytest-xdist workers can each run their own side by side; nothing touches a system-wide
+server. Missing binaries fail the tests (never skip them): CI must run these.
+
+The session fixtures at the bottom are registered by tests/integration/conftest.py.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MISSING = "run `make services` (Debian's postgresql and redis-server packages)"
+START_ATTEMPTS = 3  # a free port can be taken by another worker between probing and binding
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.05):
+    """Call predicate until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path:
+    """The newest installed PostgreSQL's bin dir (Debian installs each major version side by side)."""
+    candidates = [Path(path).parent for path in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    candidates = [path for path in candidates if (path / "pg_ctl").exists() and (path / "postgres").exists()]
+    if not candidates:
+        pytest.fail(f"PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: {MISSING}.")
+    return max(candidates, key=lambda path: [int(part) for part in re.findall(r"\d+", path.parent.name)] or [0])
+
+
+@dataclass
+class Postgres:
+    bindir: Path
+    workdir: Path
+    port: int
+    as_user: list[str]  # prefix that runs a command as the cluster's OS owner (runuser when we are root)
+    host: str = "127.0.0.1"
+    user: str = "postgres"
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database; returns its DATABASE_URL."""
+        import psycopg
+
+        name = name or f"test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres", autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def stop(self) -> None:
+        with suppress(Exception):
+            self.pg_ctl("stop", "-m", "immediate", "-w", check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_postgres() -> Postgres:
+    """initdb a fresh cluster in a temp dir and start it on a free loopback port (trust auth, no sockets)."""
+    bindir = postgres_bindir()
+    workdir = Path(tempfile.mkdtemp(prefix="itest-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        # initdb and postgres refuse to run as root: the cluster belongs to the `postgres` OS user.
+        if not shutil.which("runuser"):
+            pytest.fail("running as root needs `runuser` (util-linux) to start PostgreSQL as postgres")
+        try:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail(f"no `postgres` OS user to own the throwaway cluster: {MISSING}.")
+        os.chown(workdir, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    server = Postgres(bindir=bindir, workdir=workdir, port=0, as_user=as_user)
+    try:
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "initdb"),
+                "-D",
+                str(server.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        for attempt in range(START_ATTEMPTS):
+            server.port = free_port()
+            options = (
+                f"-p {server.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            started = server.pg_ctl(
+                "start", "-w", "-t", "60", "-l", str(workdir / "server.log"), "-o", options, check=False
+            )
+            if started.returncode == 0:
+                return server
+            if attempt == START_ATTEMPTS - 1:
+                raise RuntimeError(
+                    f"pg_ctl start failed: {started.stdout}{started.stderr}\n{_log_tail(workdir / 'server.log')}"
+                )
+    except BaseException:
+        server.stop()
+        raise
+    raise AssertionError("unreachable")
+
+
+# --- Redis --------------------------------------------------------------------------------
+
+
+@dataclass
+class Redis:
+    workdir: Path
+    port: int
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{self.host}:{self.port}/{db}"
+
+    def client(self, db: int = 0):
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, db=db, socket_timeout=5)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_redis() -> Redis:
+    """A redis-server on a free loopback port that persists nothing."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.fail(f"redis-server not found on PATH: {MISSING}.")
+    workdir = Path(tempfile.mkdtemp(prefix="itest-redis-"))
+    server = Redis(workdir=workdir, port=0)
+    try:
+        for attempt in range(START_ATTEMPTS):
+            server.port = free_port()
+            log = workdir / "redis.log"
+            with log.open("w") as out:
+                server.process = subprocess.Popen(
+                    [
+                        binary,
+                        "--port",
+                        str(server.port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(workdir),
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            # Ready only once *this* process says so: another one may have taken the port meanwhile.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and server.process.poll() is None:
+                if "Ready to accept connections" in log.read_text(errors="replace") and server.ping():
+                    return server
+                time.sleep(0.02)
+            server.process.kill()
+            server.process.wait()
+            if attempt == START_ATTEMPTS - 1:
+                raise RuntimeError(f"redis-server did not start:\n{_log_tail(log)}")
+    except BaseException:
+        server.stop()
+        raise
+    raise AssertionError("unreachable")
+
+
+# --- The app's own processes --------------------------------------------------------------
+
+
+def app_env(**overrides: str) -> dict[str, str]:
+    """The environment of a manage.py or gunicorn subprocess: the simulator's demo accounts, no real keys."""
+    env = dict(os.environ)
+    for name in (
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "BATCH_ACCOUNTS_FILE",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SIMULATOR_BASE_URL",
+        "ACCESS_LOG",
+        "DJANGO_SETTINGS_MODULE",
+    ):
+        env.pop(name, None)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+            "SIMULATOR_ENABLED": "1",
+            "DEBUG": "0",
+            "SECRET_KEY": "integration-tests-only-" + "x" * 40,
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def manage(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    """Run `manage.py ARGS`; its stdout, or a failure with both streams."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        pytest.fail(f"manage.py {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+@dataclass
+class AppServer:
+    """One gunicorn process of the dashboard (`--config python:dashboard.gunicorn dashboard.wsgi`)."""
+
+    port: int
+    process: subprocess.Popen = field(repr=False)
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def gunicorn_command() -> list[str]:
+    beside_python = Path(PYTHON).parent / "gunicorn"
+    launcher = [str(beside_python)] if beside_python.exists() else [PYTHON, "-m", "gunicorn"]
+    return [*launcher, "--config", "python:dashboard.gunicorn", "dashboard.wsgi"]
+
+
+def start_app_server(env: dict[str, str], log: Path, *, startup_timeout: float = 30) -> AppServer:
+    """gunicorn on a free loopback port, answering /healthz (with any status) before this returns."""
+    for attempt in range(START_ATTEMPTS):
+        port = free_port()
+        with log.open("a") as out:
+            process = subprocess.Popen(
+                gunicorn_command(),
+                cwd=ROOT,
+                env={**env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_WORKERS": env.get("WEB_WORKERS", "1")},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        server = AppServer(port=port, process=process, log=log)
+
+        def answering(server=server) -> bool:
+            if server.process.poll() is not None:
+                return True
+            # gunicorn says so once it holds the port: until then an answer could come from someone else.
+            if f"Listening at: {server.url} ({server.process.pid})" not in log.read_text(errors="replace"):
+                return False
+            try:
+                httpx.get(server.url + "/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+            return True
+
+        wait_until(answering, timeout=startup_timeout, what=f"gunicorn on port {port}")
+        if process.poll() is None:
+            return server
+        if attempt == START_ATTEMPTS - 1:
+            pytest.fail(f"gunicorn exited {process.returncode}:\n{_log_tail(log)}")
+    raise AssertionError("unreachable")
+
+
+# --- Fixtures (registered in tests/integration/conftest.py) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL per test session (per xdist worker); tests create their own databases in it."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Redis]:
+    """One throwaway Redis per test session (per xdist worker); tests take their own db numbers in it."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_factory() -> Iterator:
+    """Start extra Redis instances that this test alone may stop; all are stopped after it."""
+    started: list[Redis] = []
+
+    def make() -> Redis:
+        server = start_redis()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
