@@ -3,6 +3,7 @@
 Everything that differs between a laptop and production is an environment variable.
 """
 
+import math
 import os
 import secrets
 from datetime import timedelta
@@ -253,6 +254,9 @@ UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOU
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
 # Sharing answers for one poll interval keeps upstream load flat however many people watch.
 UPSTREAM_CACHE_SECONDS = float(os.environ.get("UPSTREAM_CACHE_SECONDS", str(ROW_POLL_SECONDS)))
+if os.environ.get("REDIS_URL"):
+    # Redis keeps whole seconds: under 1 s would be 0, which deletes the answer as it is stored.
+    UPSTREAM_CACHE_SECONDS = float(math.ceil(UPSTREAM_CACHE_SECONDS))
 LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
 
 LOGIN_URL = "login"
