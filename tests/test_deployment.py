@@ -439,7 +439,10 @@ def test_every_third_party_package_the_code_imports_is_declared_and_locked():
 
 def test_with_redis_a_sub_second_sharing_window_is_rounded_up_not_lost(tmp_path):
     """Redis keeps whole seconds: 0.5 s would become 0, which deletes each answer as it is stored."""
-    code = "from django.conf import settings\nresult = [settings.UPSTREAM_CACHE_SECONDS, settings.CACHES['default']['BACKEND']]"
+    code = (
+        "from django.conf import settings\n"
+        "result = [settings.UPSTREAM_CACHE_SECONDS, settings.CACHES['default']['BACKEND']]"
+    )
     with_redis = in_django(code, clean_env(tmp_path, REDIS_URL="redis://127.0.0.1:1/0", UPSTREAM_CACHE_SECONDS="0.5"))
     assert with_redis == [1.0, "django.core.cache.backends.redis.RedisCache"]
     without = in_django(code, clean_env(tmp_path, UPSTREAM_CACHE_SECONDS="0.5"))
