@@ -8,6 +8,19 @@ from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, emb
 __all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def live_server_without_nagle():
+    """Django's live server sends a response's headers and its body in separate writes: with Nagle's
+    algorithm on, each response then waits for the client's delayed ACK, some 40 ms. Off, as
+    production servers (gunicorn) have it, a request over the live server takes a few ms."""
+    from django.core.servers.basehttp import WSGIRequestHandler
+
+    before = WSGIRequestHandler.disable_nagle_algorithm
+    WSGIRequestHandler.disable_nagle_algorithm = True
+    yield
+    WSGIRequestHandler.disable_nagle_algorithm = before
+
+
 @pytest.fixture
 def demo_accounts(db):
     """The four documented simulator accounts (flushed between transactional tests, so re-made)."""

@@ -207,7 +207,7 @@ def test_batch_runs_to_completed_with_output_and_error_files(openai_client, sett
         endpoint=CHAT,
         completion_window="24h",
         metadata={"suite": "sdk"},
-        extra_headers={"x-sim-processing-seconds": "6"},
+        extra_headers={"x-sim-processing-seconds": "3"},  # some 30 polls while in progress
     )
     assert created.status == "validating"
 
@@ -578,14 +578,15 @@ def test_faults_still_require_a_valid_key(openai_client):
 
 
 @pytest.mark.usefixtures("fast_simulator")
-def test_hang_fault_times_out_the_client(openai_client):
+def test_hang_fault_times_out_the_client(openai_client, settings):
+    settings.SIMULATOR_HANG_SECONDS = 2  # well past the client's timeout
     client = openai_client()
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
         client.batches.list(extra_headers={"x-sim-fault": "hang"}, timeout=0.5)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 1.9
     # Let the held request finish before the test database is flushed under it.
-    time.sleep(max(0.0, started + 3.5 - time.monotonic()))
+    time.sleep(max(0.0, started + 2.3 - time.monotonic()))
 
 
 def test_non_json_fault_never_yields_a_batch(openai_client):
