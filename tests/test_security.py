@@ -266,3 +266,39 @@ def test_the_simulator_never_touches_the_callers_database_connection(embedded):
         assert client.get("/v1/messages/batches").status_code == 200
         assert connection.connection is ours
         assert not connection.needs_rollback
+
+
+# --- per-poll cost -------------------------------------------------------------------------------
+
+
+def test_a_page_reads_neither_permissions_nor_the_session_from_the_database_twice(operator_client, settings):
+    """A live row polls every few seconds: permissions and the session come from the cache."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.SIMULATOR_BASE_URL = "http://127.0.0.1:9/simulator"  # nothing listens: upstream fails at once
+    settings.UPSTREAM_CACHE_SECONDS = 0
+    with CaptureQueriesContext(connection) as first:
+        page = operator_client.get("/")
+    assert page.status_code == 200 and page.context["can_cancel"] is True
+    assert "auth_permission" in " ".join(query["sql"] for query in first.captured_queries)
+    with CaptureQueriesContext(connection) as again:
+        page = operator_client.get("/")
+    assert page.context["can_cancel"] is True
+    tables = " ".join(query["sql"] for query in again.captured_queries)
+    assert "auth_permission" not in tables
+    assert "django_session" not in tables
+
+
+def test_a_revoked_permission_takes_effect_when_its_cache_entry_expires(operator, settings):
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+
+    def fresh():
+        return get_user_model().objects.get(pk=operator.pk)
+
+    assert fresh().has_perm("dashboard.cancel_batch")
+    operator.user_permissions.clear()
+    assert fresh().has_perm("dashboard.cancel_batch"), "cached for PERMISSIONS_CACHE_SECONDS"
+    cache.delete(f"permissions:{operator.pk}")  # what expiry does
+    assert not fresh().has_perm("dashboard.cancel_batch")
