@@ -1,26 +1,78 @@
-"""Permissions looked up once per user every few seconds, not on every request.
+"""The signed-in user and their permissions looked up once, not on every request.
 
-Every live row asks "may this user cancel?" on each poll, and Django's ModelBackend answers with
-two queries per request. The answer is shared through the cache for PERMISSIONS_CACHE_SECONDS, so
-a permission granted or revoked in the admin takes effect within that time.
+Every live row polls, and for each request Django's ModelBackend reads the user and then (for
+"may this user cancel?") their permissions from the database. Both are kept in the cache for
+PERMISSIONS_CACHE_SECONDS and dropped as soon as the user, their groups or permissions, or a group's
+permissions change through Django (the admin, createsuperuser, the ORM); a change made behind
+Django's back, in SQL, takes effect within PERMISSIONS_CACHE_SECONDS.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+
+def _user_key(user_id) -> str:
+    return f"user:{user_id}"
+
+
+def _permissions_key(user_id) -> str:
+    return f"permissions:{user_id}"
+
+
+def forget(user_ids) -> None:
+    cache.delete_many([key for user_id in user_ids for key in (_user_key(user_id), _permissions_key(user_id))])
 
 
 class CachedPermissionsBackend(ModelBackend):
+    def get_user(self, user_id):
+        key = _user_key(user_id)
+        user = cache.get(key)
+        if user is None:
+            user = super().get_user(user_id)
+            if user is not None:
+                cache.set(key, user, settings.PERMISSIONS_CACHE_SECONDS)
+        return user
+
     def get_all_permissions(self, user_obj, obj=None):
         if obj is not None or not user_obj.is_active or user_obj.is_anonymous:
             return super().get_all_permissions(user_obj, obj)
         if not hasattr(user_obj, "_perm_cache"):
-            key = f"permissions:{user_obj.pk}"
+            key = _permissions_key(user_obj.pk)
             permissions = cache.get(key)
             if permissions is None:
                 permissions = super().get_all_permissions(user_obj)
                 cache.set(key, permissions, settings.PERMISSIONS_CACHE_SECONDS)
             user_obj._perm_cache = permissions
         return user_obj._perm_cache
+
+
+def _user_changed(sender, instance, **kwargs) -> None:
+    forget([instance.pk])
+
+
+def _memberships_changed(sender, instance, action, model, pk_set, **kwargs) -> None:
+    if not action.startswith("post_"):
+        return
+    User = get_user_model()
+    if isinstance(instance, User):
+        forget([instance.pk])
+    elif isinstance(instance, Group):
+        forget(instance.user_set.values_list("pk", flat=True))
+    elif model is User and pk_set:  # permission.user_set.add(...) and the like
+        forget(pk_set)
+    elif model is Group and pk_set:  # permission.group_set.add(...)
+        forget(User.objects.filter(groups__in=pk_set).values_list("pk", flat=True))
+
+
+def connect_invalidation() -> None:
+    User = get_user_model()
+    for signal in (post_save, post_delete):
+        signal.connect(_user_changed, sender=User, dispatch_uid=f"forget-user-{signal}")
+    for through in (User.groups.through, User.user_permissions.through, Group.permissions.through):
+        m2m_changed.connect(_memberships_changed, sender=through, dispatch_uid=f"forget-members-{through.__name__}")

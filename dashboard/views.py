@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -93,14 +94,23 @@ def row_context(
 
 
 def render_row(request: HttpRequest, context: dict) -> HttpResponse:
-    response = render(request, "batches/list.html#row", context)
     view = context["row"]
+    # Everyone watching a batch gets the same answer within a poll interval: render it once.
+    shared = view is not None and view.fetched_at is not None and not view.is_stale and not context["notice"]
+    cache_key = (
+        f"row-html:{view.batch.account}:{view.batch.id}:{view.fetched_at.timestamp()}:{context['can_cancel']}"
+        if shared
+        else ""
+    )
+    content = cache.get(cache_key) if shared else None
+    if content is None:
+        content = render_to_string("batches/list.html#row", context, request)
+        if shared:
+            cache.set(cache_key, content, settings.ROW_POLL_SECONDS)
     if view is not None and view.batch.is_ended and not view.is_stale:
         # The swapped-in row has no trigger already; 286 also tells htmx to stop polling.
-        stop = HttpResponseStopPolling(response.content)
-        stop["Content-Type"] = response["Content-Type"]
-        return stop
-    return response
+        return HttpResponseStopPolling(content)
+    return HttpResponse(content)
 
 
 @require_GET

@@ -290,15 +290,49 @@ def test_a_page_reads_neither_permissions_nor_the_session_from_the_database_twic
     assert "django_session" not in tables
 
 
-def test_a_revoked_permission_takes_effect_when_its_cache_entry_expires(operator, settings):
+def test_changes_through_django_take_effect_at_once_and_behind_its_back_within_the_cache_time(operator):
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
     from django.core.cache import cache
 
-    def fresh():
-        return get_user_model().objects.get(pk=operator.pk)
+    from dashboard.auth import CachedPermissionsBackend
 
-    assert fresh().has_perm("dashboard.cancel_batch")
+    backend = CachedPermissionsBackend()
+
+    def may_cancel() -> bool:
+        return backend.get_user(operator.pk).has_perm("dashboard.cancel_batch")
+
+    assert may_cancel()
     operator.user_permissions.clear()
-    assert fresh().has_perm("dashboard.cancel_batch"), "cached for PERMISSIONS_CACHE_SECONDS"
-    cache.delete(f"permissions:{operator.pk}")  # what expiry does
-    assert not fresh().has_perm("dashboard.cancel_batch")
+    assert not may_cancel(), "revoked in the admin: at once"
+    group = Group.objects.create(name="operators")
+    operator.groups.add(group)
+    assert not may_cancel()
+    group.permissions.add(Permission.objects.get(codename="cancel_batch"))
+    assert may_cancel(), "granted to the user's group: at once"
+    get_user_model().objects.filter(pk=operator.pk).update(is_active=False)  # SQL, no signal
+    assert may_cancel(), "cached for PERMISSIONS_CACHE_SECONDS"
+    cache.delete_many([f"user:{operator.pk}", f"permissions:{operator.pk}"])  # what expiry does
+    assert backend.get_user(operator.pk) is None, "an inactive user is signed out"
+
+
+def test_a_rows_html_is_rendered_once_per_poll_interval_for_everyone_who_may_see_it_alike(
+    operator, viewer, monkeypatch, embedded_upstream, anthropic_sdk
+):
+    from dashboard import views
+    from tests.factories import anthropic_batch
+
+    batch_id = anthropic_batch(anthropic_sdk, seconds=600).id
+    renders: list[str] = []
+    real_render = views.render_to_string
+    monkeypatch.setattr(views, "render_to_string", lambda *a, **k: renders.append(a[0]) or real_render(*a, **k))
+    answers = []
+    for user in (operator, operator, viewer, viewer, operator):
+        client = Client()
+        client.force_login(user)
+        answers.append(client.get(f"/batches/anthropic-ops/{batch_id}/row", HTTP_HX_REQUEST="true"))
+    assert [answer.status_code for answer in answers] == [200] * 5
+    assert len(renders) == 2, "once for those who may cancel, once for those who may not"
+    assert answers[0].content == answers[1].content == answers[4].content
+    assert answers[2].content == answers[3].content
+    assert b">Cancel</button>" in answers[0].content and b">Cancel</button>" not in answers[2].content
