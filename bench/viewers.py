@@ -80,7 +80,14 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     port = free_port()
-    env = {**os.environ, "SQLITE_PATH": str(workdir / "bench.sqlite3"), "PORT": str(port), "ROW_POLL_SECONDS": "3"}
+    env = {
+        **os.environ,
+        "SQLITE_PATH": str(workdir / "bench.sqlite3"),
+        "PORT": str(port),
+        "ROW_POLL_SECONDS": "3",
+        # Over HTTP to the same server, not in process, so each upstream call shows in the access log.
+        "SIMULATOR_BASE_URL": f"http://127.0.0.1:{port}/simulator",
+    }
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
         env.pop(name, None)
     manage("migrate", "--noinput", env=env)
