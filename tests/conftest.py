@@ -8,6 +8,16 @@ from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, emb
 __all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs for many seconds, so it is scheduled first")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run first: with pytest-xdist they then run beside the many short tests
+    instead of starting late and leaving one worker busy after the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def live_server_without_nagle():
     """Django's live server sends a response's headers and its body in separate writes: with Nagle's

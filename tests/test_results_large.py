@@ -167,6 +167,7 @@ class ReplayedResults(httpx.BaseTransport):
         return httpx.Response(200, headers=self.headers, stream=_Recording(self.recording), request=request)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_simulator")
 def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summarized_in_bounded_memory(
     operator_client, embedded_upstream, anthropic_sdk, parsed, settings, monkeypatch, fresh_http_clients, tmp_path

@@ -195,6 +195,7 @@ def test_batch_create_returns_every_documented_field(openai_client):
     assert again.id == batch.id and again.created_at == batch.created_at and again.metadata == batch.metadata
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_simulator")
 def test_batch_runs_to_completed_with_output_and_error_files(openai_client, settings):
     settings.SIMULATOR_ERROR_PERCENT = 8
