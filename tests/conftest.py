@@ -1,3 +1,5 @@
+import os
+
 import httpx
 import pytest
 
@@ -6,6 +8,16 @@ from tests import factories
 from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, embedded_openai, embedded_simulator_url
 
 __all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: two workers per CPU, at most eight. Much of the suite waits rather than computes
+    (simulated batches progressing, hanging answers, servers starting in subprocesses, a browser),
+    so a second worker per CPU overlaps those waits. PYTEST_XDIST_AUTO_NUM_WORKERS still decides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's own hook reads it
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(2 * cpus, 8)
 
 
 def pytest_configure(config):
