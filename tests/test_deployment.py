@@ -9,17 +9,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.services import start_app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -238,43 +237,6 @@ result = [
 # --- the production server -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_gunicorn(env: dict[str, str], *extra: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
-    server = subprocess.Popen(
-        [str(Path(PYTHON).parent / "gunicorn"), "--config", "python:dashboard.gunicorn", *extra, "dashboard.wsgi"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                return server, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise AssertionError(f"gunicorn did not come up: {server.stderr.read()}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-
-
 def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
     made = manage("ensure_operator", env=env)
     password = re.search(r"password: (\S+)", made.stdout).group(1)
@@ -299,9 +261,11 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
     env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600")
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert manage("seed_demo", env=env).returncode == 0
-    server, base = start_gunicorn(env, *worker_options)
+    server = start_app_server({**env, "GUNICORN_CMD_ARGS": " ".join(worker_options)}, tmp_path / "server.log")
+    if "sync" in worker_options:
+        assert "Using worker: sync" in server.log.read_text()
     try:
-        client = signed_in(base, env)
+        client = signed_in(server.url, env)
         page = client.get("/")
         assert page.status_code == 200
         rows = re.findall(r'hx-get="([^"]+/row)"', page.text)
@@ -312,13 +276,14 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
             assert answer.status_code in (200, 286) and 'class="batch-row' in answer.text
             assert "is-stale" not in answer.text
     finally:
-        stop(server)
+        server.stop()
 
 
 def test_the_production_server_serves_static_files_and_security_headers(tmp_path):
     env = clean_env(tmp_path)
     assert manage("migrate", "--noinput", env=env).returncode == 0
-    server, base = start_gunicorn(env)
+    server = start_app_server(env, tmp_path / "server.log")
+    base = server.url
     try:
         login = httpx.get(base + "/login/")
         assert login.status_code == 200
@@ -332,7 +297,7 @@ def test_the_production_server_serves_static_files_and_security_headers(tmp_path
         assert any(re.fullmatch(r"/static/django_htmx/.*htmx.*\.js", src) for src in scripts), scripts
         assert all(src.startswith("/static/") for src in scripts), "no script from a CDN"
     finally:
-        stop(server)
+        server.stop()
 
 
 # --- /healthz ----------------------------------------------------------------------------------
