@@ -11,7 +11,7 @@ import os
 import sys
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-worker_class = "gthread"
+worker_class = os.environ.get("WEB_WORKER_CLASS") or "gthread"
 workers = int(os.environ.get("WEB_WORKERS") or (2 if os.environ.get("REDIS_URL") else 1))
 threads = int(os.environ.get("WEB_THREADS") or 16)
 # A worker that shows no sign of life for this long is restarted; requests have their own deadlines.

@@ -252,8 +252,8 @@ def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
 @pytest.mark.parametrize(
     "worker_options",
     [
-        ("--worker-class", "sync", "--workers", "1"),
-        ("--threads", "1", "--workers", "1"),
+        {"WEB_WORKER_CLASS": "sync", "WEB_WORKERS": "1", "WEB_THREADS": "1"},  # gunicorn's plain default
+        {"WEB_THREADS": "1", "WEB_WORKERS": "2"},
     ],
 )
 def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp_path, worker_options):
@@ -261,9 +261,9 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
     env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600")
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert manage("seed_demo", env=env).returncode == 0
-    server = start_app_server({**env, "GUNICORN_CMD_ARGS": " ".join(worker_options)}, tmp_path / "server.log")
-    if "sync" in worker_options:
-        assert "Using worker: sync" in server.log.read_text()
+    server = start_app_server({**env, **worker_options}, tmp_path / "server.log")
+    worker_class = worker_options.get("WEB_WORKER_CLASS", "gthread")
+    assert f"Using worker: {worker_class}" in server.log.read_text()
     try:
         client = signed_in(server.url, env)
         page = client.get("/")
