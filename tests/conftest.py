@@ -166,6 +166,8 @@ def embedded_upstream(transactional_db, demo_accounts, settings, monkeypatch):
     """
     _default_accounts(monkeypatch)
     settings.SIMULATOR_BASE_URL = ""
+    if settings.EMBEDDED_SIMULATOR_HOST not in settings.ALLOWED_HOSTS:  # set up for another SIMULATOR_BASE_URL
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, settings.EMBEDDED_SIMULATOR_HOST]
     settings.UPSTREAM_TIMEOUT_SECONDS = 2
     return embedded_simulator_url()
 

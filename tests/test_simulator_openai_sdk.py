@@ -16,7 +16,7 @@ import pytest
 from openai.types import Batch, FileObject
 
 from dashboard.simulator.models import SimBatch
-from tests.conftest import OPENAI_KEYS
+from tests.factories import OPENAI_KEYS
 
 CHAT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
