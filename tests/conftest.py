@@ -10,6 +10,7 @@ from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, emb
 __all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
 
 
+@pytest.hookimpl(optionalhook=True)  # also runs with -p no:xdist
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: two workers per CPU, at most eight. Much of the suite waits rather than computes
     (simulated batches progressing, hanging answers, servers starting in subprocesses, a browser),
