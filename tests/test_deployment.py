@@ -111,6 +111,20 @@ def test_simulator_enabled_0_without_accounts_means_no_accounts_at_all(tmp_path)
     assert (state["enabled"], state["api_status"], state["accounts"]) == (False, 404, [])
 
 
+def test_with_no_account_at_all_the_list_says_how_to_configure_one(tmp_path):
+    env = clean_env(tmp_path, SIMULATOR_ENABLED="0")
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+    code = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+client = Client()
+client.force_login(get_user_model().objects.create_user("ops"))
+page = client.get("/")
+result = [page.status_code, "No account is configured" in page.content.decode()]
+"""
+    assert in_django(code, env) == [200, True]
+
+
 def test_simulator_enabled_1_mounts_it_beside_real_accounts_without_demo_accounts(tmp_path):
     env = clean_env(tmp_path, SIMULATOR_ENABLED="1", OPENAI_API_KEY="sk-real-123456789")
     assert manage("migrate", "--noinput", env=env).returncode == 0
