@@ -31,3 +31,84 @@ class CancelAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} cancel {self.account}/{self.batch_id}: {self.outcome}"
+
+
+# --- The store: what the poller last saw of every batch, and how it got there ------------------
+
+
+class StoredBatch(models.Model):
+    """The latest known state of one upstream batch; pages read this, never upstream."""
+
+    account = models.CharField(max_length=100)
+    provider = models.CharField(max_length=32)
+    batch_id = models.CharField(max_length=120)
+    status = models.CharField(max_length=32)
+    is_ended = models.BooleanField()
+    total = models.PositiveBigIntegerField(default=0)
+    processing = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    errored = models.PositiveBigIntegerField(default=0)
+    canceled = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    cancel_initiated_at = models.DateTimeField(null=True, blank=True)
+    timestamps = models.JSONField(default=dict, help_text="Every timestamp the provider sent, by its own name.")
+    metadata = models.JSONField(default=dict)
+    raw = models.JSONField(help_text="The provider's JSON for this batch, keys redacted.")
+    first_seen_at = models.DateTimeField()
+    last_fetched_at = models.DateTimeField()
+    last_changed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "batch_id"], name="one_stored_batch_per_account_id")]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="stored_batch_newest"),
+            models.Index(fields=["account", "-created_at"], name="stored_batch_account_newest"),
+            models.Index(fields=["is_ended", "account"], name="stored_batch_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.batch_id} {self.status}"
+
+
+class BatchChange(models.Model):
+    """One row per observed change of a batch's status or counts: its history, for charts and ETAs."""
+
+    batch = models.ForeignKey(StoredBatch, on_delete=models.CASCADE, related_name="changes")
+    observed_at = models.DateTimeField()
+    status = models.CharField(max_length=32)
+    total = models.PositiveBigIntegerField(default=0)
+    processing = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    errored = models.PositiveBigIntegerField(default=0)
+    canceled = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["observed_at", "id"]
+        indexes = [models.Index(fields=["batch", "observed_at"], name="batch_change_by_time")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.status} at {self.observed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AccountState(models.Model):
+    """One row per configured account: its health as the poller sees it, and the poller's lease."""
+
+    account = models.CharField(max_length=100, unique=True)
+    provider = models.CharField(max_length=32)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, help_text="Redacted.")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    backoff_until = models.DateTimeField(null=True, blank=True)
+    warnings = models.JSONField(default=list, help_text="Batches that could not be read: id and reason, redacted.")
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    backfill_after = models.CharField(max_length=120, blank=True, help_text="The oldest batch id listed so far.")
+    backfill_done = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return self.account

@@ -426,3 +426,8 @@ def test_with_redis_a_sub_second_sharing_window_is_rounded_up_not_lost(tmp_path)
     assert with_redis == [1.0, "django.core.cache.backends.redis.RedisCache"]
     without = in_django(code, clean_env(tmp_path, UPSTREAM_CACHE_SECONDS="0.5"))
     assert without == [0.5, "django.core.cache.backends.locmem.LocMemCache"]
+
+
+def test_the_models_and_their_migrations_agree(tmp_path):
+    checked = manage("makemigrations", "--check", "--dry-run", env=clean_env(tmp_path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr

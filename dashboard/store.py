@@ -1,0 +1,103 @@
+"""The store: writing what was seen upstream, and reading it back as the providers' Batch type.
+
+The poller (and a cancel's answer) write here; pages read here. A batch's row keeps its latest
+state, with SQL-filterable columns and the provider's JSON (keys redacted); a history row is added
+whenever its status or counts change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from .accounts import PROVIDERS
+from .models import BatchChange, StoredBatch
+from .providers.base import Batch
+from .redaction import configured_secrets, redact
+
+COUNT_FIELDS = ("total", "processing", "succeeded", "errored", "canceled", "expired")
+
+
+def redacted_json(value: Any, secrets: list[str]) -> Any:
+    """`value` with every configured key removed from its strings, dictionary keys included."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(str(key), secrets): redacted_json(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redacted_json(item, secrets) for item in value]
+    return value
+
+
+def _columns(batch: Batch, secrets: list[str]) -> dict[str, Any]:
+    return {
+        "provider": batch.provider,
+        "status": batch.status,
+        "is_ended": batch.is_ended,
+        **{name: getattr(batch.counts, name) for name in COUNT_FIELDS},
+        "created_at": batch.created_at,
+        "expires_at": batch.expires_at,
+        "ended_at": batch.ended_at,
+        "cancel_initiated_at": batch.cancel_initiated_at,
+        "timestamps": {name: value.isoformat() if value else None for name, value in batch.timestamps.items()},
+        "metadata": redacted_json(dict(batch.metadata), secrets),
+        "raw": redacted_json(dict(batch.raw), secrets),
+    }
+
+
+def _state(row: StoredBatch) -> tuple:
+    return (row.status, *(getattr(row, name) for name in COUNT_FIELDS))
+
+
+def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
+    """Store what upstream said of `batch` at `fetched_at`; True when its status or counts changed."""
+    columns = _columns(batch, configured_secrets())
+    for _attempt in range(2):
+        try:
+            with transaction.atomic():
+                row = StoredBatch.objects.select_for_update().filter(account=batch.account, batch_id=batch.id).first()
+                if row is None:
+                    row = StoredBatch.objects.create(
+                        account=batch.account,
+                        batch_id=batch.id,
+                        first_seen_at=fetched_at,
+                        last_fetched_at=fetched_at,
+                        last_changed_at=fetched_at,
+                        **columns,
+                    )
+                    _history(row, fetched_at)
+                    return row, True
+                if fetched_at < row.last_fetched_at:
+                    return row, False  # an older answer arriving late must not undo a newer one
+                before = _state(row)
+                for name, value in columns.items():
+                    setattr(row, name, value)
+                row.last_fetched_at = fetched_at
+                changed = _state(row) != before
+                if changed:
+                    row.last_changed_at = fetched_at
+                    _history(row, fetched_at)
+                row.save()
+                return row, changed
+        except IntegrityError:
+            continue  # another writer created it first: update that row instead
+    raise RuntimeError(f"could not store {batch.account}/{batch.id}")
+
+
+def record_many(batches: Iterable[Batch], *, fetched_at: datetime) -> int:
+    """Store each batch; how many changed."""
+    return sum(record(batch, fetched_at=fetched_at)[1] for batch in batches)
+
+
+def _history(row: StoredBatch, observed_at: datetime) -> None:
+    BatchChange.objects.create(
+        batch=row, observed_at=observed_at, status=row.status, **{name: getattr(row, name) for name in COUNT_FIELDS}
+    )
+
+
+def as_batch(row: StoredBatch) -> Batch:
+    """The stored batch as its provider module reads it (the same Batch a live answer gives)."""
+    return PROVIDERS[row.provider].parse_batch(row.raw, account=row.account)

@@ -1,0 +1,136 @@
+"""The store: one row per batch with its latest state, a history row per change, keys redacted."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dashboard import store
+from dashboard.models import BatchChange, StoredBatch
+from dashboard.providers import anthropic, openai
+from tests.test_providers import ANTHROPIC_ENDED, ANTHROPIC_RUNNING, OPENAI_COMPLETED, OPENAI_IN_PROGRESS
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def a_batch(data: dict, account: str = "anthropic-ops"):
+    return anthropic.parse_batch(data, account=account)
+
+
+def o_batch(data: dict, account: str = "openai-ops"):
+    return openai.parse_batch(data, account=account)
+
+
+def test_a_new_batch_is_stored_with_every_column_and_a_first_history_row(db):
+    batch = a_batch(ANTHROPIC_RUNNING)
+    row, changed = store.record(batch, fetched_at=T0)
+    assert changed
+    row.refresh_from_db()
+    assert (row.account, row.provider, row.batch_id, row.status, row.is_ended) == (
+        "anthropic-ops",
+        "anthropic",
+        batch.id,
+        "in_progress",
+        False,
+    )
+    assert (row.total, row.processing, row.succeeded) == (120, 120, 0)
+    assert row.created_at == batch.created_at and row.expires_at == batch.expires_at
+    assert row.timestamps["created_at"] == batch.created_at.isoformat()
+    assert row.first_seen_at == row.last_fetched_at == row.last_changed_at == T0
+    assert list(row.changes.values_list("status", "processing")) == [("in_progress", 120)]
+
+
+def test_the_stored_batch_reads_back_as_the_same_batch(db):
+    for batch in (
+        a_batch(ANTHROPIC_RUNNING),
+        a_batch(ANTHROPIC_ENDED),
+        o_batch(OPENAI_IN_PROGRESS),
+        o_batch(OPENAI_COMPLETED),
+    ):
+        row, _ = store.record(batch, fetched_at=T0)
+        assert store.as_batch(StoredBatch.objects.get(pk=row.pk)) == batch
+
+
+def test_an_unchanged_answer_moves_last_fetched_only_and_a_change_adds_history(db):
+    running = a_batch(ANTHROPIC_RUNNING)
+    store.record(running, fetched_at=T0)
+    row, changed = store.record(running, fetched_at=T0 + timedelta(seconds=3))
+    assert not changed
+    assert (row.last_fetched_at, row.last_changed_at) == (T0 + timedelta(seconds=3), T0)
+    ended = a_batch({**ANTHROPIC_ENDED, "id": ANTHROPIC_RUNNING["id"]})
+    row, changed = store.record(ended, fetched_at=T0 + timedelta(seconds=6))
+    assert changed and row.is_ended and row.status == "ended"
+    assert row.last_changed_at == T0 + timedelta(seconds=6)
+    assert list(BatchChange.objects.values_list("status", flat=True)) == ["in_progress", "ended"]
+    assert StoredBatch.objects.count() == 1
+
+
+def test_counts_alone_changing_is_a_change(db):
+    store.record(o_batch(OPENAI_IN_PROGRESS), fetched_at=T0)
+    progressed = copy.deepcopy(OPENAI_IN_PROGRESS)
+    progressed["request_counts"]["completed"] += 1
+    _, changed = store.record(o_batch(progressed), fetched_at=T0 + timedelta(seconds=3))
+    assert changed
+    assert BatchChange.objects.count() == 2
+
+
+def test_a_late_older_answer_never_undoes_a_newer_one(db):
+    ended = a_batch({**ANTHROPIC_ENDED, "id": ANTHROPIC_RUNNING["id"]})
+    store.record(ended, fetched_at=T0 + timedelta(seconds=10))
+    row, changed = store.record(a_batch(ANTHROPIC_RUNNING), fetched_at=T0)
+    assert not changed
+    assert row.status == "ended" and StoredBatch.objects.get().status == "ended"
+
+
+def test_the_same_id_in_two_accounts_is_two_batches(db):
+    store.record(a_batch(ANTHROPIC_RUNNING, "anthropic-ops"), fetched_at=T0)
+    store.record(a_batch(ANTHROPIC_RUNNING, "anthropic-research"), fetched_at=T0)
+    assert StoredBatch.objects.count() == 2
+
+
+def test_configured_keys_are_redacted_from_the_stored_json_and_metadata(db, monkeypatch):
+    key = "sk-proj-OPSkey0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    echo = copy.deepcopy(OPENAI_IN_PROGRESS)
+    echo["metadata"] = {"note": f"sent with {key.upper()}", key: "as a key too"}
+    echo["errors"] = {"data": [{"message": f"bad key {key}"}]}
+    row, _ = store.record(o_batch(echo), fetched_at=T0)
+    row.refresh_from_db()
+    stored = f"{row.raw} {row.metadata}"
+    assert key.lower() not in stored.lower()
+    assert row.metadata["note"] == "sent with [redacted]"
+
+
+def test_many_writers_of_one_new_batch_make_one_row(transactional_db):
+    """Pollers racing on a batch first seen by both: the unique constraint and a retry keep one row."""
+    batch = o_batch(OPENAI_IN_PROGRESS)
+    errors: list[BaseException] = []
+
+    def write(offset: int) -> None:
+        from django.db import connection
+
+        try:
+            store.record(batch, fetched_at=T0 + timedelta(milliseconds=offset))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert StoredBatch.objects.count() == 1
+    assert BatchChange.objects.count() == 1
+
+
+@pytest.mark.parametrize("field", ["created_at", "expires_at", "ended_at", "cancel_initiated_at"])
+def test_every_main_timestamp_has_its_column(db, field):
+    batch = a_batch(ANTHROPIC_ENDED)
+    row, _ = store.record(batch, fetched_at=T0)
+    assert getattr(row, field) == getattr(batch, field)
