@@ -104,6 +104,7 @@ class AccountState(models.Model):
     last_error = models.TextField(blank=True, help_text="Redacted.")
     consecutive_failures = models.PositiveIntegerField(default=0)
     backoff_until = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True, help_text="Idle accounts are polled less often.")
     warnings = models.JSONField(default=list, help_text="Batches that could not be read: id and reason, redacted.")
     lease_owner = models.CharField(max_length=120, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)

@@ -260,6 +260,9 @@ if os.environ.get("REDIS_URL"):
     # Redis keeps whole seconds: under 1 s would be 0, which deletes the answer as it is stored.
     UPSTREAM_CACHE_SECONDS = float(math.ceil(UPSTREAM_CACHE_SECONDS))
 LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
+# The poller (manage.py poll): how often an account with running batches is polled, and one without.
+POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "3"))
+POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"

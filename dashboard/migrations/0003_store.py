@@ -22,6 +22,10 @@ class Migration(migrations.Migration):
                 ("consecutive_failures", models.PositiveIntegerField(default=0)),
                 ("backoff_until", models.DateTimeField(blank=True, null=True)),
                 (
+                    "next_poll_at",
+                    models.DateTimeField(blank=True, help_text="Idle accounts are polled less often.", null=True),
+                ),
+                (
                     "warnings",
                     models.JSONField(
                         default=list, help_text="Batches that could not be read: id and reason, redacted."

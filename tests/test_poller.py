@@ -1,0 +1,291 @@
+"""The poller's cycles against httpx.MockTransport and a fake clock: no live server, no sleeping."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from dashboard import poller
+from dashboard.accounts import Account
+from dashboard.models import AccountState, BatchChange, StoredBatch
+from dashboard.providers import anthropic
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+KEY = "sk-ant-api03-POLLERtestKEY0123456789abcdef"
+ACCOUNT = Account(name="ops", provider="anthropic", base_url="https://api.anthropic.com", api_key=KEY)
+
+
+def batch_json(number: int, *, ended: bool = False) -> dict:
+    """Batch `number` was created `number` minutes before T0 (a negative number: after T0)."""
+    created = T0 - timedelta(minutes=number)
+    return {
+        "id": f"msgbatch_{number + 100_000:024d}",
+        "type": "message_batch",
+        "processing_status": "ended" if ended else "in_progress",
+        "request_counts": {
+            "processing": 0 if ended else 5,
+            "succeeded": 5 if ended else 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        },
+        "ended_at": (created + timedelta(seconds=30)).isoformat().replace("+00:00", "Z") if ended else None,
+        "created_at": created.isoformat().replace("+00:00", "Z"),
+        "expires_at": (created + timedelta(hours=24)).isoformat().replace("+00:00", "Z"),
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": None,
+    }
+
+
+class FakeAnthropic:
+    """The Message Batches list and retrieve endpoints over an in-memory list, newest first."""
+
+    def __init__(self, batches: list[dict]):
+        self.batches = batches
+        self.calls: list[str] = []
+        self.fail_with: httpx.Response | None = None
+
+    def add_newest(self, batch: dict) -> None:
+        self.batches.insert(0, batch)
+
+    def set(self, batch_id: str, **changes) -> None:
+        for batch in self.batches:
+            if batch["id"] == batch_id:
+                batch.update(changes)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(f"{request.method} {request.url.path}?{request.url.query.decode()}".rstrip("?"))
+        if self.fail_with is not None:
+            return self.fail_with
+        path = request.url.path
+        if path == "/v1/messages/batches":
+            limit = int(request.url.params.get("limit", "20"))
+            after = request.url.params.get("after_id")
+            start = next(i + 1 for i, b in enumerate(self.batches) if b["id"] == after) if after else 0
+            page = self.batches[start : start + limit]
+            return httpx.Response(
+                200,
+                json={
+                    "data": page,
+                    "has_more": start + limit < len(self.batches),
+                    "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None,
+                },
+            )
+        batch_id = path.rsplit("/", 1)[-1]
+        for batch in self.batches:
+            if batch["id"] == batch_id:
+                return httpx.Response(200, json=batch)
+        return httpx.Response(404, json={"type": "error", "error": {"type": "not_found_error", "message": "no"}})
+
+
+@pytest.fixture
+def upstream(settings):
+    settings.POLL_SECONDS = 3
+    settings.POLL_IDLE_SECONDS = 30
+    return FakeAnthropic([batch_json(n, ended=n > 3) for n in range(1, 251)])
+
+
+def provider(upstream: FakeAnthropic) -> anthropic.AnthropicProvider:
+    client = httpx.Client(
+        base_url=ACCOUNT.base_url, transport=httpx.MockTransport(upstream), headers=anthropic.auth_headers(KEY)
+    )
+    return anthropic.AnthropicProvider(client, account=ACCOUNT.key)
+
+
+def cycle(upstream: FakeAnthropic, at: datetime) -> poller.PollResult:
+    upstream.calls.clear()
+    return poller.poll_account(ACCOUNT, now=at, provider=provider(upstream))
+
+
+def lists(upstream: FakeAnthropic) -> list[str]:
+    return [call for call in upstream.calls if call.startswith("GET /v1/messages/batches?")]
+
+
+def retrieves(upstream: FakeAnthropic) -> list[str]:
+    return [call.rsplit("/", 1)[-1] for call in upstream.calls if "?" not in call]
+
+
+def test_a_new_account_gets_its_newest_page_then_its_history_a_page_a_cycle(db, upstream):
+    upstream.batches = [batch_json(n, ended=n > 3) for n in range(1, 351)]
+    first = cycle(upstream, T0)
+    assert first.error == ""
+    assert lists(upstream) == [
+        "GET /v1/messages/batches?limit=100",
+        f"GET /v1/messages/batches?limit=100&after_id={batch_json(100)['id']}",
+    ]
+    assert StoredBatch.objects.count() == 200
+    assert AccountState.objects.get().backfill_after == batch_json(200)["id"]
+    second = cycle(upstream, T0 + timedelta(seconds=3))
+    assert len(lists(upstream)) == 2, "the newest page again, and one older page"
+    assert lists(upstream)[1].endswith(f"after_id={batch_json(200)['id']}")
+    assert StoredBatch.objects.count() == 300 and second.listed == 200
+    cycle(upstream, T0 + timedelta(seconds=6))
+    assert StoredBatch.objects.count() == 350
+    assert AccountState.objects.get().backfill_done
+    cycle(upstream, T0 + timedelta(seconds=9))
+    assert lists(upstream) == ["GET /v1/messages/batches?limit=100"], "history complete: no more backfill"
+
+
+def test_incremental_listing_stops_where_the_stored_and_ended_batches_begin(db, upstream):
+    for second in (0, 3):
+        cycle(upstream, T0 + timedelta(seconds=second))
+    assert AccountState.objects.get().backfill_done and StoredBatch.objects.count() == 250
+    for minutes_after in range(1, 121):  # 120 new batches: more than a page
+        upstream.add_newest(batch_json(-minutes_after, ended=True))
+    result = cycle(upstream, T0 + timedelta(seconds=9))
+    assert len(lists(upstream)) == 2, "the second page reaches known, ended batches"
+    assert StoredBatch.objects.count() == 370
+    assert result.changed == 120
+
+
+def test_running_batches_are_retrieved_each_cycle_until_they_end(db, upstream):
+    for second in (0, 3, 6):
+        cycle(upstream, T0 + timedelta(seconds=second))
+    running = list(StoredBatch.objects.filter(is_ended=False).values_list("batch_id", flat=True))
+    assert sorted(running) == sorted(batch_json(n)["id"] for n in (1, 2, 3))
+    # All three are on the first page, so the listing already refreshed them: no retrieve needed.
+    assert retrieves(upstream) == []
+    upstream.batches = upstream.batches[3:] + upstream.batches[:3]  # pretend they scrolled off page one
+    upstream.set(batch_json(2)["id"], **{k: v for k, v in batch_json(2, ended=True).items() if k != "created_at"})
+    result = cycle(upstream, T0 + timedelta(seconds=9))
+    assert sorted(retrieves(upstream)) == sorted(batch_json(n)["id"] for n in (1, 2, 3))
+    assert result.refreshed == 3 and result.changed == 1
+    assert StoredBatch.objects.get(batch_id=batch_json(2)["id"]).is_ended
+    assert BatchChange.objects.filter(batch__batch_id=batch_json(2)["id"]).count() == 2
+    cycle(upstream, T0 + timedelta(seconds=12))
+    assert sorted(retrieves(upstream)) == sorted(batch_json(n)["id"] for n in (1, 3)), "ended: not asked again"
+
+
+def test_a_batch_gone_upstream_stops_being_refreshed(db, upstream):
+    for second in (0, 3, 6):
+        cycle(upstream, T0 + timedelta(seconds=second))
+    gone = batch_json(1)["id"]
+    upstream.batches = [b for b in upstream.batches if b["id"] != gone]
+    upstream.batches = upstream.batches[2:] + upstream.batches[:2]
+    result = cycle(upstream, T0 + timedelta(seconds=9))
+    assert result.error == ""
+    assert StoredBatch.objects.get(batch_id=gone).is_ended
+
+
+def test_429_waits_for_retry_after_and_the_cycle_skips_the_account_until_then(db, upstream):
+    upstream.fail_with = httpx.Response(
+        429,
+        headers={"retry-after": "17"},
+        json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+    )
+    result = cycle(upstream, T0)
+    assert "429" in result.error
+    state = AccountState.objects.get()
+    assert state.backoff_until == T0 + timedelta(seconds=17)
+    assert state.consecutive_failures == 1 and state.last_error_at == T0
+    assert not poller.is_due(state, T0 + timedelta(seconds=16))
+    assert poller.is_due(state, T0 + timedelta(seconds=17))
+    upstream.fail_with = None
+    assert poller.run_cycle(owner="a", now=T0 + timedelta(seconds=5), accounts=[ACCOUNT]) == []
+
+
+@pytest.mark.parametrize("status", [500, 503, 529])
+def test_server_errors_back_off_exponentially_with_jitter_and_a_success_resets(db, upstream, status):
+    upstream.fail_with = httpx.Response(status, json={"type": "error", "error": {"type": "api_error", "message": "x"}})
+    waits = []
+    for failure in range(1, 5):
+        now = T0 + timedelta(minutes=failure)
+        cycle(upstream, now)
+        state = AccountState.objects.get()
+        assert state.consecutive_failures == failure
+        waits.append((state.backoff_until - now).total_seconds())
+        assert 3 <= waits[-1] <= 3 + 3 * 2**failure
+    upstream.fail_with = None
+    cycle(upstream, T0 + timedelta(minutes=10))
+    state = AccountState.objects.get()
+    assert (state.consecutive_failures, state.backoff_until, state.last_success_at) == (
+        0,
+        None,
+        T0 + timedelta(minutes=10),
+    )
+
+
+def test_backoff_ceiling_grows_and_is_capped():
+    from dashboard.providers.base import Overloaded, RateLimited
+
+    assert poller.backoff_seconds(Overloaded("x"), 1, rand=lambda: 1.0) == 3 + 6
+    assert poller.backoff_seconds(Overloaded("x"), 3, rand=lambda: 1.0) == 3 + 24
+    assert poller.backoff_seconds(Overloaded("x"), 30, rand=lambda: 1.0) == 3 + poller.MAX_BACKOFF_SECONDS
+    assert poller.backoff_seconds(Overloaded("x"), 30, rand=lambda: 0.0) == 3
+    assert poller.backoff_seconds(RateLimited("x", retry_after=0.5), 1) == 3, "never sooner than the interval"
+    assert poller.backoff_seconds(RateLimited("x", retry_after=1e9), 1) == poller.MAX_BACKOFF_SECONDS
+
+
+def test_an_error_that_quotes_the_key_is_stored_redacted(db, upstream, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    upstream.fail_with = httpx.Response(
+        500, json={"type": "error", "error": {"type": "api_error", "message": f"bad key {KEY.upper()}"}}
+    )
+    result = cycle(upstream, T0)
+    state = AccountState.objects.get()
+    for text in (result.error, state.last_error):
+        assert KEY.lower() not in text.lower()
+
+
+def test_an_account_with_nothing_running_is_polled_less_often(db, settings):
+    idle = FakeAnthropic([batch_json(n, ended=True) for n in range(1, 5)])
+    cycle(idle, T0)
+    state = AccountState.objects.get()
+    assert state.next_poll_at == T0 + timedelta(seconds=30)
+    assert not poller.is_due(state, T0 + timedelta(seconds=29))
+    assert poller.is_due(state, T0 + timedelta(seconds=30))
+
+
+def test_one_poller_holds_an_account_until_its_lease_expires(db):
+    assert poller.claim(ACCOUNT, owner="a", now=T0, seconds=30)
+    assert not poller.claim(ACCOUNT, owner="b", now=T0 + timedelta(seconds=29), seconds=30)
+    assert poller.claim(ACCOUNT, owner="a", now=T0 + timedelta(seconds=10), seconds=30), "renewed by its holder"
+    assert not poller.claim(ACCOUNT, owner="b", now=T0 + timedelta(seconds=39), seconds=30)
+    assert poller.claim(ACCOUNT, owner="b", now=T0 + timedelta(seconds=41), seconds=30), "a dead poller's lease"
+    poller.release(ACCOUNT, owner="b")
+    assert poller.claim(ACCOUNT, owner="a", now=T0 + timedelta(seconds=42), seconds=30)
+
+
+def test_run_cycle_polls_only_leased_due_accounts(db, upstream, monkeypatch):
+    other = Account(name="research", provider="anthropic", base_url="https://api.anthropic.com", api_key=KEY + "2")
+    polled: list[str] = []
+    monkeypatch.setattr(poller, "poll_account", lambda account, now: polled.append(account.key))
+    assert poller.claim(other, owner="someone-else", now=T0, seconds=60)
+    poller.run_cycle(owner="me", now=T0, accounts=[ACCOUNT, other])
+    assert polled == ["anthropic-ops"]
+
+
+def test_json_of_the_fake_is_what_the_provider_reads():
+    """Guard for the fake above: the provider parses its batches."""
+    parsed = anthropic.parse_batch(json.loads(json.dumps(copy.deepcopy(batch_json(7, ended=True)))), account="x")
+    assert parsed.is_ended and parsed.counts.succeeded == 5
+
+
+def test_manage_py_poll_once_fills_the_store_from_every_account_of_the_simulator(
+    embedded_upstream, anthropic_sdk, openai_sdk
+):
+    from django.core.management import call_command
+
+    from tests.factories import anthropic_batch, openai_batch
+
+    running = anthropic_batch(anthropic_sdk, seconds=600).id
+    ended = anthropic_batch(anthropic_sdk, "research", ended=True).id
+    other = openai_batch(openai_sdk, seconds=600).id
+    call_command("poll", "--once", "--owner", "test")
+    stored = dict(StoredBatch.objects.values_list("batch_id", "is_ended"))
+    assert stored[running] is False and stored[ended] is True and stored[other] is False
+    states = AccountState.objects.order_by("account")
+    assert [state.account for state in states] == [
+        "anthropic-ops",
+        "anthropic-research",
+        "openai-ops",
+        "openai-research",
+    ]
+    assert all(state.last_success_at and not state.last_error for state in states)
+    assert all(state.lease_owner == "" for state in states), "leases are released on the way out"
