@@ -189,8 +189,9 @@ def _failed(state: AccountState, error: ProviderError, now: datetime) -> None:
 def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = None) -> list[PollResult]:
     """Poll, concurrently, every configured account this poller can lease and that is due."""
     accounts = configured_accounts() if accounts is None else accounts
-    lease_seconds = max(30.0, 10 * settings.POLL_SECONDS)
-    mine = [account for account in accounts if claim(account, owner=owner, now=now, seconds=lease_seconds)]
+    mine = [
+        account for account in accounts if claim(account, owner=owner, now=now, seconds=settings.POLL_LEASE_SECONDS)
+    ]
     due = [account for account in mine if is_due(state_for(account), now)]
     if not due:
         return []

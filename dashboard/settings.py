@@ -252,6 +252,11 @@ if SIMULATOR_ENABLED and not SIMULATOR_BASE_URL and "*" not in ALLOWED_HOSTS:
     ALLOWED_HOSTS.append(EMBEDDED_SIMULATOR_HOST)
 UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "10"))
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "3"))
+# The timeouts above bound each read; these bound a whole upstream call, connect to last byte,
+# however slowly the upstream trickles: a JSON answer (list, retrieve, cancel), and a streamed
+# result file (the results pages and downloads), which may take much longer.
+UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", "15"))
+UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", "900"))
 # How often a live row asks for news, and how long an upstream answer is shared between viewers.
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
 # Sharing answers for one poll interval keeps upstream load flat however many people watch.
@@ -263,6 +268,8 @@ LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
 # The poller (manage.py poll): how often an account with running batches is polled, and one without.
 POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "3"))
 POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
+# How long a poller's hold on an account lasts unless renewed: a killed poller's accounts wait this long.
+POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10 * POLL_SECONDS))))
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
