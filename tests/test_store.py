@@ -134,3 +134,17 @@ def test_every_main_timestamp_has_its_column(db, field):
     batch = a_batch(ANTHROPIC_ENDED)
     row, _ = store.record(batch, fetched_at=T0)
     assert getattr(row, field) == getattr(batch, field)
+
+
+def test_staff_can_read_the_store_in_the_admin_and_nobody_can_change_it(client, db):
+    from django.contrib.auth import get_user_model
+
+    admin_user = get_user_model().objects.create_superuser("root", password=None)
+    client.force_login(admin_user)
+    row, _ = store.record(a_batch(ANTHROPIC_RUNNING), fetched_at=T0)
+    listing = client.get("/admin/dashboard/storedbatch/")
+    assert listing.status_code == 200 and row.batch_id in listing.content.decode()
+    assert client.get("/admin/dashboard/accountstate/").status_code == 200
+    assert client.get("/admin/dashboard/storedbatch/add/").status_code == 403
+    assert client.post(f"/admin/dashboard/storedbatch/{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert StoredBatch.objects.filter(pk=row.pk).exists()
