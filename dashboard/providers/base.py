@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -148,20 +149,119 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
-def _transport_failure(client: httpx.Client, error: httpx.TransportError) -> ProviderError:
+# Fallbacks outside Django; with Django configured, its settings of the same names decide.
+UPSTREAM_DEADLINE_SECONDS = 15.0  # a whole JSON call, connect to last byte
+UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = 900.0  # a whole streamed result file
+_DEADLINE_SLACK = 0.1  # a timeout this close to the deadline is the deadline's
+
+
+def _setting(name: str, default: float) -> float:
+    """A deadline from Django's settings when they are configured (imported late: this module runs without them)."""
+    try:
+        from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
+    except ImportError:
+        return default
+    try:
+        return float(getattr(settings, name, default))
+    except ImproperlyConfigured:
+        return default
+
+
+class _Deadline:
+    """A wall-clock limit on a whole call: a per-read timeout alone never ends an upstream that trickles."""
+
+    def __init__(self, seconds: float, label: str, *, started: float | None = None):
+        self.seconds = seconds
+        self.label = label
+        self.started = time.monotonic() if started is None else started
+        self.at = self.started + seconds
+
+    def tightened(self, seconds: float) -> _Deadline:
+        """The same call under a shorter limit (counted from the same start)."""
+        return self if seconds >= self.seconds else _Deadline(seconds, self.label, started=self.started)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def timeout(self, base: httpx.Timeout) -> httpx.Timeout:
+        """`base` with no phase (connect, read, write, pool) waiting longer than what is left."""
+        left = max(self.remaining(), 0.001)
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(connect=cap(base.connect), read=cap(base.read), write=cap(base.write), pool=cap(base.pool))
+
+    def error(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"{self.label} did not finish answering within {self.seconds:g} s.", kind="deadline")
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise self.error()
+
+
+class _DeadlineStream(httpx.SyncByteStream):
+    """A response body that raises the deadline's UpstreamTimeout once time is up, checked between chunks.
+
+    A read that blocks is bounded by the read timeout set when the request was sent (see `_Deadline.timeout`).
+    """
+
+    def __init__(self, inner: httpx.SyncByteStream, deadline: _Deadline):
+        self.inner = inner
+        self.deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.deadline.check()
+        for chunk in self.inner:
+            self.deadline.check()
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _timeout_for(client: httpx.Client, kwargs: dict[str, Any], deadline: _Deadline) -> httpx.Timeout:
+    base = httpx.Timeout(kwargs.pop("timeout")) if "timeout" in kwargs else client.timeout
+    return deadline.timeout(base)
+
+
+def _transport_failure(
+    client: httpx.Client, error: httpx.TransportError, deadline: _Deadline | None = None
+) -> ProviderError:
     if isinstance(error, httpx.TimeoutException):
+        if deadline is not None and deadline.remaining() <= _DEADLINE_SLACK:
+            return deadline.error()
         return UpstreamTimeout(f"The provider did not answer within {client.timeout.read or 'the'} seconds.")
     return UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).")
 
 
 @contextmanager
-def stream(client: httpx.Client, method: str, url: str, **kwargs) -> Iterator[httpx.Response]:
-    """client.stream with transport failures, on open or mid-body, turned into ProviderErrors."""
+def stream(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    label: str = "The provider",
+    deadline: float | None = None,
+    **kwargs,
+) -> Iterator[httpx.Response]:
+    """client.stream with transport failures, on open or mid-body, turned into ProviderErrors.
+
+    The whole call, connect to last byte, must end within `deadline` seconds (default
+    UPSTREAM_DOWNLOAD_DEADLINE_SECONDS), else UpstreamTimeout while the body is read; an error
+    answer's body is held to UPSTREAM_DEADLINE_SECONDS, as any JSON answer is.
+    """
+    seconds = _setting("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", UPSTREAM_DOWNLOAD_DEADLINE_SECONDS)
+    clock = _Deadline(seconds if deadline is None else deadline, label)
     try:
-        with client.stream(method, url, **kwargs) as response:
+        with client.stream(method, url, timeout=_timeout_for(client, kwargs, clock), **kwargs) as response:
+            if not response.is_success:
+                clock = clock.tightened(_setting("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS))
+            response.stream = _DeadlineStream(response.stream, clock)
             yield response
     except httpx.TransportError as error:
-        raise _transport_failure(client, error) from None
+        raise _transport_failure(client, error, clock) from None
 
 
 def jsonl_lines(response: httpx.Response) -> Iterator[bytes]:
@@ -174,12 +274,30 @@ def jsonl_lines(response: httpx.Response) -> Iterator[bytes]:
         yield pending.rstrip(b"\r")
 
 
-def send(client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
-    """One request with transport failures turned into ProviderErrors."""
+def send(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    label: str = "The provider",
+    deadline: float | None = None,
+    **kwargs,
+) -> httpx.Response:
+    """One request, its body read, with transport failures turned into ProviderErrors.
+
+    The whole call, connect to last byte, must end within `deadline` seconds (default
+    UPSTREAM_DEADLINE_SECONDS), else UpstreamTimeout. The body is read as a stream so that the
+    clock is checked between chunks: client.request would bound each read only.
+    """
+    seconds = _setting("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS)
+    clock = _Deadline(seconds if deadline is None else deadline, label)
     try:
-        return client.request(method, url, **kwargs)
+        with client.stream(method, url, timeout=_timeout_for(client, kwargs, clock), **kwargs) as response:
+            response.stream = _DeadlineStream(response.stream, clock)
+            response.read()
+        return response
     except httpx.TransportError as error:
-        raise _transport_failure(client, error) from None
+        raise _transport_failure(client, error, clock) from None
 
 
 REFUSAL_STATUSES = (400, 409)
