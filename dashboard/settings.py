@@ -257,11 +257,6 @@ UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOU
 # result file (the results pages and downloads), which may take much longer.
 UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", "15"))
 UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", "900"))
-# The timeouts above bound each read; these bound a whole upstream call, connect to last byte,
-# however slowly the upstream trickles: a JSON answer (list, retrieve, cancel), and a streamed
-# result file (the results pages and downloads), which may take much longer.
-UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", "15"))
-UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", "900"))
 # How often a live row asks for news, and how long an upstream answer is shared between viewers.
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
 # Sharing answers for one poll interval keeps upstream load flat however many people watch.
