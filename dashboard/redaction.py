@@ -7,6 +7,9 @@ import re
 REDACTED = "[redacted]"
 # Shorter "keys" would redact ordinary words; no real API key is this short.
 MIN_SECRET_LENGTH = 8
+# A key's first characters are enough to find it: any run of at least this many of them (a key
+# cut short by us or by an upstream that echoes it truncated) is redacted like the whole key.
+PREFIX_LENGTH = 16
 
 
 def configured_secrets() -> list[str]:
@@ -21,10 +24,33 @@ def configured_secrets() -> list[str]:
         return []
 
 
+def _matched(text: str, start: int, secret: str) -> int:
+    """How many characters of `secret` (any letter case) `text` holds from `start`: 0 if not its head."""
+    size = 0
+    for expected, found in zip(secret, text[start : start + len(secret)], strict=False):
+        if expected != found and expected.lower() != found.lower() and expected.upper() != found.upper():
+            break
+        size += 1
+    return size if size >= min(len(secret), PREFIX_LENGTH) else 0
+
+
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """`text` with every secret (any letter case) replaced by [redacted]."""
+    """`text` with every secret (any letter case) replaced by [redacted], longest match first.
+
+    A secret's first PREFIX_LENGTH characters, followed by any more of it, count as the secret:
+    a cut-off key is redacted too, and nothing of it beyond the cut is left behind.
+    """
     secrets = configured_secrets() if secrets is None else secrets
     wanted = sorted({secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
     if not wanted or not text:
         return text
-    return re.sub("|".join(re.escape(secret) for secret in wanted), REDACTED, text, flags=re.IGNORECASE)
+    heads = sorted({secret[:PREFIX_LENGTH] for secret in wanted}, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(head) for head in heads), flags=re.IGNORECASE)
+    parts, position = [], 0
+    while match := pattern.search(text, position):
+        start = match.start()
+        # The longest of the keys that start here (several may share their first characters).
+        size = max([_matched(text, start, secret) for secret in wanted] + [len(match.group())])
+        parts += [text[position:start], REDACTED]
+        position = start + size
+    return "".join(parts) + text[position:]

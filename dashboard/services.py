@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -47,11 +47,32 @@ class AccountFailure:
     message: str
 
 
+@dataclass(frozen=True)
+class UnreadableBatches:
+    """Batches of one account left out of a listing because we cannot read them."""
+
+    account: Account
+    batches: tuple[tuple[str, str], ...]  # (id, or "" if unreadable; our message), as in Page.unreadable
+
+
+class AccountFailures(list):
+    """The accounts that could not be listed, carrying along (`.unreadable`) the batches that could not
+    be read, so that a page given only the failures can warn about both."""
+
+    def __init__(self, failures=(), unreadable=()):
+        super().__init__(failures)
+        self.unreadable: list[UnreadableBatches] = list(unreadable)
+
+
 @dataclass
 class Listing:
     batches: list[Batch]
     failures: list[AccountFailure]
     next_cursor: dict[str, str] | None  # account key -> after id; absent accounts are exhausted
+    unreadable: list[UnreadableBatches] = field(default_factory=list)  # warned about; the other batches are listed
+
+    def __post_init__(self):
+        self.failures = AccountFailures(self.failures, self.unreadable)
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,19 @@ def list_batches(
                 logger.warning("listing %s failed: %s", account.key, error.message)
                 failures.append(AccountFailure(account=account, message=error.message))
 
+    unreadable = [
+        UnreadableBatches(account=account, batches=tuple(pages[account.key].unreadable))
+        for account in accounts_to_ask
+        if account.key in pages and getattr(pages[account.key], "unreadable", ())
+    ]
+    for note in unreadable:
+        logger.warning(
+            "listing %s: %d batch(es) cannot be read: %s",
+            note.account.key,
+            len(note.batches),
+            "; ".join(message for _, message in note.batches),
+        )
+
     merged = sorted(
         (batch for page in pages.values() for batch in page.batches),
         key=lambda batch: batch.created_at,
@@ -192,7 +226,7 @@ def list_batches(
         merged = [batch for batch in merged if not batch.is_ended]
     elif status:
         merged = [batch for batch in merged if batch.status == status]
-    return Listing(batches=merged, failures=failures, next_cursor=next_cursor or None)
+    return Listing(batches=merged, failures=failures, next_cursor=next_cursor or None, unreadable=unreadable)
 
 
 def get_batch(*, account: Account, batch_id: str) -> BatchView:

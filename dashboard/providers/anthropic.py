@@ -10,7 +10,17 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, UpstreamError, jsonl_lines, refused_cancel
+from .base import Batch, Counts, UpstreamError, jsonl_lines, refused_cancel
+from .errors import (
+    Unreadable,
+    as_object,
+    count,
+    depth_within,
+    iso_time,
+    known_id,
+    status_word,
+    unreadable_batch,
+)
 from .http import BatchAPI
 
 API_VERSION = "2023-06-01"
@@ -24,29 +34,35 @@ def auth_headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key, "anthropic-version": API_VERSION}
 
 
-def parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(str(value))
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a time zone: {value!r}")
-    return moment
+OUTCOMES = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
+    """An ISO 8601 timestamp with a time zone between 2000 and 2200, or None; raises Unreadable."""
+    return iso_time(value, field)
 
 
 def parse_batch(data: Any, *, account: str) -> Batch:
+    """A Batch from the provider's JSON, which is untrusted: anything odd raises UnreadableBatch.
+
+    A status word we do not know (one the API may add) is kept as is: not ended, not cancelable.
+    """
+    batch_id = known_id(data, BATCH_ID)
     try:
-        counts = data["request_counts"]
-        outcomes = {name: int(counts[name]) for name in ("processing", "succeeded", "errored", "canceled", "expired")}
-        timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
-        status = str(data["processing_status"])
-        batch_id = str(data["id"])
-        if not BATCH_ID.fullmatch(batch_id):
+        data = as_object(data, "the batch")
+        if not batch_id:
             # It would go into our URLs and back into upstream ones: refuse it rather than guess.
-            raise ValueError(f"id {batch_id[:80]!r} is not a message batch id")
+            raise Unreadable("id", "is missing or not a message batch id")
+        status = status_word(data, "processing_status")
+        counts = as_object(data.get("request_counts"), "request_counts")
+        outcomes = {name: count(counts.get(name), f"request_counts.{name}") for name in OUTCOMES}
+        timestamps = {name: parse_time(data.get(name), name) for name in TIMESTAMPS}
         if timestamps["created_at"] is None:
-            raise ValueError("created_at is missing")
-    except (KeyError, TypeError, ValueError) as error:
-        raise BadResponse(f"{LABEL} sent a message batch we cannot read ({error}).") from None
+            raise Unreadable("created_at", "is missing")
+        if not depth_within(data):
+            raise Unreadable("the batch", "nests deeper than we read")
+    except Unreadable as problem:
+        raise unreadable_batch(LABEL, "message batch", batch_id, problem) from None
     return Batch(
         provider="anthropic",
         account=account,

@@ -66,6 +66,8 @@ class Page:
     batches: list[Batch]
     has_more: bool
     last_id: str | None
+    # Batches left out because we cannot read them: (their id, or "" if unreadable too; our message).
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 class ProviderError(Exception):

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from .base import BadResponse, Batch, Page, send, stream
-from .errors import checked_json
+from .errors import UnreadableBatch, checked_json
 
 
 class BatchAPI:
@@ -50,6 +50,8 @@ class BatchAPI:
         return type(self).parse(data, account=self.account)
 
     def list_page(self, *, limit: int, after: str | None = None) -> Page:
+        """One page of batches. A batch we cannot read does not hide the others: it is left out
+        and listed in `Page.unreadable` as (its id, or "" if that is unreadable too; our message)."""
         params: dict[str, Any] = {"limit": limit}
         if after:
             params[self.after_param] = after
@@ -57,11 +59,26 @@ class BatchAPI:
         data = body.get("data")
         if not isinstance(data, list):
             raise BadResponse(f"{self.label} sent a batch list without a data array.")
-        batches = [self._batch(item) for item in data]
+        batches: list[Batch] = []
+        unreadable: list[tuple[str, str]] = []
+        ids: list[str] = []  # every readable id, in order, whether its batch was readable or not
+        for item in data:
+            try:
+                batch = self._batch(item)
+            except UnreadableBatch as error:
+                unreadable.append((error.batch_id, error.message))
+                ids.extend([error.batch_id] if error.batch_id else [])
+            else:
+                batches.append(batch)
+                ids.append(batch.id)
+        last_id = body.get("last_id")
+        if not (isinstance(last_id, str) and self.is_valid_id(last_id)):
+            last_id = ids[-1] if ids else None
         return Page(
             batches=batches,
-            has_more=bool(body.get("has_more")),
-            last_id=body.get("last_id") or (batches[-1].id if batches else None),
+            has_more=body.get("has_more") is True,
+            last_id=last_id,
+            unreadable=tuple(unreadable),
         )
 
     def retrieve(self, batch_id: str) -> Batch:

@@ -5,12 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from .base import BadResponse, Batch, Counts, NotFound, UpstreamError, jsonl_lines, refused_cancel
+from .errors import (
+    Unreadable,
+    as_object,
+    count,
+    depth_within,
+    epoch_time,
+    known_id,
+    status_word,
+    unreadable_batch,
+)
 from .http import BatchAPI
 
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
@@ -36,28 +46,37 @@ def auth_headers(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"timestamp is not a number: {value!r}")
-    return datetime.fromtimestamp(value, tz=UTC)
+def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
+    """Unix seconds between 2000 and 2200, or None; raises Unreadable."""
+    return epoch_time(value, field)
 
 
 def parse_batch(data: Any, *, account: str) -> Batch:
+    """A Batch from the provider's JSON, which is untrusted: anything odd raises UnreadableBatch.
+
+    A status word we do not know (one the API may add) is kept as is: not ended, not cancelable.
+    """
+    batch_id = known_id(data, BATCH_ID)
     try:
-        status = str(data["status"])
-        batch_id = str(data["id"])
-        if not BATCH_ID.fullmatch(batch_id):
+        data = as_object(data, "the batch")
+        if not batch_id:
             # It would go into our URLs and back into upstream ones: refuse it rather than guess.
-            raise ValueError(f"id {batch_id[:80]!r} is not a batch id")
-        counts = data.get("request_counts") or {}
-        total, completed, failed = (int(counts.get(name) or 0) for name in ("total", "completed", "failed"))
-        timestamps = {name: parse_time(data.get(name)) for name in TIMESTAMPS}
+            raise Unreadable("id", "is missing or not a batch id")
+        status = status_word(data, "status")
+        # A batch still validating may have no counts yet: absent or null counts are zero.
+        counts = data.get("request_counts")
+        counts = {} if counts is None else as_object(counts, "request_counts")
+        total, completed, failed = (
+            count(counts.get(name), f"request_counts.{name}", missing_is_zero=True)
+            for name in ("total", "completed", "failed")
+        )
+        timestamps = {name: parse_time(data.get(name), name) for name in TIMESTAMPS}
         if timestamps["created_at"] is None:
-            raise ValueError("created_at is missing")
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
-        raise BadResponse(f"{LABEL} sent a batch we cannot read ({error}).") from None
+            raise Unreadable("created_at", "is missing")
+        if not depth_within(data):
+            raise Unreadable("the batch", "nests deeper than we read")
+    except Unreadable as problem:
+        raise unreadable_batch(LABEL, "batch", batch_id, problem) from None
     is_ended = status in ENDED
     unfinished = max(0, total - completed - failed)
     return Batch(
