@@ -94,13 +94,7 @@ def _record(batches, now: datetime, result: PollResult) -> None:
 
 
 def _unreadable(page, result: PollResult) -> None:
-    for entry in getattr(page, "unreadable", ()) or ():
-        result.warnings.append(
-            {
-                "batch": redact(str(entry[0] if isinstance(entry, tuple) else entry)),
-                "reason": redact(str(entry[1] if isinstance(entry, tuple) else "")),
-            }
-        )
+    result.warnings.extend({"batch": batch_id, "reason": message} for batch_id, message in page.unreadable)
 
 
 def _list_new(provider: Provider, state: AccountState, now: datetime, result: PollResult) -> set[str]:

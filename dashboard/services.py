@@ -55,24 +55,12 @@ class UnreadableBatches:
     batches: tuple[tuple[str, str], ...]  # (id, or "" if unreadable; our message), as in Page.unreadable
 
 
-class AccountFailures(list):
-    """The accounts that could not be listed, carrying along (`.unreadable`) the batches that could not
-    be read, so that a page given only the failures can warn about both."""
-
-    def __init__(self, failures=(), unreadable=()):
-        super().__init__(failures)
-        self.unreadable: list[UnreadableBatches] = list(unreadable)
-
-
 @dataclass
 class Listing:
     batches: list[Batch]
     failures: list[AccountFailure]
     next_cursor: dict[str, str] | None  # account key -> after id; absent accounts are exhausted
     unreadable: list[UnreadableBatches] = field(default_factory=list)  # warned about; the other batches are listed
-
-    def __post_init__(self):
-        self.failures = AccountFailures(self.failures, self.unreadable)
 
 
 @dataclass(frozen=True)
@@ -195,7 +183,7 @@ def list_batches(
     unreadable = [
         UnreadableBatches(account=account, batches=tuple(pages[account.key].unreadable))
         for account in accounts_to_ask
-        if account.key in pages and getattr(pages[account.key], "unreadable", ())
+        if account.key in pages and pages[account.key].unreadable
     ]
     for note in unreadable:
         logger.warning(

@@ -155,6 +155,7 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         {
             "rows": [services.BatchView(batch=batch) for batch in listing.batches],
             "failures": listing.failures,
+            "unreadable": listing.unreadable,
             "accounts": accounts,
             "providers": PROVIDER_LABELS,
             "status_choices": STATUS_CHOICES,

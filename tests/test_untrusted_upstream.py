@@ -557,3 +557,16 @@ def test_our_cannot_read_messages_never_quote_a_key_in_a_2xx_body(name):
             page = provider.list_page(limit=1)
         assert page.batches == [] and len(page.unreadable) == 1
         assert not shows(key, repr(page.unreadable))
+
+
+def test_the_cli_lists_the_good_batches_and_names_the_skipped_ones(db, one_bad_batch_upstream):
+    import io
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("batches", "list", stdout=out, stderr=err)
+    assert ANTHROPIC_RUNNING["id"] in out.getvalue() and OPENAI_IN_PROGRESS["id"] in out.getvalue()
+    assert "anthropic-default: skipped msgbatch_01BAD" in err.getvalue()
+    assert "openai-default: skipped batch_bad" in err.getvalue()
+    assert "0001-01-01" not in err.getvalue()

@@ -62,6 +62,9 @@ class Command(BaseCommand):
             listing = services.list_batches(cursor=cursor, account_key=account, status=status)
             for failure in listing.failures:
                 self.stderr.write(f"{failure.account.key}: {failure.message}")
+            for note in listing.unreadable:
+                for batch_id, message in note.batches:
+                    self.stderr.write(f"{note.account.key}: skipped {batch_id or 'a batch'}: {message}")
             for batch in listing.batches[: limit - shown]:
                 counts = batch.counts
                 self.stdout.write(
