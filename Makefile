@@ -81,6 +81,7 @@ format: install-test
 bench: install-test
 	$(BIN)/python bench/viewers.py
 	$(BIN)/python bench/server_load.py
+	$(BIN)/python bench/jsonl_split.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -268,12 +268,22 @@ def stream(
 
 def jsonl_lines(response: httpx.Response) -> Iterator[bytes]:
     """Lines split on \\n only: JSON strings may hold U+2028 and friends, which iter_lines splits on."""
-    pending = b""
+    # The unfinished line is kept as parts and joined once, when its newline comes: re-joining it
+    # for every chunk made a 40 MB line cost quadratic time.
+    parts: list[bytes] = []
     for chunk in response.iter_bytes():
-        *lines, pending = (pending + chunk).split(b"\n")
-        yield from (line.rstrip(b"\r") for line in lines if line.strip())
-    if pending.strip():
-        yield pending.rstrip(b"\r")
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            continue
+        first, *middle, last = chunk.split(b"\n")
+        parts.append(first)
+        for line in (b"".join(parts), *middle):
+            if line and not line.isspace():
+                yield line.rstrip(b"\r")
+        parts = [last] if last else []
+    tail = b"".join(parts)
+    if tail and not tail.isspace():
+        yield tail.rstrip(b"\r")
 
 
 def send(
