@@ -57,6 +57,9 @@ class StoredBatch(models.Model):
     timestamps = models.JSONField(default=dict, help_text="Every timestamp the provider sent, by its own name.")
     metadata = models.JSONField(default=dict)
     raw = models.JSONField(help_text="The provider's JSON for this batch, keys redacted.")
+    search_text = models.TextField(
+        default="", help_text="What the list's search matches: the id and the metadata values, lowercased, redacted."
+    )
     first_seen_at = models.DateTimeField()
     last_fetched_at = models.DateTimeField()
     last_changed_at = models.DateTimeField()

@@ -7,6 +7,7 @@ whenever its status or counts change.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,28 @@ def redacted_json(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def _values(value: Any) -> Iterable[str]:
+    """Every value in `value` (a JSON document) as text, keys left out."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _values(item)
+    elif isinstance(value, str):
+        yield value
+    elif value is not None:
+        yield json.dumps(value)
+
+
+def search_text(batch_id: str, metadata: Any) -> str:
+    """What the list's search looks in: the batch id and its (already redacted) metadata values,
+    one a line, lowercased, so that a plain LIKE finds them case-insensitively on any database."""
+    return "\n".join([batch_id, *_values(metadata)]).lower()
+
+
 def _columns(batch: Batch, secrets: list[str]) -> dict[str, Any]:
+    metadata = redacted_json(dict(batch.metadata), secrets)
     return {
         "provider": batch.provider,
         "status": batch.status,
@@ -43,8 +65,9 @@ def _columns(batch: Batch, secrets: list[str]) -> dict[str, Any]:
         "ended_at": batch.ended_at,
         "cancel_initiated_at": batch.cancel_initiated_at,
         "timestamps": {name: value.isoformat() if value else None for name, value in batch.timestamps.items()},
-        "metadata": redacted_json(dict(batch.metadata), secrets),
+        "metadata": metadata,
         "raw": redacted_json(dict(batch.raw), secrets),
+        "search_text": search_text(batch.id, metadata),
     }
 
 

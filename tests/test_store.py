@@ -148,3 +148,24 @@ def test_staff_can_read_the_store_in_the_admin_and_nobody_can_change_it(client, 
     assert client.get("/admin/dashboard/storedbatch/add/").status_code == 403
     assert client.post(f"/admin/dashboard/storedbatch/{row.pk}/delete/", {"post": "yes"}).status_code == 403
     assert StoredBatch.objects.filter(pk=row.pk).exists()
+
+
+def test_the_search_text_is_the_id_and_the_redacted_metadata_values_lowercased(db, monkeypatch):
+    key = "sk-proj-SEARCHkey0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    echo = copy.deepcopy(OPENAI_IN_PROGRESS)
+    echo["metadata"] = {"Team": "Search-Quality", "note": f"with {key}"}
+    row, _ = store.record(o_batch(echo), fetched_at=T0)
+    assert row.search_text == "batch_abc123\nsearch-quality\nwith [redacted]"
+
+
+def test_the_migration_fills_the_search_text_of_rows_stored_before_it(db):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    row, _ = store.record(o_batch(OPENAI_IN_PROGRESS), fetched_at=T0)
+    StoredBatch.objects.update(search_text="")
+    import_module("dashboard.migrations.0004_search_text").fill_search_text(apps, None)
+    row.refresh_from_db()
+    assert row.search_text == "batch_abc123\nuser_123456789\nnightly eval job"

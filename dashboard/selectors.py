@@ -1,0 +1,247 @@
+"""Reading the store for the pages and the CLI: no upstream call here, ever.
+
+The poller keeps the store fresh; these functions say what it holds and how fresh it is. A batch
+read from the store comes with when it was last fetched and whether it is stale: not ended and
+either its account's polls are failing or its row has not been refreshed for STALE_POLLS poll
+intervals. An ended batch is never stale: nothing about it changes any more.
+
+Lists are paged by keyset (created_at, id), newest first: a cursor names the row a page stopped
+at, so new batches arriving at the top never shift the older pages (no duplicates, no gaps).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from . import store
+from .accounts import Account
+from .models import AccountState, BatchChange, StoredBatch
+from .providers.base import Batch
+
+ACTIVE = "active"  # status filter: every batch that has not ended
+STALE_POLLS = 3  # a row, or an account's last success, older than this many poll intervals is late
+MAX_LIMIT = 200
+MAX_SEARCH = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class StoredView:
+    """A batch as the store has it, with how fresh that is."""
+
+    batch: Batch
+    fetched_at: datetime
+    stale_reason: str = ""
+
+    @property
+    def is_stale(self) -> bool:
+        return bool(self.stale_reason)
+
+
+@dataclass(frozen=True)
+class StoreListing:
+    rows: list[StoredView]
+    older: str | None  # cursor for the next page of older batches (pass as `before`); None at the end
+    newer: str | None  # cursor for the page of newer batches (pass as `after`); None on the first page
+
+    @property
+    def batches(self) -> list[Batch]:
+        return [row.batch for row in self.rows]
+
+
+@dataclass(frozen=True)
+class AccountNotice:
+    """A configured account whose polls fail or lag, or that has batches we could not read."""
+
+    account: Account
+    problem: str  # "failing", "lagging", "never_polled", or "" when only `unreadable` is worth saying
+    last_error: str  # redacted by the poller
+    last_error_at: datetime | None
+    last_success_at: datetime | None
+    consecutive_failures: int
+    unreadable: tuple[tuple[str, str], ...]  # (batch id or "", reason), as in providers' Page.unreadable
+
+    @property
+    def label(self) -> str:
+        return self.account.label
+
+
+# --- cursors --------------------------------------------------------------------------------------
+
+
+def _encode_cursor(row: StoredBatch) -> str:
+    micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}.{row.pk}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(token: str | None) -> tuple[datetime, int] | None:
+    """(created_at, pk) from a cursor; None for anything unreadable (the first page is shown)."""
+    if not token or len(token) > 64:
+        return None
+    try:
+        micros, pk = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(".")
+        return _EPOCH + timedelta(microseconds=int(micros)), int(pk)
+    except (ValueError, binascii.Error, OverflowError, UnicodeDecodeError):
+        return None
+
+
+# --- reading rows ---------------------------------------------------------------------------------
+
+
+def _with_account_health(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
+    """Each row with its account's failure count and last error: still one query."""
+    state = AccountState.objects.filter(account=OuterRef("account"))
+    return rows.annotate(
+        account_failures=Subquery(state.values("consecutive_failures")[:1]),
+        account_error=Subquery(state.values("last_error")[:1]),
+    )
+
+
+def _stale_reason(row: StoredBatch, now: datetime) -> str:
+    if row.is_ended:
+        return ""
+    if getattr(row, "account_failures", 0):
+        error = getattr(row, "account_error", "") or "no reason recorded"
+        return f"Polls of this account are failing ({error}); shown as last fetched."
+    age = (now - row.last_fetched_at).total_seconds()
+    if age > STALE_POLLS * settings.POLL_SECONDS:
+        return f"Not refreshed for {int(age)} s: is the poller running?"
+    return ""
+
+
+def _view(row: StoredBatch, now: datetime) -> StoredView:
+    return StoredView(batch=store.as_batch(row), fetched_at=row.last_fetched_at, stale_reason=_stale_reason(row, now))
+
+
+def _newest_first(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
+    return rows.order_by("-created_at", "-pk")
+
+
+def list_batches(
+    *,
+    accounts: list[Account],
+    provider: str = "",
+    account_key: str = "",
+    status: str = "",
+    search: str = "",
+    before: str | None = None,
+    after: str | None = None,
+    limit: int = 25,
+    now: datetime | None = None,
+) -> StoreListing:
+    """One page of the configured accounts' stored batches, newest first, every filter in SQL.
+
+    `status` is a provider's status word or ACTIVE (not ended); `search` matches the batch id or a
+    metadata value, case-insensitively. `before` (a listing's `older`) pages towards older batches,
+    `after` (a listing's `newer`) back towards newer ones; an unreadable cursor gives the first page.
+    """
+    now = now or timezone.now()
+    limit = max(1, min(limit, MAX_LIMIT))
+    keys = [account.key for account in accounts if not account_key or account.key == account_key]
+    rows = StoredBatch.objects.filter(account__in=keys)
+    if provider:
+        rows = rows.filter(provider=provider)
+    if status == ACTIVE:
+        rows = rows.filter(is_ended=False)
+    elif status:
+        rows = rows.filter(status=status)
+    term = search.strip()[:MAX_SEARCH].lower()
+    if term:
+        rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
+    rows = _with_account_health(rows)
+
+    older_than = _decode_cursor(before)
+    newer_than = _decode_cursor(after) if older_than is None else None
+    if newer_than is not None:
+        created_at, pk = newer_than
+        above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
+        page = list(above.order_by("created_at", "pk")[: limit + 1])
+        if len(page) > limit:  # more above this page
+            page = page[:limit][::-1]
+            return _listing(page, older=True, newer=True, now=now)
+        # Up to the top: show the first page, full even if new batches came in meanwhile.
+    elif older_than is not None:
+        created_at, pk = older_than
+        below = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+        page = list(_newest_first(below)[: limit + 1])
+        return _listing(page[:limit], older=len(page) > limit, newer=True, now=now)
+    page = list(_newest_first(rows)[: limit + 1])
+    return _listing(page[:limit], older=len(page) > limit, newer=False, now=now)
+
+
+def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime) -> StoreListing:
+    return StoreListing(
+        rows=[_view(row, now) for row in page],
+        older=_encode_cursor(page[-1]) if older and page else None,
+        newer=_encode_cursor(page[0]) if newer and page else None,
+    )
+
+
+def batch_row(*, account: Account, batch_id: str, now: datetime | None = None) -> StoredView | None:
+    """One stored batch with its freshness: a single query, the whole cost of a row poll."""
+    row = _with_account_health(StoredBatch.objects.filter(account=account.key, batch_id=batch_id)).first()
+    return None if row is None else _view(row, now or timezone.now())
+
+
+def changes(*, account_key: str, batch_id: str) -> list[BatchChange]:
+    """The batch's history, oldest first: one row per observed change of its status or counts."""
+    return list(
+        BatchChange.objects.filter(batch__account=account_key, batch__batch_id=batch_id).order_by("observed_at", "id")
+    )
+
+
+# --- account health -------------------------------------------------------------------------------
+
+
+def _unreadable(warnings: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(warnings, list):
+        return ()
+    return tuple(
+        (str(warning.get("batch") or ""), str(warning.get("reason") or "unreadable"))
+        for warning in warnings
+        if isinstance(warning, dict)
+    )
+
+
+def _problem(state: AccountState | None, now: datetime) -> str:
+    if state is None or (state.last_success_at is None and not state.consecutive_failures):
+        return "never_polled"
+    if state.consecutive_failures:
+        return "failing"
+    interval = timedelta(seconds=settings.POLL_SECONDS)
+    # An idle account is next polled at next_poll_at, not a poll interval after its last success.
+    due = max(state.last_success_at + interval, state.next_poll_at or state.last_success_at)
+    return "lagging" if now > due + (STALE_POLLS - 1) * interval else ""
+
+
+def account_notices(*, accounts: list[Account], now: datetime) -> list[AccountNotice]:
+    """What the banners say: each configured account whose polls fail, lag or never happened,
+    and each with batches the poller could not read; in the accounts' order. One query."""
+    states = {state.account: state for state in AccountState.objects.filter(account__in=[a.key for a in accounts])}
+    notices = []
+    for account in accounts:
+        state = states.get(account.key)
+        problem = _problem(state, now)
+        unreadable = _unreadable(state.warnings) if state else ()
+        if not problem and not unreadable:
+            continue
+        notices.append(
+            AccountNotice(
+                account=account,
+                problem=problem,
+                last_error=state.last_error if state and state.consecutive_failures else "",
+                last_error_at=state.last_error_at if state else None,
+                last_success_at=state.last_success_at if state else None,
+                consecutive_failures=state.consecutive_failures if state else 0,
+                unreadable=unreadable,
+            )
+        )
+    return notices
