@@ -22,18 +22,9 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from .providers import anthropic, openai
+from . import providers
+from .providers import PROVIDERS
 from .providers.base import Provider
-
-PROVIDERS = {"anthropic": anthropic, "openai": openai}
-PROVIDER_LABELS = {"anthropic": "Anthropic", "openai": "OpenAI"}
-DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
-SIMULATOR_KEYS = {
-    ("anthropic", "ops"): "sk-ant-sim-ops",
-    ("anthropic", "research"): "sk-ant-sim-research",
-    ("openai", "ops"): "sk-sim-ops",
-    ("openai", "research"): "sk-sim-research",
-}
 
 
 @dataclass(frozen=True)
@@ -50,7 +41,7 @@ class Account:
 
     @property
     def label(self) -> str:
-        return f"{PROVIDER_LABELS[self.provider]} · {self.name}"
+        return f"{providers.label(self.provider)} · {self.name}"
 
 
 def _slug(value: str) -> str:
@@ -81,7 +72,7 @@ def _from_file(path: str) -> list[Account]:
             _account(
                 name=entry.get("name", provider),
                 provider=provider,
-                base_url=entry.get("base_url") or DEFAULT_BASE_URLS.get(provider, ""),
+                base_url=entry.get("base_url") or getattr(PROVIDERS.get(provider), "DEFAULT_BASE_URL", ""),
                 api_key=api_key,
             )
         )
@@ -91,36 +82,25 @@ def _from_file(path: str) -> list[Account]:
 def configured_accounts() -> list[Account]:
     environ = os.environ
     accounts = []
-    if environ.get("ANTHROPIC_API_KEY"):
-        accounts.append(
-            _account(
-                name=environ.get("ANTHROPIC_ACCOUNT_NAME", "default"),
-                provider="anthropic",
-                base_url=environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URLS["anthropic"],
-                api_key=environ["ANTHROPIC_API_KEY"],
+    for name, module in PROVIDERS.items():
+        prefix = module.ENV_PREFIX
+        if environ.get(f"{prefix}_API_KEY"):
+            accounts.append(
+                _account(
+                    name=environ.get(f"{prefix}_ACCOUNT_NAME", "default"),
+                    provider=name,
+                    base_url=environ.get(f"{prefix}_BASE_URL") or module.DEFAULT_BASE_URL,
+                    api_key=environ[f"{prefix}_API_KEY"],
+                )
             )
-        )
-    if environ.get("OPENAI_API_KEY"):
-        accounts.append(
-            _account(
-                name=environ.get("OPENAI_ACCOUNT_NAME", "default"),
-                provider="openai",
-                base_url=environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URLS["openai"],
-                api_key=environ["OPENAI_API_KEY"],
-            )
-        )
     if environ.get("BATCH_ACCOUNTS_FILE"):
         accounts.extend(_from_file(environ["BATCH_ACCOUNTS_FILE"]))
     if not accounts and settings.SIMULATOR_ENABLED:
         simulator = simulator_base_url()
         accounts = [
-            _account(
-                name=name,
-                provider=provider,
-                api_key=key,
-                base_url=f"{simulator}/anthropic" if provider == "anthropic" else f"{simulator}/openai/v1",
-            )
-            for (provider, name), key in SIMULATOR_KEYS.items()
+            _account(name=name, provider=provider, api_key=key, base_url=f"{simulator}{module.SIMULATOR_PATH}")
+            for provider, module in PROVIDERS.items()
+            for name, key in module.SIMULATOR_KEYS.items()
         ]
     keys = [account.key for account in accounts]
     duplicates = {key for key in keys if keys.count(key) > 1}
@@ -160,7 +140,7 @@ def client_for(account: Account) -> httpx.Client:
         if client is None:
             client = httpx.Client(
                 base_url=account.base_url,
-                headers=PROVIDERS[account.provider].auth_headers(account.api_key),
+                headers=providers.module(account.provider).auth_headers(account.api_key),
                 timeout=httpx.Timeout(
                     settings.UPSTREAM_TIMEOUT_SECONDS, connect=settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS
                 ),
@@ -179,6 +159,4 @@ def embedded_transport() -> httpx.BaseTransport:
 
 
 def provider_for(account: Account) -> Provider:
-    module = PROVIDERS[account.provider]
-    provider_class = module.AnthropicProvider if account.provider == "anthropic" else module.OpenAIProvider
-    return provider_class(client_for(account), account=account.key)
+    return providers.module(account.provider).API(client_for(account), account=account.key)

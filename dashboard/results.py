@@ -1,4 +1,4 @@
-"""Result lines of both providers in one shape, read as a stream so no batch is held in memory."""
+"""Result lines of every provider in one shape, read as a stream so no batch is held in memory."""
 
 from __future__ import annotations
 
@@ -7,89 +7,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
 
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+from . import providers
+from .providers.lines import RESULT_TYPES, ResultLine  # the providers make result lines; importable from here too
+
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
-
-
-@dataclass(frozen=True)
-class ResultLine:
-    number: int  # 1-based position in the stream
-    custom_id: str
-    type: str  # succeeded | errored | canceled | expired | invalid
-    source: str = ""  # OpenAI: "output" or "error" file
-    model: str = ""
-    stop_reason: str = ""
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    error_type: str = ""
-    error_message: str = ""
-    raw: str = ""
-
-
-def _dig(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
-def _count(value: Any) -> int | None:
-    """A token count, or None: anything else upstream sends there must not reach a page or a CSV cell."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def parse_anthropic(number: int, data: dict, raw: str) -> ResultLine:
-    result = data.get("result") if isinstance(data.get("result"), dict) else {}
-    kind = str(result.get("type") or "")
-    message = result.get("message") if isinstance(result.get("message"), dict) else {}
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
-    error = _dig(result, "error", "error") or {}
-    return ResultLine(
-        number=number,
-        custom_id=str(data.get("custom_id", "")),
-        type=kind if kind in RESULT_TYPES else "invalid",
-        model=str(message.get("model") or ""),
-        stop_reason=str(message.get("stop_reason") or ""),
-        input_tokens=_count(usage.get("input_tokens")),
-        output_tokens=_count(usage.get("output_tokens")),
-        error_type=str(error.get("type") or "") if isinstance(error, dict) else "",
-        error_message=str(error.get("message") or "") if isinstance(error, dict) else "",
-        raw=raw,
-    )
-
-
-def parse_openai(number: int, data: dict, raw: str, source: str) -> ResultLine:
-    response = data.get("response") if isinstance(data.get("response"), dict) else {}
-    body = response.get("body") if isinstance(response.get("body"), dict) else {}
-    status_code = response.get("status_code")
-    line_error = data.get("error") if isinstance(data.get("error"), dict) else None
-    body_error = body.get("error") if isinstance(body.get("error"), dict) else None
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
-    first_choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    if line_error is not None:
-        kind = "expired" if line_error.get("code") == "batch_expired" else "errored"
-        error = line_error
-    elif status_code == 200 and body_error is None:
-        kind, error = "succeeded", {}
-    else:
-        kind, error = "errored", body_error or {"code": f"http_{status_code}", "message": ""}
-    return ResultLine(
-        number=number,
-        custom_id=str(data.get("custom_id", "")),
-        type=kind,
-        source=source,
-        model=str(body.get("model") or ""),
-        stop_reason=str(first_choice.get("finish_reason") or ""),
-        input_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-        output_tokens=_count(usage.get("completion_tokens", usage.get("output_tokens"))),
-        error_type=str(error.get("type") or error.get("code") or ""),
-        error_message=str(error.get("message") or ""),
-        raw=raw,
-    )
 
 
 def parse_line(provider: str, number: int, line: bytes, source: str = "") -> ResultLine:
@@ -116,9 +38,7 @@ def parse_line(provider: str, number: int, line: bytes, source: str = "") -> Res
             error_message="Line is not a JSON object.",
             raw=raw,
         )
-    if provider == "anthropic":
-        return parse_anthropic(number, data, raw)
-    return parse_openai(number, data, raw, source)
+    return providers.module(provider).parse_result_line(number, data, raw, source)
 
 
 def parse_stream(provider: str, lines: Iterable[tuple[str, bytes]]) -> Iterator[ResultLine]:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from . import providers
 from .accounts import Account, configured_accounts, find_account, provider_for
 from .models import CancelAttempt
 from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError, UpstreamTimeout, jsonl_lines
@@ -306,12 +307,13 @@ def iter_results(*, account: Account, batch: Batch) -> Iterator[ResultLine]:
     """Every result line of an ended batch, parsed one at a time as it streams in."""
     provider = provider_for(account)
     sources = provider.result_sources(batch)
+    named = providers.module(account.provider).LINES_NAME_SOURCE
 
     def lines() -> Iterator[tuple[str, bytes]]:
         for source in sources:
             with provider.open_results(batch.id, source, known=batch) as response:
                 for line in jsonl_lines(response):
-                    yield ("" if account.provider == "anthropic" else source, line)
+                    yield (source if named else "", line)
 
     return parse_stream(account.provider, lines())
 
@@ -366,23 +368,12 @@ def cancel_story(*, batch: Batch, attempts: list[CancelAttempt]) -> CancelStory 
     if batch.cancel_initiated_at is None:
         return None
     took = batch.ended_at - batch.cancel_initiated_at if batch.ended_at else None
-    finished_after = None
-    explanation = ""
     accepted = next(
         (a for a in reversed(attempts) if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None
     )
-    if batch.provider == "openai" and accepted is not None:
-        before = accepted.counts_at_cancel
-        done_then = int(before.get("completed") or 0) + int(before.get("failed") or 0)
-        finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
-        explanation = f"{done_then} requests had finished when the cancel was accepted (recorded in our audit trail)."
-    elif batch.provider == "anthropic":
-        explanation = (
-            "Anthropic reports outcomes only once a batch has ended, so it does not say which requests "
-            "finished after the cancel; succeeded and errored include those that finished before it."
-        )
-    else:
-        explanation = "The cancel was not made through this dashboard, so the counts at that moment are unknown."
+    finished_after, explanation = providers.module(batch.provider).after_cancel(
+        batch, accepted.counts_at_cancel if accepted is not None else None
+    )
     return CancelStory(
         requested_at=batch.cancel_initiated_at,
         ended_at=batch.ended_at,

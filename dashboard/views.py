@@ -22,31 +22,18 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import services
-from .accounts import PROVIDER_LABELS, Account, configured_accounts, provider_for
+from . import providers, services
+from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
 from .providers.base import NotFound, ProviderError
 from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 
-STATUS_CHOICES = [
-    (services.ACTIVE, "not ended yet"),
-    *[(status, f"{status} (Anthropic)") for status in ("in_progress", "canceling", "ended")],
-    *[
-        (status, f"{status} (OpenAI)")
-        for status in (
-            "validating",
-            "in_progress",
-            "finalizing",
-            "completed",
-            "failed",
-            "expired",
-            "cancelling",
-            "cancelled",
-        )
-    ],
-]
-KNOWN_STATUSES = {value for value, _ in STATUS_CHOICES}
 CANCEL_PERMISSION = "dashboard.cancel_batch"
+
+
+def status_choices() -> list[tuple[str, str]]:
+    """The list's status filter: not ended yet, then each provider's own status words."""
+    return [(services.ACTIVE, "not ended yet"), *providers.status_choices()]
 
 
 def encode_cursor(cursor: dict[str, str]) -> str:
@@ -117,11 +104,12 @@ def render_row(request: HttpRequest, context: dict) -> HttpResponse:
 def batch_list(request: HttpRequest) -> HttpResponse:
     accounts = configured_accounts()
     provider = request.GET.get("provider", "")
-    provider = provider if provider in PROVIDER_LABELS else ""
+    provider = provider if provider in providers.PROVIDERS else ""
     account_key = request.GET.get("account", "")
     account_key = account_key if any(a.key == account_key for a in accounts) else ""
     status = request.GET.get("status", "")
-    status = status if status in KNOWN_STATUSES else ""
+    choices = status_choices()
+    status = status if any(value == status for value, _ in choices) else ""
     token = request.GET.get("cursor", "")
     history = [part for part in request.GET.get("history", "").split(".") if part][:200]
 
@@ -157,8 +145,8 @@ def batch_list(request: HttpRequest) -> HttpResponse:
             "failures": listing.failures,
             "unreadable": listing.unreadable,
             "accounts": accounts,
-            "providers": PROVIDER_LABELS,
-            "status_choices": STATUS_CHOICES,
+            "providers": providers.labels(),
+            "status_choices": choices,
             "selected": {"provider": provider, "account": account_key, "status": status},
             "next_url": next_url,
             "previous_url": previous_url,
@@ -216,12 +204,18 @@ def batch_or_404(account: Account, batch_id: str) -> services.BatchView | None:
         raise Http404("No such batch upstream.") from None
 
 
-def result_filters(request: HttpRequest) -> dict:
+def line_sources(account: Account) -> tuple[str, ...]:
+    """The result sources a line of this account's batches may name (none if its lines do not say)."""
+    module = providers.module(account.provider)
+    return module.RESULT_SOURCES if module.LINES_NAME_SOURCE else ()
+
+
+def result_filters(request: HttpRequest, account: Account) -> dict:
     kind = request.GET.get("type", "")
     source = request.GET.get("source", "")
     return {
         "kind": kind if kind in (*RESULT_TYPES, "invalid") else "",
-        "source": source if source in ("output", "error") else "",
+        "source": source if source in line_sources(account) else "",
         "custom_id": request.GET.get("q", "").strip()[:64],
     }
 
@@ -238,7 +232,8 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         **row_context(request, account_key=account_key, batch_id=batch_id, view=view, error=error),
         "account": account,
         "attempts": services.cancel_attempts(account_key=account.key, batch_id=batch_id),
-        "filters": result_filters(request),
+        "filters": result_filters(request, account),
+        "line_sources": line_sources(account),
         "results": None,
         "results_error": "",
     }
@@ -298,7 +293,7 @@ def batch_results_summary(request: HttpRequest, account_key: str, batch_id: str)
 @require_GET
 def batch_results_download(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     account = account_or_404(account_key, batch_id)
-    source = request.GET.get("source", "results" if account.provider == "anthropic" else "output")
+    source = request.GET.get("source", providers.module(account.provider).DEFAULT_RESULT_SOURCE)
     try:
         batch = ended_batch_or_404(account, batch_id)
         if source not in provider_sources(account, batch):
@@ -322,7 +317,7 @@ class _Echo:
 @require_GET
 def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     account = account_or_404(account_key, batch_id)
-    filters = result_filters(request)
+    filters = result_filters(request, account)
     try:
         batch = ended_batch_or_404(account, batch_id)
         lines = services.iter_results(account=account, batch=batch)

@@ -1,1 +1,45 @@
-"""One module per upstream batch API; each takes an injected httpx.Client and returns `base.Batch`."""
+"""One module per upstream batch API; each takes an injected httpx.Client and returns `base.Batch`.
+
+The registry below is the provider boundary: the rest of the dashboard asks it, never compares a
+provider's name. A provider module defines
+
+- NAME, LABEL: its id (in account keys, the store, URLs) and the name shown to operators;
+- DEFAULT_BASE_URL, ENV_PREFIX ({ENV_PREFIX}_API_KEY, _BASE_URL, _ACCOUNT_NAME), auth_headers(api_key);
+- SIMULATOR_PATH, SIMULATOR_KEYS: where the embedded simulator speaks its API, and its demo accounts;
+- STATUSES (its status words, in order), ENDED and CANCELABLE (those that mean so);
+- RESULT_SOURCES, DEFAULT_RESULT_SOURCE (what a download gives by default) and LINES_NAME_SOURCE
+  (whether a result line says which source it came from);
+- parse_batch(data, account=...), parse_result_line(number, data, raw, source) and
+  after_cancel(batch, counts_at_cancel) (the cancel story's count and wording);
+- API: its `http.BatchAPI` subclass.
+
+Adding a provider is one such module and one entry in PROVIDERS.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import anthropic, openai
+
+PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (anthropic, openai)}
+
+
+def module(name: str) -> ModuleType:
+    """The provider module of `name`; KeyError if there is none."""
+    return PROVIDERS[name]
+
+
+def label(name: str) -> str:
+    """The provider's name as operators see it; an unknown name is shown as it is."""
+    provider = PROVIDERS.get(name)
+    return provider.LABEL if provider is not None else name
+
+
+def labels() -> dict[str, str]:
+    return {name: provider.LABEL for name, provider in PROVIDERS.items()}
+
+
+def status_choices() -> list[tuple[str, str]]:
+    """Every provider's status words, each with its provider's label, e.g. ("ended", "ended (Anthropic)")."""
+    return [(status, f"{status} ({provider.LABEL})") for provider in PROVIDERS.values() for status in provider.STATUSES]

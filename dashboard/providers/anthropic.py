@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .base import Batch, Counts, UpstreamError, jsonl_lines, refused_cancel
+from .base import Batch, Counts, jsonl_lines
 from .errors import (
     Unreadable,
     as_object,
@@ -22,11 +22,23 @@ from .errors import (
     unreadable_batch,
 )
 from .http import BatchAPI
+from .lines import RESULT_TYPES, ResultLine, dig, token_count
 
+NAME = "anthropic"  # in account keys, the store and URLs
+LABEL = "Anthropic"  # shown to operators
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+ENV_PREFIX = "ANTHROPIC"  # ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (no /v1), ANTHROPIC_ACCOUNT_NAME
+SIMULATOR_PATH = "/anthropic"  # where the embedded simulator speaks this API
+SIMULATOR_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}  # its demo accounts
 API_VERSION = "2023-06-01"
 BATCH_ID = re.compile(r"^msgbatch_[A-Za-z0-9]{1,100}$")
-LABEL = "Anthropic"
 REQUEST_ID_HEADER = "request-id"
+STATUSES = ("in_progress", "canceling", "ended")  # processing_status, in the order a batch goes through them
+ENDED = frozenset({"ended"})
+CANCELABLE = frozenset({"in_progress"})
+RESULT_SOURCES = ("results",)  # one results file per batch
+DEFAULT_RESULT_SOURCE = "results"
+LINES_NAME_SOURCE = False  # one source: a result line need not say which it came from
 TIMESTAMPS = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "archived_at")
 
 
@@ -64,12 +76,12 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     except Unreadable as problem:
         raise unreadable_batch(LABEL, "message batch", batch_id, problem) from None
     return Batch(
-        provider="anthropic",
+        provider=NAME,
         account=account,
         id=batch_id,
         status=status,
-        is_ended=status == "ended",
-        can_cancel=status == "in_progress",
+        is_ended=status in ENDED,
+        can_cancel=status in CANCELABLE,
         counts=Counts(total=sum(outcomes.values()), **outcomes),
         counts_are_final_only=True,
         created_at=timestamps["created_at"],
@@ -81,8 +93,39 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     )
 
 
+def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
+    """One line of the results file, already a JSON object (untrusted: odd fields become empty)."""
+    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    kind = str(result.get("type") or "")
+    message = result.get("message") if isinstance(result.get("message"), dict) else {}
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+    error = dig(result, "error", "error") or {}
+    return ResultLine(
+        number=number,
+        custom_id=str(data.get("custom_id", "")),
+        type=kind if kind in RESULT_TYPES else "invalid",
+        model=str(message.get("model") or ""),
+        stop_reason=str(message.get("stop_reason") or ""),
+        input_tokens=token_count(usage.get("input_tokens")),
+        output_tokens=token_count(usage.get("output_tokens")),
+        error_type=str(error.get("type") or "") if isinstance(error, dict) else "",
+        error_message=str(error.get("message") or "") if isinstance(error, dict) else "",
+        raw=raw,
+    )
+
+
+def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
+    """For the cancel story: how many requests finished after the cancel (None: unknown), and why we know."""
+    return None, (
+        f"{LABEL} reports outcomes only once a batch has ended, so it does not say which requests "
+        "finished after the cancel; succeeded and errored include those that finished before it."
+    )
+
+
 class AnthropicProvider(BatchAPI):
-    name = "anthropic"
+    """A refused cancel is a 400 invalid_request_error (for a batch that has already ended)."""
+
+    name = NAME
     label = LABEL
     request_id_header = REQUEST_ID_HEADER
     batch_id = BATCH_ID
@@ -90,19 +133,12 @@ class AnthropicProvider(BatchAPI):
     after_param = "after_id"
     parse = staticmethod(parse_batch)
 
-    def cancel(self, batch_id: str) -> Batch:
-        try:
-            return self._batch(self._json("POST", self._batch_path(batch_id, "/cancel")))
-        except UpstreamError as error:
-            # The API answers 400 invalid_request_error for a batch that has already ended.
-            raise refused_cancel(error, self.retrieve, batch_id) from None
-
     def result_sources(self, batch: Batch) -> list[str]:
-        return ["results"] if batch.is_ended else []
+        return list(RESULT_SOURCES) if batch.is_ended else []
 
     @contextmanager
     def open_results(
-        self, batch_id: str, source: str = "results", *, known: Batch | None = None
+        self, batch_id: str, source: str = DEFAULT_RESULT_SOURCE, *, known: Batch | None = None
     ) -> Iterator[httpx.Response]:
         """The streaming results response, its status already checked; the body is not read yet."""
         with self._stream(self._batch_path(batch_id, "/results")) as response:
@@ -112,3 +148,6 @@ class AnthropicProvider(BatchAPI):
         """The results JSONL, line by line, never holding more than one line in memory."""
         with self.open_results(batch_id) as response:
             yield from jsonl_lines(response)
+
+
+API = AnthropicProvider  # what accounts.provider_for makes for an account of this provider

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Page, send, stream
+from .base import BadResponse, Batch, Page, UpstreamError, refused_cancel, send, stream
 from .errors import UnreadableBatch, checked_json
 
 
@@ -20,6 +20,7 @@ class BatchAPI:
     batches_path: str  # e.g. "/v1/messages/batches"
     after_param: str  # the list cursor's query parameter
     parse: Callable[..., Batch]  # the module's parse_batch(data, account=...)
+    cancel_suffix = "/cancel"  # POSTed to after the batch's own path
 
     def __init__(self, client: httpx.Client, *, account: str):
         self.client = client
@@ -83,3 +84,10 @@ class BatchAPI:
 
     def retrieve(self, batch_id: str) -> Batch:
         return self._batch(self._json("GET", self._batch_path(batch_id)))
+
+    def cancel(self, batch_id: str) -> Batch:
+        try:
+            return self._batch(self._json("POST", self._batch_path(batch_id, self.cancel_suffix)))
+        except UpstreamError as error:
+            # A refusal (each subclass says with which status) means ended, or not cancelable yet: ask the batch.
+            raise refused_cancel(error, self.retrieve, batch_id) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, NotFound, UpstreamError, jsonl_lines, refused_cancel
+from .base import BadResponse, Batch, Counts, NotFound, jsonl_lines
 from .errors import (
     Unreadable,
     as_object,
@@ -22,13 +22,32 @@ from .errors import (
     unreadable_batch,
 )
 from .http import BatchAPI
+from .lines import ResultLine, token_count
 
+NAME = "openai"  # in account keys, the store and URLs
+LABEL = "OpenAI"  # shown to operators
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ENV_PREFIX = "OPENAI"  # OPENAI_API_KEY, OPENAI_BASE_URL (ending in /v1), OPENAI_ACCOUNT_NAME
+SIMULATOR_PATH = "/openai/v1"  # where the embedded simulator speaks this API
+SIMULATOR_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}  # its demo accounts
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
 FILE_ID = re.compile(r"^file-[A-Za-z0-9_-]{1,100}$")
-LABEL = "OpenAI"
 REQUEST_ID_HEADER = "x-request-id"
+STATUSES = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 CANCELABLE = frozenset({"validating", "in_progress"})
+RESULT_SOURCES = ("output", "error")  # the batch's output file and error file
+DEFAULT_RESULT_SOURCE = "output"
+LINES_NAME_SOURCE = True  # two files: each result line says which it came from
 TIMESTAMPS = (
     "created_at",
     "in_progress_at",
@@ -80,7 +99,7 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     is_ended = status in ENDED
     unfinished = max(0, total - completed - failed)
     return Batch(
-        provider="openai",
+        provider=NAME,
         account=account,
         id=batch_id,
         status=status,
@@ -113,8 +132,57 @@ def parse_batch(data: Any, *, account: str) -> Batch:
     )
 
 
+def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
+    """One line of the output or error file, already a JSON object (untrusted: odd fields become empty)."""
+    response = data.get("response") if isinstance(data.get("response"), dict) else {}
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    status_code = response.get("status_code")
+    line_error = data.get("error") if isinstance(data.get("error"), dict) else None
+    body_error = body.get("error") if isinstance(body.get("error"), dict) else None
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+    first_choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    if line_error is not None:
+        kind = "expired" if line_error.get("code") == "batch_expired" else "errored"
+        error = line_error
+    elif status_code == 200 and body_error is None:
+        kind, error = "succeeded", {}
+    else:
+        kind, error = "errored", body_error or {"code": f"http_{status_code}", "message": ""}
+    return ResultLine(
+        number=number,
+        custom_id=str(data.get("custom_id", "")),
+        type=kind,
+        source=source,
+        model=str(body.get("model") or ""),
+        stop_reason=str(first_choice.get("finish_reason") or ""),
+        input_tokens=token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        output_tokens=token_count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        error_type=str(error.get("type") or error.get("code") or ""),
+        error_message=str(error.get("message") or ""),
+        raw=raw,
+    )
+
+
+def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
+    """For the cancel story: how many requests finished after the cancel (None: unknown), and why we know.
+
+    `counts_at_cancel` is request_counts as the API answered the cancel, recorded in our audit trail.
+    """
+    if counts_at_cancel is None:
+        return None, "The cancel was not made through this dashboard, so the counts at that moment are unknown."
+    done_then = int(counts_at_cancel.get("completed") or 0) + int(counts_at_cancel.get("failed") or 0)
+    finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
+    return finished_after, (
+        f"{done_then} requests had finished when the cancel was accepted (recorded in our audit trail)."
+    )
+
+
 class OpenAIProvider(BatchAPI):
-    name = "openai"
+    """A refused cancel is a 409 "Cannot cancel a batch with status '…'": ended, or finalizing (not ended,
+    yet not cancelable)."""
+
+    name = NAME
     label = LABEL
     request_id_header = REQUEST_ID_HEADER
     batch_id = BATCH_ID
@@ -122,15 +190,8 @@ class OpenAIProvider(BatchAPI):
     after_param = "after"
     parse = staticmethod(parse_batch)
 
-    def cancel(self, batch_id: str) -> Batch:
-        try:
-            return self._batch(self._json("POST", self._batch_path(batch_id, "/cancel")))
-        except UpstreamError as error:
-            # 409 "Cannot cancel a batch with status '…'": ended, or finalizing (not ended, yet not cancelable).
-            raise refused_cancel(error, self.retrieve, batch_id) from None
-
     def result_sources(self, batch: Batch) -> list[str]:
-        return [source for source in ("output", "error") if batch.raw.get(f"{source}_file_id")]
+        return [source for source in RESULT_SOURCES if batch.raw.get(f"{source}_file_id")]
 
     @contextmanager
     def open_file(self, file_id: str) -> Iterator[httpx.Response]:
@@ -141,13 +202,13 @@ class OpenAIProvider(BatchAPI):
 
     @contextmanager
     def open_results(
-        self, batch_id: str, source: str = "output", *, known: Batch | None = None
+        self, batch_id: str, source: str = DEFAULT_RESULT_SOURCE, *, known: Batch | None = None
     ) -> Iterator[httpx.Response]:
         """The output or error file of a batch as a streaming response, status already checked.
 
         The file ids come from `known` when the caller already holds the ended batch, else from a retrieve.
         """
-        if source not in ("output", "error"):
+        if source not in RESULT_SOURCES:
             raise ValueError(f"unknown result source {source!r}")
         batch = known if known is not None and known.id == batch_id else self.retrieve(batch_id)
         file_id = batch.raw.get(f"{source}_file_id")
@@ -165,3 +226,6 @@ class OpenAIProvider(BatchAPI):
         batch = self.retrieve(batch_id)
         for source in self.result_sources(batch):
             yield from self.stream_file(str(batch.raw[f"{source}_file_id"]))
+
+
+API = OpenAIProvider  # what accounts.provider_for makes for an account of this provider

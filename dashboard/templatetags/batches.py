@@ -6,11 +6,18 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
+from .. import providers
 from ..providers.base import Batch
 
 register = template.Library()
 
 SEGMENTS = ("succeeded", "errored", "canceled", "expired", "processing")
+
+
+@register.filter
+def provider_label(name: str) -> str:
+    """A provider's name as operators see it, e.g. "anthropic" -> "Anthropic"."""
+    return providers.label(name)
 
 
 @register.inclusion_tag("batches/_time.html")
