@@ -49,12 +49,21 @@ from tests.test_providers import (
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+
+def holds_no_key(batch_id: str) -> bool:
+    """An id holding a configured key (hypothesis finds the demo keys among the code's constants) is refused
+    as unreadable by design (errors.known_id): not a valid id for these properties."""
+    return redact(batch_id) == batch_id
+
+
 PROVIDERS = {
     "anthropic": dict(
         module=anthropic,
         make=make_anthropic,
         valid=[ANTHROPIC_RUNNING, ANTHROPIC_ENDED],
-        id_strategy=st.text(string.ascii_letters + string.digits, min_size=1, max_size=30).map("msgbatch_{}".format),
+        id_strategy=st.text(string.ascii_letters + string.digits, min_size=1, max_size=30)
+        .map("msgbatch_{}".format)
+        .filter(holds_no_key),
         counts=("processing", "succeeded", "errored", "canceled", "expired"),
         status="processing_status",
         error=lambda message: anthropic_error("authentication_error", message),
@@ -63,9 +72,9 @@ PROVIDERS = {
         module=openai,
         make=make_openai,
         valid=[OPENAI_IN_PROGRESS, OPENAI_COMPLETED],
-        id_strategy=st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=30).map(
-            "batch_{}".format
-        ),
+        id_strategy=st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=30)
+        .map("batch_{}".format)
+        .filter(holds_no_key),
         counts=("total", "completed", "failed"),
         status="status",
         error=lambda message: openai_error(message, "invalid_request_error"),
