@@ -69,7 +69,10 @@ class StoredBatch(models.Model):
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="stored_batch_newest"),
             models.Index(fields=["account", "-created_at"], name="stored_batch_account_newest"),
-            models.Index(fields=["is_ended", "account"], name="stored_batch_active"),
+            # The list's active and status filters read these alone (with the id, which SQLite and
+            # PostgreSQL keep in every index entry); then only the page's rows are read whole.
+            models.Index(fields=["account", "is_ended", "-created_at"], name="stored_batch_active_newest"),
+            models.Index(fields=["account", "status", "-created_at"], name="stored_batch_status_newest"),
         ]
 
     def __str__(self) -> str:

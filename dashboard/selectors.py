@@ -145,10 +145,13 @@ def list_batches(
     """
     now = now or timezone.now()
     limit = max(1, min(limit, MAX_LIMIT))
-    keys = [account.key for account in accounts if not account_key or account.key == account_key]
+    # The provider filter is a set of accounts too: every row's provider is its account's.
+    keys = [
+        account.key
+        for account in accounts
+        if (not account_key or account.key == account_key) and (not provider or account.provider == provider)
+    ]
     rows = StoredBatch.objects.filter(account__in=keys)
-    if provider:
-        rows = rows.filter(provider=provider)
     if status == ACTIVE:
         rows = rows.filter(is_ended=False)
     elif status:
@@ -156,14 +159,13 @@ def list_batches(
     term = search.strip()[:MAX_SEARCH].lower()
     if term:
         rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
-    rows = _with_account_health(rows)
 
     older_than = _decode_cursor(before)
     newer_than = _decode_cursor(after) if older_than is None else None
     if newer_than is not None:
         created_at, pk = newer_than
         above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
-        page = list(above.order_by("created_at", "pk")[: limit + 1])
+        page = _fetch(above.order_by("created_at", "pk")[: limit + 1], ascending=True)
         if len(page) > limit:  # more above this page
             page = page[:limit][::-1]
             return _listing(page, older=True, newer=True, now=now)
@@ -171,10 +173,17 @@ def list_batches(
     elif older_than is not None:
         created_at, pk = older_than
         below = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
-        page = list(_newest_first(below)[: limit + 1])
+        page = _fetch(_newest_first(below)[: limit + 1])
         return _listing(page[:limit], older=len(page) > limit, newer=True, now=now)
-    page = list(_newest_first(rows)[: limit + 1])
+    page = _fetch(_newest_first(rows)[: limit + 1])
     return _listing(page[:limit], older=len(page) > limit, newer=False, now=now)
+
+
+def _fetch(page: QuerySet[StoredBatch], *, ascending: bool = False) -> list[StoredBatch]:
+    """The page's rows in one statement: the filtering and sorting carry only keys (an index
+    holds them), and only the page's rows are read whole, with their accounts' health."""
+    rows = _with_account_health(StoredBatch.objects.filter(pk__in=Subquery(page.values("pk"))))
+    return list(rows.order_by("created_at", "pk") if ascending else _newest_first(rows))
 
 
 def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime) -> StoreListing:
