@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from .accounts import PROVIDERS
+from .providers import module
 from .models import BatchChange, StoredBatch
 from .providers.base import Batch
 from .redaction import configured_secrets, redact
@@ -123,4 +123,4 @@ def _history(row: StoredBatch, observed_at: datetime) -> None:
 
 def as_batch(row: StoredBatch) -> Batch:
     """The stored batch as its provider module reads it (the same Batch a live answer gives)."""
-    return PROVIDERS[row.provider].parse_batch(row.raw, account=row.account)
+    return module(row.provider).parse_batch(row.raw, account=row.account)

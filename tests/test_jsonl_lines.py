@@ -26,11 +26,7 @@ def reference(data: bytes) -> list[bytes]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.binary(max_size=40) | st.sampled_from([b"\n", b"\r\n", b" \n", "\u2028".encode()]), max_size=30
-    )
-)
+@given(st.lists(st.binary(max_size=40) | st.sampled_from([b"\n", b"\r\n", b" \n", "\u2028".encode()]), max_size=30))
 def test_any_chunking_gives_the_lines_of_the_whole(chunks):
     assert split(chunks) == reference(b"".join(chunks))
 
