@@ -14,8 +14,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from .providers import module
 from .models import BatchChange, StoredBatch
+from .providers import module
 from .providers.base import Batch
 from .redaction import configured_secrets, redact
 
