@@ -276,9 +276,9 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert manage("seed_demo", env=env).returncode == 0
     server = start_app_server({**env, **worker_options}, tmp_path / "server.log")
-    worker_class = worker_options.get("WEB_WORKER_CLASS", "gthread")
-    assert f"Using worker: {worker_class}" in server.log.read_text()
     try:
+        worker_class = worker_options.get("WEB_WORKER_CLASS", "gthread")
+        assert f"Using worker: {worker_class}" in server.log.read_text()
         client = signed_in(server.url, env)
         page = client.get("/")
         assert page.status_code == 200
