@@ -19,6 +19,12 @@ from tests.conftest import ANTHROPIC_KEYS
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Sign-ins here are about counting failures, not hash strength: a cheap hasher keeps 30 tries fast."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def person(db):
     from django.contrib.auth import get_user_model
