@@ -66,7 +66,7 @@ services:
 
 ## Install everything the tests need, then run them all
 test: install-test chromium services
-	$(BIN)/python -m pytest -n auto
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n auto
 
 ## ruff: lint and formatting check
 lint: install-test
