@@ -19,9 +19,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from . import providers
+from . import providers, store
 from .accounts import Account, configured_accounts, find_account, provider_for
-from .models import CancelAttempt
+from .models import AccountState, CancelAttempt
 from .providers.base import AlreadyEnded, Batch, NotFound, Page, ProviderError, UpstreamTimeout, jsonl_lines
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
@@ -273,6 +273,8 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
     else:
         _remember([batch])
         view = BatchView(batch=batch, fetched_at=timezone.now())
+    if view is not None and view.fetched_at is not None:
+        _store_and_wake(account, view)
     attempt.outcome = attempt_outcome
     attempt.message = message
     attempt.status_after = view.batch.status if view else ""
@@ -281,6 +283,16 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
     attempt.finished_at = timezone.now()
     attempt.save(update_fields=["outcome", "message", "status_after", "finished_at", "counts_at_cancel"])
     return CancelResult(view=view, outcome=attempt_outcome, message=message)
+
+
+def _store_and_wake(account: Account, view: BatchView) -> None:
+    """The store shows the cancel's answer at once, and the poller's next cycle takes this account now."""
+    try:
+        store.record(view.batch, fetched_at=view.fetched_at)
+        AccountState.objects.filter(account=account.key).update(next_poll_at=None)
+    except Exception:
+        # The cancel itself happened and is audited; the poller will catch the store up.
+        logger.exception("storing the cancel answer of %s/%s failed", account.key, view.batch.id)
 
 
 def find_batch(*, batch_id: str, account_key: str = "") -> tuple[Account, BatchView]:

@@ -169,3 +169,39 @@ def test_the_migration_fills_the_search_text_of_rows_stored_before_it(db):
     import_module("dashboard.migrations.0004_search_text").fill_search_text(apps, None)
     row.refresh_from_db()
     assert row.search_text == "batch_abc123\nuser_123456789\nnightly eval job"
+
+
+def test_a_cancel_writes_its_answer_into_the_store_and_wakes_the_poller(operator, embedded_upstream, anthropic_sdk):
+    from dashboard import services
+    from dashboard.accounts import find_account
+    from dashboard.models import AccountState
+    from tests.factories import anthropic_batch
+
+    batch_id = anthropic_batch(anthropic_sdk, seconds=600).id
+    account = find_account("anthropic-ops")
+    AccountState.objects.create(account=account.key, provider="anthropic", next_poll_at=T0 + timedelta(days=1))
+    result = services.cancel_batch(account=account, batch_id=batch_id, actor="operator", user=operator)
+    assert result.outcome == "accepted"
+    row = StoredBatch.objects.get(account="anthropic-ops", batch_id=batch_id)
+    assert (row.status, row.is_ended) == ("canceling", False)
+    assert row.cancel_initiated_at is not None
+    assert AccountState.objects.get(account="anthropic-ops").next_poll_at is None, "polled on the next cycle"
+
+
+def test_a_store_failure_after_a_cancel_still_answers_and_audits(
+    operator, embedded_upstream, anthropic_sdk, monkeypatch
+):
+    from dashboard import services
+    from dashboard.accounts import find_account
+    from dashboard.models import CancelAttempt
+    from tests.factories import anthropic_batch
+
+    batch_id = anthropic_batch(anthropic_sdk, seconds=600).id
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(store, "record", broken)
+    result = services.cancel_batch(account=find_account("anthropic-ops"), batch_id=batch_id, actor="operator")
+    assert result.outcome == "accepted" and result.view.batch.status == "canceling"
+    assert CancelAttempt.objects.get().outcome == "accepted"
