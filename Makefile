@@ -41,11 +41,11 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
-## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT), on the production server
+## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT): the production server and the poller (Procfile)
 run: seed
 	@$(BIN)/python manage.py ensure_operator
 	@echo "Dashboard: http://$(HOST):$(PORT)/"
-	@$(MAKE) --no-print-directory serve
+	HOST=$(HOST) $(BIN)/honcho start --port $(PORT)
 
 ## The production server alone (gunicorn, threaded workers; see README "Running in production")
 serve: install

@@ -289,3 +289,22 @@ def test_manage_py_poll_once_fills_the_store_from_every_account_of_the_simulator
     ]
     assert all(state.last_success_at and not state.last_error for state in states)
     assert all(state.lease_owner == "" for state in states), "leases are released on the way out"
+
+
+def test_manage_py_poll_is_quiet_unless_something_changed(embedded_upstream, anthropic_sdk):
+    import io
+
+    from django.core.management import call_command
+
+    from tests.factories import anthropic_batch
+
+    anthropic_batch(anthropic_sdk, "ops", ended=True)
+    first, second, verbose = io.StringIO(), io.StringIO(), io.StringIO()
+    call_command("poll", "--once", "--owner", "t", stdout=first)
+    assert "anthropic-ops: listed 1, refreshed 0, changed 1" in first.getvalue()
+    AccountState.objects.update(next_poll_at=None)  # due again at once
+    call_command("poll", "--once", "--owner", "t", stdout=second)
+    assert second.getvalue() == ""
+    AccountState.objects.update(next_poll_at=None)
+    call_command("poll", "--once", "--owner", "t", "-v", "2", stdout=verbose)
+    assert "anthropic-ops: listed 1, refreshed 0, changed 0" in verbose.getvalue()

@@ -26,7 +26,7 @@ LINE = re.compile(r"^(?P<account>[a-z0-9-]+): listed \d+, refreshed \d+, changed
 
 def start_poller(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "manage.py", "poll", "--owner", name],
+        [sys.executable, "manage.py", "poll", "--owner", name, "-v", "2"],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="one cycle, then exit")
         parser.add_argument("--owner", default="", help="this poller's name in the leases (default host:pid)")
 
-    def handle(self, *args, once: bool = False, owner: str = "", **options) -> None:
+    def handle(self, *args, once: bool = False, owner: str = "", verbosity: int = 1, **options) -> None:
         owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -26,6 +26,8 @@ class Command(BaseCommand):
             while not stopping:
                 started = time.monotonic()
                 for result in poller.run_cycle(owner=owner, now=timezone.now()):
+                    if verbosity < 2 and not (result.changed or result.error):
+                        continue  # quiet unless something changed; -v 2 reports every account every cycle
                     self.stdout.write(
                         f"{result.account}: listed {result.listed}, refreshed {result.refreshed}, "
                         f"changed {result.changed}" + (f"; failed: {result.error}" if result.error else "")
