@@ -6,6 +6,7 @@ Everything that differs between a laptop and production is an environment variab
 import math
 import os
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -120,7 +121,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory, so the live server's threads each get their own connection; one per
     # process, so test runs (and xdist workers) side by side don't share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"batch-dashboard-test-{os.getpid()}.sqlite3")
+    }
 
 # Without Redis the cache is per process: the production server then runs one process (see
 # dashboard/gunicorn.py), and several processes or machines need REDIS_URL to share answers.

@@ -18,6 +18,18 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 
+def pytest_sessionfinish(session):
+    """SQLite leaves the test database's -wal and -shm files behind; remove this process's."""
+    from glob import glob
+
+    from django.conf import settings as django_settings
+
+    name = django_settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if name and django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        for leftover in glob(f"{name}*"):
+            os.remove(leftover)
+
+
 @pytest.hookimpl(optionalhook=True)  # also runs with -p no:xdist
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: two workers per CPU, at most eight. Much of the suite waits rather than computes
