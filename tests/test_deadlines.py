@@ -192,8 +192,10 @@ class TricklingServer:
     """Answers every request with a status line and headers, then one byte every `interval` seconds
     (or, with `interval=None`, nothing more) until the client goes away or the test ends."""
 
-    def __init__(self, *, interval: float | None = CHUNK_SECONDS):
+    def __init__(self, *, interval: float | None = CHUNK_SECONDS, headers: bool = False, stall_after: float = 0):
         self.interval = interval
+        self.headers = headers  # trickle the headers themselves, never ending them
+        self.stall_after = stall_after  # trickle this long, then send nothing more
         self.stopped = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)
@@ -225,12 +227,17 @@ class TricklingServer:
                 request += chunk
             self.requests.append(request.split(b"\r\n", 1)[0])
             try:
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
-                )
+                if self.headers:
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                else:
+                    connection.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+                    )
+                started = time.monotonic()
                 while not self.stopped.wait(self.interval if self.interval is not None else 0.05):
-                    if self.interval is not None:
-                        connection.sendall(b" ")
+                    stalled = self.stall_after and time.monotonic() - started > self.stall_after
+                    if self.interval is not None and not stalled:
+                        connection.sendall(b"a" if self.headers else b" ")
             except OSError:
                 return  # the client gave up and closed: what the deadline is for
 
@@ -322,3 +329,39 @@ def test_a_real_server_that_answers_in_time_is_read(upstream_account, settings):
     finally:
         thread.join(timeout=5)
         listener.close()
+
+
+@pytest.mark.parametrize("call", ["list_page", "retrieve", "cancel"])
+def test_headers_that_trickle_in_forever_are_cut_at_the_deadline(upstream_account, call):
+    """Each header byte arrives well within the per-read timeout: only the deadline ends this."""
+    account, _ = upstream_account(headers=True)
+    provider = accounts.provider_for(account)
+    calls = {
+        "list_page": lambda: provider.list_page(limit=5),
+        "retrieve": lambda: provider.retrieve(BATCH_ID),
+        "cancel": lambda: provider.cancel(BATCH_ID),
+    }
+    error, took = timed(calls[call])
+    assert isinstance(error, UpstreamTimeout), error
+    assert error.message == "Anthropic did not finish answering within 0.5 s."
+    assert took < DEADLINE + SLACK
+
+
+def test_download_headers_that_trickle_in_forever_are_cut_at_the_download_deadline(upstream_account):
+    account, _ = upstream_account(headers=True)
+    batch = anthropic.parse_batch(ENDED_BATCH, account=account.key)
+    error, took = timed(lambda: list(services.open_download(account=account, batch=batch, source="results")))
+    assert isinstance(error, UpstreamTimeout), error
+    assert error.message == "Anthropic did not finish answering within 0.8 s."
+    assert took < 0.8 + SLACK
+
+
+def test_a_json_answer_that_trickles_then_goes_silent_ends_at_the_deadline_not_a_read_timeout_later(
+    upstream_account,
+):
+    """The last read starts just before the deadline with the full 10 s per-read timeout of its own."""
+    account, _ = upstream_account(stall_after=DEADLINE - 0.15)
+    provider = accounts.provider_for(account)
+    error, took = timed(lambda: provider.retrieve(BATCH_ID))
+    assert isinstance(error, UpstreamTimeout), error
+    assert took < DEADLINE + SLACK

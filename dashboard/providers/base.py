@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -228,6 +230,42 @@ def _timeout_for(client: httpx.Client, kwargs: dict[str, Any], deadline: _Deadli
     return deadline.timeout(base)
 
 
+# Upstream calls wait on these threads, so the caller's wait can end at the deadline even while a
+# read is blocked (a per-read timeout restarts with every byte an upstream trickles).
+_CALLS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="upstream-call")
+
+
+def _within(
+    clock: _Deadline, work: Callable[[], httpx.Response], abandon: Callable[[], None] | None = None
+) -> httpx.Response:
+    """`work()` (which returns a response) on a thread of its own, waited for no longer than `clock` allows.
+
+    A call still running at the deadline is abandoned: `abandon()` closes what it has opened so far
+    (which also ends a read blocked on it), the caller gets the deadline's UpstreamTimeout at once,
+    and a response that still comes later is closed.
+    """
+
+    def guarded() -> httpx.Response:
+        clock.check()  # queued behind stuck calls until after the deadline: do not start at all
+        return work()
+
+    def close_if_abandoned(future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            future.result().close()
+
+    future = _CALLS.submit(guarded)
+    try:
+        return future.result(timeout=max(clock.remaining(), 0.0) + _DEADLINE_SLACK)
+    except FutureTimeout:
+        future.add_done_callback(close_if_abandoned)
+        if abandon is not None:
+            try:
+                abandon()
+            except Exception:  # noqa: S110 (the call is being given up on; its own thread reports nothing)
+                pass
+        raise clock.error() from None
+
+
 def _transport_failure(
     client: httpx.Client, error: httpx.TransportError, deadline: _Deadline | None = None
 ) -> ProviderError:
@@ -257,11 +295,16 @@ def stream(
     seconds = _setting("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", UPSTREAM_DOWNLOAD_DEADLINE_SECONDS)
     clock = _Deadline(seconds if deadline is None else deadline, label)
     try:
-        with client.stream(method, url, timeout=_timeout_for(client, kwargs, clock), **kwargs) as response:
+        request = client.build_request(method, url, timeout=_timeout_for(client, kwargs, clock), **kwargs)
+        # Connect and headers on a thread of their own: headers that trickle in are cut at the deadline too.
+        response = _within(clock, lambda: client.send(request, stream=True))
+        try:
             if not response.is_success:
                 clock = clock.tightened(_setting("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS))
             response.stream = _DeadlineStream(response.stream, clock)
             yield response
+        finally:
+            response.close()
     except httpx.TransportError as error:
         raise _transport_failure(client, error, clock) from None
 
@@ -303,11 +346,22 @@ def send(
     """
     seconds = _setting("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS)
     clock = _Deadline(seconds if deadline is None else deadline, label)
-    try:
+
+    opened: list[httpx.Response] = []
+
+    def call() -> httpx.Response:
         with client.stream(method, url, timeout=_timeout_for(client, kwargs, clock), **kwargs) as response:
+            opened.append(response)
             response.stream = _DeadlineStream(response.stream, clock)
             response.read()
         return response
+
+    def abandon() -> None:
+        for response in opened:
+            response.close()
+
+    try:
+        return _within(clock, call, abandon)
     except httpx.TransportError as error:
         raise _transport_failure(client, error, clock) from None
 
