@@ -51,10 +51,20 @@ class StoreListing:
     rows: list[StoredView]
     older: str | None  # cursor for the next page of older batches (pass as `before`); None at the end
     newer: str | None  # cursor for the page of newer batches (pass as `after`); None on the first page
+    top: str  # cursor of the newest row shown (or of the start of time): pass as `newer_than`
 
     @property
     def batches(self) -> list[Batch]:
         return [row.batch for row in self.rows]
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """Batches that arrived above the top of a first page since it was rendered."""
+
+    rows: list[StoredView]  # newest first
+    top: str  # the new top: pass as `newer_than` next time
+    more: bool  # more arrived than `limit`: only a reload shows them all
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,11 @@ class AccountNotice:
 # --- cursors --------------------------------------------------------------------------------------
 
 
-def _encode_cursor(row: StoredBatch) -> str:
-    micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"{micros}.{row.pk}".encode()).decode().rstrip("=")
+def _encode_cursor(row: StoredBatch | None) -> str:
+    """The cursor of a row; of the start of time (before every row) for None."""
+    micros = 0 if row is None else (row.created_at - _EPOCH) // timedelta(microseconds=1)
+    pk = 0 if row is None else row.pk
+    return base64.urlsafe_b64encode(f"{micros}.{pk}".encode()).decode().rstrip("=")
 
 
 def _decode_cursor(token: str | None) -> tuple[datetime, int] | None:
@@ -145,21 +157,7 @@ def list_batches(
     """
     now = now or timezone.now()
     limit = max(1, min(limit, MAX_LIMIT))
-    # The provider filter is a set of accounts too: every row's provider is its account's.
-    keys = [
-        account.key
-        for account in accounts
-        if (not account_key or account.key == account_key) and (not provider or account.provider == provider)
-    ]
-    rows = StoredBatch.objects.filter(account__in=keys)
-    if status == ACTIVE:
-        rows = rows.filter(is_ended=False)
-    elif status:
-        rows = rows.filter(status=status)
-    term = search.strip()[:MAX_SEARCH].lower()
-    if term:
-        rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
-
+    rows = _filtered(accounts, provider=provider, account_key=account_key, status=status, search=search)
     older_than = _decode_cursor(before)
     newer_than = _decode_cursor(after) if older_than is None else None
     if newer_than is not None:
@@ -179,6 +177,54 @@ def list_batches(
     return _listing(page[:limit], older=len(page) > limit, newer=False, now=now)
 
 
+def _filtered(accounts: list[Account], *, provider: str, account_key: str, status: str, search: str):
+    # The provider filter is a set of accounts too: every row's provider is its account's.
+    keys = [
+        account.key
+        for account in accounts
+        if (not account_key or account.key == account_key) and (not provider or account.provider == provider)
+    ]
+    rows = StoredBatch.objects.filter(account__in=keys)
+    if status == ACTIVE:
+        rows = rows.filter(is_ended=False)
+    elif status:
+        rows = rows.filter(status=status)
+    term = search.strip()[:MAX_SEARCH].lower()
+    if term:
+        rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
+    return rows
+
+
+def newer_batches(
+    *,
+    accounts: list[Account],
+    newer_than: str,
+    provider: str = "",
+    account_key: str = "",
+    status: str = "",
+    search: str = "",
+    limit: int = 25,
+    now: datetime | None = None,
+) -> NewRows:
+    """What a first page lacks: the filtered batches newer than its top row (`StoreListing.top`),
+    newest first. An unreadable cursor finds nothing (it never dumps the whole store)."""
+    now = now or timezone.now()
+    limit = max(1, min(limit, MAX_LIMIT))
+    top = _decode_cursor(newer_than)
+    if top is None:
+        return NewRows(rows=[], top=newer_than, more=False)
+    created_at, pk = top
+    rows = _filtered(accounts, provider=provider, account_key=account_key, status=status, search=search)
+    above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
+    page = _fetch(_newest_first(above)[: limit + 1])
+    shown = page[:limit]
+    return NewRows(
+        rows=[_view(row, now) for row in shown],
+        top=_encode_cursor(shown[0]) if shown else newer_than,
+        more=len(page) > limit,
+    )
+
+
 def _fetch(page: QuerySet[StoredBatch], *, ascending: bool = False) -> list[StoredBatch]:
     """The page's rows in one statement: the filtering and sorting carry only keys (an index
     holds them), and only the page's rows are read whole, with their accounts' health."""
@@ -191,6 +237,7 @@ def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime
         rows=[_view(row, now) for row in page],
         older=_encode_cursor(page[-1]) if older and page else None,
         newer=_encode_cursor(page[0]) if newer and page else None,
+        top=_encode_cursor(page[0] if page else None),
     )
 
 
@@ -200,11 +247,31 @@ def batch_row(*, account: Account, batch_id: str, now: datetime | None = None) -
     return None if row is None else _view(row, now or timezone.now())
 
 
-def changes(*, account_key: str, batch_id: str) -> list[BatchChange]:
-    """The batch's history, oldest first: one row per observed change of its status or counts."""
-    return list(
-        BatchChange.objects.filter(batch__account=account_key, batch__batch_id=batch_id).order_by("observed_at", "id")
-    )
+def unreadable_reason(*, account: Account, batch_id: str) -> str:
+    """Why the poller could not read this batch at its last look, or "" if it could (or never saw it)."""
+    state = AccountState.objects.filter(account=account.key).only("warnings").first()
+    reasons = [reason for found, reason in _unreadable(state.warnings if state else None) if found == batch_id]
+    return reasons[0] if reasons else ""
+
+
+def find_batch(*, accounts: list[Account], batch_id: str, account_key: str = "") -> tuple[Account, StoredView] | None:
+    """A stored batch by id alone (the CLI's way), in the given account or any of `accounts`."""
+    by_key = {account.key: account for account in accounts if not account_key or account.key == account_key}
+    row = _with_account_health(StoredBatch.objects.filter(account__in=list(by_key), batch_id=batch_id)).first()
+    return None if row is None else (by_key[row.account], _view(row, timezone.now()))
+
+
+@dataclass(frozen=True)
+class History:
+    changes: list[BatchChange]  # newest first
+    total: int
+
+
+def changes(*, account_key: str, batch_id: str, limit: int = 50) -> History:
+    """The batch's latest changes, newest first: one row per observed change of its status or counts."""
+    rows = BatchChange.objects.filter(batch__account=account_key, batch__batch_id=batch_id)
+    latest = list(rows.order_by("-observed_at", "-id")[:limit])
+    return History(changes=latest, total=len(latest) if len(latest) < limit else rows.count())
 
 
 # --- account health -------------------------------------------------------------------------------

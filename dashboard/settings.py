@@ -3,7 +3,6 @@
 Everything that differs between a laptop and production is an environment variable.
 """
 
-import math
 import os
 import secrets
 import tempfile
@@ -260,13 +259,8 @@ UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOU
 # result file (the results pages and downloads), which may take much longer.
 UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", "15"))
 UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", "900"))
-# How often a live row asks for news, and how long an upstream answer is shared between viewers.
+# How often a live row (and the list's probe for new batches) reads the store again.
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
-# Sharing answers for one poll interval keeps upstream load flat however many people watch.
-UPSTREAM_CACHE_SECONDS = float(os.environ.get("UPSTREAM_CACHE_SECONDS", str(ROW_POLL_SECONDS)))
-if os.environ.get("REDIS_URL"):
-    # Redis keeps whole seconds: under 1 s would be 0, which deletes the answer as it is stored.
-    UPSTREAM_CACHE_SECONDS = float(math.ceil(UPSTREAM_CACHE_SECONDS))
 LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
 # The poller (manage.py poll): how often an account with running batches is polled, and one without.
 POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "3"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import json
 from itertools import chain
@@ -19,38 +17,23 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import providers, services
+from . import providers, selectors, services
 from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
-from .providers.base import NotFound, ProviderError
+from .providers.base import ProviderError
 from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 
 CANCEL_PERMISSION = "dashboard.cancel_batch"
+RESULT_PAGE_SIZE = 50
 
 
 def status_choices() -> list[tuple[str, str]]:
     """The list's status filter: not ended yet, then each provider's own status words."""
-    return [(services.ACTIVE, "not ended yet"), *providers.status_choices()]
-
-
-def encode_cursor(cursor: dict[str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> dict[str, str] | None:
-    """A cursor from the query string; anything unreadable starts from the first page."""
-    if not token:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        return None
-    return value
+    return [(selectors.ACTIVE, "not ended yet"), *providers.status_choices()]
 
 
 def account_or_404(account_key: str, batch_id: str) -> Account:
@@ -60,12 +43,30 @@ def account_or_404(account_key: str, batch_id: str) -> Account:
         raise Http404("No such batch.") from None
 
 
+def not_stored(account: Account, batch_id: str) -> str:
+    """Why a batch is not in the store, in an operator's words."""
+    reason = selectors.unreadable_reason(account=account, batch_id=batch_id)
+    if reason:
+        return f"The poller could not read this batch from {account.label}: {reason}"
+    return (
+        f"{account.label} has no batch {batch_id} in the dashboard's store (yet): the poller lists each "
+        "account newest first and reads older history a page per cycle."
+    )
+
+
+def stored_or_404(account: Account, batch_id: str) -> selectors.StoredView:
+    view = selectors.batch_row(account=account, batch_id=batch_id)
+    if view is None:
+        raise Http404(not_stored(account, batch_id))
+    return view
+
+
 def row_context(
     request: HttpRequest,
     *,
     account_key: str,
     batch_id: str,
-    view: services.BatchView | None,
+    view: selectors.StoredView | None,
     error: str = "",
     notice: str = "",
 ) -> dict:
@@ -81,77 +82,79 @@ def row_context(
 
 
 def render_row(request: HttpRequest, context: dict) -> HttpResponse:
+    content = render_to_string("batches/list.html#row", context, request)
     view = context["row"]
-    # Everyone watching a batch gets the same answer within a poll interval: render it once.
-    shared = view is not None and view.fetched_at is not None and not view.is_stale and not context["notice"]
-    cache_key = (
-        f"row-html:{view.batch.account}:{view.batch.id}:{view.fetched_at.timestamp()}:{context['can_cancel']}"
-        if shared
-        else ""
-    )
-    content = cache.get(cache_key) if shared else None
-    if content is None:
-        content = render_to_string("batches/list.html#row", context, request)
-        if shared:
-            cache.set(cache_key, content, settings.ROW_POLL_SECONDS)
-    if view is not None and view.batch.is_ended and not view.is_stale:
+    if view is not None and view.batch.is_ended:
         # The swapped-in row has no trigger already; 286 also tells htmx to stop polling.
         return HttpResponseStopPolling(content)
     return HttpResponse(content)
 
 
+def list_filters(request: HttpRequest, accounts: list[Account]) -> dict[str, str]:
+    """The list's filters from the query string; a value that names nothing is dropped."""
+    provider = request.GET.get("provider", "")
+    account_key = request.GET.get("account", "")
+    status = request.GET.get("status", "")
+    return {
+        "provider": provider if provider in providers.PROVIDERS else "",
+        "account_key": account_key if any(a.key == account_key for a in accounts) else "",
+        "status": status if any(value == status for value, _ in status_choices()) else "",
+        "search": request.GET.get("q", "").strip()[: selectors.MAX_SEARCH],
+    }
+
+
 @require_GET
 def batch_list(request: HttpRequest) -> HttpResponse:
     accounts = configured_accounts()
-    provider = request.GET.get("provider", "")
-    provider = provider if provider in providers.PROVIDERS else ""
-    account_key = request.GET.get("account", "")
-    account_key = account_key if any(a.key == account_key for a in accounts) else ""
-    status = request.GET.get("status", "")
-    choices = status_choices()
-    status = status if any(value == status for value, _ in choices) else ""
-    token = request.GET.get("cursor", "")
-    history = [part for part in request.GET.get("history", "").split(".") if part][:200]
-
-    listing = services.list_batches(
-        cursor=decode_cursor(token),
-        provider=provider,
-        account_key=account_key,
-        status=status,
-    )
-    filters = {
-        key: value for key, value in (("provider", provider), ("account", account_key), ("status", status)) if value
+    filters = list_filters(request, accounts)
+    query = {
+        name: value
+        for name, value in (
+            ("provider", filters["provider"]),
+            ("account", filters["account_key"]),
+            ("status", filters["status"]),
+            ("q", filters["search"]),
+        )
+        if value
     }
+    context = {
+        "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
+        "poll_seconds": settings.ROW_POLL_SECONDS,
+        "filter_query": urlencode(query),
+    }
+    if request.htmx and "newer_than" in request.GET:
+        # The first page's probe: the batches that arrived above its top row, rendered as rows.
+        arrived = selectors.newer_batches(
+            accounts=accounts, newer_than=request.GET["newer_than"], limit=settings.LIST_PAGE_SIZE, **filters
+        )
+        return render(request, "batches/list.html#new_rows", {**context, "arrived": arrived})
 
-    def page_url(cursor_token: str, page_history: list[str]) -> str:
-        query = {
-            **filters,
-            **({"cursor": cursor_token} if cursor_token else {}),
-            **({"history": ".".join(page_history)} if page_history else {}),
-        }
-        return "?" + urlencode(query) if query else request.path
-
-    next_url = page_url(encode_cursor(listing.next_cursor), [*history, token or "~"]) if listing.next_cursor else ""
-    previous_url = ""
-    if token:
-        previous_token = history[-1] if history else "~"
-        previous_url = page_url("" if previous_token == "~" else previous_token, history[:-1])  # noqa: S105 (a cursor, not a password)
-
+    listing = selectors.list_batches(
+        accounts=accounts,
+        before=request.GET.get("before") or None,
+        after=request.GET.get("after") or None,
+        limit=settings.LIST_PAGE_SIZE,
+        **filters,
+    )
     return render(
         request,
         "batches/list.html",
         {
-            "rows": [services.BatchView(batch=batch) for batch in listing.batches],
-            "failures": listing.failures,
-            "unreadable": listing.unreadable,
+            **context,
+            "rows": listing.rows,
+            "top": listing.top if listing.newer is None else "",
+            "notices": selectors.account_notices(accounts=accounts, now=timezone.now()),
             "accounts": accounts,
             "providers": providers.labels(),
-            "status_choices": choices,
-            "selected": {"provider": provider, "account": account_key, "status": status},
-            "next_url": next_url,
-            "previous_url": previous_url,
-            "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
-            "poll_seconds": settings.ROW_POLL_SECONDS,
+            "status_choices": status_choices(),
+            "selected": {
+                "provider": filters["provider"],
+                "account": filters["account_key"],
+                "status": filters["status"],
+                "q": filters["search"],
+            },
+            "next_url": "?" + urlencode({**query, "before": listing.older}) if listing.older else "",
+            "previous_url": "?" + urlencode({**query, "after": listing.newer}) if listing.newer else "",
         },
     )
 
@@ -159,13 +162,13 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def batch_row(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     account = account_or_404(account_key, batch_id)
-    try:
-        view = services.get_batch(account=account, batch_id=batch_id)
-    except ProviderError as error:
-        return render_row(
-            request, row_context(request, account_key=account_key, batch_id=batch_id, view=None, error=error.message)
-        )
-    return render_row(request, row_context(request, account_key=account_key, batch_id=batch_id, view=view))
+    view = selectors.batch_row(account=account, batch_id=batch_id)
+    error = ""
+    if view is None:
+        reason = selectors.unreadable_reason(account=account, batch_id=batch_id)
+        error = f"the poller could not read this batch: {reason}" if reason else "not in the dashboard's store yet"
+        error += "; still watching"
+    return render_row(request, row_context(request, account_key=account_key, batch_id=batch_id, view=view, error=error))
 
 
 @require_POST
@@ -180,28 +183,18 @@ def batch_cancel(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         level = messages.SUCCESS if result.outcome == "accepted" else messages.WARNING
         messages.add_message(request, level, f"{batch_id}: {result.message}")
         return redirect("batch-list")
+    view = selectors.batch_row(account=account, batch_id=batch_id)
     return render_row(
         request,
         row_context(
             request,
             account_key=account_key,
             batch_id=batch_id,
-            view=result.view,
-            error="" if result.view else result.message,
+            view=view,
+            error="" if view else result.message,
             notice=result.message,
         ),
     )
-
-
-RESULT_PAGE_SIZE = 50
-
-
-def batch_or_404(account: Account, batch_id: str) -> services.BatchView | None:
-    """The batch, or None when upstream failed with nothing known; 404 when upstream says so."""
-    try:
-        return services.get_batch(account=account, batch_id=batch_id)
-    except NotFound:
-        raise Http404("No such batch upstream.") from None
 
 
 def line_sources(account: Account) -> tuple[str, ...]:
@@ -223,49 +216,46 @@ def result_filters(request: HttpRequest, account: Account) -> dict:
 @require_GET
 def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     account = account_or_404(account_key, batch_id)
-    error = ""
-    try:
-        view = batch_or_404(account, batch_id)
-    except ProviderError as failure:
-        view, error = None, failure.message
+    view = stored_or_404(account, batch_id)
+    batch = view.batch
+    attempts = services.cancel_attempts(account_key=account.key, batch_id=batch_id)
     context = {
-        **row_context(request, account_key=account_key, batch_id=batch_id, view=view, error=error),
+        **row_context(request, account_key=account_key, batch_id=batch_id, view=view),
         "account": account,
-        "attempts": services.cancel_attempts(account_key=account.key, batch_id=batch_id),
+        "attempts": attempts,
+        "history": selectors.changes(account_key=account.key, batch_id=batch_id),
         "filters": result_filters(request, account),
         "line_sources": line_sources(account),
         "results": None,
         "results_error": "",
+        "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True),
+        "story": services.cancel_story(batch=batch, attempts=attempts),
+        "sources": provider_sources(account, batch),
     }
-    if view is not None:
-        batch = view.batch
-        context["raw_json"] = json.dumps(batch.raw, indent=2, sort_keys=True)
-        context["story"] = services.cancel_story(batch=batch, attempts=context["attempts"])
-        context["sources"] = provider_sources(account, batch)
-        if batch.is_ended:
-            try:
-                offset = max(0, int(request.GET.get("offset", "0")))
-            except ValueError:
-                offset = 0
-            filters = context["filters"]
-            try:
-                context["results"] = services.results_page(
-                    account=account, batch=batch, offset=offset, size=RESULT_PAGE_SIZE, **filters
-                )
-            except ProviderError as failure:
-                context["results_error"] = failure.message
-            query = {
-                k: v
-                for k, v in (("type", filters["kind"]), ("source", filters["source"]), ("q", filters["custom_id"]))
-                if v
-            }
-            context["filter_query"] = urlencode(query)
-            context["previous_query"] = urlencode({**query, "offset": max(0, offset - RESULT_PAGE_SIZE)})
-            context["next_query"] = urlencode({**query, "offset": offset + RESULT_PAGE_SIZE})
-            context["page_size"] = RESULT_PAGE_SIZE
+    if batch.is_ended:
+        try:
+            offset = max(0, int(request.GET.get("offset", "0")))
+        except ValueError:
+            offset = 0
+        filters = context["filters"]
+        try:
+            context["results"] = services.results_page(
+                account=account, batch=batch, offset=offset, size=RESULT_PAGE_SIZE, **filters
+            )
+        except ProviderError as failure:
+            context["results_error"] = failure.message
+        query = {
+            k: v
+            for k, v in (("type", filters["kind"]), ("source", filters["source"]), ("q", filters["custom_id"]))
+            if v
+        }
+        context["filter_query"] = urlencode(query)
+        context["previous_query"] = urlencode({**query, "offset": max(0, offset - RESULT_PAGE_SIZE)})
+        context["next_query"] = urlencode({**query, "offset": offset + RESULT_PAGE_SIZE})
+        context["page_size"] = RESULT_PAGE_SIZE
     if request.htmx and request.htmx.target == "results":
         return render(request, "batches/detail.html#results", context)
-    return render(request, "batches/detail.html", context, status=200 if view is not None else 502)
+    return render(request, "batches/detail.html", context)
 
 
 def provider_sources(account: Account, batch) -> list[str]:
@@ -273,7 +263,7 @@ def provider_sources(account: Account, batch) -> list[str]:
 
 
 def ended_batch_or_404(account: Account, batch_id: str):
-    view = batch_or_404(account, batch_id)
+    view = stored_or_404(account, batch_id)
     if not view.batch.is_ended:
         raise Http404("Results exist only once the batch has ended.")
     return view.batch

@@ -254,5 +254,8 @@ def fresh_http_clients(monkeypatch):
 
 @pytest.fixture
 def four_accounts(embedded_upstream, anthropic_sdk, openai_sdk):
-    """One running batch in each account, created 1..4 minutes ago (newest first: A-ops, O-ops, A-res, O-res)."""
-    return factories.four_accounts(anthropic_sdk, openai_sdk)
+    """One running batch in each account, created 1..4 minutes ago (newest first: A-ops, O-ops, A-res, O-res),
+    and the store filled by a poller cycle."""
+    made = factories.four_accounts(anthropic_sdk, openai_sdk)
+    factories.poll_store()
+    return made

@@ -212,6 +212,27 @@ def fault(provider: str, name: str, value: str) -> None:
     assert SimAccount.objects.filter(provider=provider, name=name).update(fault=value) == 1
 
 
+# --- the dashboard's store ---------------------------------------------------------------------
+
+
+def poll_store(*, now=None) -> None:
+    """What `manage.py poll` does, now and for every configured account: list, refresh the running
+    batches, write the store and each account's health. Repeated until every account's older
+    history is backfilled, so the store holds all that upstream lists (failures are recorded, as
+    the poller records them, and end the repeating)."""
+    from dashboard import poller
+    from dashboard.accounts import configured_accounts
+    from dashboard.models import AccountState
+
+    for _ in range(100):
+        for account in configured_accounts():
+            poller.poll_account(account, now=now or timezone.now())
+        pending = AccountState.objects.filter(backfill_done=False, consecutive_failures=0).exclude(backfill_after="")
+        if not pending.exists():
+            return
+    raise AssertionError("the store is still backfilling after 100 cycles")
+
+
 # --- responses ------------------------------------------------------------------------------
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import services
+from dashboard import selectors, services
 from dashboard.accounts import find_account
-from dashboard.models import CancelAttempt
-from tests.factories import HTMX, anthropic_batch, created_ago, fault, openai_batch, text, time_passes
+from dashboard.models import AccountState, CancelAttempt
+from tests.factories import HTMX, anthropic_batch, created_ago, fault, openai_batch, poll_store, text, time_passes
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -105,22 +106,31 @@ def test_web_cancel_records_one_accepted_attempt(
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_service_cancel_records_one_accepted_attempt(operator, embedded_upstream, anthropic_sdk, openai_sdk, provider):
+def test_service_cancel_records_one_accepted_attempt(
+    operator, settings, embedded_upstream, anthropic_sdk, openai_sdk, provider
+):
+    settings.POLL_SECONDS = 60  # what was just stored is fresh, however slow this run
     batch_id = running_batch(provider, anthropic_sdk, openai_sdk, count=2)
-    # Seen once as running, so the cached view is the pre-cancel one.
+    # Polled once as running, so the store holds the pre-cancel state.
+    poll_store()
     account = find_account(ACCOUNT[provider])
-    assert not services.get_batch(account=account, batch_id=batch_id).batch.status.startswith("cancel")
+    assert not selectors.batch_row(account=account, batch_id=batch_id).batch.status.startswith("cancel")
+    # An idle account would wait for its next poll: the cancel must wake the poller for it.
+    AccountState.objects.filter(account=account.key).update(next_poll_at=timezone.now() + timedelta(hours=1))
 
     result = services.cancel_batch(account=account, batch_id=batch_id, actor="operator", user=operator)
     assert result.outcome == "accepted"
-    assert result.view is not None and result.view.batch.status == CANCELING[provider]
+    assert result.status_after == CANCELING[provider]
     row = CancelAttempt.objects.get()
     assert (row.outcome, row.actor, row.user, row.via) == ("accepted", "operator", operator, "web")
     assert (row.account, row.batch_id, row.status_after) == (ACCOUNT[provider], batch_id, CANCELING[provider])
     assert row.requested_at <= row.finished_at
-    assert row.counts_at_cancel == dict(result.view.batch.raw["request_counts"])
-    # The dropped cache means the next read is the new state, not the pre-cancel one.
-    assert services.get_batch(account=account, batch_id=batch_id).batch.status == CANCELING[provider]
+    # The cancel wrote its answer into the store: the next read is the new state, not the pre-cancel one,
+    # with no poll in between, and the counts recorded are those of that answer.
+    stored = selectors.batch_row(account=account, batch_id=batch_id)
+    assert stored.batch.status == CANCELING[provider] and not stored.is_stale
+    assert row.counts_at_cancel == dict(stored.batch.raw["request_counts"])
+    assert AccountState.objects.get(account=account.key).next_poll_at is None
 
 
 # --- already ended ---------------------------------------------------------------------------
@@ -323,6 +333,7 @@ def test_audit_page_redirects_anonymous_to_login(client, db):
 def test_detail_page_lists_the_attempts_of_that_batch_only(operator_client, embedded_upstream, anthropic_sdk):
     batch_id = anthropic_batch(anthropic_sdk).id
     other_id = anthropic_batch(anthropic_sdk).id
+    poll_store()
     url = f"/batches/anthropic-ops/{batch_id}/"
     before = operator_client.get(url)
     assert before.status_code == 200
@@ -388,12 +399,10 @@ def test_admin_is_closed_to_the_operator(operator_client):
 # --- the cancel story on the detail page ------------------------------------------------------
 
 
-def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
-    operator_client, settings, embedded_upstream, openai_sdk
-):
-    settings.UPSTREAM_CACHE_SECONDS = 0
+def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(operator_client, embedded_upstream, openai_sdk):
     batch_id = openai_batch(openai_sdk, seconds=100, count=100).id
     created_ago(batch_id, seconds=3 + 30)  # validating 3 s, then a third of the way through processing
+    poll_store()
     assert operator_client.post(f"/batches/openai-ops/{batch_id}/cancel", **HTMX).status_code == 200
     row = CancelAttempt.objects.get()
     assert row.outcome == "accepted"
@@ -406,6 +415,7 @@ def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
     done_at_end = final.request_counts.completed + final.request_counts.failed
     assert done_at_end > done_then  # requests did finish after the cancel was accepted
 
+    poll_store()  # the poller brings the store up to the end
     response = operator_client.get(f"/batches/openai-ops/{batch_id}/")
     assert response.status_code == 200
     assert story_cell(response, "Canceling took") == "8 s"
@@ -417,13 +427,15 @@ def test_cancel_story_of_openai_batch_canceled_through_the_dashboard(
 
 
 def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown(
-    operator_client, settings, embedded_upstream, openai_sdk
+    operator_client, embedded_upstream, openai_sdk
 ):
-    settings.UPSTREAM_CACHE_SECONDS = 0
     batch_id = openai_batch(openai_sdk, seconds=100, count=10).id
     created_ago(batch_id, seconds=10)
+    poll_store()
     openai_sdk().batches.cancel(batch_id)  # not through the dashboard: no audit row
     time_passes(batch_id, seconds=20)
+    poll_store()
+    assert selectors.batch_row(account=find_account("openai-ops"), batch_id=batch_id).batch.status == "cancelled"
     response = operator_client.get(f"/batches/openai-ops/{batch_id}/")
     assert response.status_code == 200
     assert story_cell(response, "Finished after the cancel") == "unknown"
@@ -431,19 +443,21 @@ def test_cancel_story_of_openai_batch_canceled_elsewhere_says_counts_are_unknown
 
 
 def test_cancel_story_of_anthropic_batch_says_the_provider_does_not_tell(
-    operator_client, settings, embedded_upstream, anthropic_sdk
+    operator_client, embedded_upstream, anthropic_sdk
 ):
-    settings.UPSTREAM_CACHE_SECONDS = 0
     batch_id = anthropic_batch(anthropic_sdk, seconds=100, count=20).id
     created_ago(batch_id, seconds=30)
+    poll_store()
     assert operator_client.post(f"/batches/anthropic-ops/{batch_id}/cancel", **HTMX).status_code == 200
     assert CancelAttempt.objects.get().outcome == "accepted"
 
+    # No poll since: the page shows the cancel's own answer, which the cancel wrote into the store.
     canceling = operator_client.get(f"/batches/anthropic-ops/{batch_id}/")
     assert story_cell(canceling, "Canceling took") == "still canceling"
     assert story_cell(canceling, "Ended") == "not yet"
 
     time_passes(batch_id, seconds=20)
+    poll_store()
     response = operator_client.get(f"/batches/anthropic-ops/{batch_id}/")
     assert response.status_code == 200
     assert story_cell(response, "Canceling took") == "8 s"

@@ -1,10 +1,11 @@
 """The batch detail page and its results views, through Django's test client, against the embedded simulator.
 
 Batches are made with the official SDKs, which reach the simulator in process (tests/factories.py),
-and moved into the past in the simulator's database when they should have ended; the views under
-test run in the test thread and reach the simulator through the dashboard's own httpx clients, in
-process too, as they do by default. Every response fetched here goes
-through `fetch`, which also checks that no API key ever appears in it.
+and moved into the past in the simulator's database when they should have ended. The pages read the
+dashboard's store, which `poll_store` fills as the poller (`manage.py poll`) does; only the results
+(pages of lines, summary, download, CSV export) are read upstream, by the views in the test thread
+through the dashboard's own httpx clients, in process too, as they do by default. Every response
+fetched here goes through `fetch`, which also checks that no API key ever appears in it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dashboard.models import AccountState, CancelAttempt
 from dashboard.results import CSV_COLUMNS
-from tests.factories import ALL_KEYS, anthropic_batch, fault, openai_batch, openai_line
+from tests.factories import (
+    ALL_KEYS,
+    anthropic_batch,
+    embedded_simulator_url,
+    fault,
+    openai_batch,
+    openai_line,
+    poll_store,
+    time_passes,
+)
 
 # The batches of these tests run for ten minutes, and OpenAI's are a minute old: past validating.
 RUNNING = {"seconds": 600}
@@ -112,6 +123,7 @@ def ended_anthropic(embedded_upstream, anthropic_sdk):
     assert len(results) == 120
     kinds = Counter(entry["result"]["type"] for entry in results)
     assert kinds["errored"] >= 8 and kinds["succeeded"] >= 100, kinds  # 8% errored, 2% expired per 100 requests
+    poll_store()
     return batch.id, results
 
 
@@ -125,6 +137,7 @@ def ended_openai(embedded_upstream, openai_sdk):
     output = jsonl(openai_sdk().files.content(done.output_file_id).text)
     errors = jsonl(openai_sdk().files.content(done.error_file_id).text)
     assert len(output) == done.request_counts.completed and len(errors) == done.request_counts.failed > 0
+    poll_store()
     return done, output, errors
 
 
@@ -135,6 +148,7 @@ def test_detail_of_running_openai_batch_shows_every_field(operator_client, embed
     batch = openai_batch(openai_sdk, count=3, metadata={"job": "nightly-eval", "team": "research"}, **RUNNING_OPENAI)
     upstream = openai_sdk().batches.retrieve(batch.id)
     assert upstream.status == "in_progress"
+    poll_store()
 
     response = fetch(operator_client, f"/batches/openai-ops/{batch.id}/")
     assert response.status_code == 200
@@ -183,6 +197,7 @@ def test_detail_of_running_openai_batch_shows_every_field(operator_client, embed
 
 def test_detail_of_running_anthropic_batch(operator_client, embedded_upstream, anthropic_sdk):
     batch = anthropic_batch(anthropic_sdk, count=4, **RUNNING)
+    poll_store()
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/")
     assert response.status_code == 200
     body = response.body
@@ -205,10 +220,12 @@ def test_detail_of_running_anthropic_batch(operator_client, embedded_upstream, a
 
 
 def test_viewer_sees_the_detail_without_a_cancel_button(viewer_client, embedded_upstream, anthropic_sdk, openai_sdk):
-    for account, batch in (
+    made = (
         ("anthropic-ops", anthropic_batch(anthropic_sdk, count=3, **RUNNING)),
         ("openai-ops", openai_batch(openai_sdk, count=3, **RUNNING_OPENAI)),
-    ):
+    )
+    poll_store()
+    for account, batch in made:
         response = fetch(viewer_client, f"/batches/{account}/{batch.id}/")
         assert response.status_code == 200
         assert field(response.body, "Status") == "in_progress"
@@ -217,11 +234,16 @@ def test_viewer_sees_the_detail_without_a_cancel_button(viewer_client, embedded_
         assert "hx-post" not in response.body and ">Cancel</button>" not in response.body
 
 
-def test_results_views_of_a_running_batch_are_404(operator_client, embedded_upstream, anthropic_sdk, openai_sdk):
-    for account, batch in (
+def test_results_views_of_a_running_batch_are_404(
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk, upstream_calls
+):
+    made = (
         ("anthropic-ops", anthropic_batch(anthropic_sdk, count=3, **RUNNING)),
         ("openai-ops", openai_batch(openai_sdk, count=3, **RUNNING_OPENAI)),
-    ):
+    )
+    poll_store()
+    upstream_calls.clear()
+    for account, batch in made:
         base = f"/batches/{account}/{batch.id}"
         for path in ("/results/download", "/results/summary", "/results/export.csv"):
             assert fetch(operator_client, base + path).status_code == 404, path
@@ -231,6 +253,7 @@ def test_results_views_of_a_running_batch_are_404(operator_client, embedded_upst
         assert response.status_code == 200
         assert response.body.strip().startswith('<section id="results"')
         assert "Results are available once the batch has ended." in response.body
+    assert upstream_calls == []  # the store says it has not ended: nothing to ask upstream
 
 
 # --- escaping --------------------------------------------------------------------------------
@@ -238,6 +261,7 @@ def test_results_views_of_a_running_batch_are_404(operator_client, embedded_upst
 
 def test_metadata_is_escaped_on_the_detail_page(operator_client, embedded_upstream, openai_sdk):
     batch = openai_batch(openai_sdk, metadata={"note": XSS, "<b>key</b>": "plain"}, count=3, **RUNNING_OPENAI)
+    poll_store()
     response = fetch(operator_client, f"/batches/openai-ops/{batch.id}/")
     assert response.status_code == 200
     body = response.body
@@ -258,6 +282,7 @@ def test_upstream_validation_errors_are_shown_and_escaped(operator_client, embed
     ]
     batch = openai_batch(openai_sdk, lines=lines, **RUNNING_OPENAI)
     assert openai_sdk().batches.retrieve(batch.id).status == "failed"
+    poll_store()
 
     response = fetch(operator_client, f"/batches/openai-ops/{batch.id}/")
     assert response.status_code == 200
@@ -295,10 +320,13 @@ def test_upstream_validation_errors_are_shown_and_escaped(operator_client, embed
 # --- results of an ended batch ---------------------------------------------------------------
 
 
-def test_ended_batch_shows_the_first_50_result_lines(operator_client, ended_anthropic):
+def test_ended_batch_shows_the_first_50_result_lines(operator_client, ended_anthropic, upstream_calls):
     batch_id, results = ended_anthropic
+    upstream_calls.clear()
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/")
     assert response.status_code == 200
+    # The batch is the store's; only its results are read upstream.
+    assert upstream_calls == [f"GET {embedded_simulator_url()}/anthropic/v1/messages/batches/{batch_id}/results"]
     body = response.body
     assert field(body, "Status") == "ended (ended)"
     assert "Results are available once the batch has ended." not in body
@@ -571,37 +599,143 @@ def test_download_of_openai_files(operator_client, ended_openai):
         assert fetch(operator_client, base, {"source": source}).status_code == 404, source
 
 
+# --- the store: what the page shows without asking upstream ------------------------------------
+
+
+def history_rows(body: str) -> list[tuple[str, ...]]:
+    """The History card's rows, newest first: (status, processing, succeeded, errored, canceled, expired)."""
+    table = re.search(r'<table class="plain history">(.*?)</table>', body, re.S)
+    assert table, "no History table on the page"
+    rows = re.findall(r"<tr><td>(.*?)</td>((?:<td>[^<]*</td>){6})</tr>", table[1], re.S)
+    for seen, _ in rows:
+        assert "<time datetime=" in seen, seen
+    return [tuple(re.findall(r"<td>([^<]*)</td>", cells)) for _, cells in rows]
+
+
+def test_detail_of_a_running_batch_makes_no_upstream_call(
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk, upstream_calls
+):
+    made = (
+        ("anthropic-ops", anthropic_batch(anthropic_sdk, count=3, **RUNNING)),
+        ("openai-ops", openai_batch(openai_sdk, count=3, **RUNNING_OPENAI)),
+    )
+    poll_store()
+    assert upstream_calls, "the poller asks upstream"
+    upstream_calls.clear()
+    for account, batch in made:
+        response = fetch(operator_client, f"/batches/{account}/{batch.id}/")
+        assert response.status_code == 200
+        assert field(response.body, "Status") == "in_progress"
+        assert raw_json(response.body)["id"] == batch.id
+        # The row says how fresh the stored state is.
+        row = re.search(rf'<tr id="row-{account}-{batch.id}"[^>]*>.*?</tr>', response.body, re.S)[0]
+        assert "is-stale" not in row and re.search(r"updated (just now|\d+ s ago)", row), row
+        # The results section of a running batch, and its live row, are the store's too.
+        assert fetch(operator_client, f"/batches/{account}/{batch.id}/", **HTMX_RESULTS).status_code == 200
+        assert fetch(operator_client, f"/batches/{account}/{batch.id}/row", HTTP_HX_REQUEST="true").status_code == 200
+    assert upstream_calls == []
+
+
+def test_history_card_lists_the_changes_the_poller_saw(operator_client, embedded_upstream, openai_sdk):
+    # Past validating (3 s), and the first of its 20 requests finishes 30 s into processing.
+    batch = openai_batch(openai_sdk, count=20, seconds=600, ago={"seconds": 10})
+    poll_store()
+    url = f"/batches/openai-ops/{batch.id}/"
+    body = fetch(operator_client, url).body
+    assert "<h2>History</h2>" in body
+    assert history_rows(body) == [("in_progress", "20", "0", "0", "0", "0")]
+
+    # Upstream moves on; the page shows nothing new until the poller has seen it.
+    time_passes(batch.id, minutes=5)
+    upstream = openai_sdk().batches.retrieve(batch.id)
+    assert upstream.status == "in_progress" and 0 < upstream.request_counts.completed < 20
+    assert history_rows(fetch(operator_client, url).body) == [("in_progress", "20", "0", "0", "0", "0")]
+    poll_store()
+    body = fetch(operator_client, url).body
+    done, failed = upstream.request_counts.completed, upstream.request_counts.failed
+    moved = ("in_progress", str(20 - done - failed), str(done), str(failed), "0", "0")
+    assert history_rows(body) == [moved, ("in_progress", "20", "0", "0", "0", "0")]  # newest first
+    assert field(body, "Requests") == (
+        f"total 20 · processing {20 - done - failed} · succeeded {done} · errored {failed} · canceled 0 · expired 0"
+    )
+
+    # A poll that sees nothing new adds no row; the batch's end does.
+    poll_store()
+    assert len(history_rows(fetch(operator_client, url).body)) == 2
+    time_passes(batch.id, hours=1)
+    poll_store()
+    body = fetch(operator_client, url).body
+    ended = openai_sdk().batches.retrieve(batch.id)
+    assert ended.status == "completed"
+    newest = history_rows(body)[0]
+    assert len(history_rows(body)) == 3
+    assert newest == ("completed", "0", str(ended.request_counts.completed), str(ended.request_counts.failed), "0", "0")
+
+
 # --- upstream failures and bad addresses -----------------------------------------------------
 
 
 def test_detail_of_a_seen_batch_is_stale_when_its_account_fails(
-    operator_client, settings, embedded_upstream, anthropic_sdk
+    operator_client, embedded_upstream, anthropic_sdk, upstream_calls
 ):
-    settings.UPSTREAM_CACHE_SECONDS = 0
     batch = anthropic_batch(anthropic_sdk, count=3, **RUNNING)
-    assert fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").status_code == 200  # seen once
+    poll_store()  # seen once: its last known state is kept
+    assert fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").status_code == 200
     fault("anthropic", "ops", "500")
+    poll_store()
+    state = AccountState.objects.get(account="anthropic-ops")
+    assert state.consecutive_failures == 1
+    assert state.last_error == "Anthropic HTTP 500 api_error: Internal server error"
+    upstream_calls.clear()
+
     response = fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/")
     assert response.status_code == 200
     body = response.body
-    assert "⚠ Stale: refresh failed (Anthropic HTTP 500 api_error: Internal server error)" in body
-    assert "Showing the last known state." in body
+    assert (
+        "⚠ Stale: Polls of this account are failing (Anthropic HTTP 500 api_error: Internal server error); "
+        "shown as last fetched." in body
+    )
     assert field(body, "Status") == "in_progress"  # the last known fields are still shown
+    assert field(body, "Requests") == "total 3 · processing 3 · succeeded 0 · errored 0 · canceled 0 · expired 0"
     assert raw_json(body)["id"] == batch.id
     row = re.search(rf'<tr id="row-anthropic-ops-{batch.id}"[^>]*>', body)[0]
-    assert "is-stale" in row and 'hx-trigger="every 3s"' in row  # keeps trying
-    assert "hx-post" not in body  # no cancel on a state that could not be refreshed
+    assert "is-stale" in row and 'hx-trigger="every 3s"' in row  # keeps polling the store
+    assert "Results are available once the batch has ended." in body
+    assert upstream_calls == []  # the page is the store's, failing account or not
+
+    # A cancel goes upstream by itself (not through the poller): on the failing account it says it
+    # failed, in the row it answers with and in the audit trail, and the row stays stale.
+    answer = operator_client.post(f"/batches/anthropic-ops/{batch.id}/cancel", HTTP_HX_REQUEST="true")
+    assert answer.status_code == 200
+    row = answer.content.decode()
+    assert not any(key in row for key in ALL_KEYS)
+    assert row.strip().startswith(f'<tr id="row-anthropic-ops-{batch.id}" class="batch-row is-stale"')
+    assert 'data-status="in_progress"' in row
+    assert '<div class="row-notice" role="status">Anthropic HTTP 500 api_error: Internal server error</div>' in row
+    [attempt] = CancelAttempt.objects.filter(batch_id=batch.id)
+    assert attempt.outcome == CancelAttempt.Outcome.UPSTREAM_ERROR and attempt.status_after == "in_progress"
+
+    # Once the account answers again, the next poll makes the row fresh.
+    fault("anthropic", "ops", "")
+    poll_store()
+    body = fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").body
+    assert "Stale" not in body and "is-stale" not in body
 
 
-def test_stale_ended_batch_says_its_results_cannot_be_read(operator_client, settings, ended_anthropic):
-    settings.UPSTREAM_CACHE_SECONDS = 0
+def test_stale_ended_batch_says_its_results_cannot_be_read(operator_client, ended_anthropic):
     batch_id, _ = ended_anthropic
     base = f"/batches/anthropic-ops/{batch_id}"
     assert len(result_rows(fetch(operator_client, base + "/").body)) == 50
     fault("anthropic", "ops", "529")
+    poll_store()
+    assert AccountState.objects.get(account="anthropic-ops").consecutive_failures == 1
     response = fetch(operator_client, base + "/")
     assert response.status_code == 200
-    assert "Stale: refresh failed" in response.body
+    # The batch itself is the store's (an ended batch changes no more, so it is not stale) ...
+    assert field(response.body, "Status") == "ended (ended)"
+    row = re.search(rf'<tr id="row-anthropic-ops-{batch_id}"[^>]*>.*?</tr>', response.body, re.S)[0]
+    assert 'data-status="ended"' in row and "final · fetched" in row and "hx-trigger" not in row
+    # ... but its results are read upstream, which fails: said so where they would be.
     assert (
         '<div class="banner banner-error" role="alert">Could not read the results: '
         "Anthropic HTTP 529 overloaded_error: Overloaded</div>" in response.body
@@ -617,36 +751,37 @@ def test_stale_ended_batch_says_its_results_cannot_be_read(operator_client, sett
     assert export.body.startswith("Could not export the results: Anthropic HTTP 529")
 
 
-def test_detail_of_a_never_seen_batch_whose_account_fails_is_an_error_page(
-    operator_client, embedded_upstream, anthropic_sdk, openai_sdk
+def not_in_store(account_label: str, batch_id: str) -> str:
+    return (
+        f"{account_label} has no batch {batch_id} in the dashboard&#x27;s store (yet): the poller lists each "
+        "account newest first and reads older history a page per cycle."
+    )
+
+
+def test_detail_of_a_never_seen_batch_whose_account_fails_is_404(
+    operator_client, embedded_upstream, anthropic_sdk, openai_sdk, upstream_calls
 ):
     anthropic_id = anthropic_batch(anthropic_sdk, count=3, **RUNNING).id
     openai_id = openai_batch(openai_sdk, count=3, **RUNNING_OPENAI).id
     fault("anthropic", "ops", "500")
     fault("openai", "ops", "429")
-    for account, batch_id, message in (
-        ("anthropic-ops", anthropic_id, "Anthropic HTTP 500 api_error: Internal server error"),
-        ("openai-ops", openai_id, "OpenAI HTTP 429"),
+    poll_store()  # fails for both: neither batch reaches the store
+    for account in ("anthropic-ops", "openai-ops"):
+        assert AccountState.objects.get(account=account).consecutive_failures == 1
+    upstream_calls.clear()
+    for account, label, batch_id in (
+        ("anthropic-ops", "Anthropic · ops", anthropic_id),
+        ("openai-ops", "OpenAI · ops", openai_id),
     ):
-        response = fetch(operator_client, f"/batches/{account}/{batch_id}/")
-        assert response.status_code == 502
-        body = response.body
-        assert "<html" in body and "Something went wrong on our side" not in body
-        assert f"<code>{batch_id}</code>" in body
-        assert "⚠ Could not load this batch: " + message in body
-        assert "<h2>Fields</h2>" not in body and "<h2>Results</h2>" not in body
-        assert 'hx-trigger="every 3s"' in body  # the row keeps retrying
-        assert "hx-post" not in body
-        for path, status in (("/results/download", 502), ("/results/export.csv", 502)):
-            failed = fetch(operator_client, f"/batches/{account}/{batch_id}{path}")
-            assert failed.status_code == status and message in failed.body, path
-        summary = fetch(operator_client, f"/batches/{account}/{batch_id}/results/summary", HTTP_HX_REQUEST="true")
-        assert summary.status_code == 200 and "Could not read the results: " + message in summary.body
-        # A filter submitted from an open page (htmx, results only) says what went wrong, not "not ended yet".
+        for path in ("/", "/results/summary", "/results/download", "/results/export.csv"):
+            response = fetch(operator_client, f"/batches/{account}/{batch_id}{path}")
+            assert response.status_code == 404, path
+            assert "<html" in response.body and "Not found" in response.body, path
+            assert not_in_store(label, batch_id) in response.body, path
+        # A filter submitted from an open page (htmx, results only) is no more than a 404 either.
         partial = fetch(operator_client, f"/batches/{account}/{batch_id}/", {"type": "errored"}, **HTMX_RESULTS)
-        assert partial.body.strip().startswith('<section id="results"') and "<html" not in partial.body
-        assert "Could not load this batch: " + message in partial.body
-        assert "Results are available once the batch has ended." not in partial.body
+        assert partial.status_code == 404 and not_in_store(label, batch_id) in partial.body
+    assert upstream_calls == []
 
 
 @pytest.mark.parametrize(
@@ -680,16 +815,25 @@ def test_bad_ids_are_404_without_upstream_request(operator_client, embedded_upst
         "/batches/openai-ops/batch_nothere/results/download?source=error",
     ],
 )
-def test_batch_unknown_upstream_is_404(operator_client, embedded_upstream, upstream_calls, path):
+def test_batch_not_in_the_store_is_404_without_upstream_request(
+    operator_client, embedded_upstream, upstream_calls, path
+):
+    poll_store()  # every account polled, healthy and backfilled: the store holds all that upstream lists
+    upstream_calls.clear()
     response = fetch(operator_client, path)
     assert response.status_code == 404
     assert "Not found" in response.body
-    assert len(upstream_calls) >= 1  # asked upstream, which said 404
+    account, batch_id = path.split("/")[2:4]
+    label = {"anthropic-ops": "Anthropic · ops", "openai-ops": "OpenAI · ops"}[account]
+    assert not_in_store(label, batch_id) in response.body
+    assert upstream_calls == []
 
 
 def test_batch_of_another_account_is_404(operator_client, embedded_upstream, anthropic_sdk):
     batch = anthropic_batch(anthropic_sdk, count=3, **RUNNING)
-    assert fetch(operator_client, f"/batches/anthropic-research/{batch.id}/").status_code == 404
+    poll_store()
+    response = fetch(operator_client, f"/batches/anthropic-research/{batch.id}/")
+    assert response.status_code == 404 and not_in_store("Anthropic · research", batch.id) in response.body
     assert fetch(operator_client, f"/batches/anthropic-ops/{batch.id}/").status_code == 200
 
 

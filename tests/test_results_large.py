@@ -1,8 +1,9 @@
 """Results of a 100,000-request batch through the dashboard, against the embedded simulator.
 
-The batch is made once through the simulator's API; the dashboard's pages, download, CSV export and error
-summary are then read through Django's test client (views in the test thread, the simulator reached
-in process, as by default). What is shown:
+The batch is made once through the simulator's API and stored by a poll (`poll_store`, as `manage.py
+poll` does); the dashboard's pages, download, CSV export and error summary are then read through
+Django's test client (views in the test thread, the simulator reached in process, as by default):
+the batch from the store, its results from upstream. What is shown:
 - a results page parses only the lines it shows (plus one to know there is more);
 - the download passes the simulator's bytes through unchanged, and it, the CSV export and the
   error summary stream: tracemalloc's peak stays far below the size of the file.
@@ -34,7 +35,7 @@ import pytest
 from django.core.cache import cache
 
 from dashboard import accounts, results
-from tests.factories import ANTHROPIC_KEYS, embedded_transport
+from tests.factories import ANTHROPIC_KEYS, embedded_transport, poll_store
 
 TOTAL = 100_000
 PAGE = 50
@@ -213,6 +214,8 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert counts.processing == 0 and counts.canceled == 0
     assert counts.succeeded + counts.errored + counts.expired == TOTAL
     assert counts.errored > 0 and counts.expired > 0 and counts.succeeded > 0
+    with timed("poll the store"):
+        poll_store()  # the pages read the batch from the store; only its results are read upstream
     batch_url = f"/batches/anthropic-ops/{batch_id}"
 
     recording = tmp_path / "results.jsonl"
@@ -384,6 +387,7 @@ def test_openai_downloads_of_output_and_error_files_are_the_simulators_bytes(
     assert batch.output_file_id and batch.error_file_id
     assert batch.request_counts.completed + batch.request_counts.failed == count
     assert batch.request_counts.failed > 0
+    poll_store()  # the views read the batch (and so its files' ids) from the store
 
     expected = {
         "output": client.files.content(batch.output_file_id).content,

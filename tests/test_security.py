@@ -322,23 +322,22 @@ def test_changes_through_django_take_effect_at_once_and_behind_its_back_within_t
     assert backend.get_user(operator.pk) is None, "an inactive user is signed out"
 
 
-def test_a_rows_html_is_rendered_once_per_poll_interval_for_everyone_who_may_see_it_alike(
-    operator, viewer, monkeypatch, embedded_upstream, anthropic_sdk
+def test_a_row_poll_is_one_database_query_and_no_upstream_call(
+    operator, viewer, embedded_upstream, anthropic_sdk, django_assert_num_queries, upstream_calls
 ):
-    from dashboard import views
-    from tests.factories import anthropic_batch
+    """Sessions, users and permissions come from the cache; the row itself is one SELECT."""
+    from tests.factories import anthropic_batch, poll_store
 
     batch_id = anthropic_batch(anthropic_sdk, seconds=600).id
-    renders: list[str] = []
-    real_render = views.render_to_string
-    monkeypatch.setattr(views, "render_to_string", lambda *a, **k: renders.append(a[0]) or real_render(*a, **k))
-    answers = []
-    for user in (operator, operator, viewer, viewer, operator):
+    poll_store()
+    upstream_calls.clear()
+    for user in (operator, viewer):
         client = Client()
         client.force_login(user)
-        answers.append(client.get(f"/batches/anthropic-ops/{batch_id}/row", HTTP_HX_REQUEST="true"))
-    assert [answer.status_code for answer in answers] == [200] * 5
-    assert len(renders) == 2, "once for those who may cancel, once for those who may not"
-    assert answers[0].content == answers[1].content == answers[4].content
-    assert answers[2].content == answers[3].content
-    assert b">Cancel</button>" in answers[0].content and b">Cancel</button>" not in answers[2].content
+        url = f"/batches/anthropic-ops/{batch_id}/row"
+        first = client.get(url, HTTP_HX_REQUEST="true")  # fills the session, user and permission caches
+        with django_assert_num_queries(1):
+            again = client.get(url, HTTP_HX_REQUEST="true")
+        assert first.status_code == again.status_code == 200
+        assert (b">Cancel</button>" in again.content) == (user == operator)
+    assert upstream_calls == []

@@ -359,17 +359,20 @@ def test_a_row_of_a_failing_account_is_stale_with_the_error(mixed):
     assert stale == {"batch_opsRunning"}, "batch_opsDone has ended; other accounts are healthy"
 
 
-def test_changes_are_the_batch_history_oldest_first(db):
+def test_changes_are_the_batch_history_newest_first(db):
     put(O_OPS, "batch_hist", T0 - timedelta(minutes=5))
     put(O_OPS, "batch_hist", T0 - timedelta(minutes=5), fetched_at=T0 + timedelta(seconds=3))  # unchanged
     put(O_OPS, "batch_hist", T0 - timedelta(minutes=5), fetched_at=T0 + timedelta(seconds=6), status="completed")
     put(O_RES, "batch_hist", T0 - timedelta(minutes=5))  # same id, another account
     history = selectors.changes(account_key="openai-ops", batch_id="batch_hist")
-    assert [(change.status, change.observed_at) for change in history] == [
-        ("in_progress", T0),
+    assert [(change.status, change.observed_at) for change in history.changes] == [
         ("completed", T0 + timedelta(seconds=6)),
+        ("in_progress", T0),
     ]
-    assert selectors.changes(account_key="openai-ops", batch_id="batch_none") == []
+    assert history.total == 2
+    latest = selectors.changes(account_key="openai-ops", batch_id="batch_hist", limit=1)
+    assert [change.status for change in latest.changes] == ["completed"] and latest.total == 2
+    assert selectors.changes(account_key="openai-ops", batch_id="batch_none") == selectors.History(changes=[], total=0)
 
 
 # --- account health -------------------------------------------------------------------------------

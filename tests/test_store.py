@@ -203,5 +203,5 @@ def test_a_store_failure_after_a_cancel_still_answers_and_audits(
 
     monkeypatch.setattr(store, "record", broken)
     result = services.cancel_batch(account=find_account("anthropic-ops"), batch_id=batch_id, actor="operator")
-    assert result.outcome == "accepted" and result.view.batch.status == "canceling"
+    assert result.outcome == "accepted" and result.status_after == "canceling"
     assert CancelAttempt.objects.get().outcome == "accepted"

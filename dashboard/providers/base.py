@@ -90,6 +90,7 @@ class ProviderError(Exception):
         self.kind = kind
         self.retry_after = retry_after
         self.request_id = request_id
+        self.current: Batch | None = None  # set when the error came with the batch as it is now
 
 
 class UpstreamError(ProviderError):
@@ -382,15 +383,18 @@ def refused_cancel(error: UpstreamError, retrieve, batch_id: str) -> UpstreamErr
     except ProviderError:
         return error
     if current.is_ended:
-        return AlreadyEnded(
+        refusal: UpstreamError = AlreadyEnded(
             f"Batch {batch_id} had already ended; nothing was canceled. ({error.message})",
             status=error.status,
             kind=error.kind,
             request_id=error.request_id,
         )
-    return UpstreamError(
-        f"{error.message} (the batch is {current.status}, which cannot be canceled now)",
-        status=error.status,
-        kind=error.kind,
-        request_id=error.request_id,
-    )
+    else:
+        refusal = UpstreamError(
+            f"{error.message} (the batch is {current.status}, which cannot be canceled now)",
+            status=error.status,
+            kind=error.kind,
+            request_id=error.request_id,
+        )
+    refusal.current = current  # what the batch is now: the caller stores it
+    return refusal

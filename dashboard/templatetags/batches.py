@@ -30,6 +30,21 @@ def moment(value: datetime | None, empty: str = "—"):
     return {"value": value, "relative": relative.replace("\xa0", " ")}
 
 
+@register.filter
+def ago(value: datetime | None) -> str:
+    """How long ago, in the words of a freshness note: "just now", "4 s ago", "3 min ago"."""
+    if value is None:
+        return "never"
+    seconds = int((timezone.now() - value).total_seconds())
+    if seconds < 1:
+        return "just now"
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    return f"{timesince(value, timezone.now()).split(',')[0]} ago".replace("\xa0", " ")
+
+
 @register.simple_tag
 def progress_segments(batch: Batch) -> list[dict]:
     """Stacked bar segments of the request counts: offset and width in percent of the total.

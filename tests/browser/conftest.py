@@ -1,4 +1,8 @@
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +70,39 @@ def signed_in_page(page, live_server, operator):
     page.click("button[type=submit]")
     page.wait_for_url(live_server.url + "/")
     return page
+
+
+@pytest.fixture
+def poller_process(dashboard_upstream, live_server, settings, tmp_path):
+    """`manage.py poll` in a process of its own, as `make run` starts it: same database (the test
+    database file the live server uses), the simulator over the live server's HTTP, a 1 s cycle."""
+    from django.db import connection
+
+    from tests.services import app_env
+
+    database = connection.settings_dict["NAME"]
+    assert Path(database).is_file(), "the browser tests need a file database the poller can open too"
+    env = app_env(
+        SQLITE_PATH=database,
+        SIMULATOR_BASE_URL=dashboard_upstream,
+        POLL_SECONDS="1",
+        POLL_IDLE_SECONDS="1",
+        UPSTREAM_TIMEOUT_SECONDS="2",
+    )
+    log = tmp_path / "poller.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "poll", "--owner", "browser-test-poller", "-v", "2"],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    yield process
+    process.send_signal(signal.SIGTERM)  # the poller releases its leases and stops
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    assert process.returncode in (0, -signal.SIGTERM), log.read_text()

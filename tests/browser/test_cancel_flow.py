@@ -1,10 +1,10 @@
-"""In real Chromium: sign in, see both providers, cancel a running batch and watch its row end."""
+"""In real Chromium, with the poller in a process of its own: sign in, watch new batches of both
+providers arrive at the top of the list, cancel a running one and watch its row end."""
 
 import json
 import time
 
 import pytest
-from django.core.cache import cache
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -15,14 +15,15 @@ REQUEST = {"params": {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages"
 @pytest.fixture
 def quick_live_rows(settings, dashboard_upstream):
     settings.ROW_POLL_SECONDS = 1
-    settings.UPSTREAM_CACHE_SECONDS = 0.3
     settings.SIMULATOR_CANCEL_SECONDS = 2
     return settings
 
 
 def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
-    quick_live_rows, anthropic_client, openai_client, signed_in_page, live_server
+    quick_live_rows, anthropic_client, openai_client, signed_in_page, poller_process, live_server
 ):
+    page = signed_in_page
+    page.evaluate("window.__sameDocument = true")  # survives only if the page is never reloaded
     running = anthropic_client().messages.batches.create(
         requests=[{"custom_id": f"req-{i}", **REQUEST} for i in range(20)],
         extra_headers={"x-sim-processing-seconds": "300"},
@@ -43,10 +44,7 @@ def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
     )
     openai_client().batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
 
-    # Signing in already listed the (then empty) accounts; that answer is shared for a moment.
-    cache.clear()
-    page = signed_in_page
-    page.reload()
+    # The poller stores them; the list's probe brings them in above the first row, without a reload.
     expect(page.locator("tr.batch-row .provider-anthropic").first).to_be_visible()
     expect(page.locator("tr.batch-row .provider-openai").first).to_be_visible()
 
@@ -55,8 +53,6 @@ def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
     row_path = f"/batches/anthropic-ops/{running.id}/row"
     polls: list[float] = []
     page.on("request", lambda request: polls.append(time.monotonic()) if request.url.endswith(row_path) else None)
-    # Survives only if the page is never reloaded.
-    page.evaluate("window.__sameDocument = true")
 
     dialogs = []
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))

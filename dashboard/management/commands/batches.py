@@ -1,4 +1,5 @@
-"""Operator CLI: the same services as the web views.
+"""Operator CLI: the same selectors and services as the web views. What it shows of a batch comes
+from the store the poller keeps fresh (`manage.py poll`); cancel and results go upstream.
 
 manage.py batches list [--account A] [--status S] [--limit N]
 manage.py batches show ID [--account A]
@@ -13,14 +14,21 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from dashboard import services
+from dashboard import selectors, services
+from dashboard.accounts import Account, configured_accounts
 from dashboard.providers.base import ProviderError
 from dashboard.results import RESULT_TYPES
 
 
 def _when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def _age(value) -> str:
+    seconds = int((timezone.now() - value).total_seconds())
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
 class Command(BaseCommand):
@@ -55,33 +63,60 @@ class Command(BaseCommand):
             sys.stderr.close()
 
     def do_list(self, *, account: str, status: str, limit: int, **options) -> None:
-        cursor = None
-        shown = 0
-        self.stdout.write(f"{'ACCOUNT':<22} {'ID':<42} {'STATUS':<12} {'CREATED':<24} REQUESTS")
+        accounts = configured_accounts()
+        if account and not any(a.key == account for a in accounts):
+            raise CommandError(f"No account {account!r}; configured: {', '.join(a.key for a in accounts) or 'none'}.")
+        for notice in selectors.account_notices(accounts=accounts, now=timezone.now()):
+            if not account or notice.account.key == account:
+                self._warn_about(notice)
+        self.stdout.write(f"{'ACCOUNT':<22} {'ID':<42} {'STATUS':<12} {'CREATED':<24} {'UPDATED':<10} REQUESTS")
+        before, shown = None, 0
         while shown < limit:
-            listing = services.list_batches(cursor=cursor, account_key=account, status=status)
-            for failure in listing.failures:
-                self.stderr.write(f"{failure.account.key}: {failure.message}")
-            for note in listing.unreadable:
-                for batch_id, message in note.batches:
-                    self.stderr.write(f"{note.account.key}: skipped {batch_id or 'a batch'}: {message}")
-            for batch in listing.batches[: limit - shown]:
-                counts = batch.counts
+            listing = selectors.list_batches(
+                accounts=accounts, account_key=account, status=status, before=before, limit=min(200, limit - shown)
+            )
+            for row in listing.rows:
+                batch, counts = row.batch, row.batch.counts
                 self.stdout.write(
                     f"{batch.account:<22} {batch.id:<42} {batch.status:<12} {_when(batch.created_at):<24} "
+                    f"{_age(row.fetched_at):<10} "
                     f"{counts.succeeded} ok, {counts.errored} err, {counts.processing} processing of {counts.total}"
+                    + (" (stale)" if row.is_stale else "")
                 )
-                shown += 1
-            # An account that failed is reported once, not asked again and again for the same page.
-            failed = {failure.account.key for failure in listing.failures}
-            cursor = {key: after for key, after in (listing.next_cursor or {}).items() if key not in failed}
-            if not cursor:
+            shown += len(listing.rows)
+            before = listing.older
+            if before is None:
                 break
 
+    def _warn_about(self, notice: selectors.AccountNotice) -> None:
+        key = notice.account.key
+        if notice.problem == "failing":
+            self.stderr.write(
+                f"{key}: polls failing ({notice.consecutive_failures} in a row): {notice.last_error} "
+                f"Last good poll: {_when(notice.last_success_at)}."
+            )
+        elif notice.problem == "lagging":
+            self.stderr.write(f"{key}: not polled since {_when(notice.last_success_at)}: is `manage.py poll` running?")
+        elif notice.problem == "never_polled":
+            self.stderr.write(f"{key}: not polled yet: run `manage.py poll` (or `poll --once`) to fill the store.")
+        for batch_id, message in notice.unreadable:
+            self.stderr.write(f"{key}: skipped {batch_id or 'a batch'}: {message}")
+
+    def _stored(self, batch_id: str, account: str) -> tuple[Account, selectors.StoredView]:
+        found = selectors.find_batch(accounts=configured_accounts(), batch_id=batch_id, account_key=account)
+        if found is None:
+            where = account or "any configured account"
+            raise CommandError(
+                f"No batch {batch_id!r} stored for {where}: the poller (`manage.py poll`) has not seen it (yet)."
+            )
+        return found
+
     def do_show(self, *, batch_id: str, account: str, **options) -> None:
-        found_account, view = services.find_batch(batch_id=batch_id, account_key=account)
+        found_account, view = self._stored(batch_id, account)
         batch = view.batch
-        self.stdout.write(f"{found_account.label}  {batch.id}  {batch.status}")
+        self.stdout.write(f"{found_account.label}  {batch.id}  {batch.status}  (fetched {_when(view.fetched_at)})")
+        if view.is_stale:
+            self.stderr.write(f"stale: {view.stale_reason}")
         for name, value in batch.timestamps.items():
             self.stdout.write(f"  {name:<20} {_when(value)}")
         self.stdout.write(f"  counts               {batch.counts}")
@@ -92,14 +127,14 @@ class Command(BaseCommand):
             # No lookup first: a failing lookup would stop the cancel before it is audited.
             found_account = services.resolve(account_key=account, batch_id=batch_id)
         else:
-            found_account, _ = services.find_batch(batch_id=batch_id)
+            found_account, _ = self._stored(batch_id, account)
         result = services.cancel_batch(account=found_account, batch_id=batch_id, actor=getpass.getuser(), via="cli")
         self.stdout.write(f"{found_account.key} {batch_id}: {result.outcome}: {result.message}")
         if result.outcome == "upstream_error":
             raise CommandError(result.message)
 
     def do_results(self, *, batch_id: str, account: str, type: str, **options) -> None:
-        found_account, view = services.find_batch(batch_id=batch_id, account_key=account)
+        found_account, view = self._stored(batch_id, account)
         if not view.batch.is_ended:
             raise CommandError(f"{batch_id} has not ended yet ({view.batch.status}); results come once it has.")
         out = sys.stdout
