@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 from . import providers
 from .providers.lines import RESULT_TYPES, ResultLine  # the providers make result lines; importable from here too
@@ -14,10 +16,28 @@ from .providers.lines import RESULT_TYPES, ResultLine  # the providers make resu
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 
 
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff). Legal JSON, but a lone one decodes to a
+# string no page or file can encode: such lines have their text made safe before use.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _safe(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, dict):
+        return {_safe(key): _safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_safe(item) for item in value]
+    return value
+
+
 def parse_line(provider: str, number: int, line: bytes, source: str = "") -> ResultLine:
     raw = line.decode("utf-8", errors="replace")
     try:
         data = json.loads(raw)
+        if _SURROGATE_ESCAPE.search(raw):
+            data = _safe(data)
     except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the decoder allows
         return ResultLine(
             number=number,

@@ -17,7 +17,7 @@ from django.utils import timezone
 from . import providers, store
 from .accounts import Account, find_account, provider_for
 from .models import AccountState, CancelAttempt, StoredBatch
-from .providers.base import AlreadyEnded, Batch, ProviderError, UpstreamTimeout, jsonl_lines
+from .providers.base import AlreadyEnded, BadResponse, Batch, ProviderError, UpstreamTimeout, jsonl_lines
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
 logger = logging.getLogger(__name__)
@@ -104,10 +104,26 @@ def iter_results(*, account: Account, batch: Batch) -> Iterator[ResultLine]:
     def lines() -> Iterator[tuple[str, bytes]]:
         for source in sources:
             with provider.open_results(batch.id, source, known=batch) as response:
-                for line in jsonl_lines(response):
+                for line in results_file_lines(response, label=provider.label, source=source):
                     yield (source if named else "", line)
 
     return parse_stream(account.provider, lines())
+
+
+def results_file_lines(response, *, label: str, source: str) -> Iterator[bytes]:
+    """The lines of a results file, once its answer looks like one: an HTML page or any body whose
+    first line is not a JSON object is the provider's failure (an error page served with 200), not
+    a file of "invalid" result lines."""
+    if "html" in response.headers.get("content-type", "").lower():
+        raise BadResponse(f"{label} answered for the {source} file with an HTML page, not JSON lines.")
+    lines = jsonl_lines(response)
+    first = next(lines, None)
+    if first is None:
+        return
+    if not first.lstrip().startswith(b"{"):
+        raise BadResponse(f"{label} answered for the {source} file with a body that is not JSON lines.")
+    yield first
+    yield from lines
 
 
 def open_download(*, account: Account, batch: Batch, source: str) -> Iterator[bytes]:
@@ -160,9 +176,9 @@ def cancel_story(*, batch: Batch, attempts: list[CancelAttempt]) -> CancelStory 
     if batch.cancel_initiated_at is None:
         return None
     took = batch.ended_at - batch.cancel_initiated_at if batch.ended_at else None
-    accepted = next(
-        (a for a in reversed(attempts) if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None
-    )
+    # The first accepted cancel is the one that stopped the batch: counts after it are what finished
+    # meanwhile (a second cancel's answer would hide what finished between the two).
+    accepted = next((a for a in attempts if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None)
     finished_after, explanation = providers.module(batch.provider).after_cancel(
         batch, accepted.counts_at_cancel if accepted is not None else None
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from itertools import chain
 from urllib.parse import urlencode
 
@@ -22,13 +23,17 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from . import providers, selectors, services
+from .middleware import htmx_login_redirect
 from .accounts import Account, configured_accounts, provider_for
 from .models import CancelAttempt
 from .providers.base import ProviderError
 from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 
+logger = logging.getLogger(__name__)
+
 CANCEL_PERMISSION = "dashboard.cancel_batch"
 RESULT_PAGE_SIZE = 50
+MAX_RESULT_OFFSET = 10_000_000  # past any batch's last line (the APIs allow 100,000 requests)
 
 
 def status_choices() -> list[tuple[str, str]]:
@@ -234,7 +239,7 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
     }
     if batch.is_ended:
         try:
-            offset = max(0, int(request.GET.get("offset", "0")))
+            offset = min(MAX_RESULT_OFFSET, max(0, int(request.GET.get("offset", "0")[:20])))
         except ValueError:
             offset = 0
         filters = context["filters"]
@@ -321,9 +326,19 @@ def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) 
 
     def rows():
         yield writer.writerow(CSV_COLUMNS)
-        for line in chain([] if first is None else [first], lines):
-            if matches(line, **filters):
-                yield writer.writerow(csv_row(line))
+        read = 0
+        try:
+            for line in chain([] if first is None else [first], lines):
+                read = line.number
+                if matches(line, **filters):
+                    yield writer.writerow(csv_row(line))
+        except Exception as error:
+            # The header has gone out with HTTP 200: the file itself must say it is incomplete.
+            message = error.message if isinstance(error, ProviderError) else f"an unexpected {type(error).__name__}"
+            logger.warning("CSV export of %s/%s stopped after line %d: %s", account.key, batch_id, read, message)
+            yield writer.writerow(
+                ["ERROR", f"The export stopped after result line {read}: {message}. This file is incomplete."]
+            )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{batch_id}_results.csv"'
@@ -375,3 +390,20 @@ def locked_out(request: HttpRequest, original_response=None, credentials=None) -
         },
         status=429,
     )
+
+
+CSRF_REFUSED = (
+    "The dashboard refused this (your session changed — signed in again in another tab?). "
+    "Reload the page and try again."
+)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: a POST whose token is stale, most often because the user signed in again
+    (in another tab), which gives the session a new token. For htmx, a short plain message the row
+    shows (or the move to the login page if the session is gone too); otherwise a page saying it."""
+    if request.headers.get("HX-Request") == "true":
+        if not request.user.is_authenticated:
+            return htmx_login_redirect(request)
+        return HttpResponse(CSRF_REFUSED + "\n", status=403, content_type="text/plain; charset=utf-8")
+    return render(request, "registration/csrf_failure.html", {"explanation": CSRF_REFUSED}, status=403)

@@ -22,7 +22,7 @@ from .errors import (
     unreadable_batch,
 )
 from .http import BatchAPI
-from .lines import RESULT_TYPES, ResultLine, dig, token_count
+from .lines import RESULT_TYPES, ResultLine, as_text, dig, token_count
 
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
@@ -96,20 +96,20 @@ def parse_batch(data: Any, *, account: str) -> Batch:
 def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
     """One line of the results file, already a JSON object (untrusted: odd fields become empty)."""
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
-    kind = str(result.get("type") or "")
+    kind = as_text(result.get("type"))
     message = result.get("message") if isinstance(result.get("message"), dict) else {}
     usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
     error = dig(result, "error", "error") or {}
     return ResultLine(
         number=number,
-        custom_id=str(data.get("custom_id", "")),
+        custom_id=as_text(data.get("custom_id")),
         type=kind if kind in RESULT_TYPES else "invalid",
-        model=str(message.get("model") or ""),
-        stop_reason=str(message.get("stop_reason") or ""),
+        model=as_text(message.get("model")),
+        stop_reason=as_text(message.get("stop_reason")),
         input_tokens=token_count(usage.get("input_tokens")),
         output_tokens=token_count(usage.get("output_tokens")),
-        error_type=str(error.get("type") or "") if isinstance(error, dict) else "",
-        error_message=str(error.get("message") or "") if isinstance(error, dict) else "",
+        error_type=as_text(error.get("type")) if isinstance(error, dict) else "",
+        error_message=as_text(error.get("message")) if isinstance(error, dict) else "",
         raw=raw,
     )
 

@@ -82,12 +82,22 @@ class BatchAPI:
             unreadable=tuple(unreadable),
         )
 
+    def _the_batch(self, batch_id: str, data: Any) -> Batch:
+        """The answer about `batch_id`, which must be that batch and no other."""
+        batch = self._batch(data)
+        if batch.id != batch_id:
+            raise BadResponse(
+                f"{self.label} answered a request about batch {batch_id} with another batch ({batch.id}); "
+                "nothing of that answer is shown or stored."
+            )
+        return batch
+
     def retrieve(self, batch_id: str) -> Batch:
-        return self._batch(self._json("GET", self._batch_path(batch_id)))
+        return self._the_batch(batch_id, self._json("GET", self._batch_path(batch_id)))
 
     def cancel(self, batch_id: str) -> Batch:
         try:
-            return self._batch(self._json("POST", self._batch_path(batch_id, self.cancel_suffix)))
+            return self._the_batch(batch_id, self._json("POST", self._batch_path(batch_id, self.cancel_suffix)))
         except UpstreamError as error:
             # A refusal (each subclass says with which status) means ended, or not cancelable yet: ask the batch.
             raise refused_cancel(error, self.retrieve, batch_id) from None

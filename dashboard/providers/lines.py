@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,22 @@ def dig(data: Any, *path: str) -> Any:
             return None
         data = data.get(key)
     return data
+
+
+MAX_TEXT = 10_000
+
+
+def as_text(value: Any) -> str:
+    """A field shown as text: a string as it is, a number as JSON writes it, an object or list as
+    JSON (never Python's repr of it), nothing as ""; capped, as one field must not fill a page."""
+    if isinstance(value, str):
+        return value[:MAX_TEXT]
+    if value is None:
+        return ""
+    try:
+        return json.dumps(value, ensure_ascii=False)[:MAX_TEXT]
+    except (TypeError, ValueError):
+        return ""
 
 
 def token_count(value: Any) -> int | None:

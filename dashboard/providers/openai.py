@@ -22,7 +22,7 @@ from .errors import (
     unreadable_batch,
 )
 from .http import BatchAPI
-from .lines import ResultLine, token_count
+from .lines import ResultLine, as_text, token_count
 
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
@@ -151,15 +151,15 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         kind, error = "errored", body_error or {"code": f"http_{status_code}", "message": ""}
     return ResultLine(
         number=number,
-        custom_id=str(data.get("custom_id", "")),
+        custom_id=as_text(data.get("custom_id")),
         type=kind,
         source=source,
-        model=str(body.get("model") or ""),
-        stop_reason=str(first_choice.get("finish_reason") or ""),
+        model=as_text(body.get("model")),
+        stop_reason=as_text(first_choice.get("finish_reason")),
         input_tokens=token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
         output_tokens=token_count(usage.get("completion_tokens", usage.get("output_tokens"))),
-        error_type=str(error.get("type") or error.get("code") or ""),
-        error_message=str(error.get("message") or ""),
+        error_type=as_text(error.get("type") or error.get("code")),
+        error_message=as_text(error.get("message")),
         raw=raw,
     )
 

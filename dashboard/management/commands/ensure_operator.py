@@ -4,11 +4,21 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 
+# Cancel, and read (never change) what the admin shows: the audit trail and the store.
+OPERATOR_PERMISSIONS = (
+    "cancel_batch",
+    "view_cancelattempt",
+    "view_storedbatch",
+    "view_batchchange",
+    "view_accountstate",
+)
+
 
 class Command(BaseCommand):
     help = (
         "Create (or reset) a local operator account with a fresh random password and print it, "
-        "so a newcomer can sign in. The user may cancel batches and see the audit trail."
+        "so a newcomer can sign in. The user may cancel batches and see the audit trail, on its page "
+        "and (read-only) in the Django admin, with the stored batches and account health."
     )
 
     def add_arguments(self, parser) -> None:
@@ -20,7 +30,9 @@ class Command(BaseCommand):
         user.set_password(password)
         user.is_staff = True
         user.save()
-        user.user_permissions.add(Permission.objects.get(codename="cancel_batch", content_type__app_label="dashboard"))
+        user.user_permissions.add(
+            *Permission.objects.filter(content_type__app_label="dashboard", codename__in=OPERATOR_PERMISSIONS)
+        )
         verb = "Created" if created else "Reset the password of"
         self.stdout.write(self.style.SUCCESS(f"{verb} user '{username}'. Sign in with:"))
         self.stdout.write(f"    username: {username}\n    password: {password}")
