@@ -17,10 +17,12 @@ from . import clock
 from .models import BASE62, Fault, Provider, SimAccount, SimBatch, SimRequest, anthropic_batch_id
 from .progression import AnthropicState, Outcome, anthropic_state
 from .wire import (
+    KEY_AGAIN,
     ApiError,
     Dialect,
     Missing,
     NotAList,
+    by_public_id,
     cursor_batch,
     endpoint,
     newer_than,
@@ -28,10 +30,11 @@ from .wire import (
     page_limit,
     processing_seconds_override,
     short_id,
+    storable,
     stream_json_list,
 )
 
-CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # matched whole (fullmatch): "$" would let a final "\n" by
 MAX_REQUESTS = 100_000
 ERRORED_RESULTS = (
     ("invalid_request_error", "messages.0.content: text content blocks must be non-empty"),
@@ -119,7 +122,7 @@ def present(request: HttpRequest, batch: SimBatch) -> JsonResponse:
 
 
 def find_batch(account: SimAccount, batch_id: str) -> SimBatch:
-    batch = account.batches.filter(public_id=batch_id).first()
+    batch = by_public_id(account.batches, batch_id)
     if batch is None:
         raise DIALECT.not_found(f"Message batch {batch_id} not found.")
     return batch
@@ -142,7 +145,11 @@ def validated_requests(request: HttpRequest) -> list[tuple[str, str]]:
     count = 0
     first_problem: ApiError | None = None
     try:
-        for count, item in enumerate(stream_json_list(request, DIALECT, key="requests"), start=1):
+        for item in stream_json_list(request, DIALECT, key="requests"):
+            if item is KEY_AGAIN:  # "requests" once more: the last one wins, as in any JSON object
+                validated, seen, count, first_problem = [], set(), 0, None
+                continue
+            count += 1
             if count > MAX_REQUESTS or first_problem is not None:
                 continue  # read on: a body that is not valid JSON is answered as such, as the API does
             try:
@@ -171,7 +178,7 @@ def validated_request(position: int, item: object, seen: set[str]) -> tuple[str,
     custom_id = item.get("custom_id")
     if not isinstance(custom_id, str):
         raise DIALECT.bad_request(f"{where}.custom_id: Field required")
-    if not CUSTOM_ID.match(custom_id):
+    if not CUSTOM_ID.fullmatch(custom_id):
         raise DIALECT.bad_request(f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
     if custom_id in seen:
         raise DIALECT.bad_request(
@@ -190,6 +197,8 @@ def validated_request(position: int, item: object, seen: set[str]) -> tuple[str,
             raise DIALECT.bad_request(f"{where}.params.{required}: Field required")
     if not isinstance(params["model"], str):
         raise DIALECT.bad_request(f"{where}.params.model: Input should be a valid string")
+    if not storable(params["model"]):
+        raise DIALECT.bad_request(f"{where}.params.model: String should not contain the NUL character (U+0000)")
     return custom_id, params["model"]
 
 

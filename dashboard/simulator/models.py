@@ -106,7 +106,7 @@ class SimBatch(models.Model):
     input_file = models.ForeignKey(SimFile, null=True, blank=True, on_delete=models.SET_NULL)
     input_file_public_id = models.CharField(max_length=64, blank=True)
     metadata = models.JSONField(null=True, blank=True)
-    model = models.CharField(max_length=128, blank=True)
+    model = models.TextField(blank=True)  # as the caller wrote it, however long
     validation_errors = models.JSONField(null=True, blank=True)
     output_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
     error_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
@@ -151,8 +151,9 @@ class SimBatch(models.Model):
 class SimRequest(models.Model):
     batch = models.ForeignKey(SimBatch, on_delete=models.CASCADE, related_name="requests")
     index = models.PositiveIntegerField()
-    custom_id = models.CharField(max_length=64)
-    model = models.CharField(max_length=128, blank=True)
+    # Text, not a bounded column: OpenAI sets no length on either; Anthropic's custom_id is checked at create.
+    custom_id = models.TextField()
+    model = models.TextField(blank=True)
 
     class Meta:
         unique_together = [("batch", "index")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -19,6 +20,8 @@ from .wire import (
     ApiError,
     BoundedBody,
     Dialect,
+    SurrogateCheck,
+    by_public_id,
     cursor_batch,
     endpoint,
     hex_id,
@@ -26,6 +29,7 @@ from .wire import (
     page_limit,
     parse_json_body,
     processing_seconds_override,
+    storable,
     too_large,
 )
 
@@ -165,6 +169,8 @@ def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
 
 def batch_file(account: SimAccount, file_id: str) -> tuple[SimBatch, OpenAIState, bool]:
     """The ended batch whose output (errors=False) or error file (errors=True) this is."""
+    if not storable(file_id):
+        raise DIALECT.not_found(f"No such File object: {file_id}")
     now = clock.now()
     for batch in account.batches.filter(output_file_id=file_id) | account.batches.filter(error_file_id=file_id):
         state = openai_state(batch.plan(), now)
@@ -177,7 +183,7 @@ def batch_file(account: SimAccount, file_id: str) -> tuple[SimBatch, OpenAIState
 
 @endpoint(DIALECT, "GET")
 def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> JsonResponse:
-    file = account.files.filter(public_id=file_id).first()
+    file = by_public_id(account.files, file_id)
     if file is not None:
         return JsonResponse(file_json(file))
     # Output and error files of ended batches are files like any other, with purpose batch_output.
@@ -199,7 +205,7 @@ def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> Json
 
 @endpoint(DIALECT, "GET")
 def file_content(request: HttpRequest, account: SimAccount, file_id: str) -> HttpResponse:
-    file = account.files.filter(public_id=file_id).first()
+    file = by_public_id(account.files, file_id)
     if file is not None:
         return HttpResponse(bytes(file.content), content_type="application/octet-stream")
     batch, state, errors = batch_file(account, file_id)
@@ -248,7 +254,7 @@ def present(batch: SimBatch) -> JsonResponse:
 
 
 def find_batch(account: SimAccount, batch_id: str) -> SimBatch:
-    batch = account.batches.filter(public_id=batch_id).first()
+    batch = by_public_id(account.batches, batch_id)
     if batch is None:
         raise DIALECT.not_found(f"No batch found with id '{batch_id}'.")
     return batch
@@ -259,6 +265,21 @@ def batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
     if request.method == "POST":
         return create_batch(request, account)
     return list_batches(request, account)
+
+
+def json_type(value: object) -> str:
+    """How OpenAI's errors name a JSON value's type."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "null"
 
 
 def validated_metadata(metadata: object) -> dict | None:
@@ -275,6 +296,12 @@ def validated_metadata(metadata: object) -> dict | None:
             code="object_above_max_properties",
         )
     for key, value in metadata.items():
+        if not storable(key) or (isinstance(value, str) and not storable(value)):
+            raise DIALECT.bad_request(
+                "Invalid 'metadata': keys and values cannot contain the NUL character (U+0000).",
+                param="metadata",
+                code="invalid_value",
+            )
         if len(key) > 64:
             raise DIALECT.bad_request(
                 f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
@@ -288,6 +315,25 @@ def validated_metadata(metadata: object) -> dict | None:
                 code="invalid_value",
             )
     return metadata
+
+
+def not_json(literal: str) -> float:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def finite(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal} is too large")
+    return number
+
+
+def json_line(raw: bytes, text: str) -> object:
+    """One line of an input file as JSON, strictly: no NaN or Infinity, no number past a float's range,
+    no escape of a lone surrogate (legal JSON syntax, but no text: such a string could not be stored).
+    Nesting too deep for the decoder raises RecursionError."""
+    SurrogateCheck().feed(raw, final=True)
+    return json.loads(text, parse_constant=not_json, parse_float=finite)
 
 
 def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, str]], list[dict]]:
@@ -318,8 +364,8 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
             continue
         count += 1
         try:
-            line = json.loads(text)
-        except ValueError:
+            line = json_line(raw, text)
+        except (ValueError, RecursionError):
             problem("invalid_json_line", "This line is not parseable as valid JSON.", number)
             continue
         if not isinstance(line, dict):
@@ -330,6 +376,12 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
             problem("missing_required_parameter", f"Missing required parameter: '{missing[0]}'.", number, missing[0])
             continue
         custom_id = str(line["custom_id"])
+        body = line["body"] if isinstance(line["body"], dict) else {}
+        model = str(body.get("model", ""))
+        if not storable(custom_id) or not storable(model):
+            name = "custom_id" if not storable(custom_id) else "body.model"
+            problem("invalid_value", f"Invalid '{name}': the NUL character (U+0000) is not supported.", number, name)
+            continue
         if custom_id in seen:
             problem(
                 "duplicate_custom_id",
@@ -347,8 +399,7 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
                 number,
                 "url",
             )
-        body = line["body"] if isinstance(line["body"], dict) else {}
-        requests.append((custom_id, str(body.get("model", ""))))
+        requests.append((custom_id, model))
     if not count:
         problem("empty_file", "The batch input file is empty. Please upload a file with at least one request.", None)
     if count > MAX_INPUT_LINES:
@@ -367,9 +418,16 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
 def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
     body = parse_json_body(request, DIALECT)
     for name in ("input_file_id", "endpoint", "completion_window"):
-        if not body.get(name):
+        if body.get(name) in (None, ""):
             raise DIALECT.bad_request(
                 f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
+            )
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if not isinstance(body[name], str):
+            raise DIALECT.bad_request(
+                f"Invalid type for '{name}': expected a string, but got {json_type(body[name])} instead.",
+                param=name,
+                code="invalid_type",
             )
     endpoint_path = body["endpoint"]
     if endpoint_path not in ENDPOINTS:
@@ -385,7 +443,7 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
             code="invalid_value",
         )
     metadata = validated_metadata(body.get("metadata"))
-    input_file = account.files.filter(public_id=body["input_file_id"]).first()
+    input_file = by_public_id(account.files, body["input_file_id"])
     if input_file is None:
         raise DIALECT.bad_request(
             f"Invalid 'input_file_id': '{body['input_file_id']}'. File not found.", param="input_file_id"

@@ -7,9 +7,9 @@ and unknown routes, comes out in that provider's shape with its request-id heade
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +19,15 @@ from functools import wraps
 import ijson
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import Q
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from ijson.common import ObjectBuilder
 
@@ -74,8 +81,19 @@ class Dialect:
         return SimAccount.objects.filter(provider=self.name, key_sha256=key_digest(api_key)).first()
 
 
-def requested_fault(request: HttpRequest, account: SimAccount) -> str:
-    return request.headers.get("x-sim-fault", "").strip().lower() or account.fault
+KNOWN_FAULTS = tuple(value for value in Fault.values if value)
+
+
+def requested_fault(request: HttpRequest, account: SimAccount, dialect: Dialect) -> str:
+    """The fault asked for by the x-sim-fault header, else the account's. An unknown one is the caller's error."""
+    fault = request.headers.get("x-sim-fault", "").strip().lower()
+    if not fault:
+        return account.fault
+    if fault not in KNOWN_FAULTS:
+        raise dialect.bad_request(
+            f"x-sim-fault: unknown fault {fault!r}; the known faults are {', '.join(map(repr, KNOWN_FAULTS))}."
+        )
+    return fault
 
 
 def requested_latency_ms(request: HttpRequest, account: SimAccount) -> int:
@@ -126,16 +144,154 @@ class BoundedBody:
         return chunk
 
 
+MAX_JSON_DEPTH = 128  # nesting of arrays and objects; RFC 8259 lets a parser set such a limit
+STARTS = ("start_map", "start_array")
+ENDS = ("end_map", "end_array")
+
+# A \uXXXX escape of a UTF-16 surrogate (D800-DFFF). A high one (D800-DBFF) must be followed at once by
+# the escape of a low one (DC00-DFFF): together they are one character. Anything else is legal JSON
+# syntax but no Unicode text, so no string can hold it: the APIs refuse such a body.
+# This pattern reads JSON text one plain run or one whole escape at a time (so an escaped backslash is
+# never taken for the start of an escape) and stops at a lone surrogate's escape, or at an escape
+# that the end of the text seen so far may have cut.
+WITHOUT_LONE_SURROGATE = re.compile(
+    rb"(?:[^\\]++"
+    rb"|\\[^u]"
+    rb"|\\u(?![dD][89a-fA-F])(?=[\s\S]{2})"
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb")*+"
+)
+SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+LONGEST_ESCAPE = 12  # a surrogate pair's two escapes
+
+
+class LoneSurrogate(ValueError):
+    """The JSON text escapes half of a surrogate pair alone."""
+
+
+class SurrogateCheck:
+    """Finds escapes of lone surrogates in JSON text fed to it in chunks of bytes.
+
+    Needed because ijson's C backend does not refuse them: it turns a lone high surrogate into "?",
+    pairs it with whatever escape follows, and hands a lone low one on as bytes that are not UTF-8.
+    An escape that the end of a chunk may have cut is looked at again with the next chunk.
+    """
+
+    def __init__(self) -> None:
+        self.carry = b""  # from the start of an escape not yet decided on
+
+    def feed(self, chunk: bytes, *, final: bool = False) -> None:
+        text = self.carry + chunk if self.carry else chunk
+        decided = len(text) if final else len(text) - LONGEST_ESCAPE  # an escape starting before is whole
+        at = 0
+        while (at := WITHOUT_LONE_SURROGATE.match(text, at).end()) < decided:
+            lone = SURROGATE.match(text, at)
+            if lone:
+                raise LoneSurrogate(lone.group().decode("ascii"))
+            at += 2  # a malformed escape: the parser refuses it
+        self.carry = text[at:]
+
+
+class JsonBody(BoundedBody):
+    """A bounded body that also refuses escapes of lone surrogates as the bytes go by."""
+
+    def __init__(self, request: HttpRequest, limit: int) -> None:
+        super().__init__(request, limit)
+        self.surrogates = SurrogateCheck()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = super().read(size)
+        if size != 0:
+            self.surrogates.feed(chunk, final=not chunk)
+        return chunk
+
+
+def lone_surrogate(escape: LoneSurrogate, dialect: Dialect) -> ApiError:
+    return dialect.bad_request(
+        f"The request body is not valid JSON: {escape} is a lone surrogate, which is not Unicode text."
+    )
+
+
+def json_events(request: HttpRequest, dialect: Dialect, *, limit: int) -> Iterator[tuple[str, object]]:
+    """ijson's basic events of a JSON body, as it streams in; anything the APIs refuse is their 400.
+
+    Refused, besides what is not JSON at all: nesting deeper than MAX_JSON_DEPTH, escapes of lone
+    surrogates, text that is not UTF-8, NaN and Infinity, and numbers too large for a float or an
+    int64. Duplicate keys are allowed; the last one wins, as in Python's json.
+    """
+    depth = 0
+    body = JsonBody(request, limit)
+    try:
+        for event, value in ijson.basic_parse(body, use_float=True):
+            if event in STARTS:
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise dialect.bad_request(
+                        f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels."
+                    )
+            elif event in ENDS:
+                depth -= 1
+            yield event, value
+    except LoneSurrogate as escape:
+        raise lone_surrogate(escape, dialect) from None
+    except UnicodeDecodeError:
+        # Also how ijson hands on a lone low surrogate it read before the check saw the escape whole.
+        try:
+            body.surrogates.feed(b"", final=True)
+        except LoneSurrogate as escape:
+            raise lone_surrogate(escape, dialect) from None
+        raise dialect.bad_request("The request body is not valid JSON: it is not UTF-8 text.") from None
+    except ijson.JSONError as error:
+        if "overflow" in str(error):
+            raise dialect.bad_request("The request body is not valid JSON: a number in it is too large.") from None
+        raise dialect.bad_request("The request body is not valid JSON.") from None
+
+
+def built(event: str, value: object, events: Iterator[tuple[str, object]]) -> object:
+    """The value that starts with (event, value), built from as many events as it takes."""
+    if event not in STARTS:
+        return value
+    builder = ObjectBuilder()
+    builder.event(event, value)
+    depth = 1
+    for inner, inner_value in events:
+        builder.event(inner, inner_value)
+        depth += inner in STARTS
+        depth -= inner in ENDS
+        if depth == 0:
+            break
+    return builder.value
+
+
+def skipped(event: str, events: Iterator[tuple[str, object]]) -> None:
+    """Read past the value that starts with `event`."""
+    if event not in STARTS:
+        return
+    depth = 1
+    for inner, _ in events:
+        depth += inner in STARTS
+        depth -= inner in ENDS
+        if depth == 0:
+            return
+
+
+def first_event(events: Iterator[tuple[str, object]], dialect: Dialect) -> tuple[str, object]:
+    """The start of the body's object (ijson refuses an empty body before any event)."""
+    event, value = next(events, ("", None))
+    if not event:
+        raise dialect.bad_request("The request body is not valid JSON.")
+    if event != "start_map":
+        raise dialect.bad_request("The request body must be a JSON object.")
+    return event, value
+
+
 def parse_json_body(request: HttpRequest, dialect: Dialect, *, limit: int = MAX_SMALL_BODY_BYTES) -> dict:
     """A small JSON object body. Not request.body: the dashboard's upload limits are not the API's."""
-    body = BoundedBody(request, limit)
-    raw = b"".join(iter(lambda: body.read(64 * 1024), b""))
-    try:
-        parsed = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise dialect.bad_request("The request body is not valid JSON.") from None
-    if not isinstance(parsed, dict):
-        raise dialect.bad_request("The request body must be a JSON object.")
+    events = json_events(request, dialect, limit=limit)
+    event, value = first_event(events, dialect)
+    parsed = built(event, value, events)
+    for _ in events:  # whatever follows the object is refused by the parser
+        pass
     return parsed
 
 
@@ -147,46 +303,59 @@ class NotAList(Exception):
     """The streamed object's key held something else than a list."""
 
 
+KEY_AGAIN = object()
+
+
 def stream_json_list(request: HttpRequest, dialect: Dialect, *, key: str, limit: int = MAX_BODY_BYTES) -> Iterator:
     """The items of the list at `key` of a JSON object body, one at a time, parsed as the bytes arrive.
 
     A 256 MB create body is never held whole, neither as bytes nor as text nor as one parsed
     object: only the item being yielded is. Raises Missing / NotAList after the body is read.
+    If the key comes again, KEY_AGAIN is yielded: the last one wins, so what came before is void.
     """
-    body = BoundedBody(request, limit)
-    events = ijson.parse(body, use_float=True)
-    try:
-        first = next(events, None)
-        if first is None:
-            raise dialect.bad_request("The request body is not valid JSON.")
-        if first[1] != "start_map":
-            raise dialect.bad_request("The request body must be a JSON object.")
-        found = False
-        item_prefix = f"{key}.item"
-        for prefix, event, value in events:
-            if prefix == key and event != "map_key":
-                if event == "null":
-                    raise Missing
-                if event not in ("start_array", "end_array"):
-                    raise NotAList
-                found = True
-            elif prefix == item_prefix and event in ("start_map", "start_array"):
-                builder = ObjectBuilder()
-                builder.event(event, value)
-                depth = 1
-                for _prefix, inner, inner_value in events:
-                    builder.event(inner, inner_value)
-                    depth += inner in ("start_map", "start_array")
-                    depth -= inner in ("end_map", "end_array")
-                    if depth == 0:
+    events = json_events(request, dialect, limit=limit)
+    first_event(events, dialect)
+    current: object = None
+    found: str | None = None  # what the last `key` held: "list", "null" or "other"
+    for event, value in events:  # the body's own keys and values; nested ones are built or skipped
+        if event == "map_key":
+            current = value
+        elif event == "end_map":
+            continue  # the body's end: anything after it is refused by the parser
+        elif current != key:
+            skipped(event, events)
+        else:
+            if found is not None:
+                yield KEY_AGAIN
+            if event == "start_array":
+                found = "list"
+                for item_event, item_value in events:
+                    if item_event == "end_array":
                         break
-                yield builder.value
-            elif prefix == item_prefix and event != "end_array":
-                yield value
-        if not found:
-            raise Missing
-    except ijson.JSONError:
-        raise dialect.bad_request("The request body is not valid JSON.") from None
+                    yield built(item_event, item_value, events)
+            elif event == "null":
+                found = "null"
+            else:
+                found = "other"
+                skipped(event, events)
+    if found in (None, "null"):
+        raise Missing
+    if found == "other":
+        raise NotAList
+
+
+def request_error(error: Exception, dialect: Dialect) -> ApiError:
+    """The 400 for a body Django could not take apart (a form or multipart body)."""
+    if isinstance(error, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return dialect.bad_request(f"A form field other than a file is larger than {limit} bytes.")
+    if isinstance(error, TooManyFieldsSent):
+        return dialect.bad_request(f"The form has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields.")
+    if isinstance(error, TooManyFilesSent):
+        return dialect.bad_request(f"The form has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files.")
+    if isinstance(error, MultiPartParserError):
+        return dialect.bad_request(f"The multipart/form-data body could not be parsed: {error}")
+    return dialect.bad_request("The request is malformed.")
 
 
 def endpoint(dialect: Dialect, *methods: str) -> Callable:
@@ -205,10 +374,10 @@ def endpoint(dialect: Dialect, *methods: str) -> Callable:
                     raise ApiError(
                         405, "invalid_request_error", f"Method {request.method} is not allowed on this path."
                     )
+                fault = requested_fault(request, account, dialect)
                 latency_ms = requested_latency_ms(request, account)
                 if latency_ms:
                     time.sleep(latency_ms / 1000)
-                fault = requested_fault(request, account)
                 if fault == Fault.HANG:
                     time.sleep(settings.SIMULATOR_HANG_SECONDS)
                 elif fault == Fault.NON_JSON:
@@ -220,6 +389,8 @@ def endpoint(dialect: Dialect, *methods: str) -> Callable:
                 response = view(request, account, *args, **kwargs)
             except ApiError as error:
                 response = dialect.error_response(error, request_id)
+            except (MultiPartParserError, SuspiciousOperation) as error:  # Django's 400s, in the provider's shape
+                response = dialect.error_response(request_error(error, dialect), request_id)
             except Exception:
                 logger.exception("simulator %s: unexpected error on %s", dialect.name, request.path)
                 response = dialect.error_response(dialect.fault_error(Fault.SERVER_ERROR, None), request_id)
@@ -288,8 +459,18 @@ def older_than(cursor: SimBatch) -> Q:
     return Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=cursor.id)
 
 
+def storable(text: str) -> bool:
+    """Whether every database the simulator runs on can hold the text: PostgreSQL's cannot hold U+0000."""
+    return "\x00" not in text
+
+
+def by_public_id(rows: QuerySet, public_id: str):
+    """The row with this public id, or None. An id with a NUL is none of ours (and PostgreSQL refuses it)."""
+    return rows.filter(public_id=public_id).first() if storable(public_id) else None
+
+
 def cursor_batch(account: SimAccount, name: str, value: str, dialect: Dialect) -> SimBatch:
-    cursor = account.batches.filter(public_id=value).first()
+    cursor = by_public_id(account.batches, value)
     if cursor is None:
         raise dialect.bad_request(f"{name}: no object with id {value!r}", param=name)
     return cursor
