@@ -83,6 +83,7 @@ bench: install-test
 	$(BIN)/python bench/server_load.py
 	$(BIN)/python bench/jsonl_split.py
 	$(BIN)/python bench/store_list.py
+	$(BIN)/python bench/freshness.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -3,7 +3,10 @@
 Each cycle, for every account this poller holds the lease of and that is due:
 1. list newest first, page by page, until a page holds only batches already stored as ended;
 2. backfill the older history one page further than last time, until it is complete;
-3. retrieve every stored batch that has not ended (and was not in this cycle's listing);
+3. refresh every stored batch that has not ended (and was not in this cycle's listing): by reading
+   the listing on, down to the oldest of them, when that takes fewer requests than retrieving each
+   (running batches are all recent, so they sit near the top of the newest-first listing);
+   otherwise, and for any the listing did not show, by retrieves, POLL_CONCURRENCY at a time;
 4. write the account's health: last success, or the (redacted) error, a failure count and when
    to try again (`retry-after` on 429; exponential backoff with jitter on 5xx, 529 and timeouts).
 
@@ -15,9 +18,10 @@ killed poller's accounts are taken over once its lease expires.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,10 +29,10 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import Q
 
-from . import store
+from . import providers, store
 from .accounts import Account, configured_accounts, provider_for
 from .models import AccountState, StoredBatch
-from .providers.base import NotFound, Provider, ProviderError, RateLimited
+from .providers.base import NotFound, Page, Provider, ProviderError, RateLimited
 from .redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,9 @@ logger = logging.getLogger(__name__)
 LIST_PAGE_LIMIT = 100
 MAX_INCREMENTAL_PAGES = 20
 MAX_BACKOFF_SECONDS = 300
+POLL_CONCURRENCY = 8  # retrieves in flight per account, unless settings.POLL_CONCURRENCY says otherwise
+# False: running batches are refreshed by retrieves only (the strategy before, which bench/freshness.py compares).
+REFRESH_BY_LISTING = True
 
 
 @dataclass
@@ -77,9 +84,9 @@ def poll_account(account: Account, *, now: datetime, provider: Provider | None =
     state = state_for(account)
     result = PollResult(account=account.key)
     try:
-        seen = _list_new(provider, state, now, result)
-        _backfill(provider, state, now, result)
-        _refresh_active(provider, account, now, seen, result)
+        seen, after = _list_new(provider, account, state, now, result)
+        seen |= _backfill(provider, state, now, result)
+        _refresh_active(provider, account, now, seen, after, result)
     except ProviderError as error:
         result.error = redact(error.message)
         _failed(state, error, now)
@@ -93,12 +100,33 @@ def _record(batches, now: datetime, result: PollResult) -> None:
     result.changed += store.record_many(batches, fetched_at=now)
 
 
+def _record_page(page: Page, account: Account, now: datetime, result: PollResult) -> bool:
+    """Store a list page's batches, but those already stored in an ended status (final: rewriting
+    them each cycle would only cost). True if the page held batches stored as ended."""
+    _unreadable(page, result)
+    result.listed += len(page.batches)
+    stored_ended = dict(
+        StoredBatch.objects.filter(
+            account=account.key, batch_id__in=[batch.id for batch in page.batches], is_ended=True
+        ).values_list("batch_id", "status")
+    )
+    # A batch marked ended only because a retrieve said 404 keeps its last status: if it is listed
+    # again after all, it is written again.
+    ended = providers.module(account.provider).ENDED
+    final = {batch_id for batch_id, status in stored_ended.items() if status in ended}
+    _record([batch for batch in page.batches if batch.id not in final], now, result)
+    return bool(stored_ended)
+
+
 def _unreadable(page, result: PollResult) -> None:
     result.warnings.extend({"batch": batch_id, "reason": message} for batch_id, message in page.unreadable)
 
 
-def _list_new(provider: Provider, state: AccountState, now: datetime, result: PollResult) -> set[str]:
-    """Newest first until the listing reaches a batch already stored as ended; the ids listed.
+def _list_new(
+    provider: Provider, account: Account, state: AccountState, now: datetime, result: PollResult
+) -> tuple[set[str], str | None]:
+    """Newest first until the listing reaches a batch already stored as ended: the ids listed, and
+    the cursor that reads on from there (None when the listing was read to its end).
 
     An account seen for the first time gets one page here; the backfill reads the rest, a page a cycle.
     """
@@ -107,29 +135,26 @@ def _list_new(provider: Provider, state: AccountState, now: datetime, result: Po
     after = None
     for _ in range(MAX_INCREMENTAL_PAGES):
         page = provider.list_page(limit=LIST_PAGE_LIMIT, after=after)
-        _unreadable(page, result)
+        reached_known = _record_page(page, account, now, result)
         ids = [batch.id for batch in page.batches]
-        reached_known = StoredBatch.objects.filter(account=state.account, batch_id__in=ids, is_ended=True).exists()
-        _record(page.batches, now, result)
-        result.listed += len(page.batches)
         seen.update(ids)
         if not page.has_more or not page.batches:
             if first_look:
                 state.backfill_done = True
-            break
+            return seen, None
         after = page.last_id or ids[-1]
         if first_look:
             state.backfill_after = after
             break
         if reached_known:
             break
-    return seen
+    return seen, after
 
 
-def _backfill(provider: Provider, state: AccountState, now: datetime, result: PollResult) -> None:
-    """One page of older history per cycle, from where the last one stopped."""
+def _backfill(provider: Provider, state: AccountState, now: datetime, result: PollResult) -> set[str]:
+    """One page of older history per cycle, from where the last one stopped; the ids listed."""
     if state.backfill_done or not state.backfill_after:
-        return
+        return set()
     page = provider.list_page(limit=LIST_PAGE_LIMIT, after=state.backfill_after)
     _unreadable(page, result)
     _record(page.batches, now, result)
@@ -138,19 +163,110 @@ def _backfill(provider: Provider, state: AccountState, now: datetime, result: Po
         state.backfill_after = page.last_id or page.batches[-1].id
     else:
         state.backfill_done = True
+    return {batch.id for batch in page.batches}
 
 
-def _refresh_active(provider: Provider, account: Account, now: datetime, seen: set[str], result: PollResult) -> None:
-    active = StoredBatch.objects.filter(account=account.key, is_ended=False).exclude(batch_id__in=seen)
-    for batch_id in active.values_list("batch_id", flat=True):
+def _refresh_active(
+    provider: Provider, account: Account, now: datetime, seen: set[str], after: str | None, result: PollResult
+) -> None:
+    """Bring every stored batch that has not ended, and was not listed this cycle, up to date.
+
+    Reading the listing on from `after` (where this cycle's listing stopped: no page is read twice)
+    down to the oldest of them takes about one request per page of the batches stored since that
+    one was created; retrieving takes one request per batch. The listing is read when it takes
+    fewer; whatever it did not show (deleted, unreadable) is retrieved.
+    """
+    wanted = dict(
+        StoredBatch.objects.filter(account=account.key, is_ended=False)
+        .exclude(batch_id__in=seen)
+        .order_by("-created_at", "-batch_id")
+        .values_list("batch_id", "created_at")
+    )
+    if not wanted:
+        return
+    if REFRESH_BY_LISTING and after is not None:
+        limit = page_limit(account)
+        oldest = min(wanted.values())
+        since = StoredBatch.objects.filter(account=account.key, created_at__gte=oldest).exclude(batch_id__in=seen)
+        if math.ceil(since.count() / limit) < len(wanted):
+            _list_active(provider, account, now, after, limit, wanted, result)
+    _retrieve(provider, account, now, list(wanted), result)
+
+
+def page_limit(account: Account) -> int:
+    """The largest page the account's list endpoint serves (its provider module's MAX_PAGE_LIMIT)."""
+    return int(getattr(providers.module(account.provider), "MAX_PAGE_LIMIT", LIST_PAGE_LIMIT))
+
+
+def _list_active(
+    provider: Provider,
+    account: Account,
+    now: datetime,
+    after: str,
+    limit: int,
+    wanted: dict[str, datetime],
+    result: PollResult,
+) -> None:
+    """Read the listing on from `after` until every batch in `wanted` (id: created_at) was shown, or
+    the listing is past the oldest of them; those shown are recorded and taken out of `wanted`.
+
+    Never more pages than there were batches to retrieve, whatever the store's count said."""
+    oldest = min(wanted.values())
+    for _ in range(len(wanted) - 1):
+        page = provider.list_page(limit=limit, after=after)
+        _record_page(page, account, now, result)
+        ids = [batch.id for batch in page.batches]
+        shown = wanted.keys() & set(ids)
+        result.refreshed += len(shown)
+        for batch_id in shown:
+            del wanted[batch_id]
+        if not wanted or not page.has_more or not page.batches or page.batches[-1].created_at < oldest:
+            return
+        after = page.last_id or ids[-1]
+
+
+def _retrieve(provider: Provider, account: Account, now: datetime, batch_ids: list[str], result: PollResult) -> None:
+    """Retrieve each batch, POLL_CONCURRENCY at a time, and record the answers as they come.
+
+    Only this (the account's) thread writes to the store. The first ProviderError stops retrieves
+    not yet started and is raised once those in flight have answered: what they brought is recorded.
+    """
+    if not batch_ids:
+        return
+    concurrency = max(1, min(int(getattr(settings, "POLL_CONCURRENCY", POLL_CONCURRENCY)), len(batch_ids)))
+
+    def fetch(batch_id: str):
         try:
-            batch = provider.retrieve(batch_id)
-        except NotFound:
-            # Deleted upstream (Anthropic lets ended batches be deleted): nothing more will change.
-            StoredBatch.objects.filter(account=account.key, batch_id=batch_id).update(is_ended=True)
-            continue
-        _record([batch], now, result)
-        result.refreshed += 1
+            return provider.retrieve(batch_id)
+        finally:
+            connections.close_all()  # this pool's threads end with the account's cycle
+
+    failure: ProviderError | None = None
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll-retrieve")
+    try:
+        futures = {pool.submit(fetch, batch_id): batch_id for batch_id in batch_ids}
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            batch_id = futures[future]
+            try:
+                batch = future.result()
+            except NotFound:
+                # Deleted upstream (Anthropic lets ended batches be deleted): nothing more will change.
+                StoredBatch.objects.filter(account=account.key, batch_id=batch_id).update(is_ended=True)
+                continue
+            except ProviderError as error:
+                if failure is None:
+                    failure = error
+                    for other in futures:
+                        other.cancel()
+                continue
+            _record([batch], now, result)
+            result.refreshed += 1
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        raise failure
 
 
 def _succeeded(state: AccountState, account: Account, now: datetime, result: PollResult) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -308,3 +310,157 @@ def test_manage_py_poll_is_quiet_unless_something_changed(embedded_upstream, ant
     AccountState.objects.update(next_poll_at=None)
     call_command("poll", "--once", "--owner", "t", "-v", "2", stdout=verbose)
     assert "anthropic-ops: listed 1, refreshed 0, changed 0" in verbose.getvalue()
+
+
+def test_listed_batches_stored_in_an_ended_status_are_not_written_again(db, upstream):
+    for second in (0, 3):
+        cycle(upstream, T0 + timedelta(seconds=second))
+    ended, running = batch_json(50)["id"], batch_json(2)["id"]
+    assert StoredBatch.objects.get(batch_id=ended).last_fetched_at == T0
+    # As a retrieve's 404 leaves it: marked ended, its last status kept.
+    StoredBatch.objects.filter(batch_id=running).update(is_ended=True)
+    result = cycle(upstream, T0 + timedelta(seconds=6))
+    assert result.listed == 100 and lists(upstream) == ["GET /v1/messages/batches?limit=100"]
+    assert StoredBatch.objects.get(batch_id=ended).last_fetched_at == T0, "final: not rewritten"
+    relisted = StoredBatch.objects.get(batch_id=running)
+    assert not relisted.is_ended and relisted.last_fetched_at == T0 + timedelta(seconds=6), "listed again: written"
+
+
+# --- Refreshing the running batches: by the listing when cheaper, else by concurrent retrieves -----
+
+
+def filled(upstream: FakeAnthropic) -> datetime:
+    """Cycles until the account's history is stored; the time of the last one."""
+    at = T0
+    for _ in range(30):
+        cycle(upstream, at)
+        if AccountState.objects.get().backfill_done:
+            return at
+        at += timedelta(seconds=3)
+    raise AssertionError("the backfill never finished")
+
+
+def fetched_at(at: datetime) -> set[str]:
+    return set(StoredBatch.objects.filter(last_fetched_at=at).values_list("batch_id", flat=True))
+
+
+@pytest.mark.parametrize(("page_limit", "list_calls"), [(1000, 2), (100, 3)])
+def test_running_batches_below_the_first_page_are_refreshed_by_reading_the_listing_on(
+    db, upstream, monkeypatch, page_limit, list_calls
+):
+    monkeypatch.setattr(anthropic, "MAX_PAGE_LIMIT", page_limit, raising=False)
+    # 150 running batches, every other one of the newest 300; 100 ended ones older still.
+    upstream.batches = [batch_json(n, ended=n % 2 == 0 or n > 300) for n in range(1, 401)]
+    at = filled(upstream) + timedelta(seconds=3)
+    running = set(StoredBatch.objects.filter(is_ended=False).values_list("batch_id", flat=True))
+    assert len(running) == 150
+    deep = batch_json(299)["id"]
+    upstream.set(deep, **{k: v for k, v in batch_json(299, ended=True).items() if k != "created_at"})
+
+    result = cycle(upstream, at)
+    assert result.error == ""
+    assert retrieves(upstream) == [], "no batch was retrieved one by one"
+    assert len(lists(upstream)) == list_calls
+    # The incremental listing's page (batches 1-100, where it meets stored ended ones) is not read again.
+    assert lists(upstream)[1] == f"GET /v1/messages/batches?limit={page_limit}&after_id={batch_json(100)['id']}"
+    assert running <= fetched_at(at), "every running batch was refreshed"
+    assert StoredBatch.objects.get(batch_id=deep).is_ended and result.changed == 1
+    assert result.refreshed == 100, "the 50 on the first page were refreshed by the incremental listing"
+
+    gone = batch_json(297)["id"]  # deleted upstream: the listing does not show it, so it is asked for
+    upstream.batches = [batch for batch in upstream.batches if batch["id"] != gone]
+    later = at + timedelta(seconds=3)
+    assert cycle(upstream, later).error == ""
+    assert retrieves(upstream) == [gone]
+    assert StoredBatch.objects.get(batch_id=gone).is_ended
+
+
+def test_a_few_running_batches_among_many_ended_ones_are_retrieved(db, upstream):
+    old_running = (150, 400, 590)  # five pages of 100 down to the oldest: more requests than three retrieves
+    upstream.batches = [batch_json(n, ended=n not in old_running) for n in range(1, 601)]
+    at = filled(upstream) + timedelta(seconds=3)
+    result = cycle(upstream, at)
+    assert result.error == ""
+    assert lists(upstream) == ["GET /v1/messages/batches?limit=100"]
+    assert sorted(retrieves(upstream)) == sorted(batch_json(n)["id"] for n in old_running)
+    assert {batch_json(n)["id"] for n in old_running} <= fetched_at(at)
+    assert result.refreshed == 3
+
+
+class SlowRetrieves(FakeAnthropic):
+    """Retrieves take `seconds` each; counts how many are in flight at once."""
+
+    def __init__(self, batches: list[dict], *, seconds: float = 0.05, first_together: int = 0):
+        super().__init__(batches)
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.failing: set[str] = set()
+        # The first `first_together` retrieves wait for one another: proof that they are in flight at once.
+        self.together = threading.Barrier(first_together, timeout=5) if first_together else None
+        self.started = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/messages/batches":
+            return super().__call__(request)
+        with self.lock:
+            self.in_flight += 1
+            self.started += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            first_round = self.together is not None and self.started <= self.together.parties
+        try:
+            if first_round:
+                self.together.wait()
+            if request.url.path.rsplit("/", 1)[-1] in self.failing:
+                self.calls.append(f"{request.method} {request.url.path}")
+                return httpx.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "x"}})
+            time.sleep(self.seconds)
+            return super().__call__(request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def twenty_running() -> list[dict]:
+    return [batch_json(n, ended=n % 10 != 0) for n in range(1, 201)]
+
+
+def test_retrieves_run_concurrently_up_to_poll_concurrency_and_are_all_recorded(db, settings, monkeypatch):
+    settings.POLL_CONCURRENCY = 4
+    monkeypatch.setattr(poller, "REFRESH_BY_LISTING", False)
+    upstream = SlowRetrieves(twenty_running(), first_together=4)
+    at = filled(upstream) + timedelta(seconds=3)
+    upstream.batches = upstream.batches[100:] + upstream.batches[:100]  # batches 10..100 scroll off page one
+    upstream.calls.clear()
+    upstream.most_in_flight = upstream.started = 0
+    result = poller.poll_account(ACCOUNT, now=at, provider=provider(upstream))
+    assert result.error == ""
+    running = {batch_json(n)["id"] for n in range(10, 201, 10)}
+    on_first_page = {batch_json(n)["id"] for n in range(110, 201, 10)}
+    assert sorted(retrieves(upstream)) == sorted(running - on_first_page)
+    assert upstream.most_in_flight == 4, "four at once, never more"
+    assert running <= fetched_at(at) and result.refreshed == 10
+    assert StoredBatch.objects.filter(is_ended=False).count() == 20
+
+
+def test_one_failed_retrieve_among_concurrent_ones_fails_the_cycle_and_keeps_the_others(db, settings, monkeypatch):
+    settings.POLL_CONCURRENCY = 4
+    monkeypatch.setattr(poller, "REFRESH_BY_LISTING", False)
+    upstream = SlowRetrieves(twenty_running(), seconds=0.2)
+    at = filled(upstream) + timedelta(seconds=3)
+    upstream.batches = upstream.batches[100:] + upstream.batches[:100]  # batches 10..100 scroll off page one
+    broken = batch_json(10)["id"]  # the newest of those: retrieved first
+    assert broken in fetched_at(at - timedelta(seconds=3))
+    upstream.failing = {broken}
+    upstream.calls.clear()
+    result = poller.poll_account(ACCOUNT, now=at, provider=provider(upstream))
+    assert "500" in result.error
+    state = AccountState.objects.get()
+    assert state.consecutive_failures == 1 and state.last_error_at == at and state.backoff_until > at
+    assert state.last_success_at < at
+    answered = set(retrieves(upstream)) - {broken}
+    assert answered, "the retrieves in flight when the error came answered"
+    assert answered <= fetched_at(at), "and what they brought is stored"
+    assert broken not in fetched_at(at)
+    assert len(retrieves(upstream)) < 10, "retrieves not started when the error came were not made"
