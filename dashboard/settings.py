@@ -76,7 +76,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Django's LoginRequiredMiddleware; an htmx request not signed in moves the whole page to sign in.
+    "dashboard.middleware.HtmxAwareLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -271,3 +272,5 @@ POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
+# A refused CSRF check (a stale token after signing in again in another tab) in the operator's words.
+CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"

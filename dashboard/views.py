@@ -23,8 +23,8 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from . import providers, selectors, services
-from .middleware import htmx_login_redirect
 from .accounts import Account, configured_accounts, provider_for
+from .middleware import htmx_login_redirect
 from .models import CancelAttempt
 from .providers.base import ProviderError
 from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
