@@ -63,6 +63,9 @@ class StoredBatch(models.Model):
     first_seen_at = models.DateTimeField()
     last_fetched_at = models.DateTimeField()
     last_changed_at = models.DateTimeField()
+    gone_at = models.DateTimeField(
+        null=True, blank=True, help_text="Since when the provider answers 404 for it: deleted upstream, or never there."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "batch_id"], name="one_stored_batch_per_account_id")]

@@ -10,9 +10,10 @@ Each cycle, for every account this poller holds the lease of and that is due:
 4. write the account's health: last success, or the (redacted) error, a failure count and when
    to try again (`retry-after` on 429; exponential backoff with jitter on 5xx, 529 and timeouts).
 
-Leases are a conditional UPDATE (take the lease if it is free, expired or already ours): one
-statement, atomic on PostgreSQL and SQLite alike, so pollers never poll one account at once and a
-killed poller's accounts are taken over once its lease expires.
+Leases are taken in one transaction per cycle: the free rows (no lease, an expired one, or ours)
+read `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, then a conditional UPDATE (atomic on SQLite
+too), so pollers never poll one account at once and a killed poller's accounts are taken over once
+its lease expires.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections, transaction
 from django.db.models import Q
 
 from . import providers, store
@@ -60,14 +61,35 @@ def state_for(account: Account) -> AccountState:
     return state
 
 
-def claim(account: Account, *, owner: str, now: datetime, seconds: float) -> bool:
-    """Take (or renew) the account's lease; False while another poller holds it."""
-    state_for(account)
+def claim_all(accounts: list[Account], *, owner: str, now: datetime, seconds: float) -> list[Account]:
+    """Take (or renew) the leases of those `accounts` no other poller holds; the accounts now ours.
+
+    On PostgreSQL the free rows are read `FOR UPDATE SKIP LOCKED`, so pollers claiming at the same
+    moment never wait on one another's rows; the UPDATE repeats the condition, which makes it atomic
+    on SQLite too (one writer at a time, where one poller holds them all).
+    """
+    for account in accounts:
+        state_for(account)
+    keys = [account.key for account in accounts]
+    until = now + timedelta(seconds=seconds)
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
-    taken = AccountState.objects.filter(free, account=account.key).update(
-        lease_owner=owner, lease_until=now + timedelta(seconds=seconds)
+    with transaction.atomic():
+        candidates = AccountState.objects.filter(free, account__in=keys)
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        claimable = list(candidates.values_list("account", flat=True))
+        AccountState.objects.filter(free, account__in=claimable).update(lease_owner=owner, lease_until=until)
+    mine = set(
+        AccountState.objects.filter(account__in=keys, lease_owner=owner, lease_until=until).values_list(
+            "account", flat=True
+        )
     )
-    return taken == 1
+    return [account for account in accounts if account.key in mine]
+
+
+def claim(account: Account, *, owner: str, now: datetime, seconds: float) -> bool:
+    """Take (or renew) one account's lease; False while another poller holds it."""
+    return bool(claim_all([account], owner=owner, now=now, seconds=seconds))
 
 
 def release(account: Account, *, owner: str) -> None:
@@ -252,8 +274,10 @@ def _retrieve(provider: Provider, account: Account, now: datetime, batch_ids: li
             try:
                 batch = future.result()
             except NotFound:
-                # Deleted upstream (Anthropic lets ended batches be deleted): nothing more will change.
-                StoredBatch.objects.filter(account=account.key, batch_id=batch_id).update(is_ended=True)
+                # Deleted upstream (Anthropic lets ended batches be deleted), or never there: a 404
+                # is definite. Its row says so and is no longer polled; its last state is kept.
+                if store.mark_gone(account_key=account.key, batch_id=batch_id, at=now):
+                    logger.info("%s/%s: the provider answers 404 (deleted or not found)", account.key, batch_id)
                 continue
             except ProviderError as error:
                 if failure is None:
@@ -299,9 +323,7 @@ def _failed(state: AccountState, error: ProviderError, now: datetime) -> None:
 def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = None) -> list[PollResult]:
     """Poll, concurrently, every configured account this poller can lease and that is due."""
     accounts = configured_accounts() if accounts is None else accounts
-    mine = [
-        account for account in accounts if claim(account, owner=owner, now=now, seconds=settings.POLL_LEASE_SECONDS)
-    ]
+    mine = claim_all(accounts, owner=owner, now=now, seconds=settings.POLL_LEASE_SECONDS)
     due = [account for account in mine if is_due(state_for(account), now)]
     if not due:
         return []

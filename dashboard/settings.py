@@ -266,6 +266,8 @@ LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
 # The poller (manage.py poll): how often an account with running batches is polled, and one without.
 POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "3"))
 POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
+# Retrieves in flight at once per account, for running batches the listing does not cover cheaper.
+POLL_CONCURRENCY = int(os.environ.get("POLL_CONCURRENCY", "8"))
 # How long a poller's hold on an account lasts unless renewed: a killed poller's accounts wait this long.
 POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10 * POLL_SECONDS))))
 

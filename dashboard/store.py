@@ -68,6 +68,7 @@ def _columns(batch: Batch, secrets: list[str]) -> dict[str, Any]:
         "metadata": metadata,
         "raw": redacted_json(dict(batch.raw), secrets),
         "search_text": search_text(batch.id, metadata),
+        "gone_at": None,  # seen upstream: it exists (again)
     }
 
 
@@ -113,6 +114,17 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
 def record_many(batches: Iterable[Batch], *, fetched_at: datetime) -> int:
     """Store each batch; how many changed."""
     return sum(record(batch, fetched_at=fetched_at)[1] for batch in batches)
+
+
+def mark_gone(*, account_key: str, batch_id: str, at: datetime) -> bool:
+    """The provider answers 404 for this batch: deleted upstream (Anthropic lets ended batches be
+    deleted) or never there. Definite: nothing about it will change, so it is no longer polled.
+    Its last known state stays. True if it was not marked before."""
+    return bool(
+        StoredBatch.objects.filter(account=account_key, batch_id=batch_id, gone_at__isnull=True).update(
+            gone_at=at, is_ended=True, last_fetched_at=at
+        )
+    )
 
 
 def _history(row: StoredBatch, observed_at: datetime) -> None:

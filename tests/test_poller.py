@@ -87,9 +87,11 @@ class FakeAnthropic:
 
 
 @pytest.fixture
-def upstream(settings):
+def upstream(settings, monkeypatch):
     settings.POLL_SECONDS = 3
     settings.POLL_IDLE_SECONDS = 30
+    # Pages of 100, as these tests count them (Anthropic serves up to 1,000; a test may say so).
+    monkeypatch.setattr(anthropic, "MAX_PAGE_LIMIT", 100)
     return FakeAnthropic([batch_json(n, ended=n > 3) for n in range(1, 251)])
 
 
@@ -317,13 +319,14 @@ def test_listed_batches_stored_in_an_ended_status_are_not_written_again(db, upst
         cycle(upstream, T0 + timedelta(seconds=second))
     ended, running = batch_json(50)["id"], batch_json(2)["id"]
     assert StoredBatch.objects.get(batch_id=ended).last_fetched_at == T0
-    # As a retrieve's 404 leaves it: marked ended, its last status kept.
-    StoredBatch.objects.filter(batch_id=running).update(is_ended=True)
+    # As a retrieve's 404 leaves it: marked gone (ended), its last status kept.
+    StoredBatch.objects.filter(batch_id=running).update(is_ended=True, gone_at=T0)
     result = cycle(upstream, T0 + timedelta(seconds=6))
     assert result.listed == 100 and lists(upstream) == ["GET /v1/messages/batches?limit=100"]
     assert StoredBatch.objects.get(batch_id=ended).last_fetched_at == T0, "final: not rewritten"
     relisted = StoredBatch.objects.get(batch_id=running)
     assert not relisted.is_ended and relisted.last_fetched_at == T0 + timedelta(seconds=6), "listed again: written"
+    assert relisted.gone_at is None, "it exists after all"
 
 
 # --- Refreshing the running batches: by the listing when cheaper, else by concurrent retrieves -----
@@ -348,7 +351,7 @@ def fetched_at(at: datetime) -> set[str]:
 def test_running_batches_below_the_first_page_are_refreshed_by_reading_the_listing_on(
     db, upstream, monkeypatch, page_limit, list_calls
 ):
-    monkeypatch.setattr(anthropic, "MAX_PAGE_LIMIT", page_limit, raising=False)
+    monkeypatch.setattr(anthropic, "MAX_PAGE_LIMIT", page_limit)
     # 150 running batches, every other one of the newest 300; 100 ended ones older still.
     upstream.batches = [batch_json(n, ended=n % 2 == 0 or n > 300) for n in range(1, 401)]
     at = filled(upstream) + timedelta(seconds=3)
@@ -372,7 +375,11 @@ def test_running_batches_below_the_first_page_are_refreshed_by_reading_the_listi
     later = at + timedelta(seconds=3)
     assert cycle(upstream, later).error == ""
     assert retrieves(upstream) == [gone]
-    assert StoredBatch.objects.get(batch_id=gone).is_ended
+    stored = StoredBatch.objects.get(batch_id=gone)
+    assert stored.is_ended and stored.gone_at == later, "a 404 is definite: marked gone, no longer polled"
+    assert stored.status == "in_progress", "its last known state is kept"
+    assert cycle(upstream, later + timedelta(seconds=3)).error == ""
+    assert gone not in retrieves(upstream), "not asked for again"
 
 
 def test_a_few_running_batches_among_many_ended_ones_are_retrieved(db, upstream):

@@ -33,6 +33,7 @@ SIMULATOR_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}  #
 API_VERSION = "2023-06-01"
 BATCH_ID = re.compile(r"^msgbatch_[A-Za-z0-9]{1,100}$")
 REQUEST_ID_HEADER = "request-id"
+MAX_PAGE_LIMIT = 1000  # the list endpoint serves up to 1,000 batches a page
 STATUSES = ("in_progress", "canceling", "ended")  # processing_status, in the order a batch goes through them
 ENDED = frozenset({"ended"})
 CANCELABLE = frozenset({"in_progress"})

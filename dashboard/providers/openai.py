@@ -33,6 +33,7 @@ SIMULATOR_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}  # its dem
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
 FILE_ID = re.compile(r"^file-[A-Za-z0-9_-]{1,100}$")
 REQUEST_ID_HEADER = "x-request-id"
+MAX_PAGE_LIMIT = 100  # the list endpoint serves up to 100 batches a page
 STATUSES = (
     "validating",
     "in_progress",

@@ -108,3 +108,28 @@ def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(p
     if second is not None:
         assert second.returncode == 0
         assert set(owners(database_url).values()) == {""}, "a poller stopped with SIGTERM releases its leases"
+
+
+def test_a_poller_claims_past_rows_another_holds_locked_without_waiting(postgres_server, tmp_path):
+    """SKIP LOCKED: while another transaction holds one account's row (a poller mid-claim), a claim
+    takes the other accounts at once instead of waiting for that lock."""
+    database_url = postgres_server.create_database()
+    env = app_env(DATABASE_URL=database_url)
+    manage("migrate", "--noinput", env=env)
+    claim = (
+        "from django.utils import timezone; from dashboard import poller; from dashboard.accounts import "
+        "configured_accounts; print(sorted(a.key for a in poller.claim_all(configured_accounts(), "
+        "owner='{owner}', now=timezone.now(), seconds=60)))"
+    )
+    manage("shell", "-c", claim.format(owner="first"), env=env)  # creates the rows, takes them all
+    with psycopg.connect(database_url) as locker:
+        locker.execute("UPDATE dashboard_accountstate SET lease_until = NULL, lease_owner = ''")
+        locker.commit()
+        locker.execute("SELECT 1 FROM dashboard_accountstate WHERE account = 'openai-ops' FOR UPDATE")
+        started = time.monotonic()
+        taken = manage("shell", "-c", claim.format(owner="second"), env=env, timeout=30).strip().splitlines()[-1]
+        waited = time.monotonic() - started
+        locker.rollback()
+    assert taken == str(sorted(ACCOUNTS - {"openai-ops"})), "the locked row is skipped, the others taken"
+    assert waited < 20, f"the claim waited {waited:.1f} s on the locked row"
+    assert owners(database_url)["openai-ops"] == ""
