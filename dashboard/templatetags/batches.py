@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from django import template
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
 from .. import providers
@@ -26,7 +30,11 @@ def moment(value: datetime | None, empty: str = "—"):
     if value is None:
         return {"value": None, "empty": empty}
     now = timezone.now()
-    relative = f"{timesince(value, now)} ago" if value <= now else f"in {timeuntil(value, now)}"
+    if abs((value - now).total_seconds()) < 60:
+        # timesince's smallest unit is the minute: it would say "0 minutes ago".
+        relative = "just now" if value <= now else "in a moment"
+    else:
+        relative = f"{timesince(value, now)} ago" if value <= now else f"in {timeuntil(value, now)}"
     return {"value": value, "relative": relative.replace("\xa0", " ")}
 
 
@@ -45,35 +53,103 @@ def ago(value: datetime | None) -> str:
     return f"{timesince(value, timezone.now()).split(',')[0]} ago".replace("\xa0", " ")
 
 
+def _counted(batch: Batch) -> tuple[int, int]:
+    """(finished outcomes, all counted) of a batch's counts."""
+    counts = batch.counts
+    outcomes = counts.succeeded + counts.errored + counts.canceled + counts.expired
+    return outcomes, outcomes + counts.processing
+
+
 @register.simple_tag
 def progress_segments(batch: Batch) -> list[dict]:
     """Stacked bar segments of the request counts: offset and width in percent of the total.
 
     Drawn as SVG rectangles, whose geometry attributes need no inline style (the CSP forbids it).
+    Counts that add up to more than the total (see `counts_problem`) are drawn against their sum,
+    so the bar never runs past its end.
     """
     counts = batch.counts
+    whole = max(counts.total, _counted(batch)[1])
     segments, offset = [], 0.0
     for name in SEGMENTS:
         count = getattr(counts, name)
         if count:
-            width = counts.percent(count)
+            width = 100 * count / whole
             segments.append({"name": name, "count": count, "x": f"{offset:.2f}", "width": f"{width:.2f}"})
             offset += width
     return segments
 
 
 @register.filter
+def counts_problem(batch: Batch) -> str:
+    """What is impossible about a batch's counts, in an operator's words, or "".
+
+    The providers' parsers refuse negative and out-of-range counts; what can still arrive is parts
+    that add up to more than the total (e.g. OpenAI's completed + failed above total)."""
+    counts = batch.counts
+    outcomes, counted = _counted(batch)
+    if counted <= counts.total:
+        return ""
+    said = f"{outcomes} outcome{pluralize(outcomes)}"
+    if counts.processing:
+        said += f" and {counts.processing} processing"
+    return f"counts do not add up: {said} for {counts.total} request{pluralize(counts.total)}"
+
+
+@register.filter
 def duration_since(value: datetime | None) -> str:
-    return timesince(value, timezone.now()).split(",")[0].replace("\xa0", " ") if value else ""
+    if not value:
+        return ""
+    if (timezone.now() - value).total_seconds() < 60:
+        return "less than a minute"
+    return timesince(value, timezone.now()).split(",")[0].replace("\xa0", " ")
 
 
 @register.filter
 def duration_until(value: datetime | None) -> str:
     if value is None:
         return ""
-    if value <= timezone.now():
-        return "0 minutes"
+    seconds = (value - timezone.now()).total_seconds()
+    if seconds <= 0:
+        return "no time"
+    if seconds < 60:
+        return "less than a minute"
     return timeuntil(value, timezone.now()).split(",")[0].replace("\xa0", " ")
+
+
+# --- long values -------------------------------------------------------------------------------
+# Upstream text has no length we can count on (a 512-character metadata value is allowed, a
+# custom_id or model name may run to tens of thousands): cells show its start, hover a longer part.
+HOVER_LIMIT = 1000
+
+
+def shown_text(value: Any) -> str:
+    """A value as an operator reads it: a string as it is, anything else as JSON (never Python's repr)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        return ""
+
+
+@register.simple_tag
+def clipped(value: Any, limit: int = 300, hover: int = HOVER_LIMIT):
+    """`value`'s first `limit` characters and an ellipsis; on hover its first `hover` characters
+    and its length. Short values are shown whole."""
+    text = shown_text(value)
+    if len(text) <= limit:
+        return text
+    title = text[:hover] + (f"… ({len(text):,} characters in all)" if len(text) > hover else "")
+    return format_html('<span class="clipped" title="{}">{}…</span>', title, text[:limit])
+
+
+@register.simple_tag
+def capped(text: str, limit: int = 200_000) -> dict:
+    """A long text (the raw JSON block) cut at `limit` characters: {"text", "cut", "size"}."""
+    return {"text": text[:limit], "cut": len(text) > limit, "size": f"{len(text):,}", "limit": f"{limit:,}"}
 
 
 @register.filter

@@ -1,0 +1,181 @@
+"""In real Chromium: what the operator sees when things go wrong while watching the list.
+
+Signed out in another tab, the whole page goes to sign in and comes back; a refused or failed
+cancel says why in its row and the button still works; a long metadata value never widens the list.
+"""
+
+import re
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import expect
+
+from dashboard.models import CancelAttempt
+from tests.factories import anthropic_batch, openai_batch, poll_store
+from tests.test_truthful_pages import CSRF_WORDS, stored_openai
+
+pytestmark = pytest.mark.browser
+
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+@pytest.fixture
+def quick_rows(settings, dashboard_upstream):
+    settings.ROW_POLL_SECONDS = 1
+    return settings
+
+
+def sign_in(page):
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "correct horse battery staple")
+    page.get_by_role("button", name="Sign in").click()  # signed in already, the header has a Sign out button too
+
+
+def in_another_tab(page, live_server, action: str) -> None:
+    """Sign out, or sign in again, in another tab of the same browser (same cookies)."""
+    other = page.context.new_page()
+    other.goto(live_server.url + ("/" if action == "sign out" else "/login/"))
+    if action == "sign out":
+        other.get_by_role("button", name="Sign out").click()
+    else:
+        sign_in(other)
+        other.wait_for_url(live_server.url + "/")
+    other.wait_for_load_state()
+    other.close()
+
+
+def test_signed_out_in_another_tab_the_whole_page_signs_in_and_comes_back(
+    quick_rows, anthropic_client, signed_in_page, live_server
+):
+    page = signed_in_page
+    running = anthropic_batch(anthropic_client, seconds=300)
+    poll_store()
+    watched = live_server.url + "/?status=active"
+    page.goto(watched)
+    row = page.locator(f"#row-anthropic-ops-{running.id}")
+    expect(row.locator(".badge")).to_have_text("in_progress")
+    row_answers: list[tuple[int, str | None]] = []
+    page.on(
+        "response",
+        lambda response: (
+            row_answers.append((response.status, response.headers.get("hx-redirect")))
+            if response.url.endswith(f"{running.id}/row")
+            else None
+        ),
+    )
+
+    in_another_tab(page, live_server, "sign out")
+
+    # The next row poll moves the whole page to sign in: no sign-in form lands in the table.
+    page.wait_for_url(re.compile(r"/login/\?next=%2F%3Fstatus%3Dactive$"))
+    expect(page.locator("input[name=password]")).to_have_count(1)
+    expect(page.locator("table.batches")).to_have_count(0)
+    assert (401, "/login/?next=%2F%3Fstatus%3Dactive") in row_answers
+
+    sign_in(page)
+    page.wait_for_url(watched)
+    expect(row.locator(".badge")).to_have_text("in_progress")
+    expect(page.locator("table.batches input[name=password]")).to_have_count(0)
+
+
+def test_a_failed_cancel_says_so_in_the_row_and_the_button_still_works(
+    quick_rows, anthropic_client, signed_in_page, live_server
+):
+    page = signed_in_page
+    running = anthropic_batch(anthropic_client, seconds=300)
+    poll_store()
+    page.goto(live_server.url + "/")
+    page.on("dialog", lambda dialog: dialog.accept())
+    row = page.locator(f"#row-anthropic-ops-{running.id}")
+    button = row.get_by_role("button", name="Cancel")
+    message = row.locator(".row-error")
+    expect(row.locator(".badge")).to_have_text("in_progress")
+    cancel_url = f"**/batches/anthropic-ops/{running.id}/cancel"
+
+    # The dashboard answers 500.
+    page.route(
+        cancel_url, lambda route: route.fulfill(status=500, content_type="text/html", body="<h1>Server Error</h1>")
+    )
+    button.click()
+    expect(message).to_have_text("⚠ The dashboard failed to answer (HTTP 500). Try again.")
+    expect(message).to_have_attribute("role", "status")
+    # The row's own polls (every second) swap in a new row: the message stays, so does the button.
+    page.wait_for_timeout(2500)
+    expect(message).to_contain_text("HTTP 500")
+    expect(button).to_be_enabled()
+    page.unroute(cancel_url)
+
+    # The network fails.
+    page.route(cancel_url, lambda route: route.abort("connectionrefused"))
+    button.click()
+    expect(message).to_have_text("⚠ Could not reach the dashboard. Check your connection and try again.")
+    expect(button).to_be_enabled()
+    page.unroute(cancel_url)
+    assert CancelAttempt.objects.count() == 0  # neither reached the dashboard
+
+    # Tried again, the cancel goes through and the message goes.
+    button.click()
+    expect(row.locator(".badge")).to_have_text("canceling")
+    expect(message).to_have_text("")
+
+
+def test_a_cancel_refused_for_a_stale_token_says_why_and_works_after_a_reload(
+    quick_rows, anthropic_client, signed_in_page, live_server
+):
+    page = signed_in_page
+    running = anthropic_batch(anthropic_client, seconds=300)
+    poll_store()
+    page.goto(live_server.url + "/")
+    page.on("dialog", lambda dialog: dialog.accept())
+    row = page.locator(f"#row-anthropic-ops-{running.id}")
+    expect(row.locator(".badge")).to_have_text("in_progress")
+
+    in_another_tab(page, live_server, "sign in again")  # the session's CSRF token changes
+
+    row.get_by_role("button", name="Cancel").click()
+    expect(row.locator(".row-error")).to_have_text(f"⚠ {CSRF_WORDS}")
+    expect(row.get_by_role("button", name="Cancel")).to_be_enabled()
+    expect(row.locator(".badge")).to_have_text("in_progress")
+    assert CancelAttempt.objects.count() == 0
+    assert anthropic_client().messages.batches.retrieve(running.id).processing_status == "in_progress"
+
+    # As the message says: reload, and the cancel goes through.
+    page.reload()
+    row.get_by_role("button", name="Cancel").click()
+    expect(row.locator(".badge")).to_have_text("canceling")
+    expect(row.locator(".row-error")).to_have_text("")
+
+
+def test_long_values_keep_the_pages_within_the_viewport(quick_rows, openai_client, signed_in_page, live_server):
+    page = signed_in_page
+    page.set_viewport_size(VIEWPORT)
+    long = openai_batch(openai_client, metadata={"job": "J" * 512, "owner": "o" * 512}, seconds=300)
+    poll_store()
+    page.goto(live_server.url + "/")
+    row = page.locator(f"#row-openai-ops-{long.id}")
+    expect(row.locator(".badge")).to_be_visible()
+
+    table_width, page_width = page.evaluate(
+        "[document.querySelector('table.batches').scrollWidth, document.documentElement.scrollWidth]"
+    )
+    assert table_width <= VIEWPORT["width"], f"the list is {table_width} px wide"
+    assert page_width <= VIEWPORT["width"], f"the page is {page_width} px wide"
+    # Status, Requests and Cancel stay on screen.
+    for cell in (row.locator(".badge"), row.locator(".progress-cell"), row.get_by_role("button", name="Cancel")):
+        box = cell.bounding_box()
+        assert box["x"] + box["width"] <= VIEWPORT["width"], box
+    # The whole value is there on hover.
+    expect(row.locator(".job .clipped")).to_have_attribute("title", "J" * 512)
+
+    # A detail page of huge fields (a 50,000-character model name and error message) stays as wide.
+    stored_openai(
+        "batch_hugeFields1",
+        age=timedelta(minutes=1),
+        model="m" * 50_000,
+        metadata={"job": "J" * 512},
+        errors={"object": "list", "data": [{"code": "duplicate_custom_id", "line": 2, "message": "c" * 50_000}]},
+    )
+    page.goto(live_server.url + "/batches/openai-ops/batch_hugeFields1/")
+    page.locator("details.raw summary").click()
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= VIEWPORT["width"], f"the detail page is {page_width} px wide"
