@@ -205,3 +205,22 @@ def test_a_store_failure_after_a_cancel_still_answers_and_audits(
     result = services.cancel_batch(account=find_account("anthropic-ops"), batch_id=batch_id, actor="operator")
     assert result.outcome == "accepted" and result.status_after == "canceling"
     assert CancelAttempt.objects.get().outcome == "accepted"
+
+
+def test_many_unchanged_answers_move_last_fetched_in_one_update_and_changes_still_count(
+    db, django_assert_max_num_queries
+):
+    running = [a_batch({**ANTHROPIC_RUNNING, "id": f"msgbatch_01{n:022d}"}, account="anthropic-ops") for n in range(50)]
+    assert store.record_many(running, fetched_at=T0) == 50
+    with django_assert_max_num_queries(3):  # the read of the stored rows, one UPDATE (and a savepoint at most)
+        assert store.record_many(running, fetched_at=T0 + timedelta(seconds=3)) == 0
+    assert set(StoredBatch.objects.values_list("last_fetched_at", flat=True)) == {T0 + timedelta(seconds=3)}
+    assert BatchChange.objects.count() == 50, "no history row for an answer that says nothing new"
+
+    ended = a_batch({**ANTHROPIC_ENDED, "id": running[7].id})
+    assert store.record_many([*running[:7], ended, *running[8:]], fetched_at=T0 + timedelta(seconds=6)) == 1
+    assert StoredBatch.objects.get(batch_id=ended.id).status == "ended"
+    assert BatchChange.objects.count() == 51
+    # A late answer from before never moves a row back in time.
+    assert store.record_many(running[:3], fetched_at=T0 + timedelta(seconds=1)) == 0
+    assert StoredBatch.objects.get(batch_id=running[0].id).last_fetched_at == T0 + timedelta(seconds=6)
