@@ -197,14 +197,31 @@ def created_ago(batch_id: str, **delta) -> None:
 
 
 def time_passes(batch_id: str, **delta) -> None:
-    """As if `delta` had passed for this simulated batch: its whole plan moves into the past."""
+    """As if `delta` had passed for this simulated batch: its whole plan moves into the past
+    (a stall's start too: a stalled batch stays where it stopped)."""
     shift = timedelta(**delta)
     assert (
         SimBatch.objects.filter(public_id=batch_id).update(
-            created_at=F("created_at") - shift, cancel_initiated_at=F("cancel_initiated_at") - shift
+            created_at=F("created_at") - shift,
+            cancel_initiated_at=F("cancel_initiated_at") - shift,
+            stalled_at=F("stalled_at") - shift,
         )
         == 1
     )
+
+
+def stall(batch_id: str) -> None:
+    """Stall a simulated batch now: its counts stop moving (and it does not end) until `release`."""
+    from dashboard.simulator import stall as stalls
+
+    assert stalls.stall(batch_id), f"{batch_id} was already stalled"
+
+
+def release(batch_id: str) -> None:
+    """Release a stalled simulated batch: it resumes where it stopped and ends that much later."""
+    from dashboard.simulator import stall as stalls
+
+    assert stalls.release(batch_id), f"{batch_id} was not stalled"
 
 
 def fault(provider: str, name: str, value: str) -> None:

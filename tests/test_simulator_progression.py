@@ -2,6 +2,7 @@
 
 import random
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -282,3 +283,185 @@ def test_openai_batch_past_its_window_expires_with_unprocessed_requests():
     assert expired.status == "expired" and expired.expired_at == plan.expires_at
     assert expired.completed == 50 and expired.not_processed == 50
     assert expired.has_error_file
+
+
+# --- stalls: processing stops until released, then resumes where it stopped ---------------------
+
+
+def stalled(plan: Plan, at: datetime) -> Plan:
+    return replace(plan, stalled_at=at)
+
+
+def released(plan: Plan, start: datetime, at: datetime) -> Plan:
+    """The plan as SimBatch.release leaves it at `at`."""
+    return replace(plan, stalled_at=None, stalled_seconds=plan.stalled_seconds_after_release(start, at))
+
+
+def openai_counts(state) -> tuple[int, int]:
+    return state.completed, state.failed
+
+
+OPENAI_PLAN = Plan(
+    total=1000,
+    created_at=T0,
+    seed=3,
+    processing_seconds=1000,
+    cancel_grace_seconds=10,
+    error_percent=10,
+    validating_seconds=10,
+    finalizing_seconds=5,
+)
+START = T0 + timedelta(seconds=10)  # validated: processing begins
+
+
+def test_a_stalled_openai_batch_keeps_its_counts_and_does_not_end_while_stalled():
+    plan = stalled(OPENAI_PLAN, START + timedelta(seconds=200))
+    at_stall = openai_state(plan, START + timedelta(seconds=200))
+    assert at_stall.status == "in_progress" and at_stall.finished == 200
+    for later in (1, 60, 800, 5000, 20 * 3600):
+        state = openai_state(plan, START + timedelta(seconds=200 + later))
+        assert (state.status, openai_counts(state)) == ("in_progress", openai_counts(at_stall)), later
+        assert state.in_progress_at == START and state.finalizing_at is None
+
+
+def test_a_released_openai_batch_resumes_where_it_stopped_and_ends_that_much_later():
+    plan = released(stalled(OPENAI_PLAN, START + timedelta(seconds=200)), START, START + timedelta(seconds=700))
+    assert plan.stalled_seconds == 500
+    at_release = openai_state(plan, START + timedelta(seconds=700))
+    assert at_release.finished == 200, "no jump at the release"
+    assert openai_state(plan, START + timedelta(seconds=800)).finished == 300, "the same pace as before"
+    assert openai_state(plan, START + timedelta(seconds=1499)).status == "in_progress"
+    done = openai_state(plan, START + timedelta(seconds=1600))
+    unstalled = openai_state(OPENAI_PLAN, START + timedelta(seconds=1100))
+    assert done.status == "completed" and openai_counts(done) == openai_counts(unstalled)
+    assert done.in_progress_at == START, "what happened before the stall does not move"
+    assert done.finalizing_at == START + timedelta(seconds=1500)
+    assert done.completed_at == START + timedelta(seconds=1505)
+
+
+def test_a_stall_during_validating_holds_processing_from_its_start():
+    plan = stalled(OPENAI_PLAN, T0 + timedelta(seconds=5))
+    state = openai_state(plan, T0 + timedelta(seconds=300))
+    assert state.status == "in_progress" and state.finished == 0
+    plan = released(plan, START, T0 + timedelta(seconds=300))
+    assert plan.stalled_seconds == 290  # only the time it held processing back
+    assert openai_state(plan, T0 + timedelta(seconds=400)).finished == 100
+
+
+def test_stalls_add_up():
+    plan = released(stalled(OPENAI_PLAN, START + timedelta(seconds=100)), START, START + timedelta(seconds=150))
+    plan = released(stalled(plan, START + timedelta(seconds=400)), START, START + timedelta(seconds=500))
+    assert plan.stalled_seconds == 150
+    assert openai_state(plan, START + timedelta(seconds=600)).finished == 450
+    assert openai_state(plan, START + timedelta(seconds=1149)).status == "in_progress"
+    assert openai_state(plan, START + timedelta(seconds=1150)).status == "finalizing"
+
+
+def test_a_stall_after_processing_ended_changes_nothing():
+    ended = openai_state(OPENAI_PLAN, START + timedelta(hours=2))
+    plan = stalled(OPENAI_PLAN, START + timedelta(hours=1))
+    assert openai_state(plan, START + timedelta(hours=2)) == ended
+    plan = released(plan, START, START + timedelta(hours=3))
+    assert plan.stalled_seconds == 0
+    assert openai_state(plan, START + timedelta(hours=4)) == openai_state(OPENAI_PLAN, START + timedelta(hours=4))
+
+
+def test_a_stall_past_the_window_expires_the_openai_batch_with_what_ran_before_it():
+    plan = stalled(OPENAI_PLAN, START + timedelta(seconds=250))
+    expired = openai_state(plan, T0 + timedelta(hours=25))
+    assert expired.status == "expired" and expired.expired_at == plan.expires_at
+    assert expired.finished == 250 and expired.not_processed == 750
+
+
+def test_a_stalled_openai_batch_can_still_be_cancelled():
+    plan = replace(stalled(OPENAI_PLAN, START + timedelta(seconds=200)), cancel_initiated_at=START + timedelta(hours=1))
+    cancelled = openai_state(plan, START + timedelta(hours=2))
+    assert cancelled.status == "cancelled" and cancelled.finished == 200
+
+
+ANTHROPIC_PLAN = Plan(
+    total=500, created_at=T0, seed=9, processing_seconds=1000, cancel_grace_seconds=30, error_percent=10
+)
+
+
+def test_a_stalled_anthropic_batch_runs_on_past_its_end_and_ends_the_stall_later_once_released():
+    plan = stalled(ANTHROPIC_PLAN, T0 + timedelta(seconds=400))
+    for later in (999, 1001, 5000):
+        assert anthropic_state(plan, T0 + timedelta(seconds=later)).processing_status == "in_progress"
+    plan = released(plan, T0, T0 + timedelta(seconds=1400))
+    assert plan.stalled_seconds == 1000
+    assert not anthropic_state(plan, T0 + timedelta(seconds=1999)).is_ended
+    ended = anthropic_state(plan, T0 + timedelta(seconds=2000))
+    assert ended.is_ended and ended.ended_at == T0 + timedelta(seconds=2000)
+    final = anthropic_state(ANTHROPIC_PLAN, T0 + timedelta(hours=1))
+    assert (ended.succeeded, ended.errored, ended.expired, ended.canceled) == (
+        final.succeeded,
+        final.errored,
+        final.expired,
+        final.canceled,
+    )
+
+
+def test_an_anthropic_batch_stalled_past_its_window_expires_what_had_not_run():
+    plan = stalled(ANTHROPIC_PLAN, T0 + timedelta(seconds=400))
+    ended = anthropic_state(plan, T0 + timedelta(hours=25))
+    assert ended.is_ended and ended.ended_at == plan.expires_at
+    assert ended.succeeded + ended.errored == 200 and ended.expired == 300
+
+
+def test_a_stalled_anthropic_batch_ends_by_a_cancel_with_what_ran_before_the_stall():
+    plan = replace(stalled(ANTHROPIC_PLAN, T0 + timedelta(seconds=400)), cancel_initiated_at=T0 + timedelta(hours=1))
+    ended = anthropic_state(plan, T0 + timedelta(hours=2))
+    assert ended.ended_at == T0 + timedelta(hours=1, seconds=30)
+    assert ended.succeeded + ended.errored == 200 and ended.canceled == 300
+
+
+@pytest.mark.parametrize("plan", random_plans(60, openai=True, seed=21), ids=lambda p: f"n{p.total}")
+def test_openai_counts_never_jump_or_go_back_over_a_stall_and_its_release(plan):
+    rng = random.Random(plan.seed)
+    start = T0 + timedelta(seconds=plan.validating_seconds)
+    horizon = max(plan.processing_seconds, 1) * 1.5 + 600
+    stall_at = T0 + timedelta(seconds=rng.uniform(0, horizon))
+    release_at = stall_at + timedelta(seconds=rng.uniform(0, horizon))
+    during = stalled(plan, stall_at)
+    after = released(during, start, release_at)
+    previous = None
+    for now in sorted({*instants(plan), stall_at, release_at}):
+        state = openai_state(plan if now <= stall_at else during if now < release_at else after, now)
+        if previous is not None:
+            assert state.finished >= previous.finished
+            if stall_at < now <= release_at:
+                assert state.finished == previous.finished, "frozen while stalled, and at the release"
+            if previous.is_ended:
+                assert state.status == previous.status and state.finished == previous.finished
+        previous = state
+    assert openai_state(during, release_at).finished == openai_state(after, release_at).finished
+
+
+@pytest.mark.parametrize("plan", random_plans(60, seed=23), ids=lambda p: f"n{p.total}-span{p.processing_seconds}")
+def test_an_anthropic_batch_over_a_stall_and_its_release_ends_once_and_never_changes_after(plan):
+    rng = random.Random(plan.seed)
+    horizon = max(plan.processing_seconds, 1) * 1.5 + 600
+    stall_at = T0 + timedelta(seconds=rng.uniform(0, horizon))
+    release_at = stall_at + timedelta(seconds=rng.uniform(0, horizon))
+    during = stalled(plan, stall_at)
+    after = released(during, T0, release_at)
+    final = None
+    for now in sorted({*instants(plan), stall_at, release_at}):
+        state = anthropic_state(plan if now <= stall_at else during if now < release_at else after, now)
+        assert sum((state.processing, state.succeeded, state.errored, state.canceled, state.expired)) == plan.total
+        if final is not None:
+            assert state == final, "an ended batch changed"
+        elif state.is_ended:
+            final = state
+            assert state.ended_at <= now and state.ended_at <= plan.expires_at
+    assert final is not None
+
+
+def test_a_stall_that_begins_after_a_cancel_ended_the_batch_changes_nothing():
+    plan = replace(OPENAI_PLAN, cancel_initiated_at=START + timedelta(seconds=100))  # cancelled at +110
+    cancelled = openai_state(plan, START + timedelta(seconds=200))
+    assert cancelled.status == "cancelled"
+    plan = released(stalled(plan, START + timedelta(seconds=300)), START, START + timedelta(seconds=900))
+    assert plan.stalled_seconds == 0
+    assert openai_state(plan, START + timedelta(seconds=1000)) == cancelled

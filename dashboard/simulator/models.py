@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from .progression import Plan
+from .progression import Plan, processing_start
 
 BASE62 = string.digits + string.ascii_letters
 
@@ -97,6 +98,10 @@ class SimBatch(models.Model):
     expire_percent = models.PositiveSmallIntegerField(default=0)
     cancel_initiated_at = models.DateTimeField(null=True, blank=True)
     is_demo = models.BooleanField(default=False, help_text="Created by seed_demo; replaced on every reseed.")
+    # A stall (fault injection): processing stopped since `stalled_at` until released; the
+    # processing time lost to stalls already released is `stalled_seconds` (see progression).
+    stalled_at = models.DateTimeField(null=True, blank=True, help_text="Stalled since: its counts stop moving.")
+    stalled_seconds = models.FloatField(default=0, help_text="Processing time lost to stalls already released.")
 
     # OpenAI only
     validating_seconds = models.FloatField(default=0)
@@ -134,7 +139,27 @@ class SimBatch(models.Model):
             validating_seconds=self.validating_seconds,
             finalizing_seconds=self.finalizing_seconds,
             input_is_valid=not self.validation_errors,
+            stalled_at=self.stalled_at,
+            stalled_seconds=self.stalled_seconds,
         )
+
+    def stall(self, now: datetime) -> bool:
+        """Stop its processing from `now` (counts freeze) until `release`; False if already stalled."""
+        if self.stalled_at is not None:
+            return False
+        self.stalled_at = now
+        self.save(update_fields=["stalled_at"])
+        return True
+
+    def release(self, now: datetime) -> bool:
+        """Resume processing where it stopped; False if it was not stalled."""
+        if self.stalled_at is None:
+            return False
+        plan = self.plan()
+        self.stalled_seconds = plan.stalled_seconds_after_release(processing_start(plan, self.provider), now)
+        self.stalled_at = None
+        self.save(update_fields=["stalled_at", "stalled_seconds"])
+        return True
 
     @classmethod
     def planned(cls, **fields) -> SimBatch:

@@ -8,18 +8,25 @@ Requests finish one after another over `processing_seconds`, in an order given b
 permutation of their indexes (their *rank*). The rank also decides each request's fate and token
 usage through patterns that repeat every `PERIOD` ranks, so counts over the first n ranks are
 computed in O(PERIOD), whatever the batch size.
+
+A batch can be *stalled* (an operator's fault injection): from `stalled_at` its processing stops,
+its counts freeze and its end moves away, until it is released. The time it spent stalled is kept
+in `stalled_seconds`, so a released batch resumes where it stopped (nothing jumps) and ends that
+much later; its 24-hour window does not move, so a long stall can make it expire.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cached_property, lru_cache
 
 PERIOD = 300
 EXPIRY_WINDOW = timedelta(hours=24)
+# The end of processing while a stall lasts: later than any instant compared with it (never added to).
+NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 class Outcome(str, Enum):
@@ -43,10 +50,49 @@ class Plan:
     validating_seconds: float = 0.0
     finalizing_seconds: float = 0.0
     input_is_valid: bool = True
+    # A stall: processing stopped since `stalled_at` (None: not stalled now); `stalled_seconds` is
+    # the processing time lost to stalls already released.
+    stalled_at: datetime | None = None
+    stalled_seconds: float = 0.0
 
     @property
     def expires_at(self) -> datetime:
         return self.created_at + EXPIRY_WINDOW
+
+    # --- processing time, stalls taken out ---------------------------------------------------
+
+    def processed_seconds(self, start: datetime, until: datetime) -> float:
+        """Seconds of processing done between `start` (when processing began) and `until`: the time
+        since `start`, less the time stalled (released stalls, and the current one so far)."""
+        seconds = (until - start).total_seconds() - self.stalled_seconds
+        if self.stalled_at is not None:
+            frozen_from = max(self.stalled_at, start)
+            if until > frozen_from:
+                seconds -= (until - frozen_from).total_seconds()
+        return max(0.0, seconds)
+
+    def processing_end(self, start: datetime) -> datetime:
+        """When processing that began at `start` is done; NEVER while a stall that began before then lasts."""
+        end = start + timedelta(seconds=self.processing_seconds + self.stalled_seconds)
+        if self.stalled_at is not None and max(self.stalled_at, start) < end:
+            return NEVER
+        return end
+
+    def processing_stop(self, start: datetime) -> datetime:
+        """When processing stops: done, at the end of the 24-hour window, or at a cancel's end,
+        whichever comes first (NEVER while stalled with none of those ahead)."""
+        stop = min(self.processing_end(start), self.expires_at)
+        if self.cancel_initiated_at is not None:
+            stop = min(stop, self.cancel_initiated_at + timedelta(seconds=self.cancel_grace_seconds))
+        return stop
+
+    def stalled_seconds_after_release(self, start: datetime, now: datetime) -> float:
+        """`stalled_seconds` once the current stall is released at `now`: the processing time it
+        took away (none if processing had stopped before it began)."""
+        if self.stalled_at is None:
+            return self.stalled_seconds
+        held = min(now, self.processing_stop(start)) - max(self.stalled_at, start)
+        return self.stalled_seconds + max(0.0, held.total_seconds())
 
     # --- ranks and fates --------------------------------------------------------------------
 
@@ -167,7 +213,7 @@ class AnthropicState:
 
 def anthropic_end(plan: Plan) -> tuple[datetime, bool]:
     """When the batch ends, and whether that end comes from a cancel."""
-    natural_end = plan.created_at + min(timedelta(seconds=plan.processing_seconds), EXPIRY_WINDOW)
+    natural_end = min(plan.processing_end(plan.created_at), plan.expires_at)
     if plan.cancel_initiated_at is not None and plan.cancel_initiated_at < natural_end:
         cancel_end = plan.cancel_initiated_at + timedelta(seconds=plan.cancel_grace_seconds)
         if cancel_end < natural_end:
@@ -192,7 +238,7 @@ def anthropic_state(plan: Plan, now: datetime) -> AnthropicState:
             finished=0,
             unfinished_outcome=Outcome.CANCELED if by_cancel else Outcome.EXPIRED,
         )
-    finished = plan.finished_by((ended_at - plan.created_at).total_seconds())
+    finished = plan.finished_by(plan.processed_seconds(plan.created_at, ended_at))
     tally = plan.tally(finished)
     unfinished = plan.total - finished
     return AnthropicState(
@@ -247,9 +293,19 @@ class OpenAIState:
         return self.is_ended and (self.failed > 0 or self.not_processed > 0)
 
 
+def openai_start(plan: Plan) -> datetime:
+    """When an OpenAI batch's processing begins: once validated."""
+    return plan.created_at + timedelta(seconds=plan.validating_seconds)
+
+
+def processing_start(plan: Plan, provider: str) -> datetime:
+    """When the batch's processing begins in `provider`'s dialect (OpenAI validates first)."""
+    return openai_start(plan) if provider == "openai" else plan.created_at
+
+
 def openai_state(plan: Plan, now: datetime) -> OpenAIState:
-    start = plan.created_at + timedelta(seconds=plan.validating_seconds)
-    processing_end = start + timedelta(seconds=plan.processing_seconds)
+    start = openai_start(plan)
+    processing_end = plan.processing_end(start)  # NEVER while stalled
     cancel_at = plan.cancel_initiated_at if plan.cancel_initiated_at and plan.cancel_initiated_at <= now else None
     blank = dict(
         in_progress_at=None,
@@ -269,8 +325,7 @@ def openai_state(plan: Plan, now: datetime) -> OpenAIState:
     )
 
     def counted(status: str, processing_stop: datetime, **timestamps) -> OpenAIState:
-        seconds = (min(now, processing_stop) - start).total_seconds()
-        tally = plan.tally(plan.finished_by(seconds))
+        tally = plan.tally(plan.finished_by(plan.processed_seconds(start, min(now, processing_stop))))
         return OpenAIState(
             **{
                 **blank,
