@@ -40,10 +40,16 @@ class StoredView:
     batch: Batch
     fetched_at: datetime
     stale_reason: str = ""
+    gone_at: datetime | None = None  # the provider answers 404 for it since then: deleted or not found
 
     @property
     def is_stale(self) -> bool:
         return bool(self.stale_reason)
+
+    @property
+    def is_final(self) -> bool:
+        """Nothing about it will change: ended, or gone upstream (deleted or not found)."""
+        return self.batch.is_ended or self.gone_at is not None
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,12 @@ def _stale_reason(row: StoredBatch, now: datetime) -> str:
 
 
 def _view(row: StoredBatch, now: datetime) -> StoredView:
-    return StoredView(batch=store.as_batch(row), fetched_at=row.last_fetched_at, stale_reason=_stale_reason(row, now))
+    return StoredView(
+        batch=store.as_batch(row),
+        fetched_at=row.last_fetched_at,
+        stale_reason=_stale_reason(row, now),
+        gone_at=row.gone_at,
+    )
 
 
 def _newest_first(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:

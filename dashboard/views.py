@@ -63,6 +63,11 @@ def stored_or_404(account: Account, batch_id: str) -> selectors.StoredView:
     view = selectors.batch_row(account=account, batch_id=batch_id)
     if view is None:
         raise Http404(not_stored(account, batch_id))
+    if view.gone_at is not None:
+        raise Http404(
+            f"{account.label} answers 404 for batch {batch_id} since {view.gone_at:%Y-%m-%d %H:%M:%S} UTC: "
+            f"deleted upstream or not found. It was last seen {view.batch.status}."
+        )
     return view
 
 
@@ -89,7 +94,7 @@ def row_context(
 def render_row(request: HttpRequest, context: dict) -> HttpResponse:
     content = render_to_string("batches/list.html#row", context, request)
     view = context["row"]
-    if view is not None and view.batch.is_ended:
+    if view is not None and view.is_final:
         # The swapped-in row has no trigger already; 286 also tells htmx to stop polling.
         return HttpResponseStopPolling(content)
     return HttpResponse(content)

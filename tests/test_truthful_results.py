@@ -240,3 +240,30 @@ def test_the_operator_make_run_creates_reads_the_audit_trail_and_the_store_in_th
     for page in ("audit/", "admin/", "admin/dashboard/cancelattempt/", "admin/dashboard/storedbatch/"):
         assert client.get("/" + page).status_code == 200, page
     assert client.get("/admin/auth/user/").status_code == 403, "operators do not manage users"
+
+
+# --- a batch the provider no longer knows -------------------------------------------------------------
+
+
+def test_a_batch_gone_upstream_stops_polling_and_its_page_is_a_404(operator_client, embedded_upstream, anthropic_sdk):
+    from django.utils import timezone
+
+    from dashboard import store
+
+    batch = anthropic_batch(anthropic_sdk, seconds=600)
+    poll_store()
+    assert store.mark_gone(account_key="anthropic-ops", batch_id=batch.id, at=timezone.now())
+    assert not store.mark_gone(account_key="anthropic-ops", batch_id=batch.id, at=timezone.now()), "marked once"
+    row = operator_client.get(f"/batches/anthropic-ops/{batch.id}/row", HTTP_HX_REQUEST="true")
+    assert row.status_code == 286 and "hx-trigger" not in text(row) and "hx-post" not in text(row)
+    assert "deleted upstream or not found" in text(row)
+    detail = operator_client.get(f"/batches/anthropic-ops/{batch.id}/")
+    assert detail.status_code == 404
+    assert "deleted upstream or not found" in text(detail) and "last seen in_progress" in text(detail)
+    for suffix in ("results/summary", "results/download", "results/export.csv"):
+        assert operator_client.get(f"/batches/anthropic-ops/{batch.id}/{suffix}").status_code == 404
+    # Listed again after all (it exists): it is an ordinary stored batch once more.
+    poll_store()
+    from dashboard.models import StoredBatch
+
+    assert StoredBatch.objects.get(batch_id=batch.id).gone_at is None
