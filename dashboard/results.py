@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import orjson
+
 from . import providers
-from .providers.lines import RESULT_TYPES, ResultLine  # the providers make result lines; importable from here too
+from .providers.lines import RESULT_TYPES, ResultLine, approximate_values  # the providers make result lines
 
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 
@@ -32,32 +34,38 @@ def _safe(value: Any) -> Any:
     return value
 
 
+def _invalid(number: int, raw: str, source: str, message: str) -> ResultLine:
+    return ResultLine(number, "", "invalid", source, error_type="invalid_json", error_message=message, raw=raw)
+
+
 def parse_line(provider: str, number: int, line: bytes, source: str = "") -> ResultLine:
+    """One result line. orjson reads it (several times faster than json); whatever orjson refuses
+    (a lone surrogate, NaN, invalid UTF-8, nesting past 1,024 levels...) or may have rounded (an
+    integer beyond 64 bits, which it reads as a float) is read again by `parse_line_exactly`."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return parse_line_exactly(provider, number, line, source)
+    if data.__class__ is not dict:
+        return _invalid(number, line.decode("utf-8", errors="replace"), source, "Line is not a JSON object.")
+    seen = approximate_values()
+    parsed = providers.module(provider).parse_result_line(number, data, line.decode("utf-8", errors="replace"), source)
+    if approximate_values() != seen:
+        return parse_line_exactly(provider, number, line, source)
+    return parsed
+
+
+def parse_line_exactly(provider: str, number: int, line: bytes, source: str = "") -> ResultLine:
+    """One result line read by Python's json, lone surrogates made safe: any line, at a quarter of the speed."""
     raw = line.decode("utf-8", errors="replace")
     try:
         data = json.loads(raw)
         if _SURROGATE_ESCAPE.search(raw):
             data = _safe(data)
     except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the decoder allows
-        return ResultLine(
-            number=number,
-            custom_id="",
-            type="invalid",
-            source=source,
-            error_type="invalid_json",
-            error_message=f"Line is not valid JSON: {getattr(error, 'msg', type(error).__name__)}",
-            raw=raw,
-        )
+        return _invalid(number, raw, source, f"Line is not valid JSON: {getattr(error, 'msg', type(error).__name__)}")
     if not isinstance(data, dict):
-        return ResultLine(
-            number=number,
-            custom_id="",
-            type="invalid",
-            source=source,
-            error_type="invalid_json",
-            error_message="Line is not a JSON object.",
-            raw=raw,
-        )
+        return _invalid(number, raw, source, "Line is not a JSON object.")
     return providers.module(provider).parse_result_line(number, data, raw, source)
 
 

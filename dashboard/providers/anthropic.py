@@ -22,7 +22,7 @@ from .errors import (
     unreadable_batch,
 )
 from .http import BatchAPI
-from .lines import RESULT_TYPES, ResultLine, as_text, dig, token_count
+from .lines import EMPTY, RESULT_TYPES, ResultLine, as_text, token_count
 
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
@@ -95,23 +95,35 @@ def parse_batch(data: Any, *, account: str) -> Batch:
 
 
 def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
-    """One line of the results file, already a JSON object (untrusted: odd fields become empty)."""
-    result = data.get("result") if isinstance(data.get("result"), dict) else {}
-    kind = as_text(result.get("type"))
-    message = result.get("message") if isinstance(result.get("message"), dict) else {}
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
-    error = dig(result, "error", "error") or {}
+    """One line of the results file, already a JSON object (untrusted: odd fields become empty).
+
+    Read once per line of a whole batch (summaries, CSV exports): plain lookups, no helper per field."""
+    result = data.get("result")
+    if not isinstance(result, dict):
+        result = EMPTY
+    kind = result.get("type")
+    message = result.get("message")
+    if not isinstance(message, dict):
+        message = EMPTY
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
+        usage = EMPTY
+    error = result.get("error")  # {"type": "error", "error": {"type": ..., "message": ...}}
+    error = error.get("error") if isinstance(error, dict) else None
+    if not isinstance(error, dict):
+        error = EMPTY
     return ResultLine(
-        number=number,
-        custom_id=as_text(data.get("custom_id")),
-        type=kind if kind in RESULT_TYPES else "invalid",
-        model=as_text(message.get("model")),
-        stop_reason=as_text(message.get("stop_reason")),
-        input_tokens=token_count(usage.get("input_tokens")),
-        output_tokens=token_count(usage.get("output_tokens")),
-        error_type=as_text(error.get("type")) if isinstance(error, dict) else "",
-        error_message=as_text(error.get("message")) if isinstance(error, dict) else "",
-        raw=raw,
+        number,
+        as_text(data.get("custom_id")),
+        kind if kind.__class__ is str and kind in RESULT_TYPES else "invalid",
+        "",
+        as_text(message.get("model")),
+        as_text(message.get("stop_reason")),
+        token_count(usage.get("input_tokens")),
+        token_count(usage.get("output_tokens")),
+        as_text(error.get("type")),
+        as_text(error.get("message")),
+        raw,
     )
 
 

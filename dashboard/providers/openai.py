@@ -22,7 +22,7 @@ from .errors import (
     unreadable_batch,
 )
 from .http import BatchAPI
-from .lines import ResultLine, as_text, token_count
+from .lines import EMPTY, ResultLine, as_text, token_count
 
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
@@ -134,34 +134,46 @@ def parse_batch(data: Any, *, account: str) -> Batch:
 
 
 def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
-    """One line of the output or error file, already a JSON object (untrusted: odd fields become empty)."""
-    response = data.get("response") if isinstance(data.get("response"), dict) else {}
-    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    """One line of the output or error file, already a JSON object (untrusted: odd fields become empty).
+
+    Read once per line of a whole batch (summaries, CSV exports): plain lookups, no helper per field."""
+    response = data.get("response")
+    if not isinstance(response, dict):
+        response = EMPTY
+    body = response.get("body")
+    if not isinstance(body, dict):
+        body = EMPTY
     status_code = response.get("status_code")
-    line_error = data.get("error") if isinstance(data.get("error"), dict) else None
-    body_error = body.get("error") if isinstance(body.get("error"), dict) else None
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
-    first_choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    if line_error is not None:
+    line_error = data.get("error")
+    body_error = body.get("error")
+    if not isinstance(body_error, dict):
+        body_error = None
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        usage = EMPTY
+    choices = body.get("choices")
+    first_choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(first_choice, dict):
+        first_choice = EMPTY
+    if isinstance(line_error, dict):
         kind = "expired" if line_error.get("code") == "batch_expired" else "errored"
         error = line_error
     elif status_code == 200 and body_error is None:
-        kind, error = "succeeded", {}
+        kind, error = "succeeded", EMPTY
     else:
         kind, error = "errored", body_error or {"code": f"http_{status_code}", "message": ""}
     return ResultLine(
-        number=number,
-        custom_id=as_text(data.get("custom_id")),
-        type=kind,
-        source=source,
-        model=as_text(body.get("model")),
-        stop_reason=as_text(first_choice.get("finish_reason")),
-        input_tokens=token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-        output_tokens=token_count(usage.get("completion_tokens", usage.get("output_tokens"))),
-        error_type=as_text(error.get("type") or error.get("code")),
-        error_message=as_text(error.get("message")),
-        raw=raw,
+        number,
+        as_text(data.get("custom_id")),
+        kind,
+        source,
+        as_text(body.get("model")),
+        as_text(first_choice.get("finish_reason")),
+        token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        token_count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        as_text(error.get("type") or error.get("code")),
+        as_text(error.get("message")),
+        raw,
     )
 
 
