@@ -276,3 +276,14 @@ LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
 # A refused CSRF check (a stale token after signing in again in another tab) in the operator's words.
 CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
+
+# --- Metrics (/metrics, Prometheus; dashboard/metrics.py) ----------------------------------------
+# Off (404, and no upstream call is counted) unless one of these is set. With both, a scrape needs
+# both: the token, from an allowed address. Signed-in staff users may read it in the browser.
+# A bearer token for scrapers: `Authorization: Bearer <METRICS_TOKEN>` (32+ random characters).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# Addresses and networks (e.g. "10.0.0.0/8,127.0.0.1") checked against REMOTE_ADDR: behind a reverse
+# proxy that is the proxy's address, never the scraper's (X-Forwarded-For is not read).
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
+# How often each process adds the upstream calls it counted to the database, at most.
+METRICS_FLUSH_SECONDS = float(os.environ.get("METRICS_FLUSH_SECONDS", "1"))

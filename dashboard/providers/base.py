@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import time
@@ -181,6 +182,7 @@ class _Deadline:
         self.label = label
         self.started = time.monotonic() if started is None else started
         self.at = self.started + seconds
+        self.fired = False  # set once check() has ended the call: a timeout, for the metrics
 
     def tightened(self, seconds: float) -> _Deadline:
         """The same call under a shorter limit (counted from the same start)."""
@@ -203,6 +205,7 @@ class _Deadline:
 
     def check(self) -> None:
         if self.remaining() <= 0:
+            self.fired = True
             raise self.error()
 
 
@@ -277,6 +280,72 @@ def _transport_failure(
     return UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).")
 
 
+# --- Metrics: every call counted by account, result and duration (dashboard/metrics.py) ---------
+# ok, 4xx (but 429), 429, 5xx, timeout, transport_error, and bad_response: an answer that is
+# neither an error status nor (for a JSON call) a JSON object: 1xx/3xx, or a 2xx we cannot read.
+UPSTREAM_RESULTS = ("ok", "4xx", "429", "5xx", "timeout", "transport_error", "bad_response")
+
+_recorder: Callable[[str, str, float], None] | None = None
+_recorder_looked_up = False
+
+
+def _record(account: str | None, result: str, seconds: float) -> None:
+    """Count one call where the metrics live (imported late: this module runs without Django).
+
+    Never raises: counting is in memory, and whatever goes wrong with it must not break the call."""
+    global _recorder, _recorder_looked_up
+    if not _recorder_looked_up:
+        try:
+            from ..metrics import record_upstream_call
+        except Exception:  # Django or prometheus_client missing: nothing is counted
+            record_upstream_call = None
+        _recorder, _recorder_looked_up = record_upstream_call, True
+    if _recorder is not None:
+        try:
+            _recorder(account or "unknown", result, seconds)
+        except Exception:  # noqa: S110 (the metrics log their own trouble; the call goes on)
+            pass
+
+
+def _status_result(status: int) -> str:
+    if status == 429:
+        return "429"
+    if 200 <= status < 300:
+        return "ok"
+    if 400 <= status < 500:
+        return "4xx"
+    if 500 <= status < 600:
+        return "5xx"
+    return "bad_response"
+
+
+def _failure_result(error: BaseException) -> str:
+    if isinstance(error, UpstreamTimeout | httpx.TimeoutException):
+        return "timeout"
+    if isinstance(error, BadResponse | httpx.DecodingError):
+        return "bad_response"
+    return "transport_error"
+
+
+def _json_call_result(response: httpx.Response) -> str:
+    """A JSON call's result: its status class, or bad_response for a 2xx whose body is no JSON object.
+
+    Looked at by its first and last characters (the full parse is the caller's); a body that does not
+    look like an object is parsed to be sure, which costs only on answers that are broken anyway."""
+    result = _status_result(response.status_code)
+    if result != "ok":
+        return result
+    body = response.content.removeprefix(codecs.BOM_UTF8)
+    head = body[:64].lstrip() or body.lstrip()
+    tail = body[-64:].rstrip() or body.rstrip()
+    if head[:1] == b"{" and tail[-1:] == b"}":
+        return "ok"
+    try:
+        return "ok" if isinstance(json_body(response), dict) else "bad_response"
+    except Exception:  # a 5000-digit number, nesting deeper than Python recurses: unreadable all the same
+        return "bad_response"
+
+
 @contextmanager
 def stream(
     client: httpx.Client,
@@ -285,6 +354,7 @@ def stream(
     *,
     label: str = "The provider",
     deadline: float | None = None,
+    account: str | None = None,
     **kwargs,
 ) -> Iterator[httpx.Response]:
     """client.stream with transport failures, on open or mid-body, turned into ProviderErrors.
@@ -292,13 +362,21 @@ def stream(
     The whole call, connect to last byte, must end within `deadline` seconds (default
     UPSTREAM_DOWNLOAD_DEADLINE_SECONDS), else UpstreamTimeout while the body is read; an error
     answer's body is held to UPSTREAM_DEADLINE_SECONDS, as any JSON answer is.
+
+    Counted once for `account` when it ends: its status class, or timeout / transport_error if it
+    failed (mid-body too); its duration is the time to the response's headers (a download's length
+    follows the file's size, not the upstream's speed).
     """
     seconds = _setting("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", UPSTREAM_DOWNLOAD_DEADLINE_SECONDS)
     clock = _Deadline(seconds if deadline is None else deadline, label)
+    result: str | None = None
+    answered_after: float | None = None
     try:
         request = client.build_request(method, url, timeout=_timeout_for(client, kwargs, clock), **kwargs)
         # Connect and headers on a thread of their own: headers that trickle in are cut at the deadline too.
         response = _within(clock, lambda: client.send(request, stream=True))
+        answered_after = time.monotonic() - clock.started
+        result = _status_result(response.status_code)
         try:
             if not response.is_success:
                 clock = clock.tightened(_setting("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS))
@@ -307,7 +385,18 @@ def stream(
         finally:
             response.close()
     except httpx.TransportError as error:
-        raise _transport_failure(client, error, clock) from None
+        failure = _transport_failure(client, error, clock)
+        result = _failure_result(failure)
+        raise failure from None
+    except Exception as error:
+        # Before the headers, the call failed; after them, only the deadline ends it (anything else
+        # is the caller's own trouble with a call that went well).
+        if result is None or clock.fired:
+            result = _failure_result(error)
+        raise
+    finally:
+        if result is not None:
+            _record(account, result, time.monotonic() - clock.started if answered_after is None else answered_after)
 
 
 def jsonl_lines(response: httpx.Response) -> Iterator[bytes]:
@@ -337,6 +426,7 @@ def send(
     *,
     label: str = "The provider",
     deadline: float | None = None,
+    account: str | None = None,
     **kwargs,
 ) -> httpx.Response:
     """One request, its body read, with transport failures turned into ProviderErrors.
@@ -344,6 +434,8 @@ def send(
     The whole call, connect to last byte, must end within `deadline` seconds (default
     UPSTREAM_DEADLINE_SECONDS), else UpstreamTimeout. The body is read as a stream so that the
     clock is checked between chunks: client.request would bound each read only.
+
+    Counted for `account` (its result and its duration, connect to last byte) however it ends.
     """
     seconds = _setting("UPSTREAM_DEADLINE_SECONDS", UPSTREAM_DEADLINE_SECONDS)
     clock = _Deadline(seconds if deadline is None else deadline, label)
@@ -361,10 +453,21 @@ def send(
         for response in opened:
             response.close()
 
+    result: str | None = None
     try:
-        return _within(clock, call, abandon)
+        response = _within(clock, call, abandon)
+        result = _json_call_result(response)
+        return response
     except httpx.TransportError as error:
-        raise _transport_failure(client, error, clock) from None
+        failure = _transport_failure(client, error, clock)
+        result = _failure_result(failure)
+        raise failure from None
+    except Exception as error:
+        result = _failure_result(error)
+        raise
+    finally:
+        if result is not None:
+            _record(account, result, time.monotonic() - clock.started)
 
 
 REFUSAL_STATUSES = (400, 409)

@@ -30,13 +30,13 @@ class BatchAPI:
         return bool(self.batch_id.fullmatch(batch_id))
 
     def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
-        response = send(self.client, method, path, label=self.label, **kwargs)
+        response = send(self.client, method, path, label=self.label, account=self.account, **kwargs)
         return checked_json(response, provider_label=self.label, request_id_header=self.request_id_header)
 
     @contextmanager
     def _stream(self, path: str) -> Iterator[httpx.Response]:
         """A streaming GET with its status checked; the body is left unread for the caller."""
-        with stream(self.client, "GET", path, label=self.label) as response:
+        with stream(self.client, "GET", path, label=self.label, account=self.account) as response:
             if not response.is_success:
                 response.read()
                 checked_json(response, provider_label=self.label, request_id_header=self.request_id_header)
