@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from .models import AccountState, CancelAttempt, StoredBatch
+from . import alarms
+from .models import AccountState, Alarm, AlarmEvaluator, AlarmThreshold, CancelAttempt, StoredBatch
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -41,3 +42,41 @@ class AccountStateAdmin(ReadOnlyAdmin):
     """Each account's health and lease, as the poller sees them."""
 
     list_display = ["account", "last_success_at", "consecutive_failures", "backoff_until", "lease_owner", "lease_until"]
+
+
+@admin.register(Alarm)
+class AlarmAdmin(ReadOnlyAdmin):
+    """Alarms as the poller opened and resolved them; staff may acknowledge them here too."""
+
+    list_display = ["rule", "account", "batch", "opened_at", "last_seen_at", "resolved_at", "acknowledged_by"]
+    list_filter = ["rule", "account", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["account", "batch__batch_id", "detail"]
+    date_hierarchy = "opened_at"
+    list_select_related = ["batch", "acknowledged_by"]
+    actions = ["acknowledge"]
+
+    def has_acknowledge_permission(self, request) -> bool:
+        return request.user.has_perm("dashboard.acknowledge_alarm")
+
+    @admin.action(description="Acknowledge the selected alarms", permissions=["acknowledge"])
+    def acknowledge(self, request, queryset) -> None:
+        for alarm in queryset:
+            alarms.acknowledge(alarm, request.user, "acknowledged in the admin")
+        self.message_user(request, f"{len(queryset)} alarm(s) acknowledged.", messages.SUCCESS)
+
+
+@admin.register(AlarmThreshold)
+class AlarmThresholdAdmin(admin.ModelAdmin):
+    """One account's own thresholds for a rule, in place of the ALARM_* settings (read at the next
+    evaluation, no restart)."""
+
+    list_display = ["account", "rule", "enabled", "value", "min_outcomes"]
+    list_editable = ["enabled", "value", "min_outcomes"]
+    list_filter = ["rule", "account"]
+
+
+@admin.register(AlarmEvaluator)
+class AlarmEvaluatorAdmin(ReadOnlyAdmin):
+    """Which poller evaluates the alarms, and how its last evaluation went."""
+
+    list_display = ["lease_owner", "lease_until", "last_evaluated_at", "last_seconds", "last_error"]

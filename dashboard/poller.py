@@ -14,6 +14,12 @@ Leases are taken in one transaction per cycle: the free rows (no lease, an expir
 read `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, then a conditional UPDATE (atomic on SQLite
 too), so pollers never poll one account at once and a killed poller's accounts are taken over once
 its lease expires.
+
+After each cycle, the alarms are evaluated (dashboard/alarms.py) by one poller at a time: the one
+holding the evaluator's lease, a single row taken by a conditional UPDATE like the accounts' (a
+pseudo-account row would show among the accounts). Its evaluation runs in one transaction holding
+that row locked, so evaluations never overlap, even when one outlasts its lease. Whatever goes wrong
+there is logged (and noted on that row) and never stops polling.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Q
 
-from . import providers, store
+from . import alarms, providers, store
 from .accounts import Account, configured_accounts, provider_for
 from .models import AccountState, StoredBatch
 from .providers.base import NotFound, Page, Provider, ProviderError, RateLimited
@@ -325,14 +331,36 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
     accounts = configured_accounts() if accounts is None else accounts
     mine = claim_all(accounts, owner=owner, now=now, seconds=settings.POLL_LEASE_SECONDS)
     due = [account for account in mine if is_due(state_for(account), now)]
-    if not due:
-        return []
+    results: list[PollResult] = []
+    if due:
 
-    def poll(account: Account) -> PollResult:
+        def poll(account: Account) -> PollResult:
+            try:
+                return poll_account(account, now=now)
+            finally:
+                connections.close_all()  # this pool's threads end with the cycle
+
+        with ThreadPoolExecutor(max_workers=min(8, len(due)), thread_name_prefix="poll") as pool:
+            results = list(pool.map(poll, due))
+    # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
+    evaluate_alarms(owner=owner, now=now, accounts=accounts)
+    return results
+
+
+def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> alarms.Evaluation | None:
+    """The alarms, if this poller holds the evaluator's lease (taken or renewed here); None if it
+    does not, alarms are off (ALARMS_ENABLED), or the evaluation failed. Never raises: a failure is
+    logged and noted on the evaluator's row, and polling goes on."""
+    if not getattr(settings, "ALARMS_ENABLED", True):
+        return None
+    try:
+        if not alarms.claim_evaluator(owner, now=now, seconds=settings.POLL_LEASE_SECONDS):
+            return None
+        return alarms.evaluate(now, accounts=[account.key for account in accounts])
+    except Exception as error:
+        logger.exception("alarm evaluation failed (polling goes on)")
         try:
-            return poll_account(account, now=now)
-        finally:
-            connections.close_all()  # this pool's threads end with the cycle
-
-    with ThreadPoolExecutor(max_workers=min(8, len(due)), thread_name_prefix="poll") as pool:
-        return list(pool.map(poll, due))
+            alarms.evaluation_failed(error)
+        except Exception:
+            logger.exception("could not note the failed alarm evaluation")
+        return None

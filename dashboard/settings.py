@@ -287,3 +287,24 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
 # How often each process adds the upstream calls it counted to the database, at most.
 METRICS_FLUSH_SECONDS = float(os.environ.get("METRICS_FLUSH_SECONDS", "1"))
+
+# --- Alarms (dashboard/alarms.py), evaluated by the poller after each cycle ---------------------
+# The defaults of every account; an account's own (AlarmThreshold rows) are edited in the admin.
+ALARMS_ENABLED = env_bool("ALARMS_ENABLED", True)
+# Stuck: not ended, and no change of status or counts for this long. For a provider that reports
+# outcomes only at the end, running longer than 95% of the account's ended batches (of a similar
+# size when there are enough of them) instead, once it has ALARM_STUCK_MIN_HISTORY of them.
+ALARM_STUCK_MINUTES = float(os.environ.get("ALARM_STUCK_MINUTES", "30"))
+ALARM_STUCK_MIN_HISTORY = env_int("ALARM_STUCK_MIN_HISTORY", 20)
+# Expiring: requests still unfinished and less than this long before the batch's expires_at.
+ALARM_EXPIRING_HOURS = float(os.environ.get("ALARM_EXPIRING_HOURS", "2"))
+# Error rate (running batches): more than this share of the requests with an outcome errored, once
+# at least ALARM_ERROR_RATE_MIN_OUTCOMES have one.
+ALARM_ERROR_RATE_PERCENT = float(os.environ.get("ALARM_ERROR_RATE_PERCENT", "10"))
+ALARM_ERROR_RATE_MIN_OUTCOMES = env_int("ALARM_ERROR_RATE_MIN_OUTCOMES", 50)
+# Ended badly: failed, expired, or ended with more than this share errored; open for this many
+# hours after the end, then resolved by itself.
+ALARM_ENDED_BADLY_PERCENT = float(os.environ.get("ALARM_ENDED_BADLY_PERCENT", "10"))
+ALARM_ENDED_BADLY_HOURS = float(os.environ.get("ALARM_ENDED_BADLY_HOURS", "24"))
+# Account failing: its polls have failed, with no success, for this long.
+ALARM_ACCOUNT_FAILING_MINUTES = float(os.environ.get("ALARM_ACCOUNT_FAILING_MINUTES", "10"))
