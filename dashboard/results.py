@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from . import providers
-from .providers.lines import RESULT_TYPES, ResultLine, approximate_values  # the providers make result lines
+from .providers.lines import RESULT_TYPES, ResultLine, approximate_reads  # the providers make result lines
 
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 
@@ -48,9 +48,9 @@ def parse_line(provider: str, number: int, line: bytes, source: str = "") -> Res
         return parse_line_exactly(provider, number, line, source)
     if data.__class__ is not dict:
         return _invalid(number, line.decode("utf-8", errors="replace"), source, "Line is not a JSON object.")
-    seen = approximate_values()
+    seen = approximate_reads[0]
     parsed = providers.module(provider).parse_result_line(number, data, line.decode("utf-8", errors="replace"), source)
-    if approximate_values() != seen:
+    if approximate_reads[0] != seen:
         return parse_line_exactly(provider, number, line, source)
     return parsed
 
@@ -146,15 +146,18 @@ def safe_cell(value: str) -> str:
 
 
 def csv_row(line: ResultLine) -> list[str]:
+    """The CSV cells of `line`, every upstream text passed through `safe_cell` (written out here: it
+    runs for every line of an export)."""
+    number, custom_id, kind, source, model, stop_reason, input_tokens, output_tokens, error_type, message, _ = line
     return [
-        str(line.number),
-        safe_cell(line.custom_id),
-        line.type,
-        line.source,
-        safe_cell(line.model),
-        safe_cell(line.stop_reason),
-        "" if line.input_tokens is None else str(line.input_tokens),
-        "" if line.output_tokens is None else str(line.output_tokens),
-        safe_cell(line.error_type),
-        safe_cell(line.error_message),
+        str(number),
+        "'" + custom_id if custom_id.startswith(FORMULA_STARTS) else custom_id,
+        kind,
+        source,
+        "'" + model if model.startswith(FORMULA_STARTS) else model,
+        "'" + stop_reason if stop_reason.startswith(FORMULA_STARTS) else stop_reason,
+        "" if input_tokens is None else str(input_tokens),
+        "" if output_tokens is None else str(output_tokens),
+        "'" + error_type if error_type.startswith(FORMULA_STARTS) else error_type,
+        "'" + message if message.startswith(FORMULA_STARTS) else message,
     ]

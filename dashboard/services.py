@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -104,8 +105,10 @@ def iter_results(*, account: Account, batch: Batch) -> Iterator[ResultLine]:
     def lines() -> Iterator[tuple[str, bytes]]:
         for source in sources:
             with provider.open_results(batch.id, source, known=batch) as response:
-                for line in results_file_lines(response, label=provider.label, source=source):
-                    yield (source if named else "", line)
+                # zip pairs them in C: this runs for every line of a whole batch (summaries, exports).
+                yield from zip(
+                    repeat(source if named else ""), results_file_lines(response, label=provider.label, source=source)
+                )
 
     return parse_stream(account.provider, lines())
 
@@ -126,16 +129,61 @@ def results_file_lines(response, *, label: str, source: str) -> Iterator[bytes]:
     yield from lines
 
 
-def open_download(*, account: Account, batch: Batch, source: str) -> Iterator[bytes]:
+DOWNLOAD_CHUNK = 64 * 1024  # an upstream's smaller pieces are sent on in chunks of at least this size
+
+
+class Download:
+    """An upstream results file, its bytes unchanged (still compressed, if upstream compressed them),
+    with what a download response must say of them: their length and encoding, when upstream said."""
+
+    def __init__(self, body: Iterator[bytes], stack: ExitStack, *, length: int | None, encoding: str):
+        self.body = body
+        self.stack = stack  # the upstream response: closed with the body, or by `close` if never read
+        self.length = length  # None: upstream did not say
+        self.encoding = encoding  # the Content-Encoding of the bytes, "" if none
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.body
+
+    def close(self) -> None:
+        self.body.close()
+        self.stack.close()
+
+
+def _coalesced(chunks: Iterator[bytes], size: int = DOWNLOAD_CHUNK) -> Iterator[bytes]:
+    """`chunks` as they come when they are large; small ones (an upstream writing a line at a time) are
+    joined up to `size` first, so that the client gets one write per 64 KiB rather than per line."""
+    pending: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        if not pending and len(chunk) >= size:
+            yield chunk
+            continue
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def open_download(*, account: Account, batch: Batch, source: str) -> Download:
     """The upstream JSONL bytes, unchanged. Upstream errors raise here, before any byte is sent."""
     stack = ExitStack()
     response = stack.enter_context(provider_for(account).open_results(batch.id, source, known=batch))
+    encoding = response.headers.get("content-encoding", "").strip()
+    encoding = "" if encoding.lower() == "identity" else encoding
+    try:
+        length: int | None = int(response.headers.get("content-length", ""))
+    except ValueError:
+        length = None
 
     def body() -> Iterator[bytes]:
         with stack:
-            yield from response.iter_raw()
+            yield from _coalesced(response.iter_raw())
 
-    return body()
+    return Download(body(), stack, length=length if length is not None and length >= 0 else None, encoding=encoding)
 
 
 RESULTS_SUMMARY_SECONDS = 600

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, NamedTuple
 
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
@@ -38,19 +37,11 @@ def dig(data: Any, *path: str) -> Any:
 
 MAX_TEXT = 10_000
 
-# The fast decoder (results.parse_line) reads an integer beyond 64 bits as a float. A float (or
-# anything that may hold one) reaching a field is counted here, per thread; parse_line then reads
-# that line again with the exact decoder, so a field never shows a rounded number.
-_approximate = threading.local()
-
-
-def approximate_values() -> int:
-    """How many floats (or objects and lists, which may hold some) fields of this thread have read."""
-    return getattr(_approximate, "count", 0)
-
-
-def _noted_approximate() -> None:
-    _approximate.count = getattr(_approximate, "count", 0) + 1
+# The fast decoder (results.parse_line) reads an integer beyond 64 bits as a float. Every float (or
+# object or list, which may hold one) that a field reads is counted here; parse_line reads a line
+# again with the exact decoder when the count moved while its fields were read. One count for every
+# thread: another thread's float only costs this one an exact read it did not need.
+approximate_reads = [0]
 
 
 def as_text(value: Any) -> str:
@@ -61,7 +52,7 @@ def as_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float | dict | list):
-        _noted_approximate()
+        approximate_reads[0] += 1
     try:
         return json.dumps(value, ensure_ascii=False)[:MAX_TEXT]
     except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than json writes
@@ -73,5 +64,5 @@ def token_count(value: Any) -> int | None:
     if value.__class__ is int:
         return value
     if isinstance(value, float):
-        _noted_approximate()
+        approximate_reads[0] += 1
     return value if isinstance(value, int) and not isinstance(value, bool) else None

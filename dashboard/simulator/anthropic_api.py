@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
 from django.conf import settings
 from django.db import transaction
@@ -289,50 +290,157 @@ def batch_results(request: HttpRequest, account: SimAccount, batch_id: str) -> S
         raise DIALECT.bad_request(
             f"Message batch {batch_id} has not finished processing yet; results are available once it has ended."
         )
-    response = StreamingHttpResponse(result_lines(batch, state), content_type="application/x-jsonl")
+    response = StreamingHttpResponse(in_chunks(result_lines(batch, state)), content_type="application/x-jsonl")
     response["Content-Disposition"] = f'attachment; filename="{batch_id}_results.jsonl"'
     return response
 
 
+RESULTS_CHUNK = 64 * 1024  # result lines are sent in chunks of about this many bytes, not one line per chunk
+
+
+def in_chunks(lines: Iterator[bytes], size: int = RESULTS_CHUNK) -> Iterator[bytes]:
+    """Lines joined into chunks of at least `size` bytes (the last one shorter): one write per 64 KiB,
+    not per line, for whoever forwards them (a WSGI server, the embedded transport, the dashboard)."""
+    pending: list[bytes] = []
+    held = 0
+    for line in lines:
+        pending.append(line)
+        held += len(line)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+_PAIRS = [BASE62[pair % 62] + BASE62[pair // 62] for pair in range(62 * 62)]  # two base-62 digits, low first
+
+
 def stable_token(*parts: object, length: int = 22) -> str:
+    """`length` base-62 digits (least significant first) of the BLAKE2b digest of `parts`, two at a time."""
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=32).digest()
     number = int.from_bytes(digest, "big")
     chars = []
-    for _ in range(length):
-        number, remainder = divmod(number, 62)
-        chars.append(BASE62[remainder])
+    for _ in range(length // 2):
+        number, pair = divmod(number, 62 * 62)
+        chars.append(_PAIRS[pair])
+    if length % 2:
+        chars.append(BASE62[number % 62])
     return "".join(chars)
 
 
+def _template(outcome: Outcome, variant: int) -> str:
+    """The line of `outcome` (its `variant`: the stop reason's or the error's) as a %-template, made
+    once per batch by writing `line_json` with markers in place of the values and replacing them."""
+    markers = {name: f"@@{name}@@" for name in ("custom_id", "model", "message_id", "request_id", "text")}
+    numbers = {"input_tokens": -111_111_111_111, "output_tokens": -222_222_222_222}
+    body = result_body_of(
+        outcome,
+        model=markers["model"],
+        message_id=markers["message_id"],
+        text=markers["text"],
+        stop_reason=("max_tokens", "end_turn")[variant % 2],
+        input_tokens=numbers["input_tokens"],
+        output_tokens=numbers["output_tokens"],
+        error=ERRORED_RESULTS[variant % len(ERRORED_RESULTS)],
+        request_id=markers["request_id"],
+    )
+    template = line_json(markers["custom_id"], body).replace("%", "%%")
+    for name, marker in markers.items():
+        template = template.replace(f'"{marker}"', f"%({name})s")
+    for name, number in numbers.items():
+        template = template.replace(str(number), f"%({name})d")
+    return template
+
+
 def result_lines(batch: SimBatch, state: AnthropicState) -> Iterator[bytes]:
+    """The results file, line by line: each line is `line_json` of its `result_body` (tests hold the two
+    to the same bytes), written from a template per outcome, which is several times faster."""
     plan = batch.plan()
+    public_id = batch.public_id
+    templates: dict[tuple[Outcome, int], str] = {}
+    quoted_models: dict[str, str] = {}
     rows = SimRequest.objects.filter(batch=batch).order_by("index").values_list("index", "custom_id", "model")
     for index, custom_id, model in rows.iterator(chunk_size=2000):
         rank = plan.rank_of(index)
         outcome = state.outcome_of_rank(plan, rank)
-        line = {"custom_id": custom_id, "result": result_body(batch, plan, outcome, index, rank, model)}
-        yield (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        if outcome is Outcome.SUCCEEDED:
+            variant = 1 if rank % 10 else 0
+        elif outcome is Outcome.ERRORED:
+            variant = rank % len(ERRORED_RESULTS)
+        else:
+            variant = 0
+        template = templates.get((outcome, variant))
+        if template is None:
+            template = templates[(outcome, variant)] = _template(outcome, variant)
+        quoted = quoted_models.get(model)
+        if quoted is None:
+            quoted = quoted_models[model] = _json_string(model)
+        values = {"custom_id": _json_string(custom_id), "model": quoted}
+        if outcome is Outcome.SUCCEEDED:
+            values["message_id"] = '"msg_01' + stable_token(public_id, index) + '"'
+            values["text"] = _json_string(f"Simulated answer #{index} for {public_id}.")
+            values["input_tokens"] = plan.input_tokens(rank)
+            values["output_tokens"] = plan.output_tokens(rank)
+        elif outcome is Outcome.ERRORED:
+            values["request_id"] = '"req_011C' + stable_token(public_id, index, "error", length=20) + '"'
+        yield (template % values).encode()
+
+
+def _json_string(text: str) -> str:
+    """`text` as json.dumps writes it (ASCII only), without json.dumps' own cost."""
+    return encode_basestring_ascii(text)
+
+
+def line_json(custom_id: str, body: dict) -> str:
+    """One line of the results file as JSON text, its newline included."""
+    return json.dumps({"custom_id": custom_id, "result": body}, separators=(",", ":")) + "\n"
 
 
 def result_body(batch: SimBatch, plan, outcome: Outcome, index: int, rank: int, model: str) -> dict:
+    return result_body_of(
+        outcome,
+        model=model,
+        message_id="msg_01" + stable_token(batch.public_id, index),
+        text=f"Simulated answer #{index} for {batch.public_id}.",
+        stop_reason="end_turn" if rank % 10 else "max_tokens",
+        input_tokens=plan.input_tokens(rank),
+        output_tokens=plan.output_tokens(rank),
+        error=ERRORED_RESULTS[rank % len(ERRORED_RESULTS)],
+        request_id="req_011C" + stable_token(batch.public_id, index, "error", length=20)
+        if outcome is Outcome.ERRORED
+        else "",
+    )
+
+
+def result_body_of(
+    outcome: Outcome,
+    *,
+    model: str,
+    message_id: str,
+    text: str,
+    stop_reason: str,
+    input_tokens: int,
+    output_tokens: int,
+    error: tuple[str, str],
+    request_id: str,
+) -> dict:
     if outcome is Outcome.SUCCEEDED:
         return {
             "type": "succeeded",
             "message": {
-                "id": "msg_01" + stable_token(batch.public_id, index),
+                "id": message_id,
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [
-                    {"type": "text", "text": f"Simulated answer #{index} for {batch.public_id}.", "citations": None}
-                ],
-                "stop_reason": "end_turn" if rank % 10 else "max_tokens",
+                "content": [{"type": "text", "text": text, "citations": None}],
+                "stop_reason": stop_reason,
                 "stop_sequence": None,
                 "stop_details": None,
                 "container": None,
                 "usage": {
-                    "input_tokens": plan.input_tokens(rank),
-                    "output_tokens": plan.output_tokens(rank),
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,
                     "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0},
@@ -343,13 +451,9 @@ def result_body(batch: SimBatch, plan, outcome: Outcome, index: int, rank: int, 
             },
         }
     if outcome is Outcome.ERRORED:
-        kind, message = ERRORED_RESULTS[rank % len(ERRORED_RESULTS)]
+        kind, message = error
         return {
             "type": "errored",
-            "error": {
-                "type": "error",
-                "error": {"type": kind, "message": message},
-                "request_id": "req_011C" + stable_token(batch.public_id, index, "error", length=20),
-            },
+            "error": {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id},
         }
     return {"type": outcome.value}

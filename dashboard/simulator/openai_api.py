@@ -13,7 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from . import clock
-from .anthropic_api import stable_token
+from .anthropic_api import in_chunks, stable_token
 from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, openai_batch_id
 from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
 from .wire import (
@@ -209,7 +209,9 @@ def file_content(request: HttpRequest, account: SimAccount, file_id: str) -> Htt
     if file is not None:
         return HttpResponse(bytes(file.content), content_type="application/octet-stream")
     batch, state, errors = batch_file(account, file_id)
-    return StreamingHttpResponse(output_lines(batch, state, errors=errors), content_type="application/octet-stream")
+    return StreamingHttpResponse(
+        in_chunks(output_lines(batch, state, errors=errors)), content_type="application/octet-stream"
+    )
 
 
 # --- batches -------------------------------------------------------------------------------
