@@ -465,3 +465,19 @@ def test_a_stall_that_begins_after_a_cancel_ended_the_batch_changes_nothing():
     plan = released(stalled(plan, START + timedelta(seconds=300)), START, START + timedelta(seconds=900))
     assert plan.stalled_seconds == 0
     assert openai_state(plan, START + timedelta(seconds=1000)) == cancelled
+
+
+@pytest.mark.parametrize("stalled_for", [0, 123.456789, 0.000001, 12345.6789])
+def test_a_batch_that_processes_to_its_end_finishes_every_request_whatever_its_seconds(stalled_for):
+    """Instants are kept to the microsecond and durations are floats: none of that leaves a request
+    unfinished (expired) at the natural end, with or without a stall."""
+    for seconds in (1234.5678909, 0.3, 59.999999, 7 * 3600 + 0.1234567):
+        plan = Plan(
+            total=997, created_at=T0, seed=5, processing_seconds=seconds, cancel_grace_seconds=0, error_percent=0
+        )
+        if stalled_for:
+            plan = released(stalled(plan, T0), T0, T0 + timedelta(seconds=stalled_for))
+        end = anthropic_state(plan, T0 + timedelta(days=2))
+        assert end.expired == 0 and end.succeeded == 997, (seconds, stalled_for)
+        openai = openai_state(plan, T0 + timedelta(days=2))
+        assert openai.completed == 997 or openai.status == "expired"

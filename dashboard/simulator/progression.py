@@ -25,6 +25,7 @@ from functools import cached_property, lru_cache
 
 PERIOD = 300
 EXPIRY_WINDOW = timedelta(hours=24)
+FINISHED_SLACK = 1e-6  # of a request: what microsecond instants and float seconds may lose
 # The end of processing while a stall lasts: later than any instant compared with it (never added to).
 NEVER = datetime.max.replace(tzinfo=UTC)
 
@@ -130,7 +131,10 @@ class Plan:
             return 0
         if self.processing_seconds <= 0:
             return self.total
-        return min(self.total, math.floor(self.total * seconds_of_processing / self.processing_seconds))
+        # Instants are kept to the microsecond: a share a hair short of a whole request (all of
+        # them, at the end of processing) is that request finished, not one left to expire.
+        done = self.total * seconds_of_processing / self.processing_seconds
+        return min(self.total, math.floor(done + FINISHED_SLACK))
 
     def tally(self, finished: int) -> Tally:
         """Fates and token usage of the first `finished` ranks."""
