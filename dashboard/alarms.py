@@ -45,7 +45,8 @@ from types import ModuleType
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
+from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
 from . import providers
@@ -174,15 +175,21 @@ class AccountFacts:
     last_error: str = ""
 
 
-# An account's ended batches for the stuck rule: (request total, seconds from creation to end).
-History = Sequence[tuple[int, float]]
+class History(list[tuple[int, float]]):
+    """An account's ended batches for the stuck rule: (request total, seconds from creation to end),
+    newest first. It remembers what `usual_duration` found for each size: one evaluation asks it for
+    every running batch of the account, and most are of a few sizes."""
+
+    def __init__(self, batches: Iterable[tuple[int, float]] = ()) -> None:
+        super().__init__(batches)
+        self.usual: dict[tuple[int, int], tuple[float, str] | None] = {}
 
 
 @dataclass(frozen=True)
 class Snapshot:
     batches: Sequence[BatchFacts] = ()
     accounts: Sequence[AccountFacts] = ()
-    histories: Mapping[str, History] = field(default_factory=dict)
+    histories: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)
     limits: Mapping[str, Limits] = field(default_factory=dict)
     defaults: Limits | None = None
 
@@ -227,10 +234,19 @@ def percentile(values: Iterable[float], rank: int = PERCENTILE) -> float:
     return ordered[max(0, math.ceil(rank / 100 * len(ordered)) - 1)]
 
 
-def usual_duration(total: int, history: History, min_history: int) -> tuple[float, str] | None:
+def usual_duration(total: int, history: Sequence[tuple[int, float]], min_history: int) -> tuple[float, str] | None:
     """How long the account's ended batches take (the 95th percentile, in seconds) and of which
     batches, in words: those of a similar size if there are `min_history` of them, else all of
     them if there are that many; None with fewer."""
+    if isinstance(history, History):
+        key = (total, min_history)
+        if key not in history.usual:
+            history.usual[key] = _usual_duration(total, history, min_history)
+        return history.usual[key]
+    return _usual_duration(total, history, min_history)
+
+
+def _usual_duration(total: int, history: Sequence[tuple[int, float]], min_history: int) -> tuple[float, str] | None:
     needed = max(1, min_history)
     similar = [seconds for size, seconds in history if total / SIMILAR_SIZE <= size <= total * SIMILAR_SIZE]
     if len(similar) >= needed:
@@ -241,7 +257,7 @@ def usual_duration(total: int, history: History, min_history: int) -> tuple[floa
     return None
 
 
-def stuck(batch: BatchFacts, limits: Limits, history: History, now: datetime) -> str | None:
+def stuck(batch: BatchFacts, limits: Limits, history: Sequence[tuple[int, float]], now: datetime) -> str | None:
     """Not ended, and no change in status or counts for `stuck_minutes`; for a provider that reports
     outcomes only at the end, running past the 95th percentile of the account's ended batches when
     it has enough of them. Judged as of the batch's last read."""
@@ -373,10 +389,12 @@ def traits(provider: str) -> Traits:
     module = providers.PROVIDERS.get(provider)
     if module is None:
         return Traits(final_only=False, failed=frozenset())
-    failed = getattr(module, "ENDED_BADLY", None)
-    if failed is None:
-        failed = frozenset(module.ENDED) & FAILURE_WORDS
-    return Traits(final_only=_counts_are_final_only(provider, module), failed=frozenset(failed))
+    return Traits(final_only=_counts_are_final_only(provider, module), failed=failed_statuses(module))
+
+
+def failed_statuses(module: ModuleType) -> frozenset[str]:
+    declared = getattr(module, "ENDED_BADLY", None)
+    return frozenset(declared) if declared is not None else frozenset(module.ENDED) & FAILURE_WORDS
 
 
 def _counts_are_final_only(provider: str, module: ModuleType) -> bool:
@@ -446,10 +464,17 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
     ]
     live = StoredBatch.objects.filter(account__in=keys, gone_at__isnull=True)
     rows = list(live.filter(is_ended=False).values(*BATCH_FIELDS))
-    hours = max([defaults.ended_badly_hours, *(mine.ended_badly_hours for mine in limits.values())])
-    since = now - timedelta(hours=hours)
+    # Ended batches: only those the ended-badly rule may find (a superset, judged by the rule):
+    # ended within the longest window, in a failure status, with requests expired, or with more
+    # errored than the lowest threshold allows (in thousandths of a percent, rounded down).
+    every = [defaults, *limits.values()]
+    since = now - timedelta(hours=max(mine.ended_badly_hours for mine in every))
+    least = math.floor(min(mine.ended_badly_percent for mine in every) * 1000)
+    failed = set().union(*(failed_statuses(module) for module in providers.PROVIDERS.values()))
+    too_many_errors = GreaterThan(F("errored") * 100_000, (F("succeeded") + F("errored")) * least)
     rows += live.filter(
         Q(ended_at__gte=since) | Q(ended_at__isnull=True, last_changed_at__gte=since),
+        Q(status__in=failed) | Q(expired__gt=0) | Q(too_many_errors, errored__gt=0),
         is_ended=True,
         created_at__gte=since - ENDED_WITHIN,
     ).values(*BATCH_FIELDS)
@@ -486,7 +511,7 @@ def _history(account: str, known: Mapping[str, Traits]) -> History:
         .order_by("-created_at")
         .values_list("total", "created_at", "ended_at")[:HISTORY]
     )
-    return [(total, (ended_at - created_at).total_seconds()) for total, created_at, ended_at in rows]
+    return History((total, (ended_at - created_at).total_seconds()) for total, created_at, ended_at in rows)
 
 
 # --- evaluating: open, keep, resolve ------------------------------------------------------------
@@ -536,31 +561,39 @@ def evaluate(now: datetime | None = None, *, accounts: Iterable[str] | None = No
 
 
 def _apply(held: dict[Key, str], now: datetime) -> Evaluation:
-    secrets = configured_secrets()
-    wanted = {key: redact(detail, secrets)[:DETAIL_LIMIT] for key, detail in held.items()}
-    open_now = {(alarm.rule, alarm.account, alarm.batch_id): alarm for alarm in Alarm.objects.filter(resolved_at=None)}
+    secrets: list[str] | None = None
+
+    def worded(detail: str) -> str:
+        nonlocal secrets
+        secrets = configured_secrets() if secrets is None else secrets
+        return redact(detail, secrets)[:DETAIL_LIMIT]
+
+    open_now = {
+        (rule, account, batch): (pk, detail)
+        for pk, rule, account, batch, detail in Alarm.objects.filter(resolved_at=None).values_list(
+            "pk", "rule", "account", "batch_id", "detail"
+        )
+    }
     result = Evaluation()
-    gone = [alarm for key, alarm in open_now.items() if key not in wanted]
+    gone = [pk for key, (pk, _) in open_now.items() if key not in held]
     if gone:
-        Alarm.objects.filter(pk__in=[alarm.pk for alarm in gone]).update(resolved_at=now)
-        for alarm in gone:
+        result.resolved = list(Alarm.objects.filter(pk__in=gone))
+        Alarm.objects.filter(pk__in=gone).update(resolved_at=now)
+        for alarm in result.resolved:
             alarm.resolved_at = now
-        result.resolved = gone
-    kept = [alarm for key, alarm in open_now.items() if key in wanted]
+    kept = {key: found for key, found in open_now.items() if key in held}
     if kept:
-        Alarm.objects.filter(resolved_at=None).exclude(pk__in=[alarm.pk for alarm in gone]).update(last_seen_at=now)
+        Alarm.objects.filter(resolved_at=None).exclude(pk__in=gone).update(last_seen_at=now)
         reworded = []
-        for alarm in kept:
-            alarm.last_seen_at = now
-            detail = wanted[alarm.rule, alarm.account, alarm.batch_id]
-            if alarm.detail != detail:
-                alarm.detail = detail
-                reworded.append(alarm)
+        for key, (pk, stored) in kept.items():
+            # Redacting costs: only a detail that reads differently from the stored one is redacted.
+            if held[key] != stored and (detail := worded(held[key])) != stored:
+                reworded.append(Alarm(pk=pk, detail=detail))
         Alarm.objects.bulk_update(reworded, ["detail"], batch_size=500)
         result.still_open = len(kept)
     new = [
-        Alarm(rule=key[0], account=key[1], batch_id=key[2], opened_at=now, last_seen_at=now, detail=wanted[key])
-        for key in sorted(wanted.keys() - open_now.keys(), key=lambda key: (key[1], key[0], key[2] or 0))
+        Alarm(rule=key[0], account=key[1], batch_id=key[2], opened_at=now, last_seen_at=now, detail=worded(held[key]))
+        for key in sorted(held.keys() - open_now.keys(), key=lambda key: (key[1], key[0], key[2] or 0))
     ]
     if new:
         result.opened = Alarm.objects.bulk_create(new, batch_size=500)

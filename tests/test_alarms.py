@@ -520,6 +520,16 @@ def test_an_ended_batch_s_alarm_resolves_after_the_ended_badly_hours(db):
     assert len(evaluate(T0 + timedelta(hours=25)).resolved) == 1
 
 
+def test_ended_batches_with_too_many_errors_are_found_at_the_account_s_own_threshold(db):
+    end = T0 + timedelta(hours=1)
+    openai_row(1, created=T0, at=end, status="completed", completed=90, failed=10)  # 10%: not above
+    openai_row(2, created=T0, at=end, status="completed", completed=89, failed=11)
+    openai_row(3, created=T0, at=end, status="completed", completed=97, failed=3)
+    assert {alarm.batch.batch_id[-1] for alarm in evaluate(end).opened} == {"2"}
+    AlarmThreshold.objects.create(account="openai-ops", rule=Rule.ENDED_BADLY, value=2.5)
+    assert {alarm.batch.batch_id[-1] for alarm in evaluate(end).opened} == {"1", "3"}
+
+
 def test_an_evaluation_reads_the_store_in_a_few_queries_whatever_the_number_of_batches(db):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
