@@ -104,6 +104,41 @@ class BatchChange(models.Model):
         return f"{self.batch_id} {self.status} at {self.observed_at:%Y-%m-%d %H:%M:%S}"
 
 
+class ResultsSummary(models.Model):
+    """The error summary of an ended batch's results, counted once from upstream and served from here
+    after: an ended batch's results never change. One row per batch and set of result sources (a
+    batch whose sources are not those counted, say an OpenAI error file named later, is counted anew).
+    Written once, never updated: of concurrent first counts, the first insert wins (the constraint)."""
+
+    batch = models.ForeignKey(StoredBatch, on_delete=models.CASCADE, related_name="results_summaries")
+    sources = models.CharField(
+        max_length=200, help_text="The result sources counted, in the order read, comma-separated: e.g. output,error."
+    )
+    total = models.PositiveBigIntegerField(help_text="Result lines counted.")
+    by_type = models.JSONField(help_text="[result type, lines] pairs, in result-type order.")
+    errors = models.JSONField(help_text="[error type, message, lines], most frequent first; keys redacted.")
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "results summaries"
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "sources"], name="one_results_summary_per_batch_and_sources")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} ({self.sources or 'no sources'}): {self.total} lines"
+
+    def summary(self):
+        """As `results.summarize` made it (lists from JSON made tuples again)."""
+        from .results import ErrorSummary
+
+        return ErrorSummary(
+            by_type=[tuple(pair) for pair in self.by_type],
+            errors=[tuple(error) for error in self.errors],
+            total=self.total,
+        )
+
+
 class AccountState(models.Model):
     """One row per configured account: its health as the poller sees it, and the poller's lease."""
 
@@ -176,6 +211,7 @@ class UpstreamCallStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} {self.result}: {self.calls}"
+
 
 # --- Alarms: conditions the poller looks for after each cycle (dashboard/alarms.py) ------------------
 

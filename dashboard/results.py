@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -106,16 +106,31 @@ class ErrorSummary:
     total: int
 
 
-def summarize(lines: Iterable[ResultLine], *, top: int = 20) -> ErrorSummary:
-    """Counts by result type and by (error type, message); memory grows with distinct errors only."""
+MESSAGE_SHOWN = 300  # characters of an error message a summary keeps
+_MESSAGE_READ = 600  # ... of which this many are read when the message is cleaned first (a key cut at 300 included)
+
+
+def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[str], str] | None = None) -> ErrorSummary:
+    """Counts by result type and by (error type, message); memory grows with distinct errors only.
+
+    `clean` (redaction, for a summary that is stored) is applied to each distinct error type and
+    message before messages are cut to MESSAGE_SHOWN characters; errors that read the same after it
+    are counted as one."""
     by_type: Counter = Counter()
     errors: Counter = Counter()
     total = 0
+    kept = MESSAGE_SHOWN if clean is None else _MESSAGE_READ
     for line in lines:
         total += 1
-        by_type[line.type] += 1
-        if line.type in ("errored", "invalid"):
-            errors[(line.error_type, line.error_message[:300])] += 1
+        kind = line.type
+        by_type[kind] += 1
+        if kind == "errored" or kind == "invalid":
+            errors[(line.error_type, line.error_message[:kept])] += 1
+    if clean is not None:
+        cleaned: Counter = Counter()
+        for (error_type, message), count in errors.items():  # first seen first, as before: ties keep that order
+            cleaned[(clean(error_type), clean(message)[:MESSAGE_SHOWN])] += count
+        errors = cleaned
     return ErrorSummary(
         by_type=sorted(by_type.items(), key=lambda item: ORDER.get(item[0], len(ORDER))),
         errors=[(kind, message, count) for (kind, message), count in errors.most_common(top)],

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
 
-from django.core.cache import cache
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import providers, store
 from .accounts import Account, find_account, provider_for
-from .models import AccountState, CancelAttempt, StoredBatch
+from .models import AccountState, CancelAttempt, ResultsSummary, StoredBatch
 from .providers.base import AlreadyEnded, BadResponse, Batch, ProviderError, UpstreamTimeout, jsonl_lines
+from .redaction import configured_secrets, redact
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
 logger = logging.getLogger(__name__)
@@ -186,9 +187,6 @@ def open_download(*, account: Account, batch: Batch, source: str) -> Download:
     return Download(body(), stack, length=length if length is not None and length >= 0 else None, encoding=encoding)
 
 
-RESULTS_SUMMARY_SECONDS = 600
-
-
 def results_page(
     *, account: Account, batch: Batch, offset: int, size: int, kind: str = "", source: str = "", custom_id: str = ""
 ) -> ResultPage:
@@ -201,13 +199,41 @@ def results_page(
 
 
 def error_summary(*, account: Account, batch: Batch) -> ErrorSummary:
-    """Results counted by type and by error; one full streaming pass, shared while it is fresh."""
-    cache_key = f"results-summary:{account.key}:{batch.id}"
-    summary = cache.get(cache_key)
-    if summary is None:
-        summary = summarize(iter_results(account=account, batch=batch))
-        cache.set(cache_key, summary, RESULTS_SUMMARY_SECONDS)
+    """Results counted by type and by error. An ended batch's results never change: the first request
+    counts them (one streaming pass) and stores the summary with the batch, keys redacted; every
+    later one reads it from the database. A summary stored for other result sources than the batch
+    has now is not this one's: counted anew. A failed count stores nothing."""
+    sources = ",".join(provider_for(account).result_sources(batch))
+    stored = ResultsSummary.objects.filter(batch__account=account.key, batch__batch_id=batch.id, sources=sources)
+    summary = next((row.summary() for row in stored[:1]), None)
+    if summary is not None:
+        return summary
+    secrets = configured_secrets()
+    summary = summarize(iter_results(account=account, batch=batch), clean=lambda text: redact(text, secrets))
+    if batch.is_ended:
+        _keep_summary(account=account, batch=batch, sources=sources, summary=summary)
     return summary
+
+
+def _keep_summary(*, account: Account, batch: Batch, sources: str, summary: ErrorSummary) -> None:
+    """Store `summary` with the stored batch (if the store has it ended); a concurrent first count that
+    stored it already wins, and this one, counted from the same lines, is dropped."""
+    row = StoredBatch.objects.filter(account=account.key, batch_id=batch.id, is_ended=True).values_list("id", flat=True)
+    batch_row = row.first()
+    if batch_row is None:
+        return
+    try:
+        with transaction.atomic():
+            ResultsSummary.objects.create(
+                batch_id=batch_row,
+                sources=sources,
+                total=summary.total,
+                by_type=[list(pair) for pair in summary.by_type],
+                errors=[list(error) for error in summary.errors],
+                computed_at=timezone.now(),
+            )
+    except IntegrityError:
+        pass  # stored meanwhile by a concurrent first request: the unique constraint keeps one
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard import results
+from dashboard.redaction import redact
 from dashboard.results import (
     CSV_COLUMNS,
     ErrorSummary,
@@ -511,6 +512,25 @@ def test_summarize_of_parsed_lines_of_both_providers():
     )
     assert openai.by_type == [("succeeded", 1), ("errored", 1), ("expired", 1)]
     assert openai.errors == [("invalid_request_error", "Invalid 'messages': empty array.", 1)]
+
+
+def test_summarize_cleans_each_distinct_error_before_cutting_and_counts_what_reads_the_same_as_one():
+    secret = "sk-ant-api03-" + "k" * 40
+    lines = [
+        line(1, "errored", error_type="authentication_error", error_message=f"bad key {secret}"),
+        line(2, "errored", error_type="authentication_error", error_message=f"bad key {secret.upper()}"),
+        line(3, "errored", error_type=secret, error_message="x" * 290 + secret),  # cut at 300 inside the key
+        line(4, "errored", error_type="api_error", error_message="plain"),
+        line(5, "errored", error_type="api_error", error_message="plain"),
+    ]
+    summary = summarize(iter(lines), clean=lambda text: redact(text, [secret]))
+    assert summary.errors == [
+        ("authentication_error", "bad key [redacted]", 2),
+        ("api_error", "plain", 2),
+        ("[redacted]", "x" * 290 + "[redacted]", 1),
+    ]
+    assert not any(secret[:8] in kind + message for kind, message, _ in summary.errors)
+    assert ("authentication_error", f"bad key {secret}", 1) in summarize(iter(lines)).errors  # no clean: as read
 
 
 # --- CSV -------------------------------------------------------------------------------------

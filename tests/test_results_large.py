@@ -35,6 +35,7 @@ import pytest
 from django.core.cache import cache
 
 from dashboard import accounts, results
+from dashboard.models import ResultsSummary
 from tests.factories import ANTHROPIC_KEYS, embedded_transport, poll_store
 
 TOTAL = 100_000
@@ -339,11 +340,21 @@ def test_a_100000_request_anthropic_batch_is_paged_downloaded_exported_and_summa
     assert sum(count for _, _, count in errors) == counts.errored
     assert {kind for kind, _, _ in errors} == ERROR_KINDS
     assert [count for _, _, count in errors] == sorted((count for _, _, count in errors), reverse=True)
-    # What was rendered is what the service computed (kept in the cache for the next viewer).
-    cached = cache.get(f"results-summary:anthropic-ops:{batch_id}")
-    assert cached.total == TOTAL and dict(cached.by_type) == by_type and cached.errors == errors
+    # What was rendered is what the service computed, stored with the batch for every later viewer.
+    stored = ResultsSummary.objects.get(batch__account="anthropic-ops", batch__batch_id=batch_id)
+    assert stored.sources == "results"
+    assert stored.total == TOTAL and dict(stored.summary().by_type) == by_type and stored.summary().errors == errors
     assert peaks["summary"] < PEAK_LIMIT
     assert replay.served == 3  # download, export and summary each read the (recorded) results once
+
+    # --- the summary again: from the database, not upstream, and the same page --------------------
+    cache.clear()
+    parsed[0] = 0
+    with timed("summary again (stored)"):
+        again = operator_client.get(f"{batch_url}/results/summary")
+    assert again.status_code == 200
+    assert again.content.decode() == page
+    assert parsed[0] == 0 and replay.served == 3
 
     elapsed = time.perf_counter() - test_start
     log(

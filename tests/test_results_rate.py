@@ -1,6 +1,7 @@
 """Results at line rate (bench/results.py measures it): downloads forwarded in large chunks with
 upstream's length and encoding, the CSV export in buffered chunks of whole rows, the simulator's
-results in chunks and as it always wrote them.
+results in chunks and as it always wrote them, and an ended batch's error summary counted once and
+then served from the database.
 
 As in tests/test_truthful_results.py, the ended batch comes from the embedded simulator through the
 poller, and its results are then served by a stand-in for the provider's results endpoint.
@@ -13,19 +14,22 @@ import dataclasses
 import gzip
 import io
 import json
+import threading
 from contextlib import contextmanager
 
 import httpx
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from dashboard import accounts, services
+from dashboard.models import ResultsSummary
 from dashboard.providers.anthropic import AnthropicProvider
 from dashboard.providers.base import UpstreamError
 from dashboard.simulator import anthropic_api
 from dashboard.simulator.models import SimBatch, SimRequest
 from dashboard.simulator.progression import Outcome, anthropic_state
-from tests.factories import ANTHROPIC_KEYS, anthropic_batch, embedded_transport, poll_store
+from tests.factories import ANTHROPIC_KEYS, anthropic_batch, embedded_transport, poll_store, text
 
 CHUNK = 64 * 1024
 
@@ -279,3 +283,98 @@ def test_an_openai_file_comes_in_chunks(embedded_upstream, openai_sdk):
         chunks = list(response.iter_raw())
     assert b"".join(chunks).count(b"\n") == batch.request_counts.completed
     assert len(chunks) < batch.request_counts.completed // 20
+
+
+# --- the error summary: counted once per ended batch, then read from the database ------------------
+
+
+def summary(operator_client, batch_id: str) -> str:
+    response = operator_client.get(url(batch_id, "results/summary"), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    return text(response)
+
+
+def test_an_ended_batchs_summary_is_counted_once_and_then_read_from_the_database(operator_client, ended, monkeypatch):
+    served = serve_results(
+        monkeypatch, succeeded(0), errored(1, "api_error", "Internal server error"), succeeded(2), b"not json\n"
+    )
+    first = summary(operator_client, ended)
+    assert served == ["results"]
+    assert "succeeded 2" in first and "errored 1" in first and "invalid 1" in first and "of 4 result lines" in first
+    stored = ResultsSummary.objects.get(batch__batch_id=ended)
+    assert stored.sources == "results"
+    assert stored.total == 4
+    assert stored.by_type == [["succeeded", 2], ["errored", 1], ["invalid", 1]]
+    assert stored.errors[0] == ["api_error", "Internal server error", 1]
+    # From now on: the database, not upstream (which has even stopped answering), and the same page.
+    serve_results(monkeypatch, b"", fail_after=True)
+    monkeypatch.setattr(AnthropicProvider, "open_results", None)
+    for _ in range(2):
+        assert summary(operator_client, ended) == first
+    assert ResultsSummary.objects.count() == 1
+
+
+def test_a_summary_that_fails_while_counting_stores_nothing(operator_client, ended, monkeypatch):
+    serve_results(monkeypatch, succeeded(0), succeeded(1), fail_after=True)
+    assert "Could not read the results" in summary(operator_client, ended)
+    assert not ResultsSummary.objects.exists()
+    served = serve_results(monkeypatch, succeeded(0), succeeded(1))
+    assert "succeeded 2" in summary(operator_client, ended)
+    assert served == ["results"] and ResultsSummary.objects.count() == 1
+
+
+def test_concurrent_first_summaries_store_one_summary(ended, monkeypatch):
+    both_counting = threading.Barrier(2, timeout=10)
+    served = serve_results(monkeypatch, succeeded(0), errored(1, "api_error", "boom"), b"{}\n", wait=both_counting.wait)
+    account = accounts.find_account("anthropic-ops")
+    batch = _stored_batch(ended)
+    answers, failures = [], []
+
+    def first_request():
+        try:
+            answers.append(services.error_summary(account=account, batch=batch))
+        except Exception as error:  # reported below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first_request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not failures and len(answers) == 2 and served == ["results", "results"]
+    assert answers[0] == answers[1]
+    stored = ResultsSummary.objects.get(batch__batch_id=ended)  # one row, not two, and whole
+    assert stored.summary() == answers[0]
+    assert services.error_summary(account=account, batch=batch) == answers[0]
+    assert served == ["results", "results"]
+
+
+def test_a_summary_says_its_sources_and_other_sources_are_counted_anew(operator_client, ended, monkeypatch):
+    served = serve_results(monkeypatch, succeeded(0), succeeded(1))
+    assert "of 2 result lines" in summary(operator_client, ended)
+    monkeypatch.setattr(AnthropicProvider, "result_sources", lambda self, batch: ["results", "again"])
+    assert "of 4 result lines" in summary(operator_client, ended)  # both sources read, counted anew
+    assert served == ["results", "results", "again"]
+    assert dict(ResultsSummary.objects.values_list("sources", "total")) == {"results": 2, "results,again": 4}
+
+
+def test_a_stored_summary_holds_no_api_key(operator_client, ended, monkeypatch):
+    key = ANTHROPIC_KEYS["ops"]  # a configured account's key, echoed back in error messages
+    serve_results(
+        monkeypatch,
+        errored(0, "authentication_error", f"invalid x-api-key: {key}"),
+        errored(1, "authentication_error", f"invalid x-api-key: {key.upper()}"),
+        errored(2, key, "the key as the type"),
+        errored(3, "api_error", "x" * 290 + key),  # the key cut by the 300-character message limit
+    )
+    page = summary(operator_client, ended)
+    stored = ResultsSummary.objects.get(batch__batch_id=ended)
+    saved = json.dumps([stored.errors, stored.by_type])
+    for where in (page, saved):
+        assert key not in where.lower() and key[:10] not in where.lower()
+        assert "[redacted]" in where
+    assert ["authentication_error", "invalid x-api-key: [redacted]", 2] in stored.errors  # the same after redaction
+    assert ["[redacted]", "the key as the type", 1] in stored.errors
+    assert summary(operator_client, ended) == page
