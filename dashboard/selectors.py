@@ -18,12 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import store
 from .accounts import Account
-from .models import AccountState, BatchChange, StoredBatch
+from .models import AccountState, Alarm, BatchChange, StoredBatch
 from .providers.base import Batch
 
 ACTIVE = "active"  # status filter: every batch that has not ended
@@ -41,6 +42,7 @@ class StoredView:
     fetched_at: datetime
     stale_reason: str = ""
     gone_at: datetime | None = None  # the provider answers 404 for it since then: deleted or not found
+    open_alarms: int = 0  # alarms about this batch that are open (see alarms.py)
 
     @property
     def is_stale(self) -> bool:
@@ -115,11 +117,20 @@ def _decode_cursor(token: str | None) -> tuple[datetime, int] | None:
 
 
 def _with_account_health(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
-    """Each row with its account's failure count and last error: still one query."""
+    """Each row with its account's failure count and last error, and how many alarms about it are
+    open: still one query."""
     state = AccountState.objects.filter(account=OuterRef("account"))
+    open_alarms = (
+        Alarm.objects.filter(batch=OuterRef("pk"), resolved_at__isnull=True)
+        .order_by()
+        .values("batch")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
     return rows.annotate(
         account_failures=Subquery(state.values("consecutive_failures")[:1]),
         account_error=Subquery(state.values("last_error")[:1]),
+        open_alarms=Coalesce(Subquery(open_alarms[:1]), 0),
     )
 
 
@@ -141,6 +152,7 @@ def _view(row: StoredBatch, now: datetime) -> StoredView:
         fetched_at=row.last_fetched_at,
         stale_reason=_stale_reason(row, now),
         gone_at=row.gone_at,
+        open_alarms=getattr(row, "open_alarms", 0) or 0,
     )
 
 

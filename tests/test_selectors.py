@@ -359,6 +359,22 @@ def test_a_row_of_a_failing_account_is_stale_with_the_error(mixed):
     assert stale == {"batch_opsRunning"}, "batch_opsDone has ended; other accounts are healthy"
 
 
+def test_each_row_says_how_many_alarms_about_it_are_open(mixed, django_assert_num_queries):
+    from dashboard.models import Alarm, StoredBatch
+
+    running = StoredBatch.objects.get(account="openai-ops", batch_id="batch_opsRunning")
+    for rule, resolved in (("stuck", None), ("expiring", None), ("error_rate", T0)):
+        Alarm.objects.create(
+            rule=rule, account="openai-ops", batch=running, opened_at=T0, last_seen_at=T0, resolved_at=resolved
+        )
+    Alarm.objects.create(rule="account_failing", account="openai-ops", opened_at=T0, last_seen_at=T0)  # no batch
+    with django_assert_num_queries(1):
+        view = selectors.batch_row(account=O_OPS, batch_id="batch_opsRunning", now=T0)
+    assert view.open_alarms == 2, "open ones only, about this batch only"
+    listing = selectors.list_batches(accounts=ACCOUNTS, now=T0)
+    assert {row.batch.id: row.open_alarms for row in listing.rows if row.open_alarms} == {"batch_opsRunning": 2}
+
+
 def test_changes_are_the_batch_history_newest_first(db):
     put(O_OPS, "batch_hist", T0 - timedelta(minutes=5))
     put(O_OPS, "batch_hist", T0 - timedelta(minutes=5), fetched_at=T0 + timedelta(seconds=3))  # unchanged
