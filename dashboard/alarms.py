@@ -486,8 +486,8 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
         if provider not in known:
             known[provider] = traits(provider)
         kind = known[provider]
-        failed = row["is_ended"] and row["status"] in kind.failed
-        batches.append(BatchFacts(**row, final_only=kind.final_only, failed_status=failed))
+        is_failure = row["is_ended"] and row["status"] in kind.failed
+        batches.append(BatchFacts(**row, final_only=kind.final_only, failed_status=is_failure))
 
     wanting = {b.account for b in batches if b.final_only and not b.is_ended and limits_for(b.account).on(Rule.STUCK)}
     histories = {account: _history(account, known) for account in sorted(wanting)}
