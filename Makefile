@@ -84,6 +84,8 @@ bench: install-test
 	$(BIN)/python bench/jsonl_split.py
 	$(BIN)/python bench/store_list.py
 	$(BIN)/python bench/freshness.py
+	$(BIN)/python bench/results.py
+	$(BIN)/python bench/alarms.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal
