@@ -1,7 +1,21 @@
+from urllib.parse import urlsplit
+
+from django import forms
 from django.contrib import admin, messages
 
-from . import alarms
-from .models import AccountState, Alarm, AlarmEvaluator, AlarmThreshold, CancelAttempt, StoredBatch
+from . import alarms, notifications
+from .models import (
+    AccountState,
+    Alarm,
+    AlarmEvaluator,
+    AlarmRule,
+    AlarmThreshold,
+    CancelAttempt,
+    Delivery,
+    NotificationChannel,
+    NotificationEvent,
+    StoredBatch,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -80,3 +94,137 @@ class AlarmEvaluatorAdmin(ReadOnlyAdmin):
     """Which poller evaluates the alarms, and how its last evaluation went."""
 
     list_display = ["lease_owner", "lease_until", "last_evaluated_at", "last_seconds", "last_error"]
+
+
+# --- Notifications (dashboard/notifications.py) -----------------------------------------------------
+
+
+class NotificationChannelForm(forms.ModelForm):
+    """Rules and events as checkboxes, accounts as comma-separated keys (all three: none means every one)."""
+
+    rules = forms.MultipleChoiceField(
+        choices=AlarmRule.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: every rule.",
+    )
+    events = forms.MultipleChoiceField(
+        choices=NotificationEvent.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: both.",
+    )
+    accounts = forms.CharField(
+        required=False,
+        help_text="Account keys, comma-separated (e.g. openai-ops, anthropic-default); empty: every account.",
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "target", "target_env", "secret_env", "rules", "accounts", "events", "enabled"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["accounts"] = ", ".join(self.instance.accounts or [])
+
+    def clean_accounts(self) -> list[str]:
+        return [key.strip() for key in self.cleaned_data["accounts"].split(",") if key.strip()]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if name.startswith(notifications.ENV_PREFIX):
+            raise forms.ValidationError(f"Names starting {notifications.ENV_PREFIX} are the environment's channels.")
+        return name
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    """Where alarm changes are sent. The environment's channels (NOTIFY_* variables) are shown
+    read-only: change the variables instead. No URL that is a credential and no secret is shown."""
+
+    form = NotificationChannelForm
+    list_display = [
+        "name",
+        "kind",
+        "where",
+        "rules_sent",
+        "accounts_sent",
+        "events_sent",
+        "enabled",
+        "from_environment",
+    ]
+    list_filter = ["kind", "enabled", "from_environment"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and not (obj is not None and obj.from_environment)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.from_environment)
+
+    @admin.display(description="target")
+    def where(self, channel: NotificationChannel) -> str:
+        """A Slack webhook's URL is its credential: only its host is shown; a variable by its name."""
+        if channel.target_env:
+            return f"${channel.target_env}"
+        if channel.kind == NotificationChannel.Kind.EMAIL:
+            return channel.target
+        return urlsplit(channel.target).hostname or "?"
+
+    @admin.display(description="rules")
+    def rules_sent(self, channel: NotificationChannel) -> str:
+        return ", ".join(channel.rules) or "every rule"
+
+    @admin.display(description="accounts")
+    def accounts_sent(self, channel: NotificationChannel) -> str:
+        return ", ".join(channel.accounts) or "every account"
+
+    @admin.display(description="events")
+    def events_sent(self, channel: NotificationChannel) -> str:
+        return ", ".join(channel.events) or "both"
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    """The notification outbox: what was sent, what is failing and when it is tried next. Staff with
+    the permission may make deliveries due at once ("retry now")."""
+
+    list_display = [
+        "created_at",
+        "channel",
+        "event",
+        "rule",
+        "subject",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "sent_at",
+        "last_error",
+    ]
+    list_filter = ["status", "event", "channel"]
+    search_fields = ["key", "last_error", "alarm__account", "alarm__batch__batch_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["channel"]
+    exclude = ["claimed_by"]
+    actions = ["retry_now"]
+
+    @admin.display(description="rule")
+    def rule(self, delivery: Delivery) -> str:
+        return delivery.payload.get("alarm", {}).get("rule_label", "")
+
+    @admin.display(description="account / batch")
+    def subject(self, delivery: Delivery) -> str:
+        alarm = delivery.payload.get("alarm", {})
+        return " / ".join(part for part in (alarm.get("account"), alarm.get("batch_id")) if part)
+
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("dashboard.retry_delivery")
+
+    @admin.action(description="Retry the selected deliveries now", permissions=["retry"])
+    def retry_now(self, request, queryset) -> None:
+        made_due = notifications.retry_now(queryset)
+        skipped = len(queryset) - made_due
+        message = f"{made_due} deliver{'y' if made_due == 1 else 'ies'} will be sent after the next poll cycle."
+        if skipped:
+            message += f" {skipped} already sent: not sent again."
+        self.message_user(request, message, messages.SUCCESS)

@@ -529,13 +529,17 @@ def alarms_changed(opened: Sequence[Alarm], resolved: Sequence[Alarm]) -> None:
     """THE place alarm changes leave the evaluation: called once per evaluation that opened or
     resolved any, inside its transaction, after the alarms are written.
 
-    The notification outbox will write its rows here: in the same transaction, a notification is
-    recorded if and only if its alarm change is. Nothing is sent from here (no I/O in the transaction).
+    The notification outbox writes its rows here (notifications.write_outbox): in the same
+    transaction, a notification is recorded if and only if its alarm change is. Nothing is sent from
+    here (no I/O in the transaction): the pollers send the outbox after their cycles.
     """
+    from . import notifications
+
     for alarm in opened:
         logger.info("alarm opened: %s", alarm)
     for alarm in resolved:
         logger.info("alarm resolved: %s", alarm)
+    notifications.write_outbox(opened, resolved)
 
 
 def evaluate(now: datetime | None = None, *, accounts: Iterable[str] | None = None) -> Evaluation:

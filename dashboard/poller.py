@@ -20,6 +20,10 @@ holding the evaluator's lease, a single row taken by a conditional UPDATE like t
 pseudo-account row would show among the accounts). Its evaluation runs in one transaction holding
 that row locked, so evaluations never overlap, even when one outlasts its lease. Whatever goes wrong
 there is logged (and noted on that row) and never stops polling.
+
+Then the notification outbox that evaluations write is sent (dashboard/notifications.py), by any
+poller: a round on a thread of its own, started only when something is due and the last round has
+ended, so polling never waits for a receiver; claims keep two pollers from sending one delivery.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Q
 
-from . import alarms, providers, store
+from . import alarms, notifications, providers, store
 from .accounts import Account, configured_accounts, provider_for
 from .models import AccountState, StoredBatch
 from .providers.base import NotFound, Page, Provider, ProviderError, RateLimited
@@ -344,7 +348,17 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
             results = list(pool.map(poll, due))
     # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
     evaluate_alarms(owner=owner, now=now, accounts=accounts)
+    deliver_notifications(now=now)
     return results
+
+
+def deliver_notifications(*, now: datetime) -> None:
+    """Send the notification outbox on a thread of its own (notifications.deliver_in_background):
+    this never waits for a receiver, and never raises (polling goes on whatever happens there)."""
+    try:
+        notifications.deliver_in_background(now)
+    except Exception:
+        logger.exception("notification delivery could not start (polling goes on)")
 
 
 def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> alarms.Evaluation | None:

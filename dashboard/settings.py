@@ -308,3 +308,29 @@ ALARM_ENDED_BADLY_PERCENT = float(os.environ.get("ALARM_ENDED_BADLY_PERCENT", "1
 ALARM_ENDED_BADLY_HOURS = float(os.environ.get("ALARM_ENDED_BADLY_HOURS", "24"))
 # Account failing: its polls have failed, with no success, for this long.
 ALARM_ACCOUNT_FAILING_MINUTES = float(os.environ.get("ALARM_ACCOUNT_FAILING_MINUTES", "10"))
+
+# --- Notifications (dashboard/notifications.py): alarm changes to Slack, webhooks and email ---------
+# Channels are made in the admin, or from NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_WEBHOOK_URL (+
+# NOTIFY_WEBHOOK_SECRET) and NOTIFY_EMAIL_TO, read from the environment by notifications.py itself
+# (like the accounts' keys: a URL or a secret never sits in the settings). Deliveries are sent by the
+# pollers, at least once, retried with exponential backoff and jitter.
+# The dashboard's public address (https://dash.example.com): notifications link to the batch's page.
+DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "").rstrip("/")
+# A whole send, connect to last byte (a webhook or Slack POST; an email's SMTP conversation).
+NOTIFY_TIMEOUT_SECONDS = float(os.environ.get("NOTIFY_TIMEOUT_SECONDS", "5"))
+# The first retry after about this long, doubling each time up to the most; given up after the attempts.
+NOTIFY_RETRY_SECONDS = float(os.environ.get("NOTIFY_RETRY_SECONDS", "30"))
+NOTIFY_RETRY_MAX_SECONDS = float(os.environ.get("NOTIFY_RETRY_MAX_SECONDS", "3600"))
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 10)
+# Deliveries a poller sends at once (each on a thread of its own) in one round, after each cycle.
+NOTIFY_BATCH_SIZE = env_int("NOTIFY_BATCH_SIZE", 10)
+# Email goes through Django's email backend: SMTP by default.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = NOTIFY_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "batch-dashboard@localhost")

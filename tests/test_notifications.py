@@ -1,0 +1,609 @@
+"""Notifications (dashboard/notifications.py): the outbox written with the alarm change, channels and
+their filters, and delivery to a real HTTP receiver on 127.0.0.1 that checks the signature the way
+the README tells receivers to: retried after a 500 with backoff (a fake clock), never following a
+redirect, cut at the timeout without holding up polling, email through Django's locmem backend, and
+no key or secret in any payload, request or log line."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard import alarms, notifications, poller
+from dashboard.models import Alarm, Delivery, NotificationChannel, StoredBatch
+
+SECRET = "whsec_0123456789abcdefghijklmnopqrstuv"
+NOW = timezone.now().replace(microsecond=0)  # near the real clock: the receiver checks the timestamp's age
+
+
+# --- a real receiver ------------------------------------------------------------------------------
+
+
+def receiver_verifies(secret: str, headers, body: bytes, tolerance: int = 300) -> bool:
+    """The README's check, as a receiver writes it: recompute, compare in constant time, refuse old timestamps."""
+    timestamp = headers.get("X-Dashboard-Timestamp", "")
+    signature = headers.get("X-Dashboard-Signature", "")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:
+        return False
+    expected = "v1=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Answers each POST with the next of `answers` ((status, headers, body), or "hang"), then 200."""
+
+    url: str = ""
+    secret: str = SECRET
+    answers: list = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        receiver: Receiver = self.server.receiver
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        verified = receiver_verifies(receiver.secret, self.headers, body)
+        receiver.seen.append(Seen(self.path, dict(self.headers.items()), body, verified))
+        answer = receiver.answers.pop(0) if receiver.answers else (200, {}, b"ok")
+        if answer == "hang":
+            receiver.release.wait(15)
+            return
+        status, headers, content = answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.receiver
+    server.receiver.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_environment_channels(monkeypatch, settings):
+    """No NOTIFY_* variable of the machine running the tests; quick retries; no round left running."""
+    for spec in notifications.ENVIRONMENT_CHANNELS:
+        for name in (spec.target_env, spec.secret_env, *(f"{spec.prefix}_{part}" for part in ("RULES", "ACCOUNTS"))):
+            if name:
+                monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{spec.prefix}_EVENTS", raising=False)
+    monkeypatch.setenv("NOTIFY_TEST_SECRET", SECRET)
+    settings.NOTIFY_RETRY_SECONDS = 30
+    settings.NOTIFY_RETRY_MAX_SECONDS = 3600
+    settings.NOTIFY_MAX_ATTEMPTS = 10
+    settings.NOTIFY_TIMEOUT_SECONDS = 5
+    settings.DASHBOARD_URL = ""
+    yield
+    if notifications._background is not None:
+        notifications._background.join(10)
+
+
+def webhook(receiver: Receiver, **fields) -> NotificationChannel:
+    return NotificationChannel.objects.create(
+        name=fields.pop("name", "ops webhook"),
+        kind="webhook",
+        target=receiver.url,
+        secret_env="NOTIFY_TEST_SECRET",
+        **fields,
+    )
+
+
+def stored_batch(batch_id: str = "batch_abc", account: str = "openai-ops") -> StoredBatch:
+    return StoredBatch.objects.create(
+        account=account,
+        provider="openai",
+        batch_id=batch_id,
+        status="in_progress",
+        is_ended=False,
+        created_at=NOW - timedelta(hours=1),
+        raw={},
+        first_seen_at=NOW - timedelta(hours=1),
+        last_fetched_at=NOW,
+        last_changed_at=NOW - timedelta(hours=1),
+    )
+
+
+def change(
+    rule: str = "stuck",
+    account: str = "openai-ops",
+    *,
+    batch: StoredBatch | None = None,
+    detail: str = "No change in status or counts since 2026-01-01 10:00 UTC.",
+    at=NOW,
+    resolve: Alarm | None = None,
+) -> Alarm:
+    """An alarm opened (or `resolve` resolved) at `at`, handed to the hook as evaluate() does."""
+    with transaction.atomic():
+        if resolve is not None:
+            resolve.resolved_at = at
+            resolve.save()
+            alarms.alarms_changed([], [resolve])
+            return resolve
+        alarm = Alarm.objects.create(
+            rule=rule, account=account, batch=batch, opened_at=at, last_seen_at=at, detail=detail
+        )
+        alarms.alarms_changed([alarm], [])
+        return alarm
+
+
+# --- the webhook: signed, retried after a 500, never redirected, cut at the timeout ------------------
+
+
+def test_a_500_is_retried_after_the_backoff_and_the_receiver_verifies_both_signatures(db, receiver, settings):
+    settings.DASHBOARD_URL = "https://dash.example.com/"
+    channel = webhook(receiver)
+    alarm = change(batch=stored_batch())
+    [delivery] = Delivery.objects.all()
+    assert (delivery.channel, delivery.alarm, delivery.event, delivery.status) == (channel, alarm, "opened", "pending")
+    receiver.answers = [(500, {}, b"upstream of the receiver broke")]
+
+    assert len(notifications.deliver_due(NOW)) == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        "failing",
+        1,
+        "HTTP 500: upstream of the receiver broke",
+    )
+    assert NOW + timedelta(seconds=15) <= delivery.next_attempt_at <= NOW + timedelta(seconds=30), "30 s, jittered"
+    assert notifications.deliver_due(NOW + timedelta(seconds=14)) == [], "not due before its backoff"
+    assert len(receiver.seen) == 1
+
+    notifications.deliver_due(NOW + timedelta(seconds=31))
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("sent", 2, "")
+    assert delivery.sent_at == NOW + timedelta(seconds=31) and delivery.next_attempt_at is None
+    assert notifications.deliver_due(NOW + timedelta(hours=1)) == [], "sent once"
+
+    first, second = receiver.seen
+    assert first.verified and second.verified
+    assert first.headers["X-Dashboard-Delivery"] == second.headers["X-Dashboard-Delivery"] == str(delivery.key)
+    assert int(second.headers["X-Dashboard-Timestamp"]) - int(first.headers["X-Dashboard-Timestamp"]) == 31
+    assert first.headers["X-Dashboard-Event"] == "opened"
+    assert first.headers["Content-Type"] == "application/json"
+    body = second.json()
+    assert set(body) == {"event", "alarm", "sent_at"}
+    assert body["event"] == "opened" and body["sent_at"] == (NOW + timedelta(seconds=31)).isoformat()[:19] + "Z"
+    assert body["alarm"] == {
+        "id": alarm.pk,
+        "rule": "stuck",
+        "rule_label": "stuck",
+        "account": "openai-ops",
+        "batch_id": "batch_abc",
+        "detail": alarm.detail,
+        "opened_at": NOW.isoformat()[:19] + "Z",
+        "resolved_at": None,
+        "url": "https://dash.example.com/batches/openai-ops/batch_abc/",
+    }
+
+
+def test_the_documented_check_refuses_a_tampered_body_a_wrong_secret_and_an_old_timestamp():
+    body = b'{"event":"opened"}'
+    now = int(time.time())
+    headers = {"X-Dashboard-Timestamp": str(now), "X-Dashboard-Signature": notifications.signature(SECRET, now, body)}
+    assert receiver_verifies(SECRET, headers, body) and notifications.verify(SECRET, headers, body)
+    assert not receiver_verifies(SECRET, headers, body + b" ")
+    assert not receiver_verifies(SECRET + "x", headers, body)
+    old = {
+        "X-Dashboard-Timestamp": str(now - 301),
+        "X-Dashboard-Signature": notifications.signature(SECRET, now - 301, body),
+    }
+    assert not receiver_verifies(SECRET, old, body) and not notifications.verify(SECRET, old, body)
+    assert notifications.verify(SECRET, old, body, now=now - 200), "within five minutes of the receiver's clock"
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(db, receiver):
+    webhook(receiver)
+    change()
+    receiver.answers = [(302, {"Location": receiver.url + "/elsewhere"}, b"")]
+    notifications.deliver_due(NOW)
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failing" and delivery.last_error.startswith("HTTP 302: a redirect, not followed")
+    assert [seen.path for seen in receiver.seen] == ["/hook"]
+
+
+def test_a_hanging_receiver_is_cut_at_the_timeout_and_polling_does_not_wait_for_it(
+    transactional_db, receiver, settings
+):
+    settings.NOTIFY_TIMEOUT_SECONDS = 1
+    settings.ALARMS_ENABLED = False  # this alarm is no stored batch's: an evaluation would resolve it
+    webhook(receiver)
+    change()
+    receiver.answers = ["hang"]
+
+    started = time.monotonic()
+    assert poller.run_cycle(owner="a", now=NOW, accounts=[]) == []
+    assert time.monotonic() - started < 0.5, "the cycle does not wait for the receiver"
+    round_ = notifications._background
+    assert round_ is not None and round_.is_alive()
+    assert notifications.deliver_in_background(NOW) is None, "one round at a time"
+
+    round_.join(5)
+    assert not round_.is_alive() and time.monotonic() - started < 3
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("failing", 1, "no answer within 1 s")
+    assert len(receiver.seen) == 1
+
+
+def test_a_delivery_is_given_up_after_the_attempts_and_says_so(db, receiver, settings):
+    settings.NOTIFY_MAX_ATTEMPTS = 3
+    webhook(receiver)
+    change()
+    receiver.answers = [(503, {}, b"")] * 3
+    at = NOW
+    for _ in range(3):
+        notifications.deliver_due(at)
+        at += timedelta(hours=2)
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.last_error) == (
+        "given_up",
+        3,
+        None,
+        "HTTP 503",
+    )
+    assert notifications.deliver_due(at + timedelta(days=1)) == []
+
+
+def test_backoff_doubles_with_jitter_up_to_its_ceiling(settings):
+    settings.NOTIFY_RETRY_SECONDS = 30
+    settings.NOTIFY_RETRY_MAX_SECONDS = 600
+    assert [notifications.backoff_seconds(n, rand=lambda: 1.0) for n in range(1, 8)] == [
+        30,
+        60,
+        120,
+        240,
+        480,
+        600,
+        600,
+    ]
+    assert [notifications.backoff_seconds(n, rand=lambda: 0.0) for n in (1, 2, 7)] == [15, 30, 300]
+
+
+def test_a_webhook_whose_secret_is_not_set_is_never_sent_unsigned(db, receiver, monkeypatch):
+    monkeypatch.delenv("NOTIFY_TEST_SECRET")
+    webhook(receiver)
+    change()
+    notifications.deliver_due(NOW)
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failing" and "NOTIFY_TEST_SECRET is not set" in delivery.last_error
+    assert receiver.seen == []
+
+
+def test_pollers_delivering_at_once_send_each_delivery_once(transactional_db, receiver):
+    webhook(receiver)
+    change()
+    change("error_rate")
+    barrier = threading.Barrier(4)
+    sent: list[int] = []
+
+    def deliver() -> None:
+        from django.db import connections
+
+        try:
+            barrier.wait()
+            sent.extend(delivery.pk for delivery in notifications.deliver_due(NOW))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(sent) == sorted(Delivery.objects.values_list("pk", flat=True))
+    assert len(receiver.seen) == 2
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+# --- Slack and email ----------------------------------------------------------------------------------
+
+
+def test_slack_gets_text_in_the_operator_s_words_with_upstream_s_markup_made_inert(db, receiver, settings):
+    settings.DASHBOARD_URL = "https://dash.example.com"
+    NotificationChannel.objects.create(name="slack", kind="slack", target=receiver.url)
+    change(batch=stored_batch(), detail="Quoted upstream: <!channel> <https://evil.example|click> & more")
+    notifications.deliver_due(NOW)
+    assert Delivery.objects.get().status == "sent"
+    [seen] = receiver.seen
+    assert "X-Dashboard-Signature" not in seen.headers
+    assert seen.json() == {
+        "text": "*Alarm opened: stuck — openai-ops, batch batch_abc*\n"
+        "Quoted upstream: &lt;!channel&gt; &lt;https://evil.example|click&gt; &amp; more\n"
+        "<https://dash.example.com/batches/openai-ops/batch_abc/|Open in the dashboard>"
+    }
+
+
+def test_email_goes_through_django_s_backend(db, mailoutbox, settings):
+    settings.DASHBOARD_URL = "https://dash.example.com"
+    settings.DEFAULT_FROM_EMAIL = "dashboard@example.com"
+    NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com, oncall@example.com")
+    alarm = change(batch=stored_batch())
+    change(resolve=alarm, at=NOW + timedelta(minutes=5))
+    notifications.deliver_due(NOW + timedelta(minutes=5))
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    opened, resolved = sorted(mailoutbox, key=lambda mail: "resolved" in mail.subject)
+    assert opened.subject == "[batch dashboard] Alarm opened: stuck — openai-ops, batch batch_abc"
+    assert resolved.subject == "[batch dashboard] Alarm resolved: stuck — openai-ops, batch batch_abc"
+    assert opened.to == ["ops@example.com", "oncall@example.com"] and opened.from_email == "dashboard@example.com"
+    assert alarm.detail in opened.body and "https://dash.example.com/batches/openai-ops/batch_abc/" in opened.body
+    assert "Resolved: " in resolved.body
+
+
+def test_an_email_subject_cannot_carry_a_header(db, mailoutbox):
+    NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com")
+    change(batch=stored_batch("batch_x\r\nBcc: someone@evil.example"))
+    notifications.deliver_due(NOW)
+    [mail] = mailoutbox
+    assert "\n" not in mail.subject and mail.bcc == [] and Delivery.objects.get().status == "sent"
+
+
+# --- the outbox: written with the alarm change, per matching channel ------------------------------------
+
+
+def test_evaluate_writes_the_outbox_in_the_alarm_s_transaction_and_a_rollback_leaves_none(db, receiver, monkeypatch):
+    from tests.test_alarms import openai_row
+
+    webhook(receiver)
+    openai_row(1, created=NOW - timedelta(hours=1), at=NOW, completed=10)
+    real = alarms.alarms_changed
+
+    def then_fail(opened, resolved):
+        real(opened, resolved)
+        assert Delivery.objects.count() == 1, "written, inside the transaction"
+        raise RuntimeError("the evaluation fails after the outbox was written")
+
+    monkeypatch.setattr(alarms, "alarms_changed", then_fail)
+    with pytest.raises(RuntimeError):
+        alarms.evaluate(NOW, accounts=["openai-ops"])
+    assert Alarm.objects.count() == 0 and Delivery.objects.count() == 0
+
+    monkeypatch.setattr(alarms, "alarms_changed", real)
+    [alarm] = alarms.evaluate(NOW, accounts=["openai-ops"]).opened
+    [delivery] = Delivery.objects.all()
+    assert delivery.alarm_id == alarm.pk and delivery.payload["alarm"]["batch_id"] == "batch_" + "0" * 31 + "1"
+    assert delivery.next_attempt_at == delivery.created_at == NOW
+
+
+def test_each_channel_gets_the_rules_accounts_and_events_it_asks_for(db, receiver):
+    every = webhook(receiver, name="every")
+    stuck = webhook(receiver, name="stuck only", rules=["stuck"])
+    anthropic = webhook(receiver, name="anthropic only", accounts=["anthropic-ops"])
+    resolved = webhook(receiver, name="resolved only", events=["resolved"])
+    webhook(receiver, name="off", enabled=False)
+
+    first = change("stuck", "openai-ops")
+    change("error_rate", "anthropic-ops")
+    change(resolve=first, at=NOW + timedelta(minutes=1))
+
+    def got(channel):
+        return sorted(
+            (d.payload["alarm"]["rule"], d.payload["alarm"]["account"], d.event)
+            for d in Delivery.objects.filter(channel=channel)
+        )
+
+    assert got(every) == [
+        ("error_rate", "anthropic-ops", "opened"),
+        ("stuck", "openai-ops", "opened"),
+        ("stuck", "openai-ops", "resolved"),
+    ]
+    assert got(stuck) == [("stuck", "openai-ops", "opened"), ("stuck", "openai-ops", "resolved")]
+    assert got(anthropic) == [("error_rate", "anthropic-ops", "opened")]
+    assert got(resolved) == [("stuck", "openai-ops", "resolved")]
+    assert Delivery.objects.filter(channel__name="off").count() == 0
+
+
+def test_no_channel_no_outbox_and_a_disabled_channel_s_waiting_deliveries_wait(db, receiver):
+    change()
+    assert Delivery.objects.count() == 0
+    channel = webhook(receiver)
+    change("error_rate")
+    NotificationChannel.objects.filter(pk=channel.pk).update(enabled=False)
+    assert notifications.deliver_due(NOW) == [] and receiver.seen == []
+    NotificationChannel.objects.filter(pk=channel.pk).update(enabled=True)
+    assert [d.status for d in notifications.deliver_due(NOW)] == ["sent"]
+
+
+def test_channels_from_the_environment_hold_no_secret_and_follow_the_variables(db, receiver, monkeypatch, mailoutbox):
+    slack_url = receiver.url + "/services/T0/B0/slack-token-123456"
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("NOTIFY_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NOTIFY_WEBHOOK_RULES", "stuck, ended_badly")
+    monkeypatch.setenv("NOTIFY_SLACK_WEBHOOK_URL", slack_url)
+    monkeypatch.setenv("NOTIFY_SLACK_EVENTS", "opened")
+    monkeypatch.setenv("NOTIFY_EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("NOTIFY_EMAIL_ACCOUNTS", "openai-ops")
+
+    change("stuck")
+    rows = {row.name: row for row in NotificationChannel.objects.all()}
+    assert set(rows) == {"env:webhook", "env:slack", "env:email"}
+    assert all(row.from_environment and row.enabled and row.target == "" for row in rows.values())
+    webhook_row = rows["env:webhook"]
+    assert (webhook_row.target_env, webhook_row.secret_env) == ("NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_SECRET")
+    assert webhook_row.rules == ["stuck", "ended_badly"] and rows["env:slack"].events == ["opened"]
+    assert rows["env:email"].accounts == ["openai-ops"]
+    stored = json.dumps(list(NotificationChannel.objects.values()), default=str)
+    assert SECRET not in stored and "slack-token" not in stored and receiver.url not in stored
+
+    assert sorted(d.status for d in notifications.deliver_due(NOW)) == ["sent", "sent", "sent"]
+    assert sorted(seen.path for seen in receiver.seen) == ["/hook", "/hook/services/T0/B0/slack-token-123456"]
+    assert [seen.verified for seen in receiver.seen if seen.path == "/hook"] == [True]
+    assert [mail.to for mail in mailoutbox] == [["ops@example.com"]]
+
+    monkeypatch.delenv("NOTIFY_SLACK_WEBHOOK_URL")
+    change("error_rate", "anthropic-ops")
+    assert not NotificationChannel.objects.get(name="env:slack").enabled, "its variable is gone"
+    assert Delivery.objects.filter(channel__name="env:slack").count() == 1
+    assert Delivery.objects.filter(channel__name="env:webhook").count() == 1, "not its rule"
+    assert Delivery.objects.filter(channel__name="env:email").count() == 1, "not its account"
+
+
+def test_a_misspelt_rule_in_the_variables_matches_nothing_and_is_warned_of(db, receiver, monkeypatch, caplog):
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("NOTIFY_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NOTIFY_WEBHOOK_RULES", "stuk")
+    change("stuck")
+    assert NotificationChannel.objects.get(name="env:webhook").rules == ["stuk"]
+    assert Delivery.objects.count() == 0, "a typo never widens the filter to every rule"
+    assert "channel env:webhook names ['stuk'], no alarm rule or event: it matches nothing" in caplog.text
+
+
+# --- no key, no secret: in no payload, no request, no stored error, no log line --------------------
+
+
+def test_no_api_key_or_secret_appears_in_a_payload_a_request_an_error_or_a_log_line(
+    db, receiver, monkeypatch, caplog, mailoutbox
+):
+    api_key = "sk-proj-notifytest-0123456789abcdefghijklmnopqrstuvwxyz"
+    slack_url = receiver.url + "/services/T000/B000/slack-credential-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", api_key)
+    monkeypatch.setenv("NOTIFY_OPS_SLACK_URL", slack_url)
+    caplog.set_level(logging.DEBUG)
+    webhook(receiver)
+    NotificationChannel.objects.create(name="slack", kind="slack", target_env="NOTIFY_OPS_SLACK_URL")
+    NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com")
+    # A detail that quotes the key (upstream echoing it) is redacted as the delivery is written.
+    change(batch=stored_batch(account="openai-default"), account="openai-default", detail=f"upstream said: {api_key}")
+    # Receivers that quote the secrets back: their answers are stored and logged redacted.
+    echo = f"bad request {api_key} {SECRET} {slack_url}".encode()
+    receiver.answers = [(400, {}, echo), (400, {}, echo)]
+
+    tried = notifications.deliver_due(NOW)
+    assert sorted(d.status for d in tried) == ["failing", "failing", "sent"]
+    assert all("[redacted]" in d.last_error for d in tried if d.status == "failing")
+
+    everything = "\n".join(
+        [
+            caplog.text,
+            json.dumps(list(Delivery.objects.values()), default=str),
+            json.dumps(list(NotificationChannel.objects.values()), default=str),
+            *(seen.body.decode() + json.dumps(seen.headers) for seen in receiver.seen),
+            *(mail.subject + mail.body for mail in mailoutbox),
+        ]
+    )
+    assert "upstream said: [redacted]" in everything
+    for secret in (api_key, api_key[:16], SECRET, SECRET[:16], "slack-credential"):
+        assert secret not in everything
+    assert "notification" in caplog.text and "failed" in caplog.text
+
+
+# --- the admin: channels edited, deliveries read and retried by staff ------------------------------------
+
+
+def test_staff_retry_makes_failing_and_given_up_deliveries_due_now_but_never_resends(db, receiver, admin_client):
+    webhook(receiver)
+    failing, given_up, sent = change("stuck"), change("error_rate"), change("expiring")
+    Delivery.objects.filter(alarm=failing).update(
+        status="failing", attempts=2, next_attempt_at=NOW + timedelta(hours=1)
+    )
+    Delivery.objects.filter(alarm=given_up).update(status="given_up", attempts=10, next_attempt_at=None)
+    Delivery.objects.filter(alarm=sent).update(status="sent", attempts=1, next_attempt_at=None, sent_at=NOW)
+
+    page = admin_client.get("/admin/dashboard/delivery/")
+    assert page.status_code == 200 and b"Retry the selected deliveries now" in page.content
+    before = timezone.now()
+    answer = admin_client.post(
+        "/admin/dashboard/delivery/",
+        {"action": "retry_now", "_selected_action": list(Delivery.objects.values_list("pk", flat=True))},
+        follow=True,
+    )
+    assert b"2 deliveries will be sent after the next poll cycle. 1 already sent: not sent again." in answer.content
+    states = {d.alarm_id: (d.status, d.attempts) for d in Delivery.objects.all()}
+    assert states == {failing.pk: ("pending", 2), given_up.pk: ("pending", 10), sent.pk: ("sent", 1)}
+    assert all(before <= d.next_attempt_at <= timezone.now() for d in Delivery.objects.exclude(status="sent"))
+    assert admin_client.get(f"/admin/dashboard/delivery/{Delivery.objects.first().pk}/change/").status_code == 200
+
+
+def test_staff_without_the_permission_cannot_retry(db, receiver, client):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    staff = get_user_model().objects.create_user(username="staff", password=None, is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_delivery"))
+    client.force_login(staff)
+    webhook(receiver)
+    change()
+    Delivery.objects.update(status="given_up", next_attempt_at=None)
+    page = client.get("/admin/dashboard/delivery/")
+    assert page.status_code == 200 and b"retry_now" not in page.content
+    client.post("/admin/dashboard/delivery/", {"action": "retry_now", "_selected_action": [Delivery.objects.get().pk]})
+    assert Delivery.objects.get().status == "given_up"
+
+
+def test_the_admin_edits_channels_and_never_shows_a_slack_url_or_a_secret(db, admin_client, monkeypatch):
+    url = "/admin/dashboard/notificationchannel/add/"
+    refused = admin_client.post(
+        url, {"name": "hook", "kind": "webhook", "target": "https://example.com/hook", "secret_env": "SECRET_KEY"}
+    )
+    assert refused.status_code == 200 and b"starting with NOTIFY_" in refused.content
+    unsigned = admin_client.post(url, {"name": "hook", "kind": "webhook", "target": "https://example.com/hook"})
+    assert b"A webhook is always signed" in unsigned.content
+    reserved = admin_client.post(url, {"name": "env:mine", "kind": "email", "target": "a@example.com"})
+    assert b"the environment" in reserved.content
+    made = admin_client.post(
+        url,
+        {
+            "name": "hook",
+            "kind": "webhook",
+            "target": "https://example.com/hook",
+            "secret_env": "NOTIFY_HOOK_SECRET",
+            "rules": ["stuck", "expiring"],
+            "accounts": "openai-ops, anthropic-ops",
+            "events": ["opened"],
+            "enabled": "on",
+        },
+    )
+    assert made.status_code == 302
+    channel = NotificationChannel.objects.get(name="hook")
+    assert (channel.rules, channel.accounts, channel.events) == (
+        ["stuck", "expiring"],
+        ["openai-ops", "anthropic-ops"],
+        ["opened"],
+    )
+    NotificationChannel.objects.create(
+        name="slack", kind="slack", target="https://hooks.slack.example/services/T0/B0/slack-token-abcdef"
+    )
+    listing = admin_client.get("/admin/dashboard/notificationchannel/")
+    assert b"hooks.slack.example" in listing.content and b"slack-token" not in listing.content
+
+    monkeypatch.setenv("NOTIFY_EMAIL_TO", "ops@example.com")
+    notifications.channels()
+    from_env = NotificationChannel.objects.get(name="env:email")
+    page = admin_client.get(f"/admin/dashboard/notificationchannel/{from_env.pk}/change/")
+    assert page.status_code == 200 and b'name="target_env"' not in page.content, "read-only"
