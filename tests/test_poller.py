@@ -293,6 +293,9 @@ def test_manage_py_poll_once_fills_the_store_from_every_account_of_the_simulator
     ]
     assert all(state.last_success_at and not state.last_error for state in states)
     assert all(state.lease_owner == "" for state in states), "leases are released on the way out"
+    from dashboard.models import AlarmEvaluator
+
+    assert AlarmEvaluator.objects.get().lease_owner == "", "so is the alarm evaluator's"
 
 
 def test_manage_py_poll_is_quiet_unless_something_changed(embedded_upstream, anthropic_sdk):

@@ -37,6 +37,9 @@ MAX_PAGE_LIMIT = 1000  # the list endpoint serves up to 1,000 batches a page
 STATUSES = ("in_progress", "canceling", "ended")  # processing_status, in the order a batch goes through them
 ENDED = frozenset({"ended"})
 CANCELABLE = frozenset({"in_progress"})
+# An Anthropic batch's status never says it went badly: its request counts do (errored, expired).
+ENDED_BADLY: frozenset[str] = frozenset()
+COUNTS_ARE_FINAL_ONLY = True  # outcomes stay zero until the whole batch has ended
 RESULT_SOURCES = ("results",)  # one results file per batch
 DEFAULT_RESULT_SOURCE = "results"
 LINES_NAME_SOURCE = False  # one source: a result line need not say which it came from
@@ -84,7 +87,7 @@ def parse_batch(data: Any, *, account: str) -> Batch:
         is_ended=status in ENDED,
         can_cancel=status in CANCELABLE,
         counts=Counts(total=sum(outcomes.values()), **outcomes),
-        counts_are_final_only=True,
+        counts_are_final_only=COUNTS_ARE_FINAL_ONLY,
         created_at=timestamps["created_at"],
         expires_at=timestamps["expires_at"],
         ended_at=timestamps["ended_at"],

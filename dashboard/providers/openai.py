@@ -46,6 +46,8 @@ STATUSES = (
 )
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 CANCELABLE = frozenset({"validating", "in_progress"})
+ENDED_BADLY = frozenset({"failed", "expired"})  # ended statuses that are failures in themselves
+COUNTS_ARE_FINAL_ONLY = False  # request_counts move as requests finish
 RESULT_SOURCES = ("output", "error")  # the batch's output file and error file
 DEFAULT_RESULT_SOURCE = "output"
 LINES_NAME_SOURCE = True  # two files: each result line says which it came from
@@ -114,7 +116,7 @@ def parse_batch(data: Any, *, account: str) -> Batch:
             canceled=unfinished if status == "cancelled" else 0,
             expired=unfinished if status == "expired" else 0,
         ),
-        counts_are_final_only=False,
+        counts_are_final_only=COUNTS_ARE_FINAL_ONLY,
         created_at=timestamps["created_at"],
         expires_at=timestamps["expires_at"],
         ended_at=next(

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from dashboard import poller
+from dashboard import alarms, poller
 from dashboard.accounts import configured_accounts
 
 
@@ -40,3 +40,4 @@ class Command(BaseCommand):
         finally:
             for account in configured_accounts():
                 poller.release(account, owner=owner)
+            alarms.release_evaluator(owner)
