@@ -177,7 +177,7 @@ def channels() -> list[NotificationChannel]:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _link(account: str, batch_id: str | None) -> str | None:
