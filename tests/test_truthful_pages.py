@@ -185,6 +185,8 @@ def test_every_page_has_a_notice_region_and_every_row_a_place_for_its_errors(ope
     assert '<div class="row-error" role="status"></div>' in row_html(body, "batch_truthful1")
     fragment = text(operator_client.get("/batches/openai-ops/batch_truthful1/row", **HTMX))
     assert '<div class="row-error" role="status"></div>' in fragment
+    # While a cancel is out, the row's polls wait: none swaps the row from under its answer.
+    assert 'hx-sync="closest tr:replace"' in fragment
 
 
 # --- long values ------------------------------------------------------------------------------
