@@ -12,17 +12,29 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 from .redaction import configured_secrets, redact
 
 
+def _secrets() -> list[str]:
+    """Every account's key, and every notification channel's secret and URL. The channels are read
+    from the database, which may be what failed: then the account keys are hidden all the same."""
+    try:
+        from .notifications import notification_secrets
+
+        channels = notification_secrets()
+    except Exception:
+        channels = []
+    return configured_secrets() + channels
+
+
 class SecretHidingFilter(SafeExceptionReporterFilter):
     def cleanse_setting(self, key, value):
         cleansed = super().cleanse_setting(key, value)
         if isinstance(cleansed, str):
-            return _hide(cleansed, configured_secrets())
+            return _hide(cleansed, _secrets())
         return cleansed
 
 
 class SecretHidingReporter(ExceptionReporter):
     def get_traceback_data(self):
-        return _walk(super().get_traceback_data(), configured_secrets())
+        return _walk(super().get_traceback_data(), _secrets())
 
 
 def _hide(text: str, secrets: list[str]) -> str:

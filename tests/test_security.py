@@ -130,6 +130,21 @@ def test_debug_error_pages_hide_every_configured_key_whatever_its_variable_is_ca
     assert oddly_named_key[:16] not in page
 
 
+def test_debug_error_pages_hide_notification_channel_secrets_and_urls(settings, db, monkeypatch):
+    from dashboard.models import NotificationChannel
+
+    signing = "whsec-Zq81kLmN0pQrStUvWxYz0123"
+    slack = "https://hooks.slack.invalid/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+    monkeypatch.setenv("NOTIFY_OPS_SECRET", signing)
+    NotificationChannel.objects.create(
+        name="ops", kind="webhook", target="https://receiver.invalid/hook", secret_env="NOTIFY_OPS_SECRET"
+    )
+    NotificationChannel.objects.create(name="slack", kind="slack", target=slack)
+    for secret in (signing, slack):
+        page = error_page(settings, secret=secret)
+        assert "RuntimeError" in page and secret not in page and secret[:16] not in page
+
+
 def test_without_the_filter_the_report_would_show_the_key(settings, oddly_named_key):
     """The test above can fail: Django's own filter goes by names only."""
     settings.DEFAULT_EXCEPTION_REPORTER = "django.views.debug.ExceptionReporter"
