@@ -191,3 +191,22 @@ def test_long_values_keep_the_pages_within_the_viewport(dashboard_upstream, open
     page.locator("details.raw summary").click()
     page_width = page.evaluate("document.documentElement.scrollWidth")
     assert page_width <= VIEWPORT["width"], f"the detail page is {page_width} px wide"
+
+
+def test_a_failed_request_outside_a_row_says_so_on_the_page_until_one_answers(
+    quick_rows, anthropic_client, signed_in_page, live_server
+):
+    page = signed_in_page
+    anthropic_batch(anthropic_client, seconds=300)
+    poll_store()
+    page.goto(live_server.url + "/")
+    notice = page.locator("#page-notice")
+    expect(notice).to_be_hidden(timeout=WAIT)
+
+    # The list's probe for new batches (every second) gets a 502 from a proxy in between.
+    probe = re.compile(r"/\?.*newer_than=")
+    page.route(probe, lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>Bad gateway</h1>"))
+    expect(notice).to_have_text("The dashboard failed to answer (HTTP 502). It will retry.", timeout=WAIT)
+    expect(notice).to_have_attribute("role", "status")
+    page.unroute(probe)
+    expect(notice).to_be_hidden(timeout=WAIT)
