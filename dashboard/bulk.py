@@ -1,0 +1,501 @@
+"""Bulk cancel: many batches canceled in one audited operation, resumable if its process dies.
+
+1. Preview (`preview`): the batches the list's filters name that can still be canceled (not ended,
+   in a cancelable status, not gone upstream), newest first, at most MAX_BATCHES. The preview's
+   batches are signed into a token the confirmation carries back: what is canceled is exactly what
+   was previewed (or the part of it the user kept checked), whatever arrived or ended since.
+2. Confirm (`create`): the permission again, the token (this user's, at most PREVIEW_MAX_AGE old),
+   the selection (a subset of the preview), and above TYPED_ABOVE batches the number typed; then the
+   operation (BulkCancel) and one item per batch (BulkCancelItem) in one transaction. What changed
+   since the preview (batches ended, or new ones matching) is said in the operation's note.
+3. Work (`run`): the items one after another, each claimed first by a conditional UPDATE, then
+   canceled through services.cancel_batch(via="bulk"), audited like any cancel (a CancelAttempt
+   written before the call, completed after) and linked from the item. One at a time, so a big
+   operation never bursts into a provider's rate limit. The web process runs it on a thread of its
+   own right after the confirmation (`start`).
+4. Resume (`resume_abandoned`, called by the poller after each cycle): an item's claim lasts
+   `claim_seconds()` (longer than any cancel call can take) and the worker renews the claims of all
+   its remaining items before each cancel. If the process dies, its claims expire and the poller
+   takes the operation over on a thread of its own; an item is never canceled by two workers at once.
+
+The user's permission is checked on every request and again whenever a worker (re)starts an
+operation: items of a user who lost it (or an account no longer configured) are skipped, with why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import connections, transaction
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from . import providers, selectors, services
+from .accounts import Account, find_account
+from .models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
+
+logger = logging.getLogger(__name__)
+
+CANCEL_PERMISSION = "dashboard.cancel_batch"  # as views.CANCEL_PERMISSION
+MAX_BATCHES = 500  # one operation's batches at most: narrow the filter for more
+TYPED_ABOVE = 3  # above this many batches, the user types their number to confirm
+PREVIEW_MAX_AGE = 60 * 60  # seconds a preview stays confirmable
+SALT = "dashboard.bulk.preview"
+State = BulkCancelItem.State
+FILTER_NAMES = ("provider", "account_key", "status", "search")
+
+
+class Refused(Exception):
+    """A confirmation the server will not act on; `message` says why, in the operator's words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def claim_seconds() -> float:
+    """How long an item's claim lasts: past any cancel call (connect + read timeouts, and the retrieve
+    a refused cancel makes), so that a claim expires only when its worker is gone."""
+    configured = getattr(settings, "BULK_CANCEL_CLAIM_SECONDS", None)
+    if configured:
+        return float(configured)
+    call = float(settings.UPSTREAM_TIMEOUT_SECONDS) + float(getattr(settings, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 3))
+    return max(60.0, 4 * call)
+
+
+def may_cancel(user) -> bool:
+    return bool(user is not None and user.is_active and user.has_perm(CANCEL_PERMISSION))
+
+
+# --- preview ------------------------------------------------------------------------------------
+
+
+def cancelable(*, accounts: list[Account], provider: str, account_key: str, status: str, search: str) -> QuerySet:
+    """The stored batches the list's filters show that can still be canceled, newest first."""
+    rows = selectors._filtered(accounts, provider=provider, account_key=account_key, status=status, search=search)
+    statuses = Q()
+    for name, module in providers.PROVIDERS.items():
+        statuses |= Q(provider=name, status__in=sorted(module.CANCELABLE))
+    return rows.filter(statuses, is_ended=False, gone_at__isnull=True).order_by("-created_at", "-pk")
+
+
+def count_cancelable(*, accounts: list[Account], **filters: str) -> int:
+    return cancelable(accounts=accounts, **filters).count()
+
+
+@dataclass(frozen=True)
+class Preview:
+    batches: list[dict[str, Any]]  # account, provider, batch_id, status, created_at, total, processing, metadata
+    matched: int  # how many match: more than MAX_BATCHES means too many to cancel at once
+    token: str  # signed: the user, the filters and the previewed batches
+
+    @property
+    def too_many(self) -> bool:
+        return self.matched > MAX_BATCHES
+
+    @property
+    def needs_typing(self) -> bool:
+        return len(self.batches) > TYPED_ABOVE
+
+
+PREVIEW_FIELDS = ("account", "provider", "batch_id", "status", "created_at", "total", "processing", "metadata")
+
+
+def preview(*, user, accounts: list[Account], filters: dict[str, str]) -> Preview:
+    """Exactly the batches a confirmation would cancel, and the token that says so; none (and no
+    token) when more than MAX_BATCHES match."""
+    rows = cancelable(accounts=accounts, **filters)
+    batches = list(rows.values(*PREVIEW_FIELDS)[: MAX_BATCHES + 1])
+    if len(batches) > MAX_BATCHES:
+        return Preview(batches=[], matched=rows.count(), token="")
+    token = signing.dumps(
+        {"user": user.pk, "filters": filters, "batches": [[row["account"], row["batch_id"]] for row in batches]},
+        salt=SALT,
+        compress=True,
+    )
+    return Preview(batches=batches, matched=len(batches), token=token)
+
+
+def preview_again(*, token: str, user) -> Preview:
+    """The preview a token was made from (its batches as the store has them now), to show again
+    with what was wrong with its confirmation; raises Refused for a token that is not good."""
+    previewed = read_token(token, user=user)
+    wanted = set(previewed.batches)
+    rows = StoredBatch.objects.filter(
+        account__in={account for account, _ in wanted}, batch_id__in=[batch_id for _, batch_id in wanted]
+    ).values(*PREVIEW_FIELDS)
+    stored = {(row["account"], row["batch_id"]): row for row in rows}
+    batches = [
+        stored.get(batch) or {"account": batch[0], "batch_id": batch[1], "status": "not in the store"}
+        for batch in previewed.batches
+    ]
+    return Preview(batches=batches, matched=len(batches), token=token)
+
+
+@dataclass(frozen=True)
+class Previewed:
+    """What a preview token holds, once checked."""
+
+    filters: dict[str, str]
+    batches: list[tuple[str, str]]  # (account key, batch id), as previewed
+
+
+def read_token(token: str, *, user) -> Previewed:
+    try:
+        data = signing.loads(token, salt=SALT, max_age=PREVIEW_MAX_AGE)
+    except signing.SignatureExpired:
+        raise Refused("This preview is more than an hour old: open it again to see what it would cancel now.") from None
+    except signing.BadSignature:
+        raise Refused("This confirmation does not come from a preview: open the preview again.") from None
+    if data.get("user") != user.pk:
+        raise Refused("This preview was made for another user: open it again.")
+    filters = {name: str(data.get("filters", {}).get(name, "")) for name in FILTER_NAMES}
+    return Previewed(filters=filters, batches=[(str(account), str(batch_id)) for account, batch_id in data["batches"]])
+
+
+def batch_key(account: str, batch_id: str) -> str:
+    """How the preview's checkboxes name a batch."""
+    return f"{account}/{batch_id}"
+
+
+# --- confirm ------------------------------------------------------------------------------------
+
+
+def create(
+    *,
+    user,
+    accounts: list[Account],
+    token: str,
+    selected: list[str],
+    typed: str,
+    worker: str,
+    now: datetime | None = None,
+) -> BulkCancel:
+    """The operation and its items, in one transaction, the items claimed by `worker` (which is to
+    run it at once); raises Refused for anything the server will not act on."""
+    if not may_cancel(user):
+        raise Refused("You do not have permission to cancel batches.")
+    previewed = read_token(token, user=user)
+    chosen = set(selected)
+    batches = [batch for batch in previewed.batches if batch_key(*batch) in chosen]
+    if len(batches) != len(chosen):
+        raise Refused("Only batches of the preview can be canceled from it: open the preview again.")
+    if not batches:
+        raise Refused("No batch is selected: nothing to cancel.")
+    confirmed = len(batches) > TYPED_ABOVE
+    if confirmed and typed.strip() != str(len(batches)):
+        raise Refused(
+            f"To cancel these {len(batches)} batches, type their number, {len(batches)}, in the box: "
+            f"you typed {typed.strip()[:20]!r}."
+        )
+    now = now or timezone.now()
+    note = what_changed(accounts=accounts, previewed=previewed, chosen=batches)
+    left_out = [batch_key(*batch) for batch in previewed.batches if batch_key(*batch) not in chosen]
+    with transaction.atomic():
+        operation = BulkCancel.objects.create(
+            created_at=now,
+            user=user,
+            actor=user.get_username(),
+            source={"filters": previewed.filters, "previewed": len(previewed.batches), "left_out": left_out},
+            total=len(batches),
+            confirmed=confirmed,
+            note=note,
+        )
+        until = now + timedelta(seconds=claim_seconds())
+        BulkCancelItem.objects.bulk_create(
+            BulkCancelItem(
+                operation=operation,
+                position=position,
+                account=account,
+                batch_id=batch_id,
+                claimed_by=worker,
+                claimed_until=until,
+            )
+            for position, (account, batch_id) in enumerate(batches)
+        )
+    logger.info("bulk cancel #%s by %s: %d batches", operation.pk, operation.actor, operation.total)
+    return operation
+
+
+def what_changed(*, accounts: list[Account], previewed: Previewed, chosen: list[tuple[str, str]]) -> str:
+    """What is not as previewed any more: chosen batches that can no longer be canceled (they are
+    still tried, and recorded as upstream answers), and batches that match the filter now."""
+    now_cancelable = {
+        (row["account"], row["batch_id"])
+        for row in cancelable(accounts=accounts, **previewed.filters).values("account", "batch_id")[: MAX_BATCHES * 2]
+    }
+    gone = [batch for batch in chosen if batch not in now_cancelable]
+    arrived = now_cancelable - set(previewed.batches)
+    notes = []
+    if gone:
+        notes.append(
+            f"{len(gone)} of the batches previewed can no longer be canceled (ended or being canceled since "
+            "the preview): each is still asked, and its answer recorded."
+        )
+    if arrived:
+        notes.append(
+            f"{len(arrived)} batch{'es' if len(arrived) != 1 else ''} not in the preview now match the filter: "
+            "not included (only what was previewed is canceled)."
+        )
+    return " ".join(notes)
+
+
+# --- work ---------------------------------------------------------------------------------------
+
+
+def worker_name(base: str = "") -> str:
+    """A name for one run of one operation: unique, so that claims say who holds them."""
+    base = base or f"{socket.gethostname()}:{os.getpid()}"
+    return f"{base}:bulk:{uuid.uuid4().hex[:12]}"
+
+
+def _claimable(worker: str, now: datetime) -> Q:
+    mine = Q(claimed_by=worker, claimed_until__gte=now)
+    return mine | Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def claim(item_id: int, *, worker: str, now: datetime) -> bool:
+    """Take (or renew) one pending item: a conditional UPDATE, so of two workers only one gets it."""
+    until = now + timedelta(seconds=claim_seconds())
+    return bool(
+        BulkCancelItem.objects.filter(_claimable(worker, now), pk=item_id, state=State.PENDING).update(
+            claimed_by=worker, claimed_until=until
+        )
+    )
+
+
+def _renew(operation_id: int, *, worker: str, now: datetime) -> None:
+    until = now + timedelta(seconds=claim_seconds())
+    BulkCancelItem.objects.filter(
+        operation_id=operation_id, state=State.PENDING, claimed_by=worker, claimed_until__gte=now
+    ).update(claimed_until=until)
+
+
+def _finish(item_id: int, *, worker: str, state: str, message: str, attempt: CancelAttempt | None = None) -> bool:
+    done = BulkCancelItem.objects.filter(pk=item_id, state=State.PENDING, claimed_by=worker).update(
+        state=state, message=message[:2000], attempt=attempt, finished_at=timezone.now(), claimed_until=None
+    )
+    if not done:
+        logger.warning("bulk cancel item %s was taken over while %s canceled it", item_id, worker)
+    return bool(done)
+
+
+def run(
+    *,
+    operation_id: int,
+    worker: str,
+    clock: Callable[[], datetime] = timezone.now,
+    cancel: Callable[..., services.CancelResult] | None = None,
+) -> None:
+    """Work through the operation's pending items this worker can claim, one at a time; then mark
+    the operation finished if nothing is pending any more. `cancel` is services.cancel_batch."""
+    cancel = cancel or services.cancel_batch
+    operation = BulkCancel.objects.select_related("user").filter(pk=operation_id).first()
+    if operation is None:
+        return
+    user = operation.user  # read now: whether it may cancel is decided by this run
+    allowed = may_cancel(user)
+    while True:
+        now = clock()
+        item = (
+            BulkCancelItem.objects.filter(_claimable(worker, now), operation_id=operation_id, state=State.PENDING)
+            .order_by("position")
+            .first()
+        )
+        if item is None:
+            break
+        if not claim(item.pk, worker=worker, now=now):
+            continue  # another worker took it meanwhile: on to the next
+        _renew(operation_id, worker=worker, now=now)
+        _work_on(operation, item, user=user, allowed=allowed, worker=worker, cancel=cancel)
+    finish_if_done(operation_id)
+
+
+def _work_on(operation: BulkCancel, item: BulkCancelItem, *, user, allowed: bool, worker: str, cancel) -> None:
+    if not allowed:
+        who = operation.actor or "its user"
+        _finish(item.pk, worker=worker, state=State.SKIPPED, message=f"Not canceled: {who} may not cancel batches now.")
+        return
+    try:
+        account = services.resolve(account_key=item.account, batch_id=item.batch_id)
+    except services.UnknownBatch:
+        _finish(item.pk, worker=worker, state=State.SKIPPED, message="Not canceled: its account is not configured now.")
+        return
+    earlier = _earlier_accepted(operation, item, worker=worker)
+    if earlier is not None:
+        # A worker that died after the cancel and before recording it: the audit trail has it.
+        _finish(item.pk, worker=worker, state=State.CANCELED, message=earlier.message, attempt=earlier)
+        return
+    started = timezone.now()
+    result = cancel(account=account, batch_id=item.batch_id, actor=operation.actor, user=user, via="bulk")
+    # The attempt services.cancel_batch wrote (it does not return it): this actor's, since the call.
+    attempt = (
+        CancelAttempt.objects.filter(
+            via="bulk", account=item.account, batch_id=item.batch_id, actor=operation.actor, requested_at__gte=started
+        )
+        .order_by("-id")
+        .first()
+    )
+    state, message = _state_of(result, account=account, item=item, since=operation.created_at)
+    _finish(item.pk, worker=worker, state=state, message=message, attempt=attempt)
+
+
+def _earlier_accepted(operation: BulkCancel, item: BulkCancelItem, *, worker: str) -> CancelAttempt | None:
+    """This operation's accepted cancel of the item's batch, if an earlier worker made one and died
+    before recording it. Looked for only in items another worker claimed before: resumed ones."""
+    if item.claimed_by == worker:
+        return None
+    return (
+        CancelAttempt.objects.filter(
+            via="bulk",
+            account=item.account,
+            batch_id=item.batch_id,
+            actor=operation.actor,
+            requested_at__gte=operation.created_at,
+            outcome=CancelAttempt.Outcome.ACCEPTED,
+        )
+        .order_by("requested_at", "id")
+        .first()
+    )
+
+
+def _state_of(result: services.CancelResult, *, account: Account, item: BulkCancelItem, since: datetime):
+    if result.outcome == CancelAttempt.Outcome.ACCEPTED:
+        return State.CANCELED, result.message
+    if result.outcome == CancelAttempt.Outcome.ALREADY_ENDED:
+        return State.ALREADY_ENDED, result.message
+    # Refused because it is being canceled already (by an earlier attempt, or someone else): the
+    # batch is stopping, which is what was asked.
+    stored = StoredBatch.objects.filter(account=account.key, batch_id=item.batch_id).values(
+        "cancel_initiated_at", "is_ended", "status"
+    )
+    row = stored.first()
+    if row and row["cancel_initiated_at"] is not None and not row["is_ended"]:
+        return State.CANCELED, (
+            f"Already being canceled (requested {row['cancel_initiated_at']:%Y-%m-%d %H:%M:%S} UTC, "
+            f"status {row['status']}): {result.message}"
+        )
+    return State.FAILED, result.message
+
+
+def finish_if_done(operation_id: int) -> bool:
+    """Mark the operation finished once no item is pending; True if it is finished."""
+    if BulkCancelItem.objects.filter(operation_id=operation_id, state=State.PENDING).exists():
+        return False
+    BulkCancel.objects.filter(pk=operation_id, finished_at__isnull=True).update(finished_at=timezone.now())
+    return True
+
+
+# --- threads: the web process right after the confirmation, a poller for what a dead one left --------
+
+_threads: dict[int, threading.Thread] = {}
+_threads_lock = threading.Lock()
+
+
+def start(operation_id: int, *, worker: str) -> threading.Thread | None:
+    """Run the operation on a thread of this process (unless one already runs it here)."""
+
+    def body() -> None:
+        try:
+            run(operation_id=operation_id, worker=worker)
+        except Exception:
+            # Whatever failed, the items left pending keep their claims, which expire: a poller resumes them.
+            logger.exception("bulk cancel #%s stopped (a poller resumes it once its claims expire)", operation_id)
+        finally:
+            with _threads_lock:
+                _threads.pop(operation_id, None)
+            connections.close_all()  # this thread's own connections
+
+    with _threads_lock:
+        running = _threads.get(operation_id)
+        if running is not None and running.is_alive():
+            return None
+        thread = threading.Thread(target=body, name=f"bulk-cancel-{operation_id}", daemon=True)
+        _threads[operation_id] = thread
+        thread.start()
+    return thread
+
+
+def abandoned(now: datetime) -> list[int]:
+    """Operations with a pending item no live worker holds: its claim expired (or never made)."""
+    expired = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    return list(
+        BulkCancelItem.objects.filter(expired, state=State.PENDING)
+        .order_by("operation_id")
+        .values_list("operation_id", flat=True)
+        .distinct()
+    )
+
+
+def resume_abandoned(*, owner: str, now: datetime) -> list[int]:
+    """For the poller, after each cycle: take over every operation a dead process left (its items'
+    claims expired), each on a thread of this process; the ids started. Never raises."""
+    started = []
+    try:
+        # A worker that died after its last item and before saying the operation finished.
+        BulkCancel.objects.filter(finished_at__isnull=True).exclude(items__state=State.PENDING).update(finished_at=now)
+        for operation_id in abandoned(now):
+            if start(operation_id, worker=worker_name(owner)) is not None:
+                logger.info("resuming bulk cancel #%s (its worker's claims expired)", operation_id)
+                started.append(operation_id)
+    except Exception:
+        logger.exception("resuming bulk cancels failed (polling goes on)")
+    return started
+
+
+def wait(operation_id: int, timeout: float = 30.0) -> bool:
+    """Wait for this process's thread running the operation, if any; False if it still runs."""
+    with _threads_lock:
+        thread = _threads.get(operation_id)
+    if thread is not None:
+        thread.join(timeout)
+        return not thread.is_alive()
+    return True
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    operation: BulkCancel
+    items: list[BulkCancelItem]
+    counts: dict[str, int]  # state -> items, every state present
+    statuses: dict[tuple[str, str], str]  # (account, batch id) -> the batch's stored status now
+
+    @property
+    def finished(self) -> bool:
+        return self.operation.finished_at is not None or not self.counts[State.PENDING]
+
+    @property
+    def done(self) -> int:
+        return self.operation.total - self.counts[State.PENDING]
+
+
+def progress(operation: BulkCancel) -> Progress:
+    items = list(operation.items.select_related("attempt").order_by("position"))
+    counts = {state: 0 for state in State.values}
+    for row in operation.items.values("state").annotate(n=Count("pk")).order_by():
+        counts[row["state"]] = row["n"]
+    stored = StoredBatch.objects.filter(
+        account__in={item.account for item in items}, batch_id__in=[item.batch_id for item in items]
+    ).values_list("account", "batch_id", "status")
+    statuses = {(account, batch_id): status for account, batch_id, status in stored}
+    for item in items:
+        item.status_now = statuses.get((item.account, item.batch_id), "")
+    return Progress(operation=operation, items=items, counts=counts, statuses=statuses)
+
+
+def find_account_label(key: str) -> str:
+    account = find_account(key)
+    return account.label if account else key
