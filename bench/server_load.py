@@ -3,8 +3,10 @@
 For each server, on its own fresh SQLite file and loopback port: migrate, seed the simulator's demo
 batches, start the server, create enough long-running batches through the simulator's API with the
 official SDKs (`x-sim-processing-seconds: 3600`, so every row on the first list page stays live),
-then let N simulated viewers watch: each signs in, loads the list page once, and polls each of its
-live rows every ROW_POLL_SECONDS with `HX-Request: true`, as htmx does. Viewers start staggered
+start the poller (`manage.py poll`, as `make run` does; pages read only what it stores) and wait for
+its first cycle to store them, then let N simulated viewers watch: each signs in, loads the list
+page once, and polls each of its live rows every ROW_POLL_SECONDS with `HX-Request: true`, as htmx
+does. Viewers start staggered
 over one poll interval. A viewer is one httpx.AsyncClient with at most 6 connections, as a browser
 has per host; a row whose previous poll is still in flight skips its turn (as htmx drops it).
 
@@ -13,6 +15,10 @@ answer, so it is the server's time (its queueing included) and not the client's 
 6 connections; "p95 queued" adds that wait, which is what the person in front of the browser sees.
 
     make bench            # or: .venv/bin/python bench/server_load.py --seconds 20 --only gunicorn
+
+The embedded simulator answers in the processes that call it (here only the poller: a row poll
+reads the store). "server CPU" is the server's (all its workers), "poller CPU" the poller's (with
+the simulator in it), "others CPU" the rest of the machine's busy time.
 
 Every loop is bounded by the deadline; servers listen on 127.0.0.1 only.
 """
@@ -104,7 +110,13 @@ class Server:
 
     def start(self) -> None:
         if self.name == "gunicorn":
-            command = [str(BIN / "gunicorn"), "--config", "python:dashboard.gunicorn", "dashboard.wsgi"]
+            command = [
+                str(BIN / "gunicorn"),
+                "--config",
+                "python:dashboard.gunicorn",
+                "--no-control-socket",  # never the control socket of another gunicorn on this machine
+                "dashboard.wsgi",
+            ]
             workers = self.env.get("WEB_WORKERS") or ("2" if self.env.get("REDIS_URL") else "1")
             threads = self.env.get("WEB_THREADS") or "16"
             self.description = f"gunicorn gthread, {workers} worker(s) x {threads} threads"
@@ -305,7 +317,14 @@ async def viewer(
 
 
 async def load(
-    base: str, password: str, viewers: int, rows: int, seconds: float, poll_every: float, server_pid: int
+    base: str,
+    password: str,
+    viewers: int,
+    rows: int,
+    seconds: float,
+    poll_every: float,
+    server_pid: int,
+    poller_pid: int,
 ) -> dict:
     tally = Tally()
     polling: dict = {}
@@ -329,12 +348,14 @@ async def load(
     go.set()
     served_before, errors_before = tally.served, len(tally.errors)
     cpu_before, server_cpu_before, busy_before = time.process_time(), cpu_seconds(server_pid), machine_busy_seconds()
+    poller_cpu_before = cpu_seconds(poller_pid)
     async with asyncio.timeout(seconds + 60):
         await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - polling["start"]
     server_cpu = cpu_seconds(server_pid) - server_cpu_before
+    poller_cpu = cpu_seconds(poller_pid) - poller_cpu_before
     bench_cpu = time.process_time() - cpu_before
-    others_cpu = max(0.0, machine_busy_seconds() - busy_before - server_cpu - bench_cpu)
+    others_cpu = max(0.0, machine_busy_seconds() - busy_before - server_cpu - bench_cpu - poller_cpu)
     return {
         "tally": tally,
         "elapsed": elapsed,
@@ -343,6 +364,7 @@ async def load(
         "window_errors": len(tally.errors) - errors_before,
         "bench_cpu": bench_cpu,
         "server_cpu": server_cpu,
+        "poller_cpu": poller_cpu,
         "others_cpu": others_cpu,
     }
 
@@ -384,6 +406,44 @@ def prepare_database(options: argparse.Namespace, workdir: Path) -> tuple[Path, 
     return template, password
 
 
+def start_poller(env: dict, log: Path) -> subprocess.Popen:
+    """`manage.py poll` next to the server, as `make run` starts it; back once its first cycle has
+    stored every account's batches (the long-running ones included: they were made before)."""
+    with log.open("w") as out:
+        poller = subprocess.Popen(
+            [PYTHON, "manage.py", "poll", "--owner", "bench-server-load"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if poller.poll() is not None:
+            raise RuntimeError(f"the poller exited {poller.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        with sqlite3.connect(env["SQLITE_PATH"], timeout=20) as db:
+            (polled,) = db.execute(
+                "SELECT count(*) FROM dashboard_accountstate WHERE last_success_at IS NOT NULL"
+            ).fetchone()
+        db.close()
+        if polled >= 4:  # the simulator's 4 demo accounts
+            return poller
+        time.sleep(0.2)
+    stop_poller(poller)
+    raise RuntimeError(f"the poller did not finish a cycle within 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop_poller(poller: subprocess.Popen) -> None:
+    if poller.poll() is None:
+        poller.send_signal(signal.SIGTERM)  # it stops after its current cycle or sleep
+        try:
+            poller.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(poller.pid, signal.SIGKILL)
+            poller.wait(timeout=5)
+
+
 def fresh_copy(template: Path, target: Path) -> None:
     with sqlite3.connect(template) as source, sqlite3.connect(target) as copy:
         source.backup(copy)
@@ -399,17 +459,21 @@ def measure(name: str, options: argparse.Namespace, workdir: Path, template: Pat
     server = Server(name=name, env=env, base=base, log=workdir / f"{name}.log")
     print(f"[{name}] starting on {base} ({env['SQLITE_PATH']})", file=sys.stderr, flush=True)
     server.start()
+    poller: subprocess.Popen | None = None
     try:
         create_live_batches(base, max(25, options.rows))
+        poller = start_poller(env, workdir / f"{name}-poller.log")
         print(
             f"[{name}] {server.description}: {options.viewers} viewers x {options.rows} rows x {options.seconds:g} s",
             file=sys.stderr,
             flush=True,
         )
         result = asyncio.run(
-            load(base, password, options.viewers, options.rows, options.seconds, 3.0, server.process.pid)
+            load(base, password, options.viewers, options.rows, options.seconds, 3.0, server.process.pid, poller.pid)
         )
     finally:
+        if poller is not None:
+            stop_poller(poller)
         server.stop()
     tally: Tally = result["tally"]
     for line in tally.errors[:5]:
@@ -431,6 +495,7 @@ def measure(name: str, options: argparse.Namespace, workdir: Path, template: Pat
         "sign_in": result["sign_in_seconds"],
         "server_cpu": 100 * result["server_cpu"] / result["elapsed"],
         "bench_cpu": 100 * result["bench_cpu"] / result["elapsed"],
+        "poller_cpu": 100 * result["poller_cpu"] / result["elapsed"],
         "others_cpu": 100 * result["others_cpu"] / result["elapsed"],
     }
 
@@ -464,7 +529,7 @@ def main() -> None:
         f"{'server':<10} {'requests':>9} {'errors':>6} {'retried':>7} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>7} "
         f"{'p95 vs runserver':>16} {'p95 queued':>10} {'sign-in s':>9} "
-        f"{'server CPU':>10} {'bench CPU':>9} {'others CPU':>10}"
+        f"{'server CPU':>10} {'bench CPU':>9} {'poller CPU':>10} {'others CPU':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -474,7 +539,7 @@ def main() -> None:
             f"{r['name']:<10} {r['served']:>9} {r['errors']:>6} {r['retried']:>7} "
             f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f} "
             f"{r['rate']:>7.1f} {ratio:>16} {r['p95_queued']:>10.1f} {r['sign_in']:>9.1f} "
-            f"{r['server_cpu']:>9.0f}% {r['bench_cpu']:>8.0f}% {r['others_cpu']:>9.0f}%"
+            f"{r['server_cpu']:>9.0f}% {r['bench_cpu']:>8.0f}% {r['poller_cpu']:>9.0f}% {r['others_cpu']:>9.0f}%"
         )
     for r in results:
         print(f"  {r['name']}: {r['description']}; {r['polls']} row polls")
