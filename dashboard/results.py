@@ -47,7 +47,12 @@ def parse_line(provider: str, number: int, line: bytes, source: str = "") -> Res
     except orjson.JSONDecodeError:
         return parse_line_exactly(provider, number, line, source)
     if data.__class__ is not dict:
-        return _invalid(number, line.decode("utf-8", errors="replace"), source, "Line is not a JSON object.")
+        return _invalid(
+            number,
+            line.decode("utf-8", errors="replace"),
+            source,
+            "This line is not a JSON object.",
+        )
     seen = approximate_reads[0]
     parsed = providers.module(provider).parse_result_line(number, data, line.decode("utf-8", errors="replace"), source)
     if approximate_reads[0] != seen:
@@ -62,10 +67,14 @@ def parse_line_exactly(provider: str, number: int, line: bytes, source: str = ""
         data = json.loads(raw)
         if _SURROGATE_ESCAPE.search(raw):
             data = _safe(data)
-    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the decoder allows
-        return _invalid(number, raw, source, f"Line is not valid JSON: {getattr(error, 'msg', type(error).__name__)}")
+    except RecursionError:  # nesting deeper than the decoder allows
+        return _invalid(number, raw, source, "This line is not valid JSON we can read: it nests too deeply.")
+    except ValueError as error:
+        where = getattr(error, "pos", None)
+        at = f" (unreadable from character {where + 1})" if isinstance(where, int) else ""
+        return _invalid(number, raw, source, f"This line is not valid JSON{at}.")
     if not isinstance(data, dict):
-        return _invalid(number, raw, source, "Line is not a JSON object.")
+        return _invalid(number, raw, source, "This line is not a JSON object.")
     return providers.module(provider).parse_result_line(number, data, raw, source)
 
 

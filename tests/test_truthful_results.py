@@ -267,3 +267,33 @@ def test_a_batch_gone_upstream_stops_polling_and_its_page_is_a_404(operator_clie
     from dashboard.models import StoredBatch
 
     assert StoredBatch.objects.get(batch_id=batch.id).gone_at is None
+
+
+# --- why a line is invalid, in an operator's words ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "line", "error_type", "words"),
+    [
+        (
+            "anthropic",
+            b'{"custom_id": "a", "result": {"type": "succeeded"',
+            "invalid_json",
+            "unreadable from character",
+        ),
+        ("anthropic", b'{"custom_id": "a"} trailing', "invalid_json", "This line is not valid JSON"),
+        ("anthropic", b"[" * 100_000, "invalid_json", "nests too deeply"),
+        ("anthropic", b'{"custom_id": "a"}', "no_result", "This line has no result object."),
+        ("anthropic", b'{"custom_id": "a", "result": {}}', "no_result_type", "does not say its type"),
+        ("anthropic", b'{"custom_id": "a", "result": {"type": "vanished"}}', "unknown_result_type", "vanished"),
+        ("openai", b'{"custom_id": "a", "response": {"body": {}}}', "no_status", "neither a response status"),
+        ("openai", b'{"custom_id": "a", "response": {"status_code": 502}}', "http_502", "answered HTTP 502"),
+    ],
+)
+def test_an_unreadable_line_says_why_in_plain_words(provider, line, error_type, words):
+    parsed = parse_line(provider, 1, line)
+    assert parsed.type in ("invalid", "errored")
+    assert parsed.error_type == error_type
+    assert words in parsed.error_message
+    for python_text in ("Expecting", "delimiter", "RecursionError", "http_None", "Extra data", "string indices"):
+        assert python_text not in parsed.error_message

@@ -115,19 +115,34 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     error = error.get("error") if isinstance(error, dict) else None
     if not isinstance(error, dict):
         error = EMPTY
+    if kind.__class__ is str and kind in RESULT_TYPES:
+        error_type, error_message = as_text(error.get("type")), as_text(error.get("message"))
+    else:
+        kind = "invalid"
+        error_type, error_message = _unreadable_result(data.get("result"))
     return ResultLine(
         number,
         as_text(data.get("custom_id")),
-        kind if kind.__class__ is str and kind in RESULT_TYPES else "invalid",
+        kind,
         "",
         as_text(message.get("model")),
         as_text(message.get("stop_reason")),
         token_count(usage.get("input_tokens")),
         token_count(usage.get("output_tokens")),
-        as_text(error.get("type")),
-        as_text(error.get("message")),
+        error_type,
+        error_message,
         raw,
     )
+
+
+def _unreadable_result(result: Any) -> tuple[str, str]:
+    """Why a line's result cannot be read, in an operator's words."""
+    if not isinstance(result, dict):
+        return "no_result", "This line has no result object."
+    kind = result.get("type")
+    if kind is None:
+        return "no_result_type", "This line's result does not say its type."
+    return "unknown_result_type", f"This line's result type is not one {LABEL} documents: {as_text(kind)[:60]}"
 
 
 def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:

@@ -162,8 +162,14 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         error = line_error
     elif status_code == 200 and body_error is None:
         kind, error = "succeeded", EMPTY
+    elif body_error is not None:
+        kind, error = "errored", body_error
+    elif isinstance(status_code, int) and not isinstance(status_code, bool):
+        message = f"The request was answered HTTP {status_code}, without an error message."
+        kind, error = "errored", {"code": f"http_{status_code}", "message": message}
     else:
-        kind, error = "errored", body_error or {"code": f"http_{status_code}", "message": ""}
+        message = "This line has neither a response status nor an error."
+        kind, error = "errored", {"code": "no_status", "message": message}
     return ResultLine(
         number,
         as_text(data.get("custom_id")),
