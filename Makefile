@@ -83,6 +83,7 @@ bench: install-test
 	$(BIN)/python bench/server_load.py
 	$(BIN)/python bench/jsonl_split.py
 	$(BIN)/python bench/store_list.py
+	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/freshness.py
 	$(BIN)/python bench/results.py
 	$(BIN)/python bench/alarms.py
