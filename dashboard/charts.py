@@ -57,6 +57,7 @@ TIME_STEPS = (  # seconds between the time axis' ticks: the first giving at most
     7 * 86400,
 )
 MAX_TIME_TICKS = 6
+LABEL_CHARACTER = 6.5  # about how wide a character of an axis label is, in the viewBox's units
 COUNT_TICKS = 4  # intervals on the count axis, about
 
 
@@ -89,6 +90,7 @@ class Area:
 class Tick:
     at: float  # x (time axis) or y (count axis) in the viewBox
     label: str
+    anchor: str = "middle"  # the label's text-anchor: a label near the plot's end does not run past it
 
     @property
     def pos(self) -> str:
@@ -264,7 +266,10 @@ def chart(
     ]
     step = count_step(top)
     y_ticks = [Tick(at=round(y(value), 1), label=count_label(value)) for value in range(0, top + 1, step)]
-    x_ticks = [Tick(at=round(x(moment), 1), label=label) for moment, label in time_ticks(start, end)]
+    x_ticks = [
+        Tick(at=round(x(moment), 1), label=label, anchor=_anchor(x(moment), len(label)))
+        for moment, label in time_ticks(start, end)
+    ]
     marked = [
         Tick(at=round(x(moment), 1), label=label) for moment, label in markers if moment and start <= moment <= end
     ]
@@ -282,6 +287,12 @@ def chart(
         drawn=len(points),
         of=max(stored or 0, len(points)),
     )
+
+
+def _anchor(position: float, characters: int) -> str:
+    """Where a time label hangs from its tick: centred, unless half of it would pass the viewBox's
+    right edge (then it ends at the tick)."""
+    return "end" if position + characters * LABEL_CHARACTER / 2 > WIDTH else "middle"
 
 
 def _step_area(xs: Sequence[float], lower: Sequence[float], upper: Sequence[float]) -> str:

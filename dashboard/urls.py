@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from . import metrics, views
+from . import alarm_views, metrics, views
 
 batch = "batches/<slug:account_key>/<str:batch_id>"
 
@@ -15,6 +15,10 @@ urlpatterns = [
     path(f"{batch}/results/download", views.batch_results_download, name="batch-results-download"),
     path(f"{batch}/results/export.csv", views.batch_results_export, name="batch-results-export"),
     path("audit/", views.audit_log, name="audit-log"),
+    path(f"{batch}/alarms", alarm_views.batch_alarms, name="batch-alarms"),
+    path("alarms/", alarm_views.alarm_list, name="alarm-list"),
+    path("alarms/badge", alarm_views.alarm_badge, name="alarm-badge"),
+    path("alarms/<int:pk>/acknowledge", alarm_views.alarm_acknowledge, name="alarm-acknowledge"),
     path(f"{batch}/cancel", views.batch_cancel, name="batch-cancel"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import providers, selectors, services
+from . import alarm_views, charts, eta, providers, selectors, services
 from .accounts import Account, configured_accounts, provider_for
 from .middleware import htmx_login_redirect
 from .models import CancelAttempt
@@ -242,6 +242,9 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True),
         "story": services.cancel_story(batch=batch, attempts=attempts),
         "sources": provider_sources(account, batch),
+        **progress_context(account, view),
+        **alarm_views.batch_alarms_context(request, account_key=account.key, batch_id=batch_id),
+        "next": request.get_full_path(),
     }
     if batch.is_ended:
         try:
@@ -267,6 +270,30 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
     if request.htmx and request.htmx.target == "results":
         return render(request, "batches/detail.html#results", context)
     return render(request, "batches/detail.html", context)
+
+
+def progress_context(account: Account, view: selectors.StoredView) -> dict:
+    """The detail page's progress: the chart of its history, the estimate of what is left and its
+    expiry. Two queries for the history (its count and its sampled changes); for a batch whose
+    outcomes come only at its end, one more for how long the account's ended batches took."""
+    batch, now = view.batch, timezone.now()
+    as_of = min(now, view.fetched_at)
+    points, stored = charts.history_points(account_key=account.key, batch_id=batch.id)
+    final_only = batch.counts_are_final_only and not batch.is_ended
+    history = eta.ended_durations(account_key=account.key, provider=batch.provider) if final_only else []
+    return {
+        "chart": charts.chart(
+            points,
+            start=batch.created_at,
+            end=view.fetched_at,
+            stored=stored,
+            final_only=batch.counts_are_final_only,
+            ended=batch.is_ended,
+            markers=((batch.cancel_initiated_at, "cancel requested"), (batch.ended_at, "ended")),
+        ),
+        "estimate": eta.estimate(batch, points=points, history=history, as_of=as_of, now=now),
+        "expiry": "" if view.is_final else eta.expiry(batch.expires_at, now),
+    }
 
 
 def provider_sources(account: Account, batch) -> list[str]:

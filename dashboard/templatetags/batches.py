@@ -170,3 +170,15 @@ def seconds_text(value) -> str:
     return " ".join(
         part for part in (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{seconds} s") if part
     )
+
+
+# --- alarms -----------------------------------------------------------------------------------
+
+
+@register.inclusion_tag("alarms/_badge.html")
+def alarm_badge() -> dict:
+    """The header's alarms link with the count of open alarms nobody has acknowledged (one query);
+    it polls itself (alarm_views.alarm_badge) so the count moves without a reload."""
+    from .. import alarm_views
+
+    return alarm_views.badge_context()

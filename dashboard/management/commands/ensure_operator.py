@@ -4,9 +4,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 
-# Cancel, and read (never change) what the admin shows: the audit trail and the store.
+# Cancel and acknowledge alarms, and read (never change) what the admin shows: the audit trail,
+# the store and the alarms.
 OPERATOR_PERMISSIONS = (
     "cancel_batch",
+    "acknowledge_alarm",
+    "view_alarm",
     "view_cancelattempt",
     "view_storedbatch",
     "view_batchchange",
@@ -17,8 +20,9 @@ OPERATOR_PERMISSIONS = (
 class Command(BaseCommand):
     help = (
         "Create (or reset) a local operator account with a fresh random password and print it, "
-        "so a newcomer can sign in. The user may cancel batches and see the audit trail, on its page "
-        "and (read-only) in the Django admin, with the stored batches and account health."
+        "so a newcomer can sign in. The user may cancel batches, acknowledge alarms and see the audit "
+        "trail, on its page and (read-only) in the Django admin, with the stored batches, account health "
+        "and alarms."
     )
 
     def add_arguments(self, parser) -> None:

@@ -1,0 +1,164 @@
+"""The alarms in the pages: the alarms page, the header's badge, a batch's alarms on its detail
+page, and acknowledging one (who, when, a note). Alarms are opened and resolved by the poller
+(dashboard/alarms.py); these views only read them, and record acknowledgements.
+
+Everything that shows alarms polls its own fragment every ROW_POLL_SECONDS, and again at once when
+the page acknowledges one (the `alarms-changed` event, sent as HX-Trigger by the acknowledgement):
+an alarm appears, is acknowledged and resolves without a reload.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from . import alarms, services
+from .accounts import Account, configured_accounts
+from .models import Alarm
+
+ACKNOWLEDGE_PERMISSION = "dashboard.acknowledge_alarm"
+CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
+RESOLVED_HOURS = 24  # the alarms page lists alarms resolved this recently
+OPEN_LIMIT = 500  # alarms listed at most, of each kind: the counts say how many there are
+RESOLVED_LIMIT = 200
+
+
+def _common(request: HttpRequest) -> dict:
+    return {
+        "poll_seconds": settings.ROW_POLL_SECONDS,
+        "can_acknowledge": request.user.has_perm(ACKNOWLEDGE_PERMISSION),
+        "account_labels": {account.key: account.label for account in configured_accounts()},
+        "changed_event": CHANGED_EVENT,
+        "note_limit": alarms.NOTE_LIMIT,
+    }
+
+
+def _unacknowledged_first(rows):
+    """Open alarms nobody has acknowledged first, then the acknowledged; newest first in each."""
+    return rows.order_by(F("acknowledged_at").asc(nulls_first=True), "-opened_at", "-id")
+
+
+def _labelled(rows, labels: dict[str, str]) -> list[Alarm]:
+    rows = list(rows)
+    for alarm in rows:
+        alarm.account_label = labels.get(alarm.account, alarm.account)
+    return rows
+
+
+@require_GET
+def alarm_list(request: HttpRequest) -> HttpResponse:
+    """Open alarms (those nobody has acknowledged first), then those resolved in the last
+    RESOLVED_HOURS. The list alone for its own poll (htmx, target alarm-list)."""
+    now = timezone.now()
+    context = _common(request)
+    labels = context["account_labels"]
+    open_rows = alarms.open_alarms()
+    resolved_rows = (
+        alarms.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS))
+        .exclude(resolved_at=None)
+        .order_by("-resolved_at", "-id")
+    )
+    counts = alarms.open_alarm_counts()
+    context.update(
+        {
+            "open_alarms": _labelled(_unacknowledged_first(open_rows)[:OPEN_LIMIT], labels),
+            "counts": counts,
+            "open_limit": OPEN_LIMIT,
+            "resolved_alarms": _labelled(resolved_rows[:RESOLVED_LIMIT], labels),
+            "resolved_hours": RESOLVED_HOURS,
+            "resolved_limit": RESOLVED_LIMIT,
+            "evaluator": alarms.evaluator(),
+            "next": request.get_full_path() if not request.htmx else request.htmx.current_url_abs_path or "",
+        }
+    )
+    if request.htmx and request.htmx.target == "alarm-list":
+        return render(request, "alarms/alarms.html#list", context)
+    return render(request, "alarms/alarms.html", context)
+
+
+def badge_context() -> dict:
+    """The header's badge: open alarms and how many nobody has acknowledged (one query)."""
+    return {
+        "counts": alarms.open_alarm_counts(),
+        "poll_seconds": settings.ROW_POLL_SECONDS,
+        "changed_event": CHANGED_EVENT,
+    }
+
+
+@require_GET
+def alarm_badge(request: HttpRequest) -> HttpResponse:
+    """The header's badge alone, for its poll: one query (session and user come from the cache)."""
+    return render(request, "alarms/_badge.html", badge_context())
+
+
+def batch_alarms_context(request: HttpRequest, *, account_key: str, batch_id: str) -> dict:
+    """What the detail page's alarms section shows: the batch's open alarms."""
+    context = _common(request)
+    rows = _unacknowledged_first(alarms.open_alarms_for_batch(account_key, batch_id))
+    context.update(
+        {
+            "batch_alarms": _labelled(rows[:OPEN_LIMIT], context["account_labels"]),
+            "alarms_account": account_key,
+            "alarms_batch_id": batch_id,
+        }
+    )
+    return context
+
+
+def account_or_404(account_key: str, batch_id: str) -> Account:
+    try:
+        return services.resolve(account_key=account_key, batch_id=batch_id)
+    except services.UnknownBatch:
+        raise Http404("No such batch.") from None
+
+
+@require_GET
+def batch_alarms(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
+    """The detail page's alarms section alone, for its poll."""
+    account = account_or_404(account_key, batch_id)
+    context = batch_alarms_context(request, account_key=account.key, batch_id=batch_id)
+    context["next"] = request.htmx.current_url_abs_path if request.htmx else ""
+    return render(request, "alarms/_batch.html", context)
+
+
+def _back(request: HttpRequest) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return "alarm-list"
+
+
+@require_POST
+def alarm_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+    """Record that the signed-in user has seen this alarm, with their note: it stays open until its
+    condition no longer holds. For htmx, 204 and the `alarms-changed` event (every alarm fragment on
+    the page fetches itself anew); otherwise back to the page the form was on, with a message."""
+    if not request.user.has_perm(ACKNOWLEDGE_PERMISSION):
+        if request.htmx:
+            return HttpResponse(
+                "You do not have permission to acknowledge alarms.\n",
+                status=403,
+                content_type="text/plain; charset=utf-8",
+            )
+        raise PermissionDenied("You do not have permission to acknowledge alarms.")
+    alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
+    alarms.acknowledge(alarm, request.user, request.POST.get("note", ""))
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Trigger"] = CHANGED_EVENT
+        return response
+    subject = alarm.account if alarm.batch is None else f"{alarm.account}/{alarm.batch.batch_id}"
+    state = "" if alarm.is_open else " (it had already resolved)"
+    messages.success(request, f"Acknowledged the {alarm.get_rule_display()} alarm of {subject}{state}.")
+    return redirect(_back(request))
