@@ -73,9 +73,17 @@ def signed_in_page(page, live_server, operator):
 
 
 @pytest.fixture
-def poller_process(dashboard_upstream, live_server, settings, tmp_path):
+def poller_env() -> dict[str, str]:
+    """More environment for `poller_process` (its settings): a test module overrides this fixture,
+    e.g. with ALARM_STUCK_MINUTES for alarms that open within seconds."""
+    return {}
+
+
+@pytest.fixture
+def poller_process(dashboard_upstream, live_server, settings, tmp_path, poller_env):
     """`manage.py poll` in a process of its own, as `make run` starts it: same database (the test
-    database file the live server uses), the simulator over the live server's HTTP, a 1 s cycle."""
+    database file the live server uses), the simulator over the live server's HTTP, a 1 s cycle
+    (and `poller_env`, if a test gives one)."""
     from django.db import connection
 
     from tests.services import app_env
@@ -88,6 +96,7 @@ def poller_process(dashboard_upstream, live_server, settings, tmp_path):
         POLL_SECONDS="1",
         POLL_IDLE_SECONDS="1",
         UPSTREAM_TIMEOUT_SECONDS="2",
+        **poller_env,
     )
     log = tmp_path / "poller.log"
     with log.open("w") as out:
