@@ -442,8 +442,12 @@ def resume_abandoned(*, owner: str, now: datetime) -> list[int]:
     claims expired), each on a thread of this process; the ids started. Never raises."""
     started = []
     try:
-        # A worker that died after its last item and before saying the operation finished.
-        BulkCancel.objects.filter(finished_at__isnull=True).exclude(items__state=State.PENDING).update(finished_at=now)
+        # A worker that died after its last item and before saying the operation finished (read
+        # first: an UPDATE every cycle would take SQLite's write lock for nothing).
+        done = BulkCancel.objects.filter(finished_at__isnull=True).exclude(items__state=State.PENDING)
+        done_ids = list(done.values_list("pk", flat=True))
+        if done_ids:
+            BulkCancel.objects.filter(pk__in=done_ids, finished_at__isnull=True).update(finished_at=now)
         for operation_id in abandoned(now):
             if start(operation_id, worker=worker_name(owner)) is not None:
                 logger.info("resuming bulk cancel #%s (its worker's claims expired)", operation_id)

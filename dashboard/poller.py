@@ -40,7 +40,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Q
 
-from . import alarms, notifications, providers, store
+from . import alarms, bulk, notifications, providers, store
 from .accounts import Account, configured_accounts, provider_for
 from .models import AccountState, StoredBatch
 from .providers.base import NotFound, Page, Provider, ProviderError, RateLimited
@@ -348,6 +348,7 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
             results = list(pool.map(poll, due))
     # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
     evaluate_alarms(owner=owner, now=now, accounts=accounts)
+    bulk.resume_abandoned(owner=owner, now=now)  # bulk cancels a dead process left, on threads; never raises
     deliver_notifications(now=now)
     return results
 

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from . import alarm_views, metrics, views
+from . import alarm_views, bulk_views, metrics, views
 
 batch = "batches/<slug:account_key>/<str:batch_id>"
 
@@ -20,6 +20,11 @@ urlpatterns = [
     path("alarms/badge", alarm_views.alarm_badge, name="alarm-badge"),
     path("alarms/<int:pk>/acknowledge", alarm_views.alarm_acknowledge, name="alarm-acknowledge"),
     path(f"{batch}/cancel", views.batch_cancel, name="batch-cancel"),
+    path("summary", bulk_views.list_summary, name="list-summary"),
+    path("bulk-cancel/", bulk_views.operations, name="bulk-cancel-list"),
+    path("bulk-cancel/preview", bulk_views.preview, name="bulk-cancel-preview"),
+    path("bulk-cancel/confirm", bulk_views.confirm, name="bulk-cancel-confirm"),
+    path("bulk-cancel/<int:operation_id>/", bulk_views.progress, name="bulk-cancel-progress"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

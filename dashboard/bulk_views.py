@@ -1,0 +1,148 @@
+"""The list's header summary and bulk cancel: preview, confirmation, progress (dashboard/bulk.py)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from . import bulk, summary
+from .accounts import configured_accounts
+from .models import BulkCancel
+from .views import CANCEL_PERMISSION, list_filters, status_choices
+
+PROGRESS_POLL_SECONDS = 1
+RECENT_OPERATIONS = 20
+
+
+def _require_permission(request: HttpRequest) -> None:
+    if not request.user.has_perm(CANCEL_PERMISSION):
+        raise PermissionDenied("You do not have permission to cancel batches.")
+
+
+def _query(filters: dict[str, str]) -> str:
+    """The list's query string for these filters (as the list page writes it)."""
+    names = (("provider", "provider"), ("account", "account_key"), ("status", "status"), ("q", "search"))
+    return urlencode({name: filters[key] for name, key in names if filters.get(key)})
+
+
+def _scope(filters: dict[str, str]) -> list[tuple[str, str]]:
+    """The filters in words, for the preview and the progress page."""
+    statuses = dict(status_choices())
+    words = [
+        ("provider", filters.get("provider", "")),
+        ("account", filters.get("account_key", "")),
+        ("status", statuses.get(filters.get("status", ""), filters.get("status", ""))),
+        ("search", filters.get("search", "")),
+    ]
+    return [(name, value) for name, value in words if value]
+
+
+@require_GET
+def list_summary(request: HttpRequest) -> HttpResponse:
+    """The list page's header, loaded (and refreshed) by htmx: every account's numbers, whatever the
+    filters, and for those who may cancel, "Cancel N batches…" for the filters' cancelable batches."""
+    accounts = configured_accounts()
+    filters = list_filters(request, accounts)
+    can_cancel = request.user.has_perm(CANCEL_PERMISSION)
+    context = {
+        "summary": summary.list_summary(accounts=accounts),
+        "can_cancel": can_cancel,
+        "cancelable": bulk.count_cancelable(accounts=accounts, **filters) if can_cancel else 0,
+        "filter_query": _query(filters),
+        "filtered": any(filters.values()),
+        "selected_account": filters["account_key"],
+        "max_batches": bulk.MAX_BATCHES,
+    }
+    return render(request, "bulk/summary.html", context)
+
+
+@require_GET
+def preview(request: HttpRequest) -> HttpResponse:
+    """Exactly the batches a confirmation will cancel: the list's filters' cancelable ones."""
+    _require_permission(request)
+    accounts = configured_accounts()
+    filters = list_filters(request, accounts)
+    shown = bulk.preview(user=request.user, accounts=accounts, filters=filters)
+    return render(request, "bulk/preview.html", _preview_context(shown, filters=filters))
+
+
+def _preview_context(shown: bulk.Preview, *, filters: dict[str, str], **extra) -> dict:
+    return {
+        "preview": shown,
+        "scope": _scope(filters),
+        "filter_query": _query(filters),
+        "typed_above": bulk.TYPED_ABOVE,
+        "max_batches": bulk.MAX_BATCHES,
+        "checked": None,  # every batch: the preview's first showing
+        **extra,
+    }
+
+
+@require_POST
+def confirm(request: HttpRequest) -> HttpResponse:
+    """The operation and its items, made at once; its work starts on a thread of this process."""
+    _require_permission(request)
+    token = request.POST.get("token", "")
+    worker = bulk.worker_name()
+    try:
+        operation = bulk.create(
+            user=request.user,
+            accounts=configured_accounts(),
+            token=token,
+            selected=request.POST.getlist("batch"),
+            typed=request.POST.get("typed", ""),
+            worker=worker,
+        )
+    except bulk.Refused as refusal:
+        return _refused(request, token, refusal.message)
+    transaction.on_commit(lambda: bulk.start(operation.pk, worker=worker))
+    return redirect("bulk-cancel-progress", operation_id=operation.pk)
+
+
+def _refused(request: HttpRequest, token: str, message: str) -> HttpResponse:
+    """The preview again, with why its confirmation was refused (nothing was canceled)."""
+    try:
+        shown = bulk.preview_again(token=token, user=request.user)
+        filters = bulk.read_token(token, user=request.user).filters
+    except bulk.Refused as refusal:
+        return render(request, "bulk/refused.html", {"error": refusal.message}, status=400)
+    context = _preview_context(
+        shown, filters=filters, error=message, checked=set(request.POST.getlist("batch")), typed=""
+    )
+    return render(request, "bulk/preview.html", context, status=400)
+
+
+@require_GET
+def progress(request: HttpRequest, operation_id: int) -> HttpResponse:
+    """Each batch's outcome as the work goes; htmx polls it until the operation has finished (286)."""
+    _require_permission(request)
+    operation = get_object_or_404(BulkCancel.objects.select_related("user"), pk=operation_id)
+    state = bulk.progress(operation)
+    if state.finished and operation.finished_at is None:
+        bulk.finish_if_done(operation.pk)
+    context = {
+        "progress": state,
+        "operation": operation,
+        "scope": _scope(operation.source.get("filters", {})),
+        "poll_seconds": PROGRESS_POLL_SECONDS,
+        "states": bulk.State,
+    }
+    if request.htmx:
+        content = render_to_string("bulk/progress.html#progress", context, request)
+        return HttpResponseStopPolling(content) if state.finished else HttpResponse(content)
+    return render(request, "bulk/progress.html", context)
+
+
+@require_GET
+def operations(request: HttpRequest) -> HttpResponse:
+    """The latest bulk cancels, each with its progress page."""
+    _require_permission(request)
+    recent = list(BulkCancel.objects.select_related("user")[:RECENT_OPERATIONS])
+    return render(request, "bulk/operations.html", {"operations": recent})

@@ -1,0 +1,526 @@
+"""Bulk cancel (dashboard/bulk.py, bulk_views.py): preview, typed confirmation, one audited
+operation whose items are claimed, canceled through services.cancel_batch(via="bulk") and resumed
+by the poller when the process that ran them died; against the embedded simulator."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.utils import timezone
+
+from dashboard import bulk, poller, services
+from dashboard.models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
+from tests.factories import HTMX, anthropic_batch, created_ago, fault, openai_batch, poll_store, text
+
+State = BulkCancelItem.State
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def preview(client, query: str = "") -> tuple[object, list[str], str]:
+    """GET the preview: the response, the batches it lists ("account/id", in order) and its token."""
+    response = client.get("/bulk-cancel/preview" + (f"?{query}" if query else ""))
+    body = text(response)
+    listed = re.findall(r'<input type="checkbox" name="batch" value="([^"]+)"', body)
+    token = re.search(r'name="token" value="([^"]*)"', body)
+    return response, listed, token.group(1) if token else ""
+
+
+def confirm(client, token: str, batches: list[str], typed: str | None = None):
+    data = {"token": token, "batch": batches}
+    if typed is not None:
+        data["typed"] = typed
+    return client.post("/bulk-cancel/confirm", data)
+
+
+def operation_of(response) -> BulkCancel:
+    assert response.status_code == 302, text(response)[:500]
+    match = re.fullmatch(r"/bulk-cancel/(\d+)/", response["Location"])
+    assert match, response["Location"]
+    return BulkCancel.objects.get(pk=int(match.group(1)))
+
+
+def finished(operation: BulkCancel, timeout: float = 30) -> BulkCancel:
+    """Wait for this process's worker thread of the operation; the operation as it is then."""
+    assert bulk.wait(operation.pk, timeout), "the bulk cancel is still running"
+    operation.refresh_from_db()
+    return operation
+
+
+def states(operation: BulkCancel) -> dict[str, str]:
+    return {item.batch_id: item.state for item in operation.items.all()}
+
+
+def running_batches(anthropic_sdk, openai_sdk, *, anthropic: int = 2, openai: int = 2) -> list[str]:
+    """Running batches in the ops accounts, stored by a poll: ["account/id"], newest first."""
+    made = [("anthropic-ops", anthropic_batch(anthropic_sdk, seconds=600).id) for _ in range(anthropic)]
+    made += [("openai-ops", openai_batch(openai_sdk, seconds=600).id) for _ in range(openai)]
+    for minutes, (_, batch_id) in enumerate(made, start=1):
+        created_ago(batch_id, minutes=minutes)  # distinct creation times: the order is the list's
+    poll_store()
+    return [f"{account}/{batch_id}" for account, batch_id in made]
+
+
+@pytest.fixture
+def quiet_poller(settings):
+    """No notifications or alarms in poller cycles run by these tests: only what they look at."""
+    settings.ALARMS_ENABLED = False
+    return settings
+
+
+# --- preview -------------------------------------------------------------------------------------
+
+
+def test_the_preview_lists_exactly_the_filters_cancelable_batches(operator_client, anthropic_sdk, openai_sdk):
+    ops = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=2)
+    research = openai_batch(openai_sdk, "research", seconds=600, metadata={"job": "nightly-eval"}).id
+    ended = anthropic_batch(anthropic_sdk, ended=True).id  # ended an hour ago
+    canceling = anthropic_batch(anthropic_sdk, seconds=600).id
+    anthropic_sdk().messages.batches.cancel(canceling)
+    poll_store()
+    assert StoredBatch.objects.get(batch_id=canceling).status == "canceling"
+    assert StoredBatch.objects.get(batch_id=ended).is_ended
+
+    response, listed, token = preview(operator_client, "account=anthropic-ops")
+    assert response.status_code == 200 and token
+    assert listed == [batch for batch in ops if batch.startswith("anthropic-ops/")]  # newest first, as the list
+    assert "Cancel 3 batches" in text(response)
+
+    _, listed, _ = preview(operator_client, "status=active")
+    assert sorted(listed) == sorted([*ops, f"openai-research/{research}"])  # not the ended, not the canceling one
+    _, listed, _ = preview(operator_client, "q=nightly-eval")
+    assert listed == [f"openai-research/{research}"]
+    _, listed, _ = preview(operator_client, "provider=openai&account=openai-ops")
+    assert listed == [batch for batch in ops if batch.startswith("openai-ops/")]
+    response, listed, token = preview(operator_client, "status=ended")
+    assert listed == [] and token == ""
+    assert "No batch these filters show can be canceled now" in text(response)
+    # Previewing cancels nothing.
+    assert CancelAttempt.objects.count() == 0 and BulkCancel.objects.count() == 0
+
+
+def test_the_summary_offers_the_filters_cancelable_batches(operator_client, anthropic_sdk, openai_sdk):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
+    body = text(operator_client.get("/summary?account=anthropic-ops", **HTMX))
+    assert '<a class="bulk-cancel-link" href="/bulk-cancel/preview?account=anthropic-ops">Cancel 2 batches…</a>' in body
+    body = text(operator_client.get("/summary?status=active", **HTMX))
+    assert 'href="/bulk-cancel/preview?status=active">Cancel 3 batches…</a>' in body
+
+
+def test_more_than_the_limit_is_refused_at_the_preview(operator_client, anthropic_sdk, openai_sdk, monkeypatch):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=0)
+    monkeypatch.setattr(bulk, "MAX_BATCHES", 2)
+    response, listed, token = preview(operator_client)
+    assert listed == [] and token == ""
+    assert "3 batches match: more than 2 cannot be canceled at once" in text(response)
+
+
+# --- confirmation ----------------------------------------------------------------------------------
+
+
+def test_above_three_batches_the_number_must_be_typed_and_the_server_checks_it(
+    operator_client, anthropic_sdk, openai_sdk
+):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=2)
+    response, listed, token = preview(operator_client)
+    assert listed == batches
+    assert 'name="typed"' in text(response) and "type the number of batches to cancel" in text(response)
+
+    for typed in (None, "", "3", "four", "40", " 4 x"):
+        refused = confirm(operator_client, token, listed, typed)
+        assert refused.status_code == 400, typed
+        assert "type their number, 4, in the box" in text(refused)
+        assert "Nothing was canceled" in text(refused)
+    assert BulkCancel.objects.count() == 0 and CancelAttempt.objects.count() == 0
+
+    operation = finished(operation_of(confirm(operator_client, token, listed, " 4 ")))
+    assert (operation.total, operation.confirmed) == (4, True)
+    assert set(states(operation).values()) == {State.CANCELED}
+
+
+def test_three_batches_or_fewer_need_no_typing(operator_client, anthropic_sdk, openai_sdk):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
+    response, listed, token = preview(operator_client)
+    assert len(listed) == 3
+    assert re.search(r'<p id="typed-confirmation" class="typed-confirmation" hidden>', text(response))
+    operation = finished(operation_of(confirm(operator_client, token, listed)))
+    assert (operation.total, operation.confirmed) == (3, False)
+    assert set(states(operation).values()) == {State.CANCELED}
+
+
+def test_a_selection_of_the_preview_cancels_only_those(operator_client, anthropic_sdk, openai_sdk):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=2)
+    _, listed, token = preview(operator_client)
+    kept = [listed[0], listed[3]]
+    operation = finished(operation_of(confirm(operator_client, token, kept)))  # two: no typing
+    assert [f"{item.account}/{item.batch_id}" for item in operation.items.all()] == kept
+    assert operation.source["left_out"] == [batch for batch in batches if batch not in kept]
+    assert operation.source["previewed"] == 5
+    assert CancelAttempt.objects.count() == 2
+    left = [batch.split("/")[1] for batch in batches if batch not in kept]
+    assert set(StoredBatch.objects.filter(batch_id__in=left).values_list("status", flat=True)) <= {
+        "in_progress",
+        "validating",
+    }
+
+
+def test_only_previewed_batches_can_be_confirmed(operator_client, anthropic_sdk, openai_sdk):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
+    _, listed, token = preview(operator_client, "account=anthropic-ops")
+    other = openai_batch(openai_sdk, seconds=600).id
+    poll_store()
+    refused = confirm(operator_client, token, [*listed, f"openai-ops/{other}"])
+    assert refused.status_code == 400
+    assert "Only batches of the preview can be canceled from it" in text(refused)
+    refused = confirm(operator_client, token, [])
+    assert refused.status_code == 400 and "No batch is selected" in text(refused)
+    refused = confirm(operator_client, token[:-2] + "xx", listed)
+    assert refused.status_code == 400 and "does not come from a preview" in text(refused)
+    assert BulkCancel.objects.count() == 0 and CancelAttempt.objects.count() == 0
+    assert batches == listed
+
+
+def test_what_changed_since_the_preview_is_said_and_only_the_previewed_batches_are_canceled(
+    operator_client, anthropic_sdk, openai_sdk
+):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=0)
+    _, listed, token = preview(operator_client, "account=anthropic-ops")
+    arrived = anthropic_batch(anthropic_sdk, seconds=600).id  # after the preview
+    ended = listed[1].split("/")[1]
+    created_ago(ended, hours=1)  # ended meanwhile: its processing is long over
+    poll_store()
+
+    operation = finished(operation_of(confirm(operator_client, token, listed)))
+    assert "1 of the batches previewed can no longer be canceled" in operation.note
+    assert "1 batch not in the preview now match the filter: not included" in operation.note
+    assert arrived not in states(operation)
+    assert states(operation) == {
+        listed[0].split("/")[1]: State.CANCELED,
+        ended: State.ALREADY_ENDED,
+        listed[2].split("/")[1]: State.CANCELED,
+    }
+    assert anthropic_sdk().messages.batches.retrieve(arrived).processing_status == "in_progress"
+    page = text(operator_client.get(f"/bulk-cancel/{operation.pk}/"))
+    assert "Since the preview: 1 of the batches previewed can no longer be canceled" in page
+
+
+# --- permission and CSRF ---------------------------------------------------------------------------
+
+
+def test_every_bulk_endpoint_needs_the_cancel_permission(
+    viewer_client, operator, anthropic_sdk, openai_sdk, upstream_calls
+):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=1)
+    operator_client = Client()
+    operator_client.force_login(operator)
+    _, listed, token = preview(operator_client)
+    operation = finished(operation_of(confirm(operator_client, token, listed[:1])))
+    upstream_calls.clear()
+    attempts = CancelAttempt.objects.count()
+
+    assert viewer_client.get("/bulk-cancel/preview").status_code == 403
+    assert viewer_client.get("/bulk-cancel/").status_code == 403
+    assert viewer_client.get(f"/bulk-cancel/{operation.pk}/").status_code == 403
+    assert viewer_client.get(f"/bulk-cancel/{operation.pk}/", **HTMX).status_code == 403
+    # A direct POST, with the operator's own preview token even: refused before anything is made.
+    assert confirm(viewer_client, token, listed, "2").status_code == 403
+    assert BulkCancel.objects.count() == 1 and CancelAttempt.objects.count() == attempts
+    assert upstream_calls == []
+    assert StoredBatch.objects.get(batch_id=batches[1].split("/")[1]).status in ("validating", "in_progress")
+
+
+def test_a_preview_made_for_another_user_is_refused(operator_client, anthropic_sdk, openai_sdk):
+    from tests.conftest import make_user
+
+    running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
+    other = make_user("other-operator", can_cancel=True)
+    other_client = Client()
+    other_client.force_login(other)
+    _, listed, token = preview(other_client)
+    refused = confirm(operator_client, token, listed)
+    assert refused.status_code == 400 and "made for another user" in text(refused)
+    assert BulkCancel.objects.count() == 0
+
+
+def test_the_confirmation_needs_the_csrf_token(operator, anthropic_sdk, openai_sdk):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator)
+    response, listed, token = preview(client)
+    assert confirm(client, token, listed).status_code == 403
+    assert BulkCancel.objects.count() == 0 and CancelAttempt.objects.count() == 0
+    # With the form's own token it goes through.
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', text(response)).group(1)
+    response = client.post("/bulk-cancel/confirm", {"token": token, "batch": listed, "csrfmiddlewaretoken": csrf})
+    assert finished(operation_of(response)).total == 1
+
+
+def test_a_user_who_lost_the_permission_before_the_work_gets_items_skipped(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
+    _, listed, token = preview(operator_client)
+    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-1")
+    operator.user_permissions.remove(Permission.objects.get(codename="cancel_batch"))
+    bulk.run(operation_id=operation.pk, worker="web-1")
+    operation.refresh_from_db()
+    assert set(states(operation).values()) == {State.SKIPPED}
+    assert operation.items.first().message == "Not canceled: operator may not cancel batches now."
+    assert operation.finished_at is not None
+    assert CancelAttempt.objects.count() == 0
+
+
+def _accounts():
+    from dashboard.accounts import configured_accounts
+
+    return configured_accounts()
+
+
+# --- the work: audited, each batch once, resumable --------------------------------------------------
+
+
+def test_each_batch_is_canceled_once_and_audited_like_a_single_cancel(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=2)
+    _, listed, token = preview(operator_client)
+    operation = finished(operation_of(confirm(operator_client, token, listed, "5")))
+
+    assert operation.finished_at is not None and operation.actor == "operator" and operation.user == operator
+    assert operation.source["filters"] == {"provider": "", "account_key": "", "status": "", "search": ""}
+    items = list(operation.items.select_related("attempt"))
+    assert [f"{item.account}/{item.batch_id}" for item in items] == batches
+    for item in items:
+        assert item.state == State.CANCELED and item.finished_at is not None and item.claimed_until is None
+        attempt = item.attempt
+        assert (attempt.via, attempt.actor, attempt.user, attempt.outcome) == ("bulk", "operator", operator, "accepted")
+        assert (attempt.account, attempt.batch_id) == (item.account, item.batch_id)
+        assert attempt.finished_at is not None
+        assert item.message == attempt.message
+    assert CancelAttempt.objects.count() == 5  # one each
+    # The store has each cancel's answer, as after a single cancel.
+    assert set(StoredBatch.objects.values_list("status", flat=True)) == {"canceling", "cancelling"}
+    assert anthropic_sdk().messages.batches.retrieve(items[0].batch_id).processing_status == "canceling"
+
+
+def test_already_ended_and_failing_upstream_items_are_recorded_as_such(operator_client, anthropic_sdk, openai_sdk):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=2)
+    _, listed, token = preview(operator_client)
+    ended = batches[0].split("/")[1]
+    created_ago(ended, hours=1)  # ended upstream; the store does not know yet
+    fault("openai", "ops", "500")
+
+    operation = finished(operation_of(confirm(operator_client, token, listed, "4")))
+    result = {item.batch_id: item for item in operation.items.select_related("attempt")}
+    assert result[ended].state == State.ALREADY_ENDED
+    assert result[ended].attempt.outcome == "already_ended"
+    assert "had already ended" in result[ended].message
+    assert result[batches[1].split("/")[1]].state == State.CANCELED
+    for batch in batches[2:]:
+        item = result[batch.split("/")[1]]
+        assert item.state == State.FAILED and item.attempt.outcome == "upstream_error"
+        assert "HTTP 500" in item.message
+    assert operation.finished_at is not None
+    page = text(operator_client.get(f"/bulk-cancel/{operation.pk}/"))
+    assert re.search(r'class="total-failed">.*?<span class="n">2</span>', page, re.S)
+    assert re.search(r'class="total-already_ended">.*?<span class="n">1</span>', page, re.S)
+    fault("openai", "ops", "")
+
+
+class Killed(BaseException):
+    """The process died: nothing after this runs (not even `except Exception`)."""
+
+
+def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_expire(
+    operator, operator_client, anthropic_sdk, openai_sdk, quiet_poller
+):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=3)
+    _, listed, token = preview(operator_client)
+    operation = bulk.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="6", worker="web-dead"
+    )
+    calls = []
+
+    def dies_after_the_third_call(**kwargs):
+        result = services.cancel_batch(**kwargs)  # the third batch is canceled upstream and audited...
+        calls.append(kwargs["batch_id"])
+        if len(calls) == 3:
+            raise Killed  # ...and the process dies before recording it
+        return result
+
+    with pytest.raises(Killed):
+        bulk.run(operation_id=operation.pk, worker="web-dead", cancel=dies_after_the_third_call)
+    assert list(operation.items.values_list("state", flat=True)) == [State.CANCELED] * 2 + [State.PENDING] * 4
+    pending = operation.items.filter(state=State.PENDING)
+    assert set(pending.values_list("claimed_by", flat=True)) == {"web-dead"}
+    assert all(until > timezone.now() for until in pending.values_list("claimed_until", flat=True))
+
+    # While the claims last, a poller leaves the operation alone: its worker may be alive.
+    assert poller.run_cycle(owner="poller-1", now=timezone.now()) is not None
+    assert bulk.abandoned(timezone.now()) == []
+    assert pending.count() == 4 and set(pending.values_list("claimed_by", flat=True)) == {"web-dead"}
+
+    # The claims expire (the dead process renews nothing): the next cycle resumes the operation.
+    pending.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert bulk.abandoned(timezone.now()) == [operation.pk]
+    poller.run_cycle(owner="poller-1", now=timezone.now())
+    operation = finished(operation)
+    assert operation.finished_at is not None
+    assert set(states(operation).values()) == {State.CANCELED}
+    # The third batch was canceled once: its item records the dead worker's accepted attempt.
+    third = operation.items.get(position=2)
+    assert third.attempt is not None and third.attempt.outcome == "accepted"
+    for batch in batches:
+        assert CancelAttempt.objects.filter(batch_id=batch.split("/")[1]).count() == 1, batch
+    assert {item.claimed_by.split(":bulk:")[0] for item in operation.items.all()[3:]} == {"poller-1"}
+    progress = operator_client.get(f"/bulk-cancel/{operation.pk}/", **HTMX)
+    assert progress.status_code == 286
+
+
+def test_two_workers_racing_never_cancel_a_batch_twice(operator, operator_client, anthropic_sdk, openai_sdk):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=4, openai=4)
+    _, listed, token = preview(operator_client)
+    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="8", worker="x")
+    operation.items.update(claimed_by="", claimed_until=None)  # free for any worker, as a dead one's are
+    calls: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def slow_cancel(**kwargs):
+        with lock:
+            calls.append((threading.current_thread().name, kwargs["batch_id"]))
+        time.sleep(0.05)  # a cancel takes a while: the other worker tries to take the same item meanwhile
+        return services.cancel_batch(**kwargs)
+
+    def work(name: str) -> None:
+        try:
+            bulk.run(operation_id=operation.pk, worker=name, cancel=slow_cancel)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(name,), name=name) for name in ("worker-a", "worker-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    operation.refresh_from_db()
+    canceled = [batch_id for _, batch_id in calls]
+    assert sorted(canceled) == sorted(batch.split("/")[1] for batch in batches)  # each exactly once
+    assert CancelAttempt.objects.count() == 8
+    assert set(states(operation).values()) == {State.CANCELED}
+    assert operation.finished_at is not None
+    assert {item.claimed_by for item in operation.items.all()} <= {"worker-a", "worker-b"}
+
+
+def test_a_claim_is_taken_by_one_worker_and_taken_over_only_once_it_expired(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
+    _, listed, token = preview(operator_client)
+    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="a")
+    item = operation.items.get()
+    now = timezone.now()
+    assert bulk.claim(item.pk, worker="a", now=now)  # its own reservation: renewed
+    assert not bulk.claim(item.pk, worker="b", now=now)  # held
+    later = now + timedelta(seconds=bulk.claim_seconds() + 1)
+    assert bulk.claim(item.pk, worker="b", now=later)  # expired: taken over
+    assert not bulk.claim(item.pk, worker="a", now=later)  # and then it is b's
+    BulkCancelItem.objects.filter(pk=item.pk).update(state=State.CANCELED)
+    assert not bulk.claim(item.pk, worker="b", now=later + timedelta(days=1))  # done: never claimed again
+
+
+# --- progress ----------------------------------------------------------------------------------------
+
+
+def test_the_progress_page_polls_until_the_operation_has_finished(operator, operator_client, anthropic_sdk, openai_sdk):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
+    _, listed, token = preview(operator_client)
+    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+
+    page = operator_client.get(f"/bulk-cancel/{operation.pk}/")
+    assert page.status_code == 200
+    assert f'hx-get="/bulk-cancel/{operation.pk}/" hx-trigger="every 1s"' in text(page)
+    assert "<strong>Working</strong>: 0 of 2 done" in text(page)
+    poll = operator_client.get(f"/bulk-cancel/{operation.pk}/", **HTMX)
+    assert poll.status_code == 200 and "hx-trigger" in text(poll) and "<html" not in text(poll)
+    assert text(poll).count('data-state="pending"') == 2
+
+    bulk.run(operation_id=operation.pk, worker="w")
+    poll = operator_client.get(f"/bulk-cancel/{operation.pk}/", **HTMX)
+    assert poll.status_code == 286  # htmx stops polling
+    assert "hx-trigger" not in text(poll) and "<strong>Finished</strong>" in text(poll)
+    assert text(poll).count('data-state="canceled"') == 2
+    assert re.search(r'class="total-canceled">.*?<span class="n">2</span>', text(poll), re.S)
+    page = operator_client.get(f"/bulk-cancel/{operation.pk}/")
+    assert page.status_code == 200
+    section = re.search(r'<section id="bulk-progress"[^>]*>', text(page)).group(0)
+    assert "is-finished" in section and "hx-trigger" not in section
+    listing = text(operator_client.get("/bulk-cancel/"))
+    assert f'<a href="/bulk-cancel/{operation.pk}/">#{operation.pk}</a>' in listing
+
+
+def test_a_refused_cancel_of_a_batch_already_being_canceled_counts_as_canceled(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=0, openai=2)
+    _, listed, token = preview(operator_client)
+    first = batches[0].split("/")[1]
+    openai_sdk().batches.cancel(first)  # canceled meanwhile, elsewhere
+    poll_store()
+    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+
+    def refuses_the_first(**kwargs):
+        if kwargs["batch_id"] == first:  # as a provider that refuses a second cancel would answer
+            return services.CancelResult(
+                outcome="upstream_error", message="HTTP 409: already cancelling", status_after=""
+            )
+        return services.cancel_batch(**kwargs)
+
+    bulk.run(operation_id=operation.pk, worker="w", cancel=refuses_the_first)
+    item = operation.items.get(batch_id=first)
+    assert item.state == State.CANCELED
+    assert item.message.startswith("Already being canceled (requested ")
+    assert item.message.endswith("status cancelling): HTTP 409: already cancelling")
+    assert operation.items.get(batch_id=batches[1].split("/")[1]).state == State.CANCELED
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/summary"),
+        ("get", "/bulk-cancel/"),
+        ("get", "/bulk-cancel/preview?status=active"),
+        ("post", "/bulk-cancel/confirm"),
+        ("get", "/bulk-cancel/1/"),
+    ],
+)
+def test_anonymous_requests_go_to_sign_in(client, db, method, path):
+    response = getattr(client, method)(path)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert getattr(client, method)(path, **HTMX).status_code == 401  # htmx: the whole page goes to sign in
+    assert BulkCancel.objects.count() == 0
+
+
+def test_get_on_the_confirmation_is_405_and_an_unknown_operation_404(operator_client, db):
+    assert operator_client.get("/bulk-cancel/confirm").status_code == 405
+    assert operator_client.get("/bulk-cancel/999/").status_code == 404
+
+
+def test_an_operation_whose_worker_died_after_its_last_item_is_marked_finished(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
+    _, listed, token = preview(operator_client)
+    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation.items.update(state=State.CANCELED, claimed_until=None)  # recorded; then the process died
+    assert bulk.resume_abandoned(owner="poller-1", now=timezone.now()) == []  # nothing left to cancel
+    operation.refresh_from_db()
+    assert operation.finished_at is not None
