@@ -5,9 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 # Playwright's sync API runs an event loop in the test thread; Django's ORM must still be usable there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+# expect() waits 5 s by default: a poller process's first cycle, or a loaded machine (a parallel
+# run), can take longer to bring a row in. Tests that wait for longer say so themselves.
+expect.set_options(timeout=15_000)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
