@@ -10,10 +10,13 @@ from .models import (
     AlarmEvaluator,
     AlarmRule,
     AlarmThreshold,
+    BulkCancel,
+    BulkCancelItem,
     CancelAttempt,
     Delivery,
     NotificationChannel,
     NotificationEvent,
+    ResultsSummary,
     StoredBatch,
 )
 
@@ -228,3 +231,31 @@ class DeliveryAdmin(ReadOnlyAdmin):
         if skipped:
             message += f" {skipped} already sent: not sent again."
         self.message_user(request, message, messages.SUCCESS)
+
+
+class BulkCancelItemInline(admin.TabularInline):
+    model = BulkCancelItem
+    fields = ["position", "account", "batch_id", "state", "message", "attempt", "finished_at"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BulkCancel)
+class BulkCancelAdmin(ReadOnlyAdmin):
+    """Bulk cancels, one audited operation each, with every batch's outcome (each also a CancelAttempt)."""
+
+    list_display = ["created_at", "actor", "total", "confirmed", "finished_at"]
+    date_hierarchy = "created_at"
+    inlines = [BulkCancelItemInline]
+
+
+@admin.register(ResultsSummary)
+class ResultsSummaryAdmin(ReadOnlyAdmin):
+    """Error summaries of ended batches, counted once from the provider's results."""
+
+    list_display = ["batch", "sources", "total"]
+    search_fields = ["batch__batch_id"]

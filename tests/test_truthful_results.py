@@ -237,9 +237,16 @@ def test_the_operator_make_run_creates_reads_the_audit_trail_and_the_store_in_th
     call_command("ensure_operator", stdout=io.StringIO())
     client = Client()
     client.force_login(get_user_model().objects.get(username="operator"))
-    for page in ("audit/", "admin/", "admin/dashboard/cancelattempt/", "admin/dashboard/storedbatch/"):
+    pages = ("audit/", "admin/", "admin/dashboard/cancelattempt/", "admin/dashboard/storedbatch/")
+    for page in pages:
         assert client.get("/" + page).status_code == 200, page
     assert client.get("/admin/auth/user/").status_code == 403, "operators do not manage users"
+
+
+def test_staff_read_bulk_cancels_and_stored_summaries_in_the_admin(admin_client):
+    for page in ("bulkcancel", "resultssummary"):
+        assert admin_client.get(f"/admin/dashboard/{page}/").status_code == 200, page
+        assert admin_client.get(f"/admin/dashboard/{page}/add/").status_code == 403, "read-only"
 
 
 # --- a batch the provider no longer knows -------------------------------------------------------------
