@@ -55,13 +55,14 @@ def test_signed_out_in_another_tab_the_whole_page_signs_in_and_comes_back(
     page.goto(watched)
     row = page.locator(f"#row-anthropic-ops-{running.id}")
     expect(row.locator(".badge")).to_have_text("in_progress", timeout=WAIT)
-    # The live row and the probe for new batches both poll; whichever asks first moves the page.
+    # The live row, the probe for new batches and the header's alarm badge all poll; whichever asks
+    # first moves the page.
     poll_answers: list[tuple[int, str | None]] = []
     page.on(
         "response",
         lambda response: (
             poll_answers.append((response.status, response.headers.get("hx-redirect")))
-            if response.url.endswith(f"{running.id}/row") or "newer_than=" in response.url
+            if response.request.headers.get("hx-request") == "true"
             else None
         ),
     )
