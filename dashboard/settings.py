@@ -242,6 +242,8 @@ SIMULATOR_ERROR_PERCENT = int(os.environ.get("SIMULATOR_ERROR_PERCENT", "8"))
 SIMULATOR_EXPIRE_PERCENT = int(os.environ.get("SIMULATOR_EXPIRE_PERCENT", "2"))
 # How long the `hang` fault holds a request before answering (past any sane client timeout).
 SIMULATOR_HANG_SECONDS = float(os.environ.get("SIMULATOR_HANG_SECONDS", "30"))
+# Where ended batches' results files are kept once rendered (empty: a directory under the temp dir).
+SIMULATOR_RESULTS_DIR = os.environ.get("SIMULATOR_RESULTS_DIR", "")
 
 # --- Dashboard -----------------------------------------------------------------------------
 PORT = os.environ.get("PORT", "8000")

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 
-from . import clock
+from . import clock, results_cache
 from .models import BASE62, Fault, Provider, SimAccount, SimBatch, SimRequest, anthropic_batch_id
 from .progression import AnthropicState, Outcome, anthropic_state
 from .wire import (
@@ -266,7 +266,9 @@ def batch_detail(request: HttpRequest, account: SimAccount, batch_id: str) -> Js
             f"Message batch {batch_id} cannot be deleted while it is still processing. "
             "Cancel it first and wait until it has ended."
         )
+    gone = (batch.account_id, batch.pk)
     batch.delete()
+    results_cache.forget([gone])
     return JsonResponse({"id": batch_id, "type": "message_batch_deleted"})
 
 
@@ -290,7 +292,13 @@ def batch_results(request: HttpRequest, account: SimAccount, batch_id: str) -> S
         raise DIALECT.bad_request(
             f"Message batch {batch_id} has not finished processing yet; results are available once it has ended."
         )
-    response = StreamingHttpResponse(in_chunks(result_lines(batch, state)), content_type="application/x-jsonl")
+    chunks = results_cache.results_chunks(
+        batch,
+        "results",
+        final=results_cache.is_final(batch, state.is_ended),
+        render=lambda: in_chunks(result_lines(batch, state)),
+    )
+    response = StreamingHttpResponse(chunks, content_type="application/x-jsonl")
     response["Content-Disposition"] = f'attachment; filename="{batch_id}_results.jsonl"'
     return response
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.db import transaction
 
-from . import clock
+from . import clock, results_cache
 from .models import Provider, SimAccount, SimBatch, SimFile, SimRequest, anthropic_batch_id, key_digest, openai_batch_id
 
 DEMO_KEYS = {
@@ -110,7 +110,9 @@ def seed_demo_batches() -> int:
     old_inputs = list(
         SimBatch.objects.filter(is_demo=True).exclude(input_file=None).values_list("input_file", flat=True)
     )
+    gone = list(SimBatch.objects.filter(is_demo=True).values_list("account_id", "pk"))
     SimBatch.objects.filter(is_demo=True).delete()
+    transaction.on_commit(lambda: results_cache.forget(gone))
     SimFile.objects.filter(pk__in=old_inputs).delete()
 
     now = clock.now()

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from . import clock
+from . import clock, results_cache
 from .anthropic_api import in_chunks, stable_token
 from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, openai_batch_id
 from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
@@ -192,7 +192,12 @@ def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> Json
         {
             "id": file_id,
             "object": "file",
-            "bytes": sum(len(line) for line in output_lines(batch, state, errors=errors)),
+            "bytes": results_cache.results_size(
+                batch,
+                "errors" if errors else "output",
+                final=results_cache.is_final(batch, state.is_ended),
+                render=lambda: in_chunks(output_lines(batch, state, errors=errors)),
+            ),
             "created_at": unix(state.finalizing_at or state.cancelled_at or state.expired_at),
             "expires_at": None,
             "filename": f"{batch.public_id}_{'error' if errors else 'output'}.jsonl",
@@ -209,9 +214,13 @@ def file_content(request: HttpRequest, account: SimAccount, file_id: str) -> Htt
     if file is not None:
         return HttpResponse(bytes(file.content), content_type="application/octet-stream")
     batch, state, errors = batch_file(account, file_id)
-    return StreamingHttpResponse(
-        in_chunks(output_lines(batch, state, errors=errors)), content_type="application/octet-stream"
+    chunks = results_cache.results_chunks(
+        batch,
+        "errors" if errors else "output",
+        final=results_cache.is_final(batch, state.is_ended),
+        render=lambda: in_chunks(output_lines(batch, state, errors=errors)),
     )
+    return StreamingHttpResponse(chunks, content_type="application/octet-stream")
 
 
 # --- batches -------------------------------------------------------------------------------
