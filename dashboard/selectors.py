@@ -264,9 +264,26 @@ def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime
     )
 
 
+_ROW_SQL: dict[str, tuple[str, int, int, tuple]] = {}  # database alias -> (SQL, index of account, of batch id)
+_ACCOUNT_MARK, _BATCH_MARK = "\x00account", "\x00batch"
+
+
+def _row_sql(alias: str) -> tuple[str, int, int, tuple]:
+    """The row poll's SQL, compiled by the ORM once per database: building and compiling the query
+    with its three subqueries cost a row poll about twice what running it does."""
+    if alias not in _ROW_SQL:
+        query = _with_account_health(StoredBatch.objects.filter(account=_ACCOUNT_MARK, batch_id=_BATCH_MARK))
+        sql, params = query.order_by()[:1].query.sql_with_params()
+        _ROW_SQL[alias] = (sql, params.index(_ACCOUNT_MARK), params.index(_BATCH_MARK), tuple(params))
+    return _ROW_SQL[alias]
+
+
 def batch_row(*, account: Account, batch_id: str, now: datetime | None = None) -> StoredView | None:
     """One stored batch with its freshness: a single query, the whole cost of a row poll."""
-    row = _with_account_health(StoredBatch.objects.filter(account=account.key, batch_id=batch_id)).first()
+    sql, account_at, batch_at, template = _row_sql(StoredBatch.objects.db)
+    params = list(template)
+    params[account_at], params[batch_at] = account.key, batch_id
+    row = next(iter(StoredBatch.objects.raw(sql, params)), None)
     return None if row is None else _view(row, now or timezone.now())
 
 
