@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from harness import process_tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -72,28 +73,6 @@ def machine_busy_seconds() -> float:
         int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
     )
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and all its descendants (gunicorn's workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        total += times.get(current, 0.0)
-        todo.extend(children.get(current, []))
-    return total
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -347,13 +326,17 @@ async def load(
     polling["deadline"] = polling["start"] + seconds
     go.set()
     served_before, errors_before = tally.served, len(tally.errors)
-    cpu_before, server_cpu_before, busy_before = time.process_time(), cpu_seconds(server_pid), machine_busy_seconds()
-    poller_cpu_before = cpu_seconds(poller_pid)
+    cpu_before, server_cpu_before, busy_before = (
+        time.process_time(),
+        process_tree_cpu(server_pid),
+        machine_busy_seconds(),
+    )
+    poller_cpu_before = process_tree_cpu(poller_pid)
     async with asyncio.timeout(seconds + 60):
         await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - polling["start"]
-    server_cpu = cpu_seconds(server_pid) - server_cpu_before
-    poller_cpu = cpu_seconds(poller_pid) - poller_cpu_before
+    server_cpu = process_tree_cpu(server_pid) - server_cpu_before
+    poller_cpu = process_tree_cpu(poller_pid) - poller_cpu_before
     bench_cpu = time.process_time() - cpu_before
     others_cpu = max(0.0, machine_busy_seconds() - busy_before - server_cpu - bench_cpu - poller_cpu)
     return {
