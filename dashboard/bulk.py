@@ -24,6 +24,7 @@ operation: items of a user who lost it (or an account no longer configured) are 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -35,9 +36,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import signing
-from django.db import connections, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from . import providers, selectors, services
@@ -49,7 +51,10 @@ logger = logging.getLogger(__name__)
 CANCEL_PERMISSION = "dashboard.cancel_batch"  # as views.CANCEL_PERMISSION
 MAX_BATCHES = 500  # one operation's batches at most: narrow the filter for more
 TYPED_ABOVE = 3  # above this many batches, the user types their number to confirm
-PREVIEW_MAX_AGE = 60 * 60  # seconds a preview stays confirmable
+PREVIEW_MAX_AGE = 60 * 60  # seconds a preview stays confirmable (once: a second confirmation gets the same operation)
+# The typed number is asked once a user's confirmations within this window add up to more than TYPED_ABOVE,
+# so that splitting many batches into small confirmations does not skip it.
+TYPED_WINDOW = timedelta(minutes=10)
 SALT = "dashboard.bulk.preview"
 State = BulkCancelItem.State
 FILTER_NAMES = ("provider", "account_key", "status", "search")
@@ -98,14 +103,20 @@ class Preview:
     batches: list[dict[str, Any]]  # account, provider, batch_id, status, created_at, total, processing, metadata
     matched: int  # how many match: more than MAX_BATCHES means too many to cancel at once
     token: str  # signed: the user, the filters and the previewed batches
+    recently_confirmed: int = 0  # batches the user confirmed within TYPED_WINDOW: they count for the typing
 
     @property
     def too_many(self) -> bool:
         return self.matched > MAX_BATCHES
 
     @property
+    def typed_above(self) -> int:
+        """Above this many of the preview's batches selected, their number is to be typed."""
+        return max(0, TYPED_ABOVE - self.recently_confirmed)
+
+    @property
     def needs_typing(self) -> bool:
-        return len(self.batches) > TYPED_ABOVE
+        return len(self.batches) > self.typed_above
 
 
 PREVIEW_FIELDS = ("account", "provider", "batch_id", "status", "created_at", "total", "processing", "metadata")
@@ -123,7 +134,8 @@ def preview(*, user, accounts: list[Account], filters: dict[str, str]) -> Previe
         salt=SALT,
         compress=True,
     )
-    return Preview(batches=batches, matched=len(batches), token=token)
+    recent = recently_confirmed(user=user, now=timezone.now())
+    return Preview(batches=batches, matched=len(batches), token=token, recently_confirmed=recent)
 
 
 def preview_again(*, token: str, user) -> Preview:
@@ -139,7 +151,8 @@ def preview_again(*, token: str, user) -> Preview:
         stored.get(batch) or {"account": batch[0], "batch_id": batch[1], "status": "not in the store"}
         for batch in previewed.batches
     ]
-    return Preview(batches=batches, matched=len(batches), token=token)
+    recent = recently_confirmed(user=user, now=timezone.now())
+    return Preview(batches=batches, matched=len(batches), token=token, recently_confirmed=recent)
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,17 @@ def batch_key(account: str, batch_id: str) -> str:
 # --- confirm ------------------------------------------------------------------------------------
 
 
+def preview_digest(token: str) -> str:
+    """A preview's identity, kept with the operation it made."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def recently_confirmed(*, user, now: datetime) -> int:
+    """The batches this user confirmed within TYPED_WINDOW before `now`."""
+    recent = BulkCancel.objects.filter(user=user, created_at__gt=now - TYPED_WINDOW)
+    return recent.aggregate(batches=Sum("total"))["batches"] or 0
+
+
 def create(
     *,
     user,
@@ -180,51 +204,80 @@ def create(
     typed: str,
     worker: str,
     now: datetime | None = None,
-) -> BulkCancel:
+) -> tuple[BulkCancel, bool]:
     """The operation and its items, in one transaction, the items claimed by `worker` (which is to
-    run it at once); raises Refused for anything the server will not act on."""
+    run it at once), and True; or, for a preview confirmed before, the operation it made, and False.
+    Raises Refused for anything the server will not act on."""
     if not may_cancel(user):
         raise Refused("You do not have permission to cancel batches.")
     previewed = read_token(token, user=user)
+    digest = preview_digest(token)
+    earlier = BulkCancel.objects.filter(preview_digest=digest).first()
+    if earlier is not None:
+        return earlier, False
     chosen = set(selected)
     batches = [batch for batch in previewed.batches if batch_key(*batch) in chosen]
     if len(batches) != len(chosen):
         raise Refused("Only batches of the preview can be canceled from it: open the preview again.")
     if not batches:
         raise Refused("No batch is selected: nothing to cancel.")
-    confirmed = len(batches) > TYPED_ABOVE
-    if confirmed and typed.strip() != str(len(batches)):
-        raise Refused(
-            f"To cancel these {len(batches)} batches, type their number, {len(batches)}, in the box: "
-            f"you typed {typed.strip()[:20]!r}."
-        )
     now = now or timezone.now()
     note = what_changed(accounts=accounts, previewed=previewed, chosen=batches)
     left_out = [batch_key(*batch) for batch in previewed.batches if batch_key(*batch) not in chosen]
-    with transaction.atomic():
-        operation = BulkCancel.objects.create(
-            created_at=now,
-            user=user,
-            actor=user.get_username(),
-            source={"filters": previewed.filters, "previewed": len(previewed.batches), "left_out": left_out},
-            total=len(batches),
-            confirmed=confirmed,
-            note=note,
-        )
-        until = now + timedelta(seconds=claim_seconds())
-        BulkCancelItem.objects.bulk_create(
-            BulkCancelItem(
-                operation=operation,
-                position=position,
-                account=account,
-                batch_id=batch_id,
-                claimed_by=worker,
-                claimed_until=until,
+    try:
+        with transaction.atomic():
+            # One confirmation of a user at a time (SQLite: every write transaction is), so that two at
+            # once see each other: the same preview's, and the batches counted for the typed number.
+            list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+            earlier = BulkCancel.objects.filter(preview_digest=digest).first()
+            if earlier is not None:
+                return earlier, False
+            recent = recently_confirmed(user=user, now=now)
+            confirmed = recent + len(batches) > TYPED_ABOVE
+            if confirmed and typed.strip() != str(len(batches)):
+                raise Refused(_typing_asked(len(batches), recent=recent, typed=typed))
+            operation = BulkCancel.objects.create(
+                created_at=now,
+                user=user,
+                actor=user.get_username(),
+                source={"filters": previewed.filters, "previewed": len(previewed.batches), "left_out": left_out},
+                total=len(batches),
+                confirmed=confirmed,
+                note=note,
+                preview_digest=digest,
             )
-            for position, (account, batch_id) in enumerate(batches)
-        )
+            until = now + timedelta(seconds=claim_seconds())
+            BulkCancelItem.objects.bulk_create(
+                BulkCancelItem(
+                    operation=operation,
+                    position=position,
+                    account=account,
+                    batch_id=batch_id,
+                    claimed_by=worker,
+                    claimed_until=until,
+                )
+                for position, (account, batch_id) in enumerate(batches)
+            )
+    except IntegrityError:
+        # The same preview confirmed at the same moment elsewhere, where the lock above does not hold.
+        earlier = BulkCancel.objects.filter(preview_digest=digest).first()
+        if earlier is None:
+            raise
+        return earlier, False
     logger.info("bulk cancel #%s by %s: %d batches", operation.pk, operation.actor, operation.total)
-    return operation
+    return operation, True
+
+
+def _typing_asked(count: int, *, recent: int, typed: str) -> str:
+    asked = f"To cancel these {count} batches, type their number, {count}, in the box: "
+    asked += f"you typed {typed.strip()[:20]!r}."
+    if not recent:
+        return asked
+    minutes = int(TYPED_WINDOW.total_seconds() // 60)
+    return (
+        f"You confirmed {recent} batch{'es' if recent != 1 else ''} in the last {minutes} minutes, so the number is "
+        f"asked above {TYPED_ABOVE} in all. {asked}"
+    )
 
 
 def what_changed(*, accounts: list[Account], previewed: Previewed, chosen: list[tuple[str, str]]) -> str:
@@ -281,9 +334,9 @@ def _renew(operation_id: int, *, worker: str, now: datetime) -> None:
     ).update(claimed_until=until)
 
 
-def _finish(item_id: int, *, worker: str, state: str, message: str, attempt: CancelAttempt | None = None) -> bool:
+def _finish(item_id: int, *, worker: str, state: str, message: str) -> bool:
     done = BulkCancelItem.objects.filter(pk=item_id, state=State.PENDING, claimed_by=worker).update(
-        state=state, message=message[:2000], attempt=attempt, finished_at=timezone.now(), claimed_until=None
+        state=state, message=message[:2000], finished_at=timezone.now(), claimed_until=None
     )
     if not done:
         logger.warning("bulk cancel item %s was taken over while %s canceled it", item_id, worker)
@@ -322,61 +375,77 @@ def run(
 
 
 def _work_on(operation: BulkCancel, item: BulkCancelItem, *, user, allowed: bool, worker: str, cancel) -> None:
+    try:
+        account: Account | None = services.resolve(account_key=item.account, batch_id=item.batch_id)
+    except services.UnknownBatch:
+        account = None
+    if item.attempt_id is not None and _settled_by_earlier_attempt(item, account=account, worker=worker):
+        return
     if not allowed:
         who = operation.actor or "its user"
         _finish(item.pk, worker=worker, state=State.SKIPPED, message=f"Not canceled: {who} may not cancel batches now.")
         return
-    try:
-        account = services.resolve(account_key=item.account, batch_id=item.batch_id)
-    except services.UnknownBatch:
+    if account is None:
         _finish(item.pk, worker=worker, state=State.SKIPPED, message="Not canceled: its account is not configured now.")
         return
-    earlier = _earlier_accepted(operation, item, worker=worker)
-    if earlier is not None:
-        # A worker that died after the cancel and before recording it: the audit trail has it.
-        _finish(item.pk, worker=worker, state=State.CANCELED, message=earlier.message, attempt=earlier)
+    attempt = _begin_attempt(operation, item, user=user, worker=worker)
+    if attempt is None:
+        logger.warning("bulk cancel item %s was taken over before %s canceled it", item.pk, worker)
         return
-    started = timezone.now()
-    result = cancel(account=account, batch_id=item.batch_id, actor=operation.actor, user=user, via="bulk")
-    # The attempt services.cancel_batch wrote (it does not return it): this actor's, since the call.
-    attempt = (
-        CancelAttempt.objects.filter(
-            via="bulk", account=item.account, batch_id=item.batch_id, actor=operation.actor, requested_at__gte=started
-        )
-        .order_by("-id")
-        .first()
+    result = cancel(
+        account=account, batch_id=item.batch_id, actor=operation.actor, user=user, via="bulk", attempt=attempt
     )
-    state, message = _state_of(result, account=account, item=item, since=operation.created_at)
-    _finish(item.pk, worker=worker, state=state, message=message, attempt=attempt)
+    state, message = _state_of(result, item=item)
+    _finish(item.pk, worker=worker, state=state, message=message)
 
 
-def _earlier_accepted(operation: BulkCancel, item: BulkCancelItem, *, worker: str) -> CancelAttempt | None:
-    """This operation's accepted cancel of the item's batch, if an earlier worker made one and died
-    before recording it. Looked for only in items another worker claimed before: resumed ones."""
-    if item.claimed_by == worker:
-        return None
-    return (
-        CancelAttempt.objects.filter(
-            via="bulk",
-            account=item.account,
-            batch_id=item.batch_id,
-            actor=operation.actor,
-            requested_at__gte=operation.created_at,
-            outcome=CancelAttempt.Outcome.ACCEPTED,
+def _begin_attempt(operation: BulkCancel, item: BulkCancelItem, *, user, worker: str) -> CancelAttempt | None:
+    """The item's cancel attempt, recorded and linked to it before the upstream call, so that whoever
+    resumes the item after a crash knows exactly which attempt was in flight; None if the item is
+    not this worker's any more."""
+    with transaction.atomic():
+        attempt = CancelAttempt.objects.create(
+            user=user, actor=operation.actor, via="bulk", account=item.account, batch_id=item.batch_id
         )
-        .order_by("requested_at", "id")
-        .first()
+        linked = BulkCancelItem.objects.filter(pk=item.pk, state=State.PENDING, claimed_by=worker).update(
+            attempt=attempt
+        )
+        if not linked:
+            transaction.set_rollback(True)
+            return None
+    return attempt
+
+
+def _settled_by_earlier_attempt(item: BulkCancelItem, *, account: Account | None, worker: str) -> bool:
+    """For an item a worker died on after recording its attempt: settle the attempt from upstream if
+    it is still pending, and finish the item by it; True if that finished it. False when upstream
+    says the batch was not canceled: the item is canceled anew (a new attempt)."""
+    attempt = CancelAttempt.objects.filter(pk=item.attempt_id).first()
+    if attempt is None:
+        return False
+    if attempt.outcome == CancelAttempt.Outcome.PENDING:
+        attempt = services.reconcile_attempt(attempt=attempt, account=account)
+    if attempt.reconciled_at is not None and attempt.outcome == CancelAttempt.Outcome.UPSTREAM_ERROR:
+        if attempt.status_after and account is not None:
+            return False  # upstream said it was not canceled: ask again
+        _finish(item.pk, worker=worker, state=State.FAILED, message=attempt.message)
+        return True
+    result = services.CancelResult(
+        outcome=attempt.outcome, message=attempt.message, status_after=attempt.status_after, attempt_id=attempt.pk
     )
+    state, message = _state_of(result, item=item)
+    _finish(item.pk, worker=worker, state=state, message=message)
+    return True
 
 
-def _state_of(result: services.CancelResult, *, account: Account, item: BulkCancelItem, since: datetime):
+def _state_of(result: services.CancelResult, *, item: BulkCancelItem):
     if result.outcome == CancelAttempt.Outcome.ACCEPTED:
         return State.CANCELED, result.message
     if result.outcome == CancelAttempt.Outcome.ALREADY_ENDED:
         return State.ALREADY_ENDED, result.message
     # Refused because it is being canceled already (by an earlier attempt, or someone else): the
     # batch is stopping, which is what was asked.
-    stored = StoredBatch.objects.filter(account=account.key, batch_id=item.batch_id).values(
+    stored = StoredBatch.objects.filter(account=item.account, batch_id=item.batch_id).values(
         "cancel_initiated_at", "is_ended", "status"
     )
     row = stored.first()
@@ -439,8 +508,14 @@ def abandoned(now: datetime) -> list[int]:
 
 def resume_abandoned(*, owner: str, now: datetime) -> list[int]:
     """For the poller, after each cycle: take over every operation a dead process left (its items'
-    claims expired), each on a thread of this process; the ids started. Never raises."""
+    claims expired), each on a thread of this process; the ids started. And settle the cancel
+    attempts (bulk or single) a dead process left pending, by what upstream says. Never raises."""
     started = []
+    try:
+        # No cancel call outlasts a claim: an attempt pending longer than one lasts has lost its process.
+        services.settle_abandoned_attempts(started_before=now - timedelta(seconds=claim_seconds()))
+    except Exception:
+        logger.exception("settling abandoned cancel attempts failed (polling goes on)")
     try:
         # A worker that died after its last item and before saying the operation finished (read
         # first: an UPDATE every cycle would take SQLite's write lock for nothing).

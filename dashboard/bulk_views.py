@@ -78,7 +78,9 @@ def _preview_context(shown: bulk.Preview, *, filters: dict[str, str], **extra) -
         "preview": shown,
         "scope": _scope(filters),
         "filter_query": _query(filters),
-        "typed_above": bulk.TYPED_ABOVE,
+        "typed_above": shown.typed_above,
+        "typed_limit": bulk.TYPED_ABOVE,
+        "typed_window_minutes": int(bulk.TYPED_WINDOW.total_seconds() // 60),
         "max_batches": bulk.MAX_BATCHES,
         "checked": None,  # every batch: the preview's first showing
         **extra,
@@ -92,7 +94,7 @@ def confirm(request: HttpRequest) -> HttpResponse:
     token = request.POST.get("token", "")
     worker = bulk.worker_name()
     try:
-        operation = bulk.create(
+        operation, created = bulk.create(
             user=request.user,
             accounts=configured_accounts(),
             token=token,
@@ -102,7 +104,9 @@ def confirm(request: HttpRequest) -> HttpResponse:
         )
     except bulk.Refused as refusal:
         return _refused(request, token, refusal.message)
-    transaction.on_commit(lambda: bulk.start(operation.pk, worker=worker))
+    if created:
+        transaction.on_commit(lambda: bulk.start(operation.pk, worker=worker))
+    # A preview confirmed again (a second click, another tab) gets the operation it made, nothing more.
     return redirect("bulk-cancel-progress", operation_id=operation.pk)
 
 

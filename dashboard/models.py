@@ -27,6 +27,12 @@ class CancelAttempt(models.Model):
     counts_at_cancel = models.JSONField(
         null=True, blank=True, help_text="request_counts as the provider reported them in its answer to the cancel."
     )
+    reconciled_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when the process making it died before recording upstream's answer: its outcome was "
+        "settled later from what upstream then said of the batch.",
+    )
 
     class Meta:
         ordering = ["-requested_at", "-id"]
@@ -529,6 +535,13 @@ class BulkCancel(models.Model):
     )
     note = models.TextField(blank=True, help_text="What changed between the preview and the confirmation.")
     finished_at = models.DateTimeField(null=True, blank=True, help_text="Empty while an item is pending.")
+    preview_digest = models.CharField(
+        max_length=64,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="SHA-256 of the confirmed preview's token: a preview makes one operation, however often confirmed.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

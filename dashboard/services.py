@@ -30,6 +30,7 @@ class CancelResult:
     outcome: str
     message: str
     status_after: str  # as the provider answered, or as stored when it did not say
+    attempt_id: int | None = None  # the CancelAttempt that records it
 
 
 class UnknownBatch(Exception):
@@ -44,15 +45,13 @@ def resolve(*, account_key: str, batch_id: str) -> Account:
     return account
 
 
-def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via: str = "web") -> CancelResult:
-    """Ask upstream to cancel, with the attempt recorded before the call and completed after it."""
-    attempt = CancelAttempt.objects.create(
-        user=user,
-        actor=actor,
-        via=via,
-        account=account.key,
-        batch_id=batch_id,
-    )
+def cancel_batch(
+    *, account: Account, batch_id: str, actor: str, user=None, via: str = "web", attempt: CancelAttempt | None = None
+) -> CancelResult:
+    """Ask upstream to cancel, with the attempt recorded before the call and completed after it.
+    `attempt`: a pending one the caller recorded already (bulk cancel links it to its item first)."""
+    if attempt is None:
+        attempt = CancelAttempt.objects.create(user=user, actor=actor, via=via, account=account.key, batch_id=batch_id)
     try:
         batch = provider_for(account).cancel(batch_id)
     except AlreadyEnded as error:
@@ -86,7 +85,74 @@ def cancel_batch(*, account: Account, batch_id: str, actor: str, user=None, via:
         attempt.counts_at_cancel = batch.raw.get("request_counts")
     attempt.finished_at = timezone.now()
     attempt.save(update_fields=["outcome", "message", "status_after", "finished_at", "counts_at_cancel"])
-    return CancelResult(outcome=attempt_outcome, message=message, status_after=attempt.status_after)
+    return CancelResult(
+        outcome=attempt_outcome, message=message, status_after=attempt.status_after, attempt_id=attempt.pk
+    )
+
+
+def reconcile_attempt(*, attempt: CancelAttempt, account: Account | None) -> CancelAttempt:
+    """Settle a pending attempt whose process died before recording upstream's answer, by what upstream
+    says of the batch now (`account` None: no longer configured, so not asked): a cancel requested
+    (canceling, or ended canceled) means it was accepted; ended without one, it had already ended;
+    otherwise not canceled (status_after says the status); unknown (status_after empty) if upstream
+    could not be asked. A cancel someone else requested meanwhile counts too: upstream cannot tell.
+    The attempt as settled, marked reconciled (by whichever process settled it first)."""
+    batch: Batch | None = None
+    try:
+        if account is None:
+            raise ProviderError("its account is not configured now")
+        batch = provider_for(account).retrieve(attempt.batch_id)
+    except Exception as error:
+        if not isinstance(error, ProviderError):
+            logger.exception("reconciling cancel attempt %s failed unexpectedly", attempt.pk)
+        outcome = CancelAttempt.Outcome.UPSTREAM_ERROR
+        why = error.message if isinstance(error, ProviderError) else type(error).__name__
+        message = (
+            "Its process died before recording upstream's answer, and asking upstream about the batch then "
+            f"failed ({why}): whether it was canceled is unknown, check the batch's status."
+        )
+    else:
+        _store(batch)
+        if batch.cancel_initiated_at is not None:
+            outcome = CancelAttempt.Outcome.ACCEPTED
+            message = (
+                "Cancel accepted (reconciled: its process died before recording the answer; upstream says a cancel "
+                f"was requested at {batch.cancel_initiated_at:%Y-%m-%d %H:%M:%S} UTC, status {batch.status})."
+            )
+        elif batch.is_ended:
+            outcome = CancelAttempt.Outcome.ALREADY_ENDED
+            message = f"The batch had already ended (reconciled: upstream says {batch.status}, never canceled)."
+        else:
+            outcome = CancelAttempt.Outcome.UPSTREAM_ERROR
+            message = (
+                "Not canceled (reconciled: its process died before recording upstream's answer, and upstream "
+                f"says the batch is {batch.status} with no cancel requested)."
+            )
+    now = timezone.now()
+    # counts_at_cancel stays empty: the counts now are not those at the cancel (see cancel_story).
+    settled = CancelAttempt.objects.filter(pk=attempt.pk, outcome=CancelAttempt.Outcome.PENDING).update(
+        outcome=outcome,
+        message=message,
+        status_after=batch.status if batch is not None else "",
+        finished_at=now,
+        reconciled_at=now,
+    )
+    if settled:
+        logger.warning(
+            "cancel attempt %s of %s/%s reconciled: %s", attempt.pk, attempt.account, attempt.batch_id, outcome
+        )
+    return CancelAttempt.objects.get(pk=attempt.pk)
+
+
+def settle_abandoned_attempts(*, started_before: datetime) -> int:
+    """Reconcile every attempt still pending that was made before `started_before` (its process is
+    gone: no cancel call lasts that long); how many."""
+    abandoned = list(
+        CancelAttempt.objects.filter(outcome=CancelAttempt.Outcome.PENDING, requested_at__lt=started_before)
+    )
+    for attempt in abandoned:
+        reconcile_attempt(attempt=attempt, account=find_account(attempt.account))
+    return len(abandoned)
 
 
 def _store(batch: Batch) -> None:

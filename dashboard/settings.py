@@ -272,6 +272,9 @@ POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
 POLL_CONCURRENCY = int(os.environ.get("POLL_CONCURRENCY", "8"))
 # How long a poller's hold on an account lasts unless renewed: a killed poller's accounts wait this long.
 POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10 * POLL_SECONDS))))
+# How long a bulk cancel item's claim lasts unless renewed (dashboard/bulk.py): past any cancel call.
+# 0 (the default): 4 × the upstream timeouts, at least 60 s.
+BULK_CANCEL_CLAIM_SECONDS = float(os.environ.get("BULK_CANCEL_CLAIM_SECONDS") or 0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"

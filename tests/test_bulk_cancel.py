@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from dashboard import bulk, poller, services
 from dashboard.models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
+from tests import bulk_deaths
+from tests.bulk_deaths import Killed
 from tests.factories import HTMX, anthropic_batch, created_ago, fault, openai_batch, poll_store, text
 
 State = BulkCancelItem.State
@@ -58,10 +60,10 @@ def states(operation: BulkCancel) -> dict[str, str]:
     return {item.batch_id: item.state for item in operation.items.all()}
 
 
-def running_batches(anthropic_sdk, openai_sdk, *, anthropic: int = 2, openai: int = 2) -> list[str]:
+def running_batches(anthropic_sdk, openai_sdk, *, anthropic: int = 2, openai: int = 2, seconds: int = 600) -> list[str]:
     """Running batches in the ops accounts, stored by a poll: ["account/id"], newest first."""
-    made = [("anthropic-ops", anthropic_batch(anthropic_sdk, seconds=600).id) for _ in range(anthropic)]
-    made += [("openai-ops", openai_batch(openai_sdk, seconds=600).id) for _ in range(openai)]
+    made = [("anthropic-ops", anthropic_batch(anthropic_sdk, seconds=seconds).id) for _ in range(anthropic)]
+    made += [("openai-ops", openai_batch(openai_sdk, seconds=seconds).id) for _ in range(openai)]
     for minutes, (_, batch_id) in enumerate(made, start=1):
         created_ago(batch_id, minutes=minutes)  # distinct creation times: the order is the list's
     poll_store()
@@ -267,7 +269,9 @@ def test_a_user_who_lost_the_permission_before_the_work_gets_items_skipped(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
     _, listed, token = preview(operator_client)
-    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-1")
+    operation, _ = bulk.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-1"
+    )
     operator.user_permissions.remove(Permission.objects.get(codename="cancel_batch"))
     bulk.run(operation_id=operation.pk, worker="web-1")
     operation.refresh_from_db()
@@ -334,16 +338,12 @@ def test_already_ended_and_failing_upstream_items_are_recorded_as_such(operator_
     fault("openai", "ops", "")
 
 
-class Killed(BaseException):
-    """The process died: nothing after this runs (not even `except Exception`)."""
-
-
 def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_expire(
     operator, operator_client, anthropic_sdk, openai_sdk, quiet_poller
 ):
     batches = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=3)
     _, listed, token = preview(operator_client)
-    operation = bulk.create(
+    operation, _ = bulk.create(
         user=operator, accounts=_accounts(), token=token, selected=listed, typed="6", worker="web-dead"
     )
     calls = []
@@ -387,7 +387,7 @@ def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_exp
 def test_two_workers_racing_never_cancel_a_batch_twice(operator, operator_client, anthropic_sdk, openai_sdk):
     batches = running_batches(anthropic_sdk, openai_sdk, anthropic=4, openai=4)
     _, listed, token = preview(operator_client)
-    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="8", worker="x")
+    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="8", worker="x")
     operation.items.update(claimed_by="", claimed_until=None)  # free for any worker, as a dead one's are
     calls: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -425,7 +425,7 @@ def test_a_claim_is_taken_by_one_worker_and_taken_over_only_once_it_expired(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
     _, listed, token = preview(operator_client)
-    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="a")
+    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="a")
     item = operation.items.get()
     now = timezone.now()
     assert bulk.claim(item.pk, worker="a", now=now)  # its own reservation: renewed
@@ -443,7 +443,7 @@ def test_a_claim_is_taken_by_one_worker_and_taken_over_only_once_it_expired(
 def test_the_progress_page_polls_until_the_operation_has_finished(operator, operator_client, anthropic_sdk, openai_sdk):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
     _, listed, token = preview(operator_client)
-    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
 
     page = operator_client.get(f"/bulk-cancel/{operation.pk}/")
     assert page.status_code == 200
@@ -475,7 +475,7 @@ def test_a_refused_cancel_of_a_batch_already_being_canceled_counts_as_canceled(
     first = batches[0].split("/")[1]
     openai_sdk().batches.cancel(first)  # canceled meanwhile, elsewhere
     poll_store()
-    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
 
     def refuses_the_first(**kwargs):
         if kwargs["batch_id"] == first:  # as a provider that refuses a second cancel would answer
@@ -519,8 +519,224 @@ def test_an_operation_whose_worker_died_after_its_last_item_is_marked_finished(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
     _, listed, token = preview(operator_client)
-    operation = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
     operation.items.update(state=State.CANCELED, claimed_until=None)  # recorded; then the process died
     assert bulk.resume_abandoned(owner="poller-1", now=timezone.now()) == []  # nothing left to cancel
     operation.refresh_from_db()
     assert operation.finished_at is not None
+
+
+# --- once: a preview confirmed once, each item its own attempt, the typed number over a window -------
+
+
+def accepted_attempts(batch_id: str) -> int:
+    return CancelAttempt.objects.filter(batch_id=batch_id, outcome=CancelAttempt.Outcome.ACCEPTED).count()
+
+
+def assert_each_item_links_its_own_attempt(operation: BulkCancel) -> None:
+    """Every item links an attempt of its batch that no other item links, and every attempt of the
+    operation's batches belongs to an item."""
+    items = list(operation.items.all())
+    linked = [item.attempt_id for item in items]
+    assert None not in linked and len(set(linked)) == len(linked), linked
+    for item in items:
+        assert (item.attempt.account, item.attempt.batch_id) == (item.account, item.batch_id)
+    attempts = CancelAttempt.objects.filter(batch_id__in=[item.batch_id for item in items])
+    assert set(attempts.values_list("pk", flat=True)) == set(linked)
+
+
+def test_a_preview_confirmed_twice_makes_one_operation_that_cancels_each_batch_once(
+    operator, operator_client, anthropic_sdk, openai_sdk, upstream_calls
+):
+    batches = running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
+    _, listed, token = preview(operator_client)
+    first = operation_of(confirm(operator_client, token, listed))
+    # Again: a double click, the back button, another tab, another session of the same user...
+    assert operation_of(confirm(operator_client, token, listed)).pk == first.pk
+    other_session = Client()
+    other_session.force_login(operator)
+    assert operation_of(confirm(other_session, token, listed)).pk == first.pk
+    # ...or another selection of the same preview: it was confirmed, it is not a new one.
+    assert operation_of(confirm(other_session, token, listed[:1])).pk == first.pk
+    operation = finished(first)
+
+    assert BulkCancel.objects.count() == 1 and operation.preview_digest == bulk.preview_digest(token)
+    assert set(states(operation).values()) == {State.CANCELED}
+    for batch in batches:
+        assert accepted_attempts(batch.split("/")[1]) == 1, batch
+    assert len([call for call in upstream_calls if call.startswith("POST") and "/cancel" in call]) == 3
+    assert_each_item_links_its_own_attempt(operation)
+
+
+def test_each_item_links_the_attempt_it_made_not_the_actors_newest(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
+    _, listed, token = preview(operator_client)
+    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    own: dict[str, int] = {}
+
+    def another_cancel_meanwhile(**kwargs):
+        result = services.cancel_batch(**kwargs)
+        own[kwargs["batch_id"]] = result.attempt_id
+        # The same user canceling the same batch via another operation, right after: a newer attempt.
+        services.cancel_batch(**{name: value for name, value in kwargs.items() if name != "attempt"})
+        return result
+
+    bulk.run(operation_id=operation.pk, worker="w", cancel=another_cancel_meanwhile)
+    for item in operation.items.all():
+        newest = CancelAttempt.objects.filter(batch_id=item.batch_id).order_by("-id").first()
+        assert item.attempt_id == own[item.batch_id] != newest.pk
+        assert item.attempt.outcome == "accepted" and item.message == item.attempt.message
+
+
+def test_the_typed_number_is_asked_for_everything_confirmed_within_the_window(
+    operator, operator_client, anthropic_sdk, openai_sdk
+):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=6, openai=6, seconds=3600)
+    response, listed, token = preview(operator_client)
+    assert len(listed) == 12
+    first = finished(operation_of(confirm(operator_client, token, listed[:3])))  # three: nothing typed
+    assert first.confirmed is False
+
+    # The next three, from a new preview (the first three are being canceled: not in it).
+    response, listed, token = preview(operator_client)
+    assert len(listed) == 9
+    body = text(response)
+    assert re.search(r'<form [^>]*data-typed-above="0"', body)
+    assert '<p id="typed-confirmation" class="typed-confirmation">' in body  # shown for any selection
+    assert 'you confirmed <span class="recently-confirmed">3</span> in the last 10 minutes' in body
+    refused = confirm(operator_client, token, listed[:3])
+    assert refused.status_code == 400
+    assert "You confirmed 3 batches in the last 10 minutes" in text(refused)
+    assert "type their number, 3, in the box" in text(refused)
+    assert BulkCancel.objects.count() == 1
+    second = finished(operation_of(confirm(operator_client, token, listed[:3], "3")))
+    assert (second.total, second.confirmed) == (3, True)
+
+    # Past the window, three are three again.
+    BulkCancel.objects.update(created_at=timezone.now() - bulk.TYPED_WINDOW - timedelta(seconds=1))
+    response, listed, token = preview(operator_client)
+    assert re.search(r'<form [^>]*data-typed-above="3"', text(response))
+    third = finished(operation_of(confirm(operator_client, token, listed[:3])))
+    assert (third.total, third.confirmed) == (3, False)
+
+
+def test_the_claim_seconds_are_read_from_the_environment():
+    from tests.services import app_env, manage
+
+    show = "from dashboard import bulk; print(bulk.claim_seconds())"
+
+    def shown(**env: str) -> str:
+        return manage("shell", "-c", show, env=app_env(**env)).strip().splitlines()[-1]
+
+    assert shown(BULK_CANCEL_CLAIM_SECONDS="5") == "5.0"
+    assert shown(UPSTREAM_TIMEOUT_SECONDS="30") == "132.0"  # unset: 4 × (30 + 3)
+
+
+# --- kills: at every step of an item, the operation resumes and cancels each batch exactly once ----------
+
+
+def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill) -> None:
+    """`kill(step, batch_id)` runs the operation's worker until it dies at `step` of that batch; then
+    its claims expire and another worker finishes the operation. Checks that each batch was canceled
+    upstream exactly once, that every attempt was settled (the one in flight at the kill reconciled)
+    and that each item links its own."""
+    kill(step, batch_id)
+    killed = operation.items.get(batch_id=batch_id)
+    before = {item.batch_id: item.state for item in operation.items.all()}
+    assert before[batch_id] == (State.CANCELED if step == "item_finished" else State.PENDING)
+    assert list(before.values()).count(State.PENDING) >= 1  # the items after it wait too
+    operation.items.filter(state=State.PENDING).update(claimed_until=timezone.now() - timedelta(seconds=1))
+
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        from dashboard import providers
+
+        for module in providers.PROVIDERS.values():
+            cancel = module.API.cancel
+
+            def counted(self, this_batch, cancel=cancel):
+                calls.append(this_batch)
+                return cancel(self, this_batch)
+
+            patch.setattr(module.API, "cancel", counted)
+        bulk.run(operation_id=operation.pk, worker="poller-1:bulk:resumed")
+
+    operation.refresh_from_db()
+    assert operation.finished_at is not None
+    assert set(states(operation).values()) == {State.CANCELED}
+    assert not CancelAttempt.objects.filter(outcome=CancelAttempt.Outcome.PENDING).exists()
+    for item in operation.items.select_related("attempt"):
+        assert accepted_attempts(item.batch_id) == 1, (step, item.batch_id)
+        assert item.attempt.outcome == "accepted"
+    # Resuming asked upstream to cancel exactly the batches not canceled before the kill.
+    canceled_before = {batch for batch, state in before.items() if state != State.PENDING}
+    if step in bulk_deaths.CANCELED_UPSTREAM:
+        canceled_before.add(batch_id)
+    assert sorted(calls) == sorted(set(before) - canceled_before)
+    if step in bulk_deaths.LEFT_PENDING:
+        reconciled = CancelAttempt.objects.get(pk=killed.attempt_id)
+        assert reconciled.reconciled_at is not None
+        expected = "accepted" if step == "upstream_accepted" else "upstream_error"
+        assert (reconciled.outcome, reconciled.status_after != "") == (expected, True)
+    killed.refresh_from_db()
+    if step == "upstream_accepted":
+        assert killed.attempt.reconciled_at is not None and "reconciled" in killed.message
+    elif step in ("attempt_recorded", "before_upstream"):
+        # The dead attempt never reached upstream: settled as not canceled, and a new one canceled the batch.
+        assert CancelAttempt.objects.filter(batch_id=batch_id).count() == 2
+    else:
+        assert CancelAttempt.objects.filter(batch_id=batch_id).count() == 1
+    assert {item.attempt_id for item in operation.items.all()} >= {killed.attempt_id}
+
+
+@pytest.fixture
+def three_batch_operation(operator, operator_client, anthropic_sdk, openai_sdk):
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
+    _, listed, token = preview(operator_client)
+    operation, _ = bulk.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-killed"
+    )
+    return operation
+
+
+@pytest.mark.parametrize("step", bulk_deaths.STEPS)
+def test_a_worker_dying_at_any_step_of_an_item_never_cancels_it_twice_nor_leaves_its_attempt_pending(
+    step, three_batch_operation, monkeypatch
+):
+    operation = three_batch_operation
+    middle = operation.items.get(position=1).batch_id
+
+    def kill(step: str, batch_id: str) -> None:
+        with monkeypatch.context() as patch:
+            bulk_deaths.die_at(step, batch_id=batch_id, die=bulk_deaths.raise_killed, patch=patch.setattr)
+            with pytest.raises(Killed):
+                bulk.run(operation_id=operation.pk, worker="web-killed")
+
+    killed_at(step, operation=operation, batch_id=middle, kill=kill)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", bulk_deaths.STEPS)
+def test_a_worker_process_sigkilled_at_any_step_of_an_item_is_resumed_and_cancels_each_batch_once(
+    step, three_batch_operation
+):
+    import subprocess
+    import sys
+
+    from django.db import connection
+
+    from tests.services import ROOT, app_env
+
+    operation = three_batch_operation
+    middle = operation.items.get(position=1).batch_id
+
+    def kill(step: str, batch_id: str) -> None:
+        # Its own process on this test's database (the simulator's state is there too).
+        env = app_env(SQLITE_PATH=connection.settings_dict["NAME"])
+        command = [sys.executable, "-m", "tests.bulk_deaths", step, batch_id, str(operation.pk)]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == -9, f"exited {done.returncode}, not killed:\n{done.stdout}\n{done.stderr}"
+
+    killed_at(step, operation=operation, batch_id=middle, kill=kill)

@@ -1,0 +1,117 @@
+"""A bulk cancel worker that dies at one step of one item's cancel: in the test process (raising
+Killed, which no `except Exception` catches) or, run as `python -m tests.bulk_deaths STEP BATCH_ID
+OPERATION_ID`, as a process of its own that SIGKILLs itself there (nothing after it runs: no
+except, no finally, no atexit)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+# The steps of one item, in order: each is a moment a process can die at.
+STEPS = (
+    "claimed",  # the item claimed, nothing else done
+    "attempt_recorded",  # its CancelAttempt written (pending) and linked to it
+    "before_upstream",  # the cancel call about to go out
+    "upstream_accepted",  # upstream accepted the cancel, nothing recorded of its answer
+    "attempt_completed",  # the attempt completed with upstream's answer, the item not yet
+    "item_finished",  # the item recorded too
+)
+# The steps after which upstream has accepted the cancel: resuming must not cancel again.
+CANCELED_UPSTREAM = {"upstream_accepted", "attempt_completed", "item_finished"}
+# The steps that leave the attempt pending: resuming settles it from upstream, marked reconciled.
+LEFT_PENDING = {"attempt_recorded", "before_upstream", "upstream_accepted"}
+
+
+class Killed(BaseException):
+    """The process died: nothing after this runs (not even `except Exception`)."""
+
+
+def raise_killed() -> None:
+    raise Killed
+
+
+def sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable[[object, str, object], None]) -> None:
+    """Make the worker die (`die()`) at `step` of the item of `batch_id`, once. `patch(owner, name,
+    value)` sets an attribute (pytest's monkeypatch.setattr, or setattr in a process that dies)."""
+    from dashboard import bulk, providers, services
+    from dashboard.models import BulkCancelItem
+
+    assert step in STEPS, step
+    done: list[bool] = []
+
+    def now_dies(this_batch: str) -> None:
+        if this_batch == batch_id and not done:
+            done.append(True)
+            die()
+
+    if step == "claimed":
+        claim = bulk.claim
+
+        def claim_then_die(item_id, **kwargs):
+            taken = claim(item_id, **kwargs)
+            if taken:
+                now_dies(BulkCancelItem.objects.get(pk=item_id).batch_id)
+            return taken
+
+        patch(bulk, "claim", claim_then_die)
+    elif step == "attempt_recorded":
+        begin = bulk._begin_attempt
+
+        def begin_then_die(operation, item, **kwargs):
+            attempt = begin(operation, item, **kwargs)
+            now_dies(item.batch_id)
+            return attempt
+
+        patch(bulk, "_begin_attempt", begin_then_die)
+    elif step in ("before_upstream", "upstream_accepted"):
+        for module in providers.PROVIDERS.values():
+            cancel = module.API.cancel
+
+            def cancel_and_die(self, this_batch, cancel=cancel):
+                if step == "before_upstream":
+                    now_dies(this_batch)
+                answer = cancel(self, this_batch)
+                now_dies(this_batch)
+                return answer
+
+            patch(module.API, "cancel", cancel_and_die)
+    elif step == "attempt_completed":
+        cancel_batch = services.cancel_batch
+
+        def cancel_batch_then_die(**kwargs):
+            result = cancel_batch(**kwargs)
+            now_dies(kwargs["batch_id"])
+            return result
+
+        patch(services, "cancel_batch", cancel_batch_then_die)
+    else:
+        finish = bulk._finish
+
+        def finish_then_die(item_id, **kwargs):
+            finished = finish(item_id, **kwargs)
+            now_dies(BulkCancelItem.objects.get(pk=item_id).batch_id)
+            return finished
+
+        patch(bulk, "_finish", finish_then_die)
+
+
+def main(argv: list[str]) -> None:
+    import django
+
+    django.setup()
+    from dashboard import bulk
+
+    step, batch_id, operation_id = argv
+    die_at(step, batch_id=batch_id, die=sigkill, patch=setattr)
+    bulk.run(operation_id=int(operation_id), worker="web-killed")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
