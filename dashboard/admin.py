@@ -77,9 +77,16 @@ class AlarmAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Acknowledge the selected alarms", permissions=["acknowledge"])
     def acknowledge(self, request, queryset) -> None:
+        recorded = 0
         for alarm in queryset:
-            alarms.acknowledge(alarm, request.user, "acknowledged in the admin")
-        self.message_user(request, f"{len(queryset)} alarm(s) acknowledged.", messages.SUCCESS)
+            try:
+                alarms.acknowledge(alarm, request.user, "acknowledged in the admin")
+                recorded += 1
+            except alarms.AcknowledgeRefused:
+                pass
+        left = len(queryset) - recorded
+        skipped = f"; {left} left as they were (already acknowledged, or resolved)" if left else ""
+        self.message_user(request, f"{recorded} alarm(s) acknowledged{skipped}.", messages.SUCCESS)
 
 
 @admin.register(AlarmThreshold)

@@ -153,12 +153,19 @@ def alarm_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
             )
         raise PermissionDenied("You do not have permission to acknowledge alarms.")
     alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
-    alarms.acknowledge(alarm, request.user, request.POST.get("note", ""))
+    try:
+        alarms.acknowledge(alarm, request.user, request.POST.get("note", ""))
+    except alarms.AcknowledgeRefused as refused:
+        if request.htmx:  # 409 with the reason (the page's notice shows it) and every fragment refreshed
+            response = HttpResponse(f"{refused}\n", status=409, content_type="text/plain; charset=utf-8")
+            response["HX-Trigger"] = CHANGED_EVENT
+            return response
+        messages.error(request, str(refused))
+        return redirect(_back(request))
     if request.htmx:
         response = HttpResponse(status=204)
         response["HX-Trigger"] = CHANGED_EVENT
         return response
     subject = alarm.account if alarm.batch is None else f"{alarm.account}/{alarm.batch.batch_id}"
-    state = "" if alarm.is_open else " (it had already resolved)"
-    messages.success(request, f"Acknowledged the {alarm.get_rule_display()} alarm of {subject}{state}.")
+    messages.success(request, f"Acknowledged the {alarm.get_rule_display()} alarm of {subject}.")
     return redirect(_back(request))

@@ -3,8 +3,10 @@
 Every live row polls, and for each request Django's ModelBackend reads the user and then (for
 "may this user cancel?") their permissions from the database. Both are kept in the cache for
 PERMISSIONS_CACHE_SECONDS and dropped as soon as the user, their groups or permissions, or a group's
-permissions change through Django (the admin, createsuperuser, the ORM); a change made behind
-Django's back, in SQL, takes effect within PERMISSIONS_CACHE_SECONDS.
+permissions change through Django (the admin, createsuperuser, the ORM); a change of permissions
+made behind Django's back, in SQL or in another process with its own cache, takes effect within
+PERMISSIONS_CACHE_SECONDS. A changed password or a deactivation ends the user's sessions at once,
+however it was made: those two columns are read on every request.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ def forget(user_ids) -> None:
 
 class CachedPermissionsBackend(ModelBackend):
     def get_user(self, user_id):
+        """The user, from the cache while their password hash and active flag are what the database
+        holds: those two columns are read on every request (one primary-key lookup), so a session
+        ends at once when its password changes or its user is deactivated, however it happened."""
+        current = get_user_model()._default_manager.filter(pk=user_id).values_list("password", "is_active").first()
+        if current is None:
+            return None
         key = _user_key(user_id)
         user = cache.get(key)
-        if user is None:
+        if user is None or (user.password, user.is_active) != current:
             user = super().get_user(user_id)
             if user is not None:
                 cache.set(key, user, settings.PERMISSIONS_CACHE_SECONDS)

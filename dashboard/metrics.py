@@ -15,7 +15,6 @@ Off unless METRICS_TOKEN or METRICS_ALLOWED_IPS is set: then /metrics answers 40
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import logging
 import math
 import os
@@ -24,7 +23,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -38,6 +36,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from .client_address import parse_address, parse_networks
 from .models import UPSTREAM_LATENCY_BUCKETS
 
 logger = logging.getLogger(__name__)
@@ -380,25 +379,10 @@ def exposition() -> bytes:
 # --- Who may read it -----------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {entry!r} is not an address or a network") from None
-    return tuple(networks)
-
-
 def address_allowed(remote_addr: str) -> bool:
-    try:
-        address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_IPS)))
+    address = parse_address(remote_addr)
+    networks = parse_networks(tuple(settings.METRICS_ALLOWED_IPS), setting="METRICS_ALLOWED_IPS")
+    return address is not None and any(address in network for network in networks)
 
 
 def token_matches(request: HttpRequest) -> bool:

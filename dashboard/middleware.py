@@ -1,7 +1,9 @@
-"""Signing in: an htmx request that is not signed in sends the whole page to the login page."""
+"""Signing in: an htmx request that is not signed in sends the whole page to the login page. Also:
+text the database cannot hold refused at the door, and the health check answering any Host."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -46,3 +48,58 @@ class HtmxAwareLoginRequiredMiddleware(LoginRequiredMiddleware):
         if request.headers.get("HX-Request") == "true":
             return htmx_login_redirect(request, self.get_login_url(view_func))
         return super().handle_no_permission(request, view_func)
+
+
+# Characters the database cannot hold: PostgreSQL's text refuses NUL, and a lone surrogate cannot
+# be encoded to send it. SQLite takes both, so only PostgreSQL would answer such a request with a 500.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_parameter(request: HttpRequest) -> str | None:
+    """Where this request carries text the database cannot hold: "the address", "parameter 'q'",
+    "form field 'note'"; None when it carries none."""
+    if UNSTORABLE.search(request.path_info):
+        return "the address"
+    for where, params in (("parameter", request.GET), ("form field", request.POST)):
+        for name, values in params.lists():
+            if UNSTORABLE.search(name) or any(UNSTORABLE.search(value) for value in values):
+                return f"{where} {UNSTORABLE.sub('?', name)!r}"
+    return None
+
+
+class RefuseUnstorableTextMiddleware:
+    """A NUL (or lone surrogate) in the address, a parameter or a form field is refused with a 400
+    that names where it was, before any view reads it; a cookie holding one is dropped (the
+    session's would otherwise be looked up in the database)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name in [name for name, value in request.COOKIES.items() if UNSTORABLE.search(name + value)]:
+            del request.COOKIES[name]
+        where = unstorable_parameter(request)
+        if where:
+            return HttpResponse(
+                f"Refused: {where} holds a NUL character (or another the dashboard cannot store). "
+                "Remove it and try again.\n",
+                status=400,
+                content_type="text/plain; charset=utf-8",
+            )
+        return self.get_response(request)
+
+
+class HealthzForAnyHostMiddleware:
+    """`/healthz` answers whatever Host a load balancer sends: Django checks the Host against
+    ALLOWED_HOSTS when something reads it (CommonMiddleware does, on every request), so this
+    answers before that. The health check reads nothing of the request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info == "/healthz":
+            from .views import healthz
+
+            return healthz(request)
+        return self.get_response(request)

@@ -72,6 +72,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Before anything reads the Host (CommonMiddleware) or the session.
+    "dashboard.middleware.HealthzForAnyHostMiddleware",
+    "dashboard.middleware.RefuseUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -198,6 +201,10 @@ CONTENT_SECURITY_POLICY = {
 
 # Sign-in throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user name
 # from one address, that pair is locked out for LOGIN_LOCKOUT_MINUTES, the right password included.
+# The address is the connection's, or behind the reverse proxies named in TRUSTED_PROXIES (addresses
+# or networks) the client's as they forward it in X-Forwarded-For (dashboard/client_address.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+AXES_CLIENT_IP_CALLABLE = "dashboard.client_address.client_address"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "dashboard.auth.CachedPermissionsBackend",

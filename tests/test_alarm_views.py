@@ -147,10 +147,10 @@ def test_every_page_s_header_has_the_badge_counting_open_alarms_nobody_acknowled
     assert 'title="2 open alarms, 1 not acknowledged"' in fragment
 
 
-def test_a_badge_poll_is_one_query(ack_client, django_assert_num_queries):
+def test_a_badge_poll_is_one_query_beside_the_users_password_check(ack_client, django_assert_num_queries):
     alarm(openai_batch_row(1))
     ack_client.get("/alarms/badge", **HTMX)  # fills the session, user and permission caches
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the user's password hash and active flag, then the badge's counts
         assert ack_client.get("/alarms/badge", **HTMX).status_code == 200
 
 
@@ -188,6 +188,54 @@ def test_the_note_is_optional_and_the_form_without_javascript_returns_to_its_pag
     assert stuck.acknowledged_at is not None and stuck.acknowledge_note == ""
     followed = ack_client.get(detail)
     assert f"Acknowledged the stuck alarm of openai-ops/{batch.batch_id}." in text(followed)
+
+
+def test_the_first_acknowledgement_stands_and_a_second_is_refused_saying_whose_it_is(ack_client, acknowledger):
+    from django.contrib.auth import get_user_model
+
+    colleague = get_user_model().objects.create_user(username="grace", password="x" * 20)
+    colleague.user_permissions.add(Permission.objects.get(codename="acknowledge_alarm"))
+    stuck = alarm(openai_batch_row(1))
+    assert ack_client.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "mine"}, **HTMX).status_code == 204
+    second = Client()
+    second.force_login(colleague)
+    refused = second.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "no, mine"}, **HTMX)
+    assert refused.status_code == 409
+    assert refused["HX-Trigger"] == "alarms-changed", "the page refreshes to show who did"
+    assert text(refused).startswith("Already acknowledged by operator at ")
+    assert "that acknowledgement stands" in text(refused)
+    without_javascript = second.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "again"}, follow=True)
+    assert "Already acknowledged by operator" in text(without_javascript)
+    stuck.refresh_from_db()
+    assert stuck.acknowledged_by == acknowledger and stuck.acknowledge_note == "mine"
+
+
+def test_a_resolved_alarm_cannot_be_acknowledged(ack_client):
+    resolved_at = timezone.now() - timedelta(minutes=5)
+    gone = alarm(openai_batch_row(1), rule="expiring", resolved_at=resolved_at)
+    refused = ack_client.post(f"/alarms/{gone.pk}/acknowledge", {"note": "late"}, **HTMX)
+    assert refused.status_code == 409
+    assert text(refused) == (
+        f"This alarm resolved at {resolved_at:%Y-%m-%d %H:%M} UTC: there is nothing left to acknowledge.\n"
+    )
+    gone.refresh_from_db()
+    assert gone.acknowledged_at is None and gone.acknowledge_note == ""
+
+
+def test_of_two_acknowledgements_at_once_exactly_one_is_recorded(ack_client, acknowledger):
+    """The conditional UPDATE decides, not a read before it: both callers hold the alarm unacknowledged."""
+    from django.contrib.auth import get_user_model
+
+    from dashboard import alarms
+
+    colleague = get_user_model().objects.create_user(username="grace", password="x" * 20)
+    stuck = alarm(openai_batch_row(1))
+    first, second = Alarm.objects.get(pk=stuck.pk), Alarm.objects.get(pk=stuck.pk)
+    alarms.acknowledge(first, acknowledger, "first")
+    with pytest.raises(alarms.AcknowledgeRefused):
+        alarms.acknowledge(second, colleague, "second")
+    stuck.refresh_from_db()
+    assert stuck.acknowledged_by == acknowledger and stuck.acknowledge_note == "first"
 
 
 def test_the_form_never_returns_to_another_site(ack_client):

@@ -361,6 +361,18 @@ def test_healthz_is_503_when_the_database_is_unreachable(client, db, monkeypatch
     assert response.json()["database"] == "unreachable (OSError)"
 
 
+def test_healthz_answers_whatever_host_a_load_balancer_sends_and_pages_still_refuse_it(client, db, settings):
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["batches.example.com"]
+    for host in ("10.0.3.7:8000", "[fd00::7]", "internal-lb-1234.elb.example", "batches.example.com"):
+        response = client.get("/healthz", HTTP_HOST=host)
+        assert response.status_code == 200, host
+        assert response.json()["status"] == "ok"
+    assert client.get("/login/", HTTP_HOST="10.0.3.7:8000").status_code == 400
+    assert client.get("/login/", HTTP_HOST="batches.example.com").status_code == 200
+    assert client.post("/healthz", HTTP_HOST="10.0.3.7:8000").status_code == 405, "GET only, as before"
+
+
 # --- lock files ----------------------------------------------------------------------------------
 
 

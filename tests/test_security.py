@@ -92,6 +92,77 @@ def test_the_admin_sign_in_is_throttled_too(person, settings):
     assert answer.status_code == 429
 
 
+PROXY = "127.0.0.1"
+
+
+def through_proxy(client_address: str, forwarded_for: str | None = None) -> Client:
+    """A client whose requests come through the reverse proxy on PROXY, which appends the address
+    it saw to X-Forwarded-For (after whatever the client itself sent)."""
+    chain = f"{forwarded_for}, {client_address}" if forwarded_for else client_address
+    return Client(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=chain)
+
+
+def test_behind_a_trusted_proxy_nobody_elsewhere_can_lock_a_user_out(person, settings):
+    """Every client shares the proxy's address: keyed on it, six wrong passwords from anywhere
+    would lock `ada` out for everyone. With the proxy trusted, the lockout is the attacker's own."""
+    person.is_staff = True
+    person.save()
+    settings.TRUSTED_PROXIES = [PROXY]
+    attacker = through_proxy("203.0.113.9")
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        sign_in(attacker, "wrong")
+    assert sign_in(attacker, PASSWORD).status_code == 429, "the attacker's own address is locked out"
+    assert sign_in(through_proxy("198.51.100.7"), PASSWORD).status_code == 302, "ada, at her own address"
+    admin = through_proxy("198.51.100.7").post("/admin/login/", {"username": "ada", "password": PASSWORD})
+    assert admin.status_code == 302, "the admin's sign-in too"
+
+
+def test_a_client_cannot_choose_its_address_by_writing_x_forwarded_for(person, settings):
+    """Only the proxies' own entries are read, right to left: what the client wrote is never taken,
+    so rotating it neither escapes a lockout nor puts one on somebody else's address."""
+    settings.TRUSTED_PROXIES = [PROXY, "10.0.0.0/8"]
+    for forged in ("198.51.100.7", "198.51.100.8", "garbage", "10.1.2.3"):
+        sign_in(through_proxy("203.0.113.9", forwarded_for=forged), "wrong")
+    sign_in(through_proxy("203.0.113.9", forwarded_for="198.51.100.9"), "wrong")
+    assert sign_in(through_proxy("203.0.113.9", forwarded_for="198.51.100.10"), PASSWORD).status_code == 429
+    assert sign_in(through_proxy("198.51.100.7"), PASSWORD).status_code == 302
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_never_read(person, settings):
+    settings.TRUSTED_PROXIES = []
+    for forged in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(Client(REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=f"198.51.100.{forged}"), "wrong")
+    escaped = Client(REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="198.51.100.99")
+    assert sign_in(escaped, PASSWORD).status_code == 429
+    # A connection not from a trusted proxy is its own address, whatever it forwards.
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    assert sign_in(Client(REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="10.9.9.9"), PASSWORD).status_code == 429
+
+
+def test_a_password_changed_behind_django_s_back_ends_the_session_at_once(person):
+    """In SQL, or in a shell whose cache is not the server's: no signal reaches the server."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+
+    client = Client()
+    assert sign_in(client, PASSWORD).status_code == 302
+    assert client.get("/").status_code == 200, "signed in, and the user cached"
+    assert client.get("/").status_code == 200
+    get_user_model().objects.filter(pk=person.pk).update(password=make_password("a new one, elsewhere"))
+    signed_out = client.get("/")
+    assert signed_out.status_code == 302 and signed_out["Location"].startswith("/login/")
+    assert client.get("/batches/anthropic-ops/msgbatch_01/row", HTTP_HX_REQUEST="true").status_code == 401
+
+
+def test_a_password_changed_through_django_ends_the_other_sessions_too(person):
+    first, second = Client(), Client()
+    assert sign_in(first, PASSWORD).status_code == 302 and sign_in(second, PASSWORD).status_code == 302
+    assert second.get("/").status_code == 200
+    person.set_password("another correct horse")
+    person.save()
+    assert first.get("/").status_code == 302 and second.get("/").status_code == 302
+
+
 # --- keys in error reports -------------------------------------------------------------------
 
 SECRET = "sk-ant-prod-Zq81kLmN0pQrStUvWxYz"
@@ -331,16 +402,19 @@ def test_changes_through_django_take_effect_at_once_and_behind_its_back_within_t
     assert not may_cancel()
     group.permissions.add(Permission.objects.get(codename="cancel_batch"))
     assert may_cancel(), "granted to the user's group: at once"
-    get_user_model().objects.filter(pk=operator.pk).update(is_active=False)  # SQL, no signal
+    Permission.objects.get(codename="cancel_batch").group_set.through.objects.all().delete()  # SQL, no signal
     assert may_cancel(), "cached for PERMISSIONS_CACHE_SECONDS"
     cache.delete_many([f"user:{operator.pk}", f"permissions:{operator.pk}"])  # what expiry does
-    assert backend.get_user(operator.pk) is None, "an inactive user is signed out"
+    assert not may_cancel()
+    get_user_model().objects.filter(pk=operator.pk).update(is_active=False)  # SQL, no signal
+    assert backend.get_user(operator.pk) is None, "an inactive user is signed out at once"
 
 
-def test_a_row_poll_is_one_database_query_and_no_upstream_call(
+def test_a_row_poll_is_two_database_queries_and_no_upstream_call(
     operator, viewer, embedded_upstream, anthropic_sdk, django_assert_num_queries, upstream_calls
 ):
-    """Sessions, users and permissions come from the cache; the row itself is one SELECT."""
+    """Sessions, users and permissions come from the cache but for the user's password hash and
+    active flag (one primary-key lookup); the row itself is one SELECT."""
     from tests.factories import anthropic_batch, poll_store
 
     batch_id = anthropic_batch(anthropic_sdk, seconds=600).id
@@ -351,7 +425,7 @@ def test_a_row_poll_is_one_database_query_and_no_upstream_call(
         client.force_login(user)
         url = f"/batches/anthropic-ops/{batch_id}/row"
         first = client.get(url, HTTP_HX_REQUEST="true")  # fills the session, user and permission caches
-        with django_assert_num_queries(1):
+        with django_assert_num_queries(2):
             again = client.get(url, HTTP_HX_REQUEST="true")
         assert first.status_code == again.status_code == 200
         assert (b">Cancel</button>" in again.content) == (user == operator)
