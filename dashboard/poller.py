@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 LIST_PAGE_LIMIT = 100
 MAX_INCREMENTAL_PAGES = 20
 MAX_BACKOFF_SECONDS = 300
+# After a failed cycle (the database or the cache gone), the poller waits one poll interval, then
+# doubling, up to this many: once the outage ends, it polls again within that long.
+OUTAGE_BACKOFF_MAX_INTERVALS = 4
 POLL_CONCURRENCY = 8  # retrieves in flight per account, unless settings.POLL_CONCURRENCY says otherwise
 # False: running batches are refreshed by retrieves only (the strategy before, which bench/freshness.py compares).
 REFRESH_BY_LISTING = True
@@ -320,6 +323,11 @@ def backoff_seconds(error: ProviderError, failures: int, *, rand: Callable[[], f
         return max(float(settings.POLL_SECONDS), min(error.retry_after, MAX_BACKOFF_SECONDS))
     ceiling = min(MAX_BACKOFF_SECONDS, settings.POLL_SECONDS * 2 ** min(failures, 10))
     return settings.POLL_SECONDS + rand() * ceiling
+
+
+def outage_backoff_seconds(failures: int) -> float:
+    """How long to wait after `failures` cycles in a row failed as a whole (not an account's poll)."""
+    return settings.POLL_SECONDS * min(2 ** max(failures - 1, 0), OUTAGE_BACKOFF_MAX_INTERVALS)
 
 
 def _failed(state: AccountState, error: ProviderError, now: datetime) -> None:

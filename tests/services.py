@@ -106,6 +106,20 @@ class Postgres:
             timeout=60,
         )
 
+    def start_server(self) -> subprocess.CompletedProcess:
+        """pg_ctl start on self.port (again, after stop_server: same data, same port)."""
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        return self.pg_ctl(
+            "start", "-w", "-t", "60", "-l", str(self.workdir / "server.log"), "-o", options, check=False
+        )
+
+    def stop_server(self) -> None:
+        """Shut the server down as an operator would (clients' connections are ended); its data stays."""
+        self.pg_ctl("stop", "-m", "fast", "-w")
+
     def stop(self) -> None:
         with suppress(Exception):
             self.pg_ctl("stop", "-m", "immediate", "-w", check=False)
@@ -151,13 +165,7 @@ def start_postgres() -> Postgres:
         )
         for attempt in range(START_ATTEMPTS):
             server.port = free_port()
-            options = (
-                f"-p {server.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            started = server.pg_ctl(
-                "start", "-w", "-t", "60", "-l", str(workdir / "server.log"), "-o", options, check=False
-            )
+            started = server.start_server()
             if started.returncode == 0:
                 return server
             if attempt == START_ATTEMPTS - 1:
@@ -177,6 +185,7 @@ def start_postgres() -> Postgres:
 class Redis:
     workdir: Path
     port: int
+    binary: str = "redis-server"
     process: subprocess.Popen | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
 
@@ -194,7 +203,37 @@ class Redis:
         except Exception:
             return False
 
-    def stop(self) -> None:
+    def start_server(self) -> bool:
+        """redis-server on self.port (again, after stop_server); True once this process is ready."""
+        log = self.workdir / "redis.log"
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        # Ready only once *this* process says so: another one may have taken the port meanwhile.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if "Ready to accept connections" in log.read_text(errors="replace") and self.ping():
+                return True
+            time.sleep(0.02)
+        self.stop_server()
+        return False
+
+    def stop_server(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -202,6 +241,9 @@ class Redis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop(self) -> None:
+        self.stop_server()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -210,44 +252,16 @@ def start_redis() -> Redis:
     binary = shutil.which("redis-server")
     if not binary:
         pytest.fail(f"redis-server not found on PATH: {MISSING}.")
-    workdir = Path(tempfile.mkdtemp(prefix="itest-redis-"))
-    server = Redis(workdir=workdir, port=0)
+    server = Redis(workdir=Path(tempfile.mkdtemp(prefix="itest-redis-")), port=0, binary=binary)
     try:
-        for attempt in range(START_ATTEMPTS):
+        for _ in range(START_ATTEMPTS):
             server.port = free_port()
-            log = workdir / "redis.log"
-            with log.open("w") as out:
-                server.process = subprocess.Popen(
-                    [
-                        binary,
-                        "--port",
-                        str(server.port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(workdir),
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            # Ready only once *this* process says so: another one may have taken the port meanwhile.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and server.process.poll() is None:
-                if "Ready to accept connections" in log.read_text(errors="replace") and server.ping():
-                    return server
-                time.sleep(0.02)
-            server.process.kill()
-            server.process.wait()
-            if attempt == START_ATTEMPTS - 1:
-                raise RuntimeError(f"redis-server did not start:\n{_log_tail(log)}")
+            if server.start_server():
+                return server
+        raise RuntimeError(f"redis-server did not start:\n{_log_tail(server.workdir / 'redis.log')}")
     except BaseException:
         server.stop()
         raise
-    raise AssertionError("unreachable")
 
 
 # --- The app's own processes --------------------------------------------------------------
@@ -370,6 +384,21 @@ def redis_server() -> Iterator[Redis]:
     server = start_redis()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def postgres_factory() -> Iterator:
+    """Start extra PostgreSQL servers that this test alone may stop and start; all are removed after it."""
+    started: list[Postgres] = []
+
+    def make() -> Postgres:
+        server = start_postgres()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

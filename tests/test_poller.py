@@ -226,6 +226,65 @@ def test_backoff_ceiling_grows_and_is_capped():
     assert poller.backoff_seconds(RateLimited("x", retry_after=1e9), 1) == poller.MAX_BACKOFF_SECONDS
 
 
+def test_after_failed_cycles_the_poller_waits_doubling_from_the_poll_interval_up_to_a_cap(settings):
+    settings.POLL_SECONDS = 2
+    waits = [poller.outage_backoff_seconds(failures) for failures in range(1, 7)]
+    assert waits == [2, 4, 8, 8, 8, 8]
+    assert max(waits) == 2 * poller.OUTAGE_BACKOFF_MAX_INTERVALS
+
+
+def test_manage_py_poll_goes_on_after_failed_cycles_and_logs_the_outage_once(
+    transactional_db, settings, monkeypatch, caplog
+):
+    """A cycle that raises (the database gone) is retried: logged with its traceback once, the
+    retries at DEBUG only, and once a cycle works again; SIGTERM still stops the loop."""
+    import logging
+    import os
+    import signal
+
+    from django.core.management import call_command
+    from django.db import OperationalError
+
+    settings.POLL_SECONDS = 0.01
+    outcomes = iter([OperationalError("gone"), OperationalError("still gone"), OperationalError("gone"), None])
+    cycles = []
+
+    def run_cycle(*, owner, now):
+        cycles.append(now)
+        outcome = next(outcomes)
+        if outcome is not None:
+            raise outcome
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler the command installed stops the loop
+        return []
+
+    monkeypatch.setattr(poller, "run_cycle", run_cycle)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="dashboard.poller"):
+            call_command("poll", "--owner", "t")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(cycles) == 4
+    records = [
+        (record.levelname, record.getMessage()) for record in caplog.records if record.name == "dashboard.poller"
+    ]
+    assert [level for level, _ in records] == ["ERROR", "DEBUG", "DEBUG", "WARNING"], records
+    assert caplog.records[0].exc_info is not None
+    assert "after 3 failed" in records[-1][1]
+
+
+def test_manage_py_poll_once_reports_a_failed_cycle(transactional_db, monkeypatch):
+    from django.core.management import call_command
+    from django.db import OperationalError
+
+    def run_cycle(*, owner, now):
+        raise OperationalError("gone")
+
+    monkeypatch.setattr(poller, "run_cycle", run_cycle)
+    with pytest.raises(OperationalError):
+        call_command("poll", "--once", "--owner", "t")
+
+
 def test_an_error_that_quotes_the_key_is_stored_redacted(db, upstream, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     upstream.fail_with = httpx.Response(

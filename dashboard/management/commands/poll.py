@@ -1,14 +1,19 @@
+import logging
 import os
 import signal
 import socket
+import threading
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
 from django.utils import timezone
 
 from dashboard import alarms, poller
 from dashboard.accounts import configured_accounts
+
+logger = logging.getLogger("dashboard.poller")
 
 
 class Command(BaseCommand):
@@ -20,24 +25,63 @@ class Command(BaseCommand):
 
     def handle(self, *args, once: bool = False, owner: str = "", verbosity: int = 1, **options) -> None:
         owner = owner or f"{socket.gethostname()}:{os.getpid()}"
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        failures = 0  # cycles failed in a row: the database or the cache is gone (or a bug)
+        failing_since = 0.0
         try:
-            while not stopping:
+            while not stopping.is_set():
                 started = time.monotonic()
-                for result in poller.run_cycle(owner=owner, now=timezone.now()):
-                    if verbosity < 2 and not (result.changed or result.error):
-                        continue  # quiet unless something changed; -v 2 reports every account every cycle
-                    self.stdout.write(
-                        f"{result.account}: listed {result.listed}, refreshed {result.refreshed}, "
-                        f"changed {result.changed}" + (f"; failed: {result.error}" if result.error else "")
-                    )
+                try:
+                    self.cycle(owner=owner, verbosity=verbosity)
+                except Exception as error:
+                    if once:
+                        raise
+                    failures += 1
+                    wait = poller.outage_backoff_seconds(failures)
+                    if failures == 1:
+                        failing_since = started
+                        logger.exception("poll cycle failed; retrying with backoff (logged again once it works)")
+                    else:
+                        logger.debug(
+                            "poll cycle failed again (%d in a row; next try in %g s): %s", failures, wait, error
+                        )
+                else:
+                    if failures:
+                        logger.warning(
+                            "poll cycles work again, after %d failed over %.0f s",
+                            failures,
+                            time.monotonic() - failing_since,
+                        )
+                    failures = 0
+                    wait = settings.POLL_SECONDS - (time.monotonic() - started)
                 if once:
                     break
-                time.sleep(max(0.0, settings.POLL_SECONDS - (time.monotonic() - started)))
+                stopping.wait(max(0.0, wait))
         except KeyboardInterrupt:
             pass
         finally:
+            self.release(owner)
+
+    def cycle(self, *, owner: str, verbosity: int) -> None:
+        # Like a request's start: a connection the last cycle broke (the database restarted) is
+        # closed, and an idle one is health-checked before use, so this cycle reconnects.
+        close_old_connections()
+        for result in poller.run_cycle(owner=owner, now=timezone.now()):
+            if verbosity < 2 and not (result.changed or result.error):
+                continue  # quiet unless something changed; -v 2 reports every account every cycle
+            self.stdout.write(
+                f"{result.account}: listed {result.listed}, refreshed {result.refreshed}, "
+                f"changed {result.changed}" + (f"; failed: {result.error}" if result.error else "")
+            )
+
+    def release(self, owner: str) -> None:
+        """Give the leases back, so that another poller takes over at once; if the database is gone,
+        they expire by themselves (POLL_LEASE_SECONDS)."""
+        try:
+            close_old_connections()
             for account in configured_accounts():
                 poller.release(account, owner=owner)
             alarms.release_evaluator(owner)
+        except Exception as error:
+            logger.warning("could not release this poller's leases (they expire by themselves): %s", error)

@@ -1,0 +1,127 @@
+"""A running `manage.py poll` outlives its database and its cache: a real PostgreSQL and a real
+Redis are stopped and started again under it. It logs the outage once, backs off, reconnects and
+polls on; it stops cleanly (exit 0) even while the database is gone."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration.test_pollers import ACCOUNTS, owners, polled, start_poller, stored
+from tests.services import AppServer, app_env, manage, start_app_server, wait_until
+
+pytestmark = pytest.mark.integration
+
+FAILED = "poll cycle failed;"  # the first failure of an outage; the retries say "failed again"
+RECOVERED = "poll cycles work again"
+
+
+def start_simulator(tmp_path: Path) -> AppServer:
+    """The simulator as the providers: its own SQLite, served over HTTP (it never goes away here)."""
+    env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"), SIMULATOR_PROCESSING_SECONDS="600")
+    manage("migrate", "--noinput", env=env)
+    manage("seed_demo", env=env)
+    return start_app_server(env, tmp_path / "simulator.log")
+
+
+def poller_env(simulator: AppServer, database_url: str, **overrides: str) -> dict[str, str]:
+    return app_env(
+        DATABASE_URL=database_url,
+        SIMULATOR_BASE_URL=f"{simulator.url}/simulator",
+        POLL_SECONDS="0.3",
+        POLL_IDLE_SECONDS="0.3",
+        POLL_LEASE_SECONDS="30",
+        **overrides,
+    )
+
+
+def log_text(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+def polls_every_account_again(log: Path, since: int) -> bool:
+    return set(polled(log)[since:]) == ACCOUNTS
+
+
+def stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def last_evaluated(database_url: str) -> datetime | None:
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute("SELECT last_evaluated_at FROM dashboard_alarmevaluator").fetchone()
+    return row[0] if row else None
+
+
+def test_the_poller_outlives_a_postgresql_restart(postgres_factory, tmp_path):
+    database = postgres_factory()  # this test's own server: it stops it
+    database_url = database.create_database()
+    simulator = start_simulator(tmp_path)
+    env = poller_env(simulator, database_url)
+    manage("migrate", "--noinput", env=env)
+    env["LOG_LEVEL"] = "DEBUG"  # the retries, logged at DEBUG only
+    log = tmp_path / "poller.log"
+    poller = start_poller(env, "poller", log)
+    try:
+        wait_until(
+            lambda: polls_every_account_again(log, 0) and stored(database_url) >= 32,
+            timeout=60,
+            what="the poller to fill the store",
+        )
+
+        database.stop_server()
+        wait_until(
+            lambda: FAILED in log_text(log) or poller.poll() is not None,
+            timeout=30,
+            what="the poller to notice the database is gone",
+        )
+        failed_at = len(polled(log))
+        assert poller.poll() is None, f"the poller died with the database:\n{log_text(log)}"
+        wait_until(
+            lambda: "(3 in a row" in log_text(log) or poller.poll() is not None,
+            timeout=30,
+            what="the poller to try again, and again",
+        )
+        assert poller.poll() is None, f"the poller died with the database:\n{log_text(log)}"
+
+        assert database.start_server().returncode == 0
+        restarted = datetime.now(UTC)
+        wait_until(
+            lambda: polls_every_account_again(log, failed_at),
+            timeout=60,
+            what=f"the poller to poll every account again after the restart:\n{log_text(log)}",
+        )
+        assert poller.poll() is None
+        wait_until(lambda: RECOVERED in log_text(log), timeout=10, what="the poller to say it works again")
+        # The alarms are evaluated on the poller's own connection: it reconnected too.
+        wait_until(
+            lambda: (last_evaluated(database_url) or restarted) > restarted,
+            timeout=30,
+            what="an alarm evaluation after the restart",
+        )
+        assert set(owners(database_url).values()) == {"poller"}
+
+        # Stopped while the database is gone: a clean exit, and the leases expire by themselves.
+        database.stop_server()
+        wait_until(lambda: log_text(log).count(FAILED) == 2, timeout=30, what="the poller to notice the second outage")
+        assert stop(poller) == 0, log_text(log)
+        assert "could not release this poller's leases" in log_text(log)
+    finally:
+        stop(poller)
+        simulator.stop()
+    text = log_text(log)
+    assert text.count(FAILED) == 2, f"each outage is logged once, not each retry:\n{text}"
+    assert text.count(RECOVERED) == 1, text
+    assert "Traceback" in text.split(FAILED, 1)[1], "the first failure comes with its traceback"
