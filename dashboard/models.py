@@ -419,6 +419,8 @@ class NotificationChannel(models.Model):
         from django.core.exceptions import ValidationError
         from django.core.validators import URLValidator, validate_email
 
+        from .destinations import DestinationRefused, check_url
+
         errors: dict[str, str] = {}
         secret_field = "secret_env"  # noqa: S105 (a field name)
         target = self.target.strip()
@@ -427,8 +429,11 @@ class NotificationChannel(models.Model):
         elif target and self.kind in (self.Kind.SLACK, self.Kind.WEBHOOK):
             try:
                 URLValidator(schemes=["http", "https"])(target)
+                check_url(target)
             except ValidationError:
                 errors["target"] = "An http:// or https:// URL."
+            except DestinationRefused as refusal:
+                errors["target"] = f"Refused: {refusal}."
         elif target and self.kind == self.Kind.EMAIL:
             try:
                 for address in target.split(","):

@@ -21,10 +21,14 @@ own, if anything is due and the previous round has finished: polling never waits
 send, the claims keep them apart. The thread is not a daemon: `poll --once` and a stopping poller
 finish the round they started (a few seconds at most) before the process exits.
 
-**HTTP.** httpx, a fresh client per send, `follow_redirects=False` (a 3xx is a failure: the URL is
-what an operator configured, a redirect is not), every phase's timeout and the whole send bounded
-by NOTIFY_TIMEOUT_SECONDS. Anything but a 2xx is a failure; the receiver's answer is quoted in
-`last_error` redacted and cut short (it is untrusted text).
+**HTTP.** httpcore, a fresh connection pool per send, through `destinations.GuardedBackend`: the
+destination policy checked on the very address connected to (no loopback, private, link-local or
+metadata address unless NOTIFY_ALLOWED_HOSTS allows it), and every connect, read, write and TLS
+handshake bounded by what is left of NOTIFY_TIMEOUT_SECONDS, so the whole send is, drip or not. No
+redirect is followed (a 3xx is a failure: the URL is what an operator configured, a redirect is not),
+no proxy is used (the policy could not see where it connects). Anything but a 2xx is a failure; of
+the answer only its status is kept (`HTTP 500`): its body is never read, so it can never be read
+back from `last_error` or the log.
 
 **Secrets.** A webhook's signing secret and a URL that is a credential (a Slack webhook's) are read
 from environment variables named NOTIFY_* at send time; the database holds their names only. No
@@ -32,8 +36,9 @@ payload holds a secret (the alarm's detail is redacted once more as it is writte
 channel and the delivery, never a URL or a secret, and error texts are redacted of every account
 key, every channel secret and the channel's URL.
 
-Signature (documented in the README, with a receiver's check): `X-Dashboard-Timestamp: <unix
-seconds>`, `X-Dashboard-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
+Signature (documented in the README, with a receiver's check): `X-Dashboard-Signature: v2=<hex
+HMAC-SHA256(secret, "v2:<timestamp>:<delivery id>:<event>:<raw body>")>`, the three from the
+X-Dashboard-Timestamp, -Delivery and -Event headers: none of them can be changed in a replay.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import httpcore
 import httpx
 from django.conf import settings
 from django.core.mail import send_mail
@@ -60,6 +66,7 @@ from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from .destinations import DestinationRefused, GuardedBackend
 from .models import Alarm, AlarmRule, Delivery, NotificationChannel, NotificationEvent, StoredBatch
 from .redaction import configured_secrets, redact
 
@@ -69,7 +76,7 @@ Kind = NotificationChannel.Kind
 Status = Delivery.Status
 Event = NotificationEvent
 
-SIGNATURE_VERSION = "v1"
+SIGNATURE_VERSION = "v2"
 TIMESTAMP_HEADER = "X-Dashboard-Timestamp"
 SIGNATURE_HEADER = "X-Dashboard-Signature"
 DELIVERY_HEADER = "X-Dashboard-Delivery"
@@ -77,7 +84,6 @@ EVENT_HEADER = "X-Dashboard-Event"
 USER_AGENT = "batch-dashboard-notifications/1"
 MIN_SECRET_LENGTH = 16  # a signing secret shorter than this is refused (32+ random characters advised)
 ERROR_LIMIT = 300  # characters of an error kept in last_error and logged
-ANSWER_LIMIT = 1024  # bytes of a receiver's answer read (quoted in the error of a non-2xx)
 CLAIM_MARGIN_SECONDS = 30  # a claim outlasts the round's time limit by this much
 ENV_PREFIX = "env:"  # the names of the channels made from the environment
 
@@ -271,24 +277,27 @@ def write_outbox(opened: Sequence[Alarm], resolved: Sequence[Alarm]) -> list[Del
 # --- what each kind of channel sends ------------------------------------------------------------
 
 
-def signature(secret: str, timestamp: int | str, body: bytes) -> str:
-    """The X-Dashboard-Signature value: v1=hex(HMAC-SHA256(secret, b"<timestamp>." + body))."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"{SIGNATURE_VERSION}={digest}"
+def signature(secret: str, timestamp: int | str, delivery: str, event: str, body: bytes) -> str:
+    """The X-Dashboard-Signature value: v2=hex(HMAC-SHA256(secret, "v2:<timestamp>:<delivery>:<event>:" +
+    body)): the headers a receiver acts on are signed with the body, so a replay cannot change them."""
+    signed = f"{SIGNATURE_VERSION}:{timestamp}:{delivery}:{event}:".encode() + body
+    return f"{SIGNATURE_VERSION}={hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()}"
 
 
 def verify(secret: str, headers, body: bytes, *, now: float | None = None, tolerance: float = 300) -> bool:
-    """What a receiver does (the README's snippet): the signature recomputed from the raw body and
-    compared in constant time, and a timestamp no more than `tolerance` seconds from now (a replayed
-    request is refused once that has passed; within it, the delivery id tells a repeat)."""
+    """What a receiver does (the README's snippet): the signature recomputed from the headers and the
+    raw body and compared in constant time, and a timestamp no more than `tolerance` seconds from now
+    (a replayed request is refused once that has passed; within it, the delivery id tells a repeat)."""
     timestamp = headers.get(TIMESTAMP_HEADER, "")
+    delivery = headers.get(DELIVERY_HEADER, "")
+    event = headers.get(EVENT_HEADER, "")
     given = headers.get(SIGNATURE_HEADER, "")
-    if not timestamp.isdigit():
-        return False
     now = time.time() if now is None else now
-    if abs(now - int(timestamp)) > tolerance:
+    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
         return False
-    return hmac.compare_digest(signature(secret, timestamp, body), given)
+    if ":" in delivery + event:  # neither ever holds one: no part of the signed text can be moved into another
+        return False
+    return hmac.compare_digest(signature(secret, timestamp, delivery, event, body), given)
 
 
 SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
@@ -348,32 +357,35 @@ class SendFailed(Exception):
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], seconds: float) -> None:
-    """POST `body`: returns on a 2xx, else raises SendFailed. No redirect followed; a refusal's
-    answer read up to ANSWER_LIMIT bytes, and no longer than `seconds` from the start."""
-    started = time.monotonic()
-    timeout = httpx.Timeout(seconds, connect=min(seconds, 3.0))
+    """POST `body` to a destination the policy allows: returns on a 2xx, else raises SendFailed.
+    Connect to last byte within `seconds`; no redirect followed; the answer's body never read."""
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
-    answer = b""
+    timeouts = dict.fromkeys(("connect", "read", "write", "pool"), seconds)
     try:
+        request = httpx.Request("POST", url, content=body, headers=headers)  # the URL parsed, Host set
+        target = httpcore.URL(
+            scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port, target=request.url.raw_path
+        )
+        backend = GuardedBackend(deadline=time.monotonic() + seconds)
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
-            client.stream("POST", url, content=body, headers=headers) as response,
+            httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=backend) as pool,
+            pool.stream(
+                "POST", target, headers=request.headers.raw, content=body, extensions={"timeout": timeouts}
+            ) as response,
         ):
-            status = response.status_code
-            if 200 <= status < 300:
-                return  # accepted: what it says besides does not matter
-            for chunk in response.iter_raw():
-                answer += chunk
-                if len(answer) >= ANSWER_LIMIT or time.monotonic() - started > seconds:
-                    break
-    except httpx.TimeoutException:
+            status = response.status
+    except DestinationRefused as refusal:
+        raise SendFailed(f"refused: {refusal}") from None
+    except httpcore.TimeoutException:
         raise SendFailed(f"no answer within {seconds:g} s") from None
-    except httpx.HTTPError as error:
-        raise SendFailed(f"{type(error).__name__}: {error}") from None
+    except (httpcore.NetworkError, httpcore.UnsupportedProtocol, httpx.InvalidURL) as error:
+        raise SendFailed(f"{type(error).__name__}: {error}") from None  # our side's words, no byte of the answer
+    except Exception as error:  # a protocol error quotes what the receiver sent: not kept
+        raise SendFailed(f"{type(error).__name__}: not an HTTP answer") from None
     if 300 <= status < 400:
         raise SendFailed(f"HTTP {status}: a redirect, not followed (configure the final URL)")
-    quoted = answer[:ANSWER_LIMIT].decode("utf-8", "replace").strip()
-    raise SendFailed(f"HTTP {status}" + (f": {quoted}" if quoted else ""))
+    if not 200 <= status < 300:
+        raise SendFailed(f"HTTP {status}")
 
 
 @dataclass
@@ -407,7 +419,7 @@ def prepare(delivery: Delivery, now: datetime, *, secrets: list[str] | None = No
         timestamp = str(int(now.timestamp()))
         headers = {
             TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: signature(secret, timestamp, body),
+            SIGNATURE_HEADER: signature(secret, timestamp, str(delivery.key), delivery.event, body),
             DELIVERY_HEADER: str(delivery.key),
             EVENT_HEADER: delivery.event,
         }
@@ -427,10 +439,11 @@ def _mail(subject: str, text: str, addresses: list[str]) -> None:
 
 
 class _Send(threading.Thread):
-    """One send on a thread of its own, so its caller can stop waiting at the deadline."""
+    """One send on a thread of its own. An HTTP send ends itself at the deadline; its caller stops
+    waiting then anyway (an SMTP conversation, a name resolution, may outlast it a little)."""
 
     def __init__(self, work: Callable[[], None]):
-        super().__init__(name="notify-send", daemon=True)  # abandoned at the deadline: never holds the process
+        super().__init__(name="notify-send", daemon=True)  # never holds the process
         self.work = work
         self.error: str | None = None
 

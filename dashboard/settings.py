@@ -336,6 +336,10 @@ NOTIFY_RETRY_MAX_SECONDS = float(os.environ.get("NOTIFY_RETRY_MAX_SECONDS", "360
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 10)
 # Deliveries a poller sends at once (each on a thread of its own) in one round, after each cycle.
 NOTIFY_BATCH_SIZE = env_int("NOTIFY_BATCH_SIZE", 10)
+# Slack and webhook channels reach public addresses only (dashboard/destinations.py). These host
+# names (whatever they resolve to), addresses and networks (10.0.0.0/8) may be private, loopback or
+# link-local; a cloud metadata address never is. E.g. "alerts.internal, 10.20.0.0/16".
+NOTIFY_ALLOWED_HOSTS = env_list("NOTIFY_ALLOWED_HOSTS", "")
 # Email goes through Django's email backend: SMTP by default.
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
