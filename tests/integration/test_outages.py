@@ -125,3 +125,81 @@ def test_the_poller_outlives_a_postgresql_restart(postgres_factory, tmp_path):
     assert text.count(FAILED) == 2, f"each outage is logged once, not each retry:\n{text}"
     assert text.count(RECOVERED) == 1, text
     assert "Traceback" in text.split(FAILED, 1)[1], "the first failure comes with its traceback"
+
+
+# Left by a web process that died before it claimed anything: the poller takes it over.
+ABANDONED_BULK_CANCEL = """
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from dashboard.models import BulkCancel, BulkCancelItem, StoredBatch
+batches = list(StoredBatch.objects.filter(is_ended=False, status="in_progress").order_by("batch_id")[:2])
+operation = BulkCancel.objects.create(
+    created_at=timezone.now(), user=get_user_model().objects.get(username="operator"), actor="operator", total=2
+)
+for position, batch in enumerate(batches):
+    BulkCancelItem.objects.create(
+        operation=operation, position=position, account=batch.account, batch_id=batch.batch_id
+    )
+print(operation.pk)
+"""
+
+
+def bulk_cancel_states(database_url: str, operation_id: int) -> tuple[bool, list[str]]:
+    with psycopg.connect(database_url) as connection:
+        finished = connection.execute(
+            "SELECT finished_at IS NOT NULL FROM dashboard_bulkcancel WHERE id = %s", [operation_id]
+        ).fetchone()[0]
+        states = connection.execute(
+            "SELECT state FROM dashboard_bulkcancelitem WHERE operation_id = %s ORDER BY position", [operation_id]
+        ).fetchall()
+    return finished, [state for (state,) in states]
+
+
+def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp_path):
+    """Polling needs no cache; a bulk cancel the poller resumes does (the user's permissions are
+    read through it): it is taken over once Redis is back."""
+    cache = redis_factory()  # this test's own Redis: it stops it
+    database_url = postgres_server.create_database()
+    simulator = start_simulator(tmp_path)
+    env = poller_env(simulator, database_url, REDIS_URL=cache.url())
+    manage("migrate", "--noinput", env=env)
+    manage("ensure_operator", env=env)
+    log = tmp_path / "poller.log"
+    poller = start_poller(env, "poller", log)
+    try:
+        wait_until(
+            lambda: polls_every_account_again(log, 0) and stored(database_url) >= 32,
+            timeout=60,
+            what="the poller to fill the store",
+        )
+
+        cache.stop_server()
+        assert not cache.ping()
+        without_redis = {key: value for key, value in env.items() if key != "REDIS_URL"}
+        operation_id = int(manage("shell", "-c", ABANDONED_BULK_CANCEL, env=without_redis).strip().splitlines()[-1])
+        stopped_at = len(polled(log))
+        wait_until(
+            lambda: polls_every_account_again(log, stopped_at) or poller.poll() is not None,
+            timeout=60,
+            what="the poller to poll every account while Redis is down",
+        )
+        assert poller.poll() is None, f"the poller died with Redis:\n{log_text(log)}"
+
+        assert cache.start_server(), "Redis did not start again on its port"
+        wait_until(
+            lambda: bulk_cancel_states(database_url, operation_id) == (True, ["canceled", "canceled"]),
+            timeout=60,
+            what=f"the poller to finish the bulk cancel once Redis is back:\n{log_text(log)}",
+        )
+        back_at = len(polled(log))
+        wait_until(
+            lambda: polls_every_account_again(log, back_at),
+            timeout=60,
+            what="the poller to poll every account after the restart",
+        )
+        assert poller.poll() is None
+    finally:
+        returncode = stop(poller)
+        simulator.stop()
+    assert returncode == 0, log_text(log)
+    assert set(owners(database_url).values()) == {""}, "a poller stopped with SIGTERM releases its leases"
