@@ -4,16 +4,19 @@ polls on; it stops cleanly (exit 0) even while the database is gone."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from tests.integration.test_pollers import ACCOUNTS, owners, polled, start_poller, stored
-from tests.services import AppServer, app_env, manage, start_app_server, wait_until
+from tests.services import ROOT, AppServer, app_env, free_port, manage, start_app_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +33,14 @@ def start_simulator(tmp_path: Path) -> AppServer:
 
 
 def poller_env(simulator: AppServer, database_url: str, **overrides: str) -> dict[str, str]:
-    return app_env(
-        DATABASE_URL=database_url,
-        SIMULATOR_BASE_URL=f"{simulator.url}/simulator",
-        POLL_SECONDS="0.3",
-        POLL_IDLE_SECONDS="0.3",
-        POLL_LEASE_SECONDS="30",
-        **overrides,
-    )
+    settings = {
+        "DATABASE_URL": database_url,
+        "SIMULATOR_BASE_URL": f"{simulator.url}/simulator",
+        "POLL_SECONDS": "0.3",
+        "POLL_IDLE_SECONDS": "0.3",
+        "POLL_LEASE_SECONDS": "30",
+    }
+    return app_env(**{**settings, **overrides})
 
 
 def log_text(log: Path) -> str:
@@ -203,3 +206,73 @@ def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp
         simulator.stop()
     assert returncode == 0, log_text(log)
     assert set(owners(database_url).values()) == {""}, "a poller stopped with SIGTERM releases its leases"
+
+
+def procfile_for_this_venv(tmp_path: Path) -> Path:
+    """The Procfile, its `.venv/bin/` programs those beside the interpreter running the tests."""
+    path = tmp_path / "Procfile"
+    path.write_text((ROOT / "Procfile").read_text().replace(".venv/bin/", f"{Path(sys.executable).parent}/"))
+    return path
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_procfile_restarts_a_process_that_exits_and_stopping_honcho_stops_them_all(postgres_server, tmp_path):
+    """`make run`: honcho and the Procfile. A poller killed outright is started again (honcho alone
+    would stop the web server too); Ctrl-C stops every process, and the poller releases its leases."""
+    database_url = postgres_server.create_database()
+    simulator = start_simulator(tmp_path)
+    env = poller_env(simulator, database_url, POLL_LEASE_SECONDS="2", WEB_WORKERS="1")
+    manage("migrate", "--noinput", env=env)
+    port = free_port()
+    web = f"http://127.0.0.1:{port}"
+    log = tmp_path / "honcho.log"
+    procfile = procfile_for_this_venv(tmp_path)
+    honcho = subprocess.Popen(
+        [Path(sys.executable).parent / "honcho", "start", "--no-colour", "-f", procfile, "-d", ROOT, "-p", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def one_poller() -> str | None:
+        held = set(owners(database_url).values())
+        return held.pop() if len(held) == 1 and "" not in held else None
+
+    try:
+        first = wait_until(one_poller, timeout=60, what=f"the poller to hold every account:\n{log_text(log)}")
+        wait_until(lambda: healthy(web), timeout=60, what="the web server to answer")
+        first_pid = int(first.rsplit(":", 1)[1])
+        os.kill(first_pid, signal.SIGKILL)  # no goodbye: its leases expire
+
+        second = wait_until(
+            lambda: (one_poller() or first) != first and one_poller(),
+            timeout=60,
+            what=f"a new poller process to take the accounts over:\n{log_text(log)}",
+        )
+        assert honcho.poll() is None and healthy(web), f"the web server went down with the poller:\n{log_text(log)}"
+        assert "starting it again" in log_text(log)
+
+        honcho.send_signal(signal.SIGINT)  # Ctrl-C
+        honcho.wait(timeout=60)
+    finally:
+        stop(honcho)
+        simulator.stop()
+    assert not alive(int(second.rsplit(":", 1)[1])), "the poller stopped with honcho"
+    assert not healthy(web), "so did the web server"
+    assert set(owners(database_url).values()) == {""}, f"the poller released its leases:\n{log_text(log)}"
+    assert log_text(log).count("starting it again") == 1, "nothing was started again after Ctrl-C"
