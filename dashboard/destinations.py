@@ -49,6 +49,8 @@ METADATA = frozenset(
     )
 )
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IETF protocol assignments (Oracle's metadata service among them): global to some Python versions' ipaddress.
+PROTOCOL_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -72,7 +74,9 @@ def is_public(address: Address) -> bool:
     """Whether `address` is on the public internet and no metadata service."""
     if (carried := carried_ipv4(address)) is not None:
         return is_public(carried)
-    if address in METADATA or address.is_multicast or address.is_reserved or not address.is_global:
+    if address.is_multicast or address.is_reserved or not address.is_global:
+        return False
+    if address in METADATA or address in PROTOCOL_ASSIGNMENTS:
         return False
     if address.version == 6:
         return not address.is_site_local and (address.sixtofour is None or is_public(address.sixtofour))
@@ -125,7 +129,10 @@ def resolve(host: str, port: int) -> list[Address]:
 def check_url(url: str) -> None:
     """At save time: raise DestinationRefused unless `url`'s host resolves to allowed addresses only.
     (The check that counts is at connect time: the name may resolve elsewhere by then.)"""
-    parsed = httpx.URL(url)  # as a send parses it
+    try:
+        parsed = httpx.URL(url)  # as a send parses it
+    except httpx.InvalidURL:
+        raise DestinationRefused("the URL's host is no name or address a send could use") from None
     host = parsed.raw_host.decode("ascii")
     check(host, resolve(host, parsed.port or DEFAULT_PORTS.get(parsed.scheme, 80)))
 
