@@ -111,7 +111,9 @@ def configured_accounts() -> list[Account]:
 
 def simulator_base_url() -> str:
     """Where the demo accounts reach the simulator: a configured URL, or in process (see settings)."""
-    return (settings.SIMULATOR_BASE_URL or f"https://{settings.EMBEDDED_SIMULATOR_HOST}/simulator").rstrip("/")
+    return (
+        settings.SIMULATOR_BASE_URL or f"https://{settings.EMBEDDED_SIMULATOR_HOST}/{settings.SIMULATOR_URL_PREFIX}"
+    ).rstrip("/")
 
 
 def is_embedded(base_url: str) -> bool:

@@ -70,12 +70,18 @@ def unstorable_parameter(request: HttpRequest) -> str | None:
 class RefuseUnstorableTextMiddleware:
     """A NUL (or lone surrogate) in the address, a parameter or a form field is refused with a 400
     that names where it was, before any view reads it; a cookie holding one is dropped (the
-    session's would otherwise be looked up in the database)."""
+    session's would otherwise be looked up in the database).
+
+    The embedded simulator's API is left to answer such requests itself, as the provider it stands
+    for would (dashboard/simulator: not found, or the provider's own 400, and its upload limits
+    checked before any body is read)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(f"/{settings.SIMULATOR_URL_PREFIX}"):
+            return self.get_response(request)
         for name in [name for name, value in request.COOKIES.items() if UNSTORABLE.search(name + value)]:
             del request.COOKIES[name]
         where = unstorable_parameter(request)

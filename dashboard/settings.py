@@ -258,6 +258,8 @@ PORT = os.environ.get("PORT", "8000")
 # through httpx's WSGI interface on a thread pool of its own, so a server can never deadlock
 # waiting on itself whatever its workers. A URL (e.g. http://127.0.0.1:8001/simulator): over HTTP.
 SIMULATOR_BASE_URL = os.environ.get("SIMULATOR_BASE_URL", "")
+# Where the simulator's API is served (its own app, with its own answers to bad requests).
+SIMULATOR_URL_PREFIX = "simulator/"
 # The host name of in-process calls to the simulator; .invalid never resolves to anything.
 EMBEDDED_SIMULATOR_HOST = "embedded-simulator.invalid"
 if SIMULATOR_ENABLED and not SIMULATOR_BASE_URL and "*" not in ALLOWED_HOSTS:

@@ -33,4 +33,4 @@ urlpatterns = [
 ]
 
 if settings.SIMULATOR_ENABLED:
-    urlpatterns.append(path("simulator/", include("dashboard.simulator.urls")))
+    urlpatterns.append(path(settings.SIMULATOR_URL_PREFIX, include("dashboard.simulator.urls")))
