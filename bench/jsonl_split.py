@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from dashboard.providers.base import jsonl_lines
+from dashboard.providers.transport import jsonl_lines
 
 SIZE_MB = 40
 CHUNK = 65536

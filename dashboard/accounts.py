@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import providers
 from .providers import PROVIDERS
 from .providers.base import Provider
+from .providers.transport import Deadlines
 
 
 @dataclass(frozen=True)
@@ -160,5 +161,22 @@ def embedded_transport() -> httpx.BaseTransport:
     return EmbeddedSimulatorTransport()
 
 
+def configured_secrets() -> list[str]:
+    """Every configured account's key (whatever the variable that holds it is called): what anything
+    shown, logged or stored is redacted of (dashboard/redaction.py)."""
+    try:
+        return [account.api_key for account in configured_accounts()]
+    except ImproperlyConfigured:
+        return []
+
+
 def provider_for(account: Account) -> Provider:
-    return providers.module(account.provider).API(client_for(account), account=account.key)
+    """The account's provider, holding every configured key (no answer may show one) and the deadlines."""
+    return providers.module(account.provider).API(
+        client_for(account),
+        account=account.key,
+        secrets=tuple(configured_secrets()),
+        deadlines=Deadlines(
+            call=settings.UPSTREAM_DEADLINE_SECONDS, download=settings.UPSTREAM_DOWNLOAD_DEADLINE_SECONDS
+        ),
+    )

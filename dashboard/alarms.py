@@ -50,8 +50,9 @@ from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
 from . import providers
+from .accounts import configured_secrets
 from .models import AccountState, Alarm, AlarmEvaluator, AlarmRule, AlarmThreshold, StoredBatch
-from .redaction import configured_secrets, redact
+from .redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -623,7 +624,7 @@ def release_evaluator(owner: str) -> None:
 
 def evaluation_failed(error: BaseException) -> None:
     """Note on the evaluator's row why the last evaluation failed (the poller logs it too)."""
-    message = redact(f"{type(error).__name__}: {error}")[:DETAIL_LIMIT]
+    message = redact(f"{type(error).__name__}: {error}", configured_secrets())[:DETAIL_LIMIT]
     AlarmEvaluator.objects.filter(pk=EVALUATOR).update(last_error=message)
 
 
@@ -640,7 +641,7 @@ def acknowledge(alarm: Alarm, user, note: str = "", *, now: datetime | None = No
     or one that has resolved, is left as it is and AcknowledgeRefused says so (one conditional
     UPDATE, so of two people acknowledging at once exactly one is recorded)."""
     now = now or timezone.now()
-    note = redact(note.strip())[:NOTE_LIMIT]
+    note = redact(note.strip(), configured_secrets())[:NOTE_LIMIT]
     recorded = Alarm.objects.filter(pk=alarm.pk, acknowledged_at=None, resolved_at=None).update(
         acknowledged_by=user, acknowledged_at=now, acknowledge_note=note
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
-from .redaction import configured_secrets, redact
+from .accounts import configured_secrets
+from .redaction import redact
 
 
 def _secrets() -> list[str]:

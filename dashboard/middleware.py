@@ -1,5 +1,5 @@
-"""Signing in: an htmx request that is not signed in sends the whole page to the login page. Also:
-text the database cannot hold refused at the door, and the health check answering any Host."""
+"""Signing in: an htmx request that is not signed in sends the whole page to the login page; and text
+the database cannot hold refused at the door."""
 
 from __future__ import annotations
 
@@ -92,20 +92,4 @@ class RefuseUnstorableTextMiddleware:
                 status=400,
                 content_type="text/plain; charset=utf-8",
             )
-        return self.get_response(request)
-
-
-class HealthzForAnyHostMiddleware:
-    """`/healthz` answers whatever Host a load balancer sends: Django checks the Host against
-    ALLOWED_HOSTS when something reads it (CommonMiddleware does, on every request), so this
-    answers before that. The health check reads nothing of the request."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info == "/healthz":
-            from .views import healthz
-
-            return healthz(request)
         return self.get_response(request)

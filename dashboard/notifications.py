@@ -66,9 +66,10 @@ from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from .accounts import configured_secrets
 from .destinations import DestinationRefused, GuardedBackend
 from .models import Alarm, AlarmRule, Delivery, NotificationChannel, NotificationEvent, StoredBatch
-from .redaction import configured_secrets, redact
+from .redaction import redact
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Q
 
 from . import alarms, bulk, notifications, providers, store
-from .accounts import Account, configured_accounts, provider_for
+from .accounts import Account, configured_accounts, configured_secrets, provider_for
 from .models import AccountState, StoredBatch
 from .providers.base import NotFound, Page, Provider, ProviderError, RateLimited
 from .redaction import redact
@@ -123,7 +123,7 @@ def poll_account(account: Account, *, now: datetime, provider: Provider | None =
         seen |= _backfill(provider, state, now, result)
         _refresh_active(provider, account, now, seen, after, result)
     except ProviderError as error:
-        result.error = redact(error.message)
+        result.error = redact(error.message, configured_secrets())
         _failed(state, error, now)
         logger.warning("poll of %s failed: %s", account.key, result.error)
     else:
@@ -333,7 +333,7 @@ def outage_backoff_seconds(failures: int) -> float:
 def _failed(state: AccountState, error: ProviderError, now: datetime) -> None:
     state.consecutive_failures += 1
     state.last_error_at = now
-    state.last_error = redact(error.message)[:1000]
+    state.last_error = redact(error.message, configured_secrets())[:1000]
     state.backoff_until = now + timedelta(seconds=backoff_seconds(error, state.consecutive_failures))
     state.save()
 

@@ -1,8 +1,10 @@
-"""One way to keep API keys out of anything shown, logged or stored."""
+"""One way to keep API keys out of anything shown, logged or stored. No Django here: the secrets are
+passed in (the configured accounts' keys are `accounts.configured_secrets()`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 REDACTED = "[redacted]"
 # Shorter "keys" would redact ordinary words; no real API key is this short.
@@ -10,18 +12,6 @@ MIN_SECRET_LENGTH = 8
 # A key's first characters are enough to find it: any run of at least this many of them (a key
 # cut short by us or by an upstream that echoes it truncated) is redacted like the whole key.
 PREFIX_LENGTH = 16
-
-
-def configured_secrets() -> list[str]:
-    """Every configured account's key (whatever the variable that holds it is called)."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    from .accounts import configured_accounts
-
-    try:
-        return [account.api_key for account in configured_accounts()]
-    except ImproperlyConfigured:
-        return []
 
 
 def _matched(text: str, start: int, secret: str) -> int:
@@ -34,13 +24,12 @@ def _matched(text: str, start: int, secret: str) -> int:
     return size if size >= min(len(secret), PREFIX_LENGTH) else 0
 
 
-def redact(text: str, secrets: list[str] | None = None) -> str:
+def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret (any letter case) replaced by [redacted], longest match first.
 
     A secret's first PREFIX_LENGTH characters, followed by any more of it, count as the secret:
     a cut-off key is redacted too, and nothing of it beyond the cut is left behind.
     """
-    secrets = configured_secrets() if secrets is None else secrets
     wanted = sorted({secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
     if not wanted or not text:
         return text

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from dashboard.providers.transport import DEFAULT_DEADLINES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -73,7 +75,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     # Before anything reads the Host (CommonMiddleware) or the session.
-    "dashboard.middleware.HealthzForAnyHostMiddleware",
+    "dashboard.health.HealthzForAnyHostMiddleware",
     "dashboard.middleware.RefuseUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -269,8 +271,10 @@ UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_CONNECT_TIMEOU
 # The timeouts above bound each read; these bound a whole upstream call, connect to last byte,
 # however slowly the upstream trickles: a JSON answer (list, retrieve, cancel), and a streamed
 # result file (the results pages and downloads), which may take much longer.
-UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", "15"))
-UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", "900"))
+UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", DEFAULT_DEADLINES.call))
+UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(
+    os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", DEFAULT_DEADLINES.download)
+)
 # How often a live row (and the list's probe for new batches) reads the store again.
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
 LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))

@@ -11,12 +11,9 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_not_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -406,28 +403,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         attempts = attempts.filter(batch_id=batch_id)
     page = Paginator(attempts, 50).get_page(request.GET.get("page"))
     return render(request, "audit.html", {"page": page, "batch_filter": batch_id})
-
-
-@login_not_required
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """For load balancers: is this process able to serve? Database and cache only, no upstream."""
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as error:
-        checks["database"] = f"unreachable ({type(error).__name__})"
-    try:
-        cache.set("healthz", "ok", 10)
-        checks["cache"] = "ok" if cache.get("healthz") == "ok" else "not storing"
-    except Exception as error:
-        checks["cache"] = f"unreachable ({type(error).__name__})"
-    healthy = all(value == "ok" for value in checks.values())
-    response = JsonResponse({"status": "ok" if healthy else "failing", **checks}, status=200 if healthy else 503)
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:

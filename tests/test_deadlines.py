@@ -19,7 +19,8 @@ import pytest
 
 from dashboard import accounts, services
 from dashboard.providers import anthropic, openai
-from dashboard.providers.base import ProviderError, UpstreamTimeout, send, stream
+from dashboard.providers.base import ProviderError, UpstreamTimeout
+from dashboard.providers.transport import Deadlines, send, stream
 
 BATCH_ID = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"
 CHUNK_SECONDS = 0.2
@@ -134,14 +135,13 @@ def test_stream_reads_a_body_that_ends_inside_its_deadline():
         assert b"".join(response.iter_raw()) == b"x    "
 
 
-def test_settings_decide_the_deadlines_and_the_provider_names_itself(settings):
-    settings.UPSTREAM_DEADLINE_SECONDS = DEADLINE
-    settings.UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = 0.8
+def test_the_deadlines_a_provider_is_given_bound_its_calls_and_it_names_itself():
+    deadlines = Deadlines(call=DEADLINE, download=0.8)
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=Trickle(first=b'{"id": "x"'))
 
-    provider = anthropic.AnthropicProvider(mock_client(answer), account="anthropic-x")
+    provider = anthropic.AnthropicProvider(mock_client(answer), account="anthropic-x", deadlines=deadlines)
     error, took = timed(lambda: provider.retrieve(BATCH_ID))
     assert isinstance(error, UpstreamTimeout)
     assert error.message == "Anthropic did not finish answering within 0.5 s."
@@ -153,19 +153,18 @@ def test_settings_decide_the_deadlines_and_the_provider_names_itself(settings):
     assert 0.8 <= took < 0.8 + SLACK
 
     client = httpx.Client(base_url="https://api.openai.com/v1", transport=httpx.MockTransport(answer))
-    error, _ = timed(lambda: openai.OpenAIProvider(client, account="openai-x").retrieve("batch_abc123"))
+    provider = openai.OpenAIProvider(client, account="openai-x", deadlines=deadlines)
+    error, _ = timed(lambda: provider.retrieve("batch_abc123"))
     assert isinstance(error, UpstreamTimeout)
     assert error.message == "OpenAI did not finish answering within 0.5 s."
 
 
-def test_an_error_answer_to_a_download_is_held_to_the_json_deadline(settings):
-    settings.UPSTREAM_DEADLINE_SECONDS = DEADLINE
-    settings.UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = 30
-
+def test_an_error_answer_to_a_download_is_held_to_the_json_deadline():
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, stream=Trickle(first=b'{"type": "error"'))
 
-    provider = anthropic.AnthropicProvider(mock_client(answer), account="anthropic-x")
+    deadlines = Deadlines(call=DEADLINE, download=30)
+    provider = anthropic.AnthropicProvider(mock_client(answer), account="anthropic-x", deadlines=deadlines)
 
     def open_results() -> None:
         with provider.open_results(BATCH_ID):

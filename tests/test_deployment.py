@@ -349,13 +349,13 @@ def test_healthz_is_503_when_the_cache_is_unreachable(client, db, monkeypatch):
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(client, db, monkeypatch):
-    from dashboard import views
+    from dashboard import health
 
     class Unreachable:
         def cursor(self):
             raise OSError("disk gone")
 
-    monkeypatch.setattr(views, "connection", Unreachable())
+    monkeypatch.setattr(health, "connection", Unreachable())
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["database"] == "unreachable (OSError)"

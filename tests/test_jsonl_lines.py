@@ -6,7 +6,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboard.providers.base import jsonl_lines
+from dashboard.providers.transport import jsonl_lines
 
 
 class Chunks(httpx.SyncByteStream):

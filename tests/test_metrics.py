@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard import metrics
 from dashboard.models import AccountState, UpstreamCallStats
-from dashboard.providers.base import ProviderError, UpstreamTimeout, send, stream
+from dashboard.providers.base import ProviderError, UpstreamTimeout
+from dashboard.providers.transport import send, stream
 from tests import factories
 from tests.test_selectors import A_OPS, A_RES, O_OPS, put
 

@@ -168,7 +168,7 @@ def fails_with(error: Exception) -> Callable:
 
 
 def make_anthropic(
-    answer: Callable, *, key: str | None = ANTHROPIC_KEY
+    answer: Callable, *, key: str | None = ANTHROPIC_KEY, secrets: tuple[str, ...] = ()
 ) -> tuple[anthropic.AnthropicProvider, Upstream]:
     upstream = Upstream(answer)
     client = httpx.Client(
@@ -177,10 +177,12 @@ def make_anthropic(
         headers=anthropic.auth_headers(key) if key else None,
         timeout=12.0,
     )
-    return anthropic.AnthropicProvider(client, account="anthropic-ops"), upstream
+    return anthropic.AnthropicProvider(client, account="anthropic-ops", secrets=secrets), upstream
 
 
-def make_openai(answer: Callable, *, key: str | None = OPENAI_KEY) -> tuple[openai.OpenAIProvider, Upstream]:
+def make_openai(
+    answer: Callable, *, key: str | None = OPENAI_KEY, secrets: tuple[str, ...] = ()
+) -> tuple[openai.OpenAIProvider, Upstream]:
     upstream = Upstream(answer)
     client = httpx.Client(
         base_url=OPENAI_URL,
@@ -188,7 +190,7 @@ def make_openai(answer: Callable, *, key: str | None = OPENAI_KEY) -> tuple[open
         headers=openai.auth_headers(key) if key else None,
         timeout=12.0,
     )
-    return openai.OpenAIProvider(client, account="openai-ops"), upstream
+    return openai.OpenAIProvider(client, account="openai-ops", secrets=secrets), upstream
 
 
 def anthropic_error(kind: str, message: str) -> dict:

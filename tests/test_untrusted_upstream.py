@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from dashboard.accounts import configured_secrets
 from dashboard.providers import anthropic, openai
 from dashboard.providers.base import Batch, Page, ProviderError
 from dashboard.providers.errors import (
@@ -54,7 +55,7 @@ FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCh
 def holds_no_key(batch_id: str) -> bool:
     """An id holding a configured key (hypothesis finds the demo keys among the code's constants) is refused
     as unreadable by design (errors.known_id): not a valid id for these properties."""
-    return redact(batch_id) == batch_id
+    return redact(batch_id, configured_secrets()) == batch_id
 
 
 PROVIDERS = {
@@ -90,10 +91,12 @@ def reply_json(status: int, body) -> Callable[[httpx.Request], httpx.Response]:
     return lambda request: httpx.Response(status, content=content, headers={"content-type": "application/json"})
 
 
-def read(name: str, data) -> Batch | UnreadableBatch:
-    """parse_batch's answer: a Batch, or the UnreadableBatch it raised. Any other exception fails the test."""
+def read(name: str, data, *, secrets: tuple[str, ...] | None = None) -> Batch | UnreadableBatch:
+    """parse_batch's answer, given the configured keys as accounts gives them (or `secrets`): a Batch,
+    or the UnreadableBatch it raised. Any other exception fails the test."""
+    secrets = tuple(configured_secrets()) if secrets is None else secrets
     try:
-        return PROVIDERS[name]["module"].parse_batch(data, account=f"{name}-ops")
+        return PROVIDERS[name]["module"].parse_batch(data, account=f"{name}-ops", secrets=secrets)
     except UnreadableBatch as error:
         return error
 
@@ -335,8 +338,7 @@ def test_missing_or_malformed_ids_are_refused_without_being_quoted():
 
 def test_an_id_that_echoes_a_configured_key_is_refused():
     key = "sk-proj-" + "K" * 40
-    with mock.patch("dashboard.redaction.configured_secrets", return_value=[key]):
-        answer = read("openai", {**OPENAI_IN_PROGRESS, "id": f"batch_{key}"})
+    answer = read("openai", {**OPENAI_IN_PROGRESS, "id": f"batch_{key}"}, secrets=(key,))
     assert isinstance(answer, UnreadableBatch) and answer.batch_id == ""
     assert key not in answer.message and key[:PREFIX_LENGTH] not in answer.message
 
@@ -536,9 +538,10 @@ def test_no_key_survives_into_an_upstream_error_message(
     environment = environment or {"ANTHROPIC_API_KEY": configured, "OPENAI_API_KEY": sent}
     with mock.patch.dict(os.environ, environment):
         os.environ.pop("BATCH_ACCOUNTS_FILE", None)
-        provider, _ = spec["make"](reply(status, body), key=sent)
-        with pytest.raises(ProviderError) as raised:
-            provider.retrieve(spec["valid"][0]["id"])
+        # Every configured key, as accounts.provider_for gives them to a provider.
+        provider, _ = spec["make"](reply(status, body), key=sent, secrets=tuple(configured_secrets()))
+    with pytest.raises(ProviderError) as raised:
+        provider.retrieve(spec["valid"][0]["id"])
     error = raised.value
     for secret in (sent, configured):
         assert not shows(secret, error.message), error.message
@@ -565,9 +568,8 @@ def test_our_cannot_read_messages_never_quote_a_key_in_a_2xx_body(name):
     spec = PROVIDERS[name]
     for field in ("created_at", spec["status"], "request_counts", "id"):
         body = {**spec["valid"][0], field: key}
-        provider, _ = spec["make"](reply(200, {"data": [body], "has_more": False}), key=key)
-        with mock.patch("dashboard.redaction.configured_secrets", return_value=[key]):
-            page = provider.list_page(limit=1)
+        provider, _ = spec["make"](reply(200, {"data": [body], "has_more": False}), key=key, secrets=(key,))
+        page = provider.list_page(limit=1)
         assert page.batches == [] and len(page.unreadable) == 1
         assert not shows(key, repr(page.unreadable))
 

@@ -18,6 +18,8 @@ import httpx
 from ..redaction import REDACTED, redact
 from .base import BadResponse, NotFound, Overloaded, RateLimited, UpstreamError, json_body, parse_retry_after
 
+Secrets = tuple[str, ...]  # the keys an answer must never show: every configured account's, passed in
+
 MAX_MESSAGE = 300
 MAX_KIND = 80
 
@@ -68,19 +70,20 @@ class Unreadable(Exception):  # internal: caught by the parsers, never escapes t
         self.reason = reason
 
 
-def known_id(data: Any, pattern: re.Pattern[str]) -> str:
-    """The batch's id if it has the provider's id shape (and holds no configured key), else ""."""
+def known_id(data: Any, pattern: re.Pattern[str], secrets: Secrets = ()) -> str:
+    """The batch's id if it has the provider's id shape (and holds none of `secrets`), else ""."""
     value = data.get("id") if isinstance(data, dict) else None
     if not (isinstance(value, str) and pattern.fullmatch(value)):
         return ""
     # An OpenAI id may hold dashes, so an upstream echoing a key as "batch_<key>" fits the shape.
-    return value if redact(value) == value else ""
+    return value if redact(value, secrets) == value else ""
 
 
 def unreadable_batch(label: str, noun: str, batch_id: str, problem: Unreadable) -> UnreadableBatch:
     which = f"batch {batch_id}" if batch_id else "a batch whose id is missing or malformed"
     message = f"{label} sent a {noun} we cannot read: {problem.field} {problem.reason} ({which})."
-    return UnreadableBatch(redact(message), batch_id=batch_id, field=problem.field)
+    # Only our own words and an id known_id let through: nothing here can hold a key.
+    return UnreadableBatch(message, batch_id=batch_id, field=problem.field)
 
 
 def as_object(data: Any, field: str) -> dict[str, Any]:
@@ -182,15 +185,15 @@ def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def scrub_credentials(text: str, response: httpx.Response, *, limit: int = MAX_MESSAGE) -> str:
-    """`text`, cut to `limit` characters, without the key that was sent nor any configured key.
+def scrub_credentials(text: str, response: httpx.Response, *, secrets: Secrets = (), limit: int = MAX_MESSAGE) -> str:
+    """`text`, cut to `limit` characters, without the key that was sent nor any of `secrets`.
 
     Redacted before cutting (so the cut cannot leave a key's prefix behind) and again after, both
     with `redact`: any letter case, any prefix of 16 characters or more (see dashboard.redaction).
     """
-    secrets = sent_secrets(response)
-    redacted = shorten(redact(text, secrets), limit)
-    redacted = redact(redact(redacted, secrets))  # the configured keys too, and nothing the cut put together
+    every_secret = (*sent_secrets(response), *secrets)
+    redacted = shorten(redact(text, every_secret), limit)
+    redacted = redact(redacted, every_secret)  # nothing the cut put together
     # A cut through "[redacted]" reads badly: drop what is left of it rather than show "[reda".
     for size in range(len(REDACTED) - 1, 0, -1):
         if redacted.endswith(REDACTED[:size] + "…"):
@@ -198,7 +201,9 @@ def scrub_credentials(text: str, response: httpx.Response, *, limit: int = MAX_M
     return redacted
 
 
-def checked_json(response: httpx.Response, *, provider_label: str, request_id_header: str) -> dict[str, Any]:
+def checked_json(
+    response: httpx.Response, *, provider_label: str, request_id_header: str, secrets: Secrets = ()
+) -> dict[str, Any]:
     """The JSON object of a 2xx answer; raises the matching ProviderError otherwise."""
     request_id = response.headers.get(request_id_header)
     try:
@@ -216,13 +221,15 @@ def checked_json(response: httpx.Response, *, provider_label: str, request_id_he
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         kind = error.get("type") or error.get("code") or ""
-        kind = scrub_credentials(kind, response, limit=MAX_KIND) if isinstance(kind, str) else ""
+        kind = scrub_credentials(kind, response, secrets=secrets, limit=MAX_KIND) if isinstance(kind, str) else ""
         detail = error.get("message") or ""
         detail = detail if isinstance(detail, str) else "the error message is not text"
     else:
         kind, detail = "", "the error body is not JSON"
     status = response.status_code
-    message = scrub_credentials(f"{provider_label} HTTP {status}{f' {kind}' if kind else ''}: {detail}", response)
+    message = scrub_credentials(
+        f"{provider_label} HTTP {status}{f' {kind}' if kind else ''}: {detail}", response, secrets=secrets
+    )
     options = dict(status=status, kind=kind, request_id=request_id)
     if status == 404:
         raise NotFound(message, **options)

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Page, UpstreamError, refused_cancel, send, stream
-from .errors import UnreadableBatch, checked_json
+from .base import BadResponse, Batch, Page, UpstreamError, refused_cancel
+from .errors import Secrets, UnreadableBatch, checked_json
+from .transport import DEFAULT_DEADLINES, Deadlines, send, stream
 
 
 class BatchAPI:
@@ -19,27 +20,47 @@ class BatchAPI:
     batch_id: re.Pattern[str]
     batches_path: str  # e.g. "/v1/messages/batches"
     after_param: str  # the list cursor's query parameter
-    parse: Callable[..., Batch]  # the module's parse_batch(data, account=...)
+    parse: Callable[..., Batch]  # the module's parse_batch(data, account=..., secrets=...)
     cancel_suffix = "/cancel"  # POSTed to after the batch's own path
 
-    def __init__(self, client: httpx.Client, *, account: str):
+    def __init__(
+        self, client: httpx.Client, *, account: str, secrets: Secrets = (), deadlines: Deadlines = DEFAULT_DEADLINES
+    ):
+        """`secrets`: the keys no answer may show (accounts passes every configured one)."""
         self.client = client
         self.account = account
+        self.secrets = secrets
+        self.deadlines = deadlines
 
     def is_valid_id(self, batch_id: str) -> bool:
         return bool(self.batch_id.fullmatch(batch_id))
 
     def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
-        response = send(self.client, method, path, label=self.label, account=self.account, **kwargs)
-        return checked_json(response, provider_label=self.label, request_id_header=self.request_id_header)
+        response = send(
+            self.client, method, path, label=self.label, account=self.account, deadline=self.deadlines.call, **kwargs
+        )
+        return self._checked(response)
+
+    def _checked(self, response: httpx.Response) -> dict[str, Any]:
+        return checked_json(
+            response, provider_label=self.label, request_id_header=self.request_id_header, secrets=self.secrets
+        )
 
     @contextmanager
     def _stream(self, path: str) -> Iterator[httpx.Response]:
         """A streaming GET with its status checked; the body is left unread for the caller."""
-        with stream(self.client, "GET", path, label=self.label, account=self.account) as response:
+        with stream(
+            self.client,
+            "GET",
+            path,
+            label=self.label,
+            account=self.account,
+            deadline=self.deadlines.download,
+            error_deadline=self.deadlines.call,
+        ) as response:
             if not response.is_success:
                 response.read()
-                checked_json(response, provider_label=self.label, request_id_header=self.request_id_header)
+                self._checked(response)
             yield response
 
     def _batch_path(self, batch_id: str, suffix: str = "") -> str:
@@ -48,7 +69,7 @@ class BatchAPI:
         return f"{self.batches_path}/{batch_id}{suffix}"
 
     def _batch(self, data: Any) -> Batch:
-        return type(self).parse(data, account=self.account)
+        return type(self).parse(data, account=self.account, secrets=self.secrets)
 
     def list_page(self, *, limit: int, after: str | None = None) -> Page:
         """One page of batches. A batch we cannot read does not hide the others: it is left out

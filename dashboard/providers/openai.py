@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, NotFound, jsonl_lines
+from .base import BadResponse, Batch, Counts, NotFound
 from .errors import (
+    Secrets,
     Unreadable,
     as_object,
     count,
@@ -23,6 +24,7 @@ from .errors import (
 )
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
+from .transport import jsonl_lines
 
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
@@ -73,12 +75,13 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
     return epoch_time(value, field)
 
 
-def parse_batch(data: Any, *, account: str) -> Batch:
-    """A Batch from the provider's JSON, which is untrusted: anything odd raises UnreadableBatch.
+def parse_batch(data: Any, *, account: str, secrets: Secrets = ()) -> Batch:
+    """A Batch from the provider's JSON, which is untrusted: anything odd raises UnreadableBatch
+    (an id holding one of `secrets`, the configured keys, is no id).
 
     A status word we do not know (one the API may add) is kept as is: not ended, not cancelable.
     """
-    batch_id = known_id(data, BATCH_ID)
+    batch_id = known_id(data, BATCH_ID, secrets)
     try:
         data = as_object(data, "the batch")
         if not batch_id:
