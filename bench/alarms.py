@@ -53,7 +53,7 @@ def setup(path: str) -> None:
 
     call_command("migrate", verbosity=0)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("dashboard.alarms").setLevel(logging.WARNING)  # one line per alarm opened otherwise
+    logging.getLogger("dashboard.alarms.rules").setLevel(logging.WARNING)  # one line per alarm opened otherwise
 
 
 def make_accounts(running: int, ended_per_running: int, seed: int = 7) -> tuple[list, list[str]]:
@@ -123,7 +123,7 @@ def warm_up(accounts) -> None:
     from django.db.models import Q
     from django.utils import timezone
 
-    from dashboard import poller
+    from dashboard.batches import poller
     from dashboard.models import AccountState
 
     settings.ALARMS_ENABLED = False
@@ -140,7 +140,7 @@ def cycle(accounts, *, alarms_on: bool) -> float:
     from django.conf import settings
     from django.utils import timezone
 
-    from dashboard import poller
+    from dashboard.batches import poller
 
     settings.ALARMS_ENABLED = alarms_on
     started = time.perf_counter()
@@ -173,7 +173,7 @@ def main() -> None:
         from django.test.utils import CaptureQueriesContext
         from django.utils import timezone
 
-        from dashboard import alarms
+        from dashboard.alarms import rules
         from dashboard.models import Alarm, StoredBatch
         from dashboard.simulator import stall
         from dashboard.simulator.models import SimAccount
@@ -194,7 +194,7 @@ def main() -> None:
         )
 
         keys = [account.key for account in accounts]
-        first = alarms.evaluate(timezone.now(), accounts=keys)
+        first = rules.evaluate(timezone.now(), accounts=keys)
         opened = Counter(alarm.rule for alarm in first.opened)
         print(
             f"First evaluation: opened {len(first.opened)} alarms in {1000 * first.seconds:.1f} ms ("
@@ -211,7 +211,7 @@ def main() -> None:
         for _ in range(options.cycles):
             with CaptureQueriesContext(connection) as queries:
                 before = time.process_time()  # CPU time: what a busy machine's load does not inflate
-                evaluations.append(alarms.evaluate(timezone.now(), accounts=keys).seconds)
+                evaluations.append(rules.evaluate(timezone.now(), accounts=keys).seconds)
                 cpu.append(time.process_time() - before)
         still = Alarm.objects.filter(resolved_at=None).count()
 

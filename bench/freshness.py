@@ -149,7 +149,7 @@ def poll_until(accounts, stop: threading.Event, run: Run, requests: Requests, ow
     from django.db import connections
     from django.utils import timezone
 
-    from dashboard import poller
+    from dashboard.batches import poller
 
     try:
         while not stop.is_set():
@@ -169,7 +169,7 @@ def warm_up(accounts) -> None:
     from django.db.models import Q
     from django.utils import timezone
 
-    from dashboard import poller
+    from dashboard.batches import poller
     from dashboard.models import AccountState
 
     for _ in range(100):
@@ -183,7 +183,7 @@ def warm_up(accounts) -> None:
 
 
 def measure(accounts, running_ids: set, seconds: float, requests: Requests, owner: str) -> Run:
-    from dashboard import poller, store
+    from dashboard.batches import poller, store
 
     run = Run()
     lock = threading.Lock()
@@ -229,7 +229,7 @@ def worst_gaps(run: Run, running: set) -> dict[str, float]:
 
 
 def report(title: str, run: Run, accounts, running: set, poll_seconds: float) -> None:
-    from dashboard import poller
+    from dashboard.batches import poller
 
     per_account = Counter(account for account, _ in running)
     worst = worst_gaps(run, running)
@@ -283,7 +283,7 @@ def main() -> None:
         setup(str(Path(folder) / "bench.sqlite3"))
         from django.conf import settings
 
-        from dashboard import poller
+        from dashboard.batches import poller
         from dashboard.models import StoredBatch
         from dashboard.providers import anthropic
         from dashboard.simulator.models import SimAccount

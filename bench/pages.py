@@ -156,8 +156,8 @@ def fill_ended(count: int) -> float:
     from django.db import transaction
     from django.utils import timezone
 
-    from dashboard import store
     from dashboard.accounts import configured_accounts
+    from dashboard.batches import store
     from dashboard.providers import anthropic, openai
 
     accounts = configured_accounts()
@@ -241,7 +241,7 @@ class Web:
 
         self.client = Client()
         self.client.force_login(
-            get_user_model().objects.get(username="operator"), backend="dashboard.auth.CachedPermissionsBackend"
+            get_user_model().objects.get(username="operator"), backend="dashboard.web.auth.CachedPermissionsBackend"
         )
 
     def get(self, url: str, *, htmx: bool = False, statuses: tuple[int, ...] = (200,)) -> str:

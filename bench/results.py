@@ -256,7 +256,8 @@ def main() -> None:
         from django.contrib.auth import get_user_model
         from django.test import Client
 
-        from dashboard import accounts, results
+        from dashboard import accounts
+        from dashboard.batches import results
 
         load_before = load_average()
         started = time.perf_counter()

@@ -42,8 +42,8 @@ def setup(path: str) -> None:
 def fill(count: int):
     from django.db import transaction
 
-    from dashboard import store
     from dashboard.accounts import Account
+    from dashboard.batches import store
     from dashboard.providers import anthropic, openai
 
     accounts = [
@@ -123,7 +123,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         setup(str(Path(folder) / "bench.sqlite3"))
-        from dashboard import selectors
+        from dashboard.batches import selectors
         from dashboard.models import StoredBatch
 
         accounts, seconds = fill(options.batches)

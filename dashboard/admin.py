@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 from django import forms
 from django.contrib import admin, messages
 
-from . import alarms, notifications
+from .alarms import rules as alarms
 from .models import (
     AccountState,
     Alarm,
@@ -19,6 +19,7 @@ from .models import (
     ResultsSummary,
     StoredBatch,
 )
+from .notifications import outbox
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -143,8 +144,8 @@ class NotificationChannelForm(forms.ModelForm):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
-        if name.startswith(notifications.ENV_PREFIX):
-            raise forms.ValidationError(f"Names starting {notifications.ENV_PREFIX} are the environment's channels.")
+        if name.startswith(outbox.ENV_PREFIX):
+            raise forms.ValidationError(f"Names starting {outbox.ENV_PREFIX} are the environment's channels.")
         return name
 
 
@@ -232,7 +233,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry the selected deliveries now", permissions=["retry"])
     def retry_now(self, request, queryset) -> None:
-        made_due = notifications.retry_now(queryset)
+        made_due = outbox.retry_now(queryset)
         skipped = len(queryset) - made_due
         message = f"{made_due} deliver{'y' if made_due == 1 else 'ies'} will be sent after the next poll cycle."
         if skipped:

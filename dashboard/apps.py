@@ -6,8 +6,9 @@ class DashboardConfig(AppConfig):
     verbose_name = "Batch dashboard"
 
     def ready(self) -> None:
-        from . import auth, metrics
+        from .metrics import prometheus
         from .providers import transport
+        from .web import auth
 
         auth.connect_invalidation()
-        transport.record_calls_with(metrics.record_upstream_call)
+        transport.record_calls_with(prometheus.record_upstream_call)

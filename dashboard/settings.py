@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from dashboard.providers.transport import DEFAULT_DEADLINES
+from .providers.transport import DEFAULT_DEADLINES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -75,14 +75,14 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     # Before anything reads the Host (CommonMiddleware) or the session.
-    "dashboard.health.HealthzForAnyHostMiddleware",
-    "dashboard.middleware.RefuseUnstorableTextMiddleware",
+    "dashboard.web.health.HealthzForAnyHostMiddleware",
+    "dashboard.web.middleware.RefuseUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Django's LoginRequiredMiddleware; an htmx request not signed in moves the whole page to sign in.
-    "dashboard.middleware.HtmxAwareLoginRequiredMiddleware",
+    "dashboard.web.middleware.HtmxAwareLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -206,10 +206,10 @@ CONTENT_SECURITY_POLICY = {
 # The address is the connection's, or behind the reverse proxies named in TRUSTED_PROXIES (addresses
 # or networks) the client's as they forward it in X-Forwarded-For (dashboard/client_address.py).
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
-AXES_CLIENT_IP_CALLABLE = "dashboard.client_address.client_address"
+AXES_CLIENT_IP_CALLABLE = "dashboard.web.client_address.client_address"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "dashboard.auth.CachedPermissionsBackend",
+    "dashboard.web.auth.CachedPermissionsBackend",
 ]
 PERMISSIONS_CACHE_SECONDS = env_int("PERMISSIONS_CACHE_SECONDS", 30)
 # Every live row's poll is a request: its session is read from the cache, not the database.
@@ -218,13 +218,13 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "dashboard.views.locked_out"
+AXES_LOCKOUT_CALLABLE = "dashboard.web.views.locked_out"
 AXES_VERBOSE = False
 
 # Error reports (DEBUG pages, mail to admins) hide every configured account's key, whatever the
 # name of the variable that holds it.
-DEFAULT_EXCEPTION_REPORTER_FILTER = "dashboard.errors.SecretHidingFilter"
-DEFAULT_EXCEPTION_REPORTER = "dashboard.errors.SecretHidingReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dashboard.error_reports.SecretHidingFilter"
+DEFAULT_EXCEPTION_REPORTER = "dashboard.error_reports.SecretHidingReporter"
 
 LOGGING = {
     "version": 1,
@@ -293,7 +293,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
 # A refused CSRF check (a stale token after signing in again in another tab) in the operator's words.
-CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
+CSRF_FAILURE_VIEW = "dashboard.web.views.csrf_failure"
 
 # --- Metrics (/metrics, Prometheus; dashboard/metrics.py) ----------------------------------------
 # Off (404, and no upstream call is counted) unless one of these is set. With both, a scrape needs

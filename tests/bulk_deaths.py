@@ -40,7 +40,9 @@ def sigkill() -> None:
 def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable[[object, str, object], None]) -> None:
     """Make the worker die (`die()`) at `step` of the item of `batch_id`, once. `patch(owner, name,
     value)` sets an attribute (pytest's monkeypatch.setattr, or setattr in a process that dies)."""
-    from dashboard import bulk, providers, services
+    from dashboard import providers
+    from dashboard.batches import services
+    from dashboard.bulk import operations
     from dashboard.models import BulkCancelItem
 
     assert step in STEPS, step
@@ -52,7 +54,7 @@ def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable
             die()
 
     if step == "claimed":
-        claim = bulk.claim
+        claim = operations.claim
 
         def claim_then_die(item_id, **kwargs):
             taken = claim(item_id, **kwargs)
@@ -60,16 +62,16 @@ def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable
                 now_dies(BulkCancelItem.objects.get(pk=item_id).batch_id)
             return taken
 
-        patch(bulk, "claim", claim_then_die)
+        patch(operations, "claim", claim_then_die)
     elif step == "attempt_recorded":
-        begin = bulk._begin_attempt
+        begin = operations._begin_attempt
 
         def begin_then_die(operation, item, **kwargs):
             attempt = begin(operation, item, **kwargs)
             now_dies(item.batch_id)
             return attempt
 
-        patch(bulk, "_begin_attempt", begin_then_die)
+        patch(operations, "_begin_attempt", begin_then_die)
     elif step in ("before_upstream", "upstream_accepted"):
         for module in providers.PROVIDERS.values():
             cancel = module.API.cancel
@@ -92,25 +94,25 @@ def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable
 
         patch(services, "cancel_batch", cancel_batch_then_die)
     else:
-        finish = bulk._finish
+        finish = operations._finish
 
         def finish_then_die(item_id, **kwargs):
             finished = finish(item_id, **kwargs)
             now_dies(BulkCancelItem.objects.get(pk=item_id).batch_id)
             return finished
 
-        patch(bulk, "_finish", finish_then_die)
+        patch(operations, "_finish", finish_then_die)
 
 
 def main(argv: list[str]) -> None:
     import django
 
     django.setup()
-    from dashboard import bulk
+    from dashboard.bulk import operations
 
     step, batch_id, operation_id = argv
     die_at(step, batch_id=batch_id, die=sigkill, patch=setattr)
-    bulk.run(operation_id=int(operation_id), worker="web-killed")
+    operations.run(operation_id=int(operation_id), worker="web-killed")
 
 
 if __name__ == "__main__":

@@ -237,8 +237,8 @@ def poll_store(*, now=None) -> None:
     batches, write the store and each account's health. Repeated until every account's older
     history is backfilled, so the store holds all that upstream lists (failures are recorded, as
     the poller records them, and end the repeating)."""
-    from dashboard import poller
     from dashboard.accounts import configured_accounts
+    from dashboard.batches import poller
     from dashboard.models import AccountState
 
     for _ in range(100):

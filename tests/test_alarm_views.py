@@ -1,4 +1,4 @@
-"""Alarms in the pages (dashboard/alarm_views.py): the alarms page and its polled list, the header's
+"""Alarms in the pages (dashboard/web/alarm_views.py): the alarms page and its polled list, the header's
 badge, acknowledging (who, when, a note; the permission; CSRF), a batch's alarms on its detail page,
 and details and notes shown as text, never as markup."""
 
@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import store
+from dashboard.batches import store
 from dashboard.models import Alarm, StoredBatch
 from tests.factories import HTMX, text
 
@@ -226,14 +226,14 @@ def test_of_two_acknowledgements_at_once_exactly_one_is_recorded(ack_client, ack
     """The conditional UPDATE decides, not a read before it: both callers hold the alarm unacknowledged."""
     from django.contrib.auth import get_user_model
 
-    from dashboard import alarms
+    from dashboard.alarms import rules
 
     colleague = get_user_model().objects.create_user(username="grace", password="x" * 20)
     stuck = alarm(openai_batch_row(1))
     first, second = Alarm.objects.get(pk=stuck.pk), Alarm.objects.get(pk=stuck.pk)
-    alarms.acknowledge(first, acknowledger, "first")
-    with pytest.raises(alarms.AcknowledgeRefused):
-        alarms.acknowledge(second, colleague, "second")
+    rules.acknowledge(first, acknowledger, "first")
+    with pytest.raises(rules.AcknowledgeRefused):
+        rules.acknowledge(second, colleague, "second")
     stuck.refresh_from_db()
     assert stuck.acknowledged_by == acknowledger and stuck.acknowledge_note == "first"
 

@@ -1,4 +1,4 @@
-"""Alarms (dashboard/alarms.py): every rule with a fake clock, their life in the store (open once,
+"""Alarms (dashboard/alarms/rules.py): every rule with a fake clock, their life in the store (open once,
 stay open, resolve, open anew), one evaluator at a time, and an end-to-end run on the embedded
 simulator, whose batches can be stalled (dashboard/simulator/stall.py)."""
 
@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import CommandError, call_command
 
-from dashboard import alarms, poller, store
+from dashboard.alarms import rules
+from dashboard.batches import poller, store
 from dashboard.models import AccountState, Alarm, AlarmThreshold, StoredBatch
 from dashboard.models import AlarmRule as Rule
 from tests.factories import anthropic_batch, openai_batch, release, stall, time_passes
@@ -79,7 +80,7 @@ def test_the_admin_stalls_and_releases_the_selected_batches(openai_sdk, admin_cl
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(days=30)  # "read after every instant below": rules judge as of the last read
-LIMITS = alarms.Limits(
+LIMITS = rules.Limits(
     stuck_minutes=30,
     stuck_min_history=20,
     expiring_hours=2,
@@ -92,7 +93,7 @@ LIMITS = alarms.Limits(
 S = timedelta(seconds=1)
 
 
-def facts(**changes) -> alarms.BatchFacts:
+def facts(**changes) -> rules.BatchFacts:
     """A running batch of 1,000 requests created at T0, last changed at T0."""
     values = dict(
         pk=1,
@@ -112,10 +113,10 @@ def facts(**changes) -> alarms.BatchFacts:
         last_changed_at=T0,
         last_fetched_at=LATER,
     )
-    return alarms.BatchFacts(**{**values, **changes})
+    return rules.BatchFacts(**{**values, **changes})
 
 
-def ended(**changes) -> alarms.BatchFacts:
+def ended(**changes) -> rules.BatchFacts:
     """A batch of 1,000 requests that completed at T0 + 1 h: 950 succeeded, 50 errored."""
     values = dict(
         status="completed", is_ended=True, processing=0, succeeded=950, errored=50, ended_at=T0 + timedelta(hours=1)
@@ -125,30 +126,30 @@ def ended(**changes) -> alarms.BatchFacts:
 
 def test_stuck_after_exactly_the_minutes_without_a_change():
     batch = facts(last_changed_at=T0 + timedelta(minutes=5))
-    assert alarms.stuck(batch, LIMITS, (), T0 + timedelta(minutes=35) - S) is None
-    detail = alarms.stuck(batch, LIMITS, (), T0 + timedelta(minutes=35))
+    assert rules.stuck(batch, LIMITS, (), T0 + timedelta(minutes=35) - S) is None
+    detail = rules.stuck(batch, LIMITS, (), T0 + timedelta(minutes=35))
     assert detail == "No change in status or counts since 2026-11-25 12:05 UTC (alarm after 30 min without one)."
 
 
 def test_stuck_is_not_for_ended_batches_and_a_change_resets_it():
-    assert alarms.stuck(ended(last_changed_at=T0), LIMITS, (), T0 + timedelta(hours=5)) is None
+    assert rules.stuck(ended(last_changed_at=T0), LIMITS, (), T0 + timedelta(hours=5)) is None
     changed = facts(last_changed_at=T0 + timedelta(hours=5) - timedelta(minutes=29))
-    assert alarms.stuck(changed, LIMITS, (), T0 + timedelta(hours=5)) is None
+    assert rules.stuck(changed, LIMITS, (), T0 + timedelta(hours=5)) is None
 
 
 def test_stuck_is_judged_as_of_the_last_read_so_failing_polls_do_not_make_batches_stuck():
     batch = facts(last_fetched_at=T0 + timedelta(minutes=10))
-    assert alarms.stuck(batch, LIMITS, (), T0 + timedelta(hours=3)) is None
-    assert alarms.stuck(facts(last_fetched_at=T0 + timedelta(minutes=30)), LIMITS, (), T0 + timedelta(hours=3))
+    assert rules.stuck(batch, LIMITS, (), T0 + timedelta(hours=3)) is None
+    assert rules.stuck(facts(last_fetched_at=T0 + timedelta(minutes=30)), LIMITS, (), T0 + timedelta(hours=3))
 
 
 def test_percentile_is_the_nearest_rank():
-    assert alarms.percentile(range(1, 21)) == 19
-    assert alarms.percentile(range(1, 101)) == 95
-    assert alarms.percentile([7.0]) == 7.0
-    assert alarms.percentile([5, 1, 3]) == 5
+    assert rules.percentile(range(1, 21)) == 19
+    assert rules.percentile(range(1, 101)) == 95
+    assert rules.percentile([7.0]) == 7.0
+    assert rules.percentile([5, 1, 3]) == 5
     with pytest.raises(ValueError):
-        alarms.percentile([])
+        rules.percentile([])
 
 
 def history(count: int, *, size: int = 1000, minutes: float = 10) -> list[tuple[int, float]]:
@@ -159,9 +160,9 @@ def history(count: int, *, size: int = 1000, minutes: float = 10) -> list[tuple[
 def test_final_only_batches_are_stuck_past_the_95th_percentile_of_similar_ended_batches():
     batch = facts(final_only=True)
     past = history(20, size=800, minutes=20)  # 60 s .. 1,200 s; the 95th percentile: 1,140 s (19 min)
-    assert alarms.usual_duration(1000, past, 20) == (1140.0, "its last 20 ended batches of 500 to 2,000 requests")
-    assert alarms.stuck(batch, LIMITS, past, T0 + timedelta(seconds=1140)) is None
-    detail = alarms.stuck(batch, LIMITS, past, T0 + timedelta(seconds=1140) + S)
+    assert rules.usual_duration(1000, past, 20) == (1140.0, "its last 20 ended batches of 500 to 2,000 requests")
+    assert rules.stuck(batch, LIMITS, past, T0 + timedelta(seconds=1140)) is None
+    detail = rules.stuck(batch, LIMITS, past, T0 + timedelta(seconds=1140) + S)
     assert detail == (
         "Running since 2026-11-25 12:00 UTC: longer than 95% of its last 20 ended batches of 500 to 2,000 "
         "requests took (19 min)."
@@ -171,105 +172,105 @@ def test_final_only_batches_are_stuck_past_the_95th_percentile_of_similar_ended_
 def test_final_only_batches_use_every_ended_batch_when_too_few_are_of_a_similar_size():
     batch = facts(final_only=True, total=10, processing=10)
     past = history(15, size=1000, minutes=60) + history(5, size=10, minutes=2)
-    seconds, which = alarms.usual_duration(10, past, 20)
+    seconds, which = rules.usual_duration(10, past, 20)
     assert which == "its last 20 ended batches"
-    assert seconds == alarms.percentile(s for _, s in past)
-    assert alarms.stuck(batch, LIMITS, past, T0 + timedelta(seconds=seconds)) is None
-    assert alarms.stuck(batch, LIMITS, past, T0 + timedelta(seconds=seconds + 1))
+    assert seconds == rules.percentile(s for _, s in past)
+    assert rules.stuck(batch, LIMITS, past, T0 + timedelta(seconds=seconds)) is None
+    assert rules.stuck(batch, LIMITS, past, T0 + timedelta(seconds=seconds + 1))
 
 
 def test_final_only_batches_fall_back_to_the_fixed_minutes_with_too_little_history():
     batch = facts(final_only=True)
     past = history(19, minutes=1)
-    assert alarms.usual_duration(1000, past, 20) is None
-    assert alarms.stuck(batch, LIMITS, past, T0 + timedelta(minutes=30) - S) is None
-    assert "No change in status or counts" in alarms.stuck(batch, LIMITS, past, T0 + timedelta(minutes=30))
+    assert rules.usual_duration(1000, past, 20) is None
+    assert rules.stuck(batch, LIMITS, past, T0 + timedelta(minutes=30) - S) is None
+    assert "No change in status or counts" in rules.stuck(batch, LIMITS, past, T0 + timedelta(minutes=30))
 
 
 def test_final_only_batches_with_history_are_not_stuck_for_counts_that_never_move():
     batch = facts(final_only=True)
     past = history(20, minutes=120)
-    assert alarms.stuck(batch, LIMITS, past, T0 + timedelta(minutes=90)) is None
+    assert rules.stuck(batch, LIMITS, past, T0 + timedelta(minutes=90)) is None
 
 
 def test_expiring_when_less_than_the_hours_are_left_with_requests_unfinished():
     batch = facts()  # expires at T0 + 24 h
-    assert alarms.expiring(batch, LIMITS, T0 + timedelta(hours=22)) is None
-    detail = alarms.expiring(batch, LIMITS, T0 + timedelta(hours=22) + S)
+    assert rules.expiring(batch, LIMITS, T0 + timedelta(hours=22)) is None
+    detail = rules.expiring(batch, LIMITS, T0 + timedelta(hours=22) + S)
     assert detail == "Requests unfinished and it expires at 2026-11-26 12:00 UTC (alarm from 2 h before)."
-    late = alarms.expiring(batch, LIMITS, T0 + timedelta(hours=25))
+    late = rules.expiring(batch, LIMITS, T0 + timedelta(hours=25))
     assert late == "Its window ended at 2026-11-26 12:00 UTC with requests unfinished; its end is not seen yet."
 
 
 def test_expiring_needs_unfinished_requests_and_an_expiry():
     soon = T0 + timedelta(hours=23)
-    assert alarms.expiring(facts(status="finalizing", processing=0, succeeded=1000), LIMITS, soon) is None
-    assert alarms.expiring(facts(status="validating", total=0, processing=0), LIMITS, soon), "no counts yet"
-    assert alarms.expiring(ended(), LIMITS, soon) is None
-    assert alarms.expiring(facts(expires_at=None), LIMITS, soon) is None
+    assert rules.expiring(facts(status="finalizing", processing=0, succeeded=1000), LIMITS, soon) is None
+    assert rules.expiring(facts(status="validating", total=0, processing=0), LIMITS, soon), "no counts yet"
+    assert rules.expiring(ended(), LIMITS, soon) is None
+    assert rules.expiring(facts(expires_at=None), LIMITS, soon) is None
 
 
 def test_error_rate_above_the_percent_once_enough_requests_have_an_outcome():
     now = T0 + timedelta(minutes=5)
-    assert alarms.error_rate(facts(succeeded=0, errored=49, processing=951), LIMITS, now) is None, "49 < 50"
-    assert alarms.error_rate(facts(succeeded=45, errored=5, processing=950), LIMITS, now) is None, "10% is not above"
-    detail = alarms.error_rate(facts(succeeded=44, errored=6, processing=950), LIMITS, now)
+    assert rules.error_rate(facts(succeeded=0, errored=49, processing=951), LIMITS, now) is None, "49 < 50"
+    assert rules.error_rate(facts(succeeded=45, errored=5, processing=950), LIMITS, now) is None, "10% is not above"
+    detail = rules.error_rate(facts(succeeded=44, errored=6, processing=950), LIMITS, now)
     assert detail == "6 of the 50 requests with an outcome errored (12.0%; alarm above 10% once 50 have one)."
-    assert alarms.error_rate(facts(succeeded=900, errored=101, processing=0), LIMITS, now)
+    assert rules.error_rate(facts(succeeded=900, errored=101, processing=0), LIMITS, now)
 
 
 def test_error_rate_is_for_running_batches_and_not_for_counts_that_come_at_the_end():
     now = T0 + timedelta(minutes=5)
-    assert alarms.error_rate(ended(succeeded=500, errored=500), LIMITS, now) is None
-    assert alarms.error_rate(facts(final_only=True), LIMITS, now) is None
+    assert rules.error_rate(ended(succeeded=500, errored=500), LIMITS, now) is None
+    assert rules.error_rate(facts(final_only=True), LIMITS, now) is None
     lenient = replace(LIMITS, error_rate_min_outcomes=0)
-    assert alarms.error_rate(facts(), lenient, now) is None, "nothing ran: no rate"
+    assert rules.error_rate(facts(), lenient, now) is None, "nothing ran: no rate"
 
 
 def test_ended_badly_failed_expired_or_too_many_errors():
     now = T0 + timedelta(hours=2)
-    assert alarms.ended_badly(ended(), LIMITS, now) is None, "5% errored"
-    assert alarms.ended_badly(ended(succeeded=900, errored=100), LIMITS, now) is None, "10% is not above"
-    assert alarms.ended_badly(ended(succeeded=899, errored=101), LIMITS, now) == (
+    assert rules.ended_badly(ended(), LIMITS, now) is None, "5% errored"
+    assert rules.ended_badly(ended(succeeded=900, errored=100), LIMITS, now) is None, "10% is not above"
+    assert rules.ended_badly(ended(succeeded=899, errored=101), LIMITS, now) == (
         "101 of the 1,000 requests with an outcome errored (10.1%; alarm above 10%) (ended 2026-11-25 13:00 UTC)."
     )
     failed = ended(status="failed", total=0, succeeded=0, errored=0, failed_status=True)
-    assert alarms.ended_badly(failed, LIMITS, now) == "It ended failed (ended 2026-11-25 13:00 UTC)."
+    assert rules.ended_badly(failed, LIMITS, now) == "It ended failed (ended 2026-11-25 13:00 UTC)."
     expired = ended(status="expired", succeeded=300, errored=0, expired=700, failed_status=True)
-    assert alarms.ended_badly(expired, LIMITS, now) == (
+    assert rules.ended_badly(expired, LIMITS, now) == (
         "It ended expired; 700 of 1,000 requests expired before they ran (ended 2026-11-25 13:00 UTC)."
     )
     anthropic_expired = ended(status="ended", succeeded=990, errored=0, expired=10)
-    assert alarms.ended_badly(anthropic_expired, LIMITS, now).startswith("10 of 1,000 requests expired")
+    assert rules.ended_badly(anthropic_expired, LIMITS, now).startswith("10 of 1,000 requests expired")
     cancelled = ended(status="cancelled", succeeded=100, errored=5, canceled=895)
-    assert alarms.ended_badly(cancelled, LIMITS, now) is None
-    assert alarms.ended_badly(facts(errored=500, succeeded=0), LIMITS, now) is None, "not ended"
+    assert rules.ended_badly(cancelled, LIMITS, now) is None
+    assert rules.ended_badly(facts(errored=500, succeeded=0), LIMITS, now) is None, "not ended"
 
 
 def test_ended_badly_holds_for_the_hours_after_the_end_then_resolves():
     batch = ended(status="failed", failed_status=True)
-    assert alarms.ended_badly(batch, LIMITS, T0 + timedelta(hours=25) - S)
-    assert alarms.ended_badly(batch, LIMITS, T0 + timedelta(hours=25)) is None
+    assert rules.ended_badly(batch, LIMITS, T0 + timedelta(hours=25) - S)
+    assert rules.ended_badly(batch, LIMITS, T0 + timedelta(hours=25)) is None
     unknown_end = ended(status="failed", failed_status=True, ended_at=None, last_changed_at=T0)
-    assert alarms.ended_badly(unknown_end, LIMITS, T0 + timedelta(hours=24) - S), "seen ended at its last change"
-    assert alarms.ended_badly(unknown_end, LIMITS, T0 + timedelta(hours=24)) is None
+    assert rules.ended_badly(unknown_end, LIMITS, T0 + timedelta(hours=24) - S), "seen ended at its last change"
+    assert rules.ended_badly(unknown_end, LIMITS, T0 + timedelta(hours=24)) is None
 
 
 def test_account_failing_after_the_minutes_without_a_success():
-    account = alarms.AccountFacts(
+    account = rules.AccountFacts(
         "anthropic-ops", consecutive_failures=4, last_success_at=T0, last_error="500 from Anthropic"
     )
-    assert alarms.account_failing(account, LIMITS, T0 + timedelta(minutes=10) - S) is None
-    assert alarms.account_failing(account, LIMITS, T0 + timedelta(minutes=10)) == (
+    assert rules.account_failing(account, LIMITS, T0 + timedelta(minutes=10) - S) is None
+    assert rules.account_failing(account, LIMITS, T0 + timedelta(minutes=10)) == (
         "Polls have failed since the last success at 2026-11-25 12:00 UTC. The last error: 500 from Anthropic"
     )
-    healthy = alarms.AccountFacts("anthropic-ops", consecutive_failures=0, last_success_at=T0)
-    assert alarms.account_failing(healthy, LIMITS, T0 + timedelta(hours=5)) is None
+    healthy = rules.AccountFacts("anthropic-ops", consecutive_failures=0, last_success_at=T0)
+    assert rules.account_failing(healthy, LIMITS, T0 + timedelta(hours=5)) is None
 
 
 def test_an_account_never_polled_successfully_is_failing_at_once():
-    account = alarms.AccountFacts("anthropic-ops", consecutive_failures=1, last_error="401")
-    assert alarms.account_failing(account, LIMITS, T0) == "Polls fail and none has succeeded yet. The last error: 401"
+    account = rules.AccountFacts("anthropic-ops", consecutive_failures=1, last_error="401")
+    assert rules.account_failing(account, LIMITS, T0) == "Polls fail and none has succeeded yet. The last error: 401"
 
 
 def test_overrides_replace_one_account_s_thresholds_and_can_switch_a_rule_off():
@@ -278,29 +279,29 @@ def test_overrides_replace_one_account_s_thresholds_and_can_switch_a_rule_off():
         AlarmThreshold(account="openai-ops", rule=Rule.ERROR_RATE, value=2.5, min_outcomes=10),
         AlarmThreshold(account="openai-ops", rule=Rule.EXPIRING, enabled=False),
     ]
-    mine = alarms.account_limits(LIMITS, overrides)["openai-ops"]
+    mine = rules.account_limits(LIMITS, overrides)["openai-ops"]
     assert (mine.stuck_minutes, mine.error_rate_percent, mine.error_rate_min_outcomes) == (5, 2.5, 10)
     assert mine.expiring_hours == 2 and not mine.on(Rule.EXPIRING) and mine.on(Rule.STUCK)
-    snapshot = alarms.Snapshot(
+    snapshot = rules.Snapshot(
         batches=[facts(pk=1, account="openai-ops"), facts(pk=2, account="openai-research")],
         limits={"openai-ops": mine},
         defaults=LIMITS,
     )
-    assert set(alarms.conditions(snapshot, T0 + timedelta(minutes=6))) == {("stuck", "openai-ops", 1)}
-    late = set(alarms.conditions(snapshot, T0 + timedelta(hours=23)))
+    assert set(rules.conditions(snapshot, T0 + timedelta(minutes=6))) == {("stuck", "openai-ops", 1)}
+    late = set(rules.conditions(snapshot, T0 + timedelta(hours=23)))
     assert late == {("stuck", "openai-ops", 1), ("stuck", "openai-research", 2), ("expiring", "openai-research", 2)}
 
 
 def test_conditions_gathers_every_rule_of_every_subject():
-    snapshot = alarms.Snapshot(
+    snapshot = rules.Snapshot(
         batches=[
             facts(pk=1, succeeded=10, errored=90, processing=900, last_changed_at=T0 + timedelta(hours=23)),
             ended(pk=2, status="failed", failed_status=True, ended_at=T0 + timedelta(hours=22)),
         ],
-        accounts=[alarms.AccountFacts("openai-ops", consecutive_failures=2, last_success_at=T0)],
+        accounts=[rules.AccountFacts("openai-ops", consecutive_failures=2, last_success_at=T0)],
         defaults=LIMITS,
     )
-    assert set(alarms.conditions(snapshot, T0 + timedelta(hours=23))) == {
+    assert set(rules.conditions(snapshot, T0 + timedelta(hours=23))) == {
         ("expiring", "openai-ops", 1),
         ("error_rate", "openai-ops", 1),
         ("ended_badly", "openai-ops", 2),
@@ -373,8 +374,8 @@ def seen(batch, created: datetime, at: datetime) -> StoredBatch:
     return store.record(batch, fetched_at=at)[0]
 
 
-def evaluate(at: datetime) -> alarms.Evaluation:
-    return alarms.evaluate(at, accounts=KEYS)
+def evaluate(at: datetime) -> rules.Evaluation:
+    return rules.evaluate(at, accounts=KEYS)
 
 
 def test_an_alarm_opens_once_stays_open_while_its_condition_holds_and_resolves_by_itself(db):
@@ -422,7 +423,7 @@ def test_acknowledging_keeps_the_alarm_open_and_records_who_when_and_a_redacted_
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     openai_row(1, created=T0, at=T0 + timedelta(minutes=30))
     alarm = evaluate(T0 + timedelta(minutes=30)).opened[0]
-    alarms.acknowledge(alarm, operator, f"  looking into it, key {key}  ", now=T0 + timedelta(minutes=31))
+    rules.acknowledge(alarm, operator, f"  looking into it, key {key}  ", now=T0 + timedelta(minutes=31))
     alarm.refresh_from_db()
     assert alarm.acknowledged_by == operator and alarm.acknowledged_at == T0 + timedelta(minutes=31)
     assert alarm.acknowledge_note == "looking into it, key [redacted]"
@@ -464,9 +465,9 @@ def test_gone_batches_and_accounts_not_configured_have_no_alarms(db):
     store.mark_gone(account_key="openai-ops", batch_id=row.batch_id, at=T0 + timedelta(minutes=31))
     assert [resolved.pk for resolved in evaluate(T0 + timedelta(minutes=31)).resolved] == [alarm.pk]
     openai_row(2, created=T0, at=T0)
-    assert alarms.evaluate(T0 + timedelta(hours=1), accounts=["anthropic-ops"]).opened == []
+    assert rules.evaluate(T0 + timedelta(hours=1), accounts=["anthropic-ops"]).opened == []
     AccountState.objects.create(account="openai-research", provider="openai", consecutive_failures=3)
-    assert alarms.evaluate(T0, accounts=KEYS).opened == []
+    assert rules.evaluate(T0, accounts=KEYS).opened == []
 
 
 def test_account_failing_opens_and_resolves_from_the_account_s_health(db):
@@ -560,7 +561,7 @@ def test_the_selectors_read_open_alarms_all_per_account_and_per_batch(db, operat
     AccountState.objects.create(account="anthropic-ops", provider="anthropic", consecutive_failures=1)
     evaluate(T0 + timedelta(minutes=30))
     with django_assert_num_queries(1):
-        everything = [(alarm.rule, alarm.batch.batch_id if alarm.batch else None) for alarm in alarms.open_alarms()]
+        everything = [(alarm.rule, alarm.batch.batch_id if alarm.batch else None) for alarm in rules.open_alarms()]
     assert sorted(everything, key=str) == sorted(
         [
             ("account_failing", None),
@@ -570,23 +571,23 @@ def test_the_selectors_read_open_alarms_all_per_account_and_per_batch(db, operat
         ],
         key=str,
     )
-    assert [alarm.rule for alarm in alarms.open_alarms_for_account("anthropic-ops")] == ["account_failing"]
-    assert sorted(alarm.rule for alarm in alarms.open_alarms_for_batch("openai-ops", second.batch_id)) == [
+    assert [alarm.rule for alarm in rules.open_alarms_for_account("anthropic-ops")] == ["account_failing"]
+    assert sorted(alarm.rule for alarm in rules.open_alarms_for_batch("openai-ops", second.batch_id)) == [
         "error_rate",
         "stuck",
     ]
     with django_assert_num_queries(1):
-        by_batch = alarms.open_alarms_by_batch([first.pk, second.pk])
+        by_batch = rules.open_alarms_by_batch([first.pk, second.pk])
     assert {pk: len(found) for pk, found in by_batch.items()} == {first.pk: 1, second.pk: 2}
-    alarms.acknowledge(alarms.open_alarms_for_account("anthropic-ops").get(), operator)
+    rules.acknowledge(rules.open_alarms_for_account("anthropic-ops").get(), operator)
     with django_assert_num_queries(1):
-        assert alarms.open_alarm_counts() == alarms.OpenCounts(open=4, unacknowledged=3)
+        assert rules.open_alarm_counts() == rules.OpenCounts(open=4, unacknowledged=3)
     openai_row(1, created=T0, at=T0 + timedelta(minutes=31), completed=1)
     evaluate(T0 + timedelta(minutes=31))
-    assert alarms.open_alarm_counts().open == 3
-    assert len(alarms.recent_alarms(since=T0)) == 4
-    assert len(alarms.recent_alarms(since=T0 + timedelta(hours=1))) == 3
-    assert alarms.evaluator().last_evaluated_at == T0 + timedelta(minutes=31)
+    assert rules.open_alarm_counts().open == 3
+    assert len(rules.recent_alarms(since=T0)) == 4
+    assert len(rules.recent_alarms(since=T0 + timedelta(hours=1))) == 3
+    assert rules.evaluator().last_evaluated_at == T0 + timedelta(minutes=31)
 
 
 def test_every_change_goes_through_the_one_notification_hook_inside_the_transaction(db, monkeypatch):
@@ -597,7 +598,7 @@ def test_every_change_goes_through_the_one_notification_hook_inside_the_transact
     def hook(opened, resolved):
         calls.append(([a.rule for a in opened], [a.rule for a in resolved], connection.in_atomic_block))
 
-    monkeypatch.setattr(alarms, "alarms_changed", hook)
+    monkeypatch.setattr(rules, "alarms_changed", hook)
     openai_row(1, created=T0, at=T0 + timedelta(minutes=30))
     evaluate(T0 + timedelta(minutes=30))
     evaluate(T0 + timedelta(minutes=31))  # nothing changed: not called
@@ -610,13 +611,13 @@ def test_every_change_goes_through_the_one_notification_hook_inside_the_transact
 
 
 def test_one_poller_holds_the_evaluator_until_its_lease_expires(db):
-    assert alarms.claim_evaluator("a", now=T0, seconds=30)
-    assert not alarms.claim_evaluator("b", now=T0 + timedelta(seconds=29), seconds=30)
-    assert alarms.claim_evaluator("a", now=T0 + timedelta(seconds=10), seconds=30), "renewed by its holder"
-    assert not alarms.claim_evaluator("b", now=T0 + timedelta(seconds=39), seconds=30)
-    assert alarms.claim_evaluator("b", now=T0 + timedelta(seconds=41), seconds=30), "a dead poller's lease"
-    alarms.release_evaluator("b")
-    assert alarms.claim_evaluator("a", now=T0 + timedelta(seconds=42), seconds=30)
+    assert rules.claim_evaluator("a", now=T0, seconds=30)
+    assert not rules.claim_evaluator("b", now=T0 + timedelta(seconds=29), seconds=30)
+    assert rules.claim_evaluator("a", now=T0 + timedelta(seconds=10), seconds=30), "renewed by its holder"
+    assert not rules.claim_evaluator("b", now=T0 + timedelta(seconds=39), seconds=30)
+    assert rules.claim_evaluator("b", now=T0 + timedelta(seconds=41), seconds=30), "a dead poller's lease"
+    rules.release_evaluator("b")
+    assert rules.claim_evaluator("a", now=T0 + timedelta(seconds=42), seconds=30)
 
 
 @pytest.fixture
@@ -624,7 +625,7 @@ def evaluations(monkeypatch, settings):
     """alarms.evaluate, recorded: (when, accounts) per evaluation."""
     settings.POLL_LEASE_SECONDS = 30
     seen: list[tuple[datetime, list[str]]] = []
-    monkeypatch.setattr(alarms, "evaluate", lambda now, accounts: seen.append((now, accounts)) or alarms.Evaluation())
+    monkeypatch.setattr(rules, "evaluate", lambda now, accounts: seen.append((now, accounts)) or rules.Evaluation())
     return seen
 
 
@@ -661,11 +662,11 @@ def test_a_failing_evaluation_is_logged_and_noted_and_polling_goes_on(db, monkey
     def broken(now, accounts):
         raise RuntimeError("the alarm rules broke")
 
-    monkeypatch.setattr(alarms, "evaluate", broken)
+    monkeypatch.setattr(rules, "evaluate", broken)
     results = poller.run_cycle(owner="a", now=T0, accounts=[account])
     assert [(result.account, result.listed) for result in results] == [("openai-ops", 3)]
     assert "alarm evaluation failed (polling goes on)" in caplog.text
-    assert alarms.evaluator().last_error == "RuntimeError: the alarm rules broke"
+    assert rules.evaluator().last_error == "RuntimeError: the alarm rules broke"
 
 
 def in_threads(count: int, work) -> list:
@@ -708,11 +709,11 @@ def test_pollers_cycling_at_once_evaluate_one_at_a_time(transactional_db, monkey
         clock.sleep(0.2)
         with lock:
             running[0] -= 1
-        return alarms.Evaluation()
+        return rules.Evaluation()
 
-    monkeypatch.setattr(alarms, "evaluate", slow)
+    monkeypatch.setattr(rules, "evaluate", slow)
     results = in_threads(4, lambda i: poller.evaluate_alarms(owner=f"poller-{i}", now=T0, accounts=[]))
-    assert sum(isinstance(result, alarms.Evaluation) for result in results) == 1
+    assert sum(isinstance(result, rules.Evaluation) for result in results) == 1
     assert results.count(None) == 3 and most[0] == 1
 
 
@@ -738,7 +739,7 @@ def test_a_stalled_openai_batch_goes_stuck_after_the_minutes_and_resolves_once_r
     def cycle(minutes: float) -> list[tuple[str, str]]:
         """A poller cycle `minutes` after the start; the open alarms: (rule, batch id or account)."""
         poller.run_cycle(owner="test", now=start + timedelta(minutes=minutes))
-        return [(a.rule, a.batch.batch_id if a.batch else a.account) for a in alarms.open_alarms()]
+        return [(a.rule, a.batch.batch_id if a.batch else a.account) for a in rules.open_alarms()]
 
     assert cycle(0) == []
     stall(batch.id)
@@ -766,9 +767,9 @@ def test_an_account_whose_polls_fail_alarms_after_the_minutes_and_resolves_when_
     poller.run_cycle(owner="test", now=start)
     fault("anthropic", "ops", "500")
     poller.run_cycle(owner="test", now=start + timedelta(minutes=1))
-    assert not alarms.open_alarms().exists()
+    assert not rules.open_alarms().exists()
     poller.run_cycle(owner="test", now=start + timedelta(minutes=10))
-    failing = alarms.open_alarms().get()
+    failing = rules.open_alarms().get()
     assert (failing.rule, failing.account, failing.batch) == ("account_failing", "anthropic-ops", None)
     assert "Polls have failed since the last success" in failing.detail
     fault("anthropic", "ops", "")

@@ -17,8 +17,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import selectors, services
 from dashboard.accounts import find_account
+from dashboard.batches import selectors, services
 from dashboard.models import AccountState, CancelAttempt
 from tests.factories import HTMX, anthropic_batch, created_ago, fault, openai_batch, poll_store, text, time_passes
 

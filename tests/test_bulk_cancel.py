@@ -1,4 +1,4 @@
-"""Bulk cancel (dashboard/bulk.py, bulk_views.py): preview, typed confirmation, one audited
+"""Bulk cancel (dashboard/bulk/operations.py, web/bulk_views.py): preview, typed confirmation, one audited
 operation whose items are claimed, canceled through services.cancel_batch(via="bulk") and resumed
 by the poller when the process that ran them died; against the embedded simulator."""
 
@@ -14,7 +14,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import bulk, poller, services
+from dashboard.batches import poller, services
+from dashboard.bulk import operations
 from dashboard.models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
 from tests import bulk_deaths
 from tests.bulk_deaths import Killed
@@ -51,7 +52,7 @@ def operation_of(response) -> BulkCancel:
 
 def finished(operation: BulkCancel, timeout: float = 30) -> BulkCancel:
     """Wait for this process's worker thread of the operation; the operation as it is then."""
-    assert bulk.wait(operation.pk, timeout), "the bulk cancel is still running"
+    assert operations.wait(operation.pk, timeout), "the bulk cancel is still running"
     operation.refresh_from_db()
     return operation
 
@@ -118,7 +119,7 @@ def test_the_summary_offers_the_filters_cancelable_batches(operator_client, anth
 
 def test_more_than_the_limit_is_refused_at_the_preview(operator_client, anthropic_sdk, openai_sdk, monkeypatch):
     running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=0)
-    monkeypatch.setattr(bulk, "MAX_BATCHES", 2)
+    monkeypatch.setattr(operations, "MAX_BATCHES", 2)
     response, listed, token = preview(operator_client)
     assert listed == [] and token == ""
     assert "3 batches match: more than 2 cannot be canceled at once" in text(response)
@@ -269,11 +270,11 @@ def test_a_user_who_lost_the_permission_before_the_work_gets_items_skipped(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(
+    operation, _ = operations.create(
         user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-1"
     )
     operator.user_permissions.remove(Permission.objects.get(codename="cancel_batch"))
-    bulk.run(operation_id=operation.pk, worker="web-1")
+    operations.run(operation_id=operation.pk, worker="web-1")
     operation.refresh_from_db()
     assert set(states(operation).values()) == {State.SKIPPED}
     assert operation.items.first().message == "Not canceled: operator may not cancel batches now."
@@ -343,7 +344,7 @@ def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_exp
 ):
     batches = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=3)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(
+    operation, _ = operations.create(
         user=operator, accounts=_accounts(), token=token, selected=listed, typed="6", worker="web-dead"
     )
     calls = []
@@ -356,7 +357,7 @@ def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_exp
         return result
 
     with pytest.raises(Killed):
-        bulk.run(operation_id=operation.pk, worker="web-dead", cancel=dies_after_the_third_call)
+        operations.run(operation_id=operation.pk, worker="web-dead", cancel=dies_after_the_third_call)
     assert list(operation.items.values_list("state", flat=True)) == [State.CANCELED] * 2 + [State.PENDING] * 4
     pending = operation.items.filter(state=State.PENDING)
     assert set(pending.values_list("claimed_by", flat=True)) == {"web-dead"}
@@ -364,12 +365,12 @@ def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_exp
 
     # While the claims last, a poller leaves the operation alone: its worker may be alive.
     assert poller.run_cycle(owner="poller-1", now=timezone.now()) is not None
-    assert bulk.abandoned(timezone.now()) == []
+    assert operations.abandoned(timezone.now()) == []
     assert pending.count() == 4 and set(pending.values_list("claimed_by", flat=True)) == {"web-dead"}
 
     # The claims expire (the dead process renews nothing): the next cycle resumes the operation.
     pending.update(claimed_until=timezone.now() - timedelta(seconds=1))
-    assert bulk.abandoned(timezone.now()) == [operation.pk]
+    assert operations.abandoned(timezone.now()) == [operation.pk]
     poller.run_cycle(owner="poller-1", now=timezone.now())
     operation = finished(operation)
     assert operation.finished_at is not None
@@ -387,7 +388,9 @@ def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_exp
 def test_two_workers_racing_never_cancel_a_batch_twice(operator, operator_client, anthropic_sdk, openai_sdk):
     batches = running_batches(anthropic_sdk, openai_sdk, anthropic=4, openai=4)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="8", worker="x")
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="8", worker="x"
+    )
     operation.items.update(claimed_by="", claimed_until=None)  # free for any worker, as a dead one's are
     calls: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -400,7 +403,7 @@ def test_two_workers_racing_never_cancel_a_batch_twice(operator, operator_client
 
     def work(name: str) -> None:
         try:
-            bulk.run(operation_id=operation.pk, worker=name, cancel=slow_cancel)
+            operations.run(operation_id=operation.pk, worker=name, cancel=slow_cancel)
         finally:
             from django.db import connection
 
@@ -425,16 +428,18 @@ def test_a_claim_is_taken_by_one_worker_and_taken_over_only_once_it_expired(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="a")
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="a"
+    )
     item = operation.items.get()
     now = timezone.now()
-    assert bulk.claim(item.pk, worker="a", now=now)  # its own reservation: renewed
-    assert not bulk.claim(item.pk, worker="b", now=now)  # held
-    later = now + timedelta(seconds=bulk.claim_seconds() + 1)
-    assert bulk.claim(item.pk, worker="b", now=later)  # expired: taken over
-    assert not bulk.claim(item.pk, worker="a", now=later)  # and then it is b's
+    assert operations.claim(item.pk, worker="a", now=now)  # its own reservation: renewed
+    assert not operations.claim(item.pk, worker="b", now=now)  # held
+    later = now + timedelta(seconds=operations.claim_seconds() + 1)
+    assert operations.claim(item.pk, worker="b", now=later)  # expired: taken over
+    assert not operations.claim(item.pk, worker="a", now=later)  # and then it is b's
     BulkCancelItem.objects.filter(pk=item.pk).update(state=State.CANCELED)
-    assert not bulk.claim(item.pk, worker="b", now=later + timedelta(days=1))  # done: never claimed again
+    assert not operations.claim(item.pk, worker="b", now=later + timedelta(days=1))  # done: never claimed again
 
 
 # --- progress ----------------------------------------------------------------------------------------
@@ -443,7 +448,9 @@ def test_a_claim_is_taken_by_one_worker_and_taken_over_only_once_it_expired(
 def test_the_progress_page_polls_until_the_operation_has_finished(operator, operator_client, anthropic_sdk, openai_sdk):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=0)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w"
+    )
 
     page = operator_client.get(f"/bulk-cancel/{operation.pk}/")
     assert page.status_code == 200
@@ -453,7 +460,7 @@ def test_the_progress_page_polls_until_the_operation_has_finished(operator, oper
     assert poll.status_code == 200 and "hx-trigger" in text(poll) and "<html" not in text(poll)
     assert text(poll).count('data-state="pending"') == 2
 
-    bulk.run(operation_id=operation.pk, worker="w")
+    operations.run(operation_id=operation.pk, worker="w")
     poll = operator_client.get(f"/bulk-cancel/{operation.pk}/", **HTMX)
     assert poll.status_code == 286  # htmx stops polling
     assert "hx-trigger" not in text(poll) and "<strong>Finished</strong>" in text(poll)
@@ -475,7 +482,9 @@ def test_a_refused_cancel_of_a_batch_already_being_canceled_counts_as_canceled(
     first = batches[0].split("/")[1]
     openai_sdk().batches.cancel(first)  # canceled meanwhile, elsewhere
     poll_store()
-    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w"
+    )
 
     def refuses_the_first(**kwargs):
         if kwargs["batch_id"] == first:  # as a provider that refuses a second cancel would answer
@@ -484,7 +493,7 @@ def test_a_refused_cancel_of_a_batch_already_being_canceled_counts_as_canceled(
             )
         return services.cancel_batch(**kwargs)
 
-    bulk.run(operation_id=operation.pk, worker="w", cancel=refuses_the_first)
+    operations.run(operation_id=operation.pk, worker="w", cancel=refuses_the_first)
     item = operation.items.get(batch_id=first)
     assert item.state == State.CANCELED
     assert item.message.startswith("Already being canceled (requested ")
@@ -519,9 +528,11 @@ def test_an_operation_whose_worker_died_after_its_last_item_is_marked_finished(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w"
+    )
     operation.items.update(state=State.CANCELED, claimed_until=None)  # recorded; then the process died
-    assert bulk.resume_abandoned(owner="poller-1", now=timezone.now()) == []  # nothing left to cancel
+    assert operations.resume_abandoned(owner="poller-1", now=timezone.now()) == []  # nothing left to cancel
     operation.refresh_from_db()
     assert operation.finished_at is not None
 
@@ -560,7 +571,7 @@ def test_a_preview_confirmed_twice_makes_one_operation_that_cancels_each_batch_o
     assert operation_of(confirm(other_session, token, listed[:1])).pk == first.pk
     operation = finished(first)
 
-    assert BulkCancel.objects.count() == 1 and operation.preview_digest == bulk.preview_digest(token)
+    assert BulkCancel.objects.count() == 1 and operation.preview_digest == operations.preview_digest(token)
     assert set(states(operation).values()) == {State.CANCELED}
     for batch in batches:
         assert accepted_attempts(batch.split("/")[1]) == 1, batch
@@ -573,7 +584,9 @@ def test_each_item_links_the_attempt_it_made_not_the_actors_newest(
 ):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w")
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w"
+    )
     own: dict[str, int] = {}
 
     def another_cancel_meanwhile(**kwargs):
@@ -583,7 +596,7 @@ def test_each_item_links_the_attempt_it_made_not_the_actors_newest(
         services.cancel_batch(**{name: value for name, value in kwargs.items() if name != "attempt"})
         return result
 
-    bulk.run(operation_id=operation.pk, worker="w", cancel=another_cancel_meanwhile)
+    operations.run(operation_id=operation.pk, worker="w", cancel=another_cancel_meanwhile)
     for item in operation.items.all():
         newest = CancelAttempt.objects.filter(batch_id=item.batch_id).order_by("-id").first()
         assert item.attempt_id == own[item.batch_id] != newest.pk
@@ -615,7 +628,7 @@ def test_the_typed_number_is_asked_for_everything_confirmed_within_the_window(
     assert (second.total, second.confirmed) == (3, True)
 
     # Past the window, three are three again.
-    BulkCancel.objects.update(created_at=timezone.now() - bulk.TYPED_WINDOW - timedelta(seconds=1))
+    BulkCancel.objects.update(created_at=timezone.now() - operations.TYPED_WINDOW - timedelta(seconds=1))
     response, listed, token = preview(operator_client)
     assert re.search(r'<form [^>]*data-typed-above="3"', text(response))
     third = finished(operation_of(confirm(operator_client, token, listed[:3])))
@@ -625,7 +638,7 @@ def test_the_typed_number_is_asked_for_everything_confirmed_within_the_window(
 def test_the_claim_seconds_are_read_from_the_environment():
     from tests.services import app_env, manage
 
-    show = "from dashboard import bulk; print(bulk.claim_seconds())"
+    show = "from dashboard.bulk import operations; print(operations.claim_seconds())"
 
     def shown(**env: str) -> str:
         return manage("shell", "-c", show, env=app_env(**env)).strip().splitlines()[-1]
@@ -661,7 +674,7 @@ def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill) -> None:
                 return cancel(self, this_batch)
 
             patch.setattr(module.API, "cancel", counted)
-        bulk.run(operation_id=operation.pk, worker="poller-1:bulk:resumed")
+        operations.run(operation_id=operation.pk, worker="poller-1:bulk:resumed")
 
     operation.refresh_from_db()
     assert operation.finished_at is not None
@@ -695,7 +708,7 @@ def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill) -> None:
 def three_batch_operation(operator, operator_client, anthropic_sdk, openai_sdk):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
     _, listed, token = preview(operator_client)
-    operation, _ = bulk.create(
+    operation, _ = operations.create(
         user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-killed"
     )
     return operation
@@ -712,7 +725,7 @@ def test_a_worker_dying_at_any_step_of_an_item_never_cancels_it_twice_nor_leaves
         with monkeypatch.context() as patch:
             bulk_deaths.die_at(step, batch_id=batch_id, die=bulk_deaths.raise_killed, patch=patch.setattr)
             with pytest.raises(Killed):
-                bulk.run(operation_id=operation.pk, worker="web-killed")
+                operations.run(operation_id=operation.pk, worker="web-killed")
 
     killed_at(step, operation=operation, batch_id=middle, kill=kill)
 

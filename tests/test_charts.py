@@ -1,4 +1,4 @@
-"""The detail page's history chart (dashboard/charts.py): geometry from points, pure; the sampling
+"""The detail page's history chart (dashboard/batches/charts.py): geometry from points, pure; the sampling
 of a long history in the database."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard import charts
-from dashboard.charts import Point
+from dashboard.batches import charts
+from dashboard.batches.charts import Point
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -225,7 +225,7 @@ def demo_accounts_only(monkeypatch):
 
 
 def record_openai(number: int, *, created: datetime, at: datetime, status: str = "in_progress", **counts):
-    from dashboard import store
+    from dashboard.batches import store
     from dashboard.providers import openai
 
     data = {
@@ -244,7 +244,7 @@ def record_openai(number: int, *, created: datetime, at: datetime, status: str =
 
 
 def record_anthropic(number: int, *, created: datetime, at: datetime, took: timedelta | None = None, size: int = 100):
-    from dashboard import store
+    from dashboard.batches import store
     from dashboard.providers import anthropic
 
     def iso(moment: datetime) -> str:

@@ -16,8 +16,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from dashboard import selectors
 from dashboard.accounts import find_account
+from dashboard.batches import selectors
 from dashboard.models import AccountState, CancelAttempt
 from dashboard.providers.http import BatchAPI
 from tests import factories
@@ -187,7 +187,7 @@ def test_list_with_an_account_failing_later_shows_its_last_known_rows_as_stale(f
 def test_list_shows_what_was_stored_before_an_account_started_failing_on_a_later_page(
     monkeypatch, embedded_upstream, anthropic_sdk, openai_sdk, upstream_calls
 ):
-    from dashboard import poller
+    from dashboard.batches import poller
 
     monkeypatch.setattr(poller, "LIST_PAGE_LIMIT", 1)  # one batch a page
     newest = anthropic_batch(anthropic_sdk, "ops", seconds=600).id

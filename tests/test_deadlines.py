@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from dashboard import accounts, services
+from dashboard import accounts
+from dashboard.batches import services
 from dashboard.providers import anthropic, openai
 from dashboard.providers.base import ProviderError, UpstreamTimeout
 from dashboard.providers.transport import Deadlines, send, stream

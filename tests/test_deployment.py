@@ -349,7 +349,7 @@ def test_healthz_is_503_when_the_cache_is_unreachable(client, db, monkeypatch):
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(client, db, monkeypatch):
-    from dashboard import health
+    from dashboard.web import health
 
     class Unreachable:
         def cursor(self):

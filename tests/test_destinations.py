@@ -1,4 +1,4 @@
-"""The destination policy of notification channels (dashboard/destinations.py), over classes of
+"""The destination policy of notification channels (dashboard/notifications/destinations.py), over classes of
 addresses: no loopback, private, link-local, shared, reserved, unspecified, multicast or metadata
 address, in IPv4 or IPv6 (IPv4-mapped, NAT64, 6to4 included), in any spelling the system resolver
 accepts, nor a name resolving to one, now or at connect time (DNS rebinding); public addresses pass,
@@ -17,8 +17,15 @@ from django.test import override_settings
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dashboard import destinations
-from dashboard.destinations import METADATA, DestinationRefused, GuardedBackend, check, check_url, is_public
+from dashboard.notifications import destinations
+from dashboard.notifications.destinations import (
+    METADATA,
+    DestinationRefused,
+    GuardedBackend,
+    check,
+    check_url,
+    is_public,
+)
 
 
 def addresses_in(*networks: str) -> st.SearchStrategy:

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dashboard.batches.results import CSV_COLUMNS
 from dashboard.models import AccountState, CancelAttempt
-from dashboard.results import CSV_COLUMNS
 from tests.factories import (
     ALL_KEYS,
     anthropic_batch,

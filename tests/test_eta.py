@@ -1,4 +1,4 @@
-"""Estimates of what a running batch has left (dashboard/eta.py): pure functions, a fake clock."""
+"""Estimates of what a running batch has left (dashboard/batches/eta.py): pure functions, a fake clock."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard import eta
-from dashboard.charts import Point
+from dashboard.batches import eta
+from dashboard.batches.charts import Point
 from dashboard.providers.base import Batch, Counts
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

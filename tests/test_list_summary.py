@@ -1,4 +1,4 @@
-"""The list page's header summary (dashboard/summary.py, bulk_views.list_summary): per account and in
+"""The list page's header summary (dashboard/batches/summary.py, web/bulk_views.list_summary): per account and in
 total, batches not ended, requests in flight, the errored share and the batches ended in the last
 24 hours by outcome, for a known store and a fake "now"."""
 
@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dashboard import summary
 from dashboard.accounts import Account
+from dashboard.batches import summary
 from dashboard.models import StoredBatch
 from tests.factories import HTMX, text
 

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashboard import metrics
+from dashboard.metrics import prometheus
 from dashboard.models import AccountState, UpstreamCallStats
 from dashboard.providers.base import ProviderError, UpstreamTimeout
 from dashboard.providers.transport import send, stream
@@ -40,16 +40,16 @@ def demo_accounts_configured(monkeypatch):
 def metrics_on(settings):
     settings.METRICS_TOKEN = TOKEN
     settings.METRICS_ALLOWED_IPS = []
-    metrics.upstream_calls.discard()
+    prometheus.upstream_calls.discard()
     yield settings
-    metrics.upstream_calls.discard()  # nothing counted here is written into a later test's database
+    prometheus.upstream_calls.discard()  # nothing counted here is written into a later test's database
 
 
 @pytest.fixture
 def counter(monkeypatch):
     """A fresh counter without its flush thread, in place of the process's: flushed when the test says."""
-    fresh = metrics.UpstreamCallCounter(background=False)
-    monkeypatch.setattr(metrics, "upstream_calls", fresh)
+    fresh = prometheus.UpstreamCallCounter(background=False)
+    monkeypatch.setattr(prometheus, "upstream_calls", fresh)
     return fresh
 
 
@@ -193,25 +193,21 @@ def test_a_scrape_is_a_few_aggregate_queries_whatever_the_store_holds(client, db
 
 
 def test_open_alarms_by_rule_every_rule_listed(client, db, metrics_on):
-    from django.apps import apps
+    from dashboard.models import Alarm
 
-    try:
-        alarm = apps.get_model("dashboard", "Alarm")
-    except LookupError:
-        pytest.skip("no Alarm model (dashboard/alarms.py) in this tree yet")
     now = timezone.now()
     batch = put(A_OPS, "msgbatch_slow", now - timedelta(hours=2))
     opened = {"opened_at": now, "last_seen_at": now}
-    alarm.objects.create(rule="stuck", account="anthropic-ops", batch=batch, **opened)
-    alarm.objects.create(rule="stuck", account="anthropic-ops", batch=batch, resolved_at=now, **opened)
-    alarm.objects.create(rule="account_failing", account="openai-ops", **opened)
-    alarm.objects.create(rule="account_failing", account="openai-research", **opened)
+    Alarm.objects.create(rule="stuck", account="anthropic-ops", batch=batch, **opened)
+    Alarm.objects.create(rule="stuck", account="anthropic-ops", batch=batch, resolved_at=now, **opened)
+    Alarm.objects.create(rule="account_failing", account="openai-ops", **opened)
+    Alarm.objects.create(rule="account_failing", account="openai-research", **opened)
 
     samples = scrape(client)
     open_alarms = {dict(labels)["rule"]: count for labels, count in samples["batch_dashboard_open_alarms"].items()}
     assert open_alarms["stuck"] == 1
     assert open_alarms["account_failing"] == 2
-    rules = {rule for rule, _ in alarm._meta.get_field("rule").choices}
+    rules = {rule for rule, _ in Alarm._meta.get_field("rule").choices}
     assert set(open_alarms) == rules and all(open_alarms[rule] == 0 for rule in rules - {"stuck", "account_failing"})
 
 
@@ -261,8 +257,8 @@ def test_upstream_calls_are_counted_by_account_and_result_after_a_poll(
 def test_a_timeout_is_counted_as_one(client, embedded_upstream, settings, metrics_on, counter):
     settings.UPSTREAM_DEADLINE_SECONDS = 0.3
     factories.fault("openai", "ops", "hang")
-    from dashboard import poller
     from dashboard.accounts import find_account
+    from dashboard.batches import poller
 
     result = poller.poll_account(find_account("openai-ops"), now=timezone.now())
     assert result.error
@@ -301,12 +297,12 @@ def test_the_latency_histogram_buckets_and_sum(client, db, metrics_on, counter):
 
 def test_two_processes_flushing_at_once_add_up(transactional_db):
     """Two counters (as two processes have), each flushing from its own thread at the same moments."""
-    counters = [metrics.UpstreamCallCounter(background=False) for _ in range(2)]
+    counters = [prometheus.UpstreamCallCounter(background=False) for _ in range(2)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
     rounds = 15
 
-    def work(counter: metrics.UpstreamCallCounter) -> None:
+    def work(counter: prometheus.UpstreamCallCounter) -> None:
         try:
             for _ in range(rounds):
                 counter.record("anthropic-ops", "ok", 0.2)
@@ -342,8 +338,8 @@ def test_a_failed_flush_never_breaks_a_call_and_loses_nothing(
         raise RuntimeError("the database is away")
 
     warnings: list[str] = []  # not caplog: logging may be configured again while the simulator answers
-    monkeypatch.setattr(metrics.logger, "warning", lambda message, *args: warnings.append(message % args))
-    monkeypatch.setattr(metrics, "write_upstream_calls", broken)
+    monkeypatch.setattr(prometheus.logger, "warning", lambda message, *args: warnings.append(message % args))
+    monkeypatch.setattr(prometheus, "write_upstream_calls", broken)
     factories.anthropic_batch(anthropic_sdk, "ops")
     factories.poll_store()  # would raise if counting did
     assert counter.flush() == 0
@@ -353,7 +349,7 @@ def test_a_failed_flush_never_breaks_a_call_and_loses_nothing(
     assert kept[("anthropic-ops", "ok")].calls >= 1
 
     monkeypatch.undo()
-    monkeypatch.setattr(metrics, "upstream_calls", counter)
+    monkeypatch.setattr(prometheus, "upstream_calls", counter)
     assert counter.flush() == len(kept)
     samples = scrape(client)
     assert calls(samples, "anthropic-ops", "ok") == kept[("anthropic-ops", "ok")].calls
@@ -361,12 +357,12 @@ def test_a_failed_flush_never_breaks_a_call_and_loses_nothing(
 
 def test_the_flush_thread_writes_within_about_a_second_without_being_asked(client, embedded_upstream, metrics_on):
     metrics_on.METRICS_FLUSH_SECONDS = 0.2
-    metrics.record_upstream_call("openai-research", "4xx", 0.1)
+    prometheus.record_upstream_call("openai-research", "4xx", 0.1)
     deadline = time.monotonic() + 10
     while not UpstreamCallStats.objects.filter(account="openai-research", result="4xx").exists():
         assert time.monotonic() < deadline, "the flush thread wrote nothing"
         time.sleep(0.05)
-    metrics.upstream_calls.flush()  # waits for a flush the thread may be in the middle of
+    prometheus.upstream_calls.flush()  # waits for a flush the thread may be in the middle of
     assert calls(scrape(client), "openai-research", "4xx") == 1
 
 

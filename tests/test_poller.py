@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from dashboard import poller
 from dashboard.accounts import Account
+from dashboard.batches import poller
 from dashboard.models import AccountState, BatchChange, StoredBatch
 from dashboard.providers import anthropic
 
@@ -260,13 +260,15 @@ def test_manage_py_poll_goes_on_after_failed_cycles_and_logs_the_outage_once(
     monkeypatch.setattr(poller, "run_cycle", run_cycle)
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        with caplog.at_level(logging.DEBUG, logger="dashboard.poller"):
+        with caplog.at_level(logging.DEBUG, logger="dashboard.batches.poller"):
             call_command("poll", "--owner", "t")
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert len(cycles) == 4
     records = [
-        (record.levelname, record.getMessage()) for record in caplog.records if record.name == "dashboard.poller"
+        (record.levelname, record.getMessage())
+        for record in caplog.records
+        if record.name == "dashboard.batches.poller"
     ]
     assert [level for level, _ in records] == ["ERROR", "DEBUG", "DEBUG", "WARNING"], records
     assert caplog.records[0].exc_info is not None

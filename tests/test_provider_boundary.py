@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import accounts, providers, results, services, views
+from dashboard import accounts, providers
+from dashboard.batches import results, services
 from dashboard.providers.base import Batch, Counts, Page
 from dashboard.providers.http import BatchAPI
 from dashboard.providers.lines import ResultLine
+from dashboard.web import views
 from tests.factories import poll_store
 
 ROOT = Path(__file__).resolve().parent.parent

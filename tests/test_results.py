@@ -1,4 +1,4 @@
-"""dashboard/results.py with hand-written result lines of both providers: no network, no database."""
+"""dashboard/batches/results.py with hand-written result lines of both providers: no network, no database."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboard import results
-from dashboard.redaction import redact
-from dashboard.results import (
+from dashboard.batches import results
+from dashboard.batches.results import (
     CSV_COLUMNS,
     ErrorSummary,
     ResultLine,
@@ -25,6 +24,7 @@ from dashboard.results import (
     safe_cell,
     summarize,
 )
+from dashboard.redaction import redact
 
 
 def dumps(data) -> bytes:

@@ -34,7 +34,8 @@ import httpx
 import pytest
 from django.core.cache import cache
 
-from dashboard import accounts, results
+from dashboard import accounts
+from dashboard.batches import results
 from dashboard.models import ResultsSummary
 from tests.factories import ANTHROPIC_KEYS, embedded_transport, poll_store
 

@@ -22,7 +22,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from dashboard import accounts, services
+from dashboard import accounts
+from dashboard.batches import services
 from dashboard.models import ResultsSummary
 from dashboard.providers.anthropic import AnthropicProvider
 from dashboard.providers.base import UpstreamError
@@ -207,7 +208,7 @@ def test_a_download_never_read_closes_its_upstream_answer(ended):
 
 
 def _stored_batch(batch_id: str):
-    from dashboard import selectors
+    from dashboard.batches import selectors
 
     return selectors.batch_row(account=accounts.find_account("anthropic-ops"), batch_id=batch_id).batch
 

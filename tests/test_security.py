@@ -387,7 +387,7 @@ def test_changes_through_django_take_effect_at_once_and_behind_its_back_within_t
     from django.contrib.auth.models import Group, Permission
     from django.core.cache import cache
 
-    from dashboard.auth import CachedPermissionsBackend
+    from dashboard.web.auth import CachedPermissionsBackend
 
     backend = CachedPermissionsBackend()
 

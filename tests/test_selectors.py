@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dashboard import selectors, store
 from dashboard.accounts import Account
+from dashboard.batches import selectors, store
 from dashboard.models import AccountState, StoredBatch
 from dashboard.providers import anthropic, openai
 from tests.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS

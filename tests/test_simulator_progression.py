@@ -7,14 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard.simulator.progression import (
-    OPENAI_ENDED,
-    Outcome,
-    Plan,
-    anthropic_end,
-    anthropic_state,
-    openai_state,
-)
+from dashboard.simulator.progression import OPENAI_ENDED, Outcome, Plan, anthropic_end, anthropic_state, openai_state
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

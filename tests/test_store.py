@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard import store
+from dashboard.batches import store
 from dashboard.models import BatchChange, StoredBatch
 from dashboard.providers import anthropic, openai
 from tests.test_providers import ANTHROPIC_ENDED, ANTHROPIC_RUNNING, OPENAI_COMPLETED, OPENAI_IN_PROGRESS
@@ -172,8 +172,8 @@ def test_the_migration_fills_the_search_text_of_rows_stored_before_it(db):
 
 
 def test_a_cancel_writes_its_answer_into_the_store_and_wakes_the_poller(operator, embedded_upstream, anthropic_sdk):
-    from dashboard import services
     from dashboard.accounts import find_account
+    from dashboard.batches import services
     from dashboard.models import AccountState
     from tests.factories import anthropic_batch
 
@@ -191,8 +191,8 @@ def test_a_cancel_writes_its_answer_into_the_store_and_wakes_the_poller(operator
 def test_a_store_failure_after_a_cancel_still_answers_and_audits(
     operator, embedded_upstream, anthropic_sdk, monkeypatch
 ):
-    from dashboard import services
     from dashboard.accounts import find_account
+    from dashboard.batches import services
     from dashboard.models import CancelAttempt
     from tests.factories import anthropic_batch
 

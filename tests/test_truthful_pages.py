@@ -18,11 +18,11 @@ from django.template import Context, Template
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import services, store
+from dashboard.batches import services, store
+from dashboard.batches.results import ResultPage
 from dashboard.models import CancelAttempt
 from dashboard.providers import anthropic, openai
 from dashboard.providers.lines import ResultLine
-from dashboard.results import ResultPage
 from tests.factories import HTMX, text
 from tests.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
 

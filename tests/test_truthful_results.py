@@ -20,11 +20,11 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dashboard import services
+from dashboard.batches import services
+from dashboard.batches.results import csv_row, parse_line
 from dashboard.models import CancelAttempt
 from dashboard.providers.anthropic import AnthropicProvider
 from dashboard.providers.base import BadResponse, UpstreamError
-from dashboard.results import csv_row, parse_line
 from tests.factories import anthropic_batch, poll_store, text
 from tests.test_providers import ANTHROPIC_RUNNING
 
@@ -255,7 +255,7 @@ def test_staff_read_bulk_cancels_and_stored_summaries_in_the_admin(admin_client)
 def test_a_batch_gone_upstream_stops_polling_and_its_page_is_a_404(operator_client, embedded_upstream, anthropic_sdk):
     from django.utils import timezone
 
-    from dashboard import store
+    from dashboard.batches import store
 
     batch = anthropic_batch(anthropic_sdk, seconds=600)
     poll_store()

@@ -428,7 +428,8 @@ def test_json_python_cannot_even_hold_is_a_bad_response_not_a_crash(body):
 @pytest.fixture
 def one_bad_batch_upstream(monkeypatch, settings):
     """Two accounts, each listing one good batch and one whose created_at is in year 1 / an epoch of 6.4e17."""
-    from dashboard import accounts, poller, services
+    from dashboard import accounts
+    from dashboard.batches import poller, services
 
     for variable in ("BATCH_ACCOUNTS_FILE",):
         monkeypatch.delenv(variable, raising=False)

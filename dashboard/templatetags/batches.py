@@ -179,6 +179,6 @@ def seconds_text(value) -> str:
 def alarm_badge() -> dict:
     """The header's alarms link with the count of open alarms nobody has acknowledged (one query);
     it polls itself (alarm_views.alarm_badge) so the count moves without a reload."""
-    from .. import alarm_views
+    from ..web import alarm_views
 
     return alarm_views.badge_context()

@@ -117,7 +117,7 @@ def test_a_poller_claims_past_rows_another_holds_locked_without_waiting(postgres
     env = app_env(DATABASE_URL=database_url)
     manage("migrate", "--noinput", env=env)
     claim = (
-        "from django.utils import timezone; from dashboard import poller; from dashboard.accounts import "
+        "from django.utils import timezone; from dashboard.batches import poller; from dashboard.accounts import "
         "configured_accounts; print(sorted(a.key for a in poller.claim_all(configured_accounts(), "
         "owner='{owner}', now=timezone.now(), seconds=60)))"
     )

@@ -46,7 +46,10 @@ STORABLE = st.text(st.characters(exclude_characters="\x00", exclude_categories=[
 def read_parameters() -> set[str]:
     """Every `request.GET`/`request.POST` key the dashboard's views read (.get, [..], getlist, in)."""
     names = set()
-    for path in (ROOT / "dashboard").glob("*.py"):
+    simulator = ROOT / "dashboard" / "simulator"  # the simulator's API answers bad requests itself
+    for path in (ROOT / "dashboard").rglob("*.py"):
+        if path.is_relative_to(simulator):
+            continue
         for node in ast.walk(ast.parse(Path(path).read_text())):
             target = None
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
@@ -67,7 +70,9 @@ def read_parameters() -> set[str]:
 
 
 def test_the_fuzzed_fields_are_every_field_a_view_reads():
-    assert read_parameters() - {name for _, _, name in FIELDS} == set()
+    read = read_parameters()
+    assert {"q", "note", "token", "batch"} <= read  # the walk found the views
+    assert read - {name for _, _, name in FIELDS} == set()
 
 
 @pytest.fixture(scope="module")

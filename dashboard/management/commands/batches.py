@@ -16,10 +16,10 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from dashboard import selectors, services
-from dashboard.accounts import Account, configured_accounts
-from dashboard.providers.base import ProviderError
-from dashboard.results import RESULT_TYPES
+from ...accounts import Account, configured_accounts
+from ...batches import selectors, services
+from ...batches.results import RESULT_TYPES
+from ...providers.base import ProviderError
 
 
 def _when(value) -> str:

@@ -10,10 +10,11 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils import timezone
 
-from dashboard import alarms, poller
-from dashboard.accounts import configured_accounts
+from ...accounts import configured_accounts
+from ...alarms import rules
+from ...batches import poller
 
-logger = logging.getLogger("dashboard.poller")
+logger = logging.getLogger("dashboard.batches.poller")
 
 
 class Command(BaseCommand):
@@ -82,6 +83,6 @@ class Command(BaseCommand):
             close_old_connections()
             for account in configured_accounts():
                 poller.release(account, owner=owner)
-            alarms.release_evaluator(owner)
+            rules.release_evaluator(owner)
         except Exception as error:
             logger.warning("could not release this poller's leases (they expire by themselves): %s", error)

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.simulator.demo import ensure_demo_accounts
-from dashboard.simulator.models import Fault, SimAccount
+from ...demo import ensure_demo_accounts
+from ...models import Fault, SimAccount
 
 
 class Command(BaseCommand):

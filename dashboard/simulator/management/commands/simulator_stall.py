@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.simulator import stall
-from dashboard.simulator.models import SimBatch
+from ... import stall
+from ...models import SimBatch
 
 
 class Command(BaseCommand):

@@ -49,10 +49,10 @@ from django.db.models import Count, F, Q, QuerySet
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from . import providers
-from .accounts import configured_secrets
-from .models import AccountState, Alarm, AlarmEvaluator, AlarmRule, AlarmThreshold, StoredBatch
-from .redaction import redact
+from .. import providers
+from ..accounts import configured_secrets
+from ..models import AccountState, Alarm, AlarmEvaluator, AlarmRule, AlarmThreshold, StoredBatch
+from ..redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ BATCH_FIELDS = (
 
 
 def configured_account_keys() -> list[str]:
-    from .accounts import configured_accounts
+    from ..accounts import configured_accounts
 
     return [account.key for account in configured_accounts()]
 
@@ -534,13 +534,13 @@ def alarms_changed(opened: Sequence[Alarm], resolved: Sequence[Alarm]) -> None:
     transaction, a notification is recorded if and only if its alarm change is. Nothing is sent from
     here (no I/O in the transaction): the pollers send the outbox after their cycles.
     """
-    from . import notifications
+    from ..notifications import outbox
 
     for alarm in opened:
         logger.info("alarm opened: %s", alarm)
     for alarm in resolved:
         logger.info("alarm resolved: %s", alarm)
-    notifications.write_outbox(opened, resolved)
+    outbox.write_outbox(opened, resolved)
 
 
 def evaluate(now: datetime | None = None, *, accounts: Iterable[str] | None = None) -> Evaluation:

@@ -22,10 +22,10 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from ..accounts import Account
+from ..models import AccountState, Alarm, BatchChange, StoredBatch
+from ..providers.base import Batch
 from . import store
-from .accounts import Account
-from .models import AccountState, Alarm, BatchChange, StoredBatch
-from .providers.base import Batch
 
 ACTIVE = "active"  # status filter: every batch that has not ended
 STALE_POLLS = 3  # a row, or an account's last success, older than this many poll intervals is late

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from .alarms import SIMILAR_SIZE, percentile
+from ..alarms.rules import SIMILAR_SIZE, percentile
+from ..providers.base import Batch
 from .charts import Point
-from .providers.base import Batch
 
 WINDOW = timedelta(minutes=30)  # the recent history whose throughput is extrapolated
 MIN_SPAN = timedelta(minutes=2)  # counted history needed before any estimate
@@ -343,7 +343,7 @@ def ended_durations(*, account_key: str, provider: str) -> list[tuple[int, float
     """How long this account's newest ended batches took, (request total, seconds), newest first:
     the very history the stuck alarm reads (those that ended of themselves: not canceled, none
     expired, not failed, not gone). One query."""
-    from . import alarms
+    from ..alarms import rules
 
     # alarms._history: the same batches the stuck rule compares with (kept in one place).
-    return list(alarms._history(account_key, {provider: alarms.traits(provider)}))
+    return list(rules._history(account_key, {provider: rules.traits(provider)}))

@@ -40,11 +40,15 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Q
 
-from . import alarms, bulk, notifications, providers, store
-from .accounts import Account, configured_accounts, configured_secrets, provider_for
-from .models import AccountState, StoredBatch
-from .providers.base import NotFound, Page, Provider, ProviderError, RateLimited
-from .redaction import redact
+from .. import providers
+from ..accounts import Account, configured_accounts, configured_secrets, provider_for
+from ..alarms import rules
+from ..bulk import operations
+from ..models import AccountState, StoredBatch
+from ..notifications import outbox
+from ..providers.base import NotFound, Page, Provider, ProviderError, RateLimited
+from ..redaction import redact
+from . import store
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +360,7 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
             results = list(pool.map(poll, due))
     # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
     evaluate_alarms(owner=owner, now=now, accounts=accounts)
-    bulk.resume_abandoned(owner=owner, now=now)  # bulk cancels a dead process left, on threads; never raises
+    operations.resume_abandoned(owner=owner, now=now)  # bulk cancels a dead process left, on threads; never raises
     deliver_notifications(now=now)
     return results
 
@@ -365,25 +369,25 @@ def deliver_notifications(*, now: datetime) -> None:
     """Send the notification outbox on a thread of its own (notifications.deliver_in_background):
     this never waits for a receiver, and never raises (polling goes on whatever happens there)."""
     try:
-        notifications.deliver_in_background(now)
+        outbox.deliver_in_background(now)
     except Exception:
         logger.exception("notification delivery could not start (polling goes on)")
 
 
-def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> alarms.Evaluation | None:
+def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> rules.Evaluation | None:
     """The alarms, if this poller holds the evaluator's lease (taken or renewed here); None if it
     does not, alarms are off (ALARMS_ENABLED), or the evaluation failed. Never raises: a failure is
     logged and noted on the evaluator's row, and polling goes on."""
     if not getattr(settings, "ALARMS_ENABLED", True):
         return None
     try:
-        if not alarms.claim_evaluator(owner, now=now, seconds=settings.POLL_LEASE_SECONDS):
+        if not rules.claim_evaluator(owner, now=now, seconds=settings.POLL_LEASE_SECONDS):
             return None
-        return alarms.evaluate(now, accounts=[account.key for account in accounts])
+        return rules.evaluate(now, accounts=[account.key for account in accounts])
     except Exception as error:
         logger.exception("alarm evaluation failed (polling goes on)")
         try:
-            alarms.evaluation_failed(error)
+            rules.evaluation_failed(error)
         except Exception:
             logger.exception("could not note the failed alarm evaluation")
         return None

@@ -14,11 +14,11 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from .accounts import configured_secrets
-from .models import BatchChange, StoredBatch
-from .providers import module
-from .providers.base import Batch
-from .redaction import redact
+from ..accounts import configured_secrets
+from ..models import BatchChange, StoredBatch
+from ..providers import module
+from ..providers.base import Batch
+from ..redaction import redact
 
 COUNT_FIELDS = ("total", "processing", "succeeded", "errored", "canceled", "expired")
 

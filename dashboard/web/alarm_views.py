@@ -21,9 +21,10 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from . import alarms, services
-from .accounts import Account, configured_accounts
-from .models import Alarm
+from ..accounts import Account, configured_accounts
+from ..alarms import rules
+from ..batches import services
+from ..models import Alarm
 
 ACKNOWLEDGE_PERMISSION = "dashboard.acknowledge_alarm"
 CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
@@ -38,7 +39,7 @@ def _common(request: HttpRequest) -> dict:
         "can_acknowledge": request.user.has_perm(ACKNOWLEDGE_PERMISSION),
         "account_labels": {account.key: account.label for account in configured_accounts()},
         "changed_event": CHANGED_EVENT,
-        "note_limit": alarms.NOTE_LIMIT,
+        "note_limit": rules.NOTE_LIMIT,
     }
 
 
@@ -61,13 +62,13 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     context = _common(request)
     labels = context["account_labels"]
-    open_rows = alarms.open_alarms()
+    open_rows = rules.open_alarms()
     resolved_rows = (
-        alarms.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS))
+        rules.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS))
         .exclude(resolved_at=None)
         .order_by("-resolved_at", "-id")
     )
-    counts = alarms.open_alarm_counts()
+    counts = rules.open_alarm_counts()
     context.update(
         {
             "open_alarms": _labelled(_unacknowledged_first(open_rows)[:OPEN_LIMIT], labels),
@@ -76,7 +77,7 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
             "resolved_alarms": _labelled(resolved_rows[:RESOLVED_LIMIT], labels),
             "resolved_hours": RESOLVED_HOURS,
             "resolved_limit": RESOLVED_LIMIT,
-            "evaluator": alarms.evaluator(),
+            "evaluator": rules.evaluator(),
             "next": request.get_full_path() if not request.htmx else request.htmx.current_url_abs_path or "",
         }
     )
@@ -88,7 +89,7 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
 def badge_context() -> dict:
     """The header's badge: open alarms and how many nobody has acknowledged (one query)."""
     return {
-        "counts": alarms.open_alarm_counts(),
+        "counts": rules.open_alarm_counts(),
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "changed_event": CHANGED_EVENT,
     }
@@ -103,7 +104,7 @@ def alarm_badge(request: HttpRequest) -> HttpResponse:
 def batch_alarms_context(request: HttpRequest, *, account_key: str, batch_id: str) -> dict:
     """What the detail page's alarms section shows: the batch's open alarms."""
     context = _common(request)
-    rows = _unacknowledged_first(alarms.open_alarms_for_batch(account_key, batch_id))
+    rows = _unacknowledged_first(rules.open_alarms_for_batch(account_key, batch_id))
     context.update(
         {
             "batch_alarms": _labelled(rows[:OPEN_LIMIT], context["account_labels"]),
@@ -154,8 +155,8 @@ def alarm_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("You do not have permission to acknowledge alarms.")
     alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
     try:
-        alarms.acknowledge(alarm, request.user, request.POST.get("note", ""))
-    except alarms.AcknowledgeRefused as refused:
+        rules.acknowledge(alarm, request.user, request.POST.get("note", ""))
+    except rules.AcknowledgeRefused as refused:
         if request.htmx:  # 409 with the reason (the page's notice shows it) and every fragment refreshed
             response = HttpResponse(f"{refused}\n", status=409, content_type="text/plain; charset=utf-8")
             response["HX-Trigger"] = CHANGED_EVENT

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from . import providers
-from .providers.lines import RESULT_TYPES, ResultLine, approximate_reads  # the providers make result lines
+from .. import providers
+from ..providers.lines import RESULT_TYPES, ResultLine, approximate_reads  # the providers make result lines
 
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 

@@ -42,9 +42,10 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from . import providers, selectors, services
-from .accounts import Account, find_account
-from .models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
+from .. import providers
+from ..accounts import Account, find_account
+from ..batches import selectors, services
+from ..models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
 
 logger = logging.getLogger(__name__)
 

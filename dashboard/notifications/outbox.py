@@ -66,10 +66,10 @@ from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from .accounts import configured_secrets
+from ..accounts import configured_secrets
+from ..models import Alarm, AlarmRule, Delivery, NotificationChannel, NotificationEvent, StoredBatch
+from ..redaction import redact
 from .destinations import DestinationRefused, GuardedBackend
-from .models import Alarm, AlarmRule, Delivery, NotificationChannel, NotificationEvent, StoredBatch
-from .redaction import redact
 
 logger = logging.getLogger(__name__)
 

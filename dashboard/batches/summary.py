@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, Sum
 from django.utils import timezone
 
-from . import providers
-from .accounts import Account
-from .models import StoredBatch
+from .. import providers
+from ..accounts import Account
+from ..models import StoredBatch
 
 WINDOW = timedelta(hours=24)
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from .models import BatchChange
+from ..models import BatchChange
 
 # The stack, bottom to top, as the list's progress bar draws it.
 SERIES = ("succeeded", "errored", "canceled", "expired", "processing")

@@ -15,12 +15,13 @@ from itertools import repeat
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import providers, store
-from .accounts import Account, configured_secrets, find_account, provider_for
-from .models import AccountState, CancelAttempt, ResultsSummary, StoredBatch
-from .providers.base import AlreadyEnded, BadResponse, Batch, ProviderError, UpstreamTimeout
-from .providers.transport import jsonl_lines
-from .redaction import redact
+from .. import providers
+from ..accounts import Account, configured_secrets, find_account, provider_for
+from ..models import AccountState, CancelAttempt, ResultsSummary, StoredBatch
+from ..providers.base import AlreadyEnded, BadResponse, Batch, ProviderError, UpstreamTimeout
+from ..providers.transport import jsonl_lines
+from ..redaction import redact
+from . import store
 from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream, summarize
 
 logger = logging.getLogger(__name__)

@@ -20,12 +20,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import alarm_views, charts, eta, providers, selectors, services
-from .accounts import Account, configured_accounts, provider_for
+from .. import providers
+from ..accounts import Account, configured_accounts, provider_for
+from ..batches import charts, eta, selectors, services
+from ..batches.results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
+from ..models import CancelAttempt
+from ..providers.base import ProviderError
+from . import alarm_views
 from .middleware import htmx_login_redirect
-from .models import CancelAttempt
-from .providers.base import ProviderError
-from .results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 
 logger = logging.getLogger(__name__)
 

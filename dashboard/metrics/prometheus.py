@@ -36,8 +36,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from .client_address import parse_address, parse_networks
-from .models import UPSTREAM_LATENCY_BUCKETS
+from ..models import UPSTREAM_LATENCY_BUCKETS
+from ..web.client_address import parse_address, parse_networks
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class UpstreamCallCounter:
 def write_upstream_calls(taken: dict[tuple[str, str], Tally]) -> None:
     """Add `taken` to UpstreamCallStats in one transaction: an UPDATE of F() sums per row, or the
     row's INSERT; an INSERT that loses a race with another process's becomes the UPDATE."""
-    from .models import UpstreamCallStats
+    from ..models import UpstreamCallStats
 
     now = timezone.now()
     with transaction.atomic():
@@ -239,7 +239,7 @@ class StoreCollector:
 
 
 def batch_metrics() -> Iterator[Metric]:
-    from .models import StoredBatch
+    from ..models import StoredBatch
 
     batches = GaugeMetricFamily(
         _name("batches"),
@@ -271,7 +271,7 @@ def batch_metrics() -> Iterator[Metric]:
 
 
 def _account_keys() -> list[str]:
-    from .accounts import configured_accounts
+    from ..accounts import configured_accounts
 
     try:
         return [account.key for account in configured_accounts()]
@@ -282,7 +282,7 @@ def _account_keys() -> list[str]:
 def poll_metrics() -> Iterator[Metric]:
     """Per configured account: an account never polled successfully has a lag of +Inf, so an alert
     on the lag also fires when no poller runs at all."""
-    from .models import AccountState
+    from ..models import AccountState
 
     lag = GaugeMetricFamily(
         _name("poll_lag_seconds"),
@@ -315,7 +315,7 @@ def poll_metrics() -> Iterator[Metric]:
 
 
 def upstream_metrics() -> Iterator[Metric]:
-    from .models import UpstreamCallStats
+    from ..models import UpstreamCallStats
 
     calls = CounterMetricFamily(
         _name("upstream_calls"),

@@ -12,9 +12,10 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import bulk, summary
-from .accounts import configured_accounts
-from .models import BulkCancel
+from ..accounts import configured_accounts
+from ..batches import summary
+from ..bulk import operations as bulk
+from ..models import BulkCancel
 from .views import CANCEL_PERMISSION, list_filters, status_choices
 
 PROGRESS_POLL_SECONDS = 1

@@ -1,0 +1,181 @@
+"""The audit trail of cancels, and the store: what the poller last saw of every batch, how it got
+there, its results' summary, and each account's health (and the poller's lease on it)."""
+
+from django.conf import settings
+from django.db import models
+
+
+class CancelAttempt(models.Model):
+    """The audit trail: written before the upstream cancel call, completed after it."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "pending (no answer recorded)"
+        ACCEPTED = "accepted", "accepted"
+        ALREADY_ENDED = "already_ended", "already ended"
+        UPSTREAM_ERROR = "upstream_error", "upstream error"
+
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=150, help_text="Who asked: the web user's username or the OS user of the CLI.")
+    via = models.CharField(max_length=8, default="web")
+    account = models.CharField(max_length=100)
+    batch_id = models.CharField(max_length=120, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
+    status_after = models.CharField(max_length=32, blank=True)
+    message = models.TextField(blank=True)
+    counts_at_cancel = models.JSONField(
+        null=True, blank=True, help_text="request_counts as the provider reported them in its answer to the cancel."
+    )
+    reconciled_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when the process making it died before recording upstream's answer: its outcome was "
+        "settled later from what upstream then said of the batch.",
+    )
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        permissions = [("cancel_batch", "Can cancel upstream batches")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} cancel {self.account}/{self.batch_id}: {self.outcome}"
+
+
+# --- The store: what the poller last saw of every batch, and how it got there ------------------
+
+
+class StoredBatch(models.Model):
+    """The latest known state of one upstream batch; pages read this, never upstream."""
+
+    account = models.CharField(max_length=100)
+    provider = models.CharField(max_length=32)
+    batch_id = models.CharField(max_length=120)
+    status = models.CharField(max_length=32)
+    is_ended = models.BooleanField()
+    total = models.PositiveBigIntegerField(default=0)
+    processing = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    errored = models.PositiveBigIntegerField(default=0)
+    canceled = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    cancel_initiated_at = models.DateTimeField(null=True, blank=True)
+    timestamps = models.JSONField(default=dict, help_text="Every timestamp the provider sent, by its own name.")
+    metadata = models.JSONField(default=dict)
+    raw = models.JSONField(help_text="The provider's JSON for this batch, keys redacted.")
+    search_text = models.TextField(
+        default="", help_text="What the list's search matches: the id and the metadata values, lowercased, redacted."
+    )
+    first_seen_at = models.DateTimeField()
+    last_fetched_at = models.DateTimeField()
+    last_changed_at = models.DateTimeField()
+    gone_at = models.DateTimeField(
+        null=True, blank=True, help_text="Since when the provider answers 404 for it: deleted upstream, or never there."
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "batch_id"], name="one_stored_batch_per_account_id")]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="stored_batch_newest"),
+            models.Index(fields=["account", "-created_at"], name="stored_batch_account_newest"),
+            # The list's active and status filters read these alone (with the id, which SQLite and
+            # PostgreSQL keep in every index entry); then only the page's rows are read whole.
+            models.Index(fields=["account", "is_ended", "-created_at"], name="stored_batch_active_newest"),
+            models.Index(fields=["account", "status", "-created_at"], name="stored_batch_status_newest"),
+            # The list's header (dashboard/summary.py) adds these up from the index alone (is_ended
+            # included, so that SQLite reads no row); led by the account, which SQLite's planner
+            # then prefers, with or without ANALYZE's statistics.
+            models.Index(
+                fields=["account", "processing", "is_ended"],
+                condition=models.Q(is_ended=False),
+                name="stored_batch_running_counts",
+            ),
+            models.Index(
+                fields=["account", "ended_at", "status", "cancel_initiated_at", "succeeded", "errored", "is_ended"],
+                condition=models.Q(is_ended=True),
+                name="stored_batch_ended_outcomes",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.batch_id} {self.status}"
+
+
+class BatchChange(models.Model):
+    """One row per observed change of a batch's status or counts: its history, for charts and ETAs."""
+
+    batch = models.ForeignKey(StoredBatch, on_delete=models.CASCADE, related_name="changes")
+    observed_at = models.DateTimeField()
+    status = models.CharField(max_length=32)
+    total = models.PositiveBigIntegerField(default=0)
+    processing = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    errored = models.PositiveBigIntegerField(default=0)
+    canceled = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["observed_at", "id"]
+        indexes = [models.Index(fields=["batch", "observed_at"], name="batch_change_by_time")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.status} at {self.observed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ResultsSummary(models.Model):
+    """The error summary of an ended batch's results, counted once from upstream and served from here
+    after: an ended batch's results never change. One row per batch and set of result sources (a
+    batch whose sources are not those counted, say an OpenAI error file named later, is counted anew).
+    Written once, never updated: of concurrent first counts, the first insert wins (the constraint)."""
+
+    batch = models.ForeignKey(StoredBatch, on_delete=models.CASCADE, related_name="results_summaries")
+    sources = models.CharField(
+        max_length=200, help_text="The result sources counted, in the order read, comma-separated: e.g. output,error."
+    )
+    total = models.PositiveBigIntegerField(help_text="Result lines counted.")
+    by_type = models.JSONField(help_text="[result type, lines] pairs, in result-type order.")
+    errors = models.JSONField(help_text="[error type, message, lines], most frequent first; keys redacted.")
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "results summaries"
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "sources"], name="one_results_summary_per_batch_and_sources")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} ({self.sources or 'no sources'}): {self.total} lines"
+
+    def summary(self):
+        """As `results.summarize` made it (lists from JSON made tuples again)."""
+        from .results import ErrorSummary
+
+        return ErrorSummary(
+            by_type=[tuple(pair) for pair in self.by_type],
+            errors=[tuple(error) for error in self.errors],
+            total=self.total,
+        )
+
+
+class AccountState(models.Model):
+    """One row per configured account: its health as the poller sees it, and the poller's lease."""
+
+    account = models.CharField(max_length=100, unique=True)
+    provider = models.CharField(max_length=32)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, help_text="Redacted.")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    backoff_until = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True, help_text="Idle accounts are polled less often.")
+    warnings = models.JSONField(default=list, help_text="Batches that could not be read: id and reason, redacted.")
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    backfill_after = models.CharField(max_length=120, blank=True, help_text="The oldest batch id listed so far.")
+    backfill_done = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return self.account
