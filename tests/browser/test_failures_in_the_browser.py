@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from dashboard.models import CancelAttempt
 from tests.factories import anthropic_batch, openai_batch, poll_store
-from tests.test_truthful_pages import CSRF_WORDS, stored_openai
+from tests.web.test_truthful_pages import CSRF_WORDS, stored_openai
 
 pytestmark = pytest.mark.browser
 

@@ -24,7 +24,7 @@ from dashboard.models import CancelAttempt
 from dashboard.providers import anthropic, openai
 from dashboard.providers.lines import ResultLine
 from tests.factories import HTMX, text
-from tests.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
+from tests.providers.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
 
 PASSWORD = "correct horse battery staple"
 CSRF_WORDS = (

@@ -48,7 +48,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-SPECS = Path(__file__).parent / "fixtures" / "specs"
+SPECS = Path(__file__).parent.parent / "fixtures" / "specs"
 ANTHROPIC_SPEC = "urn:spec:anthropic"
 OPENAI_SPEC = "urn:spec:openai"
 # The OpenAI spec with only `Batch` and `ListBatchesResponse` relaxed (see the module docstring).

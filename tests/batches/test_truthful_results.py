@@ -26,7 +26,7 @@ from dashboard.models import CancelAttempt
 from dashboard.providers.anthropic import AnthropicProvider
 from dashboard.providers.base import BadResponse, UpstreamError
 from tests.factories import anthropic_batch, poll_store, text
-from tests.test_providers import ANTHROPIC_RUNNING
+from tests.providers.test_providers import ANTHROPIC_RUNNING
 
 GOOD = {"custom_id": "req-1", "result": {"type": "succeeded", "message": {"model": "m", "usage": {}}}}
 LONE_SURROGATE = b'{"custom_id": "req-\\ud800-x", "result": {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "bad \\udfff text"}}}}'  # noqa: E501

@@ -24,7 +24,7 @@ from dashboard.providers.lines import ResultLine
 from dashboard.web import views
 from tests.factories import poll_store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = (ROOT / "dashboard" / "providers", ROOT / "dashboard" / "simulator")
 NAMES = r"""["'](?:anthropic|openai)["']"""
 COMPARISONS = re.compile(

@@ -43,7 +43,7 @@ NOW = timezone.now().replace(microsecond=0)  # near the real clock: the receiver
 
 def readme_verify():
     """The README's check for receivers, exactly as it is printed there (so the two cannot drift apart)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("**Verifying a webhook.**") :]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     namespace: dict = {}
@@ -633,7 +633,7 @@ def test_an_email_subject_cannot_carry_a_header(db, mailoutbox):
 
 
 def test_evaluate_writes_the_outbox_in_the_alarm_s_transaction_and_a_rollback_leaves_none(db, receiver, monkeypatch):
-    from tests.test_alarms import openai_row
+    from tests.alarms.test_alarms import openai_row
 
     webhook(receiver)
     openai_row(1, created=NOW - timedelta(hours=1), at=NOW, completed=10)

@@ -22,7 +22,7 @@ from dashboard.models import AccountState, UpstreamCallStats
 from dashboard.providers.base import ProviderError, UpstreamTimeout
 from dashboard.providers.transport import send, stream
 from tests import factories
-from tests.test_selectors import A_OPS, A_RES, O_OPS, put
+from tests.batches.test_selectors import A_OPS, A_RES, O_OPS, put
 
 TOKEN = "metrics-token-for-tests-0123456789abcdef"
 AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}

@@ -14,7 +14,7 @@ from dashboard.accounts import Account
 from dashboard.batches import selectors, store
 from dashboard.models import AccountState, StoredBatch
 from dashboard.providers import anthropic, openai
-from tests.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
+from tests.providers.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 A_OPS = Account(name="ops", provider="anthropic", base_url="https://api.anthropic.com", api_key="sk-ant-x-ops")

@@ -37,7 +37,7 @@ from dashboard.providers.errors import (
 )
 from dashboard.redaction import PREFIX_LENGTH, REDACTED, redact
 from tests.factories import poll_store
-from tests.test_providers import (
+from tests.providers.test_providers import (
     ANTHROPIC_ENDED,
     ANTHROPIC_RUNNING,
     OPENAI_COMPLETED,

@@ -11,7 +11,7 @@ import pytest
 from dashboard.batches import store
 from dashboard.models import BatchChange, StoredBatch
 from dashboard.providers import anthropic, openai
-from tests.test_providers import ANTHROPIC_ENDED, ANTHROPIC_RUNNING, OPENAI_COMPLETED, OPENAI_IN_PROGRESS
+from tests.providers.test_providers import ANTHROPIC_ENDED, ANTHROPIC_RUNNING, OPENAI_COMPLETED, OPENAI_IN_PROGRESS
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

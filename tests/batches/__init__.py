@@ -1,0 +1,1 @@
+"""The store, the poller, the selectors, results, charts and estimates."""

@@ -1,0 +1,1 @@
+"""The provider modules: parsing untrusted answers, deadlines, errors, the boundary."""

@@ -1,0 +1,1 @@
+"""The embedded simulator, checked with each provider's official SDK over real HTTP."""

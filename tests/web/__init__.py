@@ -1,0 +1,1 @@
+"""The views, with the Django test client (and HX-Request for partials)."""
