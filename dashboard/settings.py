@@ -116,6 +116,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that stops answering (a partition, not a refusal) must not hang a request or
+    # the poller until the operating system gives up: connecting waits this long at most.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 5)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Kept open per server thread like PostgreSQL's: opening one costs ~1 ms of a ~5 ms row poll.
     DATABASES["default"]["OPTIONS"] = {
@@ -137,6 +143,11 @@ if os.environ.get("REDIS_URL"):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": os.environ["REDIS_URL"],
+            # redis-py waits forever by default: a Redis that stops answering would hang every request.
+            "OPTIONS": {
+                "socket_connect_timeout": env_int("REDIS_TIMEOUT_SECONDS", 5),
+                "socket_timeout": env_int("REDIS_TIMEOUT_SECONDS", 5),
+            },
         }
     }
 else:

@@ -227,6 +227,18 @@ def test_https_settings_come_from_the_environment(tmp_path):
     ]
 
 
+def test_postgresql_and_redis_that_stop_answering_cannot_hang_a_process(tmp_path):
+    code = (
+        "from django.conf import settings as s\nresult = [s.DATABASES['default']['OPTIONS'].get('connect_timeout'), "
+        "s.CACHES['default']['OPTIONS']]"
+    )
+    env = clean_env(tmp_path, DATABASE_URL="postgres://u:p@192.0.2.1:5432/x", REDIS_URL="redis://192.0.2.1:6379/0")
+    env.pop("SQLITE_PATH", None)
+    assert in_django(code, env) == [5, {"socket_connect_timeout": 5, "socket_timeout": 5}]
+    env.update(DATABASE_URL="postgres://u:p@192.0.2.1:5432/x?connect_timeout=2", REDIS_TIMEOUT_SECONDS="1")
+    assert in_django(code, env) == [2, {"socket_connect_timeout": 1, "socket_timeout": 1}], "the URL's own wins"
+
+
 def test_behind_a_tls_proxy_pages_redirect_to_https_but_healthz_answers_plain_http(tmp_path):
     code = """
 from django.test import Client
