@@ -39,8 +39,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class CancelAttemptAdmin(ReadOnlyAdmin):
     """The audit trail."""
 
-    list_display = ["requested_at", "actor", "via", "account", "batch_id", "outcome", "status_after", "finished_at"]
-    list_filter = ["outcome", "via", "account"]
+    list_display = [
+        "requested_at",
+        "actor",
+        "via",
+        "account",
+        "batch_id",
+        "outcome",
+        "status_after",
+        "finished_at",
+        "reconciled_at",
+    ]
+    # Reconciled: its process died before recording upstream's answer, settled later from upstream.
+    list_filter = ["outcome", "via", "account", ("reconciled_at", admin.EmptyFieldListFilter)]
     search_fields = ["batch_id", "actor"]
     date_hierarchy = "requested_at"
 

@@ -390,6 +390,18 @@ def test_admin_shows_attempts_but_allows_no_change(superuser_client):
     assert CancelAttempt.objects.count() == 1
 
 
+def test_admin_lists_which_attempts_were_reconciled_after_their_process_died(superuser_client):
+    from django.utils import timezone
+
+    attempt(actor="alice", batch_id="msgbatch_01answered")
+    reconciled = attempt(actor="bob", batch_id="msgbatch_01reconciled")
+    CancelAttempt.objects.filter(pk=reconciled.pk).update(reconciled_at=timezone.now())
+    base = "/admin/dashboard/cancelattempt/"
+    assert "Reconciled at" in text(superuser_client.get(base))
+    only = text(superuser_client.get(f"{base}?reconciled_at__isempty=0"))
+    assert "msgbatch_01reconciled" in only and "msgbatch_01answered" not in only
+
+
 def test_admin_is_closed_to_the_operator(operator_client):
     attempt(actor="alice")
     response = operator_client.get("/admin/dashboard/cancelattempt/")
