@@ -286,7 +286,9 @@ def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
 def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp_path, worker_options):
     """One sync worker that calls its own simulator over HTTP would wait on itself forever. Pages
     read the store; a cancel and the results still go upstream from the web process."""
-    env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600")
+    # One poll, then the pages: a slow machine may take longer than three poll intervals to get there,
+    # which the pages rightly call a lagging poller; that is not what this test is about.
+    env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600", POLL_SECONDS="120", POLL_IDLE_SECONDS="120")
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert manage("seed_demo", env=env).returncode == 0
     polled = manage("poll", "--once", env=env)
