@@ -753,3 +753,81 @@ def test_a_worker_process_sigkilled_at_any_step_of_an_item_is_resumed_and_cancel
         assert done.returncode == -9, f"exited {done.returncode}, not killed:\n{done.stdout}\n{done.stderr}"
 
     killed_at(step, operation=operation, batch_id=middle, kill=kill)
+
+
+# --- settling the attempts a dead process left pending --------------------------------------------------
+
+
+def pending_attempt(batch: str, *, via: str = "web") -> CancelAttempt:
+    """An attempt left pending by a process that died during its cancel call, longer ago than a
+    cancel call can take."""
+    account, batch_id = batch.split("/")
+    attempt = CancelAttempt.objects.create(actor="operator", via=via, account=account, batch_id=batch_id)
+    long_ago = timezone.now() - timedelta(seconds=bulk.claim_seconds() + 1)
+    CancelAttempt.objects.filter(pk=attempt.pk).update(requested_at=long_ago)
+    return attempt
+
+
+def test_attempts_a_dead_process_left_pending_are_settled_from_upstream_and_marked_reconciled(
+    operator, operator_client, anthropic_sdk, openai_sdk, upstream_calls
+):
+    accepted, not_reached = running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=1)
+    unknown = f"openai-research/{openai_batch(openai_sdk, 'research', seconds=600).id}"
+    poll_store()
+    anthropic_sdk().messages.batches.cancel(accepted.split("/")[1])  # upstream accepted it; then the process died
+    attempts = [pending_attempt(batch) for batch in (accepted, not_reached, unknown)]
+    running = pending_attempt(not_reached)  # recent: its process may well be alive
+    CancelAttempt.objects.filter(pk=running.pk).update(requested_at=timezone.now())
+    fault("openai", "research", "500")  # upstream cannot say of the third
+    upstream_calls.clear()
+
+    bulk.resume_abandoned(owner="poller-1", now=timezone.now())
+    fault("openai", "research", "")
+    first, second, third = (CancelAttempt.objects.get(pk=attempt.pk) for attempt in attempts)
+    assert (first.outcome, first.status_after) == ("accepted", "canceling")
+    assert first.message.startswith("Cancel accepted (reconciled: its process died before recording the answer")
+    assert second.outcome == "upstream_error" and second.status_after in ("validating", "in_progress")
+    assert second.message.startswith("Not canceled (reconciled:")
+    assert (third.outcome, third.status_after) == ("upstream_error", "")
+    assert "whether it was canceled is unknown" in third.message
+    for attempt in (first, second, third):
+        assert attempt.reconciled_at is not None and attempt.finished_at is not None
+    assert CancelAttempt.objects.get(pk=running.pk).outcome == "pending"
+    # Asked, never canceled: a retrieve through each attempt's provider, no cancel.
+    assert upstream_calls and not [call for call in upstream_calls if "/cancel" in call]
+    assert StoredBatch.objects.get(batch_id=accepted.split("/")[1]).status == "canceling"
+    operator.is_staff = True  # the audit trail is for staff
+    operator.save(update_fields=["is_staff"])
+    audit = text(operator_client.get("/audit/"))
+    assert audit.count('<span class="reconciled"') == 3
+
+
+def test_a_resumed_item_whose_dead_attempt_upstream_cannot_settle_fails_without_a_second_cancel(
+    three_batch_operation, monkeypatch, upstream_calls
+):
+    operation = three_batch_operation
+    first = operation.items.get(position=0)
+    with monkeypatch.context() as patch:
+        bulk_deaths.die_at(
+            "upstream_accepted", batch_id=first.batch_id, die=bulk_deaths.raise_killed, patch=patch.setattr
+        )
+        with pytest.raises(Killed):
+            bulk.run(operation_id=operation.pk, worker="web-killed")
+    operation.items.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    fault(first.account.split("-")[0], "ops", "500")
+    upstream_calls.clear()
+    canceled = []
+
+    def cancel(**kwargs):
+        canceled.append(kwargs["batch_id"])
+        return services.cancel_batch(**kwargs)
+
+    bulk.run(operation_id=operation.pk, worker="poller-1:bulk:resumed", cancel=cancel)
+    fault(first.account.split("-")[0], "ops", "")
+
+    first.refresh_from_db()
+    assert first.state == State.FAILED and "whether it was canceled is unknown" in first.message
+    assert (first.attempt.outcome, first.attempt.status_after) == ("upstream_error", "")
+    assert first.attempt.reconciled_at is not None
+    assert first.batch_id not in canceled and canceled  # the others were tried
+    assert CancelAttempt.objects.filter(batch_id=first.batch_id).count() == 1
