@@ -13,6 +13,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dashboard.batches import poller, services
 from dashboard.bulk import operations
@@ -587,19 +589,18 @@ def test_each_item_links_the_attempt_it_made_not_the_actors_newest(
     operation, _ = operations.create(
         user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w"
     )
-    own: dict[str, int] = {}
 
     def another_cancel_meanwhile(**kwargs):
         result = services.cancel_batch(**kwargs)
-        own[kwargs["batch_id"]] = result.attempt_id
         # The same user canceling the same batch via another operation, right after: a newer attempt.
         services.cancel_batch(**{name: value for name, value in kwargs.items() if name != "attempt"})
         return result
 
     operations.run(operation_id=operation.pk, worker="w", cancel=another_cancel_meanwhile)
     for item in operation.items.all():
-        newest = CancelAttempt.objects.filter(batch_id=item.batch_id).order_by("-id").first()
-        assert item.attempt_id == own[item.batch_id] != newest.pk
+        own, other = CancelAttempt.objects.filter(batch_id=item.batch_id).order_by("id")
+        assert (own.outcome, other.outcome) == ("accepted", "accepted")
+        assert item.attempt_id == own.pk
         assert item.attempt.outcome == "accepted" and item.message == item.attempt.message
 
 
@@ -763,7 +764,7 @@ def pending_attempt(batch: str, *, via: str = "web") -> CancelAttempt:
     cancel call can take."""
     account, batch_id = batch.split("/")
     attempt = CancelAttempt.objects.create(actor="operator", via=via, account=account, batch_id=batch_id)
-    long_ago = timezone.now() - timedelta(seconds=bulk.claim_seconds() + 1)
+    long_ago = timezone.now() - timedelta(seconds=operations.claim_seconds() + 1)
     CancelAttempt.objects.filter(pk=attempt.pk).update(requested_at=long_ago)
     return attempt
 
@@ -781,7 +782,7 @@ def test_attempts_a_dead_process_left_pending_are_settled_from_upstream_and_mark
     fault("openai", "research", "500")  # upstream cannot say of the third
     upstream_calls.clear()
 
-    bulk.resume_abandoned(owner="poller-1", now=timezone.now())
+    operations.resume_abandoned(owner="poller-1", now=timezone.now())
     fault("openai", "research", "")
     first, second, third = (CancelAttempt.objects.get(pk=attempt.pk) for attempt in attempts)
     assert (first.outcome, first.status_after) == ("accepted", "canceling")
@@ -812,7 +813,7 @@ def test_a_resumed_item_whose_dead_attempt_upstream_cannot_settle_fails_without_
             "upstream_accepted", batch_id=first.batch_id, die=bulk_deaths.raise_killed, patch=patch.setattr
         )
         with pytest.raises(Killed):
-            bulk.run(operation_id=operation.pk, worker="web-killed")
+            operations.run(operation_id=operation.pk, worker="web-killed")
     operation.items.update(claimed_until=timezone.now() - timedelta(seconds=1))
     fault(first.account.split("-")[0], "ops", "500")
     upstream_calls.clear()
@@ -822,7 +823,7 @@ def test_a_resumed_item_whose_dead_attempt_upstream_cannot_settle_fails_without_
         canceled.append(kwargs["batch_id"])
         return services.cancel_batch(**kwargs)
 
-    bulk.run(operation_id=operation.pk, worker="poller-1:bulk:resumed", cancel=cancel)
+    operations.run(operation_id=operation.pk, worker="poller-1:bulk:resumed", cancel=cancel)
     fault(first.account.split("-")[0], "ops", "")
 
     first.refresh_from_db()
@@ -831,3 +832,39 @@ def test_a_resumed_item_whose_dead_attempt_upstream_cannot_settle_fails_without_
     assert first.attempt.reconciled_at is not None
     assert first.batch_id not in canceled and canceled  # the others were tried
     assert CancelAttempt.objects.filter(batch_id=first.batch_id).count() == 1
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    deaths=st.lists(
+        st.tuples(st.sampled_from(bulk_deaths.STEPS), st.integers(min_value=0, max_value=2)), min_size=1, max_size=3
+    )
+)
+def test_whatever_workers_die_where_each_batch_is_canceled_once_and_every_attempt_settled(
+    deaths, operator, operator_client, anthropic_sdk, openai_sdk
+):
+    made = running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)  # new ones each example
+    _, listed, token = preview(operator_client)
+    assert set(made) <= set(listed)
+    operation, _ = operations.create(
+        user=operator, accounts=_accounts(), token=token, selected=made, typed="3", worker="web"
+    )
+    positions = {item.position: item.batch_id for item in operation.items.all()}
+    for number, (step, position) in enumerate(deaths):
+        operation.items.filter(state=State.PENDING).update(claimed_until=timezone.now() - timedelta(seconds=1))
+        with pytest.MonkeyPatch.context() as patch:
+            bulk_deaths.die_at(step, batch_id=positions[position], die=bulk_deaths.raise_killed, patch=patch.setattr)
+            try:
+                operations.run(operation_id=operation.pk, worker=f"worker-{number}")
+            except Killed:
+                pass  # died there (unless that item was done before)
+    operation.items.filter(state=State.PENDING).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    operations.run(operation_id=operation.pk, worker="last")
+
+    operation.refresh_from_db()
+    assert operation.finished_at is not None and set(states(operation).values()) == {State.CANCELED}
+    batch_ids = list(positions.values())
+    assert not CancelAttempt.objects.filter(batch_id__in=batch_ids, outcome="pending").exists()
+    for item in operation.items.select_related("attempt"):
+        assert accepted_attempts(item.batch_id) == 1
+        assert item.attempt.outcome == "accepted" and item.attempt.batch_id == item.batch_id

@@ -53,7 +53,7 @@ def main() -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from dashboard import bulk
+    from dashboard.bulk import operations
     from dashboard.models import BulkCancel
     from dashboard.simulator.demo import ensure_demo_accounts
     from tests.conftest import make_user
@@ -78,7 +78,7 @@ def main() -> None:
             at_once([lambda s=session, f=form: s.post("/bulk-cancel/confirm", f) for session in sessions])
         )
 
-    BulkCancel.objects.update(created_at=timezone.now() - bulk.TYPED_WINDOW - timedelta(minutes=1))
+    BulkCancel.objects.update(created_at=timezone.now() - operations.TYPED_WINDOW - timedelta(minutes=1))
     for _ in range(3):
         anthropic_batch(embedded_anthropic, seconds=3600)
         openai_batch(embedded_openai, seconds=3600)
@@ -95,7 +95,7 @@ def main() -> None:
     )
 
     for operation in BulkCancel.objects.all():
-        bulk.wait(operation.pk, timeout=120)
+        operations.wait(operation.pk, timeout=120)
     print(
         json.dumps(
             {"same_preview": same_preview, "two_previews": two_previews, "previewed": [len(f["batch"]) for f in forms]}
