@@ -53,7 +53,7 @@ def setup(path: str) -> None:
 
     call_command("migrate", verbosity=0)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("dashboard.alarms.rules").setLevel(logging.WARNING)  # one line per alarm opened otherwise
+    logging.getLogger("dashboard.alarms.evaluation").setLevel(logging.WARNING)  # one line per alarm opened otherwise
 
 
 def make_accounts(running: int, ended_per_running: int, seed: int = 7) -> tuple[list, list[str]]:
@@ -173,7 +173,7 @@ def main() -> None:
         from django.test.utils import CaptureQueriesContext
         from django.utils import timezone
 
-        from dashboard.alarms import rules
+        from dashboard.alarms import evaluation
         from dashboard.models import Alarm, StoredBatch
         from dashboard.simulator import stall
         from dashboard.simulator.models import SimAccount
@@ -194,7 +194,7 @@ def main() -> None:
         )
 
         keys = [account.key for account in accounts]
-        first = rules.evaluate(timezone.now(), accounts=keys)
+        first = evaluation.evaluate(timezone.now(), accounts=keys)
         opened = Counter(alarm.rule for alarm in first.opened)
         print(
             f"First evaluation: opened {len(first.opened)} alarms in {1000 * first.seconds:.1f} ms ("
@@ -211,7 +211,7 @@ def main() -> None:
         for _ in range(options.cycles):
             with CaptureQueriesContext(connection) as queries:
                 before = time.process_time()  # CPU time: what a busy machine's load does not inflate
-                evaluations.append(rules.evaluate(timezone.now(), accounts=keys).seconds)
+                evaluations.append(evaluation.evaluate(timezone.now(), accounts=keys).seconds)
                 cpu.append(time.process_time() - before)
         still = Alarm.objects.filter(resolved_at=None).count()
 

@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 from django import forms
 from django.contrib import admin, messages
 
-from .alarms import rules as alarms
+from .alarms import services as alarm_services
 from .models import (
     AccountState,
     Alarm,
@@ -92,9 +92,9 @@ class AlarmAdmin(ReadOnlyAdmin):
         recorded = 0
         for alarm in queryset:
             try:
-                alarms.acknowledge(alarm, request.user, "acknowledged in the admin")
+                alarm_services.acknowledge(alarm=alarm, user=request.user, note="acknowledged in the admin")
                 recorded += 1
-            except alarms.AcknowledgeRefused:
+            except alarm_services.AcknowledgeRefused:
                 pass
         left = len(queryset) - recorded
         skipped = f"; {left} left as they were (already acknowledged, or resolved)" if left else ""

@@ -317,7 +317,7 @@ METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
 # How often each process adds the upstream calls it counted to the database, at most.
 METRICS_FLUSH_SECONDS = float(os.environ.get("METRICS_FLUSH_SECONDS", "1"))
 
-# --- Alarms (dashboard/alarms.py), evaluated by the poller after each cycle ---------------------
+# --- Alarms (dashboard/alarms/), evaluated by the poller after each cycle ---------------------
 # The defaults of every account; an account's own (AlarmThreshold rows) are edited in the admin.
 ALARMS_ENABLED = env_bool("ALARMS_ENABLED", True)
 # Stuck: not ended, and no change of status or counts for this long. For a provider that reports

@@ -1,2 +1,2 @@
-"""Alarms: the rules, their evaluation after each poll cycle (one poller at a time), and the alarms
-the pages read and people acknowledge."""
+"""Alarms: rules.py the rules (pure), evaluation.py their evaluation after each poll cycle (one poller
+at a time), selectors.py what the pages read, services.py acknowledging."""

@@ -1,4 +1,4 @@
-"""Alarms: conditions the poller looks for after each cycle (dashboard/alarms/rules.py)."""
+"""Alarms: conditions the poller looks for after each cycle (rules.py, evaluation.py)."""
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
@@ -100,9 +100,13 @@ class AlarmThreshold(models.Model):
         return f"{self.account}: {self.get_rule_display()}"
 
 
+EVALUATOR_PK = 1  # AlarmEvaluator's single row
+
+
 class AlarmEvaluator(models.Model):
-    """A single row: the poller that evaluates alarms (its lease, renewed every cycle) and how the
-    last evaluation went. Several pollers may run; one evaluates at a time (alarms.claim_evaluator)."""
+    """A single row (EVALUATOR_PK): the poller that evaluates alarms (its lease, renewed every cycle)
+    and how the last evaluation went. Several pollers may run; one evaluates at a time
+    (evaluation.claim_evaluator)."""
 
     lease_owner = models.CharField(max_length=120, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)

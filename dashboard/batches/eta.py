@@ -10,11 +10,12 @@ the provider's name):
   history, or fewer than MIN_MOVES moves of the counts in it) says so instead of guessing.
 - outcomes reported only at the end (Anthropic): nothing to extrapolate. The time it has run is set
   against how long this account's ended batches took (those of a similar size when there are
-  MIN_TYPICAL of them, as the stuck alarm chooses them: alarms.SIMILAR_SIZE), in their usual range
-  (10th to 90th percentile) and median.
+  MIN_TYPICAL of them, compared as the stuck alarm compares them: run_times.py), in their usual
+  range (10th to 90th percentile) and median.
 
-Both say when the batch expires. Every function here is pure: the history, the moment the counts
-were last read (`as_of`) and `now` come in, words come out; tests give any clock.
+Both say when the batch expires. Every function here but `run_times_for` (one query) is pure: the
+history, the moment the counts were last read (`as_of`) and `now` come in, words come out; tests
+give any clock.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from ..alarms.rules import SIMILAR_SIZE, percentile
+from .. import providers
+from ..durations import in_words
 from ..providers.base import Batch
 from .charts import Point
+from .run_times import RunTime, ended_run_times, failed_statuses, of_similar_size, percentile, similar_size_range
 
 WINDOW = timedelta(minutes=30)  # the recent history whose throughput is extrapolated
 MIN_SPAN = timedelta(minutes=2)  # counted history needed before any estimate
@@ -63,17 +66,6 @@ def _unit(seconds: float) -> int:
     return 3600
 
 
-def words(seconds: float) -> str:
-    """A whole number of minutes in words: "45 min", "2 h", "2 h 10 min" ("under a minute" for less)."""
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return "under a minute"
-    hours, minutes = divmod(minutes, 60)
-    if not hours:
-        return f"{minutes} min"
-    return f"{hours} h" + (f" {minutes} min" if minutes else "")
-
-
 def rounded(seconds: float) -> int:
     """`seconds` to the nearest unit of its size (a minute under 10 min, 5 min under an hour, ...)."""
     unit = _unit(seconds)
@@ -82,7 +74,7 @@ def rounded(seconds: float) -> int:
 
 def about(seconds: float) -> str:
     """One duration, rounded to its unit: "about 2 h 10 min"."""
-    return "under a minute" if seconds < 30 else f"about {words(rounded(seconds))}"
+    return "under a minute" if seconds < 30 else f"about {in_words(rounded(seconds))}"
 
 
 def span(low: float, high: float) -> str:
@@ -95,19 +87,19 @@ def span(low: float, high: float) -> str:
     low_r = math.floor(low / unit) * unit
     high_r = math.ceil(high / unit) * unit
     if low_r < 60:
-        return f"under {words(high_r)}"
+        return f"under {in_words(high_r)}"
     if low_r == high_r:
-        return f"about {words(low_r)}"
+        return f"about {in_words(low_r)}"
     if high_r < 3600:
         return f"about {low_r // 60}–{high_r // 60} min"
     if low_r % 3600 == 0 and high_r % 3600 == 0:
         return f"about {low_r // 3600}–{high_r // 3600} h"
-    return f"about {words(low_r)} – {words(high_r)}"
+    return f"about {in_words(low_r)} – {in_words(high_r)}"
 
 
 def at_least(seconds: float) -> str:
     """A lower bound, rounded down in its unit: "1 h 20 min" ("a minute" at the least)."""
-    return words(max(60, math.floor(seconds / _unit(seconds)) * _unit(seconds)))
+    return in_words(max(60, math.floor(seconds / _unit(seconds)) * _unit(seconds)))
 
 
 def _to_unit(moment: datetime, unit: int, *, up: bool) -> datetime:
@@ -115,11 +107,6 @@ def _to_unit(moment: datetime, unit: int, *, up: bool) -> datetime:
     seconds = moment.timestamp()
     whole = (math.ceil if up else math.floor)(seconds / unit) * unit
     return datetime.fromtimestamp(whole, UTC)
-
-
-def elapsed(seconds: float) -> str:
-    """A measured time, to the minute: "2 h 10 min"."""
-    return words(seconds)
 
 
 def clock(moment: datetime, now: datetime) -> str:
@@ -207,13 +194,13 @@ def throughput(
     moves = sum(1 for before, after in pairwise(read) if finished(after) > finished(before))
     not_enough = Estimate(
         "not enough history yet",
-        f"An estimate needs {words(MIN_SPAN.total_seconds())} of counts with at least {MIN_MOVES} moves; "
-        f"so far {elapsed(history)} with {moves}.",
+        f"An estimate needs {in_words(MIN_SPAN.total_seconds())} of counts with at least {MIN_MOVES} moves; "
+        f"so far {in_words(history)} with {moves}.",
     )
     if history < MIN_SPAN.total_seconds():
         return not_enough
     moved = done - _finished_at(counted, begin)
-    window_words = words(history)
+    window_words = in_words(history)
     if moved <= 0:
         return Estimate(
             "no estimate: no progress recently",
@@ -265,21 +252,21 @@ def typical(
     total: int,
     created_at: datetime,
     as_of: datetime,
-    history: Sequence[tuple[int, float]],
+    run_times: Sequence[RunTime],
 ) -> Estimate:
-    """The time the batch has run against how long this account's ended batches took: `history`
-    holds (request total, seconds from creation to end) of each, as alarms.ended_durations gives."""
+    """The time the batch has run against how long this account's ended batches took (`run_times`,
+    as run_times_for gives them)."""
     ran = max(0.0, (as_of - created_at).total_seconds())
-    headline = f"running {elapsed(ran)}"
-    low_size, high_size = math.ceil(total / SIMILAR_SIZE), math.floor(total * SIMILAR_SIZE)
-    similar = [seconds for size, seconds in history if total / SIMILAR_SIZE <= size <= total * SIMILAR_SIZE]
+    headline = f"running {in_words(ran)}"
+    low_size, high_size = similar_size_range(total)
+    similar = of_similar_size(total, run_times)
     if len(similar) >= MIN_TYPICAL:
         seconds, which = similar, f"this account's batches of about this size ({low_size:,}–{high_size:,} requests)"
-    elif len(history) >= MIN_TYPICAL:
-        seconds = [duration for _, duration in history]
+    elif len(run_times) >= MIN_TYPICAL:
+        seconds = [duration for _, duration in run_times]
         which = f"this account's batches (of any size: {len(similar)} of about this size are too few)"
-    elif history:
-        took = sorted(duration for _, duration in history)
+    elif run_times:
+        took = sorted(duration for _, duration in run_times)
         range_words = about(took[0]) if len(took) == 1 else span(took[0], took[-1])
         count = f"{len(took)} ended batch{'es' if len(took) > 1 else ''}"
         return Estimate(
@@ -314,24 +301,24 @@ def ended_after(batch: Batch) -> Estimate:
     ended = batch.ended_at
     if ended is None:
         return Estimate("ended")
-    return Estimate(f"ended after {elapsed((ended - batch.created_at).total_seconds())}")
+    return Estimate(f"ended after {in_words((ended - batch.created_at).total_seconds())}")
 
 
 def estimate(
     batch: Batch,
     *,
     points: Sequence[Point],
-    history: Sequence[tuple[int, float]],
+    run_times: Sequence[RunTime],
     as_of: datetime,
     now: datetime,
 ) -> Estimate:
     """The estimate for `batch` read at `as_of`: by its recent throughput if its counts move as it
-    runs, else by this account's usual durations (`history`, read only for those)."""
+    runs, else by how long this account's ended batches took (`run_times`, read only for those)."""
     if batch.is_ended:
         return ended_after(batch)
     counts = batch.counts
     if batch.counts_are_final_only:
-        return typical(total=counts.total, created_at=batch.created_at, as_of=as_of, history=history)
+        return typical(total=counts.total, created_at=batch.created_at, as_of=as_of, run_times=run_times)
     done = counts.succeeded + counts.errored + counts.canceled + counts.expired
     return throughput(points, total=counts.total, done=done, as_of=as_of, now=now, expires_at=batch.expires_at)
 
@@ -339,11 +326,9 @@ def estimate(
 # --- reading the store ------------------------------------------------------------------------------
 
 
-def ended_durations(*, account_key: str, provider: str) -> list[tuple[int, float]]:
-    """How long this account's newest ended batches took, (request total, seconds), newest first:
-    the very history the stuck alarm reads (those that ended of themselves: not canceled, none
-    expired, not failed, not gone). One query."""
-    from ..alarms import rules
-
-    # alarms._history: the same batches the stuck rule compares with (kept in one place).
-    return list(rules._history(account_key, {provider: rules.traits(provider)}))
+def run_times_for(*, account_key: str, provider: str) -> list[RunTime]:
+    """How long this account's newest ended batches took, newest first: the very run times the stuck
+    alarm reads (run_times.py). One query."""
+    module = providers.PROVIDERS.get(provider)
+    failed = failed_statuses(module) if module is not None else frozenset()
+    return ended_run_times(account=account_key, failed=failed)

@@ -42,7 +42,7 @@ from django.db.models import Q
 
 from .. import providers
 from ..accounts import Account, configured_accounts, configured_secrets, provider_for
-from ..alarms import rules
+from ..alarms import evaluation
 from ..bulk import operations
 from ..models import AccountState, StoredBatch
 from ..notifications import outbox
@@ -374,20 +374,20 @@ def deliver_notifications(*, now: datetime) -> None:
         logger.exception("notification delivery could not start (polling goes on)")
 
 
-def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> rules.Evaluation | None:
+def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> evaluation.Evaluation | None:
     """The alarms, if this poller holds the evaluator's lease (taken or renewed here); None if it
     does not, alarms are off (ALARMS_ENABLED), or the evaluation failed. Never raises: a failure is
     logged and noted on the evaluator's row, and polling goes on."""
-    if not getattr(settings, "ALARMS_ENABLED", True):
+    if not settings.ALARMS_ENABLED:
         return None
     try:
-        if not rules.claim_evaluator(owner, now=now, seconds=settings.POLL_LEASE_SECONDS):
+        if not evaluation.claim_evaluator(owner, now=now, seconds=settings.POLL_LEASE_SECONDS):
             return None
-        return rules.evaluate(now, accounts=[account.key for account in accounts])
+        return evaluation.evaluate(now, accounts=[account.key for account in accounts])
     except Exception as error:
         logger.exception("alarm evaluation failed (polling goes on)")
         try:
-            rules.evaluation_failed(error)
+            evaluation.evaluation_failed(error)
         except Exception:
             logger.exception("could not note the failed alarm evaluation")
         return None

@@ -302,16 +302,16 @@ def find_batch(*, accounts: list[Account], batch_id: str, account_key: str = "")
 
 
 @dataclass(frozen=True)
-class History:
+class ChangeHistory:
     changes: list[BatchChange]  # newest first
     total: int
 
 
-def changes(*, account_key: str, batch_id: str, limit: int = 50) -> History:
+def changes(*, account_key: str, batch_id: str, limit: int = 50) -> ChangeHistory:
     """The batch's latest changes, newest first: one row per observed change of its status or counts."""
     rows = BatchChange.objects.filter(batch__account=account_key, batch__batch_id=batch_id)
     latest = list(rows.order_by("-observed_at", "-id")[:limit])
-    return History(changes=latest, total=len(latest) if len(latest) < limit else rows.count())
+    return ChangeHistory(changes=latest, total=len(latest) if len(latest) < limit else rows.count())
 
 
 # --- account health -------------------------------------------------------------------------------

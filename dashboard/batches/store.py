@@ -93,7 +93,7 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
                         last_changed_at=fetched_at,
                         **columns,
                     )
-                    _history(row, fetched_at)
+                    _record_change(row, fetched_at)
                     return row, True
                 if fetched_at < row.last_fetched_at:
                     return row, False  # an older answer arriving late must not undo a newer one
@@ -104,7 +104,7 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
                 changed = _state(row) != before
                 if changed:
                     row.last_changed_at = fetched_at
-                    _history(row, fetched_at)
+                    _record_change(row, fetched_at)
                 row.save()
                 return row, changed
         except IntegrityError:
@@ -171,7 +171,7 @@ def mark_gone(*, account_key: str, batch_id: str, at: datetime) -> bool:
     )
 
 
-def _history(row: StoredBatch, observed_at: datetime) -> None:
+def _record_change(row: StoredBatch, observed_at: datetime) -> None:
     BatchChange.objects.create(
         batch=row, observed_at=observed_at, status=row.status, **{name: getattr(row, name) for name in COUNT_FIELDS}
     )

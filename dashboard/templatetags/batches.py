@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import template
@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
 from .. import providers
+from ..durations import in_words
 from ..providers.base import Batch
 
 register = template.Library()
@@ -163,13 +164,9 @@ def get_item(mapping, key: str):
 
 
 @register.filter
-def seconds_text(value) -> str:
-    seconds = int(value.total_seconds())
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return " ".join(
-        part for part in (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{seconds} s") if part
-    )
+def seconds_text(value: timedelta) -> str:
+    """A measured time to the second: "8 s", "1 min 5 s"."""
+    return in_words(value.total_seconds(), to_the_second=True)
 
 
 # --- alarms -----------------------------------------------------------------------------------

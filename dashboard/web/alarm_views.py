@@ -1,6 +1,6 @@
 """The alarms in the pages: the alarms page, the header's badge, a batch's alarms on its detail
 page, and acknowledging one (who, when, a note). Alarms are opened and resolved by the poller
-(dashboard/alarms.py); these views only read them, and record acknowledgements.
+(dashboard/alarms/evaluation.py); these views only read them, and record acknowledgements.
 
 Everything that shows alarms polls its own fragment every ROW_POLL_SECONDS, and again at once when
 the page acknowledges one (the `alarms-changed` event, sent as HX-Trigger by the acknowledgement):
@@ -22,7 +22,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from ..accounts import Account, configured_accounts
-from ..alarms import rules
+from ..alarms import selectors as alarm_selectors
+from ..alarms import services as alarm_services
 from ..batches import services
 from ..models import Alarm
 
@@ -39,7 +40,7 @@ def _common(request: HttpRequest) -> dict:
         "can_acknowledge": request.user.has_perm(ACKNOWLEDGE_PERMISSION),
         "account_labels": {account.key: account.label for account in configured_accounts()},
         "changed_event": CHANGED_EVENT,
-        "note_limit": rules.NOTE_LIMIT,
+        "note_limit": alarm_services.NOTE_LIMIT,
     }
 
 
@@ -62,13 +63,13 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     context = _common(request)
     labels = context["account_labels"]
-    open_rows = rules.open_alarms()
+    open_rows = alarm_selectors.open_alarms()
     resolved_rows = (
-        rules.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS))
+        alarm_selectors.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS))
         .exclude(resolved_at=None)
         .order_by("-resolved_at", "-id")
     )
-    counts = rules.open_alarm_counts()
+    counts = alarm_selectors.open_alarm_counts()
     context.update(
         {
             "open_alarms": _labelled(_unacknowledged_first(open_rows)[:OPEN_LIMIT], labels),
@@ -77,7 +78,7 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
             "resolved_alarms": _labelled(resolved_rows[:RESOLVED_LIMIT], labels),
             "resolved_hours": RESOLVED_HOURS,
             "resolved_limit": RESOLVED_LIMIT,
-            "evaluator": rules.evaluator(),
+            "evaluator": alarm_selectors.evaluator(),
             "next": request.get_full_path() if not request.htmx else request.htmx.current_url_abs_path or "",
         }
     )
@@ -89,7 +90,7 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
 def badge_context() -> dict:
     """The header's badge: open alarms and how many nobody has acknowledged (one query)."""
     return {
-        "counts": rules.open_alarm_counts(),
+        "counts": alarm_selectors.open_alarm_counts(),
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "changed_event": CHANGED_EVENT,
     }
@@ -104,7 +105,7 @@ def alarm_badge(request: HttpRequest) -> HttpResponse:
 def batch_alarms_context(request: HttpRequest, *, account_key: str, batch_id: str) -> dict:
     """What the detail page's alarms section shows: the batch's open alarms."""
     context = _common(request)
-    rows = _unacknowledged_first(rules.open_alarms_for_batch(account_key, batch_id))
+    rows = _unacknowledged_first(alarm_selectors.open_alarms_for_batch(account=account_key, batch_id=batch_id))
     context.update(
         {
             "batch_alarms": _labelled(rows[:OPEN_LIMIT], context["account_labels"]),
@@ -155,8 +156,8 @@ def alarm_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("You do not have permission to acknowledge alarms.")
     alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
     try:
-        rules.acknowledge(alarm, request.user, request.POST.get("note", ""))
-    except rules.AcknowledgeRefused as refused:
+        alarm_services.acknowledge(alarm=alarm, user=request.user, note=request.POST.get("note", ""))
+    except alarm_services.AcknowledgeRefused as refused:
         if request.htmx:  # 409 with the reason (the page's notice shows it) and every fragment refreshed
             response = HttpResponse(f"{refused}\n", status=409, content_type="text/plain; charset=utf-8")
             response["HX-Trigger"] = CHANGED_EVENT

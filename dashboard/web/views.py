@@ -279,7 +279,7 @@ def progress_context(account: Account, view: selectors.StoredView) -> dict:
     as_of = min(now, view.fetched_at)
     points, stored = charts.history_points(account_key=account.key, batch_id=batch.id)
     final_only = batch.counts_are_final_only and not batch.is_ended
-    history = eta.ended_durations(account_key=account.key, provider=batch.provider) if final_only else []
+    run_times = eta.run_times_for(account_key=account.key, provider=batch.provider) if final_only else []
     return {
         "chart": charts.chart(
             points,
@@ -290,7 +290,7 @@ def progress_context(account: Account, view: selectors.StoredView) -> dict:
             ended=batch.is_ended,
             markers=((batch.cancel_initiated_at, "cancel requested"), (batch.ended_at, "ended")),
         ),
-        "estimate": eta.estimate(batch, points=points, history=history, as_of=as_of, now=now),
+        "estimate": eta.estimate(batch, points=points, run_times=run_times, as_of=as_of, now=now),
         "expiry": "" if view.is_final else eta.expiry(batch.expires_at, now),
     }
 

@@ -71,13 +71,11 @@ def test_ranges_are_rounded_outwards_in_units_that_fit_their_size(low, high, sai
     assert eta.span(low, high) == said
 
 
-def test_single_durations_and_elapsed_times():
+def test_single_durations_are_rounded_to_their_unit():
     assert eta.about(10) == "under a minute"
     assert eta.about(7 * 60 + 20) == "about 7 min"
     assert eta.about(2 * 3600 + 4 * 60) == "about 2 h"
     assert eta.about(2 * 3600 + 6 * 60) == "about 2 h 10 min"
-    assert eta.elapsed(2 * 3600 + 10 * 60 + 29) == "2 h 10 min"
-    assert eta.elapsed(59 * 60 + 40) == "1 h"
 
 
 def test_rates_have_two_significant_figures():
@@ -190,15 +188,15 @@ def test_a_batch_too_slow_for_its_expiry_is_warned_about():
 # --- outcomes only at the end (Anthropic): the account's usual durations -------------------------------
 
 
-def history(minutes: list[float], size: int = 100) -> list[tuple[int, float]]:
+def run_times(minutes: list[float], size: int = 100) -> list[tuple[int, float]]:
     return [(size, 60 * m) for m in minutes]
 
 
-FOURTEEN = history([100, 105, 110, 115, 120, 120, 120, 125, 130, 140, 150, 160, 170, 180])
+FOURTEEN = run_times([100, 105, 110, 115, 120, 120, 120, 125, 130, 140, 150, 160, 170, 180])
 
 
 def test_elapsed_against_the_usual_durations_of_batches_of_about_this_size():
-    estimate = eta.typical(total=100, created_at=T0, as_of=at(130 * 60), history=FOURTEEN)
+    estimate = eta.typical(total=100, created_at=T0, as_of=at(130 * 60), run_times=FOURTEEN)
     assert estimate.headline == "running 2 h 10 min"
     assert estimate.detail.startswith(
         "This account's batches of about this size (50–200 requests) usually take 1 h 40 min – 2 h 50 min "
@@ -209,31 +207,31 @@ def test_elapsed_against_the_usual_durations_of_batches_of_about_this_size():
 
 
 def test_a_young_batch_gets_the_usual_range_of_what_is_left():
-    estimate = eta.typical(total=100, created_at=T0, as_of=at(30 * 60), history=FOURTEEN)
+    estimate = eta.typical(total=100, created_at=T0, as_of=at(30 * 60), run_times=FOURTEEN)
     assert "it ends in about 1 h 10 min – 2 h 20 min." in estimate.detail
 
 
 def test_running_past_the_usual_is_warned_about():
-    past_most = eta.typical(total=100, created_at=T0, as_of=at(175 * 60), history=FOURTEEN)
+    past_most = eta.typical(total=100, created_at=T0, as_of=at(175 * 60), run_times=FOURTEEN)
     assert past_most.warning == "Already running longer than 90% of these batches took."
-    past_all = eta.typical(total=100, created_at=T0, as_of=at(200 * 60), history=FOURTEEN)
+    past_all = eta.typical(total=100, created_at=T0, as_of=at(200 * 60), run_times=FOURTEEN)
     assert past_all.warning == "Already running longer than any of these 14 batches took."
 
 
 def test_batches_of_other_sizes_are_used_only_when_too_few_are_of_this_size():
-    mixed = history([60, 70, 80, 90, 100], size=10_000) + history([10], size=100)
-    estimate = eta.typical(total=100, created_at=T0, as_of=at(600), history=mixed)
+    mixed = run_times([60, 70, 80, 90, 100], size=10_000) + run_times([10], size=100)
+    estimate = eta.typical(total=100, created_at=T0, as_of=at(600), run_times=mixed)
     assert "this account's batches (of any size: 1 of about this size are too few)" in estimate.detail.lower()
     assert "6 batches" in estimate.detail
 
 
 def test_too_few_ended_batches_are_shown_but_not_called_usual():
-    estimate = eta.typical(total=100, created_at=T0, as_of=at(600), history=history([100, 130]))
+    estimate = eta.typical(total=100, created_at=T0, as_of=at(600), run_times=run_times([100, 130]))
     assert estimate.detail == (
         "This account has only 2 ended batches to compare with (it took about 1 h 40 min – 2 h 10 min); "
         "at least 5 are needed to say what is usual."
     )
-    none = eta.typical(total=100, created_at=T0, as_of=at(600), history=[])
+    none = eta.typical(total=100, created_at=T0, as_of=at(600), run_times=[])
     assert none.detail == "No ended batch of this account to compare with yet."
 
 
@@ -265,12 +263,12 @@ def test_estimate_picks_throughput_or_usual_durations_by_what_the_batch_reports(
     moving = eta.estimate(
         batch(final_only=False, processing=60, succeeded=36, errored=4),
         points=points,
-        history=[],
+        run_times=[],
         as_of=at(1200),
         now=at(1200),
     )
     assert moving.headline.endswith("left")
-    final = eta.estimate(batch(final_only=True), points=points, history=FOURTEEN, as_of=at(1200), now=at(1200))
+    final = eta.estimate(batch(final_only=True), points=points, run_times=FOURTEEN, as_of=at(1200), now=at(1200))
     assert final.headline == "running 20 min" and "usually take" in final.detail
-    ended = eta.estimate(batch(final_only=True, ended=True), points=points, history=[], as_of=at(9000), now=at(9000))
+    ended = eta.estimate(batch(final_only=True, ended=True), points=points, run_times=[], as_of=at(9000), now=at(9000))
     assert ended.headline == "ended after 1 h 30 min"

@@ -389,7 +389,8 @@ def test_changes_are_the_batch_history_newest_first(db):
     assert history.total == 2
     latest = selectors.changes(account_key="openai-ops", batch_id="batch_hist", limit=1)
     assert [change.status for change in latest.changes] == ["completed"] and latest.total == 2
-    assert selectors.changes(account_key="openai-ops", batch_id="batch_none") == selectors.History(changes=[], total=0)
+    none = selectors.changes(account_key="openai-ops", batch_id="batch_none")
+    assert none == selectors.ChangeHistory(changes=[], total=0)
 
 
 # --- account health -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from dashboard.alarms import rules
+from dashboard.alarms import evaluation
 from dashboard.batches import poller
 from dashboard.models import Alarm, Delivery, NotificationChannel, StoredBatch
 from dashboard.notifications import destinations, outbox
@@ -239,12 +239,12 @@ def change(
         if resolve is not None:
             resolve.resolved_at = at
             resolve.save()
-            rules.alarms_changed([], [resolve])
+            evaluation.alarms_changed([], [resolve])
             return resolve
         alarm = Alarm.objects.create(
             rule=rule, account=account, batch=batch, opened_at=at, last_seen_at=at, detail=detail
         )
-        rules.alarms_changed([alarm], [])
+        evaluation.alarms_changed([alarm], [])
         return alarm
 
 
@@ -633,24 +633,24 @@ def test_an_email_subject_cannot_carry_a_header(db, mailoutbox):
 
 
 def test_evaluate_writes_the_outbox_in_the_alarm_s_transaction_and_a_rollback_leaves_none(db, receiver, monkeypatch):
-    from tests.alarms.test_alarms import openai_row
+    from tests.alarms.store_rows import openai_row
 
     webhook(receiver)
     openai_row(1, created=NOW - timedelta(hours=1), at=NOW, completed=10)
-    real = rules.alarms_changed
+    real = evaluation.alarms_changed
 
     def then_fail(opened, resolved):
         real(opened, resolved)
         assert Delivery.objects.count() == 1, "written, inside the transaction"
         raise RuntimeError("the evaluation fails after the outbox was written")
 
-    monkeypatch.setattr(rules, "alarms_changed", then_fail)
+    monkeypatch.setattr(evaluation, "alarms_changed", then_fail)
     with pytest.raises(RuntimeError):
-        rules.evaluate(NOW, accounts=["openai-ops"])
+        evaluation.evaluate(NOW, accounts=["openai-ops"])
     assert Alarm.objects.count() == 0 and Delivery.objects.count() == 0
 
-    monkeypatch.setattr(rules, "alarms_changed", real)
-    [alarm] = rules.evaluate(NOW, accounts=["openai-ops"]).opened
+    monkeypatch.setattr(evaluation, "alarms_changed", real)
+    [alarm] = evaluation.evaluate(NOW, accounts=["openai-ops"]).opened
     [delivery] = Delivery.objects.all()
     assert delivery.alarm_id == alarm.pk and delivery.payload["alarm"]["batch_id"] == "batch_" + "0" * 31 + "1"
     assert delivery.next_attempt_at == delivery.created_at == NOW

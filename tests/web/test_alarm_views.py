@@ -226,14 +226,14 @@ def test_of_two_acknowledgements_at_once_exactly_one_is_recorded(ack_client, ack
     """The conditional UPDATE decides, not a read before it: both callers hold the alarm unacknowledged."""
     from django.contrib.auth import get_user_model
 
-    from dashboard.alarms import rules
+    from dashboard.alarms import services
 
     colleague = get_user_model().objects.create_user(username="grace", password="x" * 20)
     stuck = alarm(openai_batch_row(1))
     first, second = Alarm.objects.get(pk=stuck.pk), Alarm.objects.get(pk=stuck.pk)
-    rules.acknowledge(first, acknowledger, "first")
-    with pytest.raises(rules.AcknowledgeRefused):
-        rules.acknowledge(second, colleague, "second")
+    services.acknowledge(alarm=first, user=acknowledger, note="first")
+    with pytest.raises(services.AcknowledgeRefused):
+        services.acknowledge(alarm=second, user=colleague, note="second")
     stuck.refresh_from_db()
     assert stuck.acknowledged_by == acknowledger and stuck.acknowledge_note == "first"
 

@@ -11,7 +11,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from ...accounts import configured_accounts
-from ...alarms import rules
+from ...alarms import evaluation
 from ...batches import poller
 
 logger = logging.getLogger("dashboard.batches.poller")
@@ -83,6 +83,6 @@ class Command(BaseCommand):
             close_old_connections()
             for account in configured_accounts():
                 poller.release(account, owner=owner)
-            rules.release_evaluator(owner)
+            evaluation.release_evaluator(owner)
         except Exception as error:
             logger.warning("could not release this poller's leases (they expire by themselves): %s", error)
