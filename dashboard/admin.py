@@ -19,7 +19,7 @@ from .models import (
     ResultsSummary,
     StoredBatch,
 )
-from .notifications import outbox
+from .notifications import channels, dispatch
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -118,7 +118,7 @@ class AlarmEvaluatorAdmin(ReadOnlyAdmin):
     list_display = ["lease_owner", "lease_until", "last_evaluated_at", "last_seconds", "last_error"]
 
 
-# --- Notifications (dashboard/notifications.py) -----------------------------------------------------
+# --- Notifications (dashboard/notifications/) ------------------------------------------------------
 
 
 class NotificationChannelForm(forms.ModelForm):
@@ -155,8 +155,8 @@ class NotificationChannelForm(forms.ModelForm):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
-        if name.startswith(outbox.ENV_PREFIX):
-            raise forms.ValidationError(f"Names starting {outbox.ENV_PREFIX} are the environment's channels.")
+        if name.startswith(channels.ENV_PREFIX):
+            raise forms.ValidationError(f"Names starting {channels.ENV_PREFIX} are the environment's channels.")
         return name
 
 
@@ -244,7 +244,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry the selected deliveries now", permissions=["retry"])
     def retry_now(self, request, queryset) -> None:
-        made_due = outbox.retry_now(queryset)
+        made_due = dispatch.retry_now(queryset)
         skipped = len(queryset) - made_due
         message = f"{made_due} deliver{'y' if made_due == 1 else 'ies'} will be sent after the next poll cycle."
         if skipped:

@@ -6,9 +6,9 @@ class DashboardConfig(AppConfig):
     verbose_name = "Batch dashboard"
 
     def ready(self) -> None:
-        from .metrics import prometheus
+        from .metrics import call_counter
         from .providers import transport
         from .web import auth
 
         auth.connect_invalidation()
-        transport.record_calls_with(prometheus.record_upstream_call)
+        transport.record_calls_with(call_counter.record_upstream_call)

@@ -17,7 +17,7 @@ def _secrets() -> list[str]:
     """Every account's key, and every notification channel's secret and URL. The channels are read
     from the database, which may be what failed: then the account keys are hidden all the same."""
     try:
-        from .notifications.outbox import notification_secrets
+        from .notifications.channels import notification_secrets
 
         channels = notification_secrets()
     except Exception:

@@ -306,7 +306,7 @@ LOGOUT_REDIRECT_URL = "login"
 # A refused CSRF check (a stale token after signing in again in another tab) in the operator's words.
 CSRF_FAILURE_VIEW = "dashboard.web.views.csrf_failure"
 
-# --- Metrics (/metrics, Prometheus; dashboard/metrics.py) ----------------------------------------
+# --- Metrics (/metrics, Prometheus; dashboard/metrics/) -----------------------------------------
 # Off (404, and no upstream call is counted) unless one of these is set. With both, a scrape needs
 # both: the token, from an allowed address. Signed-in staff users may read it in the browser.
 # A bearer token for scrapers: `Authorization: Bearer <METRICS_TOKEN>` (32+ random characters).
@@ -338,9 +338,9 @@ ALARM_ENDED_BADLY_HOURS = float(os.environ.get("ALARM_ENDED_BADLY_HOURS", "24"))
 # Account failing: its polls have failed, with no success, for this long.
 ALARM_ACCOUNT_FAILING_MINUTES = float(os.environ.get("ALARM_ACCOUNT_FAILING_MINUTES", "10"))
 
-# --- Notifications (dashboard/notifications.py): alarm changes to Slack, webhooks and email ---------
+# --- Notifications (dashboard/notifications/): alarm changes to Slack, webhooks and email ---------
 # Channels are made in the admin, or from NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_WEBHOOK_URL (+
-# NOTIFY_WEBHOOK_SECRET) and NOTIFY_EMAIL_TO, read from the environment by notifications.py itself
+# NOTIFY_WEBHOOK_SECRET) and NOTIFY_EMAIL_TO, read from the environment by notifications/channels.py itself
 # (like the accounts' keys: a URL or a secret never sits in the settings). Deliveries are sent by the
 # pollers, at least once, retried with exponential backoff and jitter.
 # The dashboard's public address (https://dash.example.com): notifications link to the batch's page.

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from .metrics import prometheus
+from .metrics import views as metrics_views
 from .web import alarm_views, bulk_views, health, views
 
 batch = "batches/<slug:account_key>/<str:batch_id>"
@@ -30,7 +30,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
-    path("metrics", prometheus.metrics_view, name="metrics"),
+    path("metrics", metrics_views.metrics_view, name="metrics"),
 ]
 
 if settings.SIMULATOR_ENABLED:

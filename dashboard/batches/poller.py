@@ -21,7 +21,7 @@ pseudo-account row would show among the accounts). Its evaluation runs in one tr
 that row locked, so evaluations never overlap, even when one outlasts its lease. Whatever goes wrong
 there is logged (and noted on that row) and never stops polling.
 
-Then the notification outbox that evaluations write is sent (dashboard/notifications.py), by any
+Then the notification outbox that evaluations write is sent (dashboard/notifications/dispatch.py), by any
 poller: a round on a thread of its own, started only when something is due and the last round has
 ended, so polling never waits for a receiver; claims keep two pollers from sending one delivery.
 """
@@ -45,7 +45,7 @@ from ..accounts import Account, configured_accounts, configured_secrets, provide
 from ..alarms import evaluation
 from ..bulk import operations
 from ..models import AccountState, StoredBatch
-from ..notifications import outbox
+from ..notifications import dispatch
 from ..providers.base import NotFound, Page, Provider, ProviderError, RateLimited
 from ..redaction import redact
 from . import store
@@ -366,10 +366,10 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
 
 
 def deliver_notifications(*, now: datetime) -> None:
-    """Send the notification outbox on a thread of its own (notifications.deliver_in_background):
+    """Send the notification outbox on a thread of its own (notifications.dispatch.deliver_in_background):
     this never waits for a receiver, and never raises (polling goes on whatever happens there)."""
     try:
-        outbox.deliver_in_background(now)
+        dispatch.deliver_in_background(now)
     except Exception:
         logger.exception("notification delivery could not start (polling goes on)")
 

@@ -24,7 +24,7 @@ class UpstreamCallStats(models.Model):
     """Upstream calls by account and result, added to by every web and poller process.
 
     Each process counts its calls in memory and adds them here about once a second (F() expressions,
-    so processes flushing at once add up); /metrics reads this table (dashboard/metrics.py).
+    so processes flushing at once add up); /metrics reads this table (dashboard/metrics/).
     """
 
     account = models.CharField(max_length=100)

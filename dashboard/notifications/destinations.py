@@ -86,7 +86,7 @@ def is_public(address: Address) -> bool:
 def allowances() -> tuple[set[str], list[Network]]:
     """NOTIFY_ALLOWED_HOSTS: the host names, and the addresses and networks, that may be non-public."""
     names, networks = set(), []
-    for entry in getattr(settings, "NOTIFY_ALLOWED_HOSTS", ()):
+    for entry in settings.NOTIFY_ALLOWED_HOSTS:
         entry = entry.strip().lower()
         try:
             networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))

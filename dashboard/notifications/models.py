@@ -1,4 +1,4 @@
-"""Notifications: alarm changes sent to Slack, webhooks and email (dashboard/notifications/outbox.py)."""
+"""Notifications: alarm changes sent to Slack, webhooks and email (dashboard/notifications/)."""
 
 import uuid
 

@@ -139,7 +139,7 @@ def _transport_failure(
     return UpstreamUnreachable(f"Could not reach the provider ({type(error).__name__}).")
 
 
-# --- Counting: every call by account, result and duration (dashboard/metrics.py installs the recorder)
+# --- Counting: every call by account, result and duration (AppConfig.ready installs metrics/call_counter.py's)
 # ok, 4xx (but 429), 429, 5xx, timeout, transport_error, and bad_response: an answer that is
 # neither an error status nor (for a JSON call) a JSON object: 1xx/3xx, or a 2xx we cannot read.
 UPSTREAM_RESULTS = ("ok", "4xx", "429", "5xx", "timeout", "transport_error", "bad_response")

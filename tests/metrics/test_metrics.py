@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashboard.metrics import prometheus
+from dashboard.metrics import call_counter
 from dashboard.models import AccountState, UpstreamCallStats
 from dashboard.providers.base import ProviderError, UpstreamTimeout
 from dashboard.providers.transport import send, stream
@@ -40,16 +40,16 @@ def demo_accounts_configured(monkeypatch):
 def metrics_on(settings):
     settings.METRICS_TOKEN = TOKEN
     settings.METRICS_ALLOWED_IPS = []
-    prometheus.upstream_calls.discard()
+    call_counter.upstream_calls.discard()
     yield settings
-    prometheus.upstream_calls.discard()  # nothing counted here is written into a later test's database
+    call_counter.upstream_calls.discard()  # nothing counted here is written into a later test's database
 
 
 @pytest.fixture
 def counter(monkeypatch):
     """A fresh counter without its flush thread, in place of the process's: flushed when the test says."""
-    fresh = prometheus.UpstreamCallCounter(background=False)
-    monkeypatch.setattr(prometheus, "upstream_calls", fresh)
+    fresh = call_counter.UpstreamCallCounter(background=False)
+    monkeypatch.setattr(call_counter, "upstream_calls", fresh)
     return fresh
 
 
@@ -297,12 +297,12 @@ def test_the_latency_histogram_buckets_and_sum(client, db, metrics_on, counter):
 
 def test_two_processes_flushing_at_once_add_up(transactional_db):
     """Two counters (as two processes have), each flushing from its own thread at the same moments."""
-    counters = [prometheus.UpstreamCallCounter(background=False) for _ in range(2)]
+    counters = [call_counter.UpstreamCallCounter(background=False) for _ in range(2)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
     rounds = 15
 
-    def work(counter: prometheus.UpstreamCallCounter) -> None:
+    def work(counter: call_counter.UpstreamCallCounter) -> None:
         try:
             for _ in range(rounds):
                 counter.record("anthropic-ops", "ok", 0.2)
@@ -338,8 +338,8 @@ def test_a_failed_flush_never_breaks_a_call_and_loses_nothing(
         raise RuntimeError("the database is away")
 
     warnings: list[str] = []  # not caplog: logging may be configured again while the simulator answers
-    monkeypatch.setattr(prometheus.logger, "warning", lambda message, *args: warnings.append(message % args))
-    monkeypatch.setattr(prometheus, "write_upstream_calls", broken)
+    monkeypatch.setattr(call_counter.logger, "warning", lambda message, *args: warnings.append(message % args))
+    monkeypatch.setattr(call_counter, "write_upstream_calls", broken)
     factories.anthropic_batch(anthropic_sdk, "ops")
     factories.poll_store()  # would raise if counting did
     assert counter.flush() == 0
@@ -349,7 +349,7 @@ def test_a_failed_flush_never_breaks_a_call_and_loses_nothing(
     assert kept[("anthropic-ops", "ok")].calls >= 1
 
     monkeypatch.undo()
-    monkeypatch.setattr(prometheus, "upstream_calls", counter)
+    monkeypatch.setattr(call_counter, "upstream_calls", counter)
     assert counter.flush() == len(kept)
     samples = scrape(client)
     assert calls(samples, "anthropic-ops", "ok") == kept[("anthropic-ops", "ok")].calls
@@ -357,12 +357,12 @@ def test_a_failed_flush_never_breaks_a_call_and_loses_nothing(
 
 def test_the_flush_thread_writes_within_about_a_second_without_being_asked(client, embedded_upstream, metrics_on):
     metrics_on.METRICS_FLUSH_SECONDS = 0.2
-    prometheus.record_upstream_call("openai-research", "4xx", 0.1)
+    call_counter.record_upstream_call("openai-research", "4xx", 0.1)
     deadline = time.monotonic() + 10
     while not UpstreamCallStats.objects.filter(account="openai-research", result="4xx").exists():
         assert time.monotonic() < deadline, "the flush thread wrote nothing"
         time.sleep(0.05)
-    prometheus.upstream_calls.flush()  # waits for a flush the thread may be in the middle of
+    call_counter.upstream_calls.flush()  # waits for a flush the thread may be in the middle of
     assert calls(scrape(client), "openai-research", "4xx") == 1
 
 

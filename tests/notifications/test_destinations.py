@@ -4,7 +4,7 @@ address, in IPv4 or IPv6 (IPv4-mapped, NAT64, 6to4 included), in any spelling th
 accepts, nor a name resolving to one, now or at connect time (DNS rebinding); public addresses pass,
 and NOTIFY_ALLOWED_HOSTS lets named hosts, addresses and networks through, never a metadata service.
 The connection goes to the address checked, resolved once. Delivery end to end, with real receivers:
-tests/test_notifications.py."""
+tests/notifications/test_notifications.py."""
 
 from __future__ import annotations
 

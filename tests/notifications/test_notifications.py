@@ -1,10 +1,10 @@
-"""Notifications (dashboard/notifications/outbox.py): the outbox written with the alarm change, channels and
+"""Notifications (dashboard/notifications/): the outbox written with the alarm change, channels and
 their filters, and delivery to a real HTTP receiver on 127.0.0.1 (allowed by NOTIFY_ALLOWED_HOSTS,
 refused without) that checks the signature with the README's own code: retried after a 500 with
 backoff (a fake clock), never following a redirect, cut at the timeout without holding up polling
 however slowly the receiver answers, its answer never kept, email through Django's locmem backend,
 and no key or secret in any payload, request or log line. The destination policy's classes of
-addresses: tests/test_destinations.py."""
+addresses: tests/notifications/test_destinations.py."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from django.utils import timezone
 from dashboard.alarms import evaluation
 from dashboard.batches import poller
 from dashboard.models import Alarm, Delivery, NotificationChannel, StoredBatch
-from dashboard.notifications import destinations, outbox
+from dashboard.notifications import channels, destinations, dispatch, signing
 
 SECRET = "whsec_0123456789abcdefghijklmnopqrstuv"
 NOW = timezone.now().replace(microsecond=0)  # near the real clock: the receiver checks the timestamp's age
@@ -135,7 +135,7 @@ def receiver():
 @pytest.fixture(autouse=True)
 def no_environment_channels(monkeypatch, settings):
     """No NOTIFY_* variable of the machine running the tests; quick retries; no round left running."""
-    for spec in outbox.ENVIRONMENT_CHANNELS:
+    for spec in channels.ENVIRONMENT_CHANNELS:
         for name in (spec.target_env, spec.secret_env, *(f"{spec.prefix}_{part}" for part in ("RULES", "ACCOUNTS"))):
             if name:
                 monkeypatch.delenv(name, raising=False)
@@ -148,8 +148,8 @@ def no_environment_channels(monkeypatch, settings):
     settings.NOTIFY_ALLOWED_HOSTS = ["127.0.0.1"]  # the receivers' address: refused without this
     settings.DASHBOARD_URL = ""
     yield
-    if outbox._background is not None:
-        outbox._background.join(10)
+    if dispatch._background is not None:
+        dispatch._background.join(10)
 
 
 class FakeDNS:
@@ -259,18 +259,18 @@ def test_a_500_is_retried_after_the_backoff_and_the_receiver_verifies_both_signa
     assert (delivery.channel, delivery.alarm, delivery.event, delivery.status) == (channel, alarm, "opened", "pending")
     receiver.answers = [(500, {}, b"upstream of the receiver broke")]
 
-    assert len(outbox.deliver_due(NOW)) == 1
+    assert len(dispatch.deliver_due(NOW)) == 1
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("failing", 1, "HTTP 500"), "no answer kept"
     assert NOW + timedelta(seconds=15) <= delivery.next_attempt_at <= NOW + timedelta(seconds=30), "30 s, jittered"
-    assert outbox.deliver_due(NOW + timedelta(seconds=14)) == [], "not due before its backoff"
+    assert dispatch.deliver_due(NOW + timedelta(seconds=14)) == [], "not due before its backoff"
     assert len(receiver.seen) == 1
 
-    outbox.deliver_due(NOW + timedelta(seconds=31))
+    dispatch.deliver_due(NOW + timedelta(seconds=31))
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("sent", 2, "")
     assert delivery.sent_at == NOW + timedelta(seconds=31) and delivery.next_attempt_at is None
-    assert outbox.deliver_due(NOW + timedelta(hours=1)) == [], "sent once"
+    assert dispatch.deliver_due(NOW + timedelta(hours=1)) == [], "sent once"
 
     first, second = receiver.seen
     assert first.verified and second.verified
@@ -300,13 +300,13 @@ def signed_headers(timestamp: int, delivery: str = "", event: str = "opened", bo
         "X-Dashboard-Timestamp": str(timestamp),
         "X-Dashboard-Delivery": delivery,
         "X-Dashboard-Event": event,
-        "X-Dashboard-Signature": outbox.signature(SECRET, timestamp, delivery, event, body),
+        "X-Dashboard-Signature": signing.signature(SECRET, timestamp, delivery, event, body),
     }
 
 
 def both_verify(headers: dict[str, str], body: bytes, secret: str = SECRET) -> bool:
     """What the README's check and notifications.verify say, which must agree."""
-    readme, ours = receiver_verifies(secret, headers, body), outbox.verify(secret, headers, body)
+    readme, ours = receiver_verifies(secret, headers, body), signing.verify(secret, headers, body)
     assert readme == ours, "the README's check and verify() differ"
     return ours
 
@@ -320,7 +320,7 @@ def test_the_documented_check_refuses_a_tampered_body_a_wrong_secret_and_an_old_
     assert not both_verify(headers, body, SECRET + "x")
     old = signed_headers(now - 301, body=body)
     assert not both_verify(old, body)
-    assert outbox.verify(SECRET, old, body, now=now - 200), "within five minutes of the receiver's clock"
+    assert signing.verify(SECRET, old, body, now=now - 200), "within five minutes of the receiver's clock"
 
 
 def test_a_captured_webhook_replayed_with_another_delivery_id_or_event_is_refused(db, receiver):
@@ -329,7 +329,7 @@ def test_a_captured_webhook_replayed_with_another_delivery_id_or_event_is_refuse
     signature of the former format (over the timestamp and body alone) no longer verifies."""
     webhook(receiver)
     change()
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     [captured] = receiver.seen
     assert captured.verified and both_verify(captured.headers, captured.body)
 
@@ -350,7 +350,7 @@ def test_a_redirect_is_a_failure_and_is_not_followed(db, receiver):
     webhook(receiver)
     change()
     receiver.answers = [(302, {"Location": receiver.url + "/elsewhere"}, b"")]
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     delivery = Delivery.objects.get()
     assert delivery.status == "failing" and delivery.last_error.startswith("HTTP 302: a redirect, not followed")
     assert [seen.path for seen in receiver.seen] == ["/hook"]
@@ -368,9 +368,9 @@ def test_a_hanging_receiver_is_cut_at_the_timeout_and_polling_does_not_wait_for_
     started = time.monotonic()
     assert poller.run_cycle(owner="a", now=NOW, accounts=[]) == []
     assert time.monotonic() - started < 0.5, "the cycle does not wait for the receiver"
-    round_ = outbox._background
+    round_ = dispatch._background
     assert round_ is not None and round_.is_alive()
-    assert outbox.deliver_in_background(NOW) is None, "one round at a time"
+    assert dispatch.deliver_in_background(NOW) is None, "one round at a time"
 
     round_.join(5)
     assert not round_.is_alive() and time.monotonic() - started < 3
@@ -392,7 +392,7 @@ def test_a_receiver_that_drips_its_answer_is_cut_at_the_timeout_with_its_socket_
     receiver.answers = [drip]
     sockets = open_sockets()
 
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.last_error) == (
         "failing",
@@ -410,7 +410,7 @@ def test_a_delivery_is_given_up_after_the_attempts_and_says_so(db, receiver, set
     receiver.answers = [(503, {}, b"")] * 3
     at = NOW
     for _ in range(3):
-        outbox.deliver_due(at)
+        dispatch.deliver_due(at)
         at += timedelta(hours=2)
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.last_error) == (
@@ -419,13 +419,13 @@ def test_a_delivery_is_given_up_after_the_attempts_and_says_so(db, receiver, set
         None,
         "HTTP 503",
     )
-    assert outbox.deliver_due(at + timedelta(days=1)) == []
+    assert dispatch.deliver_due(at + timedelta(days=1)) == []
 
 
 def test_backoff_doubles_with_jitter_up_to_its_ceiling(settings):
     settings.NOTIFY_RETRY_SECONDS = 30
     settings.NOTIFY_RETRY_MAX_SECONDS = 600
-    assert [outbox.backoff_seconds(n, rand=lambda: 1.0) for n in range(1, 8)] == [
+    assert [dispatch.backoff_seconds(n, rand=lambda: 1.0) for n in range(1, 8)] == [
         30,
         60,
         120,
@@ -434,14 +434,14 @@ def test_backoff_doubles_with_jitter_up_to_its_ceiling(settings):
         600,
         600,
     ]
-    assert [outbox.backoff_seconds(n, rand=lambda: 0.0) for n in (1, 2, 7)] == [15, 30, 300]
+    assert [dispatch.backoff_seconds(n, rand=lambda: 0.0) for n in (1, 2, 7)] == [15, 30, 300]
 
 
 def test_a_webhook_whose_secret_is_not_set_is_never_sent_unsigned(db, receiver, monkeypatch):
     monkeypatch.delenv("NOTIFY_TEST_SECRET")
     webhook(receiver)
     change()
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     delivery = Delivery.objects.get()
     assert delivery.status == "failing" and "NOTIFY_TEST_SECRET is not set" in delivery.last_error
     assert receiver.seen == []
@@ -459,7 +459,7 @@ def test_pollers_delivering_at_once_send_each_delivery_once(transactional_db, re
 
         try:
             barrier.wait()
-            sent.extend(delivery.pk for delivery in outbox.deliver_due(NOW))
+            sent.extend(delivery.pk for delivery in dispatch.deliver_due(NOW))
         finally:
             connections.close_all()
 
@@ -506,7 +506,7 @@ def test_a_receiver_inside_is_refused_at_send_unless_allowed_and_its_answer_is_n
     settings.NOTIFY_ALLOWED_HOSTS = []
     webhook(receiver)
     change()
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     delivery = Delivery.objects.get()
     assert delivery.status == "failing" and delivery.last_error.startswith(
         "refused: 127.0.0.1 resolves to an address that is not public"
@@ -516,7 +516,7 @@ def test_a_receiver_inside_is_refused_at_send_unless_allowed_and_its_answer_is_n
     settings.NOTIFY_ALLOWED_HOSTS = ["127.0.0.1"]
     inner = b'{"Code": "Success", "AccessKeyId": "ASIA-INNER-SERVICE", "Token": "inner-token"}'
     receiver.answers = [(400, {}, inner)]
-    outbox.deliver_due(NOW + timedelta(hours=2))
+    dispatch.deliver_due(NOW + timedelta(hours=2))
     delivery.refresh_from_db()
     assert (delivery.attempts, delivery.last_error, len(receiver.seen)) == (2, "HTTP 400", 1)
     stored = json.dumps(list(Delivery.objects.values()), default=str)
@@ -527,11 +527,11 @@ def test_channels_from_the_environment_obey_the_policy_too(db, receiver, setting
     settings.NOTIFY_ALLOWED_HOSTS = []
     monkeypatch.setenv("NOTIFY_SLACK_WEBHOOK_URL", receiver.url.replace("127.0.0.1", "localhost"))
     change()
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     assert Delivery.objects.get().last_error.startswith("refused: localhost resolves to an address that is not public")
     assert receiver.seen == []
     settings.NOTIFY_ALLOWED_HOSTS = ["localhost"]  # by name: whatever it resolves to
-    outbox.deliver_due(NOW + timedelta(hours=2))
+    dispatch.deliver_due(NOW + timedelta(hours=2))
     assert Delivery.objects.get().status == "sent" and len(receiver.seen) == 1
 
 
@@ -546,14 +546,14 @@ def test_a_name_rebound_inside_after_the_save_is_refused_and_a_send_connects_to_
     fields = {"name": "rebound", "kind": "slack", "target": f"http://hooks.example:{port}/hook", "enabled": "on"}
     assert admin_client.post(ADD_CHANNEL, fields).status_code == 302, "public when saved"
     change()
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     assert Delivery.objects.get().last_error.startswith("refused: hooks.example resolves to an address that is not")
     assert receiver.seen == []
 
     settings.NOTIFY_ALLOWED_HOSTS = ["127.0.0.1"]  # the address allowed, not the name: 93.184.215.14 is public
     dns.answer("hooks.example", ["127.0.0.1"])
     dns.asked.clear()
-    outbox.deliver_due(NOW + timedelta(hours=2))
+    dispatch.deliver_due(NOW + timedelta(hours=2))
     assert Delivery.objects.get().status == "sent"
     assert dns.asked == ["hooks.example"], "resolved once"
     [seen] = receiver.seen
@@ -580,7 +580,7 @@ def test_tls_is_spoken_to_the_url_s_name_not_to_the_address(db, settings, dns):
         name="tls", kind="slack", target=f"https://hooks.example:{listener.getsockname()[1]}/hook"
     )
     change()
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     server.join(10)
     listener.close()
     assert names == ["hooks.example"]
@@ -594,7 +594,7 @@ def test_slack_gets_text_in_the_operator_s_words_with_upstream_s_markup_made_ine
     settings.DASHBOARD_URL = "https://dash.example.com"
     NotificationChannel.objects.create(name="slack", kind="slack", target=receiver.url)
     change(batch=stored_batch(), detail="Quoted upstream: <!channel> <https://evil.example|click> & more")
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     assert Delivery.objects.get().status == "sent"
     [seen] = receiver.seen
     assert "X-Dashboard-Signature" not in seen.headers
@@ -611,7 +611,7 @@ def test_email_goes_through_django_s_backend(db, mailoutbox, settings):
     NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com, oncall@example.com")
     alarm = change(batch=stored_batch())
     change(resolve=alarm, at=NOW + timedelta(minutes=5))
-    outbox.deliver_due(NOW + timedelta(minutes=5))
+    dispatch.deliver_due(NOW + timedelta(minutes=5))
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     opened, resolved = sorted(mailoutbox, key=lambda mail: "resolved" in mail.subject)
     assert opened.subject == "[batch dashboard] Alarm opened: stuck — openai-ops, batch batch_abc"
@@ -624,7 +624,7 @@ def test_email_goes_through_django_s_backend(db, mailoutbox, settings):
 def test_an_email_subject_cannot_carry_a_header(db, mailoutbox):
     NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com")
     change(batch=stored_batch("batch_x\r\nBcc: someone@evil.example"))
-    outbox.deliver_due(NOW)
+    dispatch.deliver_due(NOW)
     [mail] = mailoutbox
     assert "\n" not in mail.subject and mail.bcc == [] and Delivery.objects.get().status == "sent"
 
@@ -690,9 +690,9 @@ def test_no_channel_no_outbox_and_a_disabled_channel_s_waiting_deliveries_wait(d
     channel = webhook(receiver)
     change("error_rate")
     NotificationChannel.objects.filter(pk=channel.pk).update(enabled=False)
-    assert outbox.deliver_due(NOW) == [] and receiver.seen == []
+    assert dispatch.deliver_due(NOW) == [] and receiver.seen == []
     NotificationChannel.objects.filter(pk=channel.pk).update(enabled=True)
-    assert [d.status for d in outbox.deliver_due(NOW)] == ["sent"]
+    assert [d.status for d in dispatch.deliver_due(NOW)] == ["sent"]
 
 
 def test_channels_from_the_environment_hold_no_secret_and_follow_the_variables(db, receiver, monkeypatch, mailoutbox):
@@ -716,7 +716,7 @@ def test_channels_from_the_environment_hold_no_secret_and_follow_the_variables(d
     stored = json.dumps(list(NotificationChannel.objects.values()), default=str)
     assert SECRET not in stored and "slack-token" not in stored and receiver.url not in stored
 
-    assert sorted(d.status for d in outbox.deliver_due(NOW)) == ["sent", "sent", "sent"]
+    assert sorted(d.status for d in dispatch.deliver_due(NOW)) == ["sent", "sent", "sent"]
     assert sorted(seen.path for seen in receiver.seen) == ["/hook", "/hook/services/T0/B0/slack-token-123456"]
     assert [seen.verified for seen in receiver.seen if seen.path == "/hook"] == [True]
     assert [mail.to for mail in mailoutbox] == [["ops@example.com"]]
@@ -759,7 +759,7 @@ def test_no_api_key_or_secret_appears_in_a_payload_a_request_an_error_or_a_log_l
     echo = f"bad request {api_key} {SECRET} {slack_url}".encode()
     receiver.answers = [(400, {}, echo), (400, {}, echo)]
 
-    tried = outbox.deliver_due(NOW)
+    tried = dispatch.deliver_due(NOW)
     assert sorted(d.status for d in tried) == ["failing", "failing", "sent"]
     assert [d.last_error for d in tried if d.status == "failing"] == ["HTTP 400", "HTTP 400"]
 
@@ -859,7 +859,7 @@ def test_the_admin_edits_channels_and_never_shows_a_slack_url_or_a_secret(db, ad
     assert b"hooks.slack.example" in listing.content and b"slack-token" not in listing.content
 
     monkeypatch.setenv("NOTIFY_EMAIL_TO", "ops@example.com")
-    outbox.channels()
+    channels.channels()
     from_env = NotificationChannel.objects.get(name="env:email")
     page = admin_client.get(f"/admin/dashboard/notificationchannel/{from_env.pk}/change/")
     assert page.status_code == 200 and b'name="target_env"' not in page.content, "read-only"

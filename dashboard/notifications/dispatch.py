@@ -1,0 +1,197 @@
+"""Sending the outbox: rounds that claim the deliveries that are due, send them and record each outcome.
+
+**A round.** `deliver_due(now, limit)` claims the deliveries that are due, sends each on a thread of
+its own (all at once, so one slow receiver delays none of the others) and waits for them no longer
+than NOTIFY_TIMEOUT_SECONDS in all, then records each outcome: sent, or failing with the next try
+after an exponential backoff with jitter, or given up after NOTIFY_MAX_ATTEMPTS. Claiming is a
+conditional UPDATE that moves `next_attempt_at` past the round's time limit and stamps the round's
+token (`SELECT … FOR UPDATE SKIP LOCKED` first on PostgreSQL, as the poller's leases): two pollers
+never send one delivery at the same moment, and one killed mid-send leaves it due again shortly
+after. Delivery is at least once: a receiver may see a delivery twice (a 2xx lost on the way back),
+and tells by its `X-Dashboard-Delivery` id, the same on every try.
+
+**In the poller.** After each cycle `deliver_in_background(now)` starts one round on a thread of its
+own, if anything is due and the previous round has finished: polling never waits for a receiver
+(a round lasts at most NOTIFY_TIMEOUT_SECONDS, whatever the receivers do), and every poller may
+send, the claims keep them apart. The thread is not a daemon: `poll --once` and a stopping poller
+finish the round they started (a few seconds at most) before the process exits.
+
+Logs name the channel and the delivery, never a URL or a secret, and error texts are redacted of
+every account key, every channel secret and the channel's URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Delivery
+from ..redaction import redact
+from .channels import all_secrets
+from .messages import utc_iso
+from .sending import Prepared, SendThread, prepare
+
+logger = logging.getLogger(__name__)
+
+Status = Delivery.Status
+
+ERROR_LIMIT = 300  # characters of an error kept in last_error and logged
+CLAIM_MARGIN_SECONDS = 30  # a claim outlasts the round's time limit by this much
+DUE_STATUSES = (Status.PENDING, Status.FAILING)
+
+
+def _due(now: datetime) -> Q:
+    return Q(status__in=DUE_STATUSES, next_attempt_at__lte=now, channel__enabled=True)
+
+
+def anything_due(now: datetime) -> bool:
+    return Delivery.objects.filter(_due(now)).exists()
+
+
+def claim_due(now: datetime, limit: int, *, token: str, seconds: float) -> list[Delivery]:
+    """Take up to `limit` due deliveries, oldest due first, for `seconds`: their `next_attempt_at`
+    moved past that and `claimed_by` set to `token`, by a conditional UPDATE (rows another poller has
+    locked are skipped on PostgreSQL); the deliveries now ours, with their channels."""
+    if not anything_due(now):  # the common case, without a write lock (SQLite takes one per transaction)
+        return []
+    due = Delivery.objects.filter(_due(now)).order_by("next_attempt_at", "pk")
+    until = now + timedelta(seconds=seconds)
+    with transaction.atomic():
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        pks = list(due.values_list("pk", flat=True)[:limit])
+        # The condition again: atomic on SQLite too, where no row is locked.
+        Delivery.objects.filter(pk__in=pks, status__in=DUE_STATUSES, next_attempt_at__lte=now).update(
+            next_attempt_at=until, claimed_by=token
+        )
+    return list(Delivery.objects.filter(claimed_by=token).select_related("channel").order_by("pk"))
+
+
+def backoff_seconds(attempts: int, *, rand: Callable[[], float] = random.random) -> float:
+    """After the `attempts`-th failure: NOTIFY_RETRY_SECONDS doubled each time, at most
+    NOTIFY_RETRY_MAX_SECONDS, with jitter: between half that and all of it."""
+    base = settings.NOTIFY_RETRY_SECONDS
+    ceiling = min(settings.NOTIFY_RETRY_MAX_SECONDS, base * 2 ** min(max(attempts - 1, 0), 30))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+def _clean(error: str, secrets: list[str]) -> str:
+    """An error fit to store and log: redacted, on one line, cut short."""
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", redact(error, secrets)).strip()
+    return text[:ERROR_LIMIT]
+
+
+def _record(prepared: Prepared, error: str | None, now: datetime, token: str) -> Delivery:
+    delivery = prepared.delivery
+    attempts = delivery.attempts + 1
+    fields: dict = {"attempts": attempts, "last_attempt_at": now}
+    if error is None:
+        fields |= {"status": Status.SENT, "sent_at": now, "next_attempt_at": None, "last_error": ""}
+    else:
+        fields["last_error"] = _clean(error, prepared.secrets)
+        if attempts >= settings.NOTIFY_MAX_ATTEMPTS:
+            fields |= {"status": Status.GIVEN_UP, "next_attempt_at": None}
+        else:
+            fields |= {"status": Status.FAILING, "next_attempt_at": now + timedelta(seconds=backoff_seconds(attempts))}
+    # Only while the claim is ours: a round that outlived it leaves the delivery to the one that took it over.
+    if not Delivery.objects.filter(pk=delivery.pk, claimed_by=token).update(**fields):
+        logger.warning("notification %s: its claim was taken over; this attempt is not recorded", delivery.key)
+        return delivery
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+    channel = delivery.channel.name
+    if error is None:
+        logger.info("notification %s (%s) sent to channel %s", delivery.key, delivery.event, channel)
+    elif delivery.status == Status.GIVEN_UP:
+        logger.warning(
+            "notification %s to channel %s failed, given up after %d attempts: %s",
+            delivery.key,
+            channel,
+            attempts,
+            delivery.last_error,
+        )
+    else:
+        logger.warning(
+            "notification %s to channel %s failed (attempt %d, next try %s): %s",
+            delivery.key,
+            channel,
+            attempts,
+            utc_iso(delivery.next_attempt_at),
+            delivery.last_error,
+        )
+    return delivery
+
+
+def deliver_due(now: datetime | None = None, limit: int | None = None) -> list[Delivery]:
+    """Send up to `limit` (NOTIFY_BATCH_SIZE) due deliveries, all at once, each on a thread of its
+    own, waiting for them NOTIFY_TIMEOUT_SECONDS at most; record each outcome. The deliveries tried."""
+    now = now or timezone.now()
+    limit = settings.NOTIFY_BATCH_SIZE if limit is None else limit
+    seconds = settings.NOTIFY_TIMEOUT_SECONDS
+    token = uuid.uuid4().hex
+    claimed = claim_due(now, limit, token=token, seconds=seconds + CLAIM_MARGIN_SECONDS)
+    if not claimed:
+        return []
+    secrets = all_secrets()
+    prepared = [prepare(delivery, now, secrets=secrets) for delivery in claimed]
+    sends = [(item, SendThread(item.send) if item.send else None) for item in prepared]
+    for _, send in sends:
+        if send is not None:
+            send.start()
+    deadline = time.monotonic() + seconds + 0.5
+    tried = []
+    for item, send in sends:
+        if send is None:
+            error = item.error
+        else:
+            send.join(max(0.0, deadline - time.monotonic()))
+            error = f"no answer within {seconds:g} s" if send.is_alive() else send.error
+        tried.append(_record(item, error, now, token))
+    return tried
+
+
+def retry_now(deliveries, *, now: datetime | None = None) -> int:
+    """Make these deliveries (those not sent) due at once: staff's "retry now". A delivery given up
+    gets one more attempt. How many were made due."""
+    now = now or timezone.now()
+    return deliveries.exclude(status=Status.SENT).update(status=Status.PENDING, next_attempt_at=now)
+
+
+# --- in the poller's process ------------------------------------------------------------------
+
+_background: threading.Thread | None = None
+_background_lock = threading.Lock()
+
+
+def _round(now: datetime) -> None:
+    try:
+        deliver_due(now)
+    except Exception:
+        logger.exception("notification delivery failed (it is tried again after the next cycle)")
+    finally:
+        connections.close_all()  # this thread's connections end with it
+
+
+def deliver_in_background(now: datetime) -> threading.Thread | None:
+    """One round of `deliver_due(now)` on a thread of its own, if anything is due and the previous
+    round has finished: the thread (None if none was started). The caller never waits for a receiver."""
+    global _background
+    with _background_lock:
+        if _background is not None and _background.is_alive():
+            return None
+        if not anything_due(now):
+            return None
+        _background = threading.Thread(target=_round, args=(now,), name="notify-deliver")
+        _background.start()
+        return _background
