@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from ..web.client_address import parse_address, parse_networks
 
 
-def enabled() -> bool:
+def metrics_enabled() -> bool:
     return bool(settings.METRICS_TOKEN or settings.METRICS_ALLOWED_IPS)
 
 

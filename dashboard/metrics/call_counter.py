@@ -23,7 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..models import UPSTREAM_LATENCY_BUCKETS
-from .access import enabled
+from .access import metrics_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -189,5 +189,5 @@ upstream_calls = UpstreamCallCounter()
 
 def record_upstream_call(account: str, result: str, seconds: float) -> None:
     """One upstream call (dashboard/providers/base.py); counted only while metrics are on."""
-    if enabled():
+    if metrics_enabled():
         upstream_calls.record(account, result, seconds)
