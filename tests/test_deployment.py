@@ -302,7 +302,7 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
         assert page.status_code == 200
         rows = re.findall(r'hx-get="([^"]+/row)"', page.text)
         assert len(rows) >= 10, "the list shows the simulator's live demo batches"
-        assert "polls are failing" not in page.text and "not polled" not in page.text
+        assert "account-notice" not in page.text, "no account is failing, lagging or unpolled"
         for row in rows[:5]:
             answer = client.get(row, headers={"HX-Request": "true"})
             assert answer.status_code in (200, 286) and 'class="batch-row' in answer.text
