@@ -229,7 +229,7 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "dashboard.web.views.locked_out"
+AXES_LOCKOUT_CALLABLE = "dashboard.web.sign_in.locked_out"
 AXES_VERBOSE = False
 
 # Error reports (DEBUG pages, mail to admins) hide every configured account's key, whatever the
@@ -304,7 +304,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
 # A refused CSRF check (a stale token after signing in again in another tab) in the operator's words.
-CSRF_FAILURE_VIEW = "dashboard.web.views.csrf_failure"
+CSRF_FAILURE_VIEW = "dashboard.web.sign_in.csrf_failure"
 
 # --- Metrics (/metrics, Prometheus; dashboard/metrics/) -----------------------------------------
 # Off (404, and no upstream call is counted) unless one of these is set. With both, a scrape needs

@@ -15,7 +15,8 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
@@ -32,6 +33,45 @@ STALE_POLLS = 3  # a row, or an account's last success, older than this many pol
 MAX_LIMIT = 200
 MAX_SEARCH = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    """The list's filters, as the list page, its header and bulk cancel all read them; "" is no filter.
+
+    `fields()` is how they are passed to the selectors below and kept (in a bulk cancel's preview
+    token and operation); `query()` is how the list's URLs write them."""
+
+    provider: str = ""
+    account_key: str = ""
+    status: str = ""
+    search: str = ""
+
+    QUERY_NAMES: ClassVar[dict[str, str]] = {
+        "provider": "provider",
+        "account_key": "account",
+        "status": "status",
+        "search": "q",
+    }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> ListFilters:
+        """Filters kept by `fields()`: whatever else the dict holds is ignored."""
+        return cls(**{name: str(fields.get(name, "")) for name in cls.QUERY_NAMES})
+
+    def fields(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in self.QUERY_NAMES}
+
+    def query_params(self) -> dict[str, str]:
+        """Every filter by its name in the list's query string (provider, account, status, q)."""
+        return {query_name: getattr(self, name) for name, query_name in self.QUERY_NAMES.items()}
+
+    def query(self, **more: str) -> str:
+        """The list's query string for these filters (those set only), then `more` (a page's cursor)."""
+        return urlencode({**{name: value for name, value in self.query_params().items() if value}, **more})
+
+    def __bool__(self) -> bool:
+        return any(self.fields().values())
 
 
 @dataclass(frozen=True)

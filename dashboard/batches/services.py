@@ -26,6 +26,13 @@ from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream
 
 logger = logging.getLogger(__name__)
 
+CANCEL_PERMISSION = "dashboard.cancel_batch"
+
+
+def may_cancel(user) -> bool:
+    """Whether `user` may cancel batches (one by one or in bulk): active and holding the permission."""
+    return bool(user is not None and user.is_active and user.has_perm(CANCEL_PERMISSION))
+
 
 @dataclass(frozen=True)
 class CancelResult:

@@ -45,11 +45,11 @@ from django.utils import timezone
 from .. import providers
 from ..accounts import Account, find_account
 from ..batches import selectors, services
+from ..batches.selectors import ListFilters
 from ..models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
 
 logger = logging.getLogger(__name__)
 
-CANCEL_PERMISSION = "dashboard.cancel_batch"  # as views.CANCEL_PERMISSION
 MAX_BATCHES = 500  # one operation's batches at most: narrow the filter for more
 TYPED_ABOVE = 3  # above this many batches, the user types their number to confirm
 PREVIEW_MAX_AGE = 60 * 60  # seconds a preview stays confirmable (once: a second confirmation gets the same operation)
@@ -58,7 +58,6 @@ PREVIEW_MAX_AGE = 60 * 60  # seconds a preview stays confirmable (once: a second
 TYPED_WINDOW = timedelta(minutes=10)
 SALT = "dashboard.bulk.preview"
 State = BulkCancelItem.State
-FILTER_NAMES = ("provider", "account_key", "status", "search")
 
 
 class Refused(Exception):
@@ -79,24 +78,20 @@ def claim_seconds() -> float:
     return max(60.0, 4 * call)
 
 
-def may_cancel(user) -> bool:
-    return bool(user is not None and user.is_active and user.has_perm(CANCEL_PERMISSION))
-
-
 # --- preview ------------------------------------------------------------------------------------
 
 
-def cancelable(*, accounts: list[Account], provider: str, account_key: str, status: str, search: str) -> QuerySet:
+def cancelable(*, accounts: list[Account], filters: ListFilters) -> QuerySet:
     """The stored batches the list's filters show that can still be canceled, newest first."""
-    rows = selectors._filtered(accounts, provider=provider, account_key=account_key, status=status, search=search)
+    rows = selectors._filtered(accounts, **filters.fields())
     statuses = Q()
     for name, module in providers.PROVIDERS.items():
         statuses |= Q(provider=name, status__in=sorted(module.CANCELABLE))
     return rows.filter(statuses, is_ended=False, gone_at__isnull=True).order_by("-created_at", "-pk")
 
 
-def count_cancelable(*, accounts: list[Account], **filters: str) -> int:
-    return cancelable(accounts=accounts, **filters).count()
+def count_cancelable(*, accounts: list[Account], filters: ListFilters) -> int:
+    return cancelable(accounts=accounts, filters=filters).count()
 
 
 @dataclass(frozen=True)
@@ -123,15 +118,19 @@ class Preview:
 PREVIEW_FIELDS = ("account", "provider", "batch_id", "status", "created_at", "total", "processing", "metadata")
 
 
-def preview(*, user, accounts: list[Account], filters: dict[str, str]) -> Preview:
+def preview(*, user, accounts: list[Account], filters: ListFilters) -> Preview:
     """Exactly the batches a confirmation would cancel, and the token that says so; none (and no
     token) when more than MAX_BATCHES match."""
-    rows = cancelable(accounts=accounts, **filters)
+    rows = cancelable(accounts=accounts, filters=filters)
     batches = list(rows.values(*PREVIEW_FIELDS)[: MAX_BATCHES + 1])
     if len(batches) > MAX_BATCHES:
         return Preview(batches=[], matched=rows.count(), token="")
     token = signing.dumps(
-        {"user": user.pk, "filters": filters, "batches": [[row["account"], row["batch_id"]] for row in batches]},
+        {
+            "user": user.pk,
+            "filters": filters.fields(),
+            "batches": [[row["account"], row["batch_id"]] for row in batches],
+        },
         salt=SALT,
         compress=True,
     )
@@ -160,7 +159,7 @@ def preview_again(*, token: str, user) -> Preview:
 class Previewed:
     """What a preview token holds, once checked."""
 
-    filters: dict[str, str]
+    filters: ListFilters
     batches: list[tuple[str, str]]  # (account key, batch id), as previewed
 
 
@@ -173,7 +172,7 @@ def read_token(token: str, *, user) -> Previewed:
         raise Refused("This confirmation does not come from a preview: open the preview again.") from None
     if data.get("user") != user.pk:
         raise Refused("This preview was made for another user: open it again.")
-    filters = {name: str(data.get("filters", {}).get(name, "")) for name in FILTER_NAMES}
+    filters = ListFilters.from_fields(data.get("filters", {}))
     return Previewed(filters=filters, batches=[(str(account), str(batch_id)) for account, batch_id in data["batches"]])
 
 
@@ -209,7 +208,7 @@ def create(
     """The operation and its items, in one transaction, the items claimed by `worker` (which is to
     run it at once), and True; or, for a preview confirmed before, the operation it made, and False.
     Raises Refused for anything the server will not act on."""
-    if not may_cancel(user):
+    if not services.may_cancel(user):
         raise Refused("You do not have permission to cancel batches.")
     previewed = read_token(token, user=user)
     digest = preview_digest(token)
@@ -241,7 +240,11 @@ def create(
                 created_at=now,
                 user=user,
                 actor=user.get_username(),
-                source={"filters": previewed.filters, "previewed": len(previewed.batches), "left_out": left_out},
+                source={
+                    "filters": previewed.filters.fields(),
+                    "previewed": len(previewed.batches),
+                    "left_out": left_out,
+                },
                 total=len(batches),
                 confirmed=confirmed,
                 note=note,
@@ -284,10 +287,8 @@ def _typing_asked(count: int, *, recent: int, typed: str) -> str:
 def what_changed(*, accounts: list[Account], previewed: Previewed, chosen: list[tuple[str, str]]) -> str:
     """What is not as previewed any more: chosen batches that can no longer be canceled (they are
     still tried, and recorded as upstream answers), and batches that match the filter now."""
-    now_cancelable = {
-        (row["account"], row["batch_id"])
-        for row in cancelable(accounts=accounts, **previewed.filters).values("account", "batch_id")[: MAX_BATCHES * 2]
-    }
+    rows = cancelable(accounts=accounts, filters=previewed.filters).values("account", "batch_id")
+    now_cancelable = {(row["account"], row["batch_id"]) for row in rows[: MAX_BATCHES * 2]}
     gone = [batch for batch in chosen if batch not in now_cancelable]
     arrived = now_cancelable - set(previewed.batches)
     notes = []
@@ -358,7 +359,7 @@ def run(
     if operation is None:
         return
     user = operation.user  # read now: whether it may cancel is decided by this run
-    allowed = may_cancel(user)
+    allowed = services.may_cancel(user)
     while True:
         now = clock()
         item = (

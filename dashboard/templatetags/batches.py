@@ -176,6 +176,6 @@ def seconds_text(value: timedelta) -> str:
 def alarm_badge() -> dict:
     """The header's alarms link with the count of open alarms nobody has acknowledged (one query);
     it polls itself (alarm_views.alarm_badge) so the count moves without a reload."""
-    from ..web import alarm_views
+    from ..web.alarm_badge import badge_context
 
-    return alarm_views.badge_context()
+    return badge_context()

@@ -15,20 +15,20 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from ..accounts import Account, configured_accounts
+from ..accounts import configured_accounts
 from ..alarms import selectors as alarm_selectors
 from ..alarms import services as alarm_services
-from ..batches import services
 from ..models import Alarm
+from .alarm_badge import CHANGED_EVENT, badge_context
+from .common import account_or_404
 
 ACKNOWLEDGE_PERMISSION = "dashboard.acknowledge_alarm"
-CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
 RESOLVED_HOURS = 24  # the alarms page lists alarms resolved this recently
 OPEN_LIMIT = 500  # alarms listed at most, of each kind: the counts say how many there are
 RESOLVED_LIMIT = 200
@@ -87,15 +87,6 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
     return render(request, "alarms/alarms.html", context)
 
 
-def badge_context() -> dict:
-    """The header's badge: open alarms and how many nobody has acknowledged (one query)."""
-    return {
-        "counts": alarm_selectors.open_alarm_counts(),
-        "poll_seconds": settings.ROW_POLL_SECONDS,
-        "changed_event": CHANGED_EVENT,
-    }
-
-
 @require_GET
 def alarm_badge(request: HttpRequest) -> HttpResponse:
     """The header's badge alone, for its poll: one query (session and user come from the cache)."""
@@ -114,13 +105,6 @@ def batch_alarms_context(request: HttpRequest, *, account_key: str, batch_id: st
         }
     )
     return context
-
-
-def account_or_404(account_key: str, batch_id: str) -> Account:
-    try:
-        return services.resolve(account_key=account_key, batch_id=batch_id)
-    except services.UnknownBatch:
-        raise Http404("No such batch.") from None
 
 
 @require_GET

@@ -1,10 +1,7 @@
-"""The list's header summary and bulk cancel: preview, confirmation, progress (dashboard/bulk.py)."""
+"""Bulk cancel's pages: preview, confirmation, progress (dashboard/bulk/operations.py)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,72 +10,42 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from ..accounts import configured_accounts
-from ..batches import summary
+from ..batches.selectors import ListFilters
 from ..bulk import operations as bulk
 from ..models import BulkCancel
-from .views import CANCEL_PERMISSION, list_filters, status_choices
+from .common import list_filters, require_cancel_permission, status_choices
 
 PROGRESS_POLL_SECONDS = 1
 RECENT_OPERATIONS = 20
 
 
-def _require_permission(request: HttpRequest) -> None:
-    if not request.user.has_perm(CANCEL_PERMISSION):
-        raise PermissionDenied("You do not have permission to cancel batches.")
-
-
-def _query(filters: dict[str, str]) -> str:
-    """The list's query string for these filters (as the list page writes it)."""
-    names = (("provider", "provider"), ("account", "account_key"), ("status", "status"), ("q", "search"))
-    return urlencode({name: filters[key] for name, key in names if filters.get(key)})
-
-
-def _scope(filters: dict[str, str]) -> list[tuple[str, str]]:
+def _scope(filters: ListFilters) -> list[tuple[str, str]]:
     """The filters in words, for the preview and the progress page."""
     statuses = dict(status_choices())
     words = [
-        ("provider", filters.get("provider", "")),
-        ("account", filters.get("account_key", "")),
-        ("status", statuses.get(filters.get("status", ""), filters.get("status", ""))),
-        ("search", filters.get("search", "")),
+        ("provider", filters.provider),
+        ("account", filters.account_key),
+        ("status", statuses.get(filters.status, filters.status)),
+        ("search", filters.search),
     ]
     return [(name, value) for name, value in words if value]
 
 
 @require_GET
-def list_summary(request: HttpRequest) -> HttpResponse:
-    """The list page's header, loaded (and refreshed) by htmx: every account's numbers, whatever the
-    filters, and for those who may cancel, "Cancel N batches…" for the filters' cancelable batches."""
-    accounts = configured_accounts()
-    filters = list_filters(request, accounts)
-    can_cancel = request.user.has_perm(CANCEL_PERMISSION)
-    context = {
-        "summary": summary.list_summary(accounts=accounts),
-        "can_cancel": can_cancel,
-        "cancelable": bulk.count_cancelable(accounts=accounts, **filters) if can_cancel else 0,
-        "filter_query": _query(filters),
-        "filtered": any(filters.values()),
-        "selected_account": filters["account_key"],
-        "max_batches": bulk.MAX_BATCHES,
-    }
-    return render(request, "bulk/summary.html", context)
-
-
-@require_GET
 def preview(request: HttpRequest) -> HttpResponse:
     """Exactly the batches a confirmation will cancel: the list's filters' cancelable ones."""
-    _require_permission(request)
+    require_cancel_permission(request)
     accounts = configured_accounts()
-    filters = list_filters(request, accounts)
+    filters = list_filters(request, accounts=accounts)
     shown = bulk.preview(user=request.user, accounts=accounts, filters=filters)
     return render(request, "bulk/preview.html", _preview_context(shown, filters=filters))
 
 
-def _preview_context(shown: bulk.Preview, *, filters: dict[str, str], **extra) -> dict:
+def _preview_context(shown: bulk.Preview, *, filters: ListFilters, **extra) -> dict:
     return {
         "preview": shown,
         "scope": _scope(filters),
-        "filter_query": _query(filters),
+        "filter_query": filters.query(),
         "typed_above": shown.typed_above,
         "typed_limit": bulk.TYPED_ABOVE,
         "typed_window_minutes": int(bulk.TYPED_WINDOW.total_seconds() // 60),
@@ -91,7 +58,7 @@ def _preview_context(shown: bulk.Preview, *, filters: dict[str, str], **extra) -
 @require_POST
 def confirm(request: HttpRequest) -> HttpResponse:
     """The operation and its items, made at once; its work starts on a thread of this process."""
-    _require_permission(request)
+    require_cancel_permission(request)
     token = request.POST.get("token", "")
     worker = bulk.worker_name()
     try:
@@ -127,7 +94,7 @@ def _refused(request: HttpRequest, token: str, message: str) -> HttpResponse:
 @require_GET
 def progress(request: HttpRequest, operation_id: int) -> HttpResponse:
     """Each batch's outcome as the work goes; htmx polls it until the operation has finished (286)."""
-    _require_permission(request)
+    require_cancel_permission(request)
     operation = get_object_or_404(BulkCancel.objects.select_related("user"), pk=operation_id)
     state = bulk.progress(operation)
     if state.finished and operation.finished_at is None:
@@ -135,7 +102,7 @@ def progress(request: HttpRequest, operation_id: int) -> HttpResponse:
     context = {
         "progress": state,
         "operation": operation,
-        "scope": _scope(operation.source.get("filters", {})),
+        "scope": _scope(ListFilters.from_fields(operation.source.get("filters", {}))),
         "poll_seconds": PROGRESS_POLL_SECONDS,
         "states": bulk.State,
     }
@@ -148,6 +115,6 @@ def progress(request: HttpRequest, operation_id: int) -> HttpResponse:
 @require_GET
 def operations(request: HttpRequest) -> HttpResponse:
     """The latest bulk cancels, each with its progress page."""
-    _require_permission(request)
+    require_cancel_permission(request)
     recent = list(BulkCancel.objects.select_related("user")[:RECENT_OPERATIONS])
     return render(request, "bulk/operations.html", {"operations": recent})

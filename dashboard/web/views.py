@@ -22,30 +22,18 @@ from django_htmx.http import HttpResponseStopPolling
 
 from .. import providers
 from ..accounts import Account, configured_accounts, provider_for
-from ..batches import charts, eta, selectors, services
+from ..batches import charts, eta, header_figures, selectors, services
 from ..batches.results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
+from ..bulk import operations as bulk
 from ..models import CancelAttempt
 from ..providers.base import ProviderError
 from . import alarm_views
-from .middleware import htmx_login_redirect
+from .common import account_or_404, list_filters, require_cancel_permission, status_choices
 
 logger = logging.getLogger(__name__)
 
-CANCEL_PERMISSION = "dashboard.cancel_batch"
 RESULT_PAGE_SIZE = 50
 MAX_RESULT_OFFSET = 10_000_000  # past any batch's last line (the APIs allow 100,000 requests)
-
-
-def status_choices() -> list[tuple[str, str]]:
-    """The list's status filter: not ended yet, then each provider's own status words."""
-    return [(selectors.ACTIVE, "not ended yet"), *providers.status_choices()]
-
-
-def account_or_404(account_key: str, batch_id: str) -> Account:
-    try:
-        return services.resolve(account_key=account_key, batch_id=batch_id)
-    except services.UnknownBatch:
-        raise Http404("No such batch.") from None
 
 
 def not_stored(account: Account, batch_id: str) -> str:
@@ -86,7 +74,7 @@ def row_context(
         "row_batch_id": batch_id,
         "row_error": error,
         "notice": notice,
-        "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
+        "can_cancel": services.may_cancel(request.user),
         "poll_seconds": settings.ROW_POLL_SECONDS,
     }
 
@@ -100,42 +88,19 @@ def render_row(request: HttpRequest, context: dict) -> HttpResponse:
     return HttpResponse(content)
 
 
-def list_filters(request: HttpRequest, accounts: list[Account]) -> dict[str, str]:
-    """The list's filters from the query string; a value that names nothing is dropped."""
-    provider = request.GET.get("provider", "")
-    account_key = request.GET.get("account", "")
-    status = request.GET.get("status", "")
-    return {
-        "provider": provider if provider in providers.PROVIDERS else "",
-        "account_key": account_key if any(a.key == account_key for a in accounts) else "",
-        "status": status if any(value == status for value, _ in status_choices()) else "",
-        "search": request.GET.get("q", "").strip()[: selectors.MAX_SEARCH],
-    }
-
-
 @require_GET
 def batch_list(request: HttpRequest) -> HttpResponse:
     accounts = configured_accounts()
-    filters = list_filters(request, accounts)
-    query = {
-        name: value
-        for name, value in (
-            ("provider", filters["provider"]),
-            ("account", filters["account_key"]),
-            ("status", filters["status"]),
-            ("q", filters["search"]),
-        )
-        if value
-    }
+    filters = list_filters(request, accounts=accounts)
     context = {
-        "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
+        "can_cancel": services.may_cancel(request.user),
         "poll_seconds": settings.ROW_POLL_SECONDS,
-        "filter_query": urlencode(query),
+        "filter_query": filters.query(),
     }
     if request.htmx and "newer_than" in request.GET:
         # The first page's probe: the batches that arrived above its top row, rendered as rows.
         arrived = selectors.newer_batches(
-            accounts=accounts, newer_than=request.GET["newer_than"], limit=settings.LIST_PAGE_SIZE, **filters
+            accounts=accounts, newer_than=request.GET["newer_than"], limit=settings.LIST_PAGE_SIZE, **filters.fields()
         )
         return render(request, "batches/list.html#new_rows", {**context, "arrived": arrived})
 
@@ -144,7 +109,7 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         before=request.GET.get("before") or None,
         after=request.GET.get("after") or None,
         limit=settings.LIST_PAGE_SIZE,
-        **filters,
+        **filters.fields(),
     )
     return render(
         request,
@@ -157,16 +122,30 @@ def batch_list(request: HttpRequest) -> HttpResponse:
             "accounts": accounts,
             "providers": providers.labels(),
             "status_choices": status_choices(),
-            "selected": {
-                "provider": filters["provider"],
-                "account": filters["account_key"],
-                "status": filters["status"],
-                "q": filters["search"],
-            },
-            "next_url": "?" + urlencode({**query, "before": listing.older}) if listing.older else "",
-            "previous_url": "?" + urlencode({**query, "after": listing.newer}) if listing.newer else "",
+            "selected": filters.query_params(),
+            "next_url": f"?{filters.query(before=listing.older)}" if listing.older else "",
+            "previous_url": f"?{filters.query(after=listing.newer)}" if listing.newer else "",
         },
     )
+
+
+@require_GET
+def list_header(request: HttpRequest) -> HttpResponse:
+    """The list page's header, loaded (and refreshed) by htmx: every account's numbers, whatever the
+    filters, and for those who may cancel, "Cancel N batches…" for the filters' cancelable batches."""
+    accounts = configured_accounts()
+    filters = list_filters(request, accounts=accounts)
+    can_cancel = services.may_cancel(request.user)
+    context = {
+        "figures": header_figures.header_figures(accounts=accounts),
+        "can_cancel": can_cancel,
+        "cancelable": bulk.count_cancelable(accounts=accounts, filters=filters) if can_cancel else 0,
+        "filter_query": filters.query(),
+        "filtered": bool(filters),
+        "selected_account": filters.account_key,
+        "max_batches": bulk.MAX_BATCHES,
+    }
+    return render(request, "bulk/summary.html", context)
 
 
 @require_GET
@@ -183,8 +162,7 @@ def batch_row(request: HttpRequest, account_key: str, batch_id: str) -> HttpResp
 
 @require_POST
 def batch_cancel(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    if not request.user.has_perm(CANCEL_PERMISSION):
-        raise PermissionDenied("You do not have permission to cancel batches.")
+    require_cancel_permission(request)
     account = account_or_404(account_key, batch_id)
     result = services.cancel_batch(
         account=account, batch_id=batch_id, actor=request.user.get_username(), user=request.user
@@ -405,33 +383,3 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         attempts = attempts.filter(batch_id=batch_id)
     page = Paginator(attempts, 50).get_page(request.GET.get("page"))
     return render(request, "audit.html", {"page": page, "batch_filter": batch_id})
-
-
-def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
-    """django-axes' answer to a sign-in while its user name and address are locked out."""
-    return render(
-        request,
-        "registration/locked_out.html",
-        {
-            "failure_limit": settings.AXES_FAILURE_LIMIT,
-            "lockout_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
-        },
-        status=429,
-    )
-
-
-CSRF_REFUSED = (
-    "The dashboard refused this (your session changed — signed in again in another tab?). "
-    "Reload the page and try again."
-)
-
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    """CSRF_FAILURE_VIEW: a POST whose token is stale, most often because the user signed in again
-    (in another tab), which gives the session a new token. For htmx, a short plain message the row
-    shows (or the move to the login page if the session is gone too); otherwise a page saying it."""
-    if request.headers.get("HX-Request") == "true":
-        if not request.user.is_authenticated:
-            return htmx_login_redirect(request)
-        return HttpResponse(CSRF_REFUSED + "\n", status=403, content_type="text/plain; charset=utf-8")
-    return render(request, "registration/csrf_failure.html", {"explanation": CSRF_REFUSED}, status=403)

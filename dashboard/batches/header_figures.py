@@ -40,7 +40,7 @@ class Line:
     ran: int = 0  # requests that ran (succeeded + errored) in batches that ended within the window
     errored: int = 0
     ended: dict[str, int] = field(default_factory=dict)  # outcome -> batches that ended within the window
-    by_outcome: list[tuple[str, int]] = field(default_factory=list)  # `ended` in the summary's outcome order
+    by_outcome: list[tuple[str, int]] = field(default_factory=list)  # `ended` in the outcomes' order
 
     @property
     def errored_percent(self) -> float | None:
@@ -52,7 +52,7 @@ class Line:
 
 
 @dataclass(frozen=True)
-class Summary:
+class HeaderFigures:
     lines: list[Line]  # one per configured account, in the accounts' order
     total: Line
     outcomes: list[str]  # every outcome seen, in the providers' status order
@@ -73,7 +73,7 @@ def _outcome_order() -> list[str]:
     return list(dict.fromkeys(order))
 
 
-def list_summary(*, accounts: list[Account], now: datetime | None = None) -> Summary:
+def header_figures(*, accounts: list[Account], now: datetime | None = None) -> HeaderFigures:
     now = now or timezone.now()
     since = now - WINDOW
     keys = [account.key for account in accounts]
@@ -110,4 +110,4 @@ def list_summary(*, accounts: list[Account], now: datetime | None = None) -> Sum
     order += sorted(seen - set(order))  # a status no provider module names (never expected)
     for line in (*lines.values(), total):
         line.by_outcome = [(outcome, line.ended[outcome]) for outcome in order if line.ended.get(outcome)]
-    return Summary(lines=list(lines.values()), total=total, outcomes=order, since=since, now=now)
+    return HeaderFigures(lines=list(lines.values()), total=total, outcomes=order, since=since, now=now)

@@ -1,4 +1,4 @@
-"""The list page's header summary (dashboard/batches/summary.py, web/bulk_views.list_summary): per account and in
+"""The list page's header figures (dashboard/batches/header_figures.py, web/views.list_header): per account and in
 total, batches not ended, requests in flight, the errored share and the batches ended in the last
 24 hours by outcome, for a known store and a fake "now"."""
 
@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from dashboard.accounts import Account
-from dashboard.batches import summary
+from dashboard.batches import header_figures
 from dashboard.models import StoredBatch
 from tests.factories import HTMX, text
 
@@ -33,7 +33,7 @@ def stored(
     gone: bool = False,
     **counts: int,
 ) -> StoredBatch:
-    """A stored batch as the summary reads it (its columns; the raw JSON does not matter here)."""
+    """A stored batch as the header figures read it (its columns; the raw JSON does not matter here)."""
     n = next(_made)
     ended_at = NOW - ended_ago if ended_ago is not None else None
     prefix = "msgbatch_" if account.provider == "anthropic" else "batch_"
@@ -84,7 +84,7 @@ def known_store(db):
 
 def test_each_account_and_the_total_for_a_known_store(known_store):
     with CaptureQueriesContext(connection) as queries:
-        result = summary.list_summary(accounts=ACCOUNTS, now=NOW)
+        result = header_figures.header_figures(accounts=ACCOUNTS, now=NOW)
     assert len(queries) == 2  # two aggregate queries, whatever the store's size
 
     by_key = {line.key: line for line in result.lines}
@@ -112,20 +112,20 @@ def test_each_account_and_the_total_for_a_known_store(known_store):
 
 
 def test_the_window_moves_with_now(known_store):
-    later = summary.list_summary(accounts=ACCOUNTS, now=NOW + timedelta(minutes=2))
+    later = header_figures.header_figures(accounts=ACCOUNTS, now=NOW + timedelta(minutes=2))
     by_key = {line.key: line for line in later.lines}
     # The completed batch of 23 h 59 min ago has left the window; the one "ended" a minute after NOW has come in.
     assert by_key["openai-ops"].by_outcome == [("completed", 1), ("failed", 1), ("expired", 1), ("cancelled", 1)]
     assert (by_key["openai-ops"].ran, by_key["openai-ops"].errored) == (110, 105)
-    earlier = summary.list_summary(accounts=ACCOUNTS, now=NOW - timedelta(days=10))
+    earlier = header_figures.header_figures(accounts=ACCOUNTS, now=NOW - timedelta(days=10))
     assert earlier.total.ended_total == 0 and earlier.total.errored_percent is None
     assert earlier.total.not_ended == 4  # running is running, whenever "now" is
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query plans")
-def test_the_summary_queries_read_only_their_indexes(known_store):
+def test_the_header_figures_queries_read_only_their_indexes(known_store):
     with CaptureQueriesContext(connection) as queries:
-        summary.list_summary(accounts=ACCOUNTS, now=NOW)
+        header_figures.header_figures(accounts=ACCOUNTS, now=NOW)
     plans = []
     with connection.cursor() as cursor:
         for query in queries.captured_queries:
@@ -153,19 +153,19 @@ def demo_store(db, monkeypatch, settings):
         (openai_ops, "completed", timedelta(hours=2)),
     ):
         row = stored(account, status, processing=0 if ended else 4, succeeded=6, errored=2)
-        if ended is not None:  # ended at a real "now": the page's summary reads the clock
+        if ended is not None:  # ended at a real "now": the page's header figures read the clock
             StoredBatch.objects.filter(pk=row.pk).update(is_ended=True, ended_at=now - ended)
 
 
-def test_the_list_page_loads_its_summary_with_its_filters(operator_client, demo_store):
+def test_the_list_page_loads_its_header_figures_with_its_filters(operator_client, demo_store):
     page = text(operator_client.get("/?account=anthropic-research&status=active"))
     match = re.search(r'<section id="list-summary"[^>]*hx-get="([^"]+)"[^>]*hx-trigger="([^"]+)"', page)
-    assert match, "no summary on the list page"
+    assert match, "no header figures on the list page"
     assert match.group(1) == "/summary?account=anthropic-research&amp;status=active"
     assert match.group(2) == "load, every 60s"
 
 
-def test_the_summary_fragment_says_the_numbers_and_what_they_mean(operator_client, demo_store):
+def test_the_header_fragment_says_the_numbers_and_what_they_mean(operator_client, demo_store):
     response = operator_client.get("/summary?account=openai-ops&status=active", **HTMX)
     assert response.status_code == 200
     body = text(response)
@@ -185,7 +185,7 @@ def test_the_summary_fragment_says_the_numbers_and_what_they_mean(operator_clien
     assert 'href="/bulk-cancel/preview?account=openai-ops&amp;status=active">Cancel 1 batch…</a>' in body
 
 
-def test_viewers_see_the_summary_but_no_bulk_cancel(viewer_client, demo_store):
+def test_viewers_see_the_header_figures_but_no_bulk_cancel(viewer_client, demo_store):
     body = text(viewer_client.get("/summary", **HTMX))
     assert "summary-total" in body
     assert "bulk-cancel" not in body and "Cancel " not in body

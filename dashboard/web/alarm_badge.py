@@ -1,0 +1,19 @@
+"""The header's alarms badge, which every page shows (through the `alarm_badge` template tag) and
+which polls itself (alarm_views.alarm_badge)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from ..alarms import selectors as alarm_selectors
+
+CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
+
+
+def badge_context() -> dict:
+    """The header's badge: open alarms and how many nobody has acknowledged (one query)."""
+    return {
+        "counts": alarm_selectors.open_alarm_counts(),
+        "poll_seconds": settings.ROW_POLL_SECONDS,
+        "changed_event": CHANGED_EVENT,
+    }
