@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from dashboard.accounts import embedded_transport
 from dashboard.simulator.models import SimAccount, SimBatch
 
 ANTHROPIC_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}
@@ -32,12 +33,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 def embedded_simulator_url() -> str:
     """The simulator's base URL for in-process calls (the dashboard's default with no SIMULATOR_BASE_URL)."""
     return f"https://{settings.EMBEDDED_SIMULATOR_HOST}/simulator"
-
-
-def embedded_transport() -> httpx.BaseTransport:
-    from dashboard.simulator.transport import EmbeddedSimulatorTransport
-
-    return EmbeddedSimulatorTransport()
 
 
 class _Httpx2Body(httpx2.SyncByteStream):

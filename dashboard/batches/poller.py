@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, connections, transaction
-from django.db.models import Q
+from django.db import connections
 
-from .. import providers
+from .. import leases, providers
 from ..accounts import Account, configured_accounts, configured_secrets, provider_for
 from ..alarms import evaluation
 from ..bulk import operations
@@ -58,9 +57,9 @@ MAX_BACKOFF_SECONDS = 300
 # After a failed cycle (the database or the cache gone), the poller waits one poll interval, then
 # doubling, up to this many: once the outage ends, it polls again within that long.
 OUTAGE_BACKOFF_MAX_INTERVALS = 4
-POLL_CONCURRENCY = 8  # retrieves in flight per account, unless settings.POLL_CONCURRENCY says otherwise
 # False: running batches are refreshed by retrieves only (the strategy before, which bench/freshness.py compares).
 REFRESH_BY_LISTING = True
+ACCOUNT_LEASE = leases.LeaseFields(owner="lease_owner", until="lease_until")
 
 
 @dataclass
@@ -89,13 +88,8 @@ def claim_all(accounts: list[Account], *, owner: str, now: datetime, seconds: fl
         state_for(account)
     keys = [account.key for account in accounts]
     until = now + timedelta(seconds=seconds)
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
-    with transaction.atomic():
-        candidates = AccountState.objects.filter(free, account__in=keys)
-        if connection.features.has_select_for_update_skip_locked:
-            candidates = candidates.select_for_update(skip_locked=True)
-        claimable = list(candidates.values_list("account", flat=True))
-        AccountState.objects.filter(free, account__in=claimable).update(lease_owner=owner, lease_until=until)
+    rows = AccountState.objects.filter(account__in=keys)
+    leases.take(rows, fields=ACCOUNT_LEASE, owner=owner, now=now, until=until, skip_locked=True)
     mine = set(
         AccountState.objects.filter(account__in=keys, lease_owner=owner, lease_until=until).values_list(
             "account", flat=True
@@ -110,7 +104,7 @@ def claim(account: Account, *, owner: str, now: datetime, seconds: float) -> boo
 
 
 def release(account: Account, *, owner: str) -> None:
-    AccountState.objects.filter(account=account.key, lease_owner=owner).update(lease_owner="", lease_until=None)
+    leases.release(AccountState.objects.filter(account=account.key), fields=ACCOUNT_LEASE, owner=owner)
 
 
 def is_due(state: AccountState, now: datetime) -> bool:
@@ -272,7 +266,7 @@ def _retrieve(provider: Provider, account: Account, now: datetime, batch_ids: li
     """
     if not batch_ids:
         return
-    concurrency = max(1, min(int(getattr(settings, "POLL_CONCURRENCY", POLL_CONCURRENCY)), len(batch_ids)))
+    concurrency = max(1, min(settings.POLL_CONCURRENCY, len(batch_ids)))
 
     def fetch(batch_id: str):
         try:

@@ -42,7 +42,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from .. import providers
+from .. import leases, providers
 from ..accounts import Account, find_account
 from ..batches import selectors, services
 from ..batches.selectors import ListFilters
@@ -58,6 +58,7 @@ PREVIEW_MAX_AGE = 60 * 60  # seconds a preview stays confirmable (once: a second
 TYPED_WINDOW = timedelta(minutes=10)
 SALT = "dashboard.bulk.preview"
 State = BulkCancelItem.State
+ITEM_CLAIM = leases.LeaseFields(owner="claimed_by", until="claimed_until")
 
 
 class Refused(Exception):
@@ -71,10 +72,9 @@ class Refused(Exception):
 def claim_seconds() -> float:
     """How long an item's claim lasts: past any cancel call (connect + read timeouts, and the retrieve
     a refused cancel makes), so that a claim expires only when its worker is gone."""
-    configured = getattr(settings, "BULK_CANCEL_CLAIM_SECONDS", None)
-    if configured:
-        return float(configured)
-    call = float(settings.UPSTREAM_TIMEOUT_SECONDS) + float(getattr(settings, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 3))
+    if settings.BULK_CANCEL_CLAIM_SECONDS:
+        return settings.BULK_CANCEL_CLAIM_SECONDS
+    call = settings.UPSTREAM_TIMEOUT_SECONDS + settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS
     return max(60.0, 4 * call)
 
 
@@ -314,26 +314,17 @@ def worker_name(base: str = "") -> str:
     return f"{base}:bulk:{uuid.uuid4().hex[:12]}"
 
 
-def _claimable(worker: str, now: datetime) -> Q:
-    mine = Q(claimed_by=worker, claimed_until__gte=now)
-    return mine | Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-
-
 def claim(item_id: int, *, worker: str, now: datetime) -> bool:
     """Take (or renew) one pending item: a conditional UPDATE, so of two workers only one gets it."""
     until = now + timedelta(seconds=claim_seconds())
-    return bool(
-        BulkCancelItem.objects.filter(_claimable(worker, now), pk=item_id, state=State.PENDING).update(
-            claimed_by=worker, claimed_until=until
-        )
-    )
+    item = BulkCancelItem.objects.filter(pk=item_id, state=State.PENDING)
+    return bool(leases.take(item, fields=ITEM_CLAIM, owner=worker, now=now, until=until))
 
 
 def _renew(operation_id: int, *, worker: str, now: datetime) -> None:
     until = now + timedelta(seconds=claim_seconds())
-    BulkCancelItem.objects.filter(
-        operation_id=operation_id, state=State.PENDING, claimed_by=worker, claimed_until__gte=now
-    ).update(claimed_until=until)
+    items = BulkCancelItem.objects.filter(operation_id=operation_id, state=State.PENDING)
+    leases.renew(items, fields=ITEM_CLAIM, owner=worker, now=now, until=until)
 
 
 def _finish(item_id: int, *, worker: str, state: str, message: str) -> bool:
@@ -363,7 +354,11 @@ def run(
     while True:
         now = clock()
         item = (
-            BulkCancelItem.objects.filter(_claimable(worker, now), operation_id=operation_id, state=State.PENDING)
+            BulkCancelItem.objects.filter(
+                leases.free_or_ours(fields=ITEM_CLAIM, owner=worker, now=now),
+                operation_id=operation_id,
+                state=State.PENDING,
+            )
             .order_by("position")
             .first()
         )
@@ -499,9 +494,8 @@ def start(operation_id: int, *, worker: str) -> threading.Thread | None:
 
 def abandoned(now: datetime) -> list[int]:
     """Operations with a pending item no live worker holds: its claim expired (or never made)."""
-    expired = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     return list(
-        BulkCancelItem.objects.filter(expired, state=State.PENDING)
+        BulkCancelItem.objects.filter(leases.free(fields=ITEM_CLAIM, now=now), state=State.PENDING)
         .order_by("operation_id")
         .values_list("operation_id", flat=True)
         .distinct()

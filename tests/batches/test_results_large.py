@@ -35,9 +35,10 @@ import pytest
 from django.core.cache import cache
 
 from dashboard import accounts
+from dashboard.accounts import embedded_transport
 from dashboard.batches import results
 from dashboard.models import ResultsSummary
-from tests.factories import ANTHROPIC_KEYS, embedded_transport, poll_store
+from tests.factories import ANTHROPIC_KEYS, poll_store
 
 TOTAL = 100_000
 PAGE = 50

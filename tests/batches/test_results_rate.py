@@ -23,6 +23,7 @@ from django.db import connection
 from django.utils import timezone
 
 from dashboard import accounts
+from dashboard.accounts import embedded_transport
 from dashboard.batches import services
 from dashboard.models import ResultsSummary
 from dashboard.providers.anthropic import AnthropicProvider
@@ -30,7 +31,7 @@ from dashboard.providers.base import UpstreamError
 from dashboard.simulator import anthropic_api
 from dashboard.simulator.models import SimBatch, SimRequest
 from dashboard.simulator.progression import Outcome, anthropic_state
-from tests.factories import ANTHROPIC_KEYS, anthropic_batch, embedded_transport, poll_store, text
+from tests.factories import ANTHROPIC_KEYS, anthropic_batch, poll_store, text
 
 CHUNK = 64 * 1024
 

@@ -1,0 +1,54 @@
+"""Leases on rows: a row is held by one owner until a moment, and whoever finds it free (no lease,
+an expired one) or already theirs may take it. Taking is a conditional UPDATE that repeats the
+condition, so of two owners taking at once only one gets a row (atomic on SQLite too, where one
+writer writes at a time). Each model names its own two fields (`LeaseFields`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connections, transaction
+from django.db.models import Q, QuerySet
+
+
+@dataclass(frozen=True)
+class LeaseFields:
+    owner: str  # the field naming who holds the lease
+    until: str  # the field saying until when: null or past, the lease is free
+
+
+def free(*, fields: LeaseFields, now: datetime) -> Q:
+    """Rows nobody holds: never leased, or the lease expired."""
+    return Q(**{f"{fields.until}__isnull": True}) | Q(**{f"{fields.until}__lt": now})
+
+
+def free_or_ours(*, fields: LeaseFields, owner: str, now: datetime) -> Q:
+    return free(fields=fields, now=now) | Q(**{fields.owner: owner})
+
+
+def take(
+    rows: QuerySet, *, fields: LeaseFields, owner: str, now: datetime, until: datetime, skip_locked: bool = False
+) -> int:
+    """Take (or renew) until `until` the lease of each of `rows` that is free or ours; how many.
+
+    `skip_locked`: on PostgreSQL, first read the takeable rows `FOR UPDATE SKIP LOCKED` in the same
+    transaction, so owners taking many rows at the same moment never wait on one another's rows."""
+    takeable = free_or_ours(fields=fields, owner=owner, now=now)
+    held = {fields.owner: owner, fields.until: until}
+    if not (skip_locked and connections[rows.db].features.has_select_for_update_skip_locked):
+        return rows.filter(takeable).update(**held)
+    with transaction.atomic(using=rows.db):
+        unlocked = list(rows.filter(takeable).select_for_update(skip_locked=True).values_list("pk", flat=True))
+        return rows.model._default_manager.using(rows.db).filter(takeable, pk__in=unlocked).update(**held)
+
+
+def renew(rows: QuerySet, *, fields: LeaseFields, owner: str, now: datetime, until: datetime) -> int:
+    """Move on to `until` the leases of `rows` that `owner` holds and that have not expired; how many."""
+    return rows.filter(**{fields.owner: owner, f"{fields.until}__gte": now}).update(**{fields.until: until})
+
+
+def release(rows: QuerySet, *, fields: LeaseFields, owner: str) -> int:
+    """Give up the leases of `rows` that `owner` holds; how many."""
+    return rows.filter(**{fields.owner: owner}).update(**{fields.owner: "", fields.until: None})
