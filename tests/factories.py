@@ -9,8 +9,10 @@ tests using them need `transactional_db` (the `embedded_upstream` fixture asks f
 
 from __future__ import annotations
 
+import copy
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import httpx2
@@ -19,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from dashboard.accounts import embedded_transport
+from dashboard.models import StoredBatch
 from dashboard.simulator.models import SimAccount, SimBatch
 
 ANTHROPIC_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}
@@ -225,6 +228,63 @@ def fault(provider: str, name: str, value: str) -> None:
 
 
 # --- the dashboard's store ---------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def running_json(provider: str, batch_id: str, *, created: datetime) -> dict[str, Any]:
+    """What the provider's API says of a running batch of 100 requests, created at `created`."""
+    if provider == "anthropic":
+        return {
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "in_progress",
+            "request_counts": {"processing": 100, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            "ended_at": None,
+            "created_at": _iso(created),
+            "expires_at": _iso(created + timedelta(hours=24)),
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+        }
+    return {
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-abc",
+        "completion_window": "24h",
+        "status": "in_progress",
+        "created_at": int(created.timestamp()),
+        "expires_at": int((created + timedelta(hours=24)).timestamp()),
+        "request_counts": {"total": 100, "completed": 0, "failed": 0},
+        "metadata": None,
+    }
+
+
+def stored_batch(
+    account: str,
+    batch_id: str,
+    *,
+    fetched_at: datetime,
+    created: datetime | None = None,
+    body: dict[str, Any] | None = None,
+    **fields: Any,
+) -> StoredBatch:
+    """A batch as the poller stores it: its provider's JSON (`body`, or a running batch's created at
+    `created`) with `fields` over it, parsed by the provider module and recorded at `fetched_at`. The
+    account's provider is its key's first word (anthropic-ops, openai-research)."""
+    from dashboard.batches import store
+    from dashboard.providers import module
+
+    provider = account.split("-")[0]
+    if body is None:
+        assert created is not None, "a running batch's JSON needs its creation"
+        body = running_json(provider, batch_id, created=created)
+    data = copy.deepcopy(body)
+    data.update(id=batch_id, **fields)
+    return store.record(module(provider).parse_batch(data, account=account), fetched_at=fetched_at)[0]
 
 
 def poll_store(*, now=None) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from dashboard.batches import charts
 from dashboard.batches.charts import Point
+from tests.factories import stored_batch
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -225,51 +226,33 @@ def demo_accounts_only(monkeypatch):
 
 
 def record_openai(number: int, *, created: datetime, at: datetime, status: str = "in_progress", **counts):
-    from dashboard.batches import store
-    from dashboard.providers import openai
-
-    data = {
-        "id": f"batch_{number:032d}",
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-abc",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": int(created.timestamp()),
-        "expires_at": int((created + timedelta(hours=24)).timestamp()),
-        "request_counts": {"total": 1000, "completed": 0, "failed": 0, **counts},
-        "metadata": None,
-    }
-    return store.record(openai.parse_batch(data, account="openai-ops"), fetched_at=at)[0]
+    return stored_batch(
+        "openai-ops",
+        f"batch_{number:032d}",
+        created=created,
+        fetched_at=at,
+        status=status,
+        request_counts={"total": 1000, "completed": 0, "failed": 0, **counts},
+    )
 
 
 def record_anthropic(number: int, *, created: datetime, at: datetime, took: timedelta | None = None, size: int = 100):
-    from dashboard.batches import store
-    from dashboard.providers import anthropic
-
-    def iso(moment: datetime) -> str:
-        return moment.isoformat().replace("+00:00", "Z")
-
     ended = took is not None
-    data = {
-        "id": f"msgbatch_{number:024d}",
-        "type": "message_batch",
-        "processing_status": "ended" if ended else "in_progress",
-        "request_counts": {
+    return stored_batch(
+        "anthropic-ops",
+        f"msgbatch_{number:024d}",
+        created=created,
+        fetched_at=at,
+        processing_status="ended" if ended else "in_progress",
+        request_counts={
             "processing": 0 if ended else size,
             "succeeded": size if ended else 0,
             "errored": 0,
             "canceled": 0,
             "expired": 0,
         },
-        "ended_at": iso(created + took) if ended else None,
-        "created_at": iso(created),
-        "expires_at": iso(created + timedelta(hours=24)),
-        "archived_at": None,
-        "cancel_initiated_at": None,
-        "results_url": None,
-    }
-    return store.record(anthropic.parse_batch(data, account="anthropic-ops"), fetched_at=at)[0]
+        ended_at=(created + took).isoformat().replace("+00:00", "Z") if ended else None,
+    )
 
 
 def svg_of(body: str) -> str:

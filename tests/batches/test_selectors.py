@@ -11,9 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from dashboard.accounts import Account
-from dashboard.batches import selectors, store
+from dashboard.batches import selectors
 from dashboard.models import AccountState, StoredBatch
-from dashboard.providers import anthropic, openai
+from tests.factories import stored_batch
 from tests.providers.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -64,11 +64,8 @@ def openai_json(batch_id: str, created: datetime, *, status: str = "in_progress"
 
 
 def put(account: Account, batch_id: str, created: datetime, *, fetched_at: datetime = T0, **kwargs) -> StoredBatch:
-    if account.provider == "anthropic":
-        batch = anthropic.parse_batch(anthropic_json(batch_id, created, **kwargs), account=account.key)
-    else:
-        batch = openai.parse_batch(openai_json(batch_id, created, **kwargs), account=account.key)
-    return store.record(batch, fetched_at=fetched_at)[0]
+    as_json = anthropic_json if account.provider == "anthropic" else openai_json
+    return stored_batch(account.key, batch_id, fetched_at=fetched_at, body=as_json(batch_id, created, **kwargs))
 
 
 def healthy(*accounts: Account, at: datetime = T0) -> None:

@@ -12,9 +12,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from dashboard.batches import store
 from dashboard.models import Alarm, StoredBatch
-from tests.factories import HTMX, text
+from tests.factories import HTMX, stored_batch, text
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -40,23 +39,15 @@ def ack_client(client, acknowledger):
 
 def openai_batch_row(number: int, *, minutes_ago: float = 30, status: str = "in_progress", **counts) -> StoredBatch:
     """A stored OpenAI batch, created `minutes_ago`, read now."""
-    from dashboard.providers import openai
-
     now = timezone.now()
-    created = now - timedelta(minutes=minutes_ago)
-    data = {
-        "id": f"batch_{number:032d}",
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-abc",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": int(created.timestamp()),
-        "expires_at": int((created + timedelta(hours=24)).timestamp()),
-        "request_counts": {"total": 100, "completed": 10, "failed": 0, **counts},
-        "metadata": None,
-    }
-    return store.record(openai.parse_batch(data, account="openai-ops"), fetched_at=now)[0]
+    return stored_batch(
+        "openai-ops",
+        f"batch_{number:032d}",
+        created=now - timedelta(minutes=minutes_ago),
+        fetched_at=now,
+        status=status,
+        request_counts={"total": 100, "completed": 10, "failed": 0, **counts},
+    )
 
 
 def alarm(batch: StoredBatch | None = None, *, rule: str = "stuck", account: str = "openai-ops", **fields) -> Alarm:

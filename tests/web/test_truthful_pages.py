@@ -7,7 +7,6 @@ JSON, so each test controls exactly what upstream said; no upstream call is made
 
 from __future__ import annotations
 
-import copy
 import html
 import re
 from datetime import timedelta
@@ -18,12 +17,11 @@ from django.template import Context, Template
 from django.test import Client
 from django.utils import timezone
 
-from dashboard.batches import services, store
+from dashboard.batches import services
 from dashboard.batches.results import ResultPage
 from dashboard.models import CancelAttempt
-from dashboard.providers import anthropic, openai
 from dashboard.providers.lines import ResultLine
-from tests.factories import HTMX, text
+from tests.factories import HTMX, stored_batch, text
 from tests.providers.test_providers import ANTHROPIC_RUNNING, OPENAI_IN_PROGRESS
 
 PASSWORD = "correct horse battery staple"
@@ -38,23 +36,19 @@ CSRF_WORDS = (
 
 def stored_openai(batch_id: str = "batch_truthful1", *, age: timedelta = timedelta(minutes=5), **fields):
     """An OpenAI batch as the poller stores it, from the API's JSON with `fields` changed."""
-    body = copy.deepcopy(OPENAI_IN_PROGRESS)
     created = int((timezone.now() - age).timestamp())
-    body.update(id=batch_id, created_at=created, in_progress_at=created + 1, expires_at=created + 86400)
-    body.update(fields)
-    batch = openai.parse_batch(body, account="openai-ops")
-    store.record(batch, fetched_at=timezone.now())
-    return batch
+    moments = {"created_at": created, "in_progress_at": created + 1, "expires_at": created + 86400}
+    return stored_batch(
+        "openai-ops", batch_id, fetched_at=timezone.now(), body=OPENAI_IN_PROGRESS, **{**moments, **fields}
+    )
 
 
 def stored_anthropic(batch_id: str = "msgbatch_truthful1", *, age: timedelta = timedelta(minutes=5), **fields):
-    body = copy.deepcopy(ANTHROPIC_RUNNING)
     created = timezone.now() - age
-    body.update(id=batch_id, created_at=created.isoformat(), expires_at=(created + timedelta(hours=24)).isoformat())
-    body.update(fields)
-    batch = anthropic.parse_batch(body, account="anthropic-ops")
-    store.record(batch, fetched_at=timezone.now())
-    return batch
+    moments = {"created_at": created.isoformat(), "expires_at": (created + timedelta(hours=24)).isoformat()}
+    return stored_batch(
+        "anthropic-ops", batch_id, fetched_at=timezone.now(), body=ANTHROPIC_RUNNING, **{**moments, **fields}
+    )
 
 
 def row_html(body: str, batch_id: str) -> str:
