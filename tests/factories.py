@@ -230,7 +230,8 @@ def fault(provider: str, name: str, value: str) -> None:
 # --- the dashboard's store ---------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """A moment as Anthropic's JSON writes it (ISO 8601 in UTC, with a Z)."""
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -243,8 +244,8 @@ def running_json(provider: str, batch_id: str, *, created: datetime) -> dict[str
             "processing_status": "in_progress",
             "request_counts": {"processing": 100, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
             "ended_at": None,
-            "created_at": _iso(created),
-            "expires_at": _iso(created + timedelta(hours=24)),
+            "created_at": iso(created),
+            "expires_at": iso(created + timedelta(hours=24)),
             "archived_at": None,
             "cancel_initiated_at": None,
             "results_url": None,
@@ -270,11 +271,17 @@ def stored_batch(
     fetched_at: datetime,
     created: datetime | None = None,
     body: dict[str, Any] | None = None,
+    first_seen_at: datetime | None = None,
+    gone_at: datetime | None = None,
     **fields: Any,
 ) -> StoredBatch:
     """A batch as the poller stores it: its provider's JSON (`body`, or a running batch's created at
     `created`) with `fields` over it, parsed by the provider module and recorded at `fetched_at`. The
-    account's provider is its key's first word (anthropic-ops, openai-research)."""
+    account's provider is its key's first word (anthropic-ops, openai-research).
+
+    `first_seen_at`: a poller that has read it since then, saying the same: recorded at
+    `first_seen_at` too, before `fetched_at` (a batch stored already keeps its own first sighting).
+    `gone_at`: then answered 404 (deleted upstream or never there), as the poller marks it."""
     from dashboard.batches import store
     from dashboard.providers import module
 
@@ -284,7 +291,16 @@ def stored_batch(
         body = running_json(provider, batch_id, created=created)
     data = copy.deepcopy(body)
     data.update(id=batch_id, **fields)
-    return store.record(module(provider).parse_batch(data, account=account), fetched_at=fetched_at)[0]
+    batch = module(provider).parse_batch(data, account=account)
+    if first_seen_at is not None:
+        assert first_seen_at <= fetched_at, "first seen before it was read last"
+        store.record(batch, fetched_at=first_seen_at)
+    row = store.record(batch, fetched_at=fetched_at)[0]
+    if gone_at is not None:
+        assert gone_at >= fetched_at, "found gone after it was read"
+        assert store.mark_gone(account_key=account, batch_id=batch_id, at=gone_at)
+        row.refresh_from_db()
+    return row
 
 
 def poll_store(*, now=None) -> None:

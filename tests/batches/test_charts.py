@@ -11,7 +11,7 @@ import pytest
 
 from dashboard.batches import charts
 from dashboard.batches.charts import Point
-from tests.factories import stored_batch
+from tests.factories import iso, stored_batch
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -188,24 +188,19 @@ def test_sampling_keeps_the_first_and_the_last_and_spreads_evenly():
 
 
 def test_history_points_reads_every_change_or_an_even_sample_of_a_long_history(db):
-    from dashboard.models import BatchChange, StoredBatch
+    from dashboard.models import BatchChange
 
-    row = StoredBatch.objects.create(
-        account="openai-ops",
-        provider="openai",
-        batch_id="batch_chart",
-        status="in_progress",
-        is_ended=False,
-        total=1000,
-        created_at=T0,
-        raw={},
-        first_seen_at=T0,
-        last_fetched_at=T0,
-        last_changed_at=T0,
+    # Stored at T0 with nothing done yet (its first change, succeeded 0), then 29 changes a second apart.
+    row = stored_batch(
+        "openai-ops",
+        "batch_chart",
+        created=T0,
+        fetched_at=T0,
+        request_counts={"total": 1000, "completed": 0, "failed": 0},
     )
     BatchChange.objects.bulk_create(
         BatchChange(batch=row, observed_at=at(i), status="in_progress", total=1000, succeeded=i, processing=1000 - i)
-        for i in range(30)
+        for i in range(1, 30)
     )
     points, stored = charts.history_points(account_key="openai-ops", batch_id="batch_chart")
     assert stored == 30 and [p.succeeded for p in points] == list(range(30))
@@ -251,7 +246,7 @@ def record_anthropic(number: int, *, created: datetime, at: datetime, took: time
             "canceled": 0,
             "expired": 0,
         },
-        ended_at=(created + took).isoformat().replace("+00:00", "Z") if ended else None,
+        ended_at=iso(created + took) if ended else None,
     )
 
 

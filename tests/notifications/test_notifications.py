@@ -33,6 +33,7 @@ from dashboard.alarms import evaluation
 from dashboard.batches import poller
 from dashboard.models import Alarm, Delivery, NotificationChannel, StoredBatch
 from dashboard.notifications import channels, destinations, dispatch, signing
+from tests.factories import stored_batch
 
 SECRET = "whsec_0123456789abcdefghijklmnopqrstuv"
 NOW = timezone.now().replace(microsecond=0)  # near the real clock: the receiver checks the timestamp's age
@@ -210,18 +211,10 @@ def webhook(receiver: Receiver, **fields) -> NotificationChannel:
     )
 
 
-def stored_batch(batch_id: str = "batch_abc", account: str = "openai-ops") -> StoredBatch:
-    return StoredBatch.objects.create(
-        account=account,
-        provider="openai",
-        batch_id=batch_id,
-        status="in_progress",
-        is_ended=False,
-        created_at=NOW - timedelta(hours=1),
-        raw={},
-        first_seen_at=NOW - timedelta(hours=1),
-        last_fetched_at=NOW,
-        last_changed_at=NOW - timedelta(hours=1),
+def running_batch(batch_id: str = "batch_abc", account: str = "openai-ops") -> StoredBatch:
+    """A running OpenAI batch created an hour ago, read since then and now (the alarms' subject)."""
+    return stored_batch(
+        account, batch_id, created=NOW - timedelta(hours=1), first_seen_at=NOW - timedelta(hours=1), fetched_at=NOW
     )
 
 
@@ -254,7 +247,7 @@ def change(
 def test_a_500_is_retried_after_the_backoff_and_the_receiver_verifies_both_signatures(db, receiver, settings):
     settings.DASHBOARD_URL = "https://dash.example.com/"
     channel = webhook(receiver)
-    alarm = change(batch=stored_batch())
+    alarm = change(batch=running_batch())
     [delivery] = Delivery.objects.all()
     assert (delivery.channel, delivery.alarm, delivery.event, delivery.status) == (channel, alarm, "opened", "pending")
     receiver.answers = [(500, {}, b"upstream of the receiver broke")]
@@ -593,7 +586,7 @@ def test_tls_is_spoken_to_the_url_s_name_not_to_the_address(db, settings, dns):
 def test_slack_gets_text_in_the_operator_s_words_with_upstream_s_markup_made_inert(db, receiver, settings):
     settings.DASHBOARD_URL = "https://dash.example.com"
     NotificationChannel.objects.create(name="slack", kind="slack", target=receiver.url)
-    change(batch=stored_batch(), detail="Quoted upstream: <!channel> <https://evil.example|click> & more")
+    change(batch=running_batch(), detail="Quoted upstream: <!channel> <https://evil.example|click> & more")
     dispatch.deliver_due(NOW)
     assert Delivery.objects.get().status == "sent"
     [seen] = receiver.seen
@@ -609,7 +602,7 @@ def test_email_goes_through_django_s_backend(db, mailoutbox, settings):
     settings.DASHBOARD_URL = "https://dash.example.com"
     settings.DEFAULT_FROM_EMAIL = "dashboard@example.com"
     NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com, oncall@example.com")
-    alarm = change(batch=stored_batch())
+    alarm = change(batch=running_batch())
     change(resolve=alarm, at=NOW + timedelta(minutes=5))
     dispatch.deliver_due(NOW + timedelta(minutes=5))
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
@@ -623,7 +616,10 @@ def test_email_goes_through_django_s_backend(db, mailoutbox, settings):
 
 def test_an_email_subject_cannot_carry_a_header(db, mailoutbox):
     NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com")
-    change(batch=stored_batch("batch_x\r\nBcc: someone@evil.example"))
+    batch = running_batch()
+    # No provider module reads such an id, so the poller never stores one: written over the stored row.
+    StoredBatch.objects.filter(pk=batch.pk).update(batch_id="batch_x\r\nBcc: someone@evil.example")
+    change(batch=batch)
     dispatch.deliver_due(NOW)
     [mail] = mailoutbox
     assert "\n" not in mail.subject and mail.bcc == [] and Delivery.objects.get().status == "sent"
@@ -754,7 +750,7 @@ def test_no_api_key_or_secret_appears_in_a_payload_a_request_an_error_or_a_log_l
     NotificationChannel.objects.create(name="slack", kind="slack", target_env="NOTIFY_OPS_SLACK_URL")
     NotificationChannel.objects.create(name="mail", kind="email", target="ops@example.com")
     # A detail that quotes the key (upstream echoing it) is redacted as the delivery is written.
-    change(batch=stored_batch(account="openai-default"), account="openai-default", detail=f"upstream said: {api_key}")
+    change(batch=running_batch(account="openai-default"), account="openai-default", detail=f"upstream said: {api_key}")
     # Receivers that quote the secrets back: their answers are neither stored nor logged.
     echo = f"bad request {api_key} {SECRET} {slack_url}".encode()
     receiver.answers = [(400, {}, echo), (400, {}, echo)]
