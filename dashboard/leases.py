@@ -1,7 +1,8 @@
 """Leases on rows: a row is held by one owner until a moment, and whoever finds it free (no lease,
 an expired one) or already theirs may take it. Taking is a conditional UPDATE that repeats the
 condition, so of two owners taking at once only one gets a row (atomic on SQLite too, where one
-writer writes at a time). Each model names its own two fields (`LeaseFields`).
+writer writes at a time). Each model names its own two fields (`LeaseFields`): the poller's
+accounts, the alarm evaluator's single row, bulk cancel's items, the notifications' deliveries.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from django.db.models import Q, QuerySet
 class LeaseFields:
     owner: str  # the field naming who holds the lease
     until: str  # the field saying until when: null or past, the lease is free
+    # True where `until` is also when the row is next due (a delivery's `next_attempt_at`): the row
+    # is free from that very moment, and never while `until` is null (nothing left to do).
+    until_is_due_time: bool = False
 
 
 def free(*, fields: LeaseFields, now: datetime) -> Q:
-    """Rows nobody holds: never leased, or the lease expired."""
+    """Rows nobody holds: never leased, or the lease expired (or, `until_is_due_time`, rows due)."""
+    if fields.until_is_due_time:
+        return Q(**{f"{fields.until}__lte": now})
     return Q(**{f"{fields.until}__isnull": True}) | Q(**{f"{fields.until}__lt": now})
 
 
@@ -29,19 +35,33 @@ def free_or_ours(*, fields: LeaseFields, owner: str, now: datetime) -> Q:
 
 
 def take(
-    rows: QuerySet, *, fields: LeaseFields, owner: str, now: datetime, until: datetime, skip_locked: bool = False
+    rows: QuerySet,
+    *,
+    fields: LeaseFields,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    skip_locked: bool = False,
+    limit: int | None = None,
 ) -> int:
     """Take (or renew) until `until` the lease of each of `rows` that is free or ours; how many.
 
-    `skip_locked`: on PostgreSQL, first read the takeable rows `FOR UPDATE SKIP LOCKED` in the same
-    transaction, so owners taking many rows at the same moment never wait on one another's rows."""
+    `skip_locked`: on PostgreSQL, first read the takeable rows `FOR UPDATE SKIP LOCKED` (only the
+    rows' own table, whatever `rows` joins) in the same transaction, so owners taking many rows at
+    the same moment never wait on one another's rows. `limit`: the first `limit` takeable rows only,
+    in the order of `rows`."""
     takeable = free_or_ours(fields=fields, owner=owner, now=now)
     held = {fields.owner: owner, fields.until: until}
-    if not (skip_locked and connections[rows.db].features.has_select_for_update_skip_locked):
+    lock = skip_locked and connections[rows.db].features.has_select_for_update_skip_locked
+    if not lock and limit is None:
         return rows.filter(takeable).update(**held)
     with transaction.atomic(using=rows.db):
-        unlocked = list(rows.filter(takeable).select_for_update(skip_locked=True).values_list("pk", flat=True))
-        return rows.model._default_manager.using(rows.db).filter(takeable, pk__in=unlocked).update(**held)
+        candidates = rows.filter(takeable)
+        if lock:
+            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+        chosen = list(candidates.values_list("pk", flat=True)[:limit])
+        # The conditions again: atomic on SQLite too, where no row is locked.
+        return rows.order_by().filter(takeable, pk__in=chosen).update(**held)
 
 
 def renew(rows: QuerySet, *, fields: LeaseFields, owner: str, now: datetime, until: datetime) -> int:

@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from .. import providers
+from .. import leases, providers
 from ..accounts import configured_secrets
 from ..batches.models import AccountState, StoredBatch
 from ..batches.run_times import ended_run_times, failed_statuses
@@ -265,18 +265,20 @@ def _apply(held: dict[Key, str], now: datetime) -> Evaluation:
 # --- one evaluator at a time: its lease ------------------------------------------------------------------
 
 
+EVALUATOR_LEASE = leases.LeaseFields(owner="lease_owner", until="lease_until")
+
+
 def claim_evaluator(owner: str, *, now: datetime, seconds: float) -> bool:
-    """Take (or renew) the evaluator's lease: True if `owner` holds it now. A conditional UPDATE of
-    the single row (atomic on PostgreSQL and SQLite alike): held until `seconds` after `now`, so a
-    killed poller's turn passes to another once it expires."""
+    """Take (or renew) the evaluator's lease: True if `owner` holds it now. Held until `seconds`
+    after `now`, so a killed poller's turn passes to another once it expires."""
     AlarmEvaluator.objects.get_or_create(pk=EVALUATOR_PK)
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
+    evaluator = AlarmEvaluator.objects.filter(pk=EVALUATOR_PK)
     until = now + timedelta(seconds=seconds)
-    return bool(AlarmEvaluator.objects.filter(free, pk=EVALUATOR_PK).update(lease_owner=owner, lease_until=until))
+    return bool(leases.take(evaluator, fields=EVALUATOR_LEASE, owner=owner, now=now, until=until))
 
 
 def release_evaluator(owner: str) -> None:
-    AlarmEvaluator.objects.filter(pk=EVALUATOR_PK, lease_owner=owner).update(lease_owner="", lease_until=None)
+    leases.release(AlarmEvaluator.objects.filter(pk=EVALUATOR_PK), fields=EVALUATOR_LEASE, owner=owner)
 
 
 def evaluation_failed(error: BaseException) -> None:

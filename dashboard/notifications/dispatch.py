@@ -32,10 +32,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
 
+from .. import leases
 from ..models import Delivery
 from ..redaction import redact
 from .channels import all_secrets
@@ -49,6 +50,8 @@ Status = Delivery.Status
 ERROR_LIMIT = 300  # characters of an error kept in last_error and logged
 CLAIM_MARGIN_SECONDS = 30  # a claim outlasts the round's time limit by this much
 DUE_STATUSES = (Status.PENDING, Status.FAILING)
+# A delivery's claim: due again once `next_attempt_at` has passed, never once it is null (sent, given up).
+DELIVERY_CLAIM = leases.LeaseFields(owner="claimed_by", until="next_attempt_at", until_is_due_time=True)
 
 
 def _due(now: datetime) -> Q:
@@ -61,20 +64,16 @@ def anything_due(now: datetime) -> bool:
 
 def claim_due(now: datetime, limit: int, *, token: str, seconds: float) -> list[Delivery]:
     """Take up to `limit` due deliveries, oldest due first, for `seconds`: their `next_attempt_at`
-    moved past that and `claimed_by` set to `token`, by a conditional UPDATE (rows another poller has
-    locked are skipped on PostgreSQL); the deliveries now ours, with their channels."""
+    moved past that and `claimed_by` set to `token` (a lease: rows another poller has locked are
+    skipped on PostgreSQL); the deliveries now ours, with their channels."""
     if not anything_due(now):  # the common case, without a write lock (SQLite takes one per transaction)
         return []
-    due = Delivery.objects.filter(_due(now)).order_by("next_attempt_at", "pk")
+    deliveries = Delivery.objects.filter(status__in=DUE_STATUSES, channel__enabled=True)
+    oldest_due_first = deliveries.order_by("next_attempt_at", "pk")
     until = now + timedelta(seconds=seconds)
-    with transaction.atomic():
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True, of=("self",))
-        pks = list(due.values_list("pk", flat=True)[:limit])
-        # The condition again: atomic on SQLite too, where no row is locked.
-        Delivery.objects.filter(pk__in=pks, status__in=DUE_STATUSES, next_attempt_at__lte=now).update(
-            next_attempt_at=until, claimed_by=token
-        )
+    leases.take(
+        oldest_due_first, fields=DELIVERY_CLAIM, owner=token, now=now, until=until, skip_locked=True, limit=limit
+    )
     return list(Delivery.objects.filter(claimed_by=token).select_related("channel").order_by("pk"))
 
 
