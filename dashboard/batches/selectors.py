@@ -220,7 +220,7 @@ def list_batches(
     """
     now = now or timezone.now()
     limit = max(1, min(limit, MAX_LIMIT))
-    rows = _filtered(accounts, provider=provider, account_key=account_key, status=status, search=search)
+    rows = filtered_batches(accounts=accounts, provider=provider, account_key=account_key, status=status, search=search)
     older_than = _decode_cursor(before)
     newer_than = _decode_cursor(after) if older_than is None else None
     if newer_than is not None:
@@ -240,7 +240,10 @@ def list_batches(
     return _listing(page[:limit], older=len(page) > limit, newer=False, now=now)
 
 
-def _filtered(accounts: list[Account], *, provider: str, account_key: str, status: str, search: str):
+def filtered_batches(
+    *, accounts: list[Account], provider: str = "", account_key: str = "", status: str = "", search: str = ""
+) -> QuerySet[StoredBatch]:
+    """The stored batches of `accounts` the list's filters show (as `list_batches` reads them), unordered."""
     # The provider filter is a set of accounts too: every row's provider is its account's.
     keys = [
         account.key
@@ -277,7 +280,7 @@ def newer_batches(
     if top is None:
         return NewRows(rows=[], top=newer_than, more=False)
     created_at, pk = top
-    rows = _filtered(accounts, provider=provider, account_key=account_key, status=status, search=search)
+    rows = filtered_batches(accounts=accounts, provider=provider, account_key=account_key, status=status, search=search)
     above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
     page = _fetch(_newest_first(above)[: limit + 1])
     shown = page[:limit]

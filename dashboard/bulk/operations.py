@@ -83,7 +83,7 @@ def claim_seconds() -> float:
 
 def cancelable(*, accounts: list[Account], filters: ListFilters) -> QuerySet:
     """The stored batches the list's filters show that can still be canceled, newest first."""
-    rows = selectors._filtered(accounts, **filters.fields())
+    rows = selectors.filtered_batches(accounts=accounts, **filters.fields())
     statuses = Q()
     for name, module in providers.PROVIDERS.items():
         statuses |= Q(provider=name, status__in=sorted(module.CANCELABLE))

@@ -475,7 +475,7 @@ def test_on_sqlite_the_search_reads_its_text_from_an_index_not_from_each_row(mix
     if connection.vendor != "sqlite":
         pytest.fail("this test runs on the test settings' SQLite")
     for status in ("", "completed"):
-        rows = selectors._filtered(ACCOUNTS, provider="", account_key="", status=status, search="ops")
+        rows = selectors.filtered_batches(accounts=ACCOUNTS, status=status, search="ops")
         query = selectors._newest_first(rows).values("pk")[:26].query
         sql, params = query.sql_with_params()
         with connection.cursor() as cursor:
