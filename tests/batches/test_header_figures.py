@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from dashboard.accounts import Account
 from dashboard.batches import header_figures
 from dashboard.models import StoredBatch
-from tests.factories import HTMX, text
+from tests.factories import HTMX, iso, stored_batch, text
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 A_OPS = Account(name="ops", provider="anthropic", base_url="https://api.anthropic.com", api_key="sk-ant-x-ops")
@@ -22,6 +22,13 @@ A_RES = Account(name="research", provider="anthropic", base_url="https://api.ant
 O_OPS = Account(name="ops", provider="openai", base_url="https://api.openai.com/v1", api_key="sk-proj-x-ops")
 ACCOUNTS = [A_OPS, A_RES, O_OPS]
 _made = iter(range(1, 10_000))
+ANTHROPIC_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
+OPENAI_ENDED_AT = {  # the timestamp OpenAI sets as a batch ends in each status
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "cancelled": "cancelled_at",
+}
 
 
 def stored(
@@ -31,29 +38,43 @@ def stored(
     ended_ago: timedelta | None = None,
     after_cancel: bool = False,
     gone: bool = False,
+    now: datetime = NOW,
     **counts: int,
 ) -> StoredBatch:
-    """A stored batch as the header figures read it (its columns; the raw JSON does not matter here)."""
+    """A batch created two days before `now` and read at `now` (or found gone an hour before), in
+    `status` with `counts` (the store's names), ended `ended_ago`; `after_cancel`: a cancel began
+    5 minutes before it ended (or before `now`)."""
     n = next(_made)
-    ended_at = NOW - ended_ago if ended_ago is not None else None
-    prefix = "msgbatch_" if account.provider == "anthropic" else "batch_"
-    return StoredBatch.objects.create(
-        account=account.key,
-        provider=account.provider,
-        batch_id=f"{prefix}sum{n:04d}",
-        status=status,
-        is_ended=ended_at is not None or gone,
-        total=sum(counts.values()),
-        created_at=NOW - timedelta(days=2),
-        ended_at=ended_at,
-        cancel_initiated_at=(ended_at or NOW) - timedelta(minutes=5) if after_cancel else None,
-        gone_at=NOW - timedelta(hours=1) if gone else None,
-        raw={},
-        first_seen_at=NOW - timedelta(days=2),
-        last_fetched_at=NOW,
-        last_changed_at=NOW,
-        **counts,
+    created = now - timedelta(days=2)
+    ended_at = now - ended_ago if ended_ago is not None else None
+    cancel_initiated_at = (ended_at or now) - timedelta(minutes=5) if after_cancel else None
+    if account.provider == "anthropic":
+        batch_id = f"msgbatch_sum{n:04d}"
+        said = {
+            "processing_status": status,
+            "request_counts": {name: counts.get(name, 0) for name in ANTHROPIC_COUNTS},
+            "ended_at": iso(ended_at) if ended_at else None,
+            "cancel_initiated_at": iso(cancel_initiated_at) if cancel_initiated_at else None,
+        }
+    else:
+        batch_id = f"batch_sum{n:04d}"
+        said = {
+            "status": status,
+            "request_counts": {
+                "total": sum(counts.values()),
+                "completed": counts.get("succeeded", 0),
+                "failed": counts.get("errored", 0),
+            },
+            "cancelling_at": int(cancel_initiated_at.timestamp()) if cancel_initiated_at else None,
+        }
+        if ended_at is not None:
+            said[OPENAI_ENDED_AT[status]] = int(ended_at.timestamp())
+    gone_at = now - timedelta(hours=1) if gone else None
+    row = stored_batch(
+        account.key, batch_id, created=created, fetched_at=created if gone else now, gone_at=gone_at, **said
     )
+    assert {name: getattr(row, name) for name in counts} == counts, "counts the provider's JSON can say"
+    return row
 
 
 @pytest.fixture
@@ -62,7 +83,7 @@ def known_store(db):
     stored(A_OPS, "in_progress", processing=5)
     stored(A_OPS, "in_progress", processing=7)
     stored(O_OPS, "in_progress", processing=10, succeeded=4, errored=1)
-    stored(O_OPS, "cancelling", processing=3, canceled=2)
+    stored(O_OPS, "cancelling", processing=3)  # OpenAI counts no canceled request until cancelled
     # Ended within the last 24 hours.
     stored(A_OPS, "ended", ended_ago=timedelta(hours=1), succeeded=8, errored=2)
     stored(A_OPS, "ended", ended_ago=timedelta(hours=2), after_cancel=True, succeeded=1, canceled=9)
@@ -145,16 +166,11 @@ def demo_store(db, monkeypatch, settings):
         monkeypatch.delenv(name, raising=False)
     ops = Account(name="ops", provider="anthropic", base_url="", api_key="x")
     openai_ops = Account(name="ops", provider="openai", base_url="", api_key="x")
-    now = datetime.now(UTC)
-    for account, status, ended in (
-        (ops, "in_progress", None),
-        (ops, "in_progress", None),
-        (openai_ops, "in_progress", None),
-        (openai_ops, "completed", timedelta(hours=2)),
-    ):
-        row = stored(account, status, processing=0 if ended else 4, succeeded=6, errored=2)
-        if ended is not None:  # ended at a real "now": the page's header figures read the clock
-            StoredBatch.objects.filter(pk=row.pk).update(is_ended=True, ended_at=now - ended)
+    now = datetime.now(UTC)  # the page's header figures read the clock
+    stored(ops, "in_progress", now=now, processing=4, succeeded=6, errored=2)
+    stored(ops, "in_progress", now=now, processing=4, succeeded=6, errored=2)
+    stored(openai_ops, "in_progress", now=now, processing=4, succeeded=6, errored=2)
+    stored(openai_ops, "completed", now=now, ended_ago=timedelta(hours=2), processing=0, succeeded=6, errored=2)
 
 
 def test_the_list_page_loads_its_header_figures_with_its_filters(operator_client, demo_store):
