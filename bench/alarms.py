@@ -13,7 +13,7 @@ many ended ones, created over the last hours. So that every rule has something t
 A warm-up fills the store (no alarms), and one evaluation opens the alarms (timed apart: it happens
 once). Then cycles run back to back as `manage.py poll` runs them (`poller.run_cycle`, without the
 sleep to the next POLL_SECONDS), alternately with ALARMS_ENABLED off and on, so both see the same
-store and machine. Last, `alarms.evaluate` alone, and its queries.
+store and machine. Last, `evaluation.evaluate` alone, and its queries.
 
     .venv/bin/python bench/alarms.py     # --running 1000 --ended-per-running 3 --cycles 30 --latency-ms 0
 
@@ -226,7 +226,7 @@ def main() -> None:
             f"{statistics.median(on) / statistics.median(off):.2f}x"
         )
         print(
-            f"\nalarms.evaluate alone: median {ms(evaluations)} ms, p90 {ms(evaluations, 0.9)} ms "
+            f"\nevaluation.evaluate alone: median {ms(evaluations)} ms, p90 {ms(evaluations, 0.9)} ms "
             f"(CPU time: median {ms(cpu)} ms); {len(queries)} queries each; {still} alarms open"
         )
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/results.py
 
 Everything runs in this process on a throwaway SQLite database, as the large results test does
-(tests/test_results_large.py): the batch is made through the embedded simulator's own API and
+(tests/batches/test_results_large.py): the batch is made through the embedded simulator's own API and
 stored by a poll; the dashboard's views are called through Django's test client, as a signed-in
 operator. The simulator's answer is recorded to a file once, and a local static HTTP server (a
 process of its own, on 127.0.0.1) serves that file: the *fast upstream*. While the download, the

@@ -1,7 +1,7 @@
 """The list page's store query at scale: 10,000 batches over 8 accounts in a fresh SQLite file.
 
 Fills the store through store.record (the poller's own write path, parsed provider JSON, history
-rows included), then times dashboard.selectors calls as the list page and a row poll make them:
+rows included), then times dashboard.batches.selectors calls as the list page and a row poll make them:
 the median and p95 of CALLS calls each, the whole call (SQL and reading the 25 rows back as
 Batch objects).
 

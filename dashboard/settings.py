@@ -215,7 +215,7 @@ CONTENT_SECURITY_POLICY = {
 # Sign-in throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user name
 # from one address, that pair is locked out for LOGIN_LOCKOUT_MINUTES, the right password included.
 # The address is the connection's, or behind the reverse proxies named in TRUSTED_PROXIES (addresses
-# or networks) the client's as they forward it in X-Forwarded-For (dashboard/client_address.py).
+# or networks) the client's as they forward it in X-Forwarded-For (dashboard/web/client_address.py).
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 AXES_CLIENT_IP_CALLABLE = "dashboard.web.client_address.client_address"
 AUTHENTICATION_BACKENDS = [
@@ -296,7 +296,7 @@ POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
 POLL_CONCURRENCY = int(os.environ.get("POLL_CONCURRENCY", "8"))
 # How long a poller's hold on an account lasts unless renewed: a killed poller's accounts wait this long.
 POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10 * POLL_SECONDS))))
-# How long a bulk cancel item's claim lasts unless renewed (dashboard/bulk.py): past any cancel call.
+# How long a bulk cancel item's claim lasts unless renewed (dashboard/bulk/operations.py): past any cancel call.
 # 0 (the default): 4 × the upstream timeouts, at least 60 s.
 BULK_CANCEL_CLAIM_SECONDS = float(os.environ.get("BULK_CANCEL_CLAIM_SECONDS") or 0)
 
@@ -353,7 +353,7 @@ NOTIFY_RETRY_MAX_SECONDS = float(os.environ.get("NOTIFY_RETRY_MAX_SECONDS", "360
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 10)
 # Deliveries a poller sends at once (each on a thread of its own) in one round, after each cycle.
 NOTIFY_BATCH_SIZE = env_int("NOTIFY_BATCH_SIZE", 10)
-# Slack and webhook channels reach public addresses only (dashboard/destinations.py). These host
+# Slack and webhook channels reach public addresses only (dashboard/notifications/destinations.py). These host
 # names (whatever they resolve to), addresses and networks (10.0.0.0/8) may be private, loopback or
 # link-local; a cloud metadata address never is. E.g. "alerts.internal, 10.20.0.0/16".
 NOTIFY_ALLOWED_HOSTS = env_list("NOTIFY_ALLOWED_HOSTS", "")

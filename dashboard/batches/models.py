@@ -85,7 +85,7 @@ class StoredBatch(models.Model):
             # PostgreSQL keep in every index entry); then only the page's rows are read whole.
             models.Index(fields=["account", "is_ended", "-created_at"], name="stored_batch_active_newest"),
             models.Index(fields=["account", "status", "-created_at"], name="stored_batch_status_newest"),
-            # The list's header (dashboard/summary.py) adds these up from the index alone (is_ended
+            # The list's header (dashboard/batches/header_figures.py) adds these up from the index alone (is_ended
             # included, so that SQLite reads no row); led by the account, which SQLite's planner
             # then prefers, with or without ANALYZE's statistics.
             models.Index(

@@ -15,7 +15,7 @@ read `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, then a conditional UPDAT
 too), so pollers never poll one account at once and a killed poller's accounts are taken over once
 its lease expires.
 
-After each cycle, the alarms are evaluated (dashboard/alarms.py) by one poller at a time: the one
+After each cycle, the alarms are evaluated (dashboard/alarms/evaluation.py) by one poller at a time: the one
 holding the evaluator's lease, a single row taken by a conditional UPDATE like the accounts' (a
 pseudo-account row would show among the accounts). Its evaluation runs in one transaction holding
 that row locked, so evaluations never overlap, even when one outlasts its lease. Whatever goes wrong

@@ -82,7 +82,7 @@ class StoredView:
     fetched_at: datetime
     stale_reason: str = ""
     gone_at: datetime | None = None  # the provider answers 404 for it since then: deleted or not found
-    open_alarms: int = 0  # alarms about this batch that are open (see alarms.py)
+    open_alarms: int = 0  # alarms about this batch that are open (see dashboard/alarms/)
 
     @property
     def is_stale(self) -> bool:

@@ -5,7 +5,7 @@ its own (all at once, so one slow receiver delays none of the others) and waits 
 than NOTIFY_TIMEOUT_SECONDS in all, then records each outcome: sent, or failing with the next try
 after an exponential backoff with jitter, or given up after NOTIFY_MAX_ATTEMPTS. Claiming is a
 conditional UPDATE that moves `next_attempt_at` past the round's time limit and stamps the round's
-token (`SELECT … FOR UPDATE SKIP LOCKED` first on PostgreSQL, as the poller's leases): two pollers
+token, a lease (leases.py; `SELECT … FOR UPDATE SKIP LOCKED` first on PostgreSQL): two pollers
 never send one delivery at the same moment, and one killed mid-send leaves it due again shortly
 after. Delivery is at least once: a receiver may see a delivery twice (a 2xx lost on the way back),
 and tells by its `X-Dashboard-Delivery` id, the same on every try.

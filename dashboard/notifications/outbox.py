@@ -1,6 +1,6 @@
 """The outbox: what an alarm change is to tell the channels, written with the change.
 
-`alarms.evaluate` hands what opened and resolved to `alarms.alarms_changed`, inside its transaction;
+`alarms.evaluation.evaluate` hands what opened and resolved to `evaluation.alarms_changed`, inside its transaction;
 that calls `write_outbox`, which writes one `Delivery` row per matching channel and event. A
 notification is therefore recorded if and only if its alarm change is (a rolled-back evaluation
 leaves none), and nothing is sent inside the transaction: the pollers send the outbox after their
@@ -20,7 +20,7 @@ Event = NotificationEvent
 
 def write_outbox(opened: Sequence[Alarm], resolved: Sequence[Alarm]) -> list[Delivery]:
     """One delivery per enabled channel that wants each change; called inside the evaluation's
-    transaction (alarms.alarms_changed), so it is written if and only if the change is. No I/O."""
+    transaction (alarms.evaluation.alarms_changed), so it is written if and only if the change is. No I/O."""
     targets = channels()
     if not targets:
         return []

@@ -213,7 +213,7 @@ def test_one_poller_holds_the_evaluator_until_its_lease_expires(db):
 
 @pytest.fixture
 def evaluations(monkeypatch, settings):
-    """alarms.evaluate, recorded: (when, accounts) per evaluation."""
+    """evaluation.evaluate, recorded: (when, accounts) per evaluation."""
     settings.POLL_LEASE_SECONDS = 30
     seen: list[tuple[datetime, list[str]]] = []
     monkeypatch.setattr(

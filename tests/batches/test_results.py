@@ -663,7 +663,7 @@ def test_token_counts_are_integers_or_none(value, expected):
 
 
 def simulated_line(index: int) -> bytes:
-    """A line as the simulator writes it (tests/test_results_large.py reads 100,000 of them)."""
+    """A line as the simulator writes it (tests/batches/test_results_large.py reads 100,000 of them)."""
     if index % 12 == 5:
         result = ANTHROPIC_ERRORED["result"]
     elif index % 50 == 9:

@@ -3,7 +3,7 @@ upstream's length and encoding, the CSV export in buffered chunks of whole rows,
 results in chunks and as it always wrote them, and an ended batch's error summary counted once and
 then served from the database.
 
-As in tests/test_truthful_results.py, the ended batch comes from the embedded simulator through the
+As in tests/batches/test_truthful_results.py, the ended batch comes from the embedded simulator through the
 poller, and its results are then served by a stand-in for the provider's results endpoint.
 """
 

@@ -152,7 +152,7 @@ def test_batches_requests_and_poll_lag_from_a_known_store(client, db, metrics_on
         frozenset({"account": "openai-ops", "provider": "openai", "status": "in_progress"}.items()): 1,
         frozenset({"account": "openai-ops", "provider": "openai", "status": "completed"}.items()): 1,
     }
-    # tests/test_selectors.py's batches: Anthropic 5 requests each (processing until ended, then succeeded).
+    # tests/batches/test_selectors.py's batches: Anthropic 5 requests each (processing until ended, then succeeded).
     requests = {"processing": 10, "succeeded": 5, "errored": 0, "canceled": 0, "expired": 0}
     for outcome, count in requests.items():
         assert value(samples, "batch_dashboard_requests", account="anthropic-ops", outcome=outcome) == count

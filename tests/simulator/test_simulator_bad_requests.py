@@ -5,7 +5,7 @@ header; OpenAI `{"error": {"message", "type", "param", "code"}}` with x-request-
 once seen as a 500 (deep nesting, lone surrogates, broken multipart bodies, unknown x-sim-fault, a
 custom_id with a final newline, and on PostgreSQL a NUL or a long string where text is stored), then
 properties: whatever bytes or JSON come in, no answer is a 5xx and every 4xx carries its provider's
-envelope. (Run it on PostgreSQL too: DATABASE_URL=postgres://... pytest tests/test_simulator_bad_requests.py)
+envelope. (Run it on PostgreSQL too: DATABASE_URL=postgres://... pytest tests/simulator/test_simulator_bad_requests.py)
 """
 
 from __future__ import annotations

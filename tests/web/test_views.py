@@ -92,7 +92,7 @@ def other_operator_client(operator):
     ],
 )
 def test_anonymous_requests_redirect_to_login(client, db, upstream_calls, method, path):
-    # Without htmx; an htmx request gets a 401 with HX-Redirect instead (tests/test_truthful_pages.py).
+    # Without htmx; an htmx request gets a 401 with HX-Redirect instead (tests/web/test_truthful_pages.py).
     response = getattr(client, method)(path)
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
