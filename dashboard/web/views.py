@@ -145,7 +145,7 @@ def list_header(request: HttpRequest) -> HttpResponse:
         "selected_account": filters.account_key,
         "max_batches": bulk.MAX_BATCHES,
     }
-    return render(request, "bulk/summary.html", context)
+    return render(request, "batches/_header_figures.html", context)
 
 
 @require_GET
