@@ -21,10 +21,17 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_sessionfinish(session):
-    """SQLite leaves the test database's -wal and -shm files behind; remove this process's."""
+    """SQLite leaves the test database's -wal and -shm files behind; remove this process's. The
+    process that started the run (not an xdist worker) removes the run's migrated SQLite files."""
+    import shutil
     from glob import glob
 
     from django.conf import settings as django_settings
+
+    from tests.services import migrated_sqlite_dir
+
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(migrated_sqlite_dir(), ignore_errors=True)
 
     name = django_settings.DATABASES["default"].get("TEST", {}).get("NAME")
     if name and django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):

@@ -80,6 +80,7 @@ class Postgres:
     as_user: list[str]  # prefix that runs a command as the cluster's OS owner (runuser when we are root)
     host: str = "127.0.0.1"
     user: str = "postgres"
+    migrated_template: str = ""  # see create_database(migrated=True)
 
     @property
     def datadir(self) -> Path:
@@ -88,14 +89,26 @@ class Postgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgres://{self.user}@{self.host}:{self.port}/{database}"
 
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database; returns its DATABASE_URL."""
+    def create_database(self, name: str | None = None, *, migrated: bool = False) -> str:
+        """A new database, empty or (`migrated`) with every migration applied; returns its DATABASE_URL.
+
+        A migrated one is a copy (CREATE DATABASE ... TEMPLATE) of a database this server migrated
+        once, with `manage.py migrate` as `app_env()` configures the app: copying takes a fraction
+        of the seconds a migrate process takes. A test about migrating runs its own migrate."""
         import psycopg
 
         name = name or f"test_{uuid.uuid4().hex[:12]}"
+        template = self._migrated_template() if migrated else None
         with psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres", autocommit=True) as db:
-            db.execute(f'CREATE DATABASE "{name}"')
+            db.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
+
+    def _migrated_template(self) -> str:
+        if not self.migrated_template:
+            name = f"migrated_{uuid.uuid4().hex[:12]}"
+            manage("migrate", "--noinput", env=app_env(DATABASE_URL=self.create_database(name)))
+            self.migrated_template = name  # nobody connects to it again: a template must have no session
+        return self.migrated_template
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -303,6 +316,43 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     if done.returncode != 0:
         pytest.fail(f"manage.py {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done.stdout
+
+
+def simulator_installed(env: dict[str, str]) -> bool:
+    """Whether dashboard/settings.py installs the simulator app in `env`: the one thing that decides
+    which tables a migrate makes (as SIMULATOR_ENABLED and REAL_ACCOUNTS_CONFIGURED there)."""
+    real = any(env.get(name) for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"))
+    return env.get("SIMULATOR_ENABLED", str(not real)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def migrated_sqlite_dir() -> Path:
+    """Where this run keeps its migrated SQLite files: one folder for all of its xdist workers
+    (removed by the conftest's pytest_sessionfinish in the process that started them)."""
+    run = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()  # the workers' parent
+    return Path(tempfile.gettempdir()) / f"batch-dashboard-migrated-{run}"
+
+
+def migrate_sqlite(env: dict[str, str]) -> None:
+    """Give env's SQLITE_PATH every migration: a copy of a file migrated once per test run (by
+    whichever worker first needs it, under a lock) with `manage.py migrate` for an environment that
+    installs the same apps. A migrate process takes seconds; a copy, milliseconds. A test about
+    migrating runs its own migrate."""
+    import fcntl
+
+    assert not env.get("DATABASE_URL"), "DATABASE_URL would be migrated instead of SQLITE_PATH"
+    folder = migrated_sqlite_dir()
+    folder.mkdir(exist_ok=True)
+    template = folder / f"simulator-{'on' if simulator_installed(env) else 'off'}.sqlite3"
+    with (folder / f"{template.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed; a worker that died releases it too
+        if not template.exists():
+            making = folder / f"{template.name}.{os.getpid()}"
+            manage("migrate", "--noinput", env={**env, "SQLITE_PATH": str(making)})
+            assert not Path(f"{making}-wal").exists(), "the migrate process left its WAL unmerged"
+            making.rename(template)  # complete or absent
+    target = Path(env["SQLITE_PATH"])
+    assert not target.exists(), f"{target} exists already"
+    shutil.copyfile(template, target)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Deployment: settings from the environment, the simulator switch, check --deploy, the production
 server, the health endpoint and the lock files.
 
-Settings are read once per process, so each environment is tried in a fresh Python process.
+Settings are read once per process, so each environment is tried in a fresh Python process. The
+database those processes use is a copy of one migrated once per run (tests/services.py
+`migrate_sqlite`); `test_database_url_takes_sqlite_urls` migrates its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.services import start_app_server
+from tests.services import migrate_sqlite, start_app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -79,7 +81,7 @@ result = {
 
 def test_simulator_is_on_with_its_demo_accounts_when_no_real_account_is_configured(tmp_path):
     env = clean_env(tmp_path)
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     state = in_django(SIMULATOR_STATE, env)
     assert state == {
         "enabled": True,
@@ -114,7 +116,7 @@ def test_simulator_enabled_0_without_accounts_means_no_accounts_at_all(tmp_path)
 
 def test_with_no_account_at_all_the_list_says_how_to_configure_one(tmp_path):
     env = clean_env(tmp_path, SIMULATOR_ENABLED="0")
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     code = """
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -128,14 +130,14 @@ result = [page.status_code, "No account is configured" in page.content.decode()]
 
 def test_simulator_enabled_1_mounts_it_beside_real_accounts_without_demo_accounts(tmp_path):
     env = clean_env(tmp_path, SIMULATOR_ENABLED="1", OPENAI_API_KEY="sk-real-123456789")
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     state = in_django(SIMULATOR_STATE, env)
     assert (state["enabled"], state["api_status"], state["accounts"]) == (True, 200, ["openai-default"])
 
 
 def test_seed_demo_says_there_is_nothing_to_seed_when_the_simulator_is_off(tmp_path):
     env = clean_env(tmp_path, SIMULATOR_ENABLED="0")
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     seeded = manage("seed_demo", env=env)
     assert seeded.returncode == 0
     assert "simulator is off" in seeded.stdout
@@ -257,7 +259,7 @@ result = [
         SECURE_HSTS_SECONDS="600",
         SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
     )
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     assert in_django(code, env) == [301, "https://testserver/login/", 200, 200, "max-age=600"]
 
 
@@ -289,7 +291,7 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
     # One poll, then the pages: a slow machine may take longer than three poll intervals to get there,
     # which the pages rightly call a lagging poller; that is not what this test is about.
     env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600", POLL_SECONDS="120", POLL_IDLE_SECONDS="120")
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     assert manage("seed_demo", env=env).returncode == 0
     polled = manage("poll", "--once", env=env)
     assert polled.returncode == 0, polled.stderr
@@ -320,7 +322,7 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
 
 def test_the_production_server_serves_static_files_and_security_headers(tmp_path):
     env = clean_env(tmp_path)
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+    migrate_sqlite(env)
     server = start_app_server(env, tmp_path / "server.log")
     base = server.url
     try:

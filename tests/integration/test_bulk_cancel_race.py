@@ -10,7 +10,7 @@ import sys
 import psycopg
 import pytest
 
-from tests.services import ROOT, app_env, manage
+from tests.services import ROOT, app_env
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +18,8 @@ pytestmark = pytest.mark.integration
 def test_confirmations_at_the_same_moment_make_one_operation_per_preview_and_share_the_typed_number(
     postgres_server,
 ):
-    database_url = postgres_server.create_database()
+    database_url = postgres_server.create_database(migrated=True)
     env = app_env(DATABASE_URL=database_url)
-    manage("migrate", "--noinput", env=env)
     done = subprocess.run(
         [sys.executable, "-m", "tests.integration.bulk_race"],
         cwd=ROOT,

@@ -16,7 +16,16 @@ import psycopg
 import pytest
 
 from tests.integration.test_pollers import ACCOUNTS, owners, polled, start_poller, stored
-from tests.services import ROOT, AppServer, app_env, free_port, manage, start_app_server, wait_until
+from tests.services import (
+    ROOT,
+    AppServer,
+    app_env,
+    free_port,
+    manage,
+    migrate_sqlite,
+    start_app_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +36,7 @@ RECOVERED = "poll cycles work again"
 def start_simulator(tmp_path: Path) -> AppServer:
     """The simulator as the providers: its own SQLite, served over HTTP (it never goes away here)."""
     env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"), SIMULATOR_PROCESSING_SECONDS="600")
-    manage("migrate", "--noinput", env=env)
+    migrate_sqlite(env)
     manage("seed_demo", env=env)
     return start_app_server(env, tmp_path / "simulator.log")
 
@@ -162,10 +171,9 @@ def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp
     """Polling needs no cache; a bulk cancel the poller resumes does (the user's permissions are
     read through it): it is taken over once Redis is back."""
     cache = redis_factory()  # this test's own Redis: it stops it
-    database_url = postgres_server.create_database()
+    database_url = postgres_server.create_database(migrated=True)
     simulator = start_simulator(tmp_path)
     env = poller_env(simulator, database_url, REDIS_URL=cache.url())
-    manage("migrate", "--noinput", env=env)
     manage("ensure_operator", env=env)
     log = tmp_path / "poller.log"
     poller = start_poller(env, "poller", log)
@@ -233,10 +241,9 @@ def alive(pid: int) -> bool:
 def test_the_procfile_restarts_a_process_that_exits_and_stopping_honcho_stops_them_all(postgres_server, tmp_path):
     """`make run`: honcho and the Procfile. A poller killed outright is started again (honcho alone
     would stop the web server too); Ctrl-C stops every process, and the poller releases its leases."""
-    database_url = postgres_server.create_database()
+    database_url = postgres_server.create_database(migrated=True)
     simulator = start_simulator(tmp_path)
     env = poller_env(simulator, database_url, POLL_LEASE_SECONDS="2", WEB_WORKERS="1")
-    manage("migrate", "--noinput", env=env)
     port = free_port()
     web = f"http://127.0.0.1:{port}"
     log = tmp_path / "honcho.log"

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.services import ROOT, app_env, manage, start_app_server, wait_until
+from tests.services import ROOT, app_env, manage, migrate_sqlite, start_app_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +50,10 @@ def stored(database_url: str) -> int:
 
 
 def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(postgres_server, tmp_path):
-    database_url = postgres_server.create_database()
+    database_url = postgres_server.create_database(migrated=True)
     # The simulator as the providers: its own SQLite, served over HTTP.
     simulator_env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"), SIMULATOR_PROCESSING_SECONDS="600")
-    manage("migrate", "--noinput", env=simulator_env)
+    migrate_sqlite(simulator_env)
     manage("seed_demo", env=simulator_env)
     simulator = start_app_server(simulator_env, tmp_path / "simulator.log")
     env = app_env(
@@ -63,7 +63,6 @@ def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(p
         POLL_IDLE_SECONDS="0.3",
         POLL_LEASE_SECONDS="2",
     )
-    manage("migrate", "--noinput", env=env)
     first = start_poller(env, "first", tmp_path / "first.log")
     second = None
     try:
@@ -113,9 +112,8 @@ def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(p
 def test_a_poller_claims_past_rows_another_holds_locked_without_waiting(postgres_server, tmp_path):
     """SKIP LOCKED: while another transaction holds one account's row (a poller mid-claim), a claim
     takes the other accounts at once instead of waiting for that lock."""
-    database_url = postgres_server.create_database()
+    database_url = postgres_server.create_database(migrated=True)
     env = app_env(DATABASE_URL=database_url)
-    manage("migrate", "--noinput", env=env)
     claim = (
         "from django.utils import timezone; from dashboard.batches import poller; from dashboard.accounts import "
         "configured_accounts; print(sorted(a.key for a in poller.claim_all(configured_accounts(), "

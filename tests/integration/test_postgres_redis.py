@@ -84,10 +84,9 @@ def stack(postgres_server, redis_server, tmp_path_factory):
     """Two app servers, a simulator server (three gunicorn processes) and a poller process, on one
     PostgreSQL and one Redis."""
     workdir = tmp_path_factory.mktemp("stack")
-    database_url = postgres_server.create_database()
+    database_url = postgres_server.create_database(migrated=True)
     redis_server.client(db=2).flushdb()
     env = app_env(DATABASE_URL=database_url, REDIS_URL=redis_server.url(db=2), **FAST)
-    manage("migrate", "--noinput", env=env)
     access_log = workdir / "simulator-access.log"
     started: list[AppServer] = []
 

@@ -78,8 +78,7 @@ def test_the_fuzzed_fields_are_every_field_a_view_reads():
 @pytest.fixture(scope="module")
 def server(postgres_server, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("unstorable")
-    env = app_env(DATABASE_URL=postgres_server.create_database())
-    manage("migrate", "--noinput", env=env)
+    env = app_env(DATABASE_URL=postgres_server.create_database(migrated=True))
     manage("seed_demo", env=env)
     password = re.search(r"password: (\S+)", manage("ensure_operator", env=env)).group(1)
     manage("poll", "--once", env=env)
