@@ -79,6 +79,7 @@ result = {
 """
 
 
+@pytest.mark.slow
 def test_simulator_is_on_with_its_demo_accounts_when_no_real_account_is_configured(tmp_path):
     env = clean_env(tmp_path)
     migrate_sqlite(env)
@@ -278,6 +279,7 @@ def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
     return client
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "worker_options",
     [
@@ -320,6 +322,7 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp
         server.stop()
 
 
+@pytest.mark.slow
 def test_the_production_server_serves_static_files_and_security_headers(tmp_path):
     env = clean_env(tmp_path)
     migrate_sqlite(env)

@@ -34,6 +34,7 @@ def alarm_operator(operator):
     return operator
 
 
+@pytest.mark.slow
 def test_a_stalled_batch_goes_stuck_is_acknowledged_and_resolves_without_a_reload(
     quick_live_pages, alarm_operator, openai_client, signed_in_page, poller_process, live_server
 ):

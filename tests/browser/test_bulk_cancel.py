@@ -25,6 +25,7 @@ def quick(settings, dashboard_upstream):
     return settings
 
 
+@pytest.mark.slow
 def test_a_bulk_cancel_of_20_batches_that_all_end(
     quick, anthropic_client, openai_client, signed_in_page, poller_process, live_server
 ):

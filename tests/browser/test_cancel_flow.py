@@ -19,6 +19,7 @@ def quick_live_rows(settings, dashboard_upstream):
     return settings
 
 
+@pytest.mark.slow
 def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
     quick_live_rows, anthropic_client, openai_client, signed_in_page, poller_process, live_server
 ):

@@ -12,7 +12,7 @@ import pytest
 
 from tests.services import ROOT, app_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_confirmations_at_the_same_moment_make_one_operation_per_preview_and_share_the_typed_number(

@@ -27,7 +27,7 @@ from tests.services import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAILED = "poll cycle failed;"  # the first failure of an outage; the retries say "failed again"
 RECOVERED = "poll cycles work again"

@@ -49,6 +49,7 @@ def stored(database_url: str) -> int:
         return connection.execute("SELECT count(*) FROM dashboard_storedbatch").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(postgres_server, tmp_path):
     database_url = postgres_server.create_database(migrated=True)
     # The simulator as the providers: its own SQLite, served over HTTP.

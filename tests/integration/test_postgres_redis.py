@@ -21,7 +21,7 @@ import pytest
 
 from tests.services import PYTHON, ROOT, AppServer, app_env, manage, start_app_server, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Fast simulator, fast polling: a canceled batch ends a second after the cancel, and the poller
 # looks every second.

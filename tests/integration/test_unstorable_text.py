@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.services import ROOT, app_env, manage, start_app_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BATCH = "/batches/anthropic-ops/{batch_id}"
 LIST_FILTERS = ("provider", "account", "status", "q", "before", "after", "newer_than")

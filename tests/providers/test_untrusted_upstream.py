@@ -213,6 +213,7 @@ def test_any_json_is_a_valid_batch_or_our_own_error(name, data):
         assert_ours(answer, batch_id=answer.batch_id)
 
 
+@pytest.mark.slow
 @FAST
 @given(
     name=st.sampled_from(NAMES),
