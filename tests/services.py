@@ -355,6 +355,19 @@ def migrate_sqlite(env: dict[str, str]) -> None:
     shutil.copyfile(template, target)
 
 
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy a prepared SQLite database with SQLite's online backup, so what its WAL holds comes
+    along too: a test that needs a database several processes prepared (migrate, seed_demo,
+    poll ...) takes a copy instead of running them again."""
+    import sqlite3
+
+    assert not target.exists(), f"{target} exists already"
+    with sqlite3.connect(source) as origin, sqlite3.connect(target) as copy:
+        origin.backup(copy)
+    origin.close()
+    copy.close()
+
+
 @dataclass
 class AppServer:
     """One gunicorn process of the dashboard (`--config python:dashboard.gunicorn dashboard.wsgi`)."""

@@ -1,9 +1,10 @@
 """Deployment: settings from the environment, the simulator switch, check --deploy, the production
 server, the health endpoint and the lock files.
 
-Settings are read once per process, so each environment is tried in a fresh Python process. The
-database those processes use is a copy of one migrated once per run (tests/services.py
-`migrate_sqlite`); `test_database_url_takes_sqlite_urls` migrates its own.
+Settings are read once per process, so each environment is tried in a fresh Python process; a check
+of settings alone (`settings_in`) imports them without `django.setup()`, which costs most of such a
+process's CPU. The database those processes use is a copy of one migrated once per run
+(tests/services.py `migrate_sqlite`); `test_database_url_takes_sqlite_urls` migrates its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.services import migrate_sqlite, start_app_server
+from tests.services import copy_sqlite, migrate_sqlite, start_app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -55,6 +56,16 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def in_django(code: str, env: dict[str, str]) -> dict:
     """Run `code` in a fresh Django process; it sets `result`, which comes back as JSON."""
     program = "import django, json\ndjango.setup()\nresult = None\n" + code + "\nprint(json.dumps(result))\n"
+    finished = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def settings_in(code: str, env: dict[str, str]) -> dict:
+    """Run `code`, which reads `django.conf.settings` (or the connection settings made from them)
+    and sets `result`, in a fresh process for `env`, without `django.setup()`: settings come from
+    the environment when they are first read, and no app, model or URL is needed to read them."""
+    program = "import json\nresult = None\n" + code + "\nprint(json.dumps(result))\n"
     finished = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr
     return json.loads(finished.stdout.strip().splitlines()[-1])
@@ -149,7 +160,7 @@ def test_database_url_takes_sqlite_urls(tmp_path):
     env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{database}")
     assert manage("migrate", "--noinput", env=env).returncode == 0
     assert database.exists() and database.stat().st_size > 0
-    state = in_django("from django.db import connection\nresult = connection.settings_dict['NAME']", env)
+    state = settings_in("from django.db import connection\nresult = connection.settings_dict['NAME']", env)
     assert state == str(database)
 
 
@@ -158,7 +169,7 @@ def test_database_url_takes_postgres_urls_with_quoted_passwords(tmp_path):
         "from django.conf import settings\nd = settings.DATABASES['default']\n"
         "result = [d['ENGINE'], d['NAME'], d['USER'], d['PASSWORD'], d['HOST'], d['PORT'], d['CONN_MAX_AGE']]"
     )
-    state = in_django(code, clean_env(tmp_path, DATABASE_URL="postgres://ops:p%40ss%2Fword@db.internal:6543/batches"))
+    state = settings_in(code, clean_env(tmp_path, DATABASE_URL="postgres://ops:p%40ss%2Fword@db.internal:6543/batches"))
     assert state == ["django.db.backends.postgresql", "batches", "ops", "p@ss/word", "db.internal", 6543, 60]
 
 
@@ -207,7 +218,7 @@ def test_https_settings_come_from_the_environment(tmp_path):
         "s.SECURE_HSTS_INCLUDE_SUBDOMAINS, list(s.SECURE_PROXY_SSL_HEADER), s.SESSION_COOKIE_SECURE, "
         "s.CSRF_COOKIE_SECURE, s.CSRF_TRUSTED_ORIGINS]"
     )
-    state = in_django(
+    state = settings_in(
         code,
         clean_env(
             tmp_path,
@@ -237,9 +248,9 @@ def test_postgresql_and_redis_that_stop_answering_cannot_hang_a_process(tmp_path
     )
     env = clean_env(tmp_path, DATABASE_URL="postgres://u:p@192.0.2.1:5432/x", REDIS_URL="redis://192.0.2.1:6379/0")
     env.pop("SQLITE_PATH", None)
-    assert in_django(code, env) == [5, {"socket_connect_timeout": 5, "socket_timeout": 5}]
+    assert settings_in(code, env) == [5, {"socket_connect_timeout": 5, "socket_timeout": 5}]
     env.update(DATABASE_URL="postgres://u:p@192.0.2.1:5432/x?connect_timeout=2", REDIS_TIMEOUT_SECONDS="1")
-    assert in_django(code, env) == [2, {"socket_connect_timeout": 1, "socket_timeout": 1}], "the URL's own wins"
+    assert settings_in(code, env) == [2, {"socket_connect_timeout": 1, "socket_timeout": 1}], "the URL's own wins"
 
 
 def test_behind_a_tls_proxy_pages_redirect_to_https_but_healthz_answers_plain_http(tmp_path):
@@ -267,9 +278,7 @@ result = [
 # --- the production server -------------------------------------------------------------------
 
 
-def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
-    made = manage("ensure_operator", env=env)
-    password = re.search(r"password: (\S+)", made.stdout).group(1)
+def signed_in(base: str, password: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=20, follow_redirects=True)
     client.get("/login/")
     client.post(
@@ -277,6 +286,27 @@ def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
         data={"username": "operator", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"]},
     )
     return client
+
+
+# One poll, then the pages: a slow machine may take longer than three poll intervals to get there,
+# which the pages rightly call a lagging poller; that is not what the deadlock test is about.
+EMBEDDED_DEFAULT = {"SIMULATOR_PROCESSING_SECONDS": "600", "POLL_SECONDS": "120", "POLL_IDLE_SECONDS": "120"}
+
+
+@pytest.fixture(scope="module")
+def polled_embedded_default(tmp_path_factory) -> tuple[Path, str]:
+    """The embedded default's SQLite after `seed_demo`, one `poll --once` and `ensure_operator`,
+    prepared once per module by those processes; each test serves its own copy. Returns the
+    prepared file and the operator's password."""
+    folder = tmp_path_factory.mktemp("embedded-default")
+    env = clean_env(folder, **EMBEDDED_DEFAULT)
+    migrate_sqlite(env)
+    assert manage("seed_demo", env=env).returncode == 0
+    polled = manage("poll", "--once", env=env)
+    assert polled.returncode == 0, polled.stderr
+    made = manage("ensure_operator", env=env)
+    assert made.returncode == 0, made.stderr
+    return Path(env["SQLITE_PATH"]), re.search(r"password: (\S+)", made.stdout).group(1)
 
 
 @pytest.mark.slow
@@ -287,21 +317,19 @@ def signed_in(base: str, env: dict[str, str]) -> httpx.Client:
         {"WEB_THREADS": "1", "WEB_WORKERS": "2"},
     ],
 )
-def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(tmp_path, worker_options):
+def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(
+    tmp_path, worker_options, polled_embedded_default
+):
     """One sync worker that calls its own simulator over HTTP would wait on itself forever. Pages
     read the store; a cancel and the results still go upstream from the web process."""
-    # One poll, then the pages: a slow machine may take longer than three poll intervals to get there,
-    # which the pages rightly call a lagging poller; that is not what this test is about.
-    env = clean_env(tmp_path, SIMULATOR_PROCESSING_SECONDS="600", POLL_SECONDS="120", POLL_IDLE_SECONDS="120")
-    migrate_sqlite(env)
-    assert manage("seed_demo", env=env).returncode == 0
-    polled = manage("poll", "--once", env=env)
-    assert polled.returncode == 0, polled.stderr
+    prepared, password = polled_embedded_default
+    env = clean_env(tmp_path, **EMBEDDED_DEFAULT)
+    copy_sqlite(prepared, Path(env["SQLITE_PATH"]))  # its own copy: this test's cancel stays in it
     server = start_app_server({**env, **worker_options}, tmp_path / "server.log")
     try:
         worker_class = worker_options.get("WEB_WORKER_CLASS", "gthread")
         assert f"Using worker: {worker_class}" in server.log.read_text()
-        client = signed_in(server.url, env)
+        client = signed_in(server.url, password)
         page = client.get("/")
         assert page.status_code == 200
         rows = re.findall(r'hx-get="([^"]+/row)"', page.text)
