@@ -22,7 +22,7 @@ from tests.services import (
     app_env,
     free_port,
     manage,
-    migrate_sqlite,
+    seed_sqlite,
     start_app_server,
     wait_until,
 )
@@ -36,8 +36,7 @@ RECOVERED = "poll cycles work again"
 def start_simulator(tmp_path: Path) -> AppServer:
     """The simulator as the providers: its own SQLite, served over HTTP (it never goes away here)."""
     env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"), SIMULATOR_PROCESSING_SECONDS="600")
-    migrate_sqlite(env)
-    manage("seed_demo", env=env)
+    seed_sqlite(env)
     return start_app_server(env, tmp_path / "simulator.log")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.services import ROOT, app_env, manage, migrate_sqlite, start_app_server, wait_until
+from tests.services import ROOT, app_env, manage, seed_sqlite, start_app_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +54,7 @@ def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(p
     database_url = postgres_server.create_database(migrated=True)
     # The simulator as the providers: its own SQLite, served over HTTP.
     simulator_env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"), SIMULATOR_PROCESSING_SECONDS="600")
-    migrate_sqlite(simulator_env)
-    manage("seed_demo", env=simulator_env)
+    seed_sqlite(simulator_env)
     simulator = start_app_server(simulator_env, tmp_path / "simulator.log")
     env = app_env(
         DATABASE_URL=database_url,
