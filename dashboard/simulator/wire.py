@@ -29,7 +29,6 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
-from ijson.common import ObjectBuilder
 
 from .models import Fault, SimAccount, SimBatch, key_digest, random_base62
 
@@ -248,19 +247,43 @@ def json_events(request: HttpRequest, dialect: Dialect, *, limit: int) -> Iterat
 
 
 def built(event: str, value: object, events: Iterator[tuple[str, object]]) -> object:
-    """The value that starts with (event, value), built from as many events as it takes."""
+    """The value that starts with (event, value), built from as many events as it takes.
+
+    What ijson's ObjectBuilder does (a repeated key: the last one wins), inline: a create body of
+    100,000 requests is some two million events, and a method call per event was most of its cost."""
     if event not in STARTS:
         return value
-    builder = ObjectBuilder()
-    builder.event(event, value)
-    depth = 1
+    root: dict | list = {} if event == "start_map" else []
+    stack: list[dict | list] = [root]
+    top = root
+    key = None
     for inner, inner_value in events:
-        builder.event(inner, inner_value)
-        depth += inner in STARTS
-        depth -= inner in ENDS
-        if depth == 0:
-            break
-    return builder.value
+        if inner == "map_key":
+            key = inner_value
+            continue
+        if inner == "end_map" or inner == "end_array":
+            stack.pop()
+            if not stack:
+                return root
+            top = stack[-1]
+            continue
+        if inner == "start_map":
+            item = {}
+        elif inner == "start_array":
+            item = []
+        else:
+            if top.__class__ is dict:
+                top[key] = inner_value
+            else:
+                top.append(inner_value)
+            continue
+        if top.__class__ is dict:
+            top[key] = item
+        else:
+            top.append(item)
+        stack.append(item)
+        top = item
+    return root
 
 
 def skipped(event: str, events: Iterator[tuple[str, object]]) -> None:
