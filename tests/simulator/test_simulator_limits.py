@@ -7,7 +7,9 @@ import json
 import tracemalloc
 
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard.simulator import openai_api, wire
 from dashboard.simulator.openai_api import input_problems
@@ -95,6 +97,29 @@ def test_a_body_longer_than_the_limit_is_cut_off_while_streaming(rf):
     with pytest.raises(wire.ApiError) as refused:
         list(wire.stream_json_list(request, DIALECT, key="requests", limit=len(body) // 2))
     assert refused.value.status == 413
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@given(items=st.lists(JSON_VALUES, max_size=5), duplicate=st.dictionaries(st.sampled_from("ab"), JSON_VALUES))
+def test_streamed_items_are_what_json_reads(items, duplicate):
+    """The streamed items are built from parser events by hand: they are the values Python's json reads,
+    nested or not, and a key given twice in an object keeps its last value, as in json."""
+    from dashboard.simulator.anthropic_api import DIALECT
+
+    repeated = "{" + ", ".join(f'"a": {json.dumps(value)}' for value in [*duplicate.values(), 1]) + "}"
+    body = '{"requests": [' + ", ".join([*map(json.dumps, items), repeated]) + "]}"
+    request = RequestFactory().post("/", data=body.encode(), content_type="application/json")
+    assert list(wire.stream_json_list(request, DIALECT, key="requests")) == json.loads(body)["requests"]
 
 
 def test_a_big_create_body_is_parsed_in_a_fraction_of_its_size(rf):
