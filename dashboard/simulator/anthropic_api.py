@@ -15,7 +15,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 
 from . import clock, results_cache
-from .models import BASE62, Fault, Provider, SimAccount, SimBatch, SimRequest, anthropic_batch_id
+from .models import BASE62, Fault, Provider, SimAccount, SimBatch, SimRequest, add_requests, anthropic_batch_id
 from .progression import AnthropicState, Outcome, anthropic_state
 from .wire import (
     KEY_AGAIN,
@@ -217,13 +217,7 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
             **processing_seconds_override(request, DIALECT),
         )
         batch.save()
-        SimRequest.objects.bulk_create(
-            (
-                SimRequest(batch=batch, index=i, custom_id=custom_id, model=model)
-                for i, (custom_id, model) in enumerate(requests)
-            ),
-            batch_size=5000,
-        )
+        add_requests(batch, requests)
         # Answered inside the transaction: if presenting the batch fails, the create leaves nothing behind.
         return present(request, batch)
 

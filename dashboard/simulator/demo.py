@@ -9,7 +9,16 @@ from datetime import timedelta
 from django.db import transaction
 
 from . import clock, results_cache
-from .models import Provider, SimAccount, SimBatch, SimFile, SimRequest, anthropic_batch_id, key_digest, openai_batch_id
+from .models import (
+    Provider,
+    SimAccount,
+    SimBatch,
+    SimFile,
+    add_requests,
+    anthropic_batch_id,
+    key_digest,
+    openai_batch_id,
+)
 
 DEMO_KEYS = {
     (Provider.ANTHROPIC, "ops"): "sk-ant-sim-ops",
@@ -181,7 +190,4 @@ def seed_demo_batches() -> int:
 
 
 def _add_requests(batch: SimBatch, custom_ids, model: str) -> None:
-    SimRequest.objects.bulk_create(
-        (SimRequest(batch=batch, index=i, custom_id=custom_id, model=model) for i, custom_id in enumerate(custom_ids)),
-        batch_size=5000,
-    )
+    add_requests(batch, ((custom_id, model) for custom_id in custom_ids))

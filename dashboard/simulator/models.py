@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from collections.abc import Iterable
 from datetime import datetime
+from itertools import islice
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models, router
 from django.utils import timezone
 
 from .progression import Plan, processing_start
@@ -186,3 +188,23 @@ class SimRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}#{self.index} {self.custom_id}"
+
+
+INSERT_CHUNK = 5000  # rows per executemany: a create of 100,000 requests holds no more than this many at once
+
+
+def add_requests(batch: SimBatch, requests: Iterable[tuple[str, str]]) -> None:
+    """Store a batch's requests, (custom_id, model) in order, as rows of SimRequest.
+
+    One INSERT run over each chunk of rows, not bulk_create: for rows this plain the ORM spent some
+    35 µs a row building and preparing model instances (3.5 s for 100,000 requests) against 3 µs in
+    the database."""
+    connection = connections[router.db_for_write(SimRequest)]
+    quote = connection.ops.quote_name
+    meta = SimRequest._meta
+    columns = ", ".join(quote(meta.get_field(name).column) for name in ("batch", "index", "custom_id", "model"))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s)"  # noqa: S608 (names from the model)
+    rows = ((batch.pk, index, custom_id, model) for index, (custom_id, model) in enumerate(requests))
+    with connection.cursor() as cursor:
+        while chunk := list(islice(rows, INSERT_CHUNK)):
+            cursor.executemany(sql, chunk)

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from . import clock, results_cache
 from .anthropic_api import in_chunks, stable_token
-from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, openai_batch_id
+from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, add_requests, openai_batch_id
 from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
 from .wire import (
     ApiError,
@@ -486,13 +486,7 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
         )
         batch.save()
         if not problems:
-            SimRequest.objects.bulk_create(
-                (
-                    SimRequest(batch=batch, index=i, custom_id=custom_id, model=model)
-                    for i, (custom_id, model) in enumerate(requests)
-                ),
-                batch_size=5000,
-            )
+            add_requests(batch, requests)
     return present(batch)
 
 
