@@ -318,6 +318,16 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     return done.stdout
 
 
+def manage_commands(*commands: tuple[str, ...], env: dict[str, str], timeout: float = 120) -> str:
+    """Run several management commands, in order, in one `manage.py shell` process (Django starts
+    once, not once per command: a start costs about a CPU-second); their stdout, or a failure.
+    For preparing a database; a test about a command's own process runs `manage`."""
+    code = "from django.core.management import call_command\n" + "".join(
+        f"call_command(*{list(command)!r})\n" for command in commands
+    )
+    return manage("shell", "-c", code, env=env, timeout=timeout)
+
+
 def simulator_installed(env: dict[str, str]) -> bool:
     """Whether dashboard/settings.py installs the simulator app in `env`: the one thing that decides
     which tables a migrate makes (as SIMULATOR_ENABLED and REAL_ACCOUNTS_CONFIGURED there)."""

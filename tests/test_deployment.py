@@ -23,7 +23,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.services import copy_sqlite, migrate_sqlite, start_app_server
+from tests.services import copy_sqlite, manage_commands, migrate_sqlite, start_app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -302,7 +302,7 @@ PREPARED_FOR_SECONDS = 60
 @pytest.fixture(scope="module")
 def polled_embedded_default(tmp_path_factory):
     """The embedded default's SQLite after `seed_demo`, one `poll --once` and `ensure_operator`,
-    made by those processes once and shared by this module's tests (each serves its own copy)
+    made by those commands (in one process) once and shared by this module's tests (each serves its own copy)
     while fresh. Call it for the prepared file and the operator's password."""
     prepared: list[tuple[float, Path, str]] = []
 
@@ -312,12 +312,8 @@ def polled_embedded_default(tmp_path_factory):
         started = time.monotonic()
         env = clean_env(tmp_path_factory.mktemp("embedded-default"), **EMBEDDED_DEFAULT)
         migrate_sqlite(env)
-        assert manage("seed_demo", env=env).returncode == 0
-        polled = manage("poll", "--once", env=env)
-        assert polled.returncode == 0, polled.stderr
-        made = manage("ensure_operator", env=env)
-        assert made.returncode == 0, made.stderr
-        prepared.append((started, Path(env["SQLITE_PATH"]), re.search(r"password: (\S+)", made.stdout).group(1)))
+        made = manage_commands(("seed_demo",), ("poll", "--once"), ("ensure_operator",), env=env)
+        prepared.append((started, Path(env["SQLITE_PATH"]), re.search(r"password: (\S+)", made).group(1)))
         return prepared[-1][1:]
 
     return prepare

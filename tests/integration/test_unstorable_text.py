@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.services import ROOT, app_env, manage, start_app_server
+from tests.services import ROOT, app_env, manage_commands, start_app_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,9 +79,8 @@ def test_the_fuzzed_fields_are_every_field_a_view_reads():
 def server(postgres_server, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("unstorable")
     env = app_env(DATABASE_URL=postgres_server.create_database(migrated=True))
-    manage("seed_demo", env=env)
-    password = re.search(r"password: (\S+)", manage("ensure_operator", env=env)).group(1)
-    manage("poll", "--once", env=env)
+    prepared = manage_commands(("seed_demo",), ("ensure_operator",), ("poll", "--once"), env=env)
+    password = re.search(r"password: (\S+)", prepared).group(1)
     app = start_app_server(env, workdir / "app.log")
     try:
         client = httpx.Client(base_url=app.url, timeout=30)
