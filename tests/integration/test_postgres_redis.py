@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.services import PYTHON, ROOT, AppServer, app_env, manage, start_app_server, wait_until
+from tests.services import PYTHON, ROOT, AppServer, app_env, manage, manage_commands, start_app_server, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -97,16 +97,14 @@ def stack(postgres_server, redis_server, tmp_path_factory):
 
     try:
         with ThreadPoolExecutor(max_workers=3) as pool:
-            seeded = pool.submit(manage, "seed_demo", env=env)
-            operator = pool.submit(manage, "ensure_operator", env=env)
+            prepared = pool.submit(manage_commands, ("seed_demo",), ("ensure_operator",), env=env)
             sim = pool.submit(start, {**env, "ACCESS_LOG": str(access_log)}, "simulator").result()
             # The app servers send their upstream calls over HTTP to the simulator process.
             apps = [
                 pool.submit(start, {**env, "SIMULATOR_BASE_URL": f"{sim.url}/simulator"}, f"app{n}") for n in (1, 2)
             ]
             app1, app2 = (future.result() for future in apps)
-            seeded.result()
-            password = operator.result().split("password:")[1].split()[0]
+            password = prepared.result().split("password:")[1].split()[0]
         with (workdir / "poller.log").open("w") as log:
             poller = subprocess.Popen(
                 [PYTHON, "manage.py", "poll", "--owner", "integration-poller"],
