@@ -1,11 +1,10 @@
 """Which upstream accounts the dashboard watches, and one shared httpx.Client for each.
 
-Configured from the environment with the official SDKs' own conventions:
-- ANTHROPIC_API_KEY (+ ANTHROPIC_BASE_URL, no /v1) and OPENAI_API_KEY (+ OPENAI_BASE_URL, ending
-  in /v1) make one account each;
-- BATCH_ACCOUNTS_FILE names a JSON file with more: [{"name", "provider", "base_url", "api_key_env"}]
-  (or "api_key", though keeping keys in the environment is better);
-- with none of these, the embedded simulator's four demo accounts are used.
+Configured from the environment with the official SDKs' own conventions (each provider module's
+`from_environment`: ANTHROPIC_API_KEY, OPENAI_API_KEY, ...), plus BATCH_ACCOUNTS_FILE naming a JSON
+file with more: [{"name", "provider", "base_url", "api_key_env"}] (or "api_key", though keeping
+keys in the environment is better), each with its provider's own fields (its ACCOUNT_OPTIONS:
+endpoint, region, profile...). With none of these, the embedded simulator's demo accounts are used.
 """
 
 from __future__ import annotations
@@ -15,8 +14,10 @@ import json
 import os
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import httpx
 from django.conf import settings
@@ -24,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import providers
 from .providers import PROVIDERS
-from .providers.base import Provider
+from .providers.base import AccountSpec, Connection, Provider
 from .providers.transport import Deadlines
 
 
@@ -34,6 +35,11 @@ class Account:
     provider: str
     base_url: str
     api_key: str = field(repr=False)
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # the provider's own fields
+
+    @property
+    def spec(self) -> AccountSpec:
+        return AccountSpec(name=self.name, base_url=self.base_url, api_key=self.api_key, options=self.options)
 
     @property
     def key(self) -> str:
@@ -52,12 +58,18 @@ def _slug(value: str) -> str:
     return slug
 
 
-def _account(*, name: str, provider: str, base_url: str, api_key: str) -> Account:
+def _account(provider: str, spec: AccountSpec) -> Account:
     if provider not in PROVIDERS:
         raise ImproperlyConfigured(f"Unknown provider {provider!r}; use one of {sorted(PROVIDERS)}.")
-    if not api_key:
-        raise ImproperlyConfigured(f"Account {name!r} has no API key.")
-    return Account(name=_slug(name), provider=provider, base_url=base_url.rstrip("/"), api_key=api_key)
+    if not spec.api_key and not providers.module(provider).KEY_IS_OPTIONAL:
+        raise ImproperlyConfigured(f"Account {spec.name!r} has no API key.")
+    return Account(
+        name=_slug(spec.name),
+        provider=provider,
+        base_url=spec.base_url.rstrip("/"),
+        api_key=spec.api_key,
+        options=MappingProxyType(dict(spec.options)),
+    )
 
 
 def _from_file(path: str) -> list[Account]:
@@ -68,38 +80,39 @@ def _from_file(path: str) -> list[Account]:
     accounts = []
     for entry in entries:
         provider = entry.get("provider", "")
+        module = PROVIDERS.get(provider)
+        if module is None:
+            raise ImproperlyConfigured(f"Unknown provider {provider!r}; use one of {sorted(PROVIDERS)}.")
+        options = {name: str(entry[name]) for name in module.ACCOUNT_OPTIONS if entry.get(name)}
         api_key = entry.get("api_key") or os.environ.get(entry.get("api_key_env", ""), "")
-        accounts.append(
-            _account(
-                name=entry.get("name", provider),
-                provider=provider,
-                base_url=entry.get("base_url") or getattr(PROVIDERS.get(provider), "DEFAULT_BASE_URL", ""),
-                api_key=api_key,
-            )
+        spec = AccountSpec(
+            name=entry.get("name", provider),
+            base_url=entry.get("base_url") or module.base_url_for(options),
+            api_key=api_key,
+            options=options,
         )
+        accounts.append(_account(provider, spec))
     return accounts
 
 
 def configured_accounts() -> list[Account]:
-    environ = os.environ
-    accounts = []
-    for name, module in PROVIDERS.items():
-        prefix = module.ENV_PREFIX
-        if environ.get(f"{prefix}_API_KEY"):
-            accounts.append(
-                _account(
-                    name=environ.get(f"{prefix}_ACCOUNT_NAME", "default"),
-                    provider=name,
-                    base_url=environ.get(f"{prefix}_BASE_URL") or module.DEFAULT_BASE_URL,
-                    api_key=environ[f"{prefix}_API_KEY"],
-                )
-            )
-    if environ.get("BATCH_ACCOUNTS_FILE"):
-        accounts.extend(_from_file(environ["BATCH_ACCOUNTS_FILE"]))
+    accounts = [
+        _account(name, spec) for name, module in PROVIDERS.items() for spec in module.from_environment(os.environ)
+    ]
+    if os.environ.get("BATCH_ACCOUNTS_FILE"):
+        accounts.extend(_from_file(os.environ["BATCH_ACCOUNTS_FILE"]))
     if not accounts and settings.SIMULATOR_ENABLED:
         simulator = simulator_base_url()
         accounts = [
-            _account(name=name, provider=provider, api_key=key, base_url=f"{simulator}{module.SIMULATOR_PATH}")
+            _account(
+                provider,
+                AccountSpec(
+                    name=name,
+                    base_url=f"{simulator}{module.SIMULATOR_PATH}",
+                    api_key=key,
+                    options=module.SIMULATOR_OPTIONS.get(name, {}),
+                ),
+            )
             for provider, module in PROVIDERS.items()
             for name, key in module.SIMULATOR_KEYS.items()
         ]
@@ -126,24 +139,43 @@ def find_account(key: str) -> Account | None:
 
 
 _clients: dict[tuple, httpx.Client] = {}
+_connections: dict[tuple, Connection] = {}
 _clients_lock = threading.Lock()
+
+
+def _cache_key(account: Account) -> tuple:
+    return (
+        account.provider,
+        account.base_url,
+        hashlib.sha256(account.api_key.encode()).hexdigest(),
+        tuple(sorted(account.options.items())),
+        settings.UPSTREAM_TIMEOUT_SECONDS,
+        settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+    )
+
+
+def connection_for(account: Account) -> Connection:
+    """What every request to the account carries, made once by its provider module's `connect`."""
+    cache_key = _cache_key(account)
+    with _clients_lock:
+        connection = _connections.get(cache_key)
+        if connection is None:
+            connection = _connections[cache_key] = providers.module(account.provider).connect(account.spec)
+        return connection
 
 
 def client_for(account: Account) -> httpx.Client:
     """One long-lived client per account: connection reuse, shared timeouts."""
-    cache_key = (
-        account.provider,
-        account.base_url,
-        hashlib.sha256(account.api_key.encode()).hexdigest(),
-        settings.UPSTREAM_TIMEOUT_SECONDS,
-        settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS,
-    )
+    connection = connection_for(account)
+    cache_key = _cache_key(account)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
             client = httpx.Client(
                 base_url=account.base_url,
-                headers=providers.module(account.provider).auth_headers(account.api_key),
+                headers=dict(connection.headers),
+                params=dict(connection.params),
+                auth=connection.auth,
                 timeout=httpx.Timeout(
                     settings.UPSTREAM_TIMEOUT_SECONDS, connect=settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS
                 ),
@@ -162,12 +194,22 @@ def embedded_transport() -> httpx.BaseTransport:
 
 
 def configured_secrets() -> list[str]:
-    """Every configured account's key (whatever the variable that holds it is called): what anything
-    shown, logged or stored is redacted of (dashboard/redaction.py)."""
+    """Every configured account's secrets (its key, whatever the variable that holds it is called;
+    AWS's secret key and session token): what anything shown, logged or stored is redacted of
+    (dashboard/redaction.py)."""
     try:
-        return [account.api_key for account in configured_accounts()]
+        accounts = configured_accounts()
     except ImproperlyConfigured:
         return []
+    secrets = []
+    for account in accounts:
+        if account.api_key:
+            secrets.append(account.api_key)
+        try:
+            secrets.extend(secret for secret in connection_for(account).secrets if secret)
+        except ImproperlyConfigured:
+            continue
+    return list(dict.fromkeys(secrets))
 
 
 def provider_for(account: Account) -> Provider:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from . import providers
 from .providers.transport import DEFAULT_DEADLINES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -46,8 +47,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 # Real accounts come from the official SDKs' variables or an accounts file (dashboard/accounts.py).
-REAL_ACCOUNTS_CONFIGURED = any(
-    os.environ.get(name) for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE")
+REAL_ACCOUNTS_CONFIGURED = bool(os.environ.get("BATCH_ACCOUNTS_FILE")) or any(
+    module.from_environment(os.environ) for module in providers.PROVIDERS.values()
 )
 # The embedded simulator (its API under /simulator/ and its demo accounts) exists only when this
 # is on; by default only while no real account is configured, so a bare checkout runs on it and a

@@ -174,7 +174,10 @@ class AccountState(models.Model):
     warnings = models.JSONField(default=list, help_text="Batches that could not be read: id and reason, redacted.")
     lease_owner = models.CharField(max_length=120, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
-    backfill_after = models.CharField(max_length=120, blank=True, help_text="The oldest batch id listed so far.")
+    # Text: a provider's page token (Bedrock's nextToken, Gemini's pageToken) can be long.
+    backfill_after = models.TextField(
+        blank=True, help_text="Where the backfill reads on: the oldest batch id listed, or the provider's page token."
+    )
     backfill_done = models.BooleanField(default=False)
 
     def __str__(self) -> str:

@@ -175,7 +175,7 @@ def _list_new(
             if first_look:
                 state.backfill_done = True
             return seen, None
-        after = page.last_id or ids[-1]
+        after = page.next_cursor
         if first_look:
             state.backfill_after = after
             break
@@ -193,7 +193,7 @@ def _backfill(provider: Provider, state: AccountState, now: datetime, result: Po
     _record(page.batches, now, result)
     result.listed += len(page.batches)
     if page.has_more and page.batches:
-        state.backfill_after = page.last_id or page.batches[-1].id
+        state.backfill_after = page.next_cursor or ""
     else:
         state.backfill_done = True
     return {batch.id for batch in page.batches}
@@ -255,7 +255,7 @@ def _list_active(
             del wanted[batch_id]
         if not wanted or not page.has_more or not page.batches or page.batches[-1].created_at < oldest:
             return
-        after = page.last_id or ids[-1]
+        after = page.next_cursor
 
 
 def _retrieve(provider: Provider, account: Account, now: datetime, batch_ids: list[str], result: PollResult) -> None:

@@ -4,12 +4,19 @@ The registry below is the provider boundary: the rest of the dashboard asks it, 
 provider's name. A provider module defines
 
 - NAME, LABEL: its id (in account keys, the store, URLs) and the name shown to operators;
-- DEFAULT_BASE_URL, ENV_PREFIX ({ENV_PREFIX}_API_KEY, _BASE_URL, _ACCOUNT_NAME), auth_headers(api_key);
-- SIMULATOR_PATH, SIMULATOR_KEYS: where the embedded simulator speaks its API, and its demo accounts;
-- STATUSES (its status words, in order), ENDED and CANCELABLE (those that mean so);
+- accounts: DEFAULT_BASE_URL; from_environment(environ) (its accounts from the variables its
+  official SDK reads; a pure function of `environ`); ACCOUNT_OPTIONS (its own fields in an
+  accounts-file entry: endpoint, region...), base_url_for(options) (an entry without a base_url),
+  KEY_IS_OPTIONAL (whether an account may have no key, e.g. AWS's credential chain);
+  connect(AccountSpec) -> Connection (headers, query parameters, request signing, and the secrets
+  to redact);
+- SIMULATOR_PATH, SIMULATOR_KEYS, SIMULATOR_OPTIONS: where the embedded simulator speaks its API,
+  and its demo accounts (name: key, and name: options);
+- STATUSES (its status words, in order), ENDED, CANCELABLE and ENDED_BADLY (those that mean so),
+  COUNTS_ARE_FINAL_ONLY, TIMESTAMPS (every timestamp it sends, by its own name), MAX_PAGE_LIMIT;
 - RESULT_SOURCES, DEFAULT_RESULT_SOURCE (what a download gives by default) and LINES_NAME_SOURCE
   (whether a result line says which source it came from);
-- parse_batch(data, account=...), parse_result_line(number, data, raw, source) and
+- parse_batch(data, account=..., secrets=...), parse_result_line(number, data, raw, source) and
   after_cancel(batch, counts_at_cancel) (the cancel story's count and wording);
 - API: its `http.BatchAPI` subclass.
 

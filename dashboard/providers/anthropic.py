@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from .base import Batch, Counts
+from .base import AccountSpec, Batch, Connection, Counts
+from .config import key_account
 from .errors import (
     Secrets,
     Unreadable,
@@ -29,9 +30,11 @@ from .transport import jsonl_lines
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-ENV_PREFIX = "ANTHROPIC"  # ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (no /v1), ANTHROPIC_ACCOUNT_NAME
 SIMULATOR_PATH = "/anthropic"  # where the embedded simulator speaks this API
 SIMULATOR_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}  # its demo accounts
+SIMULATOR_OPTIONS: dict[str, dict[str, str]] = {}  # its demo accounts need nothing but a key
+ACCOUNT_OPTIONS: tuple[str, ...] = ()  # no fields of its own in BATCH_ACCOUNTS_FILE
+KEY_IS_OPTIONAL = False  # an account without an API key is a configuration error
 API_VERSION = "2023-06-01"
 BATCH_ID = re.compile(r"^msgbatch_[A-Za-z0-9]{1,100}$")
 REQUEST_ID_HEADER = "request-id"
@@ -50,6 +53,26 @@ TIMESTAMPS = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "ar
 
 def auth_headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+
+
+def from_environment(environ: Mapping[str, str]) -> list[AccountSpec]:
+    """ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (no /v1) and ANTHROPIC_ACCOUNT_NAME: one account, as the SDK reads them."""
+    return key_account(
+        environ,
+        keys=("ANTHROPIC_API_KEY",),
+        base_url="ANTHROPIC_BASE_URL",
+        name="ANTHROPIC_ACCOUNT_NAME",
+        default_base_url=DEFAULT_BASE_URL,
+    )
+
+
+def base_url_for(options: Mapping[str, str]) -> str:
+    """An accounts-file entry without a base_url: the public API."""
+    return DEFAULT_BASE_URL
+
+
+def connect(account: AccountSpec) -> Connection:
+    return Connection(headers=auth_headers(account.api_key), secrets=(account.api_key,))
 
 
 OUTCOMES = ("processing", "succeeded", "errored", "canceled", "expired")

@@ -64,9 +64,35 @@ class Batch:
 class Page:
     batches: list[Batch]
     has_more: bool
-    last_id: str | None
+    # Where the next page starts, passed back as list_page(after=...): the last batch id for APIs
+    # that page by id (Anthropic, OpenAI), the provider's page token for those that page by token.
+    next_cursor: str | None
     # Batches left out because we cannot read them: (their id, or "" if unreadable too; our message).
     unreadable: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """One upstream account as configured: what a provider module's `connect` needs.
+
+    `api_key` is the account's secret (an API key; for AWS, the secret access key, or "" to use the
+    credential chain); `options` are the provider's own non-secret fields (endpoint, region, profile...).
+    """
+
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What every request to one account carries, as a provider module's `connect` makes it."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)  # query parameters on every request
+    auth: httpx.Auth | None = None  # signs each request (AWS SigV4), when headers alone are not enough
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # never shown, logged or stored: redacted
 
 
 class ProviderError(Exception):

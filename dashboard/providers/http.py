@@ -1,4 +1,4 @@
-"""The HTTP plumbing both provider modules share; each subclass says only what differs."""
+"""The HTTP plumbing every provider module shares; each subclass says only what differs."""
 
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ class BatchAPI:
     label: str  # shown to operators, e.g. "Anthropic"
     request_id_header: str
     batch_id: re.Pattern[str]
-    batches_path: str  # e.g. "/v1/messages/batches"
-    after_param: str  # the list cursor's query parameter
+    batches_path: str  # e.g. "/v1/messages/batches": where each batch's own path starts
+    after_param: str = "after"  # the list cursor's query parameter
+    pages_by_id = True  # the list reads on after a batch id (False: after the provider's page token)
+    answers_cancel_with_batch = True  # the cancel's answer is the batch (False: retrieve it after)
     parse: Callable[..., Batch]  # the module's parse_batch(data, account=..., secrets=...)
     cancel_suffix = "/cancel"  # POSTed to after the batch's own path
+
+    @property
+    def list_path(self) -> str:
+        """Where the list is read (Bedrock lists at a path of its own); by default `batches_path`."""
+        return self.batches_path
 
     def __init__(
         self, client: httpx.Client, *, account: str, secrets: Secrets = (), deadlines: Deadlines = DEFAULT_DEADLINES
@@ -71,16 +78,30 @@ class BatchAPI:
     def _batch(self, data: Any) -> Batch:
         return type(self).parse(data, account=self.account, secrets=self.secrets)
 
+    def list_params(self, *, limit: int, after: str | None) -> dict[str, Any]:
+        """The list request's query parameters (this default: `limit` and the id to read on after)."""
+        return {"limit": limit, **({self.after_param: after} if after else {})}
+
+    def list_answer(self, body: dict[str, Any]) -> tuple[Any, bool, str | None]:
+        """A list answer as (its batches, whether there are more, the cursor of the next page).
+
+        This default reads `data`, `has_more` and `last_id` (or the last readable id) when the
+        batches are paged by id; a provider paged by token returns its token as the cursor."""
+        data = body.get("data")
+        last_id = body.get("last_id")
+        if not (isinstance(last_id, str) and self.is_valid_id(last_id)):
+            last_id = None
+        return data, body.get("has_more") is True, last_id
+
     def list_page(self, *, limit: int, after: str | None = None) -> Page:
         """One page of batches. A batch we cannot read does not hide the others: it is left out
-        and listed in `Page.unreadable` as (its id, or "" if that is unreadable too; our message)."""
-        params: dict[str, Any] = {"limit": limit}
-        if after:
-            params[self.after_param] = after
-        body = self._json("GET", self.batches_path, params=params)
-        data = body.get("data")
+        and listed in `Page.unreadable` as (its id, or "" if that is unreadable too; our message).
+
+        `has_more` is only true with a cursor to read on from."""
+        body = self._json("GET", self.list_path, params=self.list_params(limit=limit, after=after))
+        data, has_more, cursor = self.list_answer(body)
         if not isinstance(data, list):
-            raise BadResponse(f"{self.label} sent a batch list without a data array.")
+            raise BadResponse(f"{self.label} sent a batch list without a list of batches.")
         batches: list[Batch] = []
         unreadable: list[tuple[str, str]] = []
         ids: list[str] = []  # every readable id, in order, whether its batch was readable or not
@@ -93,13 +114,12 @@ class BatchAPI:
             else:
                 batches.append(batch)
                 ids.append(batch.id)
-        last_id = body.get("last_id")
-        if not (isinstance(last_id, str) and self.is_valid_id(last_id)):
-            last_id = ids[-1] if ids else None
+        if cursor is None and self.pages_by_id and ids:
+            cursor = ids[-1]
         return Page(
             batches=batches,
-            has_more=body.get("has_more") is True,
-            last_id=last_id,
+            has_more=has_more and cursor is not None,
+            next_cursor=cursor if has_more else None,
             unreadable=tuple(unreadable),
         )
 
@@ -118,7 +138,8 @@ class BatchAPI:
 
     def cancel(self, batch_id: str) -> Batch:
         try:
-            return self._the_batch(batch_id, self._json("POST", self._batch_path(batch_id, self.cancel_suffix)))
+            answer = self._json("POST", self._batch_path(batch_id, self.cancel_suffix))
+            return self._the_batch(batch_id, answer) if self.answers_cancel_with_batch else self.retrieve(batch_id)
         except UpstreamError as error:
             # A refusal (each subclass says with which status) means ended, or not cancelable yet: ask the batch.
             raise refused_cancel(error, self.retrieve, batch_id) from None

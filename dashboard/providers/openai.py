@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from .base import BadResponse, Batch, Counts, NotFound
+from .base import AccountSpec, BadResponse, Batch, Connection, Counts, NotFound
+from .config import key_account
 from .errors import (
     Secrets,
     Unreadable,
@@ -29,9 +30,11 @@ from .transport import jsonl_lines
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-ENV_PREFIX = "OPENAI"  # OPENAI_API_KEY, OPENAI_BASE_URL (ending in /v1), OPENAI_ACCOUNT_NAME
 SIMULATOR_PATH = "/openai/v1"  # where the embedded simulator speaks this API
 SIMULATOR_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}  # its demo accounts
+SIMULATOR_OPTIONS: dict[str, dict[str, str]] = {}  # its demo accounts need nothing but a key
+ACCOUNT_OPTIONS: tuple[str, ...] = ()  # no fields of its own in BATCH_ACCOUNTS_FILE
+KEY_IS_OPTIONAL = False  # an account without an API key is a configuration error
 BATCH_ID = re.compile(r"^batch_[A-Za-z0-9_-]{1,100}$")
 FILE_ID = re.compile(r"^file-[A-Za-z0-9_-]{1,100}$")
 REQUEST_ID_HEADER = "x-request-id"
@@ -68,6 +71,26 @@ TIMESTAMPS = (
 
 def auth_headers(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
+
+
+def from_environment(environ: Mapping[str, str]) -> list[AccountSpec]:
+    """OPENAI_API_KEY, OPENAI_BASE_URL (ending in /v1) and OPENAI_ACCOUNT_NAME: one account, as the SDK reads them."""
+    return key_account(
+        environ,
+        keys=("OPENAI_API_KEY",),
+        base_url="OPENAI_BASE_URL",
+        name="OPENAI_ACCOUNT_NAME",
+        default_base_url=DEFAULT_BASE_URL,
+    )
+
+
+def base_url_for(options: Mapping[str, str]) -> str:
+    """An accounts-file entry without a base_url: the public API."""
+    return DEFAULT_BASE_URL
+
+
+def connect(account: AccountSpec) -> Connection:
+    return Connection(headers=auth_headers(account.api_key), secrets=(account.api_key,))
 
 
 def parse_time(value: Any, field: str = "timestamp") -> datetime | None:

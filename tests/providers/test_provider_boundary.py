@@ -18,7 +18,8 @@ import pytest
 
 from dashboard import accounts, providers
 from dashboard.batches import results, services
-from dashboard.providers.base import Batch, Counts, Page
+from dashboard.providers.base import Batch, Connection, Counts, Page
+from dashboard.providers.config import key_account
 from dashboard.providers.http import BatchAPI
 from dashboard.providers.lines import ResultLine
 from dashboard.web import views
@@ -68,9 +69,10 @@ def test_nothing_outside_the_provider_modules_compares_provider_names():
 
 def test_every_registered_provider_module_defines_what_the_dashboard_asks():
     required = (
-        "NAME LABEL DEFAULT_BASE_URL ENV_PREFIX SIMULATOR_PATH SIMULATOR_KEYS STATUSES ENDED CANCELABLE "
-        "RESULT_SOURCES DEFAULT_RESULT_SOURCE LINES_NAME_SOURCE auth_headers parse_batch parse_result_line "
-        "after_cancel API"
+        "NAME LABEL DEFAULT_BASE_URL SIMULATOR_PATH SIMULATOR_KEYS SIMULATOR_OPTIONS ACCOUNT_OPTIONS "
+        "KEY_IS_OPTIONAL STATUSES ENDED CANCELABLE ENDED_BADLY COUNTS_ARE_FINAL_ONLY TIMESTAMPS MAX_PAGE_LIMIT "
+        "RESULT_SOURCES DEFAULT_RESULT_SOURCE LINES_NAME_SOURCE from_environment base_url_for connect "
+        "parse_batch parse_result_line after_cancel API"
     ).split()
     for name, module in providers.PROVIDERS.items():
         assert module.NAME == name
@@ -122,7 +124,7 @@ class MistralAPI(BatchAPI):
     after_param = "page"
 
     def list_page(self, *, limit: int, after: str | None = None) -> Page:
-        return Page(batches=[mistral_batch(account=self.account)], has_more=False, last_id=None)
+        return Page(batches=[mistral_batch(account=self.account)], has_more=False, next_cursor=None)
 
     def result_sources(self, batch: Batch) -> list[str]:
         return ["outputs"] if batch.is_ended else []
@@ -143,16 +145,28 @@ def mistral(monkeypatch, tmp_path):
         NAME="mistral",
         LABEL="Mistral",
         DEFAULT_BASE_URL="https://api.mistral.invalid",
-        ENV_PREFIX="MISTRAL",
         SIMULATOR_PATH="/mistral",
         SIMULATOR_KEYS={},
+        SIMULATOR_OPTIONS={},
+        ACCOUNT_OPTIONS=(),
+        KEY_IS_OPTIONAL=False,
         STATUSES=("queued", "running", "success", "cancelled"),
         ENDED=MISTRAL_ENDED,
         CANCELABLE=frozenset({"queued"}),
         RESULT_SOURCES=("outputs",),
         DEFAULT_RESULT_SOURCE="outputs",
         LINES_NAME_SOURCE=False,
-        auth_headers=lambda api_key: {"Authorization": f"Bearer {api_key}"},
+        from_environment=lambda environ: key_account(
+            environ,
+            keys=("MISTRAL_API_KEY",),
+            base_url="MISTRAL_BASE_URL",
+            name="MISTRAL_ACCOUNT_NAME",
+            default_base_url="https://api.mistral.invalid",
+        ),
+        base_url_for=lambda options: "https://api.mistral.invalid",
+        connect=lambda account: Connection(
+            headers={"Authorization": f"Bearer {account.api_key}"}, secrets=(account.api_key,)
+        ),
         parse_batch=lambda data, *, account: mistral_batch(account=account, status=data["status"]),
         parse_result_line=mistral_result_line,
         after_cancel=mistral_after_cancel,

@@ -465,14 +465,14 @@ def test_anthropic_list_page_sends_path_params_and_auth_headers():
     assert [batch.id for batch in page.batches] == [ANTHROPIC_DOC_BATCH["id"], ANTHROPIC_ENDED["id"]]
     assert [batch.status for batch in page.batches] == ["in_progress", "ended"]
     assert page.has_more is True
-    assert page.last_id == ANTHROPIC_ENDED["id"]
+    assert page.next_cursor == ANTHROPIC_ENDED["id"]
 
 
 def test_anthropic_first_page_has_no_after_id():
     provider, upstream = make_anthropic(reply(200, {"data": [], "has_more": False, "first_id": None, "last_id": None}))
     page = provider.list_page(limit=5)
     assert dict(upstream.calls[0].url.params) == {"limit": "5"}
-    assert page.batches == [] and page.has_more is False and page.last_id is None
+    assert page.batches == [] and page.has_more is False and page.next_cursor is None
 
 
 def test_openai_list_page_sends_path_params_and_auth_headers():
@@ -497,17 +497,23 @@ def test_openai_list_page_sends_path_params_and_auth_headers():
     page = provider.list_page(limit=5, after="batch_previous")
     assert len(upstream.calls) == 1
     assert [batch.status for batch in page.batches] == ["in_progress", "completed"]
-    assert page.has_more is True and page.last_id == "batch_abc123"
+    assert page.has_more is True and page.next_cursor == "batch_abc123"
 
 
 def test_openai_list_page_without_last_id_falls_back_to_the_last_batch():
     second = {**OPENAI_COMPLETED, "id": "batch_zzz999"}
     provider, upstream = make_openai(
-        reply(200, {"object": "list", "data": [OPENAI_IN_PROGRESS, second], "has_more": False})
+        reply(200, {"object": "list", "data": [OPENAI_IN_PROGRESS, second], "has_more": True})
     )
     page = provider.list_page(limit=2)
     assert dict(upstream.calls[0].url.params) == {"limit": "2"}
-    assert page.last_id == "batch_zzz999" and page.has_more is False
+    assert page.next_cursor == "batch_zzz999" and page.has_more is True
+
+
+def test_the_last_page_has_no_cursor_to_read_on_from():
+    provider, _ = make_openai(reply(200, {"object": "list", "data": [OPENAI_IN_PROGRESS], "has_more": False}))
+    page = provider.list_page(limit=2)
+    assert page.next_cursor is None and page.has_more is False
 
 
 def test_anthropic_retrieve_and_cancel_paths_and_headers():

@@ -404,16 +404,16 @@ def test_one_unreadable_batch_in_a_list_page_does_not_hide_the_others(case, with
     assert field in message or (not keep_id and "id" in message)
     assert page.has_more is True
     expected_last = bodies[-1]["id"] if keep_id or bad != len(bodies) - 1 else good[-1]
-    assert page.last_id == expected_last
+    assert page.next_cursor == expected_last
     assert pickle.loads(pickle.dumps(page)) == page  # noqa: S301 (our own bytes: the page is cached)
 
 
 def test_a_list_item_that_is_not_an_object_is_reported_beside_the_others():
-    provider, _ = make_openai(reply(200, {"data": [OPENAI_IN_PROGRESS, "junk", 7, None, []], "has_more": False}))
+    provider, _ = make_openai(reply(200, {"data": [OPENAI_IN_PROGRESS, "junk", 7, None, []], "has_more": True}))
     page = provider.list_page(limit=5)
     assert [batch.id for batch in page.batches] == ["batch_abc123"]
     assert [batch_id for batch_id, _ in page.unreadable] == ["", "", "", ""]
-    assert isinstance(page, Page) and page.last_id == "batch_abc123"
+    assert isinstance(page, Page) and page.next_cursor == "batch_abc123"
 
 
 @pytest.mark.parametrize("body", ['{"data": [' + "1" * 5000 + "]}", "[" * 100_000 + "]" * 100_000])
