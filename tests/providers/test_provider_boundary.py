@@ -14,6 +14,7 @@ import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dashboard import accounts, providers
@@ -22,6 +23,7 @@ from dashboard.providers.base import Batch, Connection, Counts, Page
 from dashboard.providers.config import key_account
 from dashboard.providers.http import BatchAPI
 from dashboard.providers.lines import ResultLine
+from dashboard.providers.openai import OpenAIProvider
 from dashboard.web import views
 from tests.factories import poll_store
 
@@ -234,3 +236,163 @@ def test_the_cancel_story_of_the_two_providers_is_worded_as_before():
         2,
         "1 requests had finished when the cancel was accepted (recorded in our audit trail).",
     )
+
+
+# --- what the three providers of issue 18 need from the boundary -----------------------------
+
+OPENAI_ITEM = {
+    "id": "batch_abc123",
+    "object": "batch",
+    "endpoint": "/v1/chat/completions",
+    "status": "in_progress",
+    "created_at": 1_900_000_000,
+    "request_counts": {"total": 3, "completed": 1, "failed": 0},
+}
+LONG_TOKEN = "tok_" + "x" * 996  # page tokens are opaque and may be long (Bedrock's nextToken: up to 2,048)
+
+
+def paged_batch(number: int, *, account: str) -> Batch:
+    return Batch(
+        **{
+            **mistral_batch(account=account).__dict__,
+            "id": f"job_page{number}",
+            "created_at": T0 - timedelta(minutes=number),
+            "raw": {"id": f"job_page{number}"},
+        }
+    )
+
+
+class TokenPagedAPI(MistralAPI):
+    """Three pages of two batches, read on by page token rather than by the last id."""
+
+    pages_by_id = False
+    tokens = (None, LONG_TOKEN, LONG_TOKEN + "2")
+    asked: list[str | None] = []
+
+    def list_page(self, *, limit: int, after: str | None = None) -> Page:
+        type(self).asked.append(after)
+        index = self.tokens.index(after)
+        batches = [paged_batch(2 * index + offset, account=self.account) for offset in (0, 1)]
+        following = self.tokens[index + 1] if index + 1 < len(self.tokens) else None
+        return Page(batches=batches, has_more=following is not None, next_cursor=following)
+
+
+@pytest.mark.django_db
+def test_a_provider_paged_by_token_is_read_to_the_end_with_its_tokens(mistral, monkeypatch):
+    from dashboard.models import AccountState, StoredBatch
+
+    monkeypatch.setattr(mistral, "API", TokenPagedAPI)
+    TokenPagedAPI.asked = []
+    poll_store()
+    assert {LONG_TOKEN, LONG_TOKEN + "2"} <= set(TokenPagedAPI.asked)  # each token passed back whole
+    assert sorted(StoredBatch.objects.values_list("batch_id", flat=True)) == [f"job_page{n}" for n in range(6)]
+    assert AccountState.objects.get(account="mistral-default").backfill_done
+
+
+def test_an_id_paged_list_reads_on_after_its_last_id_and_a_token_paged_one_only_by_its_token():
+    def answer(body):
+        return httpx.Client(
+            base_url="https://api.example.invalid",
+            transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
+        )
+
+    item = {**OPENAI_ITEM, "id": "batch_last1"}
+    by_id = OpenAIProvider(answer({"data": [item], "has_more": True}), account="openai-x")
+    assert by_id.list_page(limit=1).next_cursor == "batch_last1"
+
+    class ByToken(OpenAIProvider):
+        pages_by_id = False
+
+        def list_answer(self, body):
+            return body.get("items"), bool(body.get("next")), body.get("next") or None
+
+    with_token = ByToken(answer({"items": [item], "next": LONG_TOKEN}), account="openai-x")
+    page = with_token.list_page(limit=1)
+    assert (page.has_more, page.next_cursor) == (True, LONG_TOKEN)
+    without_token = ByToken(answer({"items": [item]}), account="openai-x").list_page(limit=1)
+    assert (without_token.has_more, without_token.next_cursor) == (False, None)  # never its last id
+
+
+def test_a_cancel_that_answers_without_the_batch_retrieves_it():
+    calls = []
+
+    def upstream(request):
+        calls.append(f"{request.method} {request.url.path}")
+        if request.method == "POST":
+            return httpx.Response(200, json={})
+        return httpx.Response(200, json={**OPENAI_ITEM, "status": "cancelling"})
+
+    class AnswersEmpty(OpenAIProvider):
+        answers_cancel_with_batch = False
+
+    client = httpx.Client(base_url="https://api.example.invalid/v1", transport=httpx.MockTransport(upstream))
+    batch = AnswersEmpty(client, account="openai-x").cancel(OPENAI_ITEM["id"])
+    assert batch.status == "cancelling"
+    assert calls == [f"POST /v1/batches/{OPENAI_ITEM['id']}/cancel", f"GET /v1/batches/{OPENAI_ITEM['id']}"]
+
+
+class RegionSigner(httpx.Auth):
+    def __init__(self, secret: str):
+        self.secret = secret
+
+    def auth_flow(self, request):
+        request.headers["x-signed"] = f"signed-with-{len(self.secret)}-chars"
+        yield request
+
+
+@pytest.fixture
+def regional(mistral, monkeypatch, tmp_path):
+    """The fake provider with fields of its own in the accounts file, as Bedrock has (region, profile)."""
+    monkeypatch.setattr(mistral, "ACCOUNT_OPTIONS", ("region", "profile"))
+    monkeypatch.setattr(mistral, "KEY_IS_OPTIONAL", True)
+    monkeypatch.setattr(mistral, "base_url_for", lambda options: f"https://{options['region']}.mistral.invalid")
+    monkeypatch.setattr(
+        mistral,
+        "connect",
+        lambda account: Connection(
+            headers={"x-region": account.options["region"]},
+            params={"api-version": "2030-01-01"},
+            auth=RegionSigner(account.api_key or "from-the-chain-secret"),
+            secrets=(account.api_key or "from-the-chain-secret", "session-token-0123456789"),
+        ),
+    )
+    monkeypatch.delenv("MISTRAL_API_KEY")
+    monkeypatch.setenv("REGIONAL_SECRET", "regional-secret-0123456789")
+    entries = [
+        {"provider": "mistral", "name": "EU West", "region": "eu-west-1", "api_key_env": "REGIONAL_SECRET"},
+        {"provider": "mistral", "name": "chain", "region": "us-east-1", "profile": "ops", "ignored": "x"},
+    ]
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setenv("BATCH_ACCOUNTS_FILE", str(path))
+    monkeypatch.setattr(accounts, "_clients", {})
+    monkeypatch.setattr(accounts, "_connections", {})
+    return mistral
+
+
+def test_an_accounts_file_entry_gives_the_provider_its_own_fields(regional):
+    eu, chain = accounts.configured_accounts()
+    assert (eu.key, eu.base_url, dict(eu.options)) == (
+        "mistral-eu-west",
+        "https://eu-west-1.mistral.invalid",
+        {"region": "eu-west-1"},
+    )
+    assert (chain.api_key, dict(chain.options)) == ("", {"region": "us-east-1", "profile": "ops"})  # no key: the chain
+
+
+def test_every_request_carries_what_the_provider_connects_with(regional):
+    eu, _ = accounts.configured_accounts()
+    client = accounts.client_for(eu)
+    request = client.build_request("GET", "/v1/batch/jobs")
+    assert request.headers["x-region"] == "eu-west-1" and request.url.params["api-version"] == "2030-01-01"
+    signed = next(client.auth.sync_auth_flow(request))
+    assert signed.headers["x-signed"] == "signed-with-26-chars"
+
+
+def test_the_secrets_a_provider_connects_with_are_redacted_like_keys(regional):
+    from dashboard.redaction import redact
+
+    secrets = accounts.configured_secrets()
+    assert {"regional-secret-0123456789", "from-the-chain-secret", "session-token-0123456789"} <= set(secrets)
+    shown = redact("token session-token-0123456789 and regional-secret-0123456789", secrets)
+    assert "session-token" not in shown and "regional-secret" not in shown
