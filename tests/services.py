@@ -331,7 +331,11 @@ def manage_commands(*commands: tuple[str, ...], env: dict[str, str], timeout: fl
 def simulator_installed(env: dict[str, str]) -> bool:
     """Whether dashboard/settings.py installs the simulator app in `env`: the one thing that decides
     which tables a migrate makes (as SIMULATOR_ENABLED and REAL_ACCOUNTS_CONFIGURED there)."""
-    real = any(env.get(name) for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"))
+    from dashboard import providers
+
+    real = bool(env.get("BATCH_ACCOUNTS_FILE")) or any(
+        module.from_environment(env) for module in providers.PROVIDERS.values()
+    )
     return env.get("SIMULATOR_ENABLED", str(not real)).strip().lower() in {"1", "true", "yes", "on"}
 
 

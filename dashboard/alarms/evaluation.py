@@ -104,6 +104,7 @@ BATCH_FIELDS = (
     "errored",
     "canceled",
     "expired",
+    "counts_known",
     "created_at",
     "expires_at",
     "ended_at",
@@ -163,7 +164,11 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
         is_failure = row["is_ended"] and row["status"] in kind.failed
         batches.append(BatchFacts(**row, final_only=kind.final_only, failed_status=is_failure))
 
-    wanting = {b.account for b in batches if b.final_only and not b.is_ended and limits_for(b.account).on(Rule.STUCK)}
+    wanting = {
+        b.account
+        for b in batches
+        if (b.final_only or not b.counts_known) and not b.is_ended and limits_for(b.account).on(Rule.STUCK)
+    }
     failed_anywhere = set().union(*(kind.failed for kind in known.values()))
     run_times = {
         account: AccountRunTimes(ended_run_times(account=account, failed=failed_anywhere))

@@ -137,6 +137,7 @@ class BatchFacts:
     ended_at: datetime | None
     last_changed_at: datetime
     last_fetched_at: datetime
+    counts_known: bool = True  # False: its provider did not report counts, so none can be judged
     final_only: bool = False  # its provider reports outcomes only once the batch has ended
     failed_status: bool = False  # its status is one its provider calls a failure
 
@@ -225,7 +226,7 @@ def stuck(batch: BatchFacts, limits: Limits, run_times: Sequence[RunTime], now: 
     if batch.is_ended:
         return None
     as_of = min(now, batch.last_fetched_at)
-    if batch.final_only:
+    if batch.final_only or not batch.counts_known:  # no counts that move to judge it by: its run time
         usual = usual_duration(batch.total, run_times, limits.stuck_min_history)
         if usual is not None:
             seconds, which = usual

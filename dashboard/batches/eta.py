@@ -317,7 +317,7 @@ def estimate(
     if batch.is_ended:
         return ended_after(batch)
     counts = batch.counts
-    if batch.counts_are_final_only:
+    if batch.progress_is_unseen:
         return typical(total=counts.total, created_at=batch.created_at, as_of=as_of, run_times=run_times)
     done = counts.succeeded + counts.errored + counts.canceled + counts.expired
     return throughput(points, total=counts.total, done=done, as_of=as_of, now=now, expires_at=batch.expires_at)

@@ -59,6 +59,9 @@ class StoredBatch(models.Model):
     errored = models.PositiveBigIntegerField(default=0)
     canceled = models.PositiveBigIntegerField(default=0)
     expired = models.PositiveBigIntegerField(default=0)
+    counts_known = models.BooleanField(
+        default=True, help_text="False when the provider did not report request counts: the counts above are zeros."
+    )
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)

@@ -61,6 +61,7 @@ def _columns(batch: Batch, secrets: list[str]) -> dict[str, Any]:
         "status": batch.status,
         "is_ended": batch.is_ended,
         **{name: getattr(batch.counts, name) for name in COUNT_FIELDS},
+        "counts_known": batch.counts.known,
         "created_at": batch.created_at,
         "expires_at": batch.expires_at,
         "ended_at": batch.ended_at,
@@ -74,7 +75,7 @@ def _columns(batch: Batch, secrets: list[str]) -> dict[str, Any]:
 
 
 def _state(row: StoredBatch) -> tuple:
-    return (row.status, *(getattr(row, name) for name in COUNT_FIELDS))
+    return (row.status, row.counts_known, *(getattr(row, name) for name in COUNT_FIELDS))
 
 
 def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
@@ -144,6 +145,7 @@ COMPARED = (
     "status",
     "is_ended",
     *COUNT_FIELDS,
+    "counts_known",
     "created_at",
     "expires_at",
     "ended_at",

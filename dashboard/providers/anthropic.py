@@ -48,6 +48,7 @@ COUNTS_ARE_FINAL_ONLY = True  # outcomes stay zero until the whole batch has end
 RESULT_SOURCES = ("results",)  # one results file per batch
 DEFAULT_RESULT_SOURCE = "results"
 LINES_NAME_SOURCE = False  # one source: a result line need not say which it came from
+DETAIL_FIELDS = ("results_url", "type")  # shown on the detail page, dotted paths into its JSON
 TIMESTAMPS = ("created_at", "expires_at", "ended_at", "cancel_initiated_at", "archived_at")
 
 

@@ -28,6 +28,9 @@ class Counts:
     errored: int
     canceled: int
     expired: int
+    # False when the provider did not say (Bedrock's record counts are optional): the numbers are
+    # then zeros standing in for "unknown", and pages say so instead of showing them.
+    known: bool = True
 
     @property
     def finished(self) -> int:
@@ -53,6 +56,12 @@ class Batch:
     cancel_initiated_at: datetime | None
     timestamps: Mapping[str, datetime | None]  # every timestamp the provider sent, by its own name
     raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def progress_is_unseen(self) -> bool:
+        """No counts that move while it runs (outcomes reported only at its end, or no counts at
+        all): how far along it is can be judged only by how long it has run."""
+        return self.counts_are_final_only or not self.counts.known
 
     @property
     def metadata(self) -> Mapping[str, Any]:

@@ -56,6 +56,16 @@ COUNTS_ARE_FINAL_ONLY = False  # request_counts move as requests finish
 RESULT_SOURCES = ("output", "error")  # the batch's output file and error file
 DEFAULT_RESULT_SOURCE = "output"
 LINES_NAME_SOURCE = True  # two files: each result line says which it came from
+# Shown on the detail page (dotted paths into its JSON).
+DETAIL_FIELDS = (
+    "endpoint",
+    "model",
+    "completion_window",
+    "input_file_id",
+    "output_file_id",
+    "error_file_id",
+    "object",
+)
 TIMESTAMPS = (
     "created_at",
     "in_progress_at",

@@ -159,6 +159,21 @@ def split_words(value: str) -> list[str]:
 
 
 @register.filter
+def detail_fields(batch: Batch) -> list[tuple[str, Any]]:
+    """The fields of the provider's JSON its module names for the detail page (DETAIL_FIELDS, dotted
+    paths into nested objects), each that the batch has: (path, value)."""
+    provider = providers.PROVIDERS.get(batch.provider)
+    fields = []
+    for path in getattr(provider, "DETAIL_FIELDS", ()):
+        value: Any = batch.raw
+        for name in path.split("."):
+            value = value.get(name) if isinstance(value, dict) else None
+        if value not in (None, "", [], {}):
+            fields.append((path, value if isinstance(value, str) else json.dumps(value)))
+    return fields
+
+
+@register.filter
 def get_item(mapping, key: str):
     return mapping.get(key) if hasattr(mapping, "get") else None
 

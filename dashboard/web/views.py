@@ -256,7 +256,7 @@ def progress_context(account: Account, view: selectors.StoredView) -> dict:
     batch, now = view.batch, timezone.now()
     as_of = min(now, view.fetched_at)
     points, stored = charts.history_points(account_key=account.key, batch_id=batch.id)
-    final_only = batch.counts_are_final_only and not batch.is_ended
+    final_only = batch.progress_is_unseen and not batch.is_ended
     run_times = eta.run_times_for(account_key=account.key, provider=batch.provider) if final_only else []
     return {
         "chart": charts.chart(
@@ -264,7 +264,7 @@ def progress_context(account: Account, view: selectors.StoredView) -> dict:
             start=batch.created_at,
             end=view.fetched_at,
             stored=stored,
-            final_only=batch.counts_are_final_only,
+            final_only=batch.progress_is_unseen,
             ended=batch.is_ended,
             markers=((batch.cancel_initiated_at, "cancel requested"), (batch.ended_at, "ended")),
         ),

@@ -122,6 +122,15 @@ def test_final_only_batches_with_history_are_not_stuck_for_counts_that_never_mov
     assert rules.stuck(batch, LIMITS, past, T0 + timedelta(minutes=90)) is None
 
 
+def test_batches_whose_counts_are_unknown_are_judged_by_run_time_like_final_only_ones():
+    batch = facts(counts_known=False, total=0, processing=0)  # e.g. Bedrock without record counts
+    past = run_times(20, size=1000, minutes=120)  # all ended batches: their 95th percentile is 114 min
+    assert rules.stuck(batch, LIMITS, past, T0 + timedelta(minutes=90)) is None  # counts never move: no alarm
+    assert "longer than 95% of its last 20 ended batches" in rules.stuck(
+        batch, LIMITS, past, T0 + timedelta(minutes=115)
+    )
+
+
 def test_expiring_when_less_than_the_hours_are_left_with_requests_unfinished():
     batch = facts()  # expires at T0 + 24 h
     assert rules.expiring(batch, LIMITS, T0 + timedelta(hours=22)) is None

@@ -134,6 +134,14 @@ def receiver():
 
 
 @pytest.fixture(autouse=True)
+def now_is_near_the_real_clock():
+    """NOW, for each test: the receivers check a timestamp's age against the real clock, and a
+    worker may run this module's last test minutes after importing it."""
+    global NOW
+    NOW = timezone.now().replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
 def no_environment_channels(monkeypatch, settings):
     """No NOTIFY_* variable of the machine running the tests; quick retries; no round left running."""
     for spec in channels.ENVIRONMENT_CHANNELS:
@@ -224,10 +232,11 @@ def change(
     *,
     batch: StoredBatch | None = None,
     detail: str = "No change in status or counts since 2026-01-01 10:00 UTC.",
-    at=NOW,
+    at=None,
     resolve: Alarm | None = None,
 ) -> Alarm:
-    """An alarm opened (or `resolve` resolved) at `at`, handed to the hook as evaluate() does."""
+    """An alarm opened (or `resolve` resolved) at `at` (NOW), handed to the hook as evaluate() does."""
+    at = at or NOW
     with transaction.atomic():
         if resolve is not None:
             resolve.resolved_at = at

@@ -73,6 +73,7 @@ def test_every_registered_provider_module_defines_what_the_dashboard_asks():
     required = (
         "NAME LABEL DEFAULT_BASE_URL SIMULATOR_PATH SIMULATOR_KEYS SIMULATOR_OPTIONS ACCOUNT_OPTIONS "
         "KEY_IS_OPTIONAL STATUSES ENDED CANCELABLE ENDED_BADLY COUNTS_ARE_FINAL_ONLY TIMESTAMPS MAX_PAGE_LIMIT "
+        "DETAIL_FIELDS "
         "RESULT_SOURCES DEFAULT_RESULT_SOURCE LINES_NAME_SOURCE from_environment base_url_for connect "
         "parse_batch parse_result_line after_cancel API"
     ).split()
@@ -203,6 +204,31 @@ def test_a_third_provider_module_reaches_the_list_page(mistral, operator_client)
     assert '<option value="mistral" selected>Mistral</option>' in filtered
     assert '<option value="queued" selected>queued (Mistral)</option>' in filtered
     assert "job_mistral1" in filtered
+
+
+def test_a_batch_whose_provider_reports_no_counts_says_they_are_unknown(mistral, monkeypatch, operator_client):
+    from dashboard.models import StoredBatch
+
+    def without_counts(data, *, account, secrets=()):
+        batch = mistral_batch(account=account, status=data["status"])
+        return Batch(**{**batch.__dict__, "counts": Counts(0, 0, 0, 0, 0, 0, known=False)})
+
+    monkeypatch.setattr(mistral, "parse_batch", without_counts)
+    monkeypatch.setattr(
+        MistralAPI,
+        "list_page",
+        lambda self, *, limit, after=None: Page(
+            batches=[without_counts({"status": "running"}, account=self.account)], has_more=False, next_cursor=None
+        ),
+    )
+    poll_store()
+    assert StoredBatch.objects.get(batch_id="job_mistral1").counts_known is False
+    listed = operator_client.get("/").content.decode()
+    assert "request counts unknown · running" in listed and "Mistral has not reported request counts" in listed
+    assert "of 0" not in listed  # no zeros standing for counts nobody reported
+    detail = operator_client.get("/batches/mistral-default/job_mistral1/").content.decode()
+    assert "unknown: Mistral · default has not reported request counts for this batch" in detail
+    assert "total 0 · processing 0" not in detail
 
 
 def test_a_third_provider_module_parses_its_result_lines(mistral):

@@ -329,7 +329,7 @@ def test_openai_parses_the_reference_cancelling_batch():
     assert batch.status == "cancelling"
     assert batch.is_ended is False
     assert batch.can_cancel is False
-    assert dataclasses.astuple(batch.counts) == (100, 76, 23, 1, 0, 0)  # total, processing, succ, err, canc, exp
+    assert dataclasses.astuple(batch.counts) == (100, 76, 23, 1, 0, 0, True)  # total, processing, succ, err, canc, exp
     assert batch.counts_are_final_only is False
     assert batch.created_at == datetime(2024, 3, 26, 16, 45, 33, tzinfo=UTC)
     assert batch.created_at.utcoffset() == timedelta(0)
@@ -406,7 +406,7 @@ def test_openai_counts_and_lifecycle_by_status(body, expected):
     assert batch.status == status
     assert batch.is_ended is is_ended
     assert batch.can_cancel is can_cancel
-    assert dataclasses.astuple(batch.counts) == counts
+    assert dataclasses.astuple(batch.counts) == (*counts, True)
     assert batch.ended_at == ended_at
     if ended_at is not None:
         assert ended_at.tzinfo is not None
@@ -415,7 +415,7 @@ def test_openai_counts_and_lifecycle_by_status(body, expected):
 def test_openai_null_request_counts_fields_count_as_zero():
     body = {**OPENAI_IN_PROGRESS, "request_counts": {"total": 10, "completed": None, "failed": None}}
     provider, _ = make_openai(reply(200, body))
-    assert dataclasses.astuple(provider.retrieve("batch_abc123").counts) == (10, 10, 0, 0, 0, 0)
+    assert dataclasses.astuple(provider.retrieve("batch_abc123").counts) == (10, 10, 0, 0, 0, 0, True)
 
 
 @pytest.mark.parametrize(
