@@ -40,10 +40,10 @@ def sigkill() -> None:
 def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable[[object, str, object], None]) -> None:
     """Make the worker die (`die()`) at `step` of the item of `batch_id`, once. `patch(owner, name,
     value)` sets an attribute (pytest's monkeypatch.setattr, or setattr in a process that dies)."""
-    from dashboard import providers
     from dashboard.batches import services
     from dashboard.bulk import operations
     from dashboard.models import BulkCancelItem
+    from dashboard.providers.http import BatchAPI
 
     assert step in STEPS, step
     done: list[bool] = []
@@ -64,26 +64,25 @@ def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable
 
         patch(operations, "claim", claim_then_die)
     elif step == "attempt_recorded":
-        begin = operations._begin_attempt
+        begin = operations.begin_attempt
 
         def begin_then_die(operation, item, **kwargs):
             attempt = begin(operation, item, **kwargs)
             now_dies(item.batch_id)
             return attempt
 
-        patch(operations, "_begin_attempt", begin_then_die)
+        patch(operations, "begin_attempt", begin_then_die)
     elif step in ("before_upstream", "upstream_accepted"):
-        for module in providers.PROVIDERS.values():
-            cancel = module.API.cancel
+        cancel = BatchAPI.cancel  # every provider's (tests/providers/test_provider_boundary.py)
 
-            def cancel_and_die(self, this_batch, cancel=cancel):
-                if step == "before_upstream":
-                    now_dies(this_batch)
-                answer = cancel(self, this_batch)
+        def cancel_and_die(self, this_batch):
+            if step == "before_upstream":
                 now_dies(this_batch)
-                return answer
+            answer = cancel(self, this_batch)
+            now_dies(this_batch)
+            return answer
 
-            patch(module.API, "cancel", cancel_and_die)
+        patch(BatchAPI, "cancel", cancel_and_die)
     elif step == "attempt_completed":
         cancel_batch = services.cancel_batch
 
@@ -94,14 +93,14 @@ def die_at(step: str, *, batch_id: str, die: Callable[[], None], patch: Callable
 
         patch(services, "cancel_batch", cancel_batch_then_die)
     else:
-        finish = operations._finish
+        finish = operations.finish_item
 
         def finish_then_die(item_id, **kwargs):
             finished = finish(item_id, **kwargs)
             now_dies(BulkCancelItem.objects.get(pk=item_id).batch_id)
             return finished
 
-        patch(operations, "_finish", finish_then_die)
+        patch(operations, "finish_item", finish_then_die)
 
 
 def main(argv: list[str]) -> None:

@@ -196,7 +196,7 @@ def _view(row: StoredBatch, now: datetime) -> StoredView:
     )
 
 
-def _newest_first(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
+def newest_first(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
     return rows.order_by("-created_at", "-pk")
 
 
@@ -234,9 +234,9 @@ def list_batches(
     elif older_than is not None:
         created_at, pk = older_than
         below = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
-        page = _fetch(_newest_first(below)[: limit + 1])
+        page = _fetch(newest_first(below)[: limit + 1])
         return _listing(page[:limit], older=len(page) > limit, newer=True, now=now)
-    page = _fetch(_newest_first(rows)[: limit + 1])
+    page = _fetch(newest_first(rows)[: limit + 1])
     return _listing(page[:limit], older=len(page) > limit, newer=False, now=now)
 
 
@@ -282,7 +282,7 @@ def newer_batches(
     created_at, pk = top
     rows = filtered_batches(accounts=accounts, provider=provider, account_key=account_key, status=status, search=search)
     above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
-    page = _fetch(_newest_first(above)[: limit + 1])
+    page = _fetch(newest_first(above)[: limit + 1])
     shown = page[:limit]
     return NewRows(
         rows=[_view(row, now) for row in shown],
@@ -295,7 +295,7 @@ def _fetch(page: QuerySet[StoredBatch], *, ascending: bool = False) -> list[Stor
     """The page's rows in one statement: the filtering and sorting carry only keys (an index
     holds them), and only the page's rows are read whole, with their accounts' health."""
     rows = _with_account_health(StoredBatch.objects.filter(pk__in=Subquery(page.values("pk"))))
-    return list(rows.order_by("created_at", "pk") if ascending else _newest_first(rows))
+    return list(rows.order_by("created_at", "pk") if ascending else newest_first(rows))
 
 
 def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime) -> StoreListing:

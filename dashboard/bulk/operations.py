@@ -327,7 +327,7 @@ def _renew(operation_id: int, *, worker: str, now: datetime) -> None:
     leases.renew(items, fields=ITEM_CLAIM, owner=worker, now=now, until=until)
 
 
-def _finish(item_id: int, *, worker: str, state: str, message: str) -> bool:
+def finish_item(item_id: int, *, worker: str, state: str, message: str) -> bool:
     done = BulkCancelItem.objects.filter(pk=item_id, state=State.PENDING, claimed_by=worker).update(
         state=state, message=message[:2000], finished_at=timezone.now(), claimed_until=None
     )
@@ -380,12 +380,16 @@ def _work_on(operation: BulkCancel, item: BulkCancelItem, *, user, allowed: bool
         return
     if not allowed:
         who = operation.actor or "its user"
-        _finish(item.pk, worker=worker, state=State.SKIPPED, message=f"Not canceled: {who} may not cancel batches now.")
+        finish_item(
+            item.pk, worker=worker, state=State.SKIPPED, message=f"Not canceled: {who} may not cancel batches now."
+        )
         return
     if account is None:
-        _finish(item.pk, worker=worker, state=State.SKIPPED, message="Not canceled: its account is not configured now.")
+        finish_item(
+            item.pk, worker=worker, state=State.SKIPPED, message="Not canceled: its account is not configured now."
+        )
         return
-    attempt = _begin_attempt(operation, item, user=user, worker=worker)
+    attempt = begin_attempt(operation, item, user=user, worker=worker)
     if attempt is None:
         logger.warning("bulk cancel item %s was taken over before %s canceled it", item.pk, worker)
         return
@@ -393,10 +397,10 @@ def _work_on(operation: BulkCancel, item: BulkCancelItem, *, user, allowed: bool
         account=account, batch_id=item.batch_id, actor=operation.actor, user=user, via="bulk", attempt=attempt
     )
     state, message = _state_of(result, item=item)
-    _finish(item.pk, worker=worker, state=state, message=message)
+    finish_item(item.pk, worker=worker, state=state, message=message)
 
 
-def _begin_attempt(operation: BulkCancel, item: BulkCancelItem, *, user, worker: str) -> CancelAttempt | None:
+def begin_attempt(operation: BulkCancel, item: BulkCancelItem, *, user, worker: str) -> CancelAttempt | None:
     """The item's cancel attempt, recorded and linked to it before the upstream call, so that whoever
     resumes the item after a crash knows exactly which attempt was in flight; None if the item is
     not this worker's any more."""
@@ -425,13 +429,13 @@ def _settled_by_earlier_attempt(item: BulkCancelItem, *, account: Account | None
     if attempt.reconciled_at is not None and attempt.outcome == CancelAttempt.Outcome.UPSTREAM_ERROR:
         if attempt.status_after and account is not None:
             return False  # upstream said it was not canceled: ask again
-        _finish(item.pk, worker=worker, state=State.FAILED, message=attempt.message)
+        finish_item(item.pk, worker=worker, state=State.FAILED, message=attempt.message)
         return True
     result = services.CancelResult(
         outcome=attempt.outcome, message=attempt.message, status_after=attempt.status_after, attempt_id=attempt.pk
     )
     state, message = _state_of(result, item=item)
-    _finish(item.pk, worker=worker, state=state, message=message)
+    finish_item(item.pk, worker=worker, state=state, message=message)
     return True
 
 

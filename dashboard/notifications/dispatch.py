@@ -194,3 +194,9 @@ def deliver_in_background(now: datetime) -> threading.Thread | None:
         _background = threading.Thread(target=_round, args=(now,), name="notify-deliver")
         _background.start()
         return _background
+
+
+def background_round() -> threading.Thread | None:
+    """The round `deliver_in_background` started last (running or done), if any."""
+    with _background_lock:
+        return _background

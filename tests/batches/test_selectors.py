@@ -476,7 +476,7 @@ def test_on_sqlite_the_search_reads_its_text_from_an_index_not_from_each_row(mix
         pytest.fail("this test runs on the test settings' SQLite")
     for status in ("", "completed"):
         rows = selectors.filtered_batches(accounts=ACCOUNTS, status=status, search="ops")
-        query = selectors._newest_first(rows).values("pk")[:26].query
+        query = selectors.newest_first(rows).values("pk")[:26].query
         sql, params = query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)

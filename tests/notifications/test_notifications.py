@@ -157,8 +157,8 @@ def no_environment_channels(monkeypatch, settings):
     settings.NOTIFY_ALLOWED_HOSTS = ["127.0.0.1"]  # the receivers' address: refused without this
     settings.DASHBOARD_URL = ""
     yield
-    if dispatch._background is not None:
-        dispatch._background.join(10)
+    if (round_ := dispatch.background_round()) is not None:
+        round_.join(10)
 
 
 class FakeDNS:
@@ -370,7 +370,7 @@ def test_a_hanging_receiver_is_cut_at_the_timeout_and_polling_does_not_wait_for_
     started = time.monotonic()
     assert poller.run_cycle(owner="a", now=NOW, accounts=[]) == []
     assert time.monotonic() - started < 0.5, "the cycle does not wait for the receiver"
-    round_ = dispatch._background
+    round_ = dispatch.background_round()
     assert round_ is not None and round_.is_alive()
     assert dispatch.deliver_in_background(NOW) is None, "one round at a time"
 
