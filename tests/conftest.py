@@ -103,6 +103,50 @@ def live_server_without_nagle():
     WSGIRequestHandler.disable_nagle_algorithm = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def static_files_listed_once():
+    """Django's test client builds its middleware anew for every client, and WhiteNoise (with
+    WHITENOISE_USE_FINDERS) then lists, stats and describes every static file again: 170 with the
+    admin's, some 20 ms a client, for about a thousand clients a run. They do not change during a
+    run, and a deployed process lists them once: so does each test process, for the same settings."""
+    from django.conf import settings
+    from whitenoise.middleware import WhiteNoiseMiddleware
+
+    original = WhiteNoiseMiddleware.add_files_from_finders
+    listed: dict[tuple, dict] = {}
+
+    def add_files_from_finders(self) -> None:
+        key = (
+            *(repr(getattr(self, name)) for name in ("static_prefix", "max_age", "allow_all_origins", "charset")),
+            *(repr(getattr(self, name)) for name in ("index_file", "add_headers_function")),
+            *(repr(getattr(settings, name)) for name in ("INSTALLED_APPS", "STATICFILES_DIRS", "STATICFILES_FINDERS")),
+            *(repr(getattr(settings, name, None)) for name in ("STORAGES", "WHITENOISE_MIMETYPES")),
+            repr(getattr(settings, "WHITENOISE_IMMUTABLE_FILE_TEST", None)),
+        )
+        if key not in listed:
+            before = dict(self.files)
+            original(self)
+            listed[key] = {url: file for url, file in self.files.items() if before.get(url) is not file}
+        self.files.update(listed[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WhiteNoiseMiddleware, "add_files_from_finders", add_files_from_finders)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Django's PBKDF2 takes half a CPU-second a password, for each user made with one (pytest-django's
+    admin_user, the browser tests' operator) and each sign-in. Tests in this process hash with MD5;
+    the production hasher still signs in every app server the integration tests start."""
+    from django.test import override_settings
+
+    cheap = override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+    cheap.enable()
+    yield
+    cheap.disable()
+
+
 @pytest.fixture
 def demo_accounts(db):
     """The four documented simulator accounts (flushed between transactional tests, so re-made)."""
