@@ -3,6 +3,7 @@ passed in (the configured accounts' keys are `accounts.configured_secrets()`).""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -24,17 +25,28 @@ def _matched(text: str, start: int, secret: str) -> int:
     return size if size >= min(len(secret), PREFIX_LENGTH) else 0
 
 
+@functools.lru_cache(maxsize=32)
+def _searched_for(secrets: tuple[str, ...]) -> tuple[tuple[str, ...], re.Pattern | None]:
+    """The secrets worth looking for, longest first, and the pattern of their heads (None if there is
+    none). Made once per set of secrets: a poll redacts every string of every batch it stores."""
+    wanted = tuple(sorted({secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
+    if not wanted:
+        return wanted, None
+    heads = sorted({secret[:PREFIX_LENGTH] for secret in wanted}, key=len, reverse=True)
+    return wanted, re.compile("|".join(re.escape(head) for head in heads), flags=re.IGNORECASE)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret (any letter case) replaced by [redacted], longest match first.
 
     A secret's first PREFIX_LENGTH characters, followed by any more of it, count as the secret:
     a cut-off key is redacted too, and nothing of it beyond the cut is left behind.
     """
-    wanted = sorted({secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-    if not wanted or not text:
+    if not text:
         return text
-    heads = sorted({secret[:PREFIX_LENGTH] for secret in wanted}, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(head) for head in heads), flags=re.IGNORECASE)
+    wanted, pattern = _searched_for(tuple(secrets))
+    if pattern is None:
+        return text
     parts, position = [], 0
     while match := pattern.search(text, position):
         start = match.start()
