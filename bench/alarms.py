@@ -42,7 +42,8 @@ ACCOUNTS = 8
 def setup(path: str) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["SQLITE_PATH"] = path
-    for name in ("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE", "SIMULATOR_BASE_URL"):
+    accounts = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN")
+    for name in ("DATABASE_URL", *accounts, "BATCH_ACCOUNTS_FILE", "SIMULATOR_BASE_URL"):
         os.environ.pop(name, None)
     os.environ["SIMULATOR_ENABLED"] = "1"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")

@@ -14,7 +14,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -85,20 +86,31 @@ def _from_file(path: str) -> list[Account]:
             raise ImproperlyConfigured(f"Unknown provider {provider!r}; use one of {sorted(PROVIDERS)}.")
         options = {name: str(entry[name]) for name in module.ACCOUNT_OPTIONS if entry.get(name)}
         api_key = entry.get("api_key") or os.environ.get(entry.get("api_key_env", ""), "")
-        spec = AccountSpec(
-            name=entry.get("name", provider),
-            base_url=entry.get("base_url") or module.base_url_for(options),
-            api_key=api_key,
-            options=options,
-        )
+        with configuration_errors():
+            spec = AccountSpec(
+                name=entry.get("name", provider),
+                base_url=entry.get("base_url") or module.base_url_for(options),
+                api_key=api_key,
+                options=options,
+            )
         accounts.append(_account(provider, spec))
     return accounts
 
 
+@contextmanager
+def configuration_errors() -> Iterator[None]:
+    """A provider module's ValueError about its configuration (an Azure account without an endpoint)
+    is Django's ImproperlyConfigured here: providers are Django-free."""
+    try:
+        yield
+    except ValueError as error:
+        raise ImproperlyConfigured(str(error)) from None
+
+
 def configured_accounts() -> list[Account]:
-    accounts = [
-        _account(name, spec) for name, module in PROVIDERS.items() for spec in module.from_environment(os.environ)
-    ]
+    with configuration_errors():
+        specs = [(name, spec) for name, module in PROVIDERS.items() for spec in module.from_environment(os.environ)]
+    accounts = [_account(name, spec) for name, spec in specs]
     if os.environ.get("BATCH_ACCOUNTS_FILE"):
         accounts.extend(_from_file(os.environ["BATCH_ACCOUNTS_FILE"]))
     if not accounts and settings.SIMULATOR_ENABLED:

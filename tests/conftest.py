@@ -7,6 +7,7 @@ from hypothesis import settings as hypothesis_settings
 from dashboard.simulator.demo import ensure_demo_accounts
 from tests import factories
 from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, embedded_openai, embedded_simulator_url
+from tests.services import ACCOUNT_ENVIRONMENT
 
 __all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
 
@@ -244,7 +245,7 @@ def fresh_cache():
 
 
 def _default_accounts(monkeypatch) -> None:
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+    for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
 

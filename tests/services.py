@@ -328,6 +328,17 @@ def manage_commands(*commands: tuple[str, ...], env: dict[str, str], timeout: fl
     return manage("shell", "-c", code, env=env, timeout=timeout)
 
 
+# The variables that configure real accounts (what the provider modules' from_environment read, and the
+# accounts file): a test that wants the simulator's demo accounts, or a clean deployment, clears them all.
+ACCOUNT_ENVIRONMENT = (
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "BATCH_ACCOUNTS_FILE",
+)
+
+
 def simulator_installed(env: dict[str, str]) -> bool:
     """Whether dashboard/settings.py installs the simulator app in `env`: the one thing that decides
     which tables a migrate makes (as SIMULATOR_ENABLED and REAL_ACCOUNTS_CONFIGURED there)."""

@@ -23,14 +23,12 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.services import copy_sqlite, manage_commands, migrate_sqlite, start_app_server
+from tests.services import ACCOUNT_ENVIRONMENT, copy_sqlite, manage_commands, migrate_sqlite, start_app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ACCOUNT_VARIABLES = (
-    "ANTHROPIC_API_KEY",
-    "OPENAI_API_KEY",
-    "BATCH_ACCOUNTS_FILE",
+    *ACCOUNT_ENVIRONMENT,
     "SIMULATOR_ENABLED",
     "SIMULATOR_BASE_URL",
     "DATABASE_URL",

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import anthropic, openai
+from . import anthropic, azure_openai, openai
 
-PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (anthropic, openai)}
+PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (anthropic, openai, azure_openai)}
 
 
 def module(name: str) -> ModuleType:

@@ -23,7 +23,7 @@ Secrets = tuple[str, ...]  # the keys an answer must never show: every configure
 MAX_MESSAGE = 300
 MAX_KIND = 80
 
-CREDENTIAL_HEADERS = ("x-api-key", "authorization")
+CREDENTIAL_HEADERS = ("x-api-key", "api-key", "authorization")
 
 
 class UnreadableBatch(BadResponse):

@@ -108,11 +108,12 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
     return epoch_time(value, field)
 
 
-def parse_batch(data: Any, *, account: str, secrets: Secrets = ()) -> Batch:
+def parse_batch(data: Any, *, account: str, secrets: Secrets = (), provider: str = NAME, label: str = LABEL) -> Batch:
     """A Batch from the provider's JSON, which is untrusted: anything odd raises UnreadableBatch
     (an id holding one of `secrets`, the configured keys, is no id).
 
     A status word we do not know (one the API may add) is kept as is: not ended, not cancelable.
+    `provider` and `label`: another provider speaking this wire (Azure OpenAI) names itself.
     """
     batch_id = known_id(data, BATCH_ID, secrets)
     try:
@@ -134,11 +135,11 @@ def parse_batch(data: Any, *, account: str, secrets: Secrets = ()) -> Batch:
         if not depth_within(data):
             raise Unreadable("the batch", "nests deeper than we read")
     except Unreadable as problem:
-        raise unreadable_batch(LABEL, "batch", batch_id, problem) from None
+        raise unreadable_batch(label, "batch", batch_id, problem) from None
     is_ended = status in ENDED
     unfinished = max(0, total - completed - failed)
     return Batch(
-        provider=NAME,
+        provider=provider,
         account=account,
         id=batch_id,
         status=status,
@@ -253,7 +254,7 @@ class OpenAIProvider(BatchAPI):
     @contextmanager
     def open_file(self, file_id: str) -> Iterator[httpx.Response]:
         if not FILE_ID.fullmatch(file_id):
-            raise BadResponse(f"{LABEL} named a file with an unexpected id: {file_id[:80]!r}.")
+            raise BadResponse(f"{self.label} named a file with an unexpected id: {file_id[:80]!r}.")
         with self._stream(f"/files/{file_id}/content") as response:
             yield response
 
@@ -270,7 +271,7 @@ class OpenAIProvider(BatchAPI):
         batch = known if known is not None and known.id == batch_id else self.retrieve(batch_id)
         file_id = batch.raw.get(f"{source}_file_id")
         if not file_id:
-            raise NotFound(f"{LABEL} batch {batch_id} has no {source} file.", status=404)
+            raise NotFound(f"{self.label} batch {batch_id} has no {source} file.", status=404)
         with self.open_file(str(file_id)) as response:
             yield response
 

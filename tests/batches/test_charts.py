@@ -12,6 +12,7 @@ import pytest
 from dashboard.batches import charts
 from dashboard.batches.charts import Point
 from tests.factories import iso, stored_batch
+from tests.services import ACCOUNT_ENVIRONMENT
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -216,7 +217,7 @@ def test_history_points_reads_every_change_or_an_even_sample_of_a_long_history(d
 
 @pytest.fixture
 def demo_accounts_only(monkeypatch):
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+    for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
 

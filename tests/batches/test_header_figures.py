@@ -15,6 +15,7 @@ from dashboard.accounts import Account
 from dashboard.batches import header_figures
 from dashboard.models import StoredBatch
 from tests.factories import HTMX, iso, stored_batch, text
+from tests.services import ACCOUNT_ENVIRONMENT
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 A_OPS = Account(name="ops", provider="anthropic", base_url="https://api.anthropic.com", api_key="sk-ant-x-ops")
@@ -162,7 +163,7 @@ def test_the_header_figures_queries_read_only_their_indexes(known_store):
 @pytest.fixture
 def demo_store(db, monkeypatch, settings):
     """The default accounts (the simulator's four demo accounts) and a few stored batches of theirs."""
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+    for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     ops = Account(name="ops", provider="anthropic", base_url="", api_key="x")
     openai_ops = Account(name="ops", provider="openai", base_url="", api_key="x")

@@ -23,6 +23,7 @@ from dashboard.providers.base import ProviderError, UpstreamTimeout
 from dashboard.providers.transport import send, stream
 from tests import factories
 from tests.batches.test_selectors import A_OPS, A_RES, O_OPS, put
+from tests.services import ACCOUNT_ENVIRONMENT
 
 TOKEN = "metrics-token-for-tests-0123456789abcdef"
 AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
@@ -32,7 +33,7 @@ DEMO_ACCOUNTS = ("anthropic-ops", "anthropic-research", "openai-ops", "openai-re
 @pytest.fixture(autouse=True)
 def demo_accounts_configured(monkeypatch):
     """The four simulator demo accounts, as a bare checkout has them."""
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+    for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -26,15 +26,16 @@ from dashboard.providers.lines import ResultLine
 from dashboard.providers.openai import OpenAIProvider
 from dashboard.web import views
 from tests.factories import poll_store
+from tests.services import ACCOUNT_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = (ROOT / "dashboard" / "providers", ROOT / "dashboard" / "simulator")
-NAMES = r"""["'](?:anthropic|openai)["']"""
+NAMES = r"""["'](?:anthropic|openai|azure-openai)["']"""
 COMPARISONS = re.compile(
     rf"""[=!]=\s*{NAMES}"""  # provider == "anthropic", {% if x != 'openai' %}
     rf"""|{NAMES}\s*[=!]="""  # "anthropic" == provider
     rf"""|\bin\s*[(\[{{][^)\]}}]*{NAMES}"""  # provider in ("anthropic", ...)
-    r"""|\b(?:AnthropicProvider|OpenAIProvider)\b""",  # a provider's class, picked by name
+    r"""|\b(?:AnthropicProvider|OpenAIProvider|AzureOpenAIProvider)\b""",  # a provider's class, picked by name
     re.IGNORECASE,
 )
 
@@ -176,7 +177,7 @@ def mistral(monkeypatch, tmp_path):
         API=MistralAPI,
     )
     monkeypatch.setitem(providers.PROVIDERS, "mistral", module)
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+    for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MISTRAL_API_KEY", "mistral-test-key-0123456789")
     return module

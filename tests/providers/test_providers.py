@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from dashboard.providers import anthropic, openai
+from dashboard.providers import anthropic, azure_openai, openai
 from dashboard.providers.base import (
+    AccountSpec,
     AlreadyEnded,
     BadResponse,
     Batch,
@@ -33,6 +34,8 @@ ANTHROPIC_URL = "https://api.anthropic.com"
 OPENAI_URL = "https://api.openai.com/v1"
 ANTHROPIC_KEY = "sk-ant-api03-SECRETanthropicKEY0123456789abcdefXYZ"
 OPENAI_KEY = "sk-proj-SECRETopenaiKEY0123456789abcdefWXYZ"
+AZURE_ENDPOINT = "https://aoairesource.openai.azure.com"
+AZURE_KEY = "0123456789abcdefAZUREsecretKEY0123"  # an Azure key is 32 hex digits or 84 characters: any text here
 
 # --- realistic bodies -------------------------------------------------------------------------------------------
 
@@ -193,6 +196,29 @@ def make_openai(
     return openai.OpenAIProvider(client, account="openai-ops", secrets=secrets), upstream
 
 
+def make_azure(
+    answer: Callable, *, key: str = AZURE_KEY, api_version: str = "2024-10-21", secrets: tuple[str, ...] = ()
+) -> tuple[azure_openai.AzureOpenAIProvider, Upstream]:
+    """An Azure OpenAI account as accounts connects it: the GA route by default (`api_version=""`: the v1 route)."""
+    upstream = Upstream(answer)
+    options = {"endpoint": AZURE_ENDPOINT, **({"api_version": api_version} if api_version else {})}
+    account = AccountSpec(name="ops", base_url=azure_openai.base_url_for(options), api_key=key, options=options)
+    connection = azure_openai.connect(account)
+    client = httpx.Client(
+        base_url=account.base_url,
+        transport=httpx.MockTransport(upstream),
+        headers=dict(connection.headers),
+        params=dict(connection.params),
+        timeout=12.0,
+    )
+    return azure_openai.AzureOpenAIProvider(client, account="azure-openai-ops", secrets=secrets), upstream
+
+
+def azure_error(code: str, message: str) -> dict:
+    """Azure's error body (the Microsoft REST guidelines' shape in its spec): a code, no type."""
+    return {"error": {"code": code, "message": message}}
+
+
 def anthropic_error(kind: str, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
@@ -209,6 +235,7 @@ PROVIDERS = {
         body=ANTHROPIC_RUNNING,
         label="Anthropic",
         request_id_header="request-id",
+        key=ANTHROPIC_KEY,
     ),
     "openai": dict(
         make=make_openai,
@@ -217,6 +244,16 @@ PROVIDERS = {
         body=OPENAI_IN_PROGRESS,
         label="OpenAI",
         request_id_header="x-request-id",
+        key=OPENAI_KEY,
+    ),
+    "azure-openai": dict(
+        make=make_azure,
+        error=azure_error,
+        batch_id="batch_72a2792ef7d24ba7b82c7fe4a37e379f",
+        body={**OPENAI_IN_PROGRESS, "id": "batch_72a2792ef7d24ba7b82c7fe4a37e379f"},
+        label="Azure OpenAI",
+        request_id_header="apim-request-id",
+        key=AZURE_KEY,
     ),
 }
 
@@ -934,7 +971,7 @@ def test_read_timeout_is_upstream_timeout(spec):
 
 
 def test_connect_error_is_upstream_unreachable_without_leaking_details(spec):
-    key = ANTHROPIC_KEY if spec["label"] == "Anthropic" else OPENAI_KEY
+    key = spec["key"]
     provider, upstream = spec["make"](fails_with(httpx.ConnectError(f"[Errno 111] Connection refused {key}")))
     for name, call in operations(provider, spec["batch_id"]).items():
         with pytest.raises(UpstreamUnreachable) as caught:
@@ -1295,7 +1332,7 @@ def test_transport_failure_mid_results_is_a_provider_error():
 
 
 def test_an_upstream_that_echoes_the_key_has_it_redacted(spec):
-    key = ANTHROPIC_KEY if spec["label"] == "Anthropic" else OPENAI_KEY
+    key = spec["key"]
     provider, _ = spec["make"](reply(401, spec["error"]("authentication_error", f"bad key {key} given")))
     with pytest.raises(UpstreamError) as raised:
         provider.retrieve(spec["batch_id"])

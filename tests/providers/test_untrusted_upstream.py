@@ -15,6 +15,7 @@ import re
 import string
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from unittest import mock
 
 import httpx
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from dashboard.accounts import configured_secrets
-from dashboard.providers import anthropic, openai
+from dashboard.providers import anthropic, azure_openai, openai
 from dashboard.providers.base import Batch, Page, ProviderError
 from dashboard.providers.errors import (
     EARLIEST,
@@ -43,12 +44,16 @@ from tests.providers.test_providers import (
     OPENAI_COMPLETED,
     OPENAI_IN_PROGRESS,
     anthropic_error,
+    azure_error,
     make_anthropic,
+    make_azure,
     make_openai,
     openai_error,
     reply,
 )
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+AZURE_BLOB_COMPLETED = json.loads((FIXTURES / "azure" / "blob_batch_completed.json").read_text())
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -80,6 +85,17 @@ PROVIDERS = {
         counts=("total", "completed", "failed"),
         status="status",
         error=lambda message: openai_error(message, "invalid_request_error"),
+    ),
+    "azure-openai": dict(
+        module=azure_openai,
+        make=make_azure,
+        valid=[OPENAI_IN_PROGRESS, AZURE_BLOB_COMPLETED],
+        id_strategy=st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=30)
+        .map("batch_{}".format)
+        .filter(holds_no_key),
+        counts=("total", "completed", "failed"),
+        status="status",
+        error=lambda message: azure_error("401", message),
     ),
 }
 NAMES = sorted(PROVIDERS)
@@ -385,6 +401,7 @@ bad_fields = {
         st.tuples(st.just("request_counts"), bad_counts.map(lambda value: {"total": value})),
     ),
 }
+bad_fields["azure-openai"] = bad_fields["openai"]  # the same wire
 
 
 @st.composite

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from dashboard.models import Alarm, StoredBatch
 from tests.factories import HTMX, stored_batch, text
+from tests.services import ACCOUNT_ENVIRONMENT
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -21,7 +22,7 @@ XSS = "<img src=x onerror=alert(1)>"
 @pytest.fixture(autouse=True)
 def demo_accounts_only(monkeypatch):
     """The four simulator demo accounts (openai-ops, anthropic-ops, ...): no real keys configured."""
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE"):
+    for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
 
