@@ -20,13 +20,21 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from dashboard import providers
 from dashboard.accounts import embedded_transport
 from dashboard.models import StoredBatch
 from dashboard.simulator.models import SimAccount, SimBatch
 
 ANTHROPIC_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}
 OPENAI_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}
-ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values())
+AZURE_OPENAI_KEYS = providers.module("azure-openai").SIMULATOR_KEYS
+ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values(), *AZURE_OPENAI_KEYS.values())
+# Every demo account of the simulator, as accounts.configured_accounts lists them: (key, label).
+DEMO_ACCOUNTS = tuple(
+    (f"{name}-{account}", f"{module.LABEL} · {account}")
+    for name, module in providers.PROVIDERS.items()
+    for account in module.SIMULATOR_KEYS
+)
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 

@@ -22,7 +22,7 @@ NAME = "azure-openai"  # in account keys, the store and URLs
 LABEL = "Azure OpenAI"  # shown to operators
 DEFAULT_BASE_URL = ""  # none: every Azure resource has an endpoint of its own
 SIMULATOR_PATH = "/azure-openai/openai/v1"  # where the embedded simulator speaks this API (the v1 route)
-SIMULATOR_KEYS: dict[str, str] = {}  # its demo accounts
+SIMULATOR_KEYS = {"ops": "azure-sim-ops", "research": "azure-sim-research"}  # its demo accounts (v1 route)
 SIMULATOR_OPTIONS: dict[str, dict[str, str]] = {}
 # Accounts-file fields: the resource's endpoint, the dated api-version (the GA route; the v1 route
 # without it) and `auth` "bearer" when the secret is an Entra ID token rather than an API key.

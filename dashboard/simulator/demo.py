@@ -17,7 +17,6 @@ from .models import (
     add_requests,
     anthropic_batch_id,
     key_digest,
-    openai_batch_id,
 )
 
 DEMO_KEYS = {
@@ -25,6 +24,8 @@ DEMO_KEYS = {
     (Provider.ANTHROPIC, "research"): "sk-ant-sim-research",
     (Provider.OPENAI, "ops"): "sk-sim-ops",
     (Provider.OPENAI, "research"): "sk-sim-research",
+    (Provider.AZURE_OPENAI, "ops"): "azure-sim-ops",
+    (Provider.AZURE_OPENAI, "research"): "azure-sim-research",
 }
 
 
@@ -81,6 +82,11 @@ OPENAI_PLANS = [
 ]
 
 
+# Azure's: OpenAI's plans, but one batch runs on past its 24 hours, as Azure lets it (it does not expire).
+PAST_24_HOURS = ("past-24-hours", 150, _seconds(hours=26), 30, _seconds(hours=30), 60, None, 8, True)
+AZURE_PLANS = [PAST_24_HOURS if plan[0] == "stale-queue" else plan for plan in OPENAI_PLANS]
+
+
 def _demo_metadata(label: str, account: SimAccount) -> dict:
     metadata = {"job": label, "team": account.name}
     if label == "faq-answers":
@@ -89,10 +95,10 @@ def _demo_metadata(label: str, account: SimAccount) -> dict:
     return metadata
 
 
-def _openai_input(label: str, total: int, model: str, *, valid: bool) -> bytes:
+def _openai_input(label: str, total: int, model: str, *, valid: bool, prefix: str = "/v1") -> bytes:
     lines = []
     for i in range(total):
-        url = "/v1/chat/completions" if valid or i % 7 else "/v1/embeddings"
+        url = f"{prefix}/chat/completions" if valid or i % 7 else f"{prefix}/embeddings"
         lines.append(
             json.dumps(
                 {
@@ -113,7 +119,7 @@ def _openai_input(label: str, total: int, model: str, *, valid: bool) -> bytes:
 @transaction.atomic
 def seed_demo_batches() -> int:
     """Replace the demo batches with a fresh set whose clock starts now; keeps API-made batches."""
-    from .openai_api import input_problems
+    from . import azure_openai_api, openai_api
 
     ensure_demo_accounts()
     old_inputs = list(
@@ -152,18 +158,31 @@ def seed_demo_batches() -> int:
                 _add_requests(batch, (f"{label}-{i:05d}" for i in range(total)), model)
                 created += 1
         else:
-            for label, total, ago, validating, span, finalizing, cancel_after, grace, valid in OPENAI_PLANS:
+            is_azure = account.provider == Provider.AZURE_OPENAI
+            dialect = azure_openai_api.V1 if is_azure else openai_api.DIALECT
+            prefix = "" if is_azure else "/v1"  # Azure's own examples name endpoints without /v1
+            for label, total, ago, validating, span, finalizing, cancel_after, grace, valid in (
+                AZURE_PLANS if is_azure else OPENAI_PLANS
+            ):
                 total = total // 2 if is_research else total
                 model = OPENAI_MODELS[rng.randrange(len(OPENAI_MODELS))]
                 created_at = now - timedelta(seconds=ago)
-                content = _openai_input(label, total, model, valid=valid)
+                content = _openai_input(label, total, model, valid=valid, prefix=prefix)
                 input_file = SimFile.objects.create(
-                    account=account, purpose="batch", filename=f"{label}.jsonl", content=content, created_at=created_at
+                    account=account,
+                    public_id=dialect.new_file_id(),
+                    purpose="batch",
+                    filename=f"{label}.jsonl",
+                    content=content,
+                    created_at=created_at,
                 )
-                requests, problems = input_problems(content, "/v1/chat/completions")
+                requests, problems = openai_api.input_problems(content, f"{prefix}/chat/completions", dialect)
                 batch = SimBatch.planned(
                     account=account,
-                    public_id=openai_batch_id(),
+                    public_id=dialect.new_batch_id(),
+                    expires=dialect.batches_expire,
+                    output_file_id=dialect.new_file_id(),
+                    error_file_id=dialect.new_file_id(),
                     created_at=created_at,
                     total=0 if problems else len(requests),
                     seed=rng.randrange(2**31),
@@ -174,7 +193,7 @@ def seed_demo_batches() -> int:
                     finalizing_seconds=finalizing,
                     is_demo=True,
                     cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
-                    endpoint="/v1/chat/completions",
+                    endpoint=f"{prefix}/chat/completions",
                     completion_window="24h",
                     input_file=input_file,
                     input_file_public_id=input_file.public_id,

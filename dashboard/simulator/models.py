@@ -44,6 +44,7 @@ def key_digest(api_key: str) -> str:
 class Provider(models.TextChoices):
     ANTHROPIC = "anthropic", "Anthropic"
     OPENAI = "openai", "OpenAI"
+    AZURE_OPENAI = "azure-openai", "Azure OpenAI"
 
 
 class Fault(models.TextChoices):
@@ -104,6 +105,7 @@ class SimBatch(models.Model):
     # processing time lost to stalls already released is `stalled_seconds` (see progression).
     stalled_at = models.DateTimeField(null=True, blank=True, help_text="Stalled since: its counts stop moving.")
     stalled_seconds = models.FloatField(default=0, help_text="Processing time lost to stalls already released.")
+    expires = models.BooleanField(default=True, help_text="Expires 24 hours after creation (Azure's batches do not).")
 
     # OpenAI only
     validating_seconds = models.FloatField(default=0)
@@ -143,6 +145,7 @@ class SimBatch(models.Model):
             input_is_valid=not self.validation_errors,
             stalled_at=self.stalled_at,
             stalled_seconds=self.stalled_seconds,
+            expires=self.expires,
         )
 
     def stall(self, now: datetime) -> bool:

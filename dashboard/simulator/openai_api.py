@@ -1,20 +1,35 @@
-"""The OpenAI Batch and Files APIs, as served under /simulator/openai/v1."""
+"""The OpenAI Batch and Files APIs, as served under /simulator/openai/v1.
+
+The views speak through a dialect (`OpenAIDialect`): another provider that serves these APIs (Azure
+OpenAI, azure_openai_api.py) subclasses it and says only what differs; `routes` mounts them."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import URLPattern, path
 
 from . import clock, results_cache
 from .anthropic_api import in_chunks, stable_token
-from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, add_requests, openai_batch_id
+from .models import (
+    Fault,
+    Provider,
+    SimAccount,
+    SimBatch,
+    SimFile,
+    SimRequest,
+    add_requests,
+    openai_batch_id,
+    openai_file_id,
+)
 from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
 from .wire import (
     ApiError,
@@ -56,6 +71,19 @@ FAILED_RESPONSE = {
 class OpenAIDialect(Dialect):
     name = Provider.OPENAI
     request_id_header = "x-request-id"
+    endpoints = ENDPOINTS  # what a batch may be created for
+    file_purposes = FILE_PURPOSES
+    batches_expire = True  # a batch not done within its 24 hours expires
+
+    def new_batch_id(self) -> str:
+        return openai_batch_id()
+
+    def new_file_id(self) -> str:
+        return openai_file_id()
+
+    def same_endpoint(self, url: str, endpoint_path: str) -> bool:
+        """Whether an input line's url is the batch's endpoint."""
+        return url == endpoint_path
 
     def new_request_id(self) -> str:
         return "req_" + hex_id(16)
@@ -134,43 +162,47 @@ MAX_BATCH_INPUT_BYTES = 200 * 1024 * 1024  # the Batch API's limit for an input 
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
-@endpoint(DIALECT, "POST")
-def files(request: HttpRequest, account: SimAccount) -> JsonResponse:
+def files(request: HttpRequest, account: SimAccount, *, dialect: OpenAIDialect) -> JsonResponse:
     # Checked before Django parses the multipart body (which streams files to disk past 2.5 MB).
     BoundedBody(request, MAX_FILE_BYTES + MULTIPART_OVERHEAD_BYTES)
     purpose = request.POST.get("purpose")
     upload = request.FILES.get("file")
     if not purpose:
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
         )
-    if purpose not in FILE_PURPOSES:
-        raise DIALECT.bad_request(f"Invalid value for 'purpose': {purpose!r}.", param="purpose", code="invalid_value")
+    if purpose not in dialect.file_purposes:
+        raise dialect.bad_request(f"Invalid value for 'purpose': {purpose!r}.", param="purpose", code="invalid_value")
     if upload is None:
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
         )
     if upload.size > MAX_FILE_BYTES:
         raise too_large(MAX_FILE_BYTES)
     if purpose == "batch" and not upload.name.endswith(".jsonl"):
-        raise DIALECT.bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
+        raise dialect.bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
     if purpose == "batch" and upload.size > MAX_BATCH_INPUT_BYTES:
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             f"File is too large for the Batch API: {upload.size} bytes; the limit is {MAX_BATCH_INPUT_BYTES}.",
             param="file",
             code="file_too_large",
         )
     content = upload.read()  # the one copy in memory, for the database
     file = SimFile.objects.create(
-        account=account, purpose=purpose, filename=upload.name, content=content, created_at=clock.now()
+        account=account,
+        public_id=dialect.new_file_id(),
+        purpose=purpose,
+        filename=upload.name,
+        content=content,
+        created_at=clock.now(),
     )
     return JsonResponse(file_json(file))
 
 
-def batch_file(account: SimAccount, file_id: str) -> tuple[SimBatch, OpenAIState, bool]:
+def batch_file(account: SimAccount, file_id: str, dialect: OpenAIDialect) -> tuple[SimBatch, OpenAIState, bool]:
     """The ended batch whose output (errors=False) or error file (errors=True) this is."""
     if not storable(file_id):
-        raise DIALECT.not_found(f"No such File object: {file_id}")
+        raise dialect.not_found(f"No such File object: {file_id}")
     now = clock.now()
     for batch in account.batches.filter(output_file_id=file_id) | account.batches.filter(error_file_id=file_id):
         state = openai_state(batch.plan(), now)
@@ -178,16 +210,15 @@ def batch_file(account: SimAccount, file_id: str) -> tuple[SimBatch, OpenAIState
             return batch, state, False
         if file_id == batch.error_file_id and state.has_error_file:
             return batch, state, True
-    raise DIALECT.not_found(f"No such File object: {file_id}")
+    raise dialect.not_found(f"No such File object: {file_id}")
 
 
-@endpoint(DIALECT, "GET")
-def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> JsonResponse:
+def file_detail(request: HttpRequest, account: SimAccount, file_id: str, *, dialect: OpenAIDialect) -> JsonResponse:
     file = by_public_id(account.files, file_id)
     if file is not None:
         return JsonResponse(file_json(file))
     # Output and error files of ended batches are files like any other, with purpose batch_output.
-    batch, state, errors = batch_file(account, file_id)
+    batch, state, errors = batch_file(account, file_id, dialect)
     return JsonResponse(
         {
             "id": file_id,
@@ -208,12 +239,11 @@ def file_detail(request: HttpRequest, account: SimAccount, file_id: str) -> Json
     )
 
 
-@endpoint(DIALECT, "GET")
-def file_content(request: HttpRequest, account: SimAccount, file_id: str) -> HttpResponse:
+def file_content(request: HttpRequest, account: SimAccount, file_id: str, *, dialect: OpenAIDialect) -> HttpResponse:
     file = by_public_id(account.files, file_id)
     if file is not None:
         return HttpResponse(bytes(file.content), content_type="application/octet-stream")
-    batch, state, errors = batch_file(account, file_id)
+    batch, state, errors = batch_file(account, file_id, dialect)
     chunks = results_cache.results_chunks(
         batch,
         "errors" if errors else "output",
@@ -264,18 +294,17 @@ def present(batch: SimBatch) -> JsonResponse:
     return JsonResponse(batch_json(batch, openai_state(batch.plan(), clock.now())))
 
 
-def find_batch(account: SimAccount, batch_id: str) -> SimBatch:
+def find_batch(account: SimAccount, batch_id: str, dialect: OpenAIDialect) -> SimBatch:
     batch = by_public_id(account.batches, batch_id)
     if batch is None:
-        raise DIALECT.not_found(f"No batch found with id '{batch_id}'.")
+        raise dialect.not_found(f"No batch found with id '{batch_id}'.")
     return batch
 
 
-@endpoint(DIALECT, "GET", "POST")
-def batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
+def batches(request: HttpRequest, account: SimAccount, *, dialect: OpenAIDialect) -> JsonResponse:
     if request.method == "POST":
-        return create_batch(request, account)
-    return list_batches(request, account)
+        return create_batch(request, account, dialect)
+    return list_batches(request, account, dialect)
 
 
 def json_type(value: object) -> str:
@@ -293,34 +322,34 @@ def json_type(value: object) -> str:
     return "a string" if isinstance(value, str) else "null"
 
 
-def validated_metadata(metadata: object) -> dict | None:
+def validated_metadata(metadata: object, dialect: OpenAIDialect) -> dict | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             "Invalid type for 'metadata': expected an object.", param="metadata", code="invalid_type"
         )
     if len(metadata) > 16:
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             "Invalid 'metadata': too many properties. Expected an object with at most 16 properties.",
             param="metadata",
             code="object_above_max_properties",
         )
     for key, value in metadata.items():
         if not storable(key) or (isinstance(value, str) and not storable(value)):
-            raise DIALECT.bad_request(
+            raise dialect.bad_request(
                 "Invalid 'metadata': keys and values cannot contain the NUL character (U+0000).",
                 param="metadata",
                 code="invalid_value",
             )
         if len(key) > 64:
-            raise DIALECT.bad_request(
+            raise dialect.bad_request(
                 f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
                 param="metadata",
                 code="invalid_value",
             )
         if not isinstance(value, str) or len(value) > 512:
-            raise DIALECT.bad_request(
+            raise dialect.bad_request(
                 f"Invalid 'metadata.{key}': expected a string of at most 512 characters.",
                 param=f"metadata.{key}",
                 code="invalid_value",
@@ -347,7 +376,9 @@ def json_line(raw: bytes, text: str) -> object:
     return json.loads(text, parse_constant=not_json, parse_float=finite)
 
 
-def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, str]], list[dict]]:
+def input_problems(
+    content: bytes, endpoint_path: str, dialect: OpenAIDialect | None = None
+) -> tuple[list[tuple[str, str]], list[dict]]:
     """The requests of an input file ((custom_id, model) each) and what `validating` finds wrong."""
     requests: list[tuple[str, str]] = []
     problems: list[dict] = []
@@ -403,7 +434,7 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
         seen.add(custom_id)
         if line["method"] != "POST":
             problem("invalid_method", "The only supported method is POST.", number, "method")
-        if line["url"] != endpoint_path:
+        if not (dialect or DIALECT).same_endpoint(line["url"], endpoint_path):
             problem(
                 "mismatched_url",
                 f"The URL provided for this request does not match the batch endpoint {endpoint_path}.",
@@ -426,51 +457,54 @@ def input_problems(content: bytes, endpoint_path: str) -> tuple[list[tuple[str, 
     return requests, problems
 
 
-def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
-    body = parse_json_body(request, DIALECT)
+def create_batch(request: HttpRequest, account: SimAccount, dialect: OpenAIDialect) -> JsonResponse:
+    body = parse_json_body(request, dialect)
     for name in ("input_file_id", "endpoint", "completion_window"):
         if body.get(name) in (None, ""):
-            raise DIALECT.bad_request(
+            raise dialect.bad_request(
                 f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
             )
     for name in ("input_file_id", "endpoint", "completion_window"):
         if not isinstance(body[name], str):
-            raise DIALECT.bad_request(
+            raise dialect.bad_request(
                 f"Invalid type for '{name}': expected a string, but got {json_type(body[name])} instead.",
                 param=name,
                 code="invalid_type",
             )
     endpoint_path = body["endpoint"]
-    if endpoint_path not in ENDPOINTS:
-        raise DIALECT.bad_request(
-            f"Invalid value: '{endpoint_path}'. Supported values are: {', '.join(repr(e) for e in ENDPOINTS)}.",
+    if endpoint_path not in dialect.endpoints:
+        supported = ", ".join(repr(e) for e in dialect.endpoints)
+        raise dialect.bad_request(
+            f"Invalid value: '{endpoint_path}'. Supported values are: {supported}.",
             param="endpoint",
             code="invalid_value",
         )
     if body["completion_window"] != "24h":
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
             param="completion_window",
             code="invalid_value",
         )
-    metadata = validated_metadata(body.get("metadata"))
+    metadata = validated_metadata(body.get("metadata"), dialect)
     input_file = by_public_id(account.files, body["input_file_id"])
     if input_file is None:
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             f"Invalid 'input_file_id': '{body['input_file_id']}'. File not found.", param="input_file_id"
         )
     if input_file.purpose != "batch":
-        raise DIALECT.bad_request(
+        raise dialect.bad_request(
             f"The file {input_file.public_id} has purpose '{input_file.purpose}'; "
             "batch input files must have purpose 'batch'.",
             param="input_file_id",
         )
     content = input_file.content
-    requests, problems = input_problems(content if isinstance(content, bytes) else bytes(content), endpoint_path)
+    requests, problems = input_problems(
+        content if isinstance(content, bytes) else bytes(content), endpoint_path, dialect
+    )
     with transaction.atomic():
         batch = SimBatch.planned(
             account=account,
-            public_id=openai_batch_id(),
+            public_id=dialect.new_batch_id(),
             created_at=clock.now(),
             total=0 if problems else len(requests),
             endpoint=endpoint_path,
@@ -482,7 +516,10 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
             validation_errors={"object": "list", "data": problems} if problems else None,
             validating_seconds=settings.SIMULATOR_VALIDATING_SECONDS,
             finalizing_seconds=settings.SIMULATOR_FINALIZING_SECONDS,
-            **processing_seconds_override(request, DIALECT),
+            expires=dialect.batches_expire,
+            output_file_id=dialect.new_file_id(),
+            error_file_id=dialect.new_file_id(),
+            **processing_seconds_override(request, dialect),
         )
         batch.save()
         if not problems:
@@ -490,11 +527,11 @@ def create_batch(request: HttpRequest, account: SimAccount) -> JsonResponse:
     return present(batch)
 
 
-def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
-    limit = page_limit(request, default=20, maximum=100, dialect=DIALECT)
+def list_batches(request: HttpRequest, account: SimAccount, dialect: OpenAIDialect) -> JsonResponse:
+    limit = page_limit(request, default=20, maximum=100, dialect=dialect)
     rows = account.batches.all()
     if request.GET.get("after"):
-        rows = rows.filter(older_than(cursor_batch(account, "after", request.GET["after"], DIALECT)))
+        rows = rows.filter(older_than(cursor_batch(account, "after", request.GET["after"], dialect)))
     page = list(rows.order_by("-created_at", "-id")[: limit + 1])
     has_more = len(page) > limit
     page = page[:limit]
@@ -510,14 +547,12 @@ def list_batches(request: HttpRequest, account: SimAccount) -> JsonResponse:
     )
 
 
-@endpoint(DIALECT, "GET")
-def batch_detail(request: HttpRequest, account: SimAccount, batch_id: str) -> JsonResponse:
-    return present(find_batch(account, batch_id))
+def batch_detail(request: HttpRequest, account: SimAccount, batch_id: str, *, dialect: OpenAIDialect) -> JsonResponse:
+    return present(find_batch(account, batch_id, dialect))
 
 
-@endpoint(DIALECT, "POST")
-def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str) -> JsonResponse:
-    batch = find_batch(account, batch_id)
+def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str, *, dialect: OpenAIDialect) -> JsonResponse:
+    batch = find_batch(account, batch_id, dialect)
     now = clock.now()
     status = openai_state(batch.plan(), now).status
     if status not in OPENAI_CANCELABLE and status != "cancelling":
@@ -532,7 +567,7 @@ def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str) -> Js
 
 def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> dict:
     tokens_in, tokens_out = plan.input_tokens(rank), plan.output_tokens(rank)
-    if batch.endpoint == "/v1/embeddings":
+    if batch.endpoint.removeprefix("/v1") == "/embeddings":  # Azure's endpoints may go without /v1
         return {
             "object": "list",
             "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2]}],
@@ -605,3 +640,22 @@ def output_lines(batch: SimBatch, state: OpenAIState, *, errors: bool) -> Iterat
         else:
             continue
         yield (json.dumps(line, separators=(",", ":")) + "\n").encode()
+
+
+# --- routes --------------------------------------------------------------------------------
+
+
+def routes(dialect: OpenAIDialect, prefix: str, name: str) -> list[URLPattern]:
+    """The Batch and Files APIs under `prefix` (e.g. "openai/v1"), spoken in `dialect`; URL names start with `name`."""
+
+    def view(handler: Callable[..., HttpResponse], *methods: str) -> Callable[..., HttpResponse]:
+        return endpoint(dialect, *methods)(partial(handler, dialect=dialect))
+
+    return [
+        path(f"{prefix}/files", view(files, "POST"), name=f"{name}-files"),
+        path(f"{prefix}/files/<str:file_id>", view(file_detail, "GET"), name=f"{name}-file"),
+        path(f"{prefix}/files/<str:file_id>/content", view(file_content, "GET"), name=f"{name}-file-content"),
+        path(f"{prefix}/batches", view(batches, "GET", "POST"), name=f"{name}-batches"),
+        path(f"{prefix}/batches/<str:batch_id>", view(batch_detail, "GET"), name=f"{name}-batch"),
+        path(f"{prefix}/batches/<str:batch_id>/cancel", view(cancel_batch, "POST"), name=f"{name}-cancel"),
+    ]

@@ -55,10 +55,17 @@ class Plan:
     # the processing time lost to stalls already released.
     stalled_at: datetime | None = None
     stalled_seconds: float = 0.0
+    # Whether the batch expires at `expires_at` (Azure OpenAI's do not: they run on past their 24 hours).
+    expires: bool = True
 
     @property
     def expires_at(self) -> datetime:
         return self.created_at + EXPIRY_WINDOW
+
+    @property
+    def deadline(self) -> datetime:
+        """When processing is cut short by expiry: `expires_at`, or NEVER for a batch that does not expire."""
+        return self.expires_at if self.expires else NEVER
 
     # --- processing time, stalls taken out ---------------------------------------------------
 
@@ -82,7 +89,7 @@ class Plan:
     def processing_stop(self, start: datetime) -> datetime:
         """When processing stops: done, at the end of the 24-hour window, or at a cancel's end,
         whichever comes first (NEVER while stalled with none of those ahead)."""
-        stop = min(self.processing_end(start), self.expires_at)
+        stop = min(self.processing_end(start), self.deadline)
         if self.cancel_initiated_at is not None:
             stop = min(stop, self.cancel_initiated_at + timedelta(seconds=self.cancel_grace_seconds))
         return stop
@@ -303,8 +310,8 @@ def openai_start(plan: Plan) -> datetime:
 
 
 def processing_start(plan: Plan, provider: str) -> datetime:
-    """When the batch's processing begins in `provider`'s dialect (OpenAI validates first)."""
-    return openai_start(plan) if provider == "openai" else plan.created_at
+    """When the batch's processing begins in `provider`'s dialect (OpenAI and Azure OpenAI validate first)."""
+    return openai_start(plan) if provider in ("openai", "azure-openai") else plan.created_at
 
 
 def openai_state(plan: Plan, now: datetime) -> OpenAIState:
@@ -356,7 +363,7 @@ def openai_state(plan: Plan, now: datetime) -> OpenAIState:
     if not plan.input_is_valid:
         return OpenAIState(**{**blank, "status": "failed", "failed_at": start})
 
-    expires_at = plan.expires_at
+    expires_at = plan.deadline
     if cancel_at is not None and cancel_at < processing_end and cancel_at < expires_at:
         cancel_end = min(cancel_at + timedelta(seconds=plan.cancel_grace_seconds), expires_at)
         if now < cancel_end:

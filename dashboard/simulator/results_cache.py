@@ -33,7 +33,14 @@ logger = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024  # a cached file is sent in reads of this many bytes
 PRUNE_AFTER_SECONDS = 3600  # files not served for this long are removed when a new one is written
-_CODE_FILES = ("anthropic_api.py", "openai_api.py", "progression.py", "models.py", "results_cache.py")
+_CODE_FILES = (
+    "anthropic_api.py",
+    "openai_api.py",
+    "azure_openai_api.py",
+    "progression.py",
+    "models.py",
+    "results_cache.py",
+)
 
 
 def results_dir() -> Path:

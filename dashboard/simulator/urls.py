@@ -1,12 +1,11 @@
 from django.urls import path, re_path
 
-from . import anthropic_api, openai_api
+from . import anthropic_api, azure_openai_api, openai_api
 from .wire import unknown_route
 
 app_name = "simulator"
 
 anthropic_batch = "anthropic/v1/messages/batches/<str:batch_id>"
-openai_prefix = "openai/v1"
 # Every other path under a provider, newlines and all, gets that provider's own 404.
 
 urlpatterns = [
@@ -15,11 +14,9 @@ urlpatterns = [
     path(f"{anthropic_batch}/cancel", anthropic_api.cancel_batch, name="anthropic-cancel"),
     path(f"{anthropic_batch}/results", anthropic_api.batch_results, name="anthropic-results"),
     re_path(r"^anthropic/(?P<rest>(?s:.*))$", unknown_route(anthropic_api.DIALECT)),
-    path(f"{openai_prefix}/files", openai_api.files, name="openai-files"),
-    path(f"{openai_prefix}/files/<str:file_id>", openai_api.file_detail, name="openai-file"),
-    path(f"{openai_prefix}/files/<str:file_id>/content", openai_api.file_content, name="openai-file-content"),
-    path(f"{openai_prefix}/batches", openai_api.batches, name="openai-batches"),
-    path(f"{openai_prefix}/batches/<str:batch_id>", openai_api.batch_detail, name="openai-batch"),
-    path(f"{openai_prefix}/batches/<str:batch_id>/cancel", openai_api.cancel_batch, name="openai-cancel"),
+    *openai_api.routes(openai_api.DIALECT, "openai/v1", "openai"),
     re_path(r"^openai/(?P<rest>(?s:.*))$", unknown_route(openai_api.DIALECT)),
+    *openai_api.routes(azure_openai_api.V1, "azure-openai/openai/v1", "azure-openai-v1"),
+    *openai_api.routes(azure_openai_api.GA, "azure-openai/openai", "azure-openai"),
+    re_path(r"^azure-openai/(?P<rest>(?s:.*))$", azure_openai_api.unknown_route),
 ]

@@ -15,6 +15,7 @@ from dashboard.accounts import Account
 from dashboard.batches import poller
 from dashboard.models import AccountState, BatchChange, StoredBatch
 from dashboard.providers import anthropic
+from tests.factories import DEMO_ACCOUNTS
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEY = "sk-ant-api03-POLLERtestKEY0123456789abcdef"
@@ -346,12 +347,7 @@ def test_manage_py_poll_once_fills_the_store_from_every_account_of_the_simulator
     stored = dict(StoredBatch.objects.values_list("batch_id", "is_ended"))
     assert stored[running] is False and stored[ended] is True and stored[other] is False
     states = AccountState.objects.order_by("account")
-    assert [state.account for state in states] == [
-        "anthropic-ops",
-        "anthropic-research",
-        "openai-ops",
-        "openai-research",
-    ]
+    assert [state.account for state in states] == sorted(key for key, _ in DEMO_ACCOUNTS)
     assert all(state.last_success_at and not state.last_error for state in states)
     assert all(state.lease_owner == "" for state in states), "leases are released on the way out"
     from dashboard.models import AlarmEvaluator

@@ -16,11 +16,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dashboard.providers import PROVIDERS
 from tests.services import ROOT, app_env, manage, seed_sqlite, start_app_server, wait_until
 
 pytestmark = pytest.mark.integration
 
-ACCOUNTS = {"anthropic-ops", "anthropic-research", "openai-ops", "openai-research"}
+ACCOUNTS = {f"{name}-{account}" for name, module in PROVIDERS.items() for account in module.SIMULATOR_KEYS}
 LINE = re.compile(r"^(?P<account>[a-z0-9-]+): listed \d+, refreshed \d+, changed \d+")
 
 

@@ -27,12 +27,12 @@ from tests.services import ACCOUNT_ENVIRONMENT
 
 TOKEN = "metrics-token-for-tests-0123456789abcdef"
 AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
-DEMO_ACCOUNTS = ("anthropic-ops", "anthropic-research", "openai-ops", "openai-research")
+DEMO_ACCOUNTS = tuple(key for key, _ in factories.DEMO_ACCOUNTS)
 
 
 @pytest.fixture(autouse=True)
 def demo_accounts_configured(monkeypatch):
-    """The four simulator demo accounts, as a bare checkout has them."""
+    """The simulator's demo accounts, as a bare checkout has them."""
     for name in ACCOUNT_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 

@@ -21,6 +21,7 @@ from dashboard.models import AccountState, CancelAttempt, StoredBatch
 from dashboard.simulator.models import SimAccount
 from tests import factories
 from tests.factories import (
+    DEMO_ACCOUNTS,
     HTMX,
     anthropic_batch,
     assert_no_keys,
@@ -686,7 +687,7 @@ def test_an_account_never_polled_says_so(operator_client, embedded_upstream, ant
     response = operator_client.get("/")
     assert response.status_code == 200 and rows(response) == []
     notes = re.findall(r'account-notice" role="status"><strong>(.*?)</strong>: not polled yet', text(response))
-    assert notes == ["Anthropic · ops", "Anthropic · research", "OpenAI · ops", "OpenAI · research"]
+    assert notes == [label for _, label in DEMO_ACCOUNTS]
 
 
 def test_hanging_account_is_cut_at_the_deadline_and_never_slows_the_page(
@@ -737,7 +738,7 @@ def test_every_account_failing_still_renders(operator_client, four_accounts):
     poll_store()
     response = operator_client.get("/")
     assert response.status_code == 200
-    assert len(banners(response)) == 4
+    assert len(banners(response)) == len(DEMO_ACCOUNTS)
     assert len(rows(response)) == 4 and all("is-stale" in row["cls"] for row in rows(response))
     assert_no_keys(response)
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from ...demo import ensure_demo_accounts
-from ...models import Fault, SimAccount
+from ...models import Fault, Provider, SimAccount
 
 
 class Command(BaseCommand):
@@ -11,7 +11,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("provider", choices=["anthropic", "openai"])
+        parser.add_argument("provider", choices=Provider.values)
         parser.add_argument("account", help="simulated account name, e.g. ops or research")
         parser.add_argument(
             "--fault",
