@@ -243,6 +243,11 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def provider_of(account: str) -> str:
+    """The provider of an account key: the longest registered name it starts with (azure-openai-ops)."""
+    return max((name for name in providers.PROVIDERS if account.startswith(f"{name}-")), key=len)
+
+
 def running_json(provider: str, batch_id: str, *, created: datetime) -> dict[str, Any]:
     """What the provider's API says of a running batch of 100 requests, created at `created`."""
     if provider == "anthropic":
@@ -285,7 +290,7 @@ def stored_batch(
 ) -> StoredBatch:
     """A batch as the poller stores it: its provider's JSON (`body`, or a running batch's created at
     `created`) with `fields` over it, parsed by the provider module and recorded at `fetched_at`. The
-    account's provider is its key's first word (anthropic-ops, openai-research).
+    account's provider is what its key starts with (anthropic-ops, openai-research, azure-openai-ops).
 
     `first_seen_at`: a poller that has read it since then, saying the same: recorded at
     `first_seen_at` too, before `fetched_at` (a batch stored already keeps its own first sighting).
@@ -293,7 +298,7 @@ def stored_batch(
     from dashboard.batches import store
     from dashboard.providers import module
 
-    provider = account.split("-")[0]
+    provider = provider_of(account)
     if body is None:
         assert created is not None, "a running batch's JSON needs its creation"
         body = running_json(provider, batch_id, created=created)

@@ -316,3 +316,15 @@ def test_evaluations_at_once_never_open_an_alarm_twice(transactional_db):
     assert not [result for result in results if isinstance(result, Exception)]
     assert sum(len(result.opened) for result in results) == 1
     assert Alarm.objects.count() == 1
+
+
+def test_an_azure_batch_at_the_end_of_its_24_hours_raises_no_expiring_alarm(db):
+    """Azure does not expire a batch that runs longer (its expires_at is no deadline); OpenAI's does."""
+    from tests.factories import stored_batch
+
+    at = T0 + timedelta(hours=23, minutes=30)
+    for account in ("openai-ops", "azure-openai-ops"):
+        stored_batch(account, "batch_near_its_24_hours", created=T0, first_seen_at=T0, fetched_at=at)
+    opened = evaluation.evaluate(at, accounts=["openai-ops", "azure-openai-ops"]).opened
+    assert [alarm.account for alarm in opened if alarm.rule == Rule.EXPIRING] == ["openai-ops"]
+    assert {alarm.account for alarm in opened if alarm.rule == Rule.STUCK} == {"openai-ops", "azure-openai-ops"}
