@@ -67,6 +67,7 @@ class AzureOpenAIDialect(OpenAIDialect):
 
     def __init__(self, *, versioned: bool) -> None:
         self.versioned = versioned  # the GA route: an api-version on every request
+        self.upload_status = 201 if versioned else 200  # the GA spec's Files_Upload answers 201 Created
 
     def new_request_id(self) -> str:
         return str(uuid.uuid4())
@@ -80,6 +81,10 @@ class AzureOpenAIDialect(OpenAIDialect):
     def same_endpoint(self, url: str, endpoint_path: str) -> bool:
         """Azure reads "/chat/completions" and "/v1/chat/completions" as one endpoint."""
         return isinstance(url, str) and url.removeprefix("/v1") == endpoint_path.removeprefix("/v1")
+
+    def file_object(self, fields: dict) -> dict:
+        """Without OpenAI's nulls: Azure's File has no expires_at and a status_details only on failure."""
+        return {name: value for name, value in fields.items() if value is not None}
 
     def authenticate(self, request: HttpRequest) -> SimAccount:
         api_key = request.headers.get("api-key", "").strip()

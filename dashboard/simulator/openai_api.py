@@ -74,6 +74,7 @@ class OpenAIDialect(Dialect):
     endpoints = ENDPOINTS  # what a batch may be created for
     file_purposes = FILE_PURPOSES
     batches_expire = True  # a batch not done within its 24 hours expires
+    upload_status = 200  # the status of an uploaded file's answer
 
     def new_batch_id(self) -> str:
         return openai_batch_id()
@@ -84,6 +85,10 @@ class OpenAIDialect(Dialect):
     def same_endpoint(self, url: str, endpoint_path: str) -> bool:
         """Whether an input line's url is the batch's endpoint."""
         return url == endpoint_path
+
+    def file_object(self, fields: dict) -> dict:
+        """A file object as this API sends it."""
+        return fields
 
     def new_request_id(self) -> str:
         return "req_" + hex_id(16)
@@ -196,7 +201,7 @@ def files(request: HttpRequest, account: SimAccount, *, dialect: OpenAIDialect) 
         content=content,
         created_at=clock.now(),
     )
-    return JsonResponse(file_json(file))
+    return JsonResponse(dialect.file_object(file_json(file)), status=dialect.upload_status)
 
 
 def batch_file(account: SimAccount, file_id: str, dialect: OpenAIDialect) -> tuple[SimBatch, OpenAIState, bool]:
@@ -216,26 +221,28 @@ def batch_file(account: SimAccount, file_id: str, dialect: OpenAIDialect) -> tup
 def file_detail(request: HttpRequest, account: SimAccount, file_id: str, *, dialect: OpenAIDialect) -> JsonResponse:
     file = by_public_id(account.files, file_id)
     if file is not None:
-        return JsonResponse(file_json(file))
+        return JsonResponse(dialect.file_object(file_json(file)))
     # Output and error files of ended batches are files like any other, with purpose batch_output.
     batch, state, errors = batch_file(account, file_id, dialect)
     return JsonResponse(
-        {
-            "id": file_id,
-            "object": "file",
-            "bytes": results_cache.results_size(
-                batch,
-                "errors" if errors else "output",
-                final=results_cache.is_final(batch, state.is_ended),
-                render=lambda: in_chunks(output_lines(batch, state, errors=errors)),
-            ),
-            "created_at": unix(state.finalizing_at or state.cancelled_at or state.expired_at),
-            "expires_at": None,
-            "filename": f"{batch.public_id}_{'error' if errors else 'output'}.jsonl",
-            "purpose": "batch_output",
-            "status": "processed",
-            "status_details": None,
-        }
+        dialect.file_object(
+            {
+                "id": file_id,
+                "object": "file",
+                "bytes": results_cache.results_size(
+                    batch,
+                    "errors" if errors else "output",
+                    final=results_cache.is_final(batch, state.is_ended),
+                    render=lambda: in_chunks(output_lines(batch, state, errors=errors)),
+                ),
+                "created_at": unix(state.finalizing_at or state.cancelled_at or state.expired_at),
+                "expires_at": None,
+                "filename": f"{batch.public_id}_{'error' if errors else 'output'}.jsonl",
+                "purpose": "batch_output",
+                "status": "processed",
+                "status_details": None,
+            }
+        )
     )
 
 
