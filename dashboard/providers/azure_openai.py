@@ -40,6 +40,8 @@ MAX_PAGE_LIMIT, BATCH_ID = openai.MAX_PAGE_LIMIT, openai.BATCH_ID
 RESULT_SOURCES, DEFAULT_RESULT_SOURCE = openai.RESULT_SOURCES, openai.DEFAULT_RESULT_SOURCE
 LINES_NAME_SOURCE, parse_result_line = openai.LINES_NAME_SOURCE, openai.parse_result_line
 after_cancel = openai.after_cancel
+# Shown on the detail page: OpenAI's, and where a batch that writes to blob storage reads and puts its files.
+DETAIL_FIELDS = (*openai.DETAIL_FIELDS, "input_blob", "output_blob", "error_blob")
 
 
 def base_url_for(options: Mapping[str, str]) -> str:

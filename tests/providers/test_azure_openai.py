@@ -287,3 +287,18 @@ def test_an_accounts_file_entry_names_its_endpoint_and_api_version(tmp_path, mon
 def test_an_account_spec_connects_without_the_environment():
     spec = AccountSpec(name="ops", base_url="https://x/openai", api_key="k", options={"auth": "bearer"})
     assert dict(azure_openai.connect(spec).headers) == {"Authorization": "Bearer k"}
+
+
+def test_the_detail_page_shows_where_a_blob_batch_put_its_results(db, operator_client, monkeypatch):
+    from django.utils import timezone
+
+    from tests.factories import stored_batch
+    from tests.services import ACCOUNT_ENVIRONMENT
+
+    for name in ACCOUNT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    stored_batch("azure-openai-ops", BLOB_COMPLETED["id"], body=BLOB_COMPLETED, fetched_at=timezone.now())
+    page = operator_client.get(f"/batches/azure-openai-ops/{BLOB_COMPLETED['id']}/").content.decode()
+    for name in ("input_blob", "output_blob", "error_blob"):
+        assert f"<tr><th>{name}</th><td><code>{BLOB_COMPLETED[name]}</code></td></tr>" in page
+    assert "<tr><th>output_file_id</th>" not in page  # null: not shown
