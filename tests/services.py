@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,24 +357,35 @@ def migrated_sqlite_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"batch-dashboard-migrated-{run}"
 
 
+def made_once_per_run(name: str, make: Callable[[Path], None]) -> Path:
+    """The file `name` in this run's folder (migrated_sqlite_dir), made by `make(path)` by whichever
+    xdist worker first needs it, under a lock: the others wait for it, then use it as it is."""
+    import fcntl
+
+    folder = migrated_sqlite_dir()
+    folder.mkdir(exist_ok=True)
+    made = folder / name
+    with (folder / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed; a worker that died releases it too
+        if not made.exists():
+            making = folder / f"{name}.{os.getpid()}"
+            make(making)
+            making.rename(made)  # complete or absent
+    return made
+
+
 def migrate_sqlite(env: dict[str, str]) -> None:
     """Give env's SQLITE_PATH every migration: a copy of a file migrated once per test run (by
     whichever worker first needs it, under a lock) with `manage.py migrate` for an environment that
     installs the same apps. A migrate process takes seconds; a copy, milliseconds. A test about
     migrating runs its own migrate."""
-    import fcntl
-
     assert not env.get("DATABASE_URL"), "DATABASE_URL would be migrated instead of SQLITE_PATH"
-    folder = migrated_sqlite_dir()
-    folder.mkdir(exist_ok=True)
-    template = folder / f"simulator-{'on' if simulator_installed(env) else 'off'}.sqlite3"
-    with (folder / f"{template.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed; a worker that died releases it too
-        if not template.exists():
-            making = folder / f"{template.name}.{os.getpid()}"
-            manage("migrate", "--noinput", env={**env, "SQLITE_PATH": str(making)})
-            assert not Path(f"{making}-wal").exists(), "the migrate process left its WAL unmerged"
-            making.rename(template)  # complete or absent
+
+    def migrate(making: Path) -> None:
+        manage("migrate", "--noinput", env={**env, "SQLITE_PATH": str(making)})
+        assert not Path(f"{making}-wal").exists(), "the migrate process left its WAL unmerged"
+
+    template = made_once_per_run(f"simulator-{'on' if simulator_installed(env) else 'off'}.sqlite3", migrate)
     target = Path(env["SQLITE_PATH"])
     assert not target.exists(), f"{target} exists already"
     shutil.copyfile(template, target)
