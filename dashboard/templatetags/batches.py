@@ -159,6 +159,16 @@ def split_words(value: str) -> list[str]:
 
 
 @register.filter
+def batch_errors(batch: Batch) -> list[dict]:
+    """The errors a batch's JSON lists under errors.data (OpenAI: a list of objects; Azure's GA spec:
+    one object), each an object; anything else there is left to the raw JSON."""
+    errors = batch.raw.get("errors")
+    data = errors.get("data") if isinstance(errors, dict) else None
+    items = [data] if isinstance(data, dict) else data if isinstance(data, list) else []
+    return [item for item in items if isinstance(item, dict)]
+
+
+@register.filter
 def detail_fields(batch: Batch) -> list[tuple[str, Any]]:
     """The fields of the provider's JSON its module names for the detail page (DETAIL_FIELDS, dotted
     paths into nested objects), each that the batch has: (path, value)."""

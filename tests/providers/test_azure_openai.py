@@ -302,3 +302,26 @@ def test_the_detail_page_shows_where_a_blob_batch_put_its_results(db, operator_c
     for name in ("input_blob", "output_blob", "error_blob"):
         assert f"<tr><th>{name}</th><td><code>{BLOB_COMPLETED[name]}</code></td></tr>" in page
     assert "<tr><th>output_file_id</th>" not in page  # null: not shown
+
+
+@pytest.mark.parametrize("shape", ["object", "list"])
+def test_the_detail_page_lists_a_failed_batchs_errors_as_one_object_or_a_list(db, operator_client, monkeypatch, shape):
+    """Azure's GA spec makes errors.data one object (BatchErrorData); OpenAI's, and the SDK, a list."""
+    from django.utils import timezone
+
+    from tests.factories import stored_batch
+    from tests.services import ACCOUNT_ENVIRONMENT
+
+    for name in ACCOUNT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    error = {"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.", "line": "3"}
+    failed = {
+        **example("post_batch.json"),
+        "status": "failed",
+        "failed_at": 1646126130,
+        "errors": {"object": "list", "data": error if shape == "object" else [error, "junk"]},
+    }
+    stored_batch("azure-openai-ops", RECORDED_ID, body=failed, fetched_at=timezone.now())
+    page = operator_client.get(f"/batches/azure-openai-ops/{RECORDED_ID}/").content.decode()
+    assert "<h3>Errors</h3>" in page and page.count("<code>invalid_json_line</code>") == 1
+    assert "This line is not parseable as valid JSON." in page and "<td>3</td>" in page
