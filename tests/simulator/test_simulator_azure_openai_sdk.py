@@ -298,3 +298,20 @@ def test_the_provider_module_reads_the_simulated_resource(azure_client, simulato
         watch(client, running.id, lambda b: b.status == "cancelled")
         with pytest.raises(AlreadyEnded):
             provider.cancel(running.id)
+
+
+@pytest.mark.usefixtures("fast_simulator")
+def test_a_stalled_batch_holds_its_counts_until_released(azure_client):
+    from dashboard.simulator import stall
+
+    client = azure_client("ga")
+    batch = new_batch(client, 20, processing_seconds=4)
+    watch(client, batch.id, lambda b: b.status == "in_progress")
+    assert stall.stall(batch.id)
+    held = client.batches.retrieve(batch.id)
+    time.sleep(1.0)
+    again = client.batches.retrieve(batch.id)
+    assert (again.status, again.request_counts) == ("in_progress", held.request_counts)
+    assert stall.release(batch.id)
+    done = watch(client, batch.id, lambda b: b.status == "completed")[-1]
+    assert done.request_counts.completed + done.request_counts.failed == 20
