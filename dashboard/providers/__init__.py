@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import anthropic, azure_openai, openai
+from . import anthropic, azure_openai, gemini, openai
 
-PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (anthropic, openai, azure_openai)}
+PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (anthropic, openai, azure_openai, gemini)}
 
 
 def module(name: str) -> ModuleType:

@@ -56,6 +56,9 @@ class Batch:
     cancel_initiated_at: datetime | None
     timestamps: Mapping[str, datetime | None]  # every timestamp the provider sent, by its own name
     raw: Mapping[str, Any] = field(compare=False, repr=False)
+    # The batch's own labels as its owner set them (shown and searched as its metadata), for a provider
+    # whose JSON means something else by "metadata" (Gemini: the batch itself); None: raw["metadata"].
+    labels: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def progress_is_unseen(self) -> bool:
@@ -65,7 +68,7 @@ class Batch:
 
     @property
     def metadata(self) -> Mapping[str, Any]:
-        value = self.raw.get("metadata")
+        value = self.raw.get("metadata") if self.labels is None else self.labels
         return value if isinstance(value, Mapping) else {}
 
 

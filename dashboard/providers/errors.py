@@ -23,7 +23,7 @@ Secrets = tuple[str, ...]  # the keys an answer must never show: every configure
 MAX_MESSAGE = 300
 MAX_KIND = 80
 
-CREDENTIAL_HEADERS = ("x-api-key", "api-key", "authorization")
+CREDENTIAL_HEADERS = ("x-api-key", "api-key", "authorization", "x-goog-api-key")
 
 
 class UnreadableBatch(BadResponse):
@@ -220,8 +220,9 @@ def checked_json(
         return body
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        kind = error.get("type") or error.get("code") or ""
-        kind = scrub_credentials(kind, response, secrets=secrets, limit=MAX_KIND) if isinstance(kind, str) else ""
+        # The first word naming it: Anthropic's and OpenAI's type or code, Google's status (its code is a number).
+        kind = next((word for word in map(error.get, ("type", "code", "status")) if isinstance(word, str) and word), "")
+        kind = scrub_credentials(kind, response, secrets=secrets, limit=MAX_KIND)
         detail = error.get("message") or ""
         detail = detail if isinstance(detail, str) else "the error message is not text"
     else:

@@ -80,7 +80,11 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{batch.account:<22} {batch.id:<42} {batch.status:<12} {_when(batch.created_at):<24} "
                     f"{_age(row.fetched_at):<10} "
-                    f"{counts.succeeded} ok, {counts.errored} err, {counts.processing} processing of {counts.total}"
+                    + (
+                        f"{counts.succeeded} ok, {counts.errored} err, {counts.processing} processing of {counts.total}"
+                        if counts.known
+                        else "requests unknown"
+                    )
                     + (" (stale)" if row.is_stale else "")
                 )
             shown += len(listing.rows)
