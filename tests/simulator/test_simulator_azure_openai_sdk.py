@@ -9,6 +9,7 @@ and what is Azure's (auth, error bodies, api-version, ids, no expiry, isolation)
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import timedelta
@@ -315,3 +316,15 @@ def test_a_stalled_batch_holds_its_counts_until_released(azure_client):
     assert stall.release(batch.id)
     done = watch(client, batch.id, lambda b: b.status == "completed")[-1]
     assert done.request_counts.completed + done.request_counts.failed == 20
+
+
+def test_an_account_wide_fault_is_set_by_the_simulator_fault_command(azure_client):
+    from django.core.management import call_command
+
+    call_command("simulator_fault", "azure-openai", "research", "--fault", "500", stdout=io.StringIO())
+    with pytest.raises(openai.InternalServerError) as caught:
+        azure_client("v1", AZURE_KEYS["research"]).batches.list()
+    assert caught.value.body["code"] == "internalFailure"
+    assert azure_client("v1").batches.list().data == []  # the other account answers
+    call_command("simulator_fault", "azure-openai", "research", "--fault", "", stdout=io.StringIO())
+    assert azure_client("v1", AZURE_KEYS["research"]).batches.list().data == []
