@@ -11,7 +11,8 @@ class Command(BaseCommand):
                 "The embedded simulator is off (SIMULATOR_ENABLED=0 or real accounts configured): nothing to seed."
             )
             return
-        from ...simulator.demo import seed_demo_batches
+        from ...simulator.demo import DEMO_KEYS, seed_demo_batches
 
         count = seed_demo_batches()
-        self.stdout.write(self.style.SUCCESS(f"Seeded {count} demo batches across 4 simulated accounts."))
+        accounts = len(DEMO_KEYS)
+        self.stdout.write(self.style.SUCCESS(f"Seeded {count} demo batches across {accounts} simulated accounts."))
