@@ -46,9 +46,19 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or development_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
+
 # Real accounts come from the official SDKs' variables or an accounts file (dashboard/accounts.py).
+def real_account_configured(module) -> bool:
+    """Whether the environment configures an account of this provider; one it configures wrongly
+    (an Azure key without its endpoint) counts, and dashboard/accounts.py says what is wrong."""
+    try:
+        return bool(module.from_environment(os.environ))
+    except ValueError:
+        return True
+
+
 REAL_ACCOUNTS_CONFIGURED = bool(os.environ.get("BATCH_ACCOUNTS_FILE")) or any(
-    module.from_environment(os.environ) for module in providers.PROVIDERS.values()
+    real_account_configured(module) for module in providers.PROVIDERS.values()
 )
 # The embedded simulator (its API under /simulator/ and its demo accounts) exists only when this
 # is on; by default only while no real account is configured, so a bare checkout runs on it and a

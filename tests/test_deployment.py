@@ -112,6 +112,23 @@ def test_a_real_account_turns_the_simulator_off_404_and_no_demo_accounts(tmp_pat
     assert state["accounts"] == [f"{variable.split('_')[0].lower()}-default"]
 
 
+def test_an_account_configured_wrongly_turns_the_simulator_off_and_says_what_is_missing(tmp_path):
+    code = """
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from dashboard.accounts import configured_accounts
+try:
+    configured_accounts()
+    problem = None
+except ImproperlyConfigured as error:
+    problem = str(error)
+result = {"enabled": settings.SIMULATOR_ENABLED, "problem": problem}
+"""
+    state = in_django(code, clean_env(tmp_path, AZURE_OPENAI_API_KEY="azure-real-key-123456789"))  # no endpoint
+    assert state["enabled"] is False  # a real account was meant: no demo accounts in its place
+    assert "AZURE_OPENAI_ENDPOINT" in state["problem"]
+
+
 def test_an_accounts_file_also_turns_the_simulator_off(tmp_path):
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([{"name": "prod", "provider": "openai", "api_key_env": "PROD_OPENAI"}]))
