@@ -153,7 +153,7 @@ def test_the_provider_layer_runs_where_django_is_not_configured():
         else:
             raise AssertionError("a 404 raised nothing")
         assert counted == [("anthropic-x", "ok"), ("anthropic-x", "4xx")], counted
-        assert {"anthropic", "openai", "azure-openai", "gemini"} <= set(PROVIDERS), sorted(PROVIDERS)
+        assert {"anthropic", "openai", "azure-openai", "gemini", "bedrock"} <= set(PROVIDERS), sorted(PROVIDERS)
         django = sorted(name for name in sys.modules if name == "django" or name.startswith("django."))
         assert django == [], django
         print("ok")

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import anthropic, azure_openai, gemini, openai
+from . import anthropic, azure_openai, bedrock, gemini, openai
 
-PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (anthropic, openai, azure_openai, gemini)}
+PROVIDERS: dict[str, ModuleType] = {
+    module.NAME: module for module in (anthropic, openai, azure_openai, gemini, bedrock)
+}
 
 
 def module(name: str) -> ModuleType:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ Secrets = tuple[str, ...]  # the keys an answer must never show: every configure
 MAX_MESSAGE = 300
 MAX_KIND = 80
 
-CREDENTIAL_HEADERS = ("x-api-key", "api-key", "authorization", "x-goog-api-key")
+CREDENTIAL_HEADERS = ("x-api-key", "api-key", "authorization", "x-goog-api-key", "x-amz-security-token")
 
 
 class UnreadableBatch(BadResponse):
@@ -92,11 +93,12 @@ def as_object(data: Any, field: str) -> dict[str, Any]:
     return data
 
 
-def status_word(data: dict[str, Any], field: str) -> str:
+def status_word(data: dict[str, Any], field: str, *, pattern: re.Pattern[str] = STATUS_WORD) -> str:
+    """The batch's status word, of the provider's own `pattern` (by default lower-case words)."""
     value = data.get(field)
     if value is None:
         raise Unreadable(field, "is missing")
-    if not isinstance(value, str) or not STATUS_WORD.fullmatch(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise Unreadable(field, "is not a status word")
     return value
 
@@ -201,10 +203,29 @@ def scrub_credentials(text: str, response: httpx.Response, *, secrets: Secrets =
     return redacted
 
 
+def error_fields(response: httpx.Response, body: Any) -> tuple[Any, Any]:
+    """An error answer's (kind, message) as Anthropic, OpenAI and Google send them:
+    {"error": {"type"/"code"/"status", "message"}}.
+
+    Either is None when the body does not hold it; both untrusted."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", None
+    # The first word naming it: Anthropic's and OpenAI's type or code, Google's status (its code is a number).
+    kind = next((word for word in map(error.get, ("type", "code", "status")) if isinstance(word, str) and word), "")
+    return kind, error.get("message") or ""
+
+
 def checked_json(
-    response: httpx.Response, *, provider_label: str, request_id_header: str, secrets: Secrets = ()
+    response: httpx.Response,
+    *,
+    provider_label: str,
+    request_id_header: str,
+    secrets: Secrets = (),
+    read_error: Callable[[httpx.Response, Any], tuple[Any, Any]] = error_fields,
 ) -> dict[str, Any]:
-    """The JSON object of a 2xx answer; raises the matching ProviderError otherwise."""
+    """The JSON object of a 2xx answer; raises the matching ProviderError otherwise, its kind and
+    message as `read_error` finds them in the error answer (message None: the body holds none)."""
     request_id = response.headers.get(request_id_header)
     try:
         body = json_body(response)
@@ -218,12 +239,9 @@ def checked_json(
                 request_id=request_id,
             )
         return body
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        # The first word naming it: Anthropic's and OpenAI's type or code, Google's status (its code is a number).
-        kind = next((word for word in map(error.get, ("type", "code", "status")) if isinstance(word, str) and word), "")
-        kind = scrub_credentials(kind, response, secrets=secrets, limit=MAX_KIND)
-        detail = error.get("message") or ""
+    kind, detail = read_error(response, body)
+    if detail is not None:
+        kind = scrub_credentials(kind, response, secrets=secrets, limit=MAX_KIND) if isinstance(kind, str) else ""
         detail = detail if isinstance(detail, str) else "the error message is not text"
     else:
         kind, detail = "", "the error body is not JSON"
