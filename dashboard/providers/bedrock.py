@@ -45,7 +45,7 @@ SERVICE = "bedrock"  # SigV4's signing name
 DEFAULT_REGION = "us-east-1"
 SIMULATOR_PATH = "/bedrock"  # where the embedded simulator speaks this API
 # Its demo accounts: the secret access key by name, and the access key id and region by name.
-SIMULATOR_KEYS: dict[str, str] = {}  # none until the simulator speaks Bedrock
+SIMULATOR_KEYS = {"ops": "sim-secret-ops", "research": "sim-secret-research"}
 SIMULATOR_OPTIONS = {
     "ops": {"access_key_id": "AKIASIMULATOROPS", "region": "us-east-1"},
     "research": {"access_key_id": "AKIASIMULATORRESEARCH", "region": "us-east-1"},

@@ -16,6 +16,7 @@ from .models import (
     SimFile,
     add_requests,
     anthropic_batch_id,
+    bedrock_job_id,
     key_digest,
 )
 
@@ -26,6 +27,8 @@ DEMO_KEYS = {
     (Provider.OPENAI, "research"): "sk-sim-research",
     (Provider.AZURE_OPENAI, "ops"): "azure-sim-ops",
     (Provider.AZURE_OPENAI, "research"): "azure-sim-research",
+    (Provider.BEDROCK, "ops"): "sim-secret-ops",  # the secret access key of AKIASIMULATOROPS
+    (Provider.BEDROCK, "research"): "sim-secret-research",  # of AKIASIMULATORRESEARCH
 }
 
 
@@ -80,6 +83,38 @@ OPENAI_PLANS = [
     ),
     ("old-experiment", 700, _seconds(days=1), 15, _seconds(hours=3), 60, _seconds(minutes=20), 60, True),
 ]
+
+# (job name, records, submitted ago, before processing, processing, stop after submit, stop grace, timeout hours, valid)
+# Before processing: Submitted, Validating and Scheduled; a job whose processing would start after its
+# timeout expires (Expired), one that times out while processing ends PartiallyCompleted.
+BEDROCK_PLANS = [
+    ("nightly-triage", 800, 0, 90, _seconds(minutes=6), None, 8, 168, True),
+    ("claims-summaries", 2400, _seconds(minutes=3), 30, _seconds(minutes=40), None, 8, 72, True),
+    ("catalog-enrichment", 1200, _seconds(minutes=1), 150, _seconds(hours=2), None, 8, 168, True),
+    ("ticket-tags", 600, _seconds(hours=2), 60, _seconds(minutes=30), None, 8, 24, True),
+    ("doc-qa", 3000, _seconds(hours=25), 120, _seconds(hours=30), None, 8, 24, True),
+    ("stale-queue", 500, _seconds(hours=26), _seconds(hours=25), 600, None, 8, 24, True),
+    ("bad-manifest", 300, _seconds(hours=4), 60, 600, None, 8, 24, False),
+    ("reindex-archive", 900, _seconds(hours=1), 30, _seconds(hours=3), _seconds(minutes=20), 45, 168, True),
+    ("eval-sweep", 1500, _seconds(minutes=4), 20, _seconds(hours=1), _seconds(minutes=4, seconds=-15), 120, 168, True),
+]
+BEDROCK_MODELS = (
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "amazon.nova-lite-v1:0",
+)
+
+
+def _bedrock_job(label: str, account: SimAccount, model: str) -> dict:
+    return {
+        "jobName": label,
+        "roleArn": "arn:aws:iam::111122223333:role/BedrockBatchInference",
+        "modelId": model,
+        "inputDataConfig": {
+            "s3InputDataConfig": {"s3InputFormat": "JSONL", "s3Uri": f"s3://demo-{account.name}-batch-input/{label}/"}
+        },
+        "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": f"s3://demo-{account.name}-batch-output/{label}/"}},
+    }
 
 
 # Azure's: OpenAI's plans, but one batch runs on past its 24 hours, as Azure lets it (it does not expire).
@@ -156,6 +191,31 @@ def seed_demo_batches() -> int:
                     error_file_id="",
                 )
                 _add_requests(batch, (f"{label}-{i:05d}" for i in range(total)), model)
+                created += 1
+        elif account.provider == Provider.BEDROCK:
+            for label, total, ago, before, span, stop_after, grace, hours, valid in BEDROCK_PLANS:
+                total = total // 2 if is_research else total
+                model = BEDROCK_MODELS[rng.randrange(len(BEDROCK_MODELS))]
+                created_at = now - timedelta(seconds=ago)
+                SimBatch.planned(
+                    account=account,
+                    public_id=bedrock_job_id(),
+                    created_at=created_at,
+                    total=total,
+                    seed=rng.randrange(2**31),
+                    processing_seconds=span,
+                    cancel_grace_seconds=grace,
+                    error_percent=rng.choice((1, 4, 9)),
+                    validating_seconds=before,
+                    timeout_hours=hours,
+                    is_demo=True,
+                    cancel_initiated_at=None if stop_after is None else created_at + timedelta(seconds=stop_after),
+                    model=model,
+                    job_config=_bedrock_job(label, account, model),
+                    validation_errors=None if valid else {"demo": "invalid input"},
+                    output_file_id="",
+                    error_file_id="",
+                ).save()
                 created += 1
         else:
             is_azure = account.provider == Provider.AZURE_OPENAI

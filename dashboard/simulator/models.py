@@ -37,6 +37,10 @@ def openai_file_id() -> str:
     return "file-" + random_base62(22)
 
 
+def bedrock_job_id() -> str:
+    return "".join(secrets.choice(string.digits + string.ascii_lowercase) for _ in range(12))
+
+
 def key_digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
@@ -45,6 +49,7 @@ class Provider(models.TextChoices):
     ANTHROPIC = "anthropic", "Anthropic"
     OPENAI = "openai", "OpenAI"
     AZURE_OPENAI = "azure-openai", "Azure OpenAI"
+    BEDROCK = "bedrock", "Amazon Bedrock"
 
 
 class Fault(models.TextChoices):
@@ -120,6 +125,12 @@ class SimBatch(models.Model):
     output_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
     error_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
 
+    # Bedrock only
+    timeout_hours = models.PositiveSmallIntegerField(default=24, help_text="Bedrock's timeoutDurationInHours.")
+    job_config = models.JSONField(
+        null=True, blank=True, help_text="Bedrock: the create request's fields, answered back (jobName, roleArn...)."
+    )
+
     class Meta:
         indexes = [models.Index(fields=["account", "-created_at", "-id"])]
 
@@ -146,6 +157,7 @@ class SimBatch(models.Model):
             stalled_at=self.stalled_at,
             stalled_seconds=self.stalled_seconds,
             expires=self.expires,
+            window_hours=self.timeout_hours,
         )
 
     def stall(self, now: datetime) -> bool:

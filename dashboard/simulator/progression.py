@@ -57,10 +57,12 @@ class Plan:
     stalled_seconds: float = 0.0
     # Whether the batch expires at `expires_at` (Azure OpenAI's do not: they run on past their 24 hours).
     expires: bool = True
+    # Bedrock: its timeoutDurationInHours (the others' window is 24 hours)
+    window_hours: int = 24
 
     @property
     def expires_at(self) -> datetime:
-        return self.created_at + EXPIRY_WINDOW
+        return self.created_at + timedelta(hours=self.window_hours)
 
     @property
     def deadline(self) -> datetime:
@@ -310,8 +312,9 @@ def openai_start(plan: Plan) -> datetime:
 
 
 def processing_start(plan: Plan, provider: str) -> datetime:
-    """When the batch's processing begins in `provider`'s dialect (OpenAI and Azure OpenAI validate first)."""
-    return openai_start(plan) if provider in ("openai", "azure-openai") else plan.created_at
+    """When the batch's processing begins in `provider`'s dialect (OpenAI and Azure OpenAI validate first;
+    Bedrock is submitted, validated and scheduled first)."""
+    return openai_start(plan) if provider in ("openai", "azure-openai", "bedrock") else plan.created_at
 
 
 def openai_state(plan: Plan, now: datetime) -> OpenAIState:
@@ -383,3 +386,69 @@ def openai_state(plan: Plan, now: datetime) -> OpenAIState:
     return counted(
         "completed", processing_end, in_progress_at=start, finalizing_at=processing_end, completed_at=completed_at
     )
+
+
+# --- Amazon Bedrock ------------------------------------------------------------------------
+
+BEDROCK_ENDED = frozenset({"Stopped", "Completed", "PartiallyCompleted", "Failed", "Expired"})
+BEDROCK_STOPPABLE = frozenset({"Submitted", "Validating", "Scheduled", "InProgress"})
+# Before processing (validating_seconds): Submitted, then Validating, then Scheduled, by these shares.
+BEDROCK_PHASES = (("Submitted", 0.0), ("Validating", 0.2), ("Scheduled", 0.4))
+
+
+@dataclass(frozen=True)
+class BedrockState:
+    status: str
+    last_modified_at: datetime
+    ended_at: datetime | None
+    # (total, processed, success, error) records, or None while the job does not report them (before
+    # it is validated): the counts are optional on the wire.
+    records: tuple[int, int, int, int] | None
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in BEDROCK_ENDED
+
+
+def bedrock_state(plan: Plan, now: datetime) -> BedrockState:
+    start = openai_start(plan)
+    expires_at = plan.expires_at
+    stop_at = plan.cancel_initiated_at if plan.cancel_initiated_at and plan.cancel_initiated_at <= now else None
+    scheduled_at = plan.created_at + timedelta(seconds=plan.validating_seconds * BEDROCK_PHASES[2][1])
+    validated = (plan.total, 0, 0, 0)
+
+    def counted(status: str, processing_stop: datetime, changed: datetime, ended: datetime | None) -> BedrockState:
+        tally = plan.tally(plan.finished_by(plan.processed_seconds(start, min(now, processing_stop))))
+        records = (plan.total, tally.finished, tally.finished - tally.errored, tally.errored)
+        return BedrockState(status=status, last_modified_at=changed, ended_at=ended, records=records)
+
+    if stop_at is not None and stop_at < min(start, expires_at):
+        stopped_at = stop_at + timedelta(seconds=plan.cancel_grace_seconds)
+        records = validated if stop_at >= scheduled_at else None
+        if now < stopped_at:
+            return BedrockState(status="Stopping", last_modified_at=stop_at, ended_at=None, records=records)
+        return BedrockState(status="Stopped", last_modified_at=stopped_at, ended_at=stopped_at, records=records)
+    if now < min(start, expires_at):
+        seconds = (now - plan.created_at).total_seconds()
+        status, share = next(
+            (name, share) for name, share in reversed(BEDROCK_PHASES) if seconds >= plan.validating_seconds * share
+        )
+        changed = plan.created_at + timedelta(seconds=plan.validating_seconds * share)
+        return BedrockState(status, changed, None, validated if status == "Scheduled" else None)
+    if not plan.input_is_valid:
+        return BedrockState(status="Failed", last_modified_at=scheduled_at, ended_at=scheduled_at, records=None)
+    if start >= expires_at:  # scheduled, never begun before its timeout
+        return BedrockState(status="Expired", last_modified_at=expires_at, ended_at=expires_at, records=validated)
+    processing_end = plan.processing_end(start)  # NEVER while stalled
+    if stop_at is not None and stop_at < processing_end and stop_at < expires_at:
+        stopped_at = min(stop_at + timedelta(seconds=plan.cancel_grace_seconds), expires_at)
+        if now < stopped_at:
+            return counted("Stopping", stopped_at, stop_at, None)
+        return counted("Stopped", stopped_at, stopped_at, stopped_at)
+    if processing_end >= expires_at:
+        if now < expires_at:
+            return counted("InProgress", expires_at, start, None)
+        return counted("PartiallyCompleted", expires_at, expires_at, expires_at)
+    if now < processing_end:
+        return counted("InProgress", processing_end, start, None)
+    return counted("Completed", processing_end, processing_end, processing_end)

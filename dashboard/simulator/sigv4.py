@@ -60,6 +60,7 @@ def verify(
     body: bytes,
     secret: str | None,
     service: str,
+    region: str | None = None,
     now: datetime,
 ) -> None:
     """Nothing if `headers`' Authorization is a valid signature by `secret` (None: an unknown key), else Refusal."""
@@ -78,7 +79,8 @@ def verify(
         raise Refusal("IncompleteSignatureException", "The request has no valid X-Amz-Date header.") from None
     if abs(now - signed_at) > MAX_SKEW:
         raise Refusal("InvalidSignatureException", "Signature expired: the request was signed too long ago.")
-    if found.group("service") != service or found.group("date") != stamp[:8]:
+    scope = (found.group("service"), found.group("date"), found.group("region"))
+    if scope != (service, stamp[:8], region or found.group("region")):
         raise mismatch()
     names = found.group("headers").split(";")
     if "host" not in names or any(name not in headers for name in names):

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import anthropic_api, azure_openai_api, openai_api
+from . import anthropic_api, azure_openai_api, bedrock_api, openai_api
 from .wire import unknown_route
 
 app_name = "simulator"
@@ -19,4 +19,10 @@ urlpatterns = [
     *openai_api.routes(azure_openai_api.V1, "azure-openai/openai/v1", "azure-openai-v1"),
     *openai_api.routes(azure_openai_api.GA, "azure-openai/openai", "azure-openai"),
     re_path(r"^azure-openai/(?P<rest>(?s:.*))$", azure_openai_api.unknown_route),
+    # Bedrock's job identifier may be an ARN, whose "/" arrives decoded: the stop route is matched first.
+    path("bedrock/model-invocation-jobs", bedrock_api.list_jobs, name="bedrock-jobs"),
+    path("bedrock/model-invocation-job", bedrock_api.create_job, name="bedrock-create"),
+    re_path(r"^bedrock/model-invocation-job/(?P<job>(?s:.+))/stop$", bedrock_api.stop_job, name="bedrock-stop"),
+    re_path(r"^bedrock/model-invocation-job/(?P<job>(?s:.+))$", bedrock_api.get_job, name="bedrock-job"),
+    re_path(r"^bedrock/(?P<rest>(?s:.*))$", unknown_route(bedrock_api.DIALECT)),
 ]
