@@ -336,19 +336,15 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
 
 
 def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
-    """For the cancel story: how many records finished after the stop (None: unknown), and why we know."""
-    said = (
-        f"{LABEL} does not say when a stop was requested: the time shown is when the job last changed "
-        "while stopping, or when it stopped."
+    """For the cancel story: how many records finished after the stop (None: unknown), and why.
+
+    The stop answers an empty body, so no counts at the stop are recorded (`counts_at_cancel` is the
+    cancel answer's request_counts, which a Bedrock job does not have)."""
+    return None, (
+        f"{LABEL} answers a stop without the job's counts and does not say when the stop was requested: "
+        "the time shown is when the job last changed while stopping, or when it stopped. Records "
+        "processed before the stop are counted as succeeded or errored; the rest as canceled."
     )
-    if counts_at_cancel is None or not batch.counts.known:
-        return None, f"{said} The record counts at the stop are unknown."
-    done_then = sum(
-        int(value) if isinstance(value := counts_at_cancel.get(name), int) else 0
-        for name in ("successRecordCount", "errorRecordCount")
-    )
-    finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
-    return finished_after, f"{said} {done_then} records had finished when the stop was accepted (our audit trail)."
 
 
 # --- the API -----------------------------------------------------------------------------------------------------
@@ -408,6 +404,9 @@ class BedrockProvider(BatchAPI):
     def result_sources(self, batch: Batch) -> list[str]:
         return []  # the records are in S3, which this dashboard does not read
 
+    def results_elsewhere(self, batch: Batch) -> str:
+        return results_note(batch)
+
     @contextmanager
     def open_results(
         self, batch_id: str, source: str = DEFAULT_RESULT_SOURCE, *, known: Batch | None = None
@@ -426,8 +425,9 @@ def results_note(batch: Batch) -> str:
     uri = output_uri(batch.raw)
     where = f"under {uri}" if uri else "in the S3 output location the job was created with"
     return (
-        f"{LABEL} writes this job's records to S3, {where} (one .jsonl.out file per input file, and a "
-        "manifest.json.out with the counts). This dashboard does not read S3: open them with your AWS tools."
+        f"{LABEL} writes this job's records to S3, {where}, as it processes them (a .jsonl.out file per "
+        "input file, and a manifest.json.out with the counts). This dashboard does not read S3: open them "
+        "with your AWS tools."
     )
 
 

@@ -42,6 +42,11 @@ class BatchAPI:
     def is_valid_id(self, batch_id: str) -> bool:
         return bool(self.batch_id.fullmatch(batch_id))
 
+    def results_elsewhere(self, batch: Batch) -> str:
+        """Where the batch's results are when this dashboard does not read them (Bedrock's S3), in an
+        operator's words; "" when it reads them through `result_sources`."""
+        return ""
+
     def _json(self, method: str, path: str, **kwargs) -> dict[str, Any]:
         response = send(
             self.client, method, path, label=self.label, account=self.account, deadline=self.deadlines.call, **kwargs

@@ -219,11 +219,12 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True),
         "story": services.cancel_story(batch=batch, attempts=attempts),
         "sources": provider_sources(account, batch),
+        "results_elsewhere": provider_for(account).results_elsewhere(batch),
         **progress_context(account, view),
         **alarm_views.batch_alarms_context(request, account_key=account.key, batch_id=batch_id),
         "next": request.get_full_path(),
     }
-    if batch.is_ended:
+    if batch.is_ended and not context["results_elsewhere"]:
         try:
             offset = min(MAX_RESULT_OFFSET, max(0, int(request.GET.get("offset", "0")[:20])))
         except ValueError:

@@ -1,0 +1,69 @@
+"""Amazon Bedrock jobs through the dashboard's pages: polled from the simulator over real HTTP (signed by
+the provider module's SigV4 auth), listed, shown with where their records are, and stopped."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from dashboard.models import CancelAttempt
+from dashboard.providers import bedrock
+from dashboard.simulator.bedrock_api import RECORDS_TAG
+from tests.factories import HTMX, poll_store, text
+
+OPS = ("AKIASIMULATOROPS", "sim-secret-ops")
+
+
+@pytest.fixture
+def bedrock_job(dashboard_upstream):
+    """A job of 30 records created by boto3 in the ops demo account: (its id, the client)."""
+    client = boto3.client(
+        "bedrock",
+        endpoint_url=dashboard_upstream + "/bedrock",
+        region_name="us-east-1",
+        aws_access_key_id=OPS[0],
+        aws_secret_access_key=OPS[1],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    arn = client.create_model_invocation_job(
+        jobName="page-walk",
+        roleArn="arn:aws:iam::123456789012:role/Batch",
+        modelId="anthropic.claude-3-haiku-20240307-v1:0",
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://walk-input/jobs/"}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://walk-output/jobs/"}},
+        tags=[{"key": RECORDS_TAG, "value": "30"}],
+    )["jobArn"]
+    yield arn.rsplit("/", 1)[1], client
+    client.close()
+
+
+def test_a_bedrock_job_is_listed_shown_with_its_s3_output_and_stopped(operator_client, bedrock_job):
+    job_id, client = bedrock_job
+    poll_store()
+    listing = text(operator_client.get("/"))
+    assert f'id="row-bedrock-ops-{job_id}"' in listing
+    assert '<option value="bedrock">Amazon Bedrock</option>' in listing
+    assert '<option value="InProgress">InProgress (Amazon Bedrock)</option>' in listing
+
+    detail = text(operator_client.get(f"/batches/bedrock-ops/{job_id}/"))
+    assert "writes this job&#x27;s records to S3, under s3://walk-output/jobs/" in detail
+    assert "This dashboard does not read S3" in detail
+    assert "Counting errors" not in detail and "Results are available once" not in detail
+    assert OPS[1] not in detail
+
+    response = operator_client.post(f"/batches/bedrock-ops/{job_id}/cancel", **HTMX)
+    assert response.status_code == 200
+    assert 'data-status="Stopping"' in text(response)
+    attempt = CancelAttempt.objects.get()
+    assert (attempt.outcome, attempt.status_after, attempt.account) == ("accepted", "Stopping", "bedrock-ops")
+    assert client.get_model_invocation_job(jobIdentifier=job_id)["status"] == "Stopping"
+
+
+def test_the_demo_accounts_sign_with_their_access_keys(dashboard_upstream):
+    from dashboard.accounts import configured_accounts, configured_secrets
+
+    accounts = {account.key: account for account in configured_accounts() if account.provider == "bedrock"}
+    assert sorted(accounts) == ["bedrock-ops", "bedrock-research"]
+    assert dict(accounts["bedrock-ops"].options) == bedrock.SIMULATOR_OPTIONS["ops"]
+    assert {"sim-secret-ops", "sim-secret-research"} <= set(configured_secrets())
