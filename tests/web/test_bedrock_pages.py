@@ -67,3 +67,23 @@ def test_the_demo_accounts_sign_with_their_access_keys(dashboard_upstream):
     assert sorted(accounts) == ["bedrock-ops", "bedrock-research"]
     assert dict(accounts["bedrock-ops"].options) == bedrock.SIMULATOR_OPTIONS["ops"]
     assert {"sim-secret-ops", "sim-secret-research"} <= set(configured_secrets())
+
+
+def test_the_cli_says_a_jobs_counts_are_unknown_rather_than_zero(db, monkeypatch):
+    from datetime import UTC, datetime
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from dashboard.batches import store
+    from tests.providers.test_bedrock import IN_PROGRESS, LIST_PAGE
+
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE", "AWS_BEDROCK_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for body in (LIST_PAGE["invocationJobSummaries"][0], IN_PROGRESS):
+        store.record(bedrock.parse_batch(body, account="bedrock-ops"), fetched_at=datetime.now(UTC))
+    out = StringIO()
+    call_command("batches", "list", "--account", "bedrock-ops", stdout=out, stderr=StringIO())
+    lines = {line.split()[1]: line for line in out.getvalue().splitlines()[1:]}
+    assert lines["zz98yy76xx54"].rstrip().endswith("requests unknown")
+    assert "4501 ok, 17 err, 7482 processing of 12000" in lines["ab12cd34ef56"]
