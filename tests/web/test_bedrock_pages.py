@@ -87,3 +87,17 @@ def test_the_cli_says_a_jobs_counts_are_unknown_rather_than_zero(db, monkeypatch
     lines = {line.split()[1]: line for line in out.getvalue().splitlines()[1:]}
     assert lines["zz98yy76xx54"].rstrip().endswith("requests unknown")
     assert "4501 ok, 17 err, 7482 processing of 12000" in lines["ab12cd34ef56"]
+
+
+def test_the_demo_jobs_are_polled_in_process_and_listed_in_every_status(operator_client, embedded_upstream):
+    from dashboard.models import StoredBatch
+    from dashboard.simulator.demo import seed_demo_batches
+
+    seed_demo_batches()
+    poll_store()
+    stored = StoredBatch.objects.filter(provider="bedrock")
+    assert set(stored.values_list("account", flat=True)) == {"bedrock-ops", "bedrock-research"}
+    statuses = set(stored.values_list("status", flat=True))
+    assert {"InProgress", "Completed", "PartiallyCompleted", "Expired", "Failed", "Stopped"} <= statuses
+    page = text(operator_client.get("/", {"provider": "bedrock"}))
+    assert page.count('id="row-bedrock-') == stored.count() == 18  # nine demo jobs in each account, one page
