@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 
 from botocore.utils import percent_encode
 from django.conf import settings
@@ -98,7 +98,7 @@ class BedrockDialect(Dialect):
                 secret=secret,
                 service=bedrock.SERVICE,
                 region=REGION,
-                now=clock.now(),
+                now=datetime.now(UTC),  # the signer's clock is the real one, whatever the simulator's
             )
         except sigv4.Refusal as refusal:
             raise ApiError(403, refusal.code, refusal.message) from None

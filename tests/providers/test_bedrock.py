@@ -623,3 +623,35 @@ def test_any_list_answer_is_a_page_or_our_own_error(body):
     for batch in page.batches:
         assert_valid(batch)
     assert page.has_more == (page.next_cursor is not None)
+
+
+def test_the_simulators_check_refuses_a_stale_signature_another_region_and_a_changed_body():
+    from datetime import timedelta
+
+    provider, upstream = make(reply(200, {}), reply(200, IN_PROGRESS))
+    provider.cancel(JOB)
+    stop = upstream.calls[0]
+    arrived = dict(
+        method=stop.method,
+        scheme="https",
+        path=stop.url.path,
+        query="",
+        headers={name.lower(): value for name, value in stop.headers.items()},
+        body=stop.content,
+        secret=SECRET,
+        service="bedrock",
+    )
+    sigv4.verify(**arrived, region="us-east-1", now=datetime.now(UTC))
+    refusals = [
+        dict(arrived, now=datetime.now(UTC) + timedelta(minutes=20), region="us-east-1"),
+        dict(arrived, now=datetime.now(UTC), region="eu-west-1"),
+        dict(arrived, now=datetime.now(UTC), region="us-east-1", body=b'{"x": 1}'),
+        dict(arrived, now=datetime.now(UTC), region="us-east-1", path=f"/model-invocation-job/{JOB[::-1]}/stop"),
+        dict(arrived, now=datetime.now(UTC), region="us-east-1", secret=None),
+    ]
+    codes = []
+    for attempt in refusals:
+        with pytest.raises(sigv4.Refusal) as caught:
+            sigv4.verify(**attempt)
+        codes.append(caught.value.code)
+    assert codes == ["InvalidSignatureException"] * 4 + ["UnrecognizedClientException"]
