@@ -84,6 +84,18 @@ COUNTS_ARE_FINAL_ONLY = False  # the record counts move as records are processed
 RESULT_SOURCES = ("s3",)
 DEFAULT_RESULT_SOURCE = "s3"
 LINES_NAME_SOURCE = False
+# Shown on the detail page (dotted paths into its JSON): where its records are first.
+DETAIL_FIELDS = (
+    "jobName",
+    "outputDataConfig.s3OutputDataConfig.s3Uri",
+    "inputDataConfig.s3InputDataConfig.s3Uri",
+    "modelId",
+    "modelInvocationType",
+    "timeoutDurationInHours",
+    "message",
+    "roleArn",
+    "jobArn",
+)
 TIMESTAMPS = ("submitTime", "lastModifiedTime", "endTime", "jobExpirationTime")
 STATUS = re.compile(r"[A-Z][A-Za-z]{0,39}")  # its status words are UpperCamelCase
 COUNTS = ("totalRecordCount", "processedRecordCount", "successRecordCount", "errorRecordCount")

@@ -16,8 +16,10 @@ OPS = ("AKIASIMULATOROPS", "sim-secret-ops")
 
 
 @pytest.fixture
-def bedrock_job(dashboard_upstream):
-    """A job of 30 records created by boto3 in the ops demo account: (its id, the client)."""
+def bedrock_job(dashboard_upstream, settings):
+    """A job of 30 records created by boto3 in the ops demo account: (its id, the client). Submitted,
+    then validating for a minute: its record counts not reported yet."""
+    settings.SIMULATOR_VALIDATING_SECONDS = 60
     client = boto3.client(
         "bedrock",
         endpoint_url=dashboard_upstream + "/bedrock",
@@ -42,6 +44,7 @@ def test_a_bedrock_job_is_listed_shown_with_its_s3_output_and_stopped(operator_c
     job_id, client = bedrock_job
     poll_store()
     listing = text(operator_client.get("/"))
+    assert "request counts unknown" in listing
     assert f'id="row-bedrock-ops-{job_id}"' in listing
     assert '<option value="bedrock">Amazon Bedrock</option>' in listing
     assert '<option value="InProgress">InProgress (Amazon Bedrock)</option>' in listing
@@ -49,6 +52,8 @@ def test_a_bedrock_job_is_listed_shown_with_its_s3_output_and_stopped(operator_c
     detail = text(operator_client.get(f"/batches/bedrock-ops/{job_id}/"))
     assert "writes this job&#x27;s records to S3, under s3://walk-output/jobs/" in detail
     assert "This dashboard does not read S3" in detail
+    assert "<th>outputDataConfig.s3OutputDataConfig.s3Uri</th><td><code>s3://walk-output/jobs/</code>" in detail
+    assert "unknown: Amazon Bedrock · ops has not reported request counts" in detail
     assert "Counting errors" not in detail and "Results are available once" not in detail
     assert OPS[1] not in detail
 
