@@ -65,7 +65,7 @@ def test_an_accounts_file_entry_with_its_region_and_access_key(no_accounts, tmp_
 
 def test_an_accounts_file_entry_without_a_region_is_a_configuration_error(no_accounts, tmp_path):
     accounts_file(tmp_path, no_accounts, {"provider": "bedrock", "name": "lost"})
-    with pytest.raises(ImproperlyConfigured, match=r"'lost'.*region"):
+    with pytest.raises(ImproperlyConfigured, match="needs its AWS region"):
         accounts.configured_accounts()
 
 
