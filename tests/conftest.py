@@ -51,13 +51,21 @@ def pytest_xdist_auto_num_workers(config):
     return min(2 * cpus, 8)
 
 
-# Tests that share a module-scoped server, by the start of their node ids: one worker runs all of a
-# group, so the server starts once (see pytest_xdist_make_scheduler).
-ONE_WORKER_EACH = (
-    "tests/integration/test_unstorable_text.py::",  # `server`: PostgreSQL, a prepared database, gunicorn
-    "tests/integration/test_postgres_redis.py::",  # `stack`: three gunicorns and a poller
-    "tests/test_deployment.py::test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers[",
-)
+# Tests that share a server, by the start of their node ids, and their group: one worker runs all of
+# a group, so the server starts once (see pytest_xdist_make_scheduler). The integration tests share
+# a worker's PostgreSQL (`postgres_server`: initdb, and a migrated template made by a migrate
+# process): in two groups of about 40 s each, two workers start one, not every worker.
+ONE_WORKER_EACH = {
+    # `server`: PostgreSQL, a prepared database, gunicorn
+    "tests/integration/test_unstorable_text.py::": "integration-1",
+    # `stack`: three gunicorns and a poller
+    "tests/integration/test_postgres_redis.py::": "integration-1",
+    "tests/integration/test_bulk_cancel_race.py::": "integration-1",
+    "tests/integration/test_outages.py::": "integration-2",
+    "tests/integration/test_pollers.py::": "integration-2",
+    # `polled_embedded_default`: a database prepared by seed_demo, poll --once and ensure_operator
+    "tests/test_deployment.py::test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers[": "deadlock",
+}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -76,7 +84,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class OneTestAtATime(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return next((group for group in ONE_WORKER_EACH if nodeid.startswith(group)), nodeid)
+            return next((group for start, group in ONE_WORKER_EACH.items() if nodeid.startswith(start)), nodeid)
 
     return OneTestAtATime(config, log)
 
