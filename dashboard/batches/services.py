@@ -91,7 +91,7 @@ def cancel_batch(
     attempt.message = message
     attempt.status_after = batch.status if batch is not None else (stored.first() or "")
     if attempt_outcome == CancelAttempt.Outcome.ACCEPTED:
-        attempt.counts_at_cancel = batch.raw.get("request_counts")
+        attempt.counts_at_cancel = providers.module(batch.provider).counts_at_cancel(batch)
     attempt.finished_at = timezone.now()
     attempt.save(update_fields=["outcome", "message", "status_after", "finished_at", "counts_at_cancel"])
     return CancelResult(

@@ -17,7 +17,8 @@ provider's name. A provider module defines
   DETAIL_FIELDS (the fields of its JSON the detail page shows, dotted paths);
 - RESULT_SOURCES, DEFAULT_RESULT_SOURCE (what a download gives by default) and LINES_NAME_SOURCE
   (whether a result line says which source it came from);
-- parse_batch(data, account=..., secrets=...), parse_result_line(number, data, raw, source) and
+- parse_batch(data, account=..., secrets=...), parse_result_line(number, data, raw, source),
+  counts_at_cancel(batch) (what the audit trail keeps of a batch as its cancel was accepted) and
   after_cancel(batch, counts_at_cancel) (the cancel story's count and wording);
 - API: its `http.BatchAPI` subclass.
 

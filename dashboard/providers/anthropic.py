@@ -172,6 +172,11 @@ def _unreadable_result(result: Any) -> tuple[str, str]:
     return "unknown_result_type", f"This line's result type is not one {LABEL} documents: {as_text(kind)[:60]}"
 
 
+def counts_at_cancel(batch: Batch) -> dict | None:
+    """What the audit trail keeps of the batch as its cancel was accepted: the answer's request_counts."""
+    return batch.raw.get("request_counts")
+
+
 def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
     """For the cancel story: how many requests finished after the cancel (None: unknown), and why we know."""
     return None, (

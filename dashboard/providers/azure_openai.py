@@ -39,7 +39,7 @@ COUNTS_ARE_FINAL_ONLY, TIMESTAMPS = openai.COUNTS_ARE_FINAL_ONLY, openai.TIMESTA
 MAX_PAGE_LIMIT, BATCH_ID = openai.MAX_PAGE_LIMIT, openai.BATCH_ID
 RESULT_SOURCES, DEFAULT_RESULT_SOURCE = openai.RESULT_SOURCES, openai.DEFAULT_RESULT_SOURCE
 LINES_NAME_SOURCE, parse_result_line = openai.LINES_NAME_SOURCE, openai.parse_result_line
-after_cancel = openai.after_cancel
+counts_at_cancel, after_cancel = openai.counts_at_cancel, openai.after_cancel
 # Shown on the detail page: OpenAI's, and where a batch that writes to blob storage reads and puts its files.
 DETAIL_FIELDS = (*openai.DETAIL_FIELDS, "input_blob", "output_blob", "error_blob")
 

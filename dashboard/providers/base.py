@@ -190,6 +190,22 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
+def finished_count(counts: Any, names: tuple[str, ...]) -> int | None:
+    """The sum of `names` in counts the audit trail kept (whole numbers, or int64 strings as Google
+    sends them; an absent one is 0); None if there are none or one is not a count."""
+    if not isinstance(counts, Mapping):
+        return None
+    total = 0
+    for name in names:
+        value = counts.get(name) or 0
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None
+        total += value
+    return total
+
+
 REFUSAL_STATUSES = (400, 409)
 
 

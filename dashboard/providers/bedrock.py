@@ -23,7 +23,7 @@ from botocore.session import Session
 from botocore.utils import percent_encode_sequence
 
 from ..redaction import redact
-from .base import AccountSpec, BadResponse, Batch, Connection, Counts, NotFound, ProviderError
+from .base import AccountSpec, BadResponse, Batch, Connection, Counts, NotFound, ProviderError, finished_count
 from .errors import (
     Secrets,
     Unreadable,
@@ -347,15 +347,26 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     )
 
 
-def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
-    """For the cancel story: how many records finished after the stop (None: unknown), and why.
+def counts_at_cancel(batch: Batch) -> dict | None:
+    """What the audit trail keeps of the job as its stop was accepted: its record counts, read right
+    after the stop (which answers an empty body); None when the job did not report them."""
+    return {name: batch.raw.get(name) for name in COUNTS} if batch.counts.known else None
 
-    The stop answers an empty body, so no counts at the stop are recorded (`counts_at_cancel` is the
-    cancel answer's request_counts, which a Bedrock job does not have)."""
-    return None, (
-        f"{LABEL} answers a stop without the job's counts and does not say when the stop was requested: "
-        "the time shown is when the job last changed while stopping, or when it stopped. Records "
-        "processed before the stop are counted as succeeded or errored; the rest as canceled."
+
+def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
+    """For the cancel story: how many records finished after the stop (None: unknown), and why."""
+    when = (
+        f"{LABEL} does not say when a stop was requested: the time shown is when the job last changed "
+        "while stopping, or when it stopped. Records processed before the stop are counted as succeeded "
+        "or errored; the rest as canceled."
+    )
+    done_then = finished_count(counts_at_cancel, ("successRecordCount", "errorRecordCount"))
+    if done_then is None:
+        return None, f"{LABEL} answers a stop without the job's counts. {when}"
+    finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
+    return finished_after, (
+        f"{done_then} records had finished when the stop was accepted (read right after it, recorded in "
+        f"our audit trail). {when}"
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .base import AccountSpec, BadResponse, Batch, Connection, Counts, NotFound
+from .base import AccountSpec, BadResponse, Batch, Connection, Counts, NotFound, finished_count
 from .errors import (
     MAX_COUNT,
     Secrets,
@@ -280,11 +280,27 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     )
 
 
+def counts_at_cancel(batch: Batch) -> dict | None:
+    """What the audit trail keeps of the batch as its cancel was accepted: its batchStats, read right
+    after the cancel (which answers {}); None when the batch did not report them."""
+    if not batch.counts.known:
+        return None
+    stats = batch.raw.get("metadata", {}).get("batchStats")
+    return dict(stats) if isinstance(stats, dict) else None
+
+
 def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
     """For the cancel story: how many requests finished after the cancel (None: unknown), and why we know."""
-    return None, (
-        f"{LABEL} answers a cancel with nothing but its acceptance and does not say when it took effect, "
-        "so which requests finished after it is unknown."
+    done_then = finished_count(counts_at_cancel, ("successfulRequestCount", "failedRequestCount"))
+    if done_then is None:
+        return None, (
+            f"{LABEL} answers a cancel with nothing but its acceptance and does not say when it took effect, "
+            "so which requests finished after it is unknown."
+        )
+    finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
+    return finished_after, (
+        f"{done_then} requests had finished when the cancel was accepted (read right after it, recorded in "
+        f"our audit trail); {LABEL} does not say when a cancel took effect."
     )
 
 

@@ -222,6 +222,11 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     )
 
 
+def counts_at_cancel(batch: Batch) -> dict | None:
+    """What the audit trail keeps of the batch as its cancel was accepted: the answer's request_counts."""
+    return batch.raw.get("request_counts")
+
+
 def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
     """For the cancel story: how many requests finished after the cancel (None: unknown), and why we know.
 

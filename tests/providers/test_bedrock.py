@@ -540,7 +540,22 @@ def test_a_result_record_is_read_as_a_line():
 def test_the_cancel_story_says_what_bedrock_does_not_tell():
     batch = bedrock.parse_batch(completed(status="Stopped", successRecordCount=5000, errorRecordCount=10), account="x")
     count, text = bedrock.after_cancel(batch, None)
-    assert count is None and "does not say when the stop was requested" in text
+    assert count is None and "does not say when a stop was requested" in text
+
+
+def test_the_counts_read_right_after_a_stop_tell_how_many_records_finished_after_it():
+    stopping = bedrock.parse_batch(
+        completed(status="Stopping", successRecordCount=4000, errorRecordCount=7), account="x"
+    )
+    kept = bedrock.counts_at_cancel(stopping)
+    assert kept == {name: stopping.raw[name] for name in bedrock.COUNTS}
+    stopped = bedrock.parse_batch(
+        completed(status="Stopped", successRecordCount=5000, errorRecordCount=10), account="x"
+    )
+    count, text = bedrock.after_cancel(stopped, kept)
+    assert count == 1003 and "4007 records had finished when the stop was accepted" in text
+    for unreadable in ({"successRecordCount": "many"}, {"errorRecordCount": -1}, {"successRecordCount": True}, []):
+        assert bedrock.after_cancel(stopped, unreadable)[0] is None, unreadable
 
 
 # --- properties: any JSON is a Batch or our own error ------------------------------------------------------------

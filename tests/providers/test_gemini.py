@@ -125,6 +125,19 @@ def test_the_recorded_succeeded_inline_batch_keeps_only_the_number_of_its_inline
     assert gemini.GeminiProvider.result_sources(None, batch) == ["responses"]
 
 
+def test_the_stats_read_right_after_a_cancel_tell_how_many_requests_finished_after_it():
+    running = gemini.parse_batch(
+        with_metadata(RUNNING, batchStats={"requestCount": "10", "successfulRequestCount": "2"}), account="gemini-ops"
+    )
+    kept = gemini.counts_at_cancel(running)
+    assert kept == {"requestCount": "10", "successfulRequestCount": "2"}
+    cancelled = gemini.parse_batch(CANCELLED, account="gemini-ops")  # 4 succeeded, 1 failed in the end
+    count, text = gemini.after_cancel(cancelled, kept)
+    assert count == 3 and "2 requests had finished when the cancel was accepted" in text
+    assert gemini.after_cancel(cancelled, None)[0] is None
+    assert gemini.after_cancel(cancelled, {"successfulRequestCount": "2e9"})[0] is None  # not a count
+
+
 def test_a_cancelled_batch_counts_what_never_ran_as_canceled():
     batch = gemini.parse_batch(CANCELLED, account="gemini-ops")
     counts = batch.counts

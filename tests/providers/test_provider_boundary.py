@@ -76,7 +76,7 @@ def test_every_registered_provider_module_defines_what_the_dashboard_asks():
         "KEY_IS_OPTIONAL STATUSES ENDED CANCELABLE ENDED_BADLY COUNTS_ARE_FINAL_ONLY TIMESTAMPS MAX_PAGE_LIMIT "
         "DETAIL_FIELDS "
         "RESULT_SOURCES DEFAULT_RESULT_SOURCE LINES_NAME_SOURCE from_environment base_url_for connect "
-        "parse_batch parse_result_line after_cancel API"
+        "parse_batch parse_result_line counts_at_cancel after_cancel API"
     ).split()
     for name, module in providers.PROVIDERS.items():
         assert module.NAME == name
@@ -173,6 +173,7 @@ def mistral(monkeypatch, tmp_path):
         ),
         parse_batch=lambda data, *, account: mistral_batch(account=account, status=data["status"]),
         parse_result_line=mistral_result_line,
+        counts_at_cancel=lambda batch: None,
         after_cancel=mistral_after_cancel,
         API=MistralAPI,
     )
