@@ -301,6 +301,8 @@ def parse_batch(data: Any, *, account: str, secrets: Secrets = ()) -> Batch:
         cancel_initiated_at=stop_requested_at(status, timestamps),
         timestamps=timestamps,
         raw=data,
+        # Its name is what its owner calls it: shown and searched as its labels (a job has no metadata).
+        labels={"jobName": data["jobName"]} if isinstance(data.get("jobName"), str) and data["jobName"] else {},
     )
 
 

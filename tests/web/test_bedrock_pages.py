@@ -48,6 +48,8 @@ def test_a_bedrock_job_is_listed_shown_with_its_s3_output_and_stopped(operator_c
     assert f'id="row-bedrock-ops-{job_id}"' in listing
     assert '<option value="bedrock">Amazon Bedrock</option>' in listing
     assert '<option value="InProgress">InProgress (Amazon Bedrock)</option>' in listing
+    found = text(operator_client.get("/", {"q": "PAGE-WALK"}))  # its name, searched like metadata
+    assert f'id="row-bedrock-ops-{job_id}"' in found
 
     detail = text(operator_client.get(f"/batches/bedrock-ops/{job_id}/"))
     assert "writes this job&#x27;s records to S3, under s3://walk-output/jobs/" in detail
