@@ -6,10 +6,17 @@ from hypothesis import settings as hypothesis_settings
 
 from dashboard.simulator.demo import ensure_demo_accounts
 from tests import factories
-from tests.factories import ANTHROPIC_KEYS, OPENAI_KEYS, embedded_anthropic, embedded_openai, embedded_simulator_url
+from tests.factories import (
+    ANTHROPIC_KEYS,
+    GEMINI_KEYS,
+    OPENAI_KEYS,
+    embedded_anthropic,
+    embedded_openai,
+    embedded_simulator_url,
+)
 from tests.services import ACCOUNT_ENVIRONMENT
 
-__all__ = ["ANTHROPIC_KEYS", "OPENAI_KEYS"]
+__all__ = ["ANTHROPIC_KEYS", "GEMINI_KEYS", "OPENAI_KEYS"]
 
 
 # No example has a deadline: hypothesis's 200 ms per example is a wall-clock assertion, which fails
@@ -239,6 +246,22 @@ def anthropic_client(simulator):
 
     get, clients = _reused(build)
     yield lambda key=ANTHROPIC_KEYS["ops"], **options: get(key, **options)
+    for client in clients.values():
+        client.close()
+
+
+@pytest.fixture
+def gemini_client(simulator):
+    """The official google-genai SDK over real HTTP (the live server): `gemini_client(key, **options)`."""
+    from google import genai
+    from google.genai import types
+
+    def build(key, **options):
+        options.setdefault("timeout", 20_000)  # milliseconds
+        return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=simulator + "/gemini", **options))
+
+    get, clients = _reused(build)
+    yield lambda key=GEMINI_KEYS["ops"], **options: get(key, **options)
     for client in clients.values():
         client.close()
 

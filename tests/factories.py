@@ -28,7 +28,8 @@ from dashboard.simulator.models import SimAccount, SimBatch
 ANTHROPIC_KEYS = {"ops": "sk-ant-sim-ops", "research": "sk-ant-sim-research"}
 OPENAI_KEYS = {"ops": "sk-sim-ops", "research": "sk-sim-research"}
 AZURE_OPENAI_KEYS = providers.module("azure-openai").SIMULATOR_KEYS
-ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values(), *AZURE_OPENAI_KEYS.values())
+GEMINI_KEYS = providers.module("gemini").SIMULATOR_KEYS
+ALL_KEYS = (*ANTHROPIC_KEYS.values(), *OPENAI_KEYS.values(), *AZURE_OPENAI_KEYS.values(), *GEMINI_KEYS.values())
 # Every demo account of the simulator, as accounts.configured_accounts lists them: (key, label).
 DEMO_ACCOUNTS = tuple(
     (f"{name}-{account}", f"{module.LABEL} · {account}")

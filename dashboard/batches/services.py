@@ -322,9 +322,14 @@ class CancelStory:
 
 
 def cancel_story(*, batch: Batch, attempts: list[CancelAttempt]) -> CancelStory | None:
-    if batch.cancel_initiated_at is None:
+    """The story of the batch's cancel. A provider that does not say when a cancel was asked for
+    (Gemini) has it told from when this dashboard's first accepted cancel asked (the audit trail)."""
+    requested_at = batch.cancel_initiated_at
+    if requested_at is None:
+        requested_at = next((a.requested_at for a in attempts if a.outcome == CancelAttempt.Outcome.ACCEPTED), None)
+    if requested_at is None:
         return None
-    took = batch.ended_at - batch.cancel_initiated_at if batch.ended_at else None
+    took = batch.ended_at - requested_at if batch.ended_at else None
     # The first accepted cancel is the one that stopped the batch: counts after it are what finished
     # meanwhile (a second cancel's answer would hide what finished between the two).
     accepted = next((a for a in attempts if a.outcome == CancelAttempt.Outcome.ACCEPTED and a.counts_at_cancel), None)
@@ -332,7 +337,7 @@ def cancel_story(*, batch: Batch, attempts: list[CancelAttempt]) -> CancelStory 
         batch, accepted.counts_at_cancel if accepted is not None else None
     )
     return CancelStory(
-        requested_at=batch.cancel_initiated_at,
+        requested_at=requested_at,
         ended_at=batch.ended_at,
         canceling_took=took,
         finished_after_cancel=finished_after,

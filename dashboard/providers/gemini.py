@@ -36,7 +36,7 @@ NAME = "gemini"  # in account keys, the store and URLs
 LABEL = "Gemini"  # shown to operators
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"  # the paths below carry the API version
 SIMULATOR_PATH = "/gemini"  # where the embedded simulator speaks this API
-SIMULATOR_KEYS: dict[str, str] = {}  # its demo accounts: none until the simulator speaks Gemini
+SIMULATOR_KEYS = {"ops": "gemini-sim-ops", "research": "gemini-sim-research"}  # its demo accounts
 SIMULATOR_OPTIONS: dict[str, dict[str, str]] = {}  # its demo accounts need nothing but a key
 ACCOUNT_OPTIONS: tuple[str, ...] = ()  # no fields of its own in BATCH_ACCOUNTS_FILE: a key and a base_url
 KEY_IS_OPTIONAL = False  # an account without an API key is a configuration error
@@ -291,16 +291,17 @@ def counts_at_cancel(batch: Batch) -> dict | None:
 
 def after_cancel(batch: Batch, counts_at_cancel: dict | None) -> tuple[int | None, str]:
     """For the cancel story: how many requests finished after the cancel (None: unknown), and why we know."""
+    unsaid = (
+        f"{LABEL} says neither when a cancel was asked for nor when it took effect: the time it was requested "
+        "is when this dashboard asked (its audit trail)"
+    )
     done_then = finished_count(counts_at_cancel, ("successfulRequestCount", "failedRequestCount"))
     if done_then is None:
-        return None, (
-            f"{LABEL} answers a cancel with nothing but its acceptance and does not say when it took effect, "
-            "so which requests finished after it is unknown."
-        )
+        return None, f"{unsaid}, and which requests finished after it is unknown."
     finished_after = max(0, batch.counts.succeeded + batch.counts.errored - done_then)
     return finished_after, (
         f"{done_then} requests had finished when the cancel was accepted (read right after it, recorded in "
-        f"our audit trail); {LABEL} does not say when a cancel took effect."
+        f"our audit trail). {unsaid}."
     )
 
 

@@ -17,6 +17,7 @@ from .models import (
     add_requests,
     anthropic_batch_id,
     bedrock_job_id,
+    gemini_batch_id,
     key_digest,
 )
 
@@ -29,6 +30,8 @@ DEMO_KEYS = {
     (Provider.AZURE_OPENAI, "research"): "azure-sim-research",
     (Provider.BEDROCK, "ops"): "sim-secret-ops",  # the secret access key of AKIASIMULATOROPS
     (Provider.BEDROCK, "research"): "sim-secret-research",  # of AKIASIMULATORRESEARCH
+    (Provider.GEMINI, "ops"): "gemini-sim-ops",
+    (Provider.GEMINI, "research"): "gemini-sim-research",
 }
 
 
@@ -44,6 +47,7 @@ def ensure_demo_accounts() -> list[SimAccount]:
 
 ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 OPENAI_MODELS = ("gpt-4.1-mini", "gpt-4o", "gpt-5-mini")
+GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
 
 
 def _seconds(**kwargs: float) -> float:
@@ -120,6 +124,16 @@ def _bedrock_job(label: str, account: SimAccount, model: str) -> dict:
 # Azure's: OpenAI's plans, but one batch runs on past its 24 hours, as Azure lets it (it does not expire).
 PAST_24_HOURS = ("past-24-hours", 150, _seconds(hours=26), 30, _seconds(hours=30), 60, None, 8, True)
 AZURE_PLANS = [PAST_24_HOURS if plan[0] == "stale-queue" else plan for plan in OPENAI_PLANS]
+# (label, total, created ago, pending, processing, cancel after creation, cancel grace, source: inline | file | broken)
+GEMINI_PLANS = [
+    ("fresh-eval", 40, 0, 30, _seconds(minutes=5), None, 8, "inline"),
+    ("catalog-tags", 1200, 20, 5, _seconds(minutes=10), None, 8, "file"),
+    ("support-summaries", 300, _seconds(hours=2), 20, _seconds(minutes=30), None, 8, "file"),
+    ("translation-ab", 60, _seconds(minutes=10), 5, _seconds(hours=1), _seconds(minutes=10, seconds=-10), 60, "inline"),
+    ("weekly-digest", 25, _seconds(days=1), 10, _seconds(minutes=20), None, 8, "inline"),
+    ("stale-backfill", 500, _seconds(days=3), 30, _seconds(hours=60), None, 8, "file"),
+    ("bad-input", 20, _seconds(hours=5), 10, 60, None, 8, "broken"),
+]
 
 
 def _demo_metadata(label: str, account: SimAccount) -> dict:
@@ -217,6 +231,8 @@ def seed_demo_batches() -> int:
                     error_file_id="",
                 ).save()
                 created += 1
+        elif account.provider == Provider.GEMINI:
+            created += _seed_gemini(account, rng, now, is_research)
         else:
             is_azure = account.provider == Provider.AZURE_OPENAI
             dialect = azure_openai_api.V1 if is_azure else openai_api.DIALECT
@@ -266,6 +282,60 @@ def seed_demo_batches() -> int:
                     _add_requests(batch, (custom_id for custom_id, _ in requests), model)
                 created += 1
     return created
+
+
+def _seed_gemini(account: SimAccount, rng: random.Random, now, is_research: bool) -> int:
+    from .gemini_api import UPLOADED_PURPOSE, file_requests, lower_id
+    from .progression import GEMINI_WINDOW_HOURS
+
+    for label, total, ago, pending, span, cancel_after, grace, source in GEMINI_PLANS:
+        total = total // 2 if is_research else total
+        model = GEMINI_MODELS[rng.randrange(len(GEMINI_MODELS))]
+        created_at = now - timedelta(seconds=ago)
+        input_file, problems = None, []
+        if source == "inline":
+            requests = [(json.dumps({"key": f"{label}-{i:05d}"}, separators=(",", ":")), "") for i in range(total)]
+        else:
+            lines = [
+                {"key": f"{label}-{i:05d}", "request": {"contents": [{"parts": [{"text": f"Q{i}"}]}]}}
+                for i in range(total)
+            ]
+            content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+            if source == "broken":
+                content = b"this is not JSON\n" + content
+            input_file = SimFile.objects.create(
+                account=account,
+                public_id=lower_id(),
+                purpose=UPLOADED_PURPOSE,
+                filename=f"{label}.jsonl",
+                content=content,
+                created_at=created_at,
+            )
+            requests, problems = file_requests(content)
+        batch = SimBatch.planned(
+            account=account,
+            public_id=gemini_batch_id(),
+            created_at=created_at,
+            total=len(requests),
+            seed=rng.randrange(2**31),
+            processing_seconds=span,
+            cancel_grace_seconds=grace,
+            error_percent=rng.choice((2, 5, 10)),
+            validating_seconds=pending,
+            timeout_hours=GEMINI_WINDOW_HOURS,
+            is_demo=True,
+            cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
+            model=f"models/{model}",
+            metadata={"displayName": label},
+            input_file=input_file,
+            input_file_public_id=input_file.public_id if input_file else "",
+            validation_errors={"data": problems} if problems else None,
+            output_file_id="",
+            error_file_id="",
+        )
+        batch.save()
+        add_requests(batch, requests)
+    return len(GEMINI_PLANS)
 
 
 def _add_requests(batch: SimBatch, custom_ids, model: str) -> None:

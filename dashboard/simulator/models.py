@@ -41,6 +41,11 @@ def bedrock_job_id() -> str:
     return "".join(secrets.choice(string.digits + string.ascii_lowercase) for _ in range(12))
 
 
+def gemini_batch_id() -> str:
+    """What follows "batches/": 36 lower-case letters and digits, as the API's ids are."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(36))
+
+
 def key_digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
@@ -50,6 +55,7 @@ class Provider(models.TextChoices):
     OPENAI = "openai", "OpenAI"
     AZURE_OPENAI = "azure-openai", "Azure OpenAI"
     BEDROCK = "bedrock", "Amazon Bedrock"
+    GEMINI = "gemini", "Gemini"
 
 
 class Fault(models.TextChoices):
@@ -112,7 +118,7 @@ class SimBatch(models.Model):
     stalled_seconds = models.FloatField(default=0, help_text="Processing time lost to stalls already released.")
     expires = models.BooleanField(default=True, help_text="Expires 24 hours after creation (Azure's batches do not).")
 
-    # OpenAI only
+    # OpenAI (and Gemini: validating is its pending, input_file its file source, metadata its displayName)
     validating_seconds = models.FloatField(default=0)
     finalizing_seconds = models.FloatField(default=0)
     endpoint = models.CharField(max_length=64, blank=True)
@@ -126,6 +132,7 @@ class SimBatch(models.Model):
     error_file_id = models.CharField(max_length=64, blank=True, default=openai_file_id)
 
     # Bedrock only
+    # Bedrock's timeoutDurationInHours; Gemini's 48 hours
     timeout_hours = models.PositiveSmallIntegerField(default=24, help_text="Bedrock's timeoutDurationInHours.")
     job_config = models.JSONField(
         null=True, blank=True, help_text="Bedrock: the create request's fields, answered back (jobName, roleArn...)."

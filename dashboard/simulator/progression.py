@@ -57,7 +57,7 @@ class Plan:
     stalled_seconds: float = 0.0
     # Whether the batch expires at `expires_at` (Azure OpenAI's do not: they run on past their 24 hours).
     expires: bool = True
-    # Bedrock: its timeoutDurationInHours (the others' window is 24 hours)
+    # Bedrock: its timeoutDurationInHours; Gemini: 48 (the others' window is 24 hours)
     window_hours: int = 24
 
     @property
@@ -313,8 +313,8 @@ def openai_start(plan: Plan) -> datetime:
 
 def processing_start(plan: Plan, provider: str) -> datetime:
     """When the batch's processing begins in `provider`'s dialect (OpenAI and Azure OpenAI validate first;
-    Bedrock is submitted, validated and scheduled first)."""
-    return openai_start(plan) if provider in ("openai", "azure-openai", "bedrock") else plan.created_at
+    Bedrock is submitted, validated and scheduled first; a Gemini batch is pending first)."""
+    return openai_start(plan) if provider in ("openai", "azure-openai", "bedrock", "gemini") else plan.created_at
 
 
 def openai_state(plan: Plan, now: datetime) -> OpenAIState:
@@ -452,3 +452,70 @@ def bedrock_state(plan: Plan, now: datetime) -> BedrockState:
     if now < processing_end:
         return counted("InProgress", processing_end, start, None)
     return counted("Completed", processing_end, processing_end, processing_end)
+
+
+# --- Gemini --------------------------------------------------------------------------------
+
+GEMINI_WINDOW_HOURS = 48  # a batch pending or running for more than 48 hours expires
+
+
+@dataclass(frozen=True)
+class GeminiState:
+    state: str  # BATCH_STATE_PENDING | _RUNNING | _SUCCEEDED | _FAILED | _CANCELLED | _EXPIRED
+    updated_at: datetime
+    ended_at: datetime | None
+    total: int
+    succeeded: int
+    failed: int
+    finished: int  # how many ranks finished with their own fate (the rest never ran)
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def is_ended(self) -> bool:
+        return self.state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING")
+
+    @property
+    def pending(self) -> int:
+        return 0 if self.is_ended else self.total - self.finished
+
+
+def gemini_state(plan: Plan, now: datetime) -> GeminiState:
+    """Pending for `validating_seconds`, running (counts growing) until done, expired at the end of
+    its window, or cancelled once a cancel's grace is over: Gemini has no "cancelling" state, a batch
+    being cancelled stays running until then. A batch whose input could not be read fails when it
+    would have started."""
+    start = openai_start(plan)
+    cancel_at = plan.cancel_initiated_at if plan.cancel_initiated_at and plan.cancel_initiated_at <= now else None
+    stop = plan.processing_stop(start)  # done, the window's end, or a cancel's end (NEVER while stalled)
+    if not plan.input_is_valid:
+        stop = start
+    ended = now >= stop
+    tally = plan.tally(plan.finished_by(plan.processed_seconds(start, min(now, stop))) if plan.input_is_valid else 0)
+    if not ended:
+        state = "BATCH_STATE_PENDING" if now < start else "BATCH_STATE_RUNNING"
+    elif not plan.input_is_valid:
+        state = "BATCH_STATE_FAILED"
+    elif cancel_at is not None and stop == cancel_at + timedelta(seconds=plan.cancel_grace_seconds):
+        state = "BATCH_STATE_CANCELLED"
+    elif stop == plan.expires_at and tally.finished < plan.total:
+        state = "BATCH_STATE_EXPIRED"
+    else:
+        state = "BATCH_STATE_SUCCEEDED"
+    if ended:
+        updated_at = stop
+    elif now < start or not tally.finished or plan.total == 0:
+        updated_at = plan.created_at if now < start else start
+    else:  # when the last request counted finished (its stats changed then), stalls left aside
+        updated_at = min(now, start + timedelta(seconds=plan.processing_seconds * tally.finished / plan.total))
+    return GeminiState(
+        state=state,
+        updated_at=updated_at,
+        ended_at=stop if ended else None,
+        total=plan.total,
+        succeeded=tally.finished - tally.errored,
+        failed=tally.errored,
+        finished=tally.finished,
+        input_tokens=tally.input_tokens,
+        output_tokens=tally.output_tokens,
+    )

@@ -37,6 +37,7 @@ _CODE_FILES = (
     "anthropic_api.py",
     "openai_api.py",
     "azure_openai_api.py",
+    "gemini_api.py",
     "progression.py",
     "models.py",
     "results_cache.py",
