@@ -319,3 +319,21 @@ def test_an_account_wide_fault_set_by_the_command_reaches_the_sdk(gemini_client)
     assert (raised.value.code, raised.value.status) == (503, "UNAVAILABLE")
     call_command("simulator_fault", "gemini", "ops", "--fault", "", stdout=io.StringIO())
     assert list(client.batches.list()) == []
+
+
+@pytest.mark.usefixtures("fast_simulator")
+def test_a_stalled_batch_holds_its_counts_until_released(gemini_client, simulator):
+    from dashboard.simulator import stall
+
+    client = gemini_client()
+    job = create(client, 20, seconds=4)
+    watch(client, job.name, lambda job: job.state == "JOB_STATE_RUNNING")
+    public_id = job.name.removeprefix("batches/")
+    assert stall.stall(public_id)
+    held = raw_get(simulator, job.name).json()["metadata"]["batchStats"]
+    time.sleep(1.0)
+    again = raw_get(simulator, job.name).json()["metadata"]
+    assert (again["state"], again["batchStats"]) == ("BATCH_STATE_RUNNING", held)
+    assert stall.release(public_id)
+    done = watch(client, job.name, lambda job: job.state in ENDED)[-1]
+    assert done.state == "JOB_STATE_SUCCEEDED" and len(done.dest.inlined_responses) == 20
