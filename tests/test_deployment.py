@@ -103,13 +103,21 @@ def test_simulator_is_on_with_its_demo_accounts_when_no_real_account_is_configur
     }
 
 
-@pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"])
-def test_a_real_account_turns_the_simulator_off_404_and_no_demo_accounts(tmp_path, variable):
+@pytest.mark.parametrize(
+    ("variable", "account"),
+    [
+        ("ANTHROPIC_API_KEY", "anthropic-default"),
+        ("OPENAI_API_KEY", "openai-default"),
+        ("GEMINI_API_KEY", "gemini-default"),
+        ("GOOGLE_API_KEY", "gemini-default"),  # google-genai reads either
+    ],
+)
+def test_a_real_account_turns_the_simulator_off_404_and_no_demo_accounts(tmp_path, variable, account):
     state = in_django(SIMULATOR_STATE, clean_env(tmp_path, **{variable: "sk-real-key-123456789"}))
     assert state["enabled"] is False
     assert state["installed"] is False
     assert state["api_status"] == 404
-    assert state["accounts"] == [f"{variable.split('_')[0].lower()}-default"]
+    assert state["accounts"] == [account]
 
 
 def test_an_account_configured_wrongly_turns_the_simulator_off_and_says_what_is_missing(tmp_path):

@@ -74,3 +74,26 @@ def test_the_cli_says_the_requests_are_unknown(gemini_upstream):
     lines = {line.split()[1]: line for line in out.getvalue().splitlines()[1:]}
     assert lines[PENDING_ID].endswith("requests unknown")
     assert "0 ok, 0 err, 3 processing of 3" in lines[RUNNING_ID]
+
+
+def test_an_accounts_file_entry_and_its_key_redacted_everywhere(monkeypatch, tmp_path):
+    import json
+
+    from dashboard import accounts
+    from dashboard.redaction import redact
+    from tests.services import ACCOUNT_ENVIRONMENT
+
+    for name in ACCOUNT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    secret = "AIzaSy" + "FileEntryKey0123456789abcdefXYZ"
+    monkeypatch.setenv("PROD_GEMINI_KEY", secret)
+    entries = [{"name": "prod", "provider": "gemini", "api_key_env": "PROD_GEMINI_KEY"}]
+    (tmp_path / "accounts.json").write_text(json.dumps(entries))
+    monkeypatch.setenv("BATCH_ACCOUNTS_FILE", str(tmp_path / "accounts.json"))
+    monkeypatch.setattr(accounts, "_clients", {})
+    monkeypatch.setattr(accounts, "_connections", {})
+    (account,) = accounts.configured_accounts()
+    assert (account.key, account.base_url, account.label) == ("gemini-prod", gemini.DEFAULT_BASE_URL, "Gemini · prod")
+    assert accounts.client_for(account).headers["x-goog-api-key"] == secret
+    assert secret in accounts.configured_secrets()
+    assert secret[:16] not in redact(f"upstream said: key {secret.lower()} is wrong", accounts.configured_secrets())
