@@ -22,9 +22,10 @@ from django.conf import settings
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from ..accounts import Account
-from ..models import AccountState, Alarm, BatchChange, StoredBatch
+from ..models import AccountState, Alarm, BatchChange, CancelAttempt, StoredBatch
 from ..providers.base import Batch
 from . import store
 
@@ -83,6 +84,13 @@ class StoredView:
     stale_reason: str = ""
     gone_at: datetime | None = None  # the provider answers 404 for it since then: deleted or not found
     open_alarms: int = 0  # alarms about this batch that are open (see dashboard/alarms/)
+    cancel_accepted_at: datetime | None = None  # the first cancel of it this dashboard saw accepted
+
+    @property
+    def cancel_pending(self) -> bool:
+        """A cancel was accepted but the provider's status does not show it yet (Gemini has no
+        canceling state: a batch stays running until the cancel takes effect)."""
+        return not self.is_final and self.batch.cancel_initiated_at is None and self.cancel_accepted_at is not None
 
     @property
     def is_stale(self) -> bool:
@@ -157,8 +165,8 @@ def _decode_cursor(token: str | None) -> tuple[datetime, int] | None:
 
 
 def _with_account_health(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
-    """Each row with its account's failure count and last error, and how many alarms about it are
-    open: still one query."""
+    """Each row with its account's failure count and last error, how many alarms about it are open,
+    and when a cancel of it was first accepted: still one query."""
     state = AccountState.objects.filter(account=OuterRef("account"))
     open_alarms = (
         Alarm.objects.filter(batch=OuterRef("pk"), resolved_at__isnull=True)
@@ -167,7 +175,11 @@ def _with_account_health(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
         .annotate(count=Count("pk"))
         .values("count")
     )
+    accepted = CancelAttempt.objects.filter(
+        account=OuterRef("account"), batch_id=OuterRef("batch_id"), outcome=CancelAttempt.Outcome.ACCEPTED
+    ).order_by("requested_at")
     return rows.annotate(
+        cancel_accepted_at=Subquery(accepted.values("requested_at")[:1]),
         account_failures=Subquery(state.values("consecutive_failures")[:1]),
         account_error=Subquery(state.values("last_error")[:1]),
         open_alarms=Coalesce(Subquery(open_alarms[:1]), 0),
@@ -193,7 +205,18 @@ def _view(row: StoredBatch, now: datetime) -> StoredView:
         stale_reason=_stale_reason(row, now),
         gone_at=row.gone_at,
         open_alarms=getattr(row, "open_alarms", 0) or 0,
+        cancel_accepted_at=_moment(getattr(row, "cancel_accepted_at", None)),
     )
+
+
+def _moment(value: Any) -> datetime | None:
+    """A subquery's datetime, which the row poll's raw query hands back as the database keeps it
+    (SQLite: naive UTC, or text)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 def newest_first(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:

@@ -64,6 +64,10 @@ def test_a_cancel_through_the_dashboard_ends_the_batch_cancelled(
     assert "Cancel accepted; status is now pending." in body and 'hx-trigger="every 3s"' in body
     attempt = CancelAttempt.objects.get()
     assert (attempt.account, attempt.outcome, attempt.status_after) == ("gemini-ops", "accepted", "pending")
+    # Until the cancel shows, the row says it was accepted and offers no second one.
+    for pending in (body, text(operator_client.get(f"/batches/gemini-ops/{batch_id(job)}/row", **HTMX))):
+        assert "cancel accepted just now: Gemini shows it once it takes effect" in pending
+        assert ">Cancel</button>" not in pending
     time.sleep(0.7)
     poll_store()  # the row reads the store: the poller follows the batch to its end
     ended = operator_client.get(f"/batches/gemini-ops/{batch_id(job)}/row", **HTMX)
