@@ -128,6 +128,13 @@ def reconcile_attempt(*, attempt: CancelAttempt, account: Account | None) -> Can
                 "Cancel accepted (reconciled: its process died before recording the answer; upstream says a cancel "
                 f"was requested at {batch.cancel_initiated_at:%Y-%m-%d %H:%M:%S} UTC, status {batch.status})."
             )
+        elif batch.status in providers.module(batch.provider).CANCELED:
+            # A provider that never says when a cancel was asked (Gemini) still says one took effect.
+            outcome = CancelAttempt.Outcome.ACCEPTED
+            message = (
+                "Cancel accepted (reconciled: its process died before recording the answer; upstream says the "
+                f"batch ended {batch.status})."
+            )
         elif batch.is_ended:
             outcome = CancelAttempt.Outcome.ALREADY_ENDED
             message = f"The batch had already ended (reconciled: upstream says {batch.status}, never canceled)."

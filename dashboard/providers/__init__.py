@@ -12,7 +12,8 @@ provider's name. A provider module defines
   to redact);
 - SIMULATOR_PATH, SIMULATOR_KEYS, SIMULATOR_OPTIONS: where the embedded simulator speaks its API,
   and its demo accounts (name: key, and name: options);
-- STATUSES (its status words, in order), ENDED, CANCELABLE and ENDED_BADLY (those that mean so),
+- STATUSES (its status words, in order), ENDED, CANCELABLE, ENDED_BADLY and CANCELED (those that
+  mean so; CANCELED: ended by a cancel that took effect),
   COUNTS_ARE_FINAL_ONLY, TIMESTAMPS (every timestamp it sends, by its own name), MAX_PAGE_LIMIT,
   DETAIL_FIELDS (the fields of its JSON the detail page shows, dotted paths);
 - RESULT_SOURCES, DEFAULT_RESULT_SOURCE (what a download gives by default) and LINES_NAME_SOURCE

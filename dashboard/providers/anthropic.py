@@ -44,6 +44,7 @@ ENDED = frozenset({"ended"})
 CANCELABLE = frozenset({"in_progress"})
 # An Anthropic batch's status never says it went badly: its request counts do (errored, expired).
 ENDED_BADLY: frozenset[str] = frozenset()
+CANCELED: frozenset[str] = frozenset()  # "ended" says nothing of a cancel: cancel_initiated_at does
 COUNTS_ARE_FINAL_ONLY = True  # outcomes stay zero until the whole batch has ended
 RESULT_SOURCES = ("results",)  # one results file per batch
 DEFAULT_RESULT_SOURCE = "results"

@@ -35,6 +35,7 @@ BEARER = "bearer"
 DATED_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # The same wire: the same status words, counts, timestamps, result files and result lines.
 STATUSES, ENDED, CANCELABLE, ENDED_BADLY = openai.STATUSES, openai.ENDED, openai.CANCELABLE, openai.ENDED_BADLY
+CANCELED = openai.CANCELED
 COUNTS_ARE_FINAL_ONLY, TIMESTAMPS = openai.COUNTS_ARE_FINAL_ONLY, openai.TIMESTAMPS
 MAX_PAGE_LIMIT, BATCH_ID = openai.MAX_PAGE_LIMIT, openai.BATCH_ID
 RESULT_SOURCES, DEFAULT_RESULT_SOURCE = openai.RESULT_SOURCES, openai.DEFAULT_RESULT_SOURCE

@@ -79,6 +79,7 @@ ENDED = frozenset({"Stopped", "Completed", "PartiallyCompleted", "Failed", "Expi
 CANCELABLE = frozenset({"Submitted", "Validating", "Scheduled", "InProgress"})
 # PartiallyCompleted: the job timed out with records left; Expired: it never started before its timeout.
 ENDED_BADLY = frozenset({"Failed", "Expired", "PartiallyCompleted"})
+CANCELED = frozenset({"Stopped"})  # ended statuses that say a cancel (a stop) took effect
 COUNTS_ARE_FINAL_ONLY = False  # the record counts move as records are processed
 # The records are JSONL objects under the job's S3 output prefix: named on the detail page, not read here.
 RESULT_SOURCES = ("s3",)

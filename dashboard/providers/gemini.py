@@ -55,6 +55,7 @@ STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "expired")
 ENDED = frozenset({"succeeded", "failed", "cancelled", "expired"})
 CANCELABLE = frozenset({"pending", "running"})  # the SDK: "Only available for batch jobs that are running or pending"
 ENDED_BADLY = frozenset({"failed", "expired"})
+CANCELED = frozenset({"cancelled"})  # ended statuses that say a cancel took effect
 COUNTS_ARE_FINAL_ONLY = False  # batchStats move as requests finish
 RESULT_SOURCES = ("responses",)  # the responses file, or the responses inlined in the batch
 DEFAULT_RESULT_SOURCE = "responses"

@@ -52,6 +52,7 @@ STATUSES = (
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 CANCELABLE = frozenset({"validating", "in_progress"})
 ENDED_BADLY = frozenset({"failed", "expired"})  # ended statuses that are failures in themselves
+CANCELED = frozenset({"cancelled"})  # ended statuses that say a cancel took effect
 COUNTS_ARE_FINAL_ONLY = False  # request_counts move as requests finish
 RESULT_SOURCES = ("output", "error")  # the batch's output file and error file
 DEFAULT_RESULT_SOURCE = "output"

@@ -73,8 +73,8 @@ def test_nothing_outside_the_provider_modules_compares_provider_names():
 def test_every_registered_provider_module_defines_what_the_dashboard_asks():
     required = (
         "NAME LABEL DEFAULT_BASE_URL SIMULATOR_PATH SIMULATOR_KEYS SIMULATOR_OPTIONS ACCOUNT_OPTIONS "
-        "KEY_IS_OPTIONAL STATUSES ENDED CANCELABLE ENDED_BADLY COUNTS_ARE_FINAL_ONLY TIMESTAMPS MAX_PAGE_LIMIT "
-        "DETAIL_FIELDS "
+        "KEY_IS_OPTIONAL STATUSES ENDED CANCELABLE ENDED_BADLY CANCELED COUNTS_ARE_FINAL_ONLY TIMESTAMPS "
+        "MAX_PAGE_LIMIT DETAIL_FIELDS "
         "RESULT_SOURCES DEFAULT_RESULT_SOURCE LINES_NAME_SOURCE from_environment base_url_for connect "
         "parse_batch parse_result_line counts_at_cancel after_cancel API"
     ).split()
@@ -157,6 +157,7 @@ def mistral(monkeypatch, tmp_path):
         STATUSES=("queued", "running", "success", "cancelled"),
         ENDED=MISTRAL_ENDED,
         CANCELABLE=frozenset({"queued"}),
+        CANCELED=frozenset({"cancelled"}),
         RESULT_SOURCES=("outputs",),
         DEFAULT_RESULT_SOURCE="outputs",
         LINES_NAME_SOURCE=False,

@@ -109,3 +109,21 @@ def test_the_responses_file_is_read_like_any_results_file(operator_client, dashb
     assert "row-0" in detail and "row-7" in detail
     csv = b"".join(operator_client.get(f"/batches/gemini-ops/{batch_id(job)}/results/export.csv").streaming_content)
     assert csv.count(b"\n") == 9  # a header and eight lines
+
+
+def test_a_cancel_whose_process_died_is_settled_as_accepted_once_the_batch_shows_it_cancelled(
+    dashboard_upstream, gemini_client, settings
+):
+    """Gemini never says when a cancel was asked; its status saying one took effect settles the attempt."""
+    from dashboard.accounts import find_account
+    from dashboard.batches import services
+
+    settings.SIMULATOR_CANCEL_SECONDS = 0.2
+    client = gemini_client()
+    job = inline_batch(client, 4)
+    client.batches.cancel(name=job.name)  # upstream accepted it; then the process that asked died
+    attempt = CancelAttempt.objects.create(actor="operator", via="web", account="gemini-ops", batch_id=batch_id(job))
+    time.sleep(0.4)
+    settled = services.reconcile_attempt(attempt=attempt, account=find_account("gemini-ops"))
+    assert (settled.outcome, settled.status_after) == ("accepted", "cancelled")
+    assert "upstream says the batch ended cancelled" in settled.message
