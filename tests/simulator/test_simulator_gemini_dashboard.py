@@ -72,6 +72,7 @@ def test_a_cancel_through_the_dashboard_ends_the_batch_cancelled(
     poll_store()  # the row reads the store: the poller follows the batch to its end
     ended = operator_client.get(f"/batches/gemini-ops/{batch_id(job)}/row", **HTMX)
     assert ended.status_code == 286 and 'data-status="cancelled"' in text(ended)
+    assert "asked here; Gemini does not say" in text(ended)  # when the cancel was asked: our audit trail
     assert "canceled 10" in text(ended)
     # Gemini does not say when the cancel was asked for: the story is told from the audit trail's time.
     detail = text(operator_client.get(f"/batches/gemini-ops/{batch_id(job)}/"))
