@@ -30,12 +30,14 @@ from tests.services import ACCOUNT_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = (ROOT / "dashboard" / "providers", ROOT / "dashboard" / "simulator")
-NAMES = r"""["'](?:anthropic|openai|azure-openai)["']"""
+# Every registered provider's name, and its API class's name (one picked by name is a comparison too).
+NAMES = rf"""["'](?:{"|".join(re.escape(name) for name in providers.PROVIDERS)})["']"""
+CLASSES = "|".join(sorted({module.API.__name__ for module in providers.PROVIDERS.values()}))
 COMPARISONS = re.compile(
     rf"""[=!]=\s*{NAMES}"""  # provider == "anthropic", {% if x != 'openai' %}
     rf"""|{NAMES}\s*[=!]="""  # "anthropic" == provider
     rf"""|\bin\s*[(\[{{][^)\]}}]*{NAMES}"""  # provider in ("anthropic", ...)
-    r"""|\b(?:AnthropicProvider|OpenAIProvider|AzureOpenAIProvider)\b""",  # a provider's class, picked by name
+    rf"""|\b(?:{CLASSES})\b""",  # a provider's class, picked by name
     re.IGNORECASE,
 )
 
@@ -53,6 +55,11 @@ def sources() -> list[Path]:
         '{% if batch.provider == "anthropic" %}Anthropic{% else %}OpenAI{% endif %}',
         'if provider in ("anthropic", "openai"):',
         "provider_class = module.AnthropicProvider",
+        "if batch.provider == 'bedrock':",
+        '{% if row.provider != "gemini" %}',
+        'if account.provider in {"azure-openai"}:',
+        "isinstance(api, BedrockProvider)",
+        "type(api) is GeminiProvider",
     ],
 )
 def test_the_boundary_check_catches_a_comparison(line):
