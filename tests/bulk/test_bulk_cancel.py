@@ -867,3 +867,33 @@ def test_whatever_workers_die_where_each_batch_is_canceled_once_and_every_attemp
     for item in operation.items.select_related("attempt"):
         assert accepted_attempts(item.batch_id) == 1
         assert item.attempt.outcome == "accepted" and item.attempt.batch_id == item.batch_id
+
+
+# Each new provider's words for a batch whose cancel it accepted (Gemini: unchanged until it takes effect).
+AFTER_CANCEL = {
+    "azure-openai": {"cancelling", "cancelled"},
+    "bedrock": {"Stopping", "Stopped"},
+    "gemini": {"pending", "running", "cancelled"},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(AFTER_CANCEL))
+def test_a_bulk_cancel_of_a_new_providers_batches_cancels_each_through_its_own_api(
+    operator_client, embedded_upstream, quiet_poller, provider
+):
+    """Issue 18: bulk cancel knows no provider; the seeded demo batches of each new one are canceled
+    (Bedrock: stopped) through its module, and the store has each answer."""
+    from dashboard.simulator.demo import seed_demo_batches
+
+    seed_demo_batches()
+    poll_store()
+    _, listed, token = preview(operator_client, f"provider={provider}")
+    assert listed and all(batch.split("/")[0].startswith(f"{provider}-") for batch in listed)
+    operation = finished(operation_of(confirm(operator_client, token, listed, str(len(listed)))))
+    assert {item.state for item in operation.items.all()} == {State.CANCELED}, [
+        (item.batch_id, item.state, item.message) for item in operation.items.all()
+    ]
+    assert set(CancelAttempt.objects.values_list("via", "outcome")) == {("bulk", "accepted")}
+    assert CancelAttempt.objects.count() == len(listed)
+    stored = StoredBatch.objects.filter(provider=provider, batch_id__in=[batch.split("/")[1] for batch in listed])
+    assert stored.count() == len(listed) and set(stored.values_list("status", flat=True)) <= AFTER_CANCEL[provider]
