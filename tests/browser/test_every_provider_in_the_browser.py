@@ -107,14 +107,14 @@ def test_five_providers_on_one_page_and_each_new_one_canceled_live(
     made = {provider: make(simulator) for provider, (make, *_) in NEW_PROVIDERS.items()}
 
     for provider in ("anthropic", "openai", *NEW_PROVIDERS):
-        expect(page.locator(f"tr.batch-row .provider-{provider}").first).to_be_visible(timeout=20_000)
+        expect(page.locator(f"tr.batch-row .provider-{provider}").first).to_be_visible(timeout=45_000)
 
     rows = {provider: page.locator(f"#row-{provider}-ops-{batch_id}") for provider, (batch_id, _) in made.items()}
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
     for provider, (_, running, accepted, _, _) in NEW_PROVIDERS.items():
         row = rows[provider]
-        expect(row.locator(".badge")).to_have_text(running, timeout=15_000)
+        expect(row.locator(".badge")).to_have_text(running, timeout=30_000)
         row.get_by_role("button", name="Cancel").click()
         expect(row.locator(".row-notice")).to_contain_text("Cancel accepted")
         expect(row.locator(".badge")).to_have_text(accepted)
@@ -122,7 +122,7 @@ def test_five_providers_on_one_page_and_each_new_one_canceled_live(
     assert [any(batch_id in message for message in dialogs) for batch_id, _ in made.values()] == [True] * 3
 
     for provider, (_, _, _, ended, sdk_says) in NEW_PROVIDERS.items():
-        expect(rows[provider].locator(".badge")).to_have_text(ended, timeout=15_000)
+        expect(rows[provider].locator(".badge")).to_have_text(ended, timeout=30_000)
         expect(rows[provider]).not_to_have_attribute("hx-trigger", "every 1s")  # an ended row stops polling
         assert made[provider][1]() == sdk_says
     assert page.evaluate("window.__sameDocument") is True
