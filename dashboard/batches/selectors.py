@@ -32,6 +32,8 @@ from . import store
 ACTIVE = "active"  # status filter: every batch that has not ended
 STALE_POLLS = 3  # a row, or an account's last success, older than this many poll intervals is late
 MAX_LIMIT = 200
+# How much older than a first page's top row a batch stored since may be and still be brought in live.
+LATE_ARRIVAL = timedelta(minutes=10)
 MAX_SEARCH = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -145,8 +147,11 @@ class AccountNotice:
 
 def _encode_cursor(row: StoredBatch | None) -> str:
     """The cursor of a row; of the start of time (before every row) for None."""
-    micros = 0 if row is None else (row.created_at - _EPOCH) // timedelta(microseconds=1)
-    pk = 0 if row is None else row.pk
+    return _cursor(_EPOCH if row is None else row.created_at, 0 if row is None else row.pk)
+
+
+def _cursor(created_at: datetime, pk: int) -> str:
+    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
     return base64.urlsafe_b64encode(f"{micros}.{pk}".encode()).decode().rstrip("=")
 
 
@@ -295,38 +300,50 @@ def newer_batches(
     limit: int = 25,
     now: datetime | None = None,
 ) -> NewRows:
-    """What a first page lacks: the filtered batches newer than its top row (`StoreListing.top`),
-    newest first. An unreadable cursor finds nothing (it never dumps the whole store)."""
+    """What a first page lacks: the filtered batches stored since it was rendered (`StoreListing.top`:
+    its top row's creation time and the store's newest row then), newest first, that were created
+    after its top row or at most LATE_ARRIVAL before it. Providers stamp creation to the second (OpenAI,
+    Azure) or finer, and each account is listed in its turn, so a batch created just before the top
+    row may be stored after it: it is brought in too, not left for a reload. An unreadable cursor
+    finds nothing (it never dumps the whole store)."""
     now = now or timezone.now()
     limit = max(1, min(limit, MAX_LIMIT))
     top = _decode_cursor(newer_than)
     if top is None:
         return NewRows(rows=[], top=newer_than, more=False)
-    created_at, pk = top
+    created_at, stored_up_to = top
     rows = filtered_batches(accounts=accounts, provider=provider, account_key=account_key, status=status, search=search)
-    above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
-    page = _fetch(newest_first(above)[: limit + 1])
+    arrived = rows.filter(pk__gt=stored_up_to, created_at__gte=created_at - LATE_ARRIVAL)
+    page = _fetch(newest_first(arrived)[: limit + 1])
     shown = page[:limit]
+    if not shown:
+        return NewRows(rows=[], top=newer_than, more=False)
     return NewRows(
         rows=[_view(row, now) for row in shown],
-        top=_encode_cursor(shown[0]) if shown else newer_than,
+        top=_cursor(max(created_at, shown[0].created_at), max(stored_up_to, *(row.pk for row in shown))),
         more=len(page) > limit,
     )
 
 
 def _fetch(page: QuerySet[StoredBatch], *, ascending: bool = False) -> list[StoredBatch]:
     """The page's rows in one statement: the filtering and sorting carry only keys (an index
-    holds them), and only the page's rows are read whole, with their accounts' health."""
-    rows = _with_account_health(StoredBatch.objects.filter(pk__in=Subquery(page.values("pk"))))
+    holds them), and only the page's rows are read whole, with their accounts' health and the
+    store's newest key (where the first page's probe starts)."""
+    rows = _with_account_health(StoredBatch.objects.filter(pk__in=Subquery(page.values("pk")))).annotate(
+        store_newest=Subquery(StoredBatch.objects.order_by("-pk").values("pk")[:1])
+    )
     return list(rows.order_by("created_at", "pk") if ascending else newest_first(rows))
 
 
 def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime) -> StoreListing:
+    # The probe's start: the top row's creation time, and the store's newest row as the page was read
+    # (whatever is stored after it has a greater key). No row at all: every row stored from now on.
+    stored_up_to = page[0].store_newest if page else 0
     return StoreListing(
         rows=[_view(row, now) for row in page],
         older=_encode_cursor(page[-1]) if older and page else None,
         newer=_encode_cursor(page[0]) if newer and page else None,
-        top=_encode_cursor(page[0] if page else None),
+        top=_cursor(page[0].created_at if page else _EPOCH, stored_up_to),
     )
 
 

@@ -482,3 +482,32 @@ def test_on_sqlite_the_search_reads_its_text_from_an_index_not_from_each_row(mix
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
         assert re.search(r"COVERING INDEX stored_batch_(status_)?search_sqlite", plan), plan
+
+
+# --- the first page's probe ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_probe_brings_in_a_batch_stored_late_though_created_just_before_the_top_row():
+    """OpenAI and Azure stamp creation to the second and each account is listed in its turn: a batch
+    created a moment before the first page's top row can be stored after it. It arrives live; history
+    the poller backfills (created long before) does not jump to the top; nothing arrives twice."""
+    put(A_OPS, "msgbatch_top", T0)
+    first = selectors.list_batches(accounts=ACCOUNTS)
+    assert [row.batch.id for row in first.rows] == ["msgbatch_top"]
+    put(O_OPS, "batch_sameSecond", T0 - timedelta(seconds=1))  # stored after the page was read
+    put(O_RES, "batch_history", T0 - timedelta(hours=3))
+    put(A_RES, "msgbatch_newer", T0 + timedelta(seconds=5))
+    arrived = selectors.newer_batches(accounts=ACCOUNTS, newer_than=first.top)
+    assert [row.batch.id for row in arrived.rows] == ["msgbatch_newer", "batch_sameSecond"]
+    assert selectors.newer_batches(accounts=ACCOUNTS, newer_than=arrived.top).rows == []
+
+
+@pytest.mark.django_db
+def test_an_empty_first_pages_probe_brings_in_whatever_is_stored_after_it():
+    first = selectors.list_batches(accounts=ACCOUNTS)
+    assert first.rows == []
+    put(O_OPS, "batch_first", T0 - timedelta(days=2))
+    assert [row.batch.id for row in selectors.newer_batches(accounts=ACCOUNTS, newer_than=first.top).rows] == [
+        "batch_first"
+    ]
