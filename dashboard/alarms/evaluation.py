@@ -110,6 +110,7 @@ BATCH_FIELDS = (
     "ended_at",
     "last_changed_at",
     "last_fetched_at",
+    "seen_running",
 )
 
 
@@ -131,12 +132,13 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
     def limits_for(account: str) -> Limits:
         return limits.get(account, defaults)
 
-    accounts = [
-        AccountFacts(**row)
-        for row in AccountState.objects.filter(account__in=keys).values(
-            "account", "consecutive_failures", "last_success_at", "last_error_at", "last_error"
-        )
-    ]
+    accounts = []
+    first_success: dict[str, datetime | None] = {}
+    for row in AccountState.objects.filter(account__in=keys).values(
+        "account", "consecutive_failures", "last_success_at", "last_error_at", "last_error", "first_success_at"
+    ):
+        first_success[row["account"]] = row.pop("first_success_at")
+        accounts.append(AccountFacts(**row))
     live = StoredBatch.objects.filter(account__in=keys, gone_at__isnull=True)
     rows = list(live.filter(is_ended=False).values(*BATCH_FIELDS))
     # Ended batches: only those the ended-badly rule may find (a superset, judged by the rule):
@@ -162,7 +164,14 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
             known[provider] = traits(provider)
         kind = known[provider]
         is_failure = row["is_ended"] and row["status"] in kind.failed
-        batches.append(BatchFacts(**row, final_only=kind.final_only, failed_status=is_failure))
+        in_view = ended_in_view(
+            seen_running=row.pop("seen_running"),
+            created_at=row["created_at"],
+            first_success_at=first_success.get(row["account"]),
+        )
+        batches.append(
+            BatchFacts(**row, final_only=kind.final_only, failed_status=is_failure, ended_in_view=in_view)
+        )
 
     wanting = {
         b.account
@@ -175,6 +184,14 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
         for account in sorted(wanting)
     }
     return Snapshot(batches=batches, accounts=accounts, run_times=run_times, limits=limits, defaults=defaults)
+
+
+def ended_in_view(*, seen_running: bool, created_at: datetime, first_success_at: datetime | None) -> bool:
+    """Whether a batch's end happened while the dashboard watched its account: it saw the batch
+    running, or the batch was created after the account's first successful poll (created and ended
+    between two polls). Otherwise it is history the first poll or the backfill filled in; until an
+    account's first poll succeeds, only what was seen running."""
+    return seen_running or (first_success_at is not None and created_at >= first_success_at)
 
 
 # --- evaluating: open, keep, resolve ------------------------------------------------------------

@@ -13,7 +13,10 @@ The rules (each a pure function of what the store holds and `now`, so tests give
   (succeeded + errored) errored, once at least ALARM_ERROR_RATE_MIN_OUTCOMES of them ran;
 - **ended badly**: a batch that ended in a status its provider calls a failure (failed, expired),
   with requests expired, or with more than ALARM_ENDED_BADLY_PERCENT of those that ran errored;
-  it holds for ALARM_ENDED_BADLY_HOURS after the end, then resolves by itself;
+  it holds for ALARM_ENDED_BADLY_HOURS after the end, then resolves by itself. Only about what
+  happened while the dashboard watched: a batch that had already ended when the dashboard first saw
+  it, and was created before the dashboard first read its account, is history the poller filled
+  in (its outcome shows in the header's figures and on its row), never an alarm;
 - **account failing**: an account's polls failing, with no success, for ALARM_ACCOUNT_FAILING_MINUTES
   (at once for an account whose polls have never succeeded).
 
@@ -140,6 +143,9 @@ class BatchFacts:
     counts_known: bool = True  # False: its provider did not report counts, so none can be judged
     final_only: bool = False  # its provider reports outcomes only once the batch has ended
     failed_status: bool = False  # its status is one its provider calls a failure
+    # False for history: a batch that had ended before the dashboard saw it running and was created
+    # before the dashboard first read its account (evaluation.py, `ended_in_view`).
+    ended_in_view: bool = True
 
     @property
     def ran(self) -> int:
@@ -274,7 +280,7 @@ def error_rate(batch: BatchFacts, limits: Limits, now: datetime) -> str | None:
 def ended_badly(batch: BatchFacts, limits: Limits, now: datetime) -> str | None:
     """Ended in a failure status, with requests expired, or with more than `ended_badly_percent` of
     the requests that ran errored; for `ended_badly_hours` after the end."""
-    if not batch.is_ended:
+    if not batch.is_ended or not batch.ended_in_view:
         return None
     ended_at = batch.ended_at or batch.last_changed_at
     if now - ended_at >= timedelta(hours=limits.ended_badly_hours):

@@ -73,6 +73,9 @@ class StoredBatch(models.Model):
         default="", help_text="What the list's search matches: the id and the metadata values, lowercased, redacted."
     )
     first_seen_at = models.DateTimeField()
+    seen_running = models.BooleanField(
+        default=True, help_text="The dashboard has seen it not ended (false: it had ended when first seen)."
+    )
     last_fetched_at = models.DateTimeField()
     last_changed_at = models.DateTimeField()
     gone_at = models.DateTimeField(
@@ -169,6 +172,9 @@ class AccountState(models.Model):
     account = models.CharField(max_length=100, unique=True)
     provider = models.CharField(max_length=32)
     last_success_at = models.DateTimeField(null=True, blank=True)
+    first_success_at = models.DateTimeField(
+        null=True, blank=True, help_text="The first successful poll: what ended before it is history, not an alarm."
+    )
     last_error_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="Redacted.")
     consecutive_failures = models.PositiveIntegerField(default=0)

@@ -307,6 +307,8 @@ def _retrieve(provider: Provider, account: Account, now: datetime, batch_ids: li
 def _succeeded(state: AccountState, account: Account, now: datetime, result: PollResult) -> None:
     has_active = StoredBatch.objects.filter(account=account.key, is_ended=False).exists()
     state.last_success_at = now
+    if state.first_success_at is None:
+        state.first_success_at = now
     state.consecutive_failures = 0
     state.backoff_until = None
     state.warnings = result.warnings

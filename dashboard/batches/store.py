@@ -90,6 +90,7 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
                         account=batch.account,
                         batch_id=batch.id,
                         first_seen_at=fetched_at,
+                        seen_running=not batch.is_ended,
                         last_fetched_at=fetched_at,
                         last_changed_at=fetched_at,
                         **columns,
@@ -101,6 +102,7 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
                 before = _state(row)
                 for name, value in columns.items():
                     setattr(row, name, value)
+                row.seen_running = row.seen_running or not batch.is_ended
                 row.last_fetched_at = fetched_at
                 changed = _state(row) != before
                 if changed:

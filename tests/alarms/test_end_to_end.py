@@ -124,3 +124,36 @@ def test_an_account_whose_polls_fail_alarms_after_the_minutes_and_resolves_when_
     poller.run_cycle(owner="test", now=start + timedelta(minutes=11))
     failing.refresh_from_db()
     assert failing.resolved_at == start + timedelta(minutes=11)
+
+
+def test_a_first_start_opens_no_alarm_about_what_ended_before_it_and_a_new_failure_still_alarms(
+    embedded_upstream, openai_sdk
+):
+    """The demo holds batches that ended badly hours ago (failed, expired, too many errors): the first
+    cycles store them and the header counts them, but only what runs now can open an alarm."""
+    from django.utils import timezone
+
+    from dashboard.accounts import configured_accounts
+    from dashboard.batches.header_figures import header_figures
+    from dashboard.models import AccountState, StoredBatch
+
+    call_command("seed_demo", stdout=None)
+    start = timezone.now() - timedelta(minutes=30)  # the first start, half an hour ago
+    minute = 0
+    while AccountState.objects.filter(backfill_done=False).exists() or minute == 0:
+        poller.run_cycle(owner="test", now=start + timedelta(seconds=minute))
+        minute += 1
+        assert minute < 50, "the demo's history is read within a few cycles"
+    failed_before = StoredBatch.objects.filter(is_ended=True, status__in=("failed", "Failed", "Expired", "expired"))
+    assert failed_before.count() >= 8, "the demo has history that ended badly"
+    assert header_figures(accounts=configured_accounts()).total.ended, "the header still counts what ended"
+    assert not Alarm.objects.filter(rule="ended_badly").exists()
+    assert all(not alarm.batch.is_ended for alarm in Alarm.objects.exclude(batch=None))
+
+    broken = openai_batch(openai_sdk, lines=[{"custom_id": "x", "method": "POST"}], seconds=60)
+    time_passes(broken.id, minutes=5)  # created since the first start, and failed before the next poll
+    poller.run_cycle(owner="test", now=timezone.now())
+    assert openai_sdk().batches.retrieve(broken.id).status == "failed"
+    assert [(a.rule, a.batch.batch_id) for a in Alarm.objects.filter(rule="ended_badly")] == [
+        ("ended_badly", broken.id)
+    ]

@@ -328,3 +328,85 @@ def test_an_azure_batch_at_the_end_of_its_24_hours_raises_no_expiring_alarm(db):
     opened = evaluation.evaluate(at, accounts=["openai-ops", "azure-openai-ops"]).opened
     assert [alarm.account for alarm in opened if alarm.rule == Rule.EXPIRING] == ["openai-ops"]
     assert {alarm.account for alarm in opened if alarm.rule == Rule.STUCK} == {"openai-ops", "azure-openai-ops"}
+
+
+# --- alarms about now: history the poller fills in opens none ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seen_running", "created_after_first_poll", "account_polled", "in_view"),
+    [
+        (True, False, True, True),  # watched while it ran
+        (False, True, True, True),  # created and ended between two polls
+        (False, False, True, False),  # ended before the dashboard first read the account: history
+        (False, True, False, False),  # the account's polls have never succeeded: only what ran in view
+        (True, False, False, True),
+    ],
+)
+def test_an_end_is_in_view_when_the_dashboard_saw_the_batch_run_or_it_was_created_after_the_first_poll(
+    seen_running, created_after_first_poll, account_polled, in_view
+):
+    first_poll = T0
+    created = T0 + S if created_after_first_poll else T0 - S
+    assert (
+        evaluation.ended_in_view(
+            seen_running=seen_running, created_at=created, first_success_at=first_poll if account_polled else None
+        )
+        is in_view
+    )
+
+
+def failed_openai(number: int, *, created: datetime, first_seen: datetime, running_first: bool) -> StoredBatch:
+    """An OpenAI batch that ended `failed`, stored first at `first_seen` (running then, or already failed)."""
+    from tests.factories import stored_batch
+
+    batch_id = f"batch_{number:032d}"
+    if running_first:
+        stored_batch("openai-ops", batch_id, created=created, fetched_at=first_seen)
+    return stored_batch(
+        "openai-ops",
+        batch_id,
+        created=created,
+        fetched_at=first_seen + timedelta(minutes=5),
+        status="failed",
+        failed_at=int((first_seen + timedelta(minutes=5)).timestamp()),
+        request_counts={"total": 0, "completed": 0, "failed": 0},
+    )
+
+
+def test_only_batches_that_ended_while_the_dashboard_watched_open_ended_badly_alarms(db):
+    AccountState.objects.create(account="openai-ops", provider="openai", first_success_at=T0)
+    history = failed_openai(1, created=T0 - timedelta(hours=5), first_seen=T0, running_first=False)
+    watched = failed_openai(2, created=T0 - timedelta(hours=5), first_seen=T0, running_first=True)
+    between_polls = failed_openai(
+        3, created=T0 + timedelta(minutes=1), first_seen=T0 + timedelta(minutes=2), running_first=False
+    )
+    assert (history.seen_running, watched.seen_running, between_polls.seen_running) == (False, True, False)
+    opened = evaluate(T0 + timedelta(minutes=10)).opened
+    assert sorted(alarm.batch.pk for alarm in opened) == [watched.pk, between_polls.pk]
+    assert {alarm.rule for alarm in opened} == {"ended_badly"}
+
+
+def test_a_batch_first_stored_ended_and_then_seen_running_again_counts_as_seen_running(db):
+    from tests.factories import stored_batch
+
+    AccountState.objects.create(account="openai-ops", provider="openai", first_success_at=T0)
+    row = failed_openai(1, created=T0 - timedelta(hours=5), first_seen=T0, running_first=False)
+    stored_batch("openai-ops", row.batch_id, created=T0 - timedelta(hours=5), fetched_at=T0 + timedelta(minutes=6))
+    row.refresh_from_db()
+    assert row.seen_running and not row.is_ended
+
+
+def test_the_first_successful_poll_is_kept_and_a_failed_one_sets_nothing(embedded_upstream):
+    from dashboard.accounts import configured_accounts
+    from tests.factories import fault
+
+    account = next(account for account in configured_accounts() if account.key == "openai-ops")
+    start = T0
+    fault("openai", "ops", "500")
+    poller.poll_account(account, now=start)
+    assert AccountState.objects.get(account="openai-ops").first_success_at is None
+    fault("openai", "ops", "")
+    poller.poll_account(account, now=start + timedelta(minutes=1))
+    poller.poll_account(account, now=start + timedelta(minutes=2))
+    assert AccountState.objects.get(account="openai-ops").first_success_at == start + timedelta(minutes=1)

@@ -185,6 +185,18 @@ def test_ended_badly_failed_expired_or_too_many_errors():
     assert rules.ended_badly(facts(errored=500, succeeded=0), LIMITS, now) is None, "not ended"
 
 
+def test_an_end_the_dashboard_did_not_see_is_history_never_an_alarm():
+    now = T0 + timedelta(hours=2)
+    history = (
+        ended(status="failed", total=0, succeeded=0, errored=0, failed_status=True),
+        ended(status="expired", succeeded=300, errored=0, expired=700, failed_status=True),
+        ended(succeeded=1, errored=999),
+    )
+    for batch in history:
+        assert rules.ended_badly(batch, LIMITS, now), "in view, it alarms"
+        assert rules.ended_badly(replace(batch, ended_in_view=False), LIMITS, now) is None
+
+
 def test_ended_badly_holds_for_the_hours_after_the_end_then_resolves():
     batch = ended(status="failed", failed_status=True)
     assert rules.ended_badly(batch, LIMITS, T0 + timedelta(hours=25) - S)
