@@ -169,9 +169,7 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
             created_at=row["created_at"],
             first_success_at=first_success.get(row["account"]),
         )
-        batches.append(
-            BatchFacts(**row, final_only=kind.final_only, failed_status=is_failure, ended_in_view=in_view)
-        )
+        batches.append(BatchFacts(**row, final_only=kind.final_only, failed_status=is_failure, ended_in_view=in_view))
 
     wanting = {
         b.account
