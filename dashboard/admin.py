@@ -3,8 +3,11 @@ from urllib.parse import urlsplit
 from django import forms
 from django.contrib import admin, messages
 
+from .access import services as access_services
 from .alarms import services as alarm_services
 from .models import (
+    AccessChange,
+    AccessGrant,
     AccountState,
     Alarm,
     AlarmEvaluator,
@@ -278,3 +281,60 @@ class ResultsSummaryAdmin(ReadOnlyAdmin):
 
     list_display = ["batch", "sources", "total"]
     search_fields = ["batch__batch_id"]
+
+
+# --- access: grants of roles on accounts to groups, and their audit trail --------------------------
+
+
+class AccessGrantForm(forms.ModelForm):
+    class Meta:
+        model = AccessGrant
+        fields = ["group", "accounts", "role"]
+
+    def clean_accounts(self) -> str:
+        patterns = access_services.account_patterns(self.cleaned_data["accounts"])
+        if len(patterns) != 1:
+            raise forms.ValidationError("One account or pattern per grant (add one grant for each).")
+        return patterns[0]
+
+
+@admin.register(AccessGrant)
+class AccessGrantAdmin(admin.ModelAdmin):
+    """Grants are given and revoked, never edited in place: each change is one audited act."""
+
+    form = AccessGrantForm
+    list_display = ["group", "role", "accounts", "granted_by", "granted_at"]
+    list_filter = ["role", "group"]
+    search_fields = ["group__name", "accounts"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change) -> None:
+        made = access_services.grant(
+            group_name=obj.group.name,
+            patterns=[obj.accounts],
+            role=access_services.role_named(obj.role),
+            actor=request.user.get_username(),
+            via="web",
+            user=request.user,
+        )
+        if made:
+            obj.pk = made[0].pk
+        else:
+            obj.pk = AccessGrant.objects.get(group=obj.group, accounts=obj.accounts, role=obj.role).pk
+
+    def delete_model(self, request, obj) -> None:
+        access_services.revoke_grants([obj], actor=request.user.get_username(), via="web", user=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        access_services.revoke_grants(
+            list(queryset.select_related("group")), actor=request.user.get_username(), via="web", user=request.user
+        )
+
+
+@admin.register(AccessChange)
+class AccessChangeAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor", "via", "action", "group", "role", "accounts"]
+    list_filter = ["action", "role", "via"]
+    search_fields = ["actor", "group", "accounts"]

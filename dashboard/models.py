@@ -1,5 +1,6 @@
 """Every model of the app, for Django and the migrations: each feature package owns its own."""
 
+from .access.models import AccessChange, AccessGrant, Role
 from .alarms.models import Alarm, AlarmEvaluator, AlarmRule, AlarmThreshold
 from .batches.models import AccountState, BatchChange, CancelAttempt, ResultsSummary, StoredBatch
 from .bulk.models import BulkCancel, BulkCancelItem
@@ -15,6 +16,8 @@ from .notifications.models import (
 __all__ = [
     "NOTIFY_ENV_NAME",
     "UPSTREAM_LATENCY_BUCKETS",
+    "AccessChange",
+    "AccessGrant",
     "AccountState",
     "Alarm",
     "AlarmEvaluator",
@@ -28,6 +31,7 @@ __all__ = [
     "NotificationChannel",
     "NotificationEvent",
     "ResultsSummary",
+    "Role",
     "StoredBatch",
     "UpstreamCallStats",
     "every_notification_event",

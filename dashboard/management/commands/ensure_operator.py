@@ -1,8 +1,15 @@
+import getpass
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
+
+from ...access import services as access
+from ...access.models import Role
+
+# The group `make run`'s operator is in: every role on every account.
+OPERATORS_GROUP = "operators"
 
 # Cancel and acknowledge alarms, and read (never change) what the admin shows: the audit trail,
 # the store and the alarms.
@@ -20,7 +27,8 @@ OPERATOR_PERMISSIONS = (
 class Command(BaseCommand):
     help = (
         "Create (or reset) a local operator account with a fresh random password and print it, "
-        "so a newcomer can sign in. The user may cancel batches, acknowledge alarms and see the audit "
+        "so a newcomer can sign in. The user is in the group 'operators', which holds every role (operator and "
+        "results reader) on every account ('*'). The user may cancel batches, acknowledge alarms and see the audit "
         "trail, on its page and (read-only) in the Django admin, with the stored batches, account health "
         "and alarms."
     )
@@ -37,6 +45,9 @@ class Command(BaseCommand):
         user.user_permissions.add(
             *Permission.objects.filter(content_type__app_label="dashboard", codename__in=OPERATOR_PERMISSIONS)
         )
+        for role in (Role.OPERATOR, Role.RESULTS):
+            access.grant(group_name=OPERATORS_GROUP, patterns=["*"], role=role, actor=getpass.getuser(), via="cli")
+        user.groups.add(Group.objects.get(name=OPERATORS_GROUP))
         verb = "Created" if created else "Reset the password of"
         self.stdout.write(self.style.SUCCESS(f"{verb} user '{username}'. Sign in with:"))
         self.stdout.write(f"    username: {username}\n    password: {password}")
