@@ -1,11 +1,26 @@
-"""The list page's store query at scale: 10,000 batches over 8 accounts in a fresh SQLite file.
+"""The list at scale: the same page as fast at 100,000 stored batches as at 10,000, on SQLite and PostgreSQL.
 
-Fills the store through store.record (the poller's own write path, parsed provider JSON, history
-rows included), then times dashboard.batches.selectors calls as the list page and a row poll make them:
-the median and p95 of CALLS calls each, the whole call (SQL and reading the 25 rows back as
-Batch objects).
+Goal (issue 19): the list page's median under 30 ms at both sizes, unfiltered, searched and
+filtered, and 100k/10k <= 1.1.
 
-    .venv/bin/python bench/store_list.py            # --batches 10000 --calls 200
+For each database (a fresh SQLite file; a throwaway PostgreSQL on loopback, as tests/services.py
+starts one), in a process of its own:
+- 8 accounts, 4 Anthropic and 4 OpenAI; 10,000 batches stored (one created every 37 s, one in ten
+  not ended; OpenAI's with team/run metadata), then measured; then 90,000 older ones stored (as
+  a backfill would), and measured again: the newest pages hold the same rows at both sizes;
+- stored with the columns store.record writes (store._columns, one history row each), in bulk:
+  100,000 records one by one take minutes; PostgreSQL is ANALYZEd after each fill, SQLite is not
+  (the app never runs ANALYZE there);
+- each case is called --calls times after 5 unmeasured: the median and p95 wall-clock ms of the
+  whole call, and the median CPU ms of this thread (less swayed by the machine's other load; on
+  PostgreSQL the server's own CPU is not in it);
+- `list_batches` (the list page's read of the store: SQL and the 25 rows read back as Batch
+  objects), and the whole list page (Django's test Client, signed in, DEBUG=0) for three cases;
+- baseline, in the same run on the same store: the query shape before issue 19 (`account IN (...)`,
+  sorted whole; `NOT is_ended`), on today's indexes.
+
+    .venv/bin/python bench/store_list.py                          # both databases, --calls 60
+    .venv/bin/python bench/store_list.py --database sqlite --sizes 10000,100000 --calls 100
 
 Not run by the tests.
 """
@@ -13,8 +28,10 @@ Not run by the tests.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,143 +39,336 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TEAMS = ("search-quality", "evals", "ingest", "billing", "support", "research")
+ACCOUNTS = 8
+GOAL_MS = 30.0
+GOAL_RATIO = 1.1
 
 
-def setup(path: str) -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ["SQLITE_PATH"] = path
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+def configure(workdir: Path, database: str) -> object | None:
+    """This process's environment before Django starts, the store migrated; the PostgreSQL server, if any."""
+    from harness import base_env
+
+    server = None
+    overrides = {
+        "BATCH_ACCOUNTS_FILE": str(workdir / "accounts.json"),
+        "ALLOWED_HOSTS": "testserver",
+    }
+    if database == "postgresql":
+        from tests.services import start_postgres
+
+        server = start_postgres()
+        overrides["DATABASE_URL"] = server.create_database()
+    os.environ.clear()
+    os.environ.update(base_env(workdir / "bench.sqlite3", **overrides))
+    entries = [
+        {"name": f"team{n}", "provider": provider, "base_url": "https://example.invalid", "api_key": f"sk-bench-{n}"}
+        for n, provider in enumerate(["anthropic"] * (ACCOUNTS // 2) + ["openai"] * (ACCOUNTS // 2))
+    ]
+    Path(overrides["BATCH_ACCOUNTS_FILE"]).write_text(json.dumps(entries))
     import django
 
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    return server
 
 
-def fill(count: int):
-    from django.db import transaction
-
-    from dashboard.accounts import Account
-    from dashboard.batches import store
+def parsed(n: int, account):
+    """Batch number n as its provider sends it: created 37 s before number n - 1, one in ten not ended."""
     from dashboard.providers import anthropic, openai
 
-    accounts = [
-        Account(name=f"team{n}", provider=provider, base_url="https://example.invalid", api_key=f"sk-bench-{n}")
-        for n, provider in enumerate(["anthropic"] * 4 + ["openai"] * 4)
-    ]
+    created = T0 - timedelta(seconds=37 * n)
+    active = n % 10 == 0
+    if account.provider == "anthropic":
+        data = {
+            "id": f"msgbatch_bench{n:06d}",
+            "type": "message_batch",
+            "processing_status": "in_progress" if active else "ended",
+            "request_counts": {
+                "processing": 100 if active else 0,
+                "succeeded": 0 if active else 97,
+                "errored": 0 if active else 3,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "ended_at": None if active else (created + timedelta(minutes=30)).isoformat(),
+            "created_at": created.isoformat(),
+            "expires_at": (created + timedelta(hours=24)).isoformat(),
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+        }
+        return anthropic.parse_batch(data, account=account.key)
+    seconds = int(created.timestamp())
+    data = {
+        "id": f"batch_bench{n:06d}",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "errors": None,
+        "input_file_id": f"file-in{n}",
+        "completion_window": "24h",
+        "status": "in_progress" if active else "completed",
+        "output_file_id": None if active else f"file-out{n}",
+        "error_file_id": None,
+        "created_at": seconds,
+        "in_progress_at": seconds + 5,
+        "expires_at": seconds + 86400,
+        "finalizing_at": None if active else seconds + 1700,
+        "completed_at": None if active else seconds + 1800,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {"total": 100, "completed": 40 if active else 97, "failed": 3},
+        "metadata": {"team": TEAMS[n % len(TEAMS)], "run": f"nightly-{n // 50}"},
+    }
+    return openai.parse_batch(data, account=account.key)
+
+
+def fill(accounts, numbers: range) -> float:
+    """Store batches `numbers` as store.record would (its columns, a history row each), in bulk; seconds."""
+    from django.db import connection, transaction
+
+    from dashboard.accounts import configured_secrets
+    from dashboard.batches import store
+    from dashboard.models import BatchChange, StoredBatch
+
     started = time.perf_counter()
-    with transaction.atomic():
-        for n in range(count):
-            account = accounts[n % len(accounts)]
-            created = T0 - timedelta(seconds=37 * n)
-            active = n % 10 == 0
-            if account.provider == "anthropic":
-                data = {
-                    "id": f"msgbatch_bench{n:06d}",
-                    "type": "message_batch",
-                    "processing_status": "in_progress" if active else "ended",
-                    "request_counts": {
-                        "processing": 100 if active else 0,
-                        "succeeded": 0 if active else 97,
-                        "errored": 0 if active else 3,
-                        "canceled": 0,
-                        "expired": 0,
-                    },
-                    "ended_at": None if active else (created + timedelta(minutes=30)).isoformat(),
-                    "created_at": created.isoformat(),
-                    "expires_at": (created + timedelta(hours=24)).isoformat(),
-                    "archived_at": None,
-                    "cancel_initiated_at": None,
-                    "results_url": None,
-                }
-                batch = anthropic.parse_batch(data, account=account.key)
-            else:
-                seconds = int(created.timestamp())
-                data = {
-                    "id": f"batch_bench{n:06d}",
-                    "object": "batch",
-                    "endpoint": "/v1/chat/completions",
-                    "errors": None,
-                    "input_file_id": f"file-in{n}",
-                    "completion_window": "24h",
-                    "status": "in_progress" if active else "completed",
-                    "output_file_id": None if active else f"file-out{n}",
-                    "error_file_id": None,
-                    "created_at": seconds,
-                    "in_progress_at": seconds + 5,
-                    "expires_at": seconds + 86400,
-                    "finalizing_at": None if active else seconds + 1700,
-                    "completed_at": None if active else seconds + 1800,
-                    "failed_at": None,
-                    "expired_at": None,
-                    "cancelling_at": None,
-                    "cancelled_at": None,
-                    "request_counts": {"total": 100, "completed": 40 if active else 97, "failed": 3},
-                    "metadata": {"team": TEAMS[n % len(TEAMS)], "run": f"nightly-{n // 50}"},
-                }
-                batch = openai.parse_batch(data, account=account.key)
-            store.record(batch, fetched_at=T0)
-    return accounts, time.perf_counter() - started
+    secrets = configured_secrets()
+    chunk = 2000
+    for first in range(numbers.start, numbers.stop, chunk):
+        rows = []
+        for n in range(first, min(first + chunk, numbers.stop)):
+            batch = parsed(n, accounts[n % len(accounts)])
+            columns = store._columns(batch, secrets)
+            rows.append(
+                StoredBatch(
+                    account=batch.account,
+                    batch_id=batch.id,
+                    first_seen_at=T0,
+                    last_fetched_at=T0,
+                    last_changed_at=T0,
+                    **columns,
+                )
+            )
+        with transaction.atomic():
+            made = StoredBatch.objects.bulk_create(rows)
+            BatchChange.objects.bulk_create(
+                BatchChange(
+                    batch=row,
+                    observed_at=T0,
+                    status=row.status,
+                    **{name: getattr(row, name) for name in store.COUNT_FIELDS},
+                )
+                for row in made
+            )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+    return time.perf_counter() - started
 
 
-def timed(call, calls: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
+def baseline_list(*, accounts, provider="", account_key="", status="", search="", before=None, limit=25):
+    """The list's page as `list_batches` read it before issue 19: every filtered row of `account IN
+    (...)` sorted (a temporary B-tree on SQLite), `NOT is_ended` for the batches not ended, then the
+    page's rows read whole with their accounts' health."""
+    from django.db.models import Q, Subquery
+
+    from dashboard.batches import selectors
+    from dashboard.models import StoredBatch
+
+    keys = [
+        a.key
+        for a in accounts
+        if (not account_key or a.key == account_key) and (not provider or a.provider == provider)
+    ]
+    rows = StoredBatch.objects.filter(account__in=keys)
+    if status == selectors.ACTIVE:
+        rows = rows.filter(is_ended=False)
+    elif status:
+        rows = rows.filter(status=status)
+    if search:
+        rows = rows.filter(search_text__contains=search.strip().lower())
+    cursor = selectors._decode_cursor(before)
+    if cursor is not None:
+        created_at, pk = cursor
+        rows = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+    page = rows.order_by("-created_at", "-pk")[: limit + 1]
+    fetched = selectors._with_account_health(StoredBatch.objects.filter(pk__in=Subquery(page.values("pk")))).annotate(
+        store_newest=Subquery(StoredBatch.objects.order_by("-pk").values("pk")[:1])
+    )
+    return [selectors._view(row, T0) for row in selectors.newest_first(fetched)][:limit]
+
+
+def timed(call, calls: int) -> tuple[float, float, float]:
+    """Median and p95 wall-clock ms, median thread CPU ms."""
+    for _ in range(5):
         call()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+    wall, cpu = [], []
+    for _ in range(calls):
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        call()
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+    wall.sort()
+    return statistics.median(wall), wall[int(0.95 * (len(wall) - 1))], statistics.median(cpu)
+
+
+CASES = {
+    # name: (list_batches filters, the list page's query string or None)
+    "unfiltered, first page": ({}, ""),
+    "unfiltered, page 201 (cursor)": ({"before": "deep"}, None),
+    "newer from page 201 (cursor)": ({"after": "deep"}, None),
+    "provider=openai": ({"provider": "openai"}, None),
+    "account=anthropic-team2": ({"account_key": "anthropic-team2"}, None),
+    "status=active (10% of rows)": ({"status": "active"}, "status=active&provider=openai"),
+    "provider+account+status=completed": (
+        {"provider": "openai", "account_key": "openai-team5", "status": "completed"},
+        None,
+    ),
+    "search id 'bench00123' (rare)": ({"search": "bench00123"}, None),
+    "search metadata 'nightly-7' (rare)": ({"search": "nightly-7"}, None),
+    "search metadata 'evals' (common)": ({"search": "evals"}, "q=evals"),
+    "search + status=active": ({"search": "ingest", "status": "active"}, None),
+    "search with no match": ({"search": "no-such-thing"}, None),
+}
+NO_BASELINE = {"newer from page 201 (cursor)"}  # the old shape's way up was the same sort, reversed
+
+
+def measure(accounts, calls: int) -> dict[str, tuple]:
+    """Each case's figures: (new median, p95, cpu), (baseline median, p95, cpu) or None, rows."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    from dashboard.batches import selectors
+
+    deep = None
+    for _ in range(200):  # the cursor of page 201, some 5,000 rows down
+        deep = selectors.list_batches(accounts=accounts, before=deep, limit=25, now=T0).older
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    user.user_permissions.add(Permission.objects.get(codename="cancel_batch"))
+    client = Client()
+    client.force_login(user)
+
+    def page(url: str):
+        def get():
+            response = client.get(url)
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: HTTP {response.status_code}")
+
+        return get
+
+    figures = {}
+    for name, (filters, query) in CASES.items():
+        filters = {key: deep if value == "deep" else value for key, value in filters.items()}
+        new = lambda filters=filters: selectors.list_batches(accounts=accounts, now=T0, limit=25, **filters)  # noqa: E731
+        old = lambda filters=filters: baseline_list(accounts=accounts, limit=25, **filters)  # noqa: E731
+        rows = [row.batch.id for row in new().rows]
+        baseline = None
+        if name not in NO_BASELINE:
+            assert [row.batch.id for row in old()] == rows, f"{name}: the baseline shows other rows"
+            baseline = timed(old, calls)
+        figures[f"list_batches {name}"] = (timed(new, calls), baseline, len(rows))
+        if query is not None:
+            figures[f"list page /?{query}"] = (timed(page(f"/?{query}"), calls), None, len(rows))
+    return figures
+
+
+def run(database: str, sizes: list[int], calls: int, plans: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-store-list-") as folder:
+        server = configure(Path(folder), database)
+        try:
+            from dashboard.accounts import configured_accounts
+
+            accounts = configured_accounts()
+            results, stored = [], 0
+            for size in sizes:
+                seconds = fill(accounts, range(stored, size))
+                stored = size
+                print(
+                    f"{database}: {size:,} batches stored over {len(accounts)} accounts ({seconds:.1f} s)", flush=True
+                )
+                results.append(measure(accounts, calls))
+            report(database, sizes, results)
+            if plans:
+                show_plans(accounts)
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def show_plans(accounts) -> None:
+    """How the database reads each case's page of keys (EXPLAIN ANALYZE on PostgreSQL)."""
+    from django.db import connection
+    from django.db.models import Q
+
+    from dashboard.batches import selectors
+
+    for name, (filters, _) in CASES.items():
+        if "before" in filters or "after" in filters:
+            continue
+        keys = selectors._account_keys(
+            accounts=accounts, provider=filters.get("provider", ""), account_key=filters.get("account_key", "")
+        )
+        query = selectors._page_keys(keys, filters.get("status", ""), filters.get("search", ""), Q(), limit=26)
+        sql, params = query.query.sql_with_params()
+        explain = "EXPLAIN (ANALYZE, COSTS OFF)" if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN"
+        with connection.cursor() as cursor:
+            cursor.execute(f"{explain} {sql}", params)
+            print(f"--- {name}\n" + "\n".join(str(row[-1]) for row in cursor.fetchall()))
+
+
+def report(database: str, sizes: list[int], results: list[dict]) -> None:
+    small, large = sizes[0], sizes[-1]
+    head = f"{'':44} {'new, median / p95 / cpu ms':^33} {'ratio':^13}  {'baseline, median ms':^22}"
+    print(f"\n{database}: {small // 1000}k then {large // 1000}k stored batches\n{head}")
+    print(
+        f"{'case':44} {f'{small // 1000}k':>16} {f'{large // 1000}k':>16} {'wall':>6} {'cpu':>6}"
+        f"  {f'{small // 1000}k':>7} {f'{large // 1000}k':>7} {'ratio':>6}  rows"
+    )
+    worst, slowest = (0.0, ""), (0.0, "")
+    for name in results[0]:
+        (new_small, old_small, rows), (new_large, old_large, _) = results[0][name], results[-1][name]
+        ratio, cpu_ratio = new_large[0] / new_small[0], new_large[2] / new_small[2]
+        worst = max(worst, (min(ratio, cpu_ratio), name))
+        slowest = max(slowest, (new_large[0], name), (new_small[0], name))
+        baseline = (
+            f"{old_small[0]:7.2f} {old_large[0]:7.2f} {old_large[0] / old_small[0]:6.2f}"
+            if old_small and old_large
+            else f"{'':7} {'':7} {'':6}"
+        )
+        print(
+            f"{name:44} {new_small[0]:5.1f}/{new_small[1]:5.1f}/{new_small[2]:4.1f}"
+            f" {new_large[0]:5.1f}/{new_large[1]:5.1f}/{new_large[2]:4.1f}"
+            f" {ratio:6.2f} {cpu_ratio:6.2f}  {baseline}  {rows:4d}"
+        )
+    print(
+        f"{database}: worst ratio {worst[0]:.2f} (the lower of wall and cpu; {worst[1]}; goal <= {GOAL_RATIO}); "
+        f"slowest median {slowest[0]:.1f} ms ({slowest[1]}; goal < {GOAL_MS:g} ms)\n",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=10_000)
-    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], help="one database (default: both, in turn)")
+    parser.add_argument("--sizes", default="10000,100000", help="stored batches at each measure, increasing")
+    parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--plans", action="store_true", help="and print how each case's keys are read")
     options = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as folder:
-        setup(str(Path(folder) / "bench.sqlite3"))
-        from dashboard.batches import selectors
-        from dashboard.models import StoredBatch
-
-        accounts, seconds = fill(options.batches)
-        print(f"stored {StoredBatch.objects.count()} batches over {len(accounts)} accounts in {seconds:.1f} s")
-
-        def page(**filters):
-            return lambda: selectors.list_batches(accounts=accounts, now=T0, limit=25, **filters)
-
-        deep = None
-        for _ in range(200):  # the cursor of page 201, some 5,000 rows down
-            deep = selectors.list_batches(accounts=accounts, before=deep, limit=25, now=T0).older
-        cases = {
-            "unfiltered, first page": page(),
-            "unfiltered, page 201 (cursor)": page(before=deep),
-            "newer from page 201 (cursor)": page(after=deep),
-            "provider=openai": page(provider="openai"),
-            "account=anthropic-team2": page(account_key="anthropic-team2"),
-            "status=active (10% of rows)": page(status="active"),
-            "provider+account+status=completed": page(
-                provider="openai", account_key="openai-team5", status="completed"
-            ),
-            "search id 'bench00123' (rare)": page(search="bench00123"),
-            "search metadata 'nightly-7' (rare)": page(search="nightly-7"),
-            "search metadata 'evals' (common)": page(search="evals"),
-            "search + status=active": page(search="ingest", status="active"),
-            "search with no match": page(search="no-such-thing"),
-        }
-        print(f"{'call':42} {'median ms':>10} {'p95 ms':>8} {'rows':>5}")
-        for name, call in cases.items():
-            median, p95 = timed(call, options.calls)
-            print(f"list_batches {name:29} {median:10.2f} {p95:8.2f} {len(call().rows):5d}")
-        row = timed(lambda: selectors.batch_row(account=accounts[3], batch_id="msgbatch_bench000003"), options.calls)
-        print(f"{'batch_row':42} {row[0]:10.2f} {row[1]:8.2f}")
-        notices = timed(lambda: selectors.account_notices(accounts=accounts, now=T0), options.calls)
-        print(f"{'account_notices':42} {notices[0]:10.2f} {notices[1]:8.2f}")
+    sizes = [int(size) for size in options.sizes.split(",")]
+    if options.database:
+        run(options.database, sizes, options.calls, options.plans)
+        return
+    for database in ("sqlite", "postgresql"):  # each in a process of its own: Django is set up once a process
+        arguments = ["--database", database, "--sizes", options.sizes, "--calls", str(options.calls)]
+        arguments += ["--plans"] if options.plans else []
+        subprocess.run([sys.executable, __file__, *arguments], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":

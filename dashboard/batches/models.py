@@ -86,11 +86,12 @@ class StoredBatch(models.Model):
         constraints = [models.UniqueConstraint(fields=["account", "batch_id"], name="one_stored_batch_per_account_id")]
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="stored_batch_newest"),
-            models.Index(fields=["account", "-created_at"], name="stored_batch_account_newest"),
-            # The list's active and status filters read these alone (with the id, which SQLite and
-            # PostgreSQL keep in every index entry); then only the page's rows are read whole.
-            models.Index(fields=["account", "is_ended", "-created_at"], name="stored_batch_active_newest"),
-            models.Index(fields=["account", "status", "-created_at"], name="stored_batch_status_newest"),
+            # The list reads a page by walking these in its order (newest first, then by id), one
+            # account at a time (dashboard/batches/selectors.py: _page_keys), unfiltered or by status
+            # or by whether ended; then only the page's rows are read whole.
+            models.Index(fields=["account", "-created_at", "-id"], name="stored_batch_account_list"),
+            models.Index(fields=["account", "is_ended", "-created_at", "-id"], name="stored_batch_active_list"),
+            models.Index(fields=["account", "status", "-created_at", "-id"], name="stored_batch_status_list"),
             # The list's header (dashboard/batches/header_figures.py) adds these up from the index alone (is_ended
             # included, so that SQLite reads no row); led by the account, which SQLite's planner
             # then prefers, with or without ANALYZE's statistics.

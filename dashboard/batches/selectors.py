@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -35,6 +36,8 @@ MAX_LIMIT = 200
 # How much older than a first page's top row a batch stored since may be and still be brought in live.
 LATE_ARRIVAL = timedelta(minutes=10)
 MAX_SEARCH = 200
+# More accounts than this are read in one arm, not merged one per account (SQLite allows 500 arms).
+MERGED_ACCOUNTS = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -248,45 +251,76 @@ def list_batches(
     """
     now = now or timezone.now()
     limit = max(1, min(limit, MAX_LIMIT))
-    rows = filtered_batches(accounts=accounts, provider=provider, account_key=account_key, status=status, search=search)
+    keys = _account_keys(accounts=accounts, provider=provider, account_key=account_key)
     older_than = _decode_cursor(before)
     newer_than = _decode_cursor(after) if older_than is None else None
     if newer_than is not None:
         created_at, pk = newer_than
-        above = rows.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
-        page = _fetch(above.order_by("created_at", "pk")[: limit + 1], ascending=True)
+        above = Q(created_at__gte=created_at) & (Q(created_at__gt=created_at) | Q(pk__gt=pk))
+        page = _fetch(_page_keys(keys, status, search, above, limit=limit + 1, ascending=True), ascending=True)
         if len(page) > limit:  # more above this page
             page = page[:limit][::-1]
             return _listing(page, older=True, newer=True, now=now)
         # Up to the top: show the first page, full even if new batches came in meanwhile.
     elif older_than is not None:
         created_at, pk = older_than
-        below = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
-        page = _fetch(newest_first(below)[: limit + 1])
+        below = Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk))
+        page = _fetch(_page_keys(keys, status, search, below, limit=limit + 1))
         return _listing(page[:limit], older=len(page) > limit, newer=True, now=now)
-    page = _fetch(newest_first(rows)[: limit + 1])
+    page = _fetch(_page_keys(keys, status, search, Q(), limit=limit + 1))
     return _listing(page[:limit], older=len(page) > limit, newer=False, now=now)
 
 
-def filtered_batches(
-    *, accounts: list[Account], provider: str = "", account_key: str = "", status: str = "", search: str = ""
-) -> QuerySet[StoredBatch]:
-    """The stored batches of `accounts` the list's filters show (as `list_batches` reads them), unordered."""
+def _account_keys(*, accounts: list[Account], provider: str, account_key: str) -> list[str]:
     # The provider filter is a set of accounts too: every row's provider is its account's.
-    keys = [
+    return [
         account.key
         for account in accounts
         if (not account_key or account.key == account_key) and (not provider or account.provider == provider)
     ]
-    rows = StoredBatch.objects.filter(account__in=keys)
+
+
+def _filtered(rows: QuerySet[StoredBatch], *, status: str, search: str) -> QuerySet[StoredBatch]:
     if status == ACTIVE:
-        rows = rows.filter(is_ended=False)
+        # Not `is_ended=False`, which Django writes `NOT is_ended`: SQLite seeks no index with that.
+        rows = rows.filter(is_ended__in=[False])
     elif status:
         rows = rows.filter(status=status)
     term = search.strip()[:MAX_SEARCH].lower()
     if term:
         rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
     return rows
+
+
+def filtered_batches(
+    *, accounts: list[Account], provider: str = "", account_key: str = "", status: str = "", search: str = ""
+) -> QuerySet[StoredBatch]:
+    """The stored batches of `accounts` the list's filters show (as `list_batches` reads them), unordered."""
+    keys = _account_keys(accounts=accounts, provider=provider, account_key=account_key)
+    return _filtered(StoredBatch.objects.filter(account__in=keys), status=status, search=search)
+
+
+def _page_keys(
+    keys: list[str], status: str, search: str, bound: Q, *, limit: int, ascending: bool = False
+) -> QuerySet | None:
+    """The keys (pk, created_at) of the first `limit` filtered rows within `bound`, newest first
+    (or oldest first, `ascending`); None when no account is asked for.
+
+    One arm per account, merged: each arm walks an index led by the account (and the status, or
+    whether ended) in list order from the cursor on, and the merge stops reading once it has `limit`
+    rows. So a page reads about `limit` + one entry per account whatever the store holds, where
+    `account IN (...)` sorted every matching row (a temporary B-tree on SQLite, a sort on
+    PostgreSQL): neither database merges an IN list's index ranges in order."""
+    if not keys:
+        return None
+    order = ("created_at", "pk") if ascending else ("-created_at", "-pk")
+    if len(keys) > MERGED_ACCOUNTS:
+        arms = [StoredBatch.objects.filter(account__in=keys)]
+    else:
+        arms = [StoredBatch.objects.filter(account=key) for key in keys]
+    arms = [_filtered(arm, status=status, search=search).filter(bound).values("pk", "created_at") for arm in arms]
+    merged = arms[0].union(*arms[1:], all=True) if len(arms) > 1 else arms[0]
+    return merged.order_by(*order)[:limit]
 
 
 def newer_batches(
@@ -312,9 +346,9 @@ def newer_batches(
     if top is None:
         return NewRows(rows=[], top=newer_than, more=False)
     created_at, stored_up_to = top
-    rows = filtered_batches(accounts=accounts, provider=provider, account_key=account_key, status=status, search=search)
-    arrived = rows.filter(pk__gt=stored_up_to, created_at__gte=created_at - LATE_ARRIVAL)
-    page = _fetch(newest_first(arrived)[: limit + 1])
+    keys = _account_keys(accounts=accounts, provider=provider, account_key=account_key)
+    arrived = Q(created_at__gte=created_at - LATE_ARRIVAL, pk__gt=stored_up_to)
+    page = _fetch(_page_keys(keys, status, search, arrived, limit=limit + 1))
     shown = page[:limit]
     if not shown:
         return NewRows(rows=[], top=newer_than, more=False)
@@ -325,11 +359,16 @@ def newer_batches(
     )
 
 
-def _fetch(page: QuerySet[StoredBatch], *, ascending: bool = False) -> list[StoredBatch]:
+def _fetch(page: QuerySet | None, *, ascending: bool = False) -> list[StoredBatch]:
     """The page's rows in one statement: the filtering and sorting carry only keys (an index
     holds them), and only the page's rows are read whole, with their accounts' health and the
     store's newest key (where the first page's probe starts)."""
-    rows = _with_account_health(StoredBatch.objects.filter(pk__in=Subquery(page.values("pk")))).annotate(
+    if page is None:
+        return []
+    # A merge orders by its columns' positions, which an outer query cannot pick one of: wrapped.
+    sql, params = page.query.sql_with_params()  # compiled by the ORM; values stay parameters
+    keys = RawSQL(f"SELECT page.pk FROM ({sql}) page", params)  # noqa: S608, S611
+    rows = _with_account_health(StoredBatch.objects.filter(pk__in=keys)).annotate(
         store_newest=Subquery(StoredBatch.objects.order_by("-pk").values("pk")[:1])
     )
     return list(rows.order_by("created_at", "pk") if ascending else newest_first(rows))

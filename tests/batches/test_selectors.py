@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -465,23 +464,6 @@ def test_notices_are_one_query(db, poll3, django_assert_num_queries):
     healthy(*ACCOUNTS, at=T0)
     with django_assert_num_queries(1):
         selectors.account_notices(accounts=ACCOUNTS, now=T0)
-
-
-def test_on_sqlite_the_search_reads_its_text_from_an_index_not_from_each_row(mixed):
-    """search_text sits after the provider JSON in each row: read from the rows, a search went
-    through every row's overflow pages (bench/store_list.py: 4x slower on 10,000 batches)."""
-    from django.db import connection
-
-    if connection.vendor != "sqlite":
-        pytest.fail("this test runs on the test settings' SQLite")
-    for status in ("", "completed"):
-        rows = selectors.filtered_batches(accounts=ACCOUNTS, status=status, search="ops")
-        query = selectors.newest_first(rows).values("pk")[:26].query
-        sql, params = query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
-        assert re.search(r"COVERING INDEX stored_batch_(status_)?search_sqlite", plan), plan
 
 
 # --- the first page's probe ------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""The list's pages against a plain Python filter and sort of every stored row: whatever the store
+holds (creation times shared across accounts, batches gone upstream, metadata words) and whatever
+the filters and page size, paging older from the first page and back newer reads exactly the rows,
+in exactly the order (newest first, then by id), that the filters show."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dashboard.batches import selectors, store
+from dashboard.models import StoredBatch
+from tests.batches.test_selectors import ACCOUNTS, T0, put
+
+STATUSES = {"anthropic": ["in_progress", "canceling", "ended"], "openai": ["in_progress", "completed"]}
+WORDS = ["alpha", "Beta", "gamma_1", "50%"]
+TERMS = ["", "alp", "BETA", "a_1", "50%", "%", "_", "msgbatch_", "batch", "no such"]
+
+stored = st.lists(
+    st.tuples(
+        st.sampled_from(ACCOUNTS),
+        st.integers(min_value=0, max_value=4),  # minutes before T0: many batches share a creation time
+        st.integers(min_value=0, max_value=2),  # which status of its provider's
+        st.sampled_from(WORDS),
+        st.booleans(),  # gone upstream since
+    ),
+    max_size=24,
+)
+filters = st.fixed_dictionaries(
+    {
+        "provider": st.sampled_from(["", "anthropic", "openai"]),
+        "account_key": st.sampled_from(["", *(account.key for account in ACCOUNTS)]),
+        "status": st.sampled_from(["", selectors.ACTIVE, "in_progress", "ended", "completed"]),
+        "search": st.sampled_from(TERMS),
+    }
+)
+
+
+def make_store(batches) -> None:
+    for number, (account, minutes, status, word, gone) in enumerate(batches):
+        batch_id = f"{'msgbatch' if account.provider == 'anthropic' else 'batch'}_{number}"
+        statuses = STATUSES[account.provider]
+        extra = {} if account.provider == "anthropic" else {"metadata": {"team": word}}
+        put(account, batch_id, T0 - timedelta(minutes=minutes), status=statuses[status % len(statuses)], **extra)
+        if gone:
+            store.mark_gone(account_key=account.key, batch_id=batch_id, at=T0)
+
+
+def expected(*, provider: str, account_key: str, status: str, search: str) -> list[StoredBatch]:
+    """Every stored row the filters show, newest first then by id, in Python."""
+    keys = {a.key for a in ACCOUNTS if provider in ("", a.provider) and account_key in ("", a.key)}
+    term = search.strip().lower()
+    rows = [
+        row
+        for row in StoredBatch.objects.all()
+        if row.account in keys
+        and (status == "" or (not row.is_ended if status == selectors.ACTIVE else row.status == status))
+        and term in row.search_text
+    ]
+    return sorted(rows, key=lambda row: (row.created_at, row.pk), reverse=True)
+
+
+def keys(rows) -> list[tuple[str, str]]:
+    return [(row.account, row.batch_id) for row in rows]
+
+
+def ids(listing: selectors.StoreListing) -> list[tuple[str, str]]:
+    return [(row.batch.account, row.batch.id) for row in listing.rows]
+
+
+@pytest.mark.django_db
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=stored, chosen=filters, limit=st.integers(min_value=1, max_value=5))
+def test_paging_older_then_newer_reads_exactly_the_filtered_rows_in_list_order(batches, chosen, limit):
+    with transaction.atomic():
+        make_store(batches)
+        want = keys(expected(**chosen))
+        pages = [selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=limit, **chosen)]
+        while pages[-1].older:
+            pages.append(
+                selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=limit, before=pages[-1].older, **chosen)
+            )
+        assert [key for page in pages for key in ids(page)] == want
+        assert all(len(page.rows) == limit for page in pages[:-1]) and len(pages[-1].rows) <= limit
+        assert pages[0].newer is None and all(page.newer for page in pages[1:] if page.rows)
+        # Back up from the last page: each page above is the one read on the way down.
+        for number in range(len(pages) - 1, 0, -1):
+            above = selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=limit, after=pages[number].newer, **chosen)
+            assert ids(above) == ids(pages[number - 1])
+        transaction.set_rollback(True)
+
+
+@pytest.mark.django_db
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=stored, after=stored, chosen=filters)
+def test_the_first_pages_probe_brings_in_exactly_the_filtered_rows_stored_since(before, after, chosen):
+    with transaction.atomic():
+        make_store(before)
+        first = selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=25, **chosen)
+        stored_up_to = StoredBatch.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        make_store([(account, minutes, *rest) for account, minutes, *rest in after])
+        top = first.rows[0].batch.created_at if first.rows else None
+        want = [
+            (row.account, row.batch_id)
+            for row in expected(**chosen)
+            if row.pk > stored_up_to and (top is None or row.created_at >= top - selectors.LATE_ARRIVAL)
+        ]
+        arrived = selectors.newer_batches(accounts=ACCOUNTS, newer_than=first.top, now=T0, limit=25, **chosen)
+        assert [(row.batch.account, row.batch.id) for row in arrived.rows] == want
+        transaction.set_rollback(True)
