@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from . import providers
 from .providers.transport import DEFAULT_DEADLINES
@@ -233,6 +234,40 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "dashboard.web.auth.CachedPermissionsBackend",
 ]
+
+# Single sign-on with OpenID Connect (dashboard/web/sso.py; README "Teams and sign-in"): on when
+# OIDC_ISSUER is set. SSO_ONLY=1 turns the password form off.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip().rstrip("/")
+SSO_ENABLED = bool(OIDC_ISSUER)
+SSO_ONLY = SSO_ENABLED and env_bool("SSO_ONLY", False)
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "groups")
+OIDC_USERNAME_CLAIM = os.environ.get("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True  # for the provider's sign-out (id_token_hint)
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+if SSO_ENABLED:
+    if not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+        raise ImproperlyConfigured("OIDC_ISSUER is set: set OIDC_CLIENT_ID and OIDC_CLIENT_SECRET too.")
+    AUTHENTICATION_BACKENDS.append("dashboard.web.sso.SsoBackend")
+
+
+def allowing_sign_out_at(policy: dict, issuer: str) -> dict:
+    """The Content-Security-Policy with the identity provider's origin in form-action: signing out
+    is a form POST that the browser follows to the provider's end_session_endpoint, and Chromium
+    holds a form's redirects to form-action too."""
+    scheme, _, rest = issuer.partition("://")
+    origin = f"{scheme}://{rest.split('/', 1)[0]}"
+    directives = {**policy["DIRECTIVES"], "form-action": [*policy["DIRECTIVES"]["form-action"], origin]}
+    return {**policy, "DIRECTIVES": directives}
+
+
+if SSO_ENABLED:
+    CONTENT_SECURITY_POLICY = allowing_sign_out_at(CONTENT_SECURITY_POLICY, OIDC_ISSUER)
 PERMISSIONS_CACHE_SECONDS = env_int("PERMISSIONS_CACHE_SECONDS", 30)
 # Every live row's poll is a request: its session is read from the cache, not the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"

@@ -1,10 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from .metrics import views as metrics_views
-from .web import alarm_views, bulk_views, health, views
+from .web import alarm_views, bulk_views, health, sign_in, sso, views
 
 batch = "batches/<slug:account_key>/<str:batch_id>"
 
@@ -26,8 +25,10 @@ urlpatterns = [
     path("bulk-cancel/preview", bulk_views.preview, name="bulk-cancel-preview"),
     path("bulk-cancel/confirm", bulk_views.confirm, name="bulk-cancel-confirm"),
     path("bulk-cancel/<int:operation_id>/", bulk_views.progress, name="bulk-cancel-progress"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", sign_in.SignInView.as_view(), name="login"),
+    path("logout/", sso.sign_out, name="logout"),
+    path("sso/sign-in", sso.sign_in_with_sso, name="oidc_authentication_init"),
+    path("sso/callback", sso.sso_callback, name="oidc_authentication_callback"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics_views.metrics_view, name="metrics"),

@@ -277,6 +277,75 @@ def start_redis() -> Redis:
         raise
 
 
+# --- An OpenID Connect provider -----------------------------------------------------------
+
+
+@dataclass
+class OidcProvider:
+    """oidc-provider-mock (Authlib's OpenID Connect server) in a process of its own: discovery, a
+    sign-in page where the subject is typed, RS256-signed ID tokens, userinfo, end_session. Any
+    client id and secret are accepted; a user's claims are set with `user(sub, claims)`."""
+
+    workdir: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def user(self, sub: str, claims: dict) -> None:
+        from urllib.parse import quote
+
+        answer = httpx.put(f"{self.issuer}/users/{quote(sub, safe='')}", json=claims, timeout=10)
+        assert answer.status_code == 204, answer.text
+
+    def start_server(self) -> bool:
+        log = (self.workdir / "oidc.log").open("ab")
+        self.process = subprocess.Popen(
+            [PYTHON, "-W", "ignore", "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError("exited")
+            with suppress(httpx.HTTPError):
+                return httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1).status_code == 200
+            return False
+
+        try:
+            return wait_until(answers, timeout=20, what="the OpenID Connect provider")
+        except RuntimeError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_oidc_provider() -> OidcProvider:
+    """An OpenID Connect provider on a free loopback port."""
+    server = OidcProvider(workdir=Path(tempfile.mkdtemp(prefix="itest-oidc-")), port=0)
+    try:
+        for _ in range(START_ATTEMPTS):
+            server.port = free_port()
+            if server.start_server():
+                return server
+        raise RuntimeError(f"the OpenID Connect provider did not start:\n{_log_tail(server.workdir / 'oidc.log')}")
+    except BaseException:
+        server.stop()
+        raise
+
+
 # --- The app's own processes --------------------------------------------------------------
 
 
@@ -512,6 +581,14 @@ def postgres_server() -> Iterator[Postgres]:
 def redis_server() -> Iterator[Redis]:
     """One throwaway Redis per test session (per xdist worker); tests take their own db numbers in it."""
     server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[OidcProvider]:
+    """One OpenID Connect provider per test session (per xdist worker); tests give their users their own subjects."""
+    server = start_oidc_provider()
     yield server
     server.stop()
 

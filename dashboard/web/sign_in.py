@@ -1,9 +1,10 @@
-"""The pages around signing in that settings name: django-axes' lockout (AXES_LOCKOUT_CALLABLE) and a
-refused CSRF check (CSRF_FAILURE_VIEW)."""
+"""The pages around signing in: the sign-in page (password, single sign-on, or both), and those
+settings name: django-axes' lockout (AXES_LOCKOUT_CALLABLE) and a refused CSRF check (CSRF_FAILURE_VIEW)."""
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -13,6 +14,23 @@ CSRF_REFUSED = (
     "The dashboard refused this (your session changed — signed in again in another tab?). "
     "Reload the page and try again."
 )
+
+
+class SignInView(LoginView):
+    """Django's sign-in page, offering single sign-on where it is configured; with SSO_ONLY, a
+    password is never taken (the form is not shown and a posted one is refused)."""
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "sso": settings.SSO_ENABLED, "sso_only": settings.SSO_ONLY}
+
+    def post(self, request, *args, **kwargs):
+        if settings.SSO_ONLY:
+            return HttpResponse(
+                "Password sign-in is off: sign in with single sign-on.\n",
+                status=403,
+                content_type="text/plain; charset=utf-8",
+            )
+        return super().post(request, *args, **kwargs)
 
 
 def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:

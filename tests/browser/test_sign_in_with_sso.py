@@ -1,0 +1,56 @@
+"""Single sign-on in Chromium: the dashboard's sign-in page, the identity provider's own sign-in page
+(a real OpenID Connect provider on loopback, tests/services.py), and back, signed in with the groups
+of the provider's claim; signing out ends both sessions."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from playwright.sync_api import expect
+
+from dashboard.settings import allowing_sign_out_at
+from dashboard.web import sso as sso_module
+from tests.services import oidc_provider
+
+__all__ = ["oidc_provider"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def sso(transactional_db, settings, oidc_provider):
+    settings.OIDC_ISSUER = oidc_provider.issuer
+    settings.SSO_ENABLED = True
+    settings.OIDC_RP_CLIENT_ID = "batch-dashboard"
+    settings.OIDC_RP_CLIENT_SECRET = "client-secret-for-tests"
+    settings.AUTHENTICATION_BACKENDS = [*settings.AUTHENTICATION_BACKENDS, "dashboard.web.sso.SsoBackend"]
+    settings.CONTENT_SECURITY_POLICY = allowing_sign_out_at(settings.CONTENT_SECURITY_POLICY, oidc_provider.issuer)
+    sso_module.forget_discovery()
+    yield oidc_provider
+    sso_module.forget_discovery()
+
+
+def test_a_person_signs_in_through_the_provider_s_page_with_its_groups_and_signs_out_of_both(page, live_server, sso):
+    sso.user(
+        "ada-browser", {"preferred_username": "ada", "email": "ada@example.com", "groups": ["research", "prod-ops"]}
+    )
+    page.goto(live_server.url + "/alarms/")
+    expect(page).to_have_url(f"{live_server.url}/login/?next=/alarms/")
+    button = page.get_by_role("link", name="Sign in with single sign-on")
+    box = button.bounding_box()
+    assert box and box["height"] >= 30 and box["width"] >= 200, "a button one sees, not a bare link"
+    button.click()
+
+    page.wait_for_url(f"{sso.issuer}/oauth2/authorize*")
+    page.fill("input[name=sub]", "ada-browser")
+    page.get_by_role("button", name="Authorize").click()
+
+    page.wait_for_url(f"{live_server.url}/alarms/")
+    expect(page.locator(".whoami")).to_contain_text("ada")
+    ada = get_user_model().objects.get(username="ada")
+    assert sorted(ada.groups.values_list("name", flat=True)) == ["prod-ops", "research"]
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{sso.issuer}/oauth2/end_session*")
+    page.goto(live_server.url + "/")
+    expect(page).to_have_url(f"{live_server.url}/login/?next=/")
