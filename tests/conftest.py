@@ -70,6 +70,7 @@ ONE_WORKER_EACH = {
     "tests/integration/test_bulk_cancel_race.py::": "integration-1",
     "tests/integration/test_outages.py::": "integration-2",
     "tests/integration/test_pollers.py::": "integration-2",
+    "tests/integration/test_list_plans_postgres.py::": "integration-2",
     # `polled_embedded_default`: a database prepared by seed_demo, poll --once and ensure_operator
     "tests/test_deployment.py::test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers[": "deadlock",
 }

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -310,17 +311,28 @@ def _page_keys(
     whether ended) in list order from the cursor on, and the merge stops reading once it has `limit`
     rows. So a page reads about `limit` + one entry per account whatever the store holds, where
     `account IN (...)` sorted every matching row (a temporary B-tree on SQLite, a sort on
-    PostgreSQL): neither database merges an IN list's index ranges in order."""
+    PostgreSQL): neither database merges an IN list's index ranges in order. A search on SQLite
+    walks the same way, reading the text from its indexes (migration 0019): a term an account
+    lacks has that account's entries all read, the index's, never the rows'."""
     if not keys:
         return None
     order = ("created_at", "pk") if ascending else ("-created_at", "-pk")
-    if len(keys) > MERGED_ACCOUNTS:
+    if len(keys) > MERGED_ACCOUNTS or (search.strip() and connection.vendor == "postgresql"):
+        # PostgreSQL's trigram index finds a term's rows wherever they are, and its statistics tell
+        # it when walking the newest-first index is cheaper (a common term): one arm. Per account, it
+        # would read the trigram index once an account, or walk an account without the term whole.
         arms = [StoredBatch.objects.filter(account__in=keys)]
     else:
         arms = [StoredBatch.objects.filter(account=key) for key in keys]
     arms = [_filtered(arm, status=status, search=search).filter(bound).values("pk", "created_at") for arm in arms]
-    merged = arms[0].union(*arms[1:], all=True) if len(arms) > 1 else arms[0]
-    return merged.order_by(*order)[:limit]
+    if len(arms) == 1:
+        return arms[0].order_by(*order)[:limit]
+    if connection.features.supports_slicing_ordering_in_compound:
+        # PostgreSQL merges the arms in order (Merge Append) only if each is ordered and limited
+        # itself; otherwise it appends them whole and sorts. SQLite's merge reads ordered arms lazily
+        # as they are, and takes no limit in an arm.
+        arms = [arm.order_by(*order)[:limit] for arm in arms]
+    return arms[0].union(*arms[1:], all=True).order_by(*order)[:limit]
 
 
 def newer_batches(
