@@ -99,6 +99,48 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs for many seconds, so it is scheduled first")
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        rewrite_test_modules_before_the_workers_start(config)
+
+
+def rewrite_test_modules_before_the_workers_start(config) -> None:
+    """pytest rewrites each test module's asserts when it first imports it and keeps the result in
+    __pycache__. On a fresh clone every xdist worker would rewrite all of them at once (some 7 CPU-s
+    each, a worker's largest start-up cost); the process that starts the workers does it once
+    instead, as a worker would, before they start. Through pytest's own (private) functions: should
+    they change, the workers simply rewrite as before."""
+    import sys
+    from pathlib import Path
+
+    try:
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            assertstate_key,
+            get_cache_dir,
+            try_makedirs,
+        )
+
+        state = config.stash[assertstate_key]
+    except (ImportError, KeyError):  # KeyError: --assert=plain
+        return
+    if sys.dont_write_bytecode:
+        return
+    patterns = config.getini("python_files")
+    for module in sorted(Path(__file__).parent.rglob("*.py")):
+        if module.name != "conftest.py" and not any(module.match(pattern) for pattern in patterns):
+            continue
+        cache_dir = get_cache_dir(module)
+        pyc = cache_dir / (module.name[:-3] + PYC_TAIL)
+        if _read_pyc(module, pyc, state.trace) is not None or not try_makedirs(cache_dir):
+            continue
+        try:
+            source_hash, code = _rewrite_test(module, config)
+        except SyntaxError:
+            continue  # the worker that imports it reports it
+        _write_pyc(state, code, source_hash, pyc)
 
 
 def pytest_collection_modifyitems(config, items):
