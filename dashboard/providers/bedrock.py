@@ -12,15 +12,9 @@ import re
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError
-from botocore.session import Session
-from botocore.utils import percent_encode_sequence
 
 from ..redaction import redact
 from .base import AccountSpec, BadResponse, Batch, Connection, Counts, NotFound, ProviderError, finished_count
@@ -38,6 +32,12 @@ from .errors import (
 )
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
+
+# botocore is imported where it signs or finds credentials: it adds 0.1 CPU-s to a Django process's
+# 0.7 s start, and most processes (migrate, shell, a web server reading the store) never sign.
 
 NAME = "bedrock"  # in account keys, the store and URLs
 LABEL = "Amazon Bedrock"  # shown to operators
@@ -152,6 +152,10 @@ class SigV4(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if self.credentials is None:
             raise ProviderError(self.problem or f"{LABEL}: no AWS credentials were found.", kind="credentials")
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.utils import percent_encode_sequence
+
         if request.url.query:
             # Sent as AWS canonicalizes it (RFC 3986: a space is %20, not httpx's "+"), so that what is
             # signed is what the service reads.
@@ -175,6 +179,9 @@ SIGNED_HEADERS = ("content-type",)
 
 def chain_credentials(profile: str) -> tuple[Credentials | None, str]:
     """botocore's credential chain (for `profile`, else its default): (credentials, or None and why not)."""
+    from botocore.exceptions import BotoCoreError
+    from botocore.session import Session
+
     try:
         credentials = Session(profile=profile or None).get_credentials()
     except BotoCoreError as error:
@@ -196,6 +203,8 @@ def region_of(account: AccountSpec) -> str:
 def connect(account: AccountSpec) -> Connection:
     """An explicit access key id with its secret (the api_key), else the credential chain (for the
     account's profile, if it names one). Secrets: the secret access key and session token it signs with."""
+    from botocore.credentials import Credentials
+
     if account.api_key and account.options.get("access_key_id"):
         credentials: Credentials | None = Credentials(account.options["access_key_id"], account.api_key)
         problem = ""

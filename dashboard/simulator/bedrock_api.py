@@ -17,7 +17,6 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from botocore.utils import percent_encode
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
@@ -68,6 +67,8 @@ def sent_path(path: str) -> str:
     if not marker:
         return path
     label, stop, _ = rest.rpartition("/stop") if rest.endswith("/stop") else (rest, "", "")
+    from botocore.utils import percent_encode  # imported when a Bedrock job is asked for (bedrock.py says why)
+
     return f"{head}{marker}{percent_encode(label)}{stop}"
 
 

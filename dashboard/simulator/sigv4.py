@@ -14,10 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
-from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.utils import percent_encode_sequence
+# botocore is imported when a signature is checked (see dashboard/providers/bedrock.py).
 
 AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[A-Z0-9]{16,128})/(?P<date>[0-9]{8})/(?P<region>[a-z0-9-]{1,30})/"
@@ -72,6 +69,11 @@ def verify(
         raise Refusal("IncompleteSignatureException", "The Authorization header is not an AWS4-HMAC-SHA256 signature.")
     if secret is None:
         raise Refusal("UnrecognizedClientException", "The security token included in the request is invalid.")
+    from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.utils import percent_encode_sequence
+
     stamp = headers.get("x-amz-date", "")
     try:
         signed_at = datetime.strptime(stamp, SIGV4_TIMESTAMP).replace(tzinfo=UTC)
