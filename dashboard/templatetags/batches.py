@@ -26,17 +26,33 @@ def provider_label(name: str) -> str:
 
 
 @register.inclusion_tag("batches/_time.html")
-def moment(value: datetime | None, empty: str = "—"):
-    """A timestamp shown relative to now, absolute (UTC, then the viewer's zone by JS) on hover."""
+def moment(value: datetime | None, empty: str = "—", compact: bool = False):
+    """A timestamp shown relative to now, absolute (UTC, then the viewer's zone by JS) on hover;
+    `compact` for a list cell: "3 min ago", "in 1 d 23 h"."""
     if value is None:
         return {"value": None, "empty": empty}
     now = timezone.now()
     if abs((value - now).total_seconds()) < 60:
         # timesince's smallest unit is the minute: it would say "0 minutes ago".
         relative = "just now" if value <= now else "in a moment"
+    elif compact:
+        span = compact_span(abs((value - now).total_seconds()))
+        relative = f"{span} ago" if value <= now else f"in {span}"
     else:
         relative = f"{timesince(value, now)} ago" if value <= now else f"in {timeuntil(value, now)}"
     return {"value": value, "relative": relative.replace("\xa0", " ")}
+
+
+def compact_span(seconds: float) -> str:
+    """A span of a minute or more in at most two short units: "4 min", "5 h 20 min", "1 d 23 h"."""
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes and hours < 10 else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours and days < 10 else f"{days} d"
 
 
 @register.filter
@@ -79,6 +95,12 @@ def progress_segments(batch: Batch) -> list[dict]:
             segments.append({"name": name, "count": count, "x": f"{offset:.2f}", "width": f"{width:.2f}"})
             offset += width
     return segments
+
+
+@register.filter
+def finished_count(batch: Batch) -> int:
+    """Requests of a batch with an outcome (succeeded, errored, canceled or expired)."""
+    return _counted(batch)[0]
 
 
 @register.filter
@@ -153,6 +175,23 @@ def capped(text: str, limit: int = 200_000) -> dict:
     return {"text": text[:limit], "cut": len(text) > limit, "size": f"{len(text):,}", "limit": f"{limit:,}"}
 
 
+ID_TAIL = 6  # characters of an id kept after the ellipsis when its cell is too narrow for all of it
+
+
+@register.simple_tag
+def short_id(value: str):
+    """An id that its cell shortens in the middle (CSS ellipsis on its head, the tail always
+    shown): its text is still the whole id, for copying, searching and screen readers."""
+    text = shown_text(value)
+    if len(text) <= ID_TAIL * 2:
+        return format_html('<code class="batch-id"><span class="id-head">{}</span></code>', text)
+    return format_html(
+        '<code class="batch-id"><span class="id-head">{}</span><span class="id-tail">{}</span></code>',
+        text[:-ID_TAIL],
+        text[-ID_TAIL:],
+    )
+
+
 @register.filter
 def split_words(value: str) -> list[str]:
     return value.split()
@@ -201,6 +240,14 @@ def seconds_text(value: timedelta) -> str:
 def alarm_badge() -> dict:
     """The header's alarms link with the count of open alarms nobody has acknowledged (one query);
     it polls itself (alarm_views.alarm_badge) so the count moves without a reload."""
+    from ..web.alarm_badge import badge_context
+
+    return badge_context()
+
+
+@register.simple_tag
+def alarm_counts() -> dict:
+    """The badge's context (one query), for a page that shows the count twice: in its title and its badge."""
     from ..web.alarm_badge import badge_context
 
     return badge_context()
