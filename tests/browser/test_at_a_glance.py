@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from dashboard.models import Alarm, BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
+from dashboard.models import AccountState, Alarm, BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
 from tests.browser import measure
 from tests.factories import poll_store
 
@@ -30,6 +30,8 @@ def seeded_demo(dashboard_upstream, settings):
     from dashboard.simulator.demo import seed_demo_batches
 
     settings.ROW_POLL_SECONDS = 1
+    # No poller runs here: the one poll below stays fresh for the test (no account lags, no row is stale).
+    settings.POLL_SECONDS = 600
     seed_demo_batches()
     poll_store()
     assert StoredBatch.objects.count() >= 50, "the demo store is smaller than `make run` shows"
@@ -72,7 +74,23 @@ def test_the_list_is_one_line_per_batch_and_shows_many_above_the_fold(
 def test_ids_are_shortened_in_the_middle_copied_whole_and_the_header_stays(seeded_demo, signed_in_page, live_server):
     page = signed_in_page
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    # One account's polls fail, and a batch of another has an alarm: their rows say so, still on one line.
+    AccountState.objects.filter(account="openai-ops").update(
+        consecutive_failures=3, last_error="OpenAI HTTP 500 server_error: it failed", last_error_at=timezone.now()
+    )
+    alarmed = StoredBatch.objects.filter(account="anthropic-ops", is_ended=False).first()
+    now = timezone.now()
+    Alarm.objects.create(
+        rule="stuck", account=alarmed.account, batch=alarmed, opened_at=now, last_seen_at=now, detail="No change."
+    )
     open_list(page, live_server, {"width": 1280, "height": 900})
+    stale = page.locator("tr.batch-row.is-stale .stale-note")
+    expect(stale.first).to_be_visible()
+    expect(stale.first).to_have_text(re.compile(r"^⚠ Stale: Polls of this account are failing \(OpenAI HTTP 500"))
+    expect(page.locator(f"#row-anthropic-ops-{alarmed.batch_id} .alarm-note")).to_have_text("🔔 1 open alarm")
+    rows = measure.rows(page)
+    assert rows["tallest"] <= ONE_LINE_MAX, rows
+    assert_reads_without_breaks(page, "the list at 1280 px with stale and alarmed rows")
     longest = page.evaluate(
         """() => {
             const links = Array.from(document.querySelectorAll("tr.batch-row a.batch-link"));
