@@ -54,17 +54,17 @@ def take(base: str, password: str, out: Path) -> list[Path]:
             while page.locator("tr.batch-row").count() < ROWS_WANTED and time.monotonic() < deadline:
                 time.sleep(1)
                 page.reload()
-            page.locator("table.list-summary").wait_for()
-            page.wait_for_timeout(500)
+            page.locator("table.list-summary").wait_for(state="attached")  # the header summary, loaded after the page
             if not detail_url:
-                # A batch still running: its detail page has a live row, Cancel and the progress chart.
-                live = page.locator('tr.batch-row[data-status="in_progress"] a[href*="/batches/"]').first
+                # An OpenAI batch still running: its detail page has a live row, Cancel and the progress chart.
+                live = page.locator('tr.batch-row[data-status="in_progress"]:has(.provider-openai) a.batch-link').first
                 detail_url = base + live.get_attribute("href")
             shots = {"list": base + "/", "detail": detail_url, "alarms": base + "/alarms/"}
             for name, url in shots.items():
                 if page.url != url:
                     page.goto(url)
-                page.wait_for_load_state("networkidle")
+                # Pages keep polling (never network-idle): a moment for what htmx loads after them.
+                page.wait_for_timeout(1500)
                 path = out / f"{name}-{scheme}.png"
                 page.screenshot(path=str(path))
                 written.append(path)
