@@ -236,18 +236,11 @@ def seconds_text(value: timedelta) -> str:
 # --- alarms -----------------------------------------------------------------------------------
 
 
-@register.inclusion_tag("alarms/_badge.html")
-def alarm_badge() -> dict:
-    """The header's alarms link with the count of open alarms nobody has acknowledged (one query);
-    it polls itself (alarm_views.alarm_badge) so the count moves without a reload."""
-    from ..web.alarm_badge import badge_context
-
-    return badge_context()
-
-
 @register.simple_tag
 def alarm_counts() -> dict:
-    """The badge's context (one query), for a page that shows the count twice: in its title and its badge."""
+    """The header badge's context (one query): the count of open alarms nobody has acknowledged,
+    which base.html shows twice, in the page's title and in the badge (templates/alarms/_badge.html,
+    which polls itself: alarm_views.alarm_badge)."""
     from ..web.alarm_badge import badge_context
 
     return badge_context()

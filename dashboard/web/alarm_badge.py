@@ -1,5 +1,6 @@
-"""The header's alarms badge, which every page shows (through the `alarm_badge` template tag) and
-which polls itself (alarm_views.alarm_badge)."""
+"""The header's alarms badge, which every page shows (base.html, through the `alarm_counts`
+template tag, with the same count leading the page's title) and which polls itself
+(alarm_views.alarm_badge)."""
 
 from __future__ import annotations
 
