@@ -366,7 +366,7 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(
         client = signed_in(server.url, password)
         page = client.get("/")
         assert page.status_code == 200
-        rows = re.findall(r'hx-get="([^"]+/row)"', page.text)
+        rows = [f"{link}row" for link in re.findall(r' data-live[^>]*>.*?<a href="(/batches/[^"]+/)"', page.text, re.S)]
         assert len(rows) >= 10, "the list shows the simulator's live demo batches"
         assert "account-notice" not in page.text, "no account is failing, lagging or unpolled"
         for row in rows[:5]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -91,6 +93,9 @@ class StoredView:
     gone_at: datetime | None = None  # the provider answers 404 for it since then: deleted or not found
     open_alarms: int = 0  # alarms about this batch that are open (see dashboard/alarms/)
     cancel_accepted_at: datetime | None = None  # the first cancel of it this dashboard saw accepted
+    pk: int = 0  # its row in the store
+    lagging: bool = False  # stale because its row was not refreshed for STALE_POLLS poll intervals
+    fingerprint: str = ""  # changes whenever anything its row shows changes (row_fingerprint)
 
     @property
     def cancel_pending(self) -> bool:
@@ -195,26 +200,57 @@ def _with_account_health(rows: QuerySet[StoredBatch]) -> QuerySet[StoredBatch]:
     )
 
 
-def _stale_reason(row: StoredBatch, now: datetime) -> str:
+def _staleness(row: StoredBatch, now: datetime) -> tuple[str, bool]:
+    """Why the row is stale ("" if it is not), and whether that is because it was not refreshed."""
     if row.is_ended:
-        return ""
+        return "", False
     if getattr(row, "account_failures", 0):
         error = getattr(row, "account_error", "") or "no reason recorded"
-        return f"Polls of this account are failing ({error}); shown as last fetched."
+        return f"Polls of this account are failing ({error}); shown as last fetched.", False
     age = (now - row.last_fetched_at).total_seconds()
     if age > STALE_POLLS * settings.POLL_SECONDS:
-        return f"Not refreshed for {int(age)} s: is the poller running?"
-    return ""
+        return f"Not refreshed for {int(age)} s: is the poller running?", True
+    return "", False
+
+
+def row_fingerprint(row: StoredBatch, *, stale_reason: str, lagging: bool) -> str:
+    """A short digest of everything a batch's row shows, from its stored columns and the annotations
+    of `_with_account_health`: it changes when the row would read differently, and not when the
+    poller only fetched the same state again (nor as time passes: how long ago is the browser's to say).
+    A row not refreshed says since when, not for how many seconds."""
+    shown = (
+        row.status,
+        row.is_ended,
+        row.gone_at,
+        row.counts_known,
+        *(getattr(row, name) for name in store.COUNT_FIELDS),
+        row.created_at,
+        row.expires_at,
+        row.ended_at,
+        row.cancel_initiated_at,
+        json.dumps(row.metadata, sort_keys=True, default=str),
+        getattr(row, "open_alarms", 0) or 0,
+        _moment(getattr(row, "cancel_accepted_at", None)),
+        "lagging" if lagging else stale_reason,
+        row.last_fetched_at if stale_reason or row.is_ended else None,
+    )
+    text = repr(tuple(value.timestamp() if isinstance(value, datetime) else value for value in shown))
+    digest = hashlib.blake2b(text.encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def _view(row: StoredBatch, now: datetime) -> StoredView:
+    stale_reason, lagging = _staleness(row, now)
     return StoredView(
         batch=store.as_batch(row),
         fetched_at=row.last_fetched_at,
-        stale_reason=_stale_reason(row, now),
+        stale_reason=stale_reason,
         gone_at=row.gone_at,
         open_alarms=getattr(row, "open_alarms", 0) or 0,
         cancel_accepted_at=_moment(getattr(row, "cancel_accepted_at", None)),
+        pk=row.pk,
+        lagging=lagging,
+        fingerprint=row_fingerprint(row, stale_reason=stale_reason, lagging=lagging),
     )
 
 

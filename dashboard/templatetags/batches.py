@@ -70,6 +70,20 @@ def ago(value: datetime | None) -> str:
     return f"{timesince(value, timezone.now()).split(',')[0]} ago".replace("\xa0", " ")
 
 
+@register.simple_tag
+def ago_time(value: datetime | None) -> str:
+    """`ago` in a <time> element, which dashboard.js keeps counting in the browser: a row is sent
+    again only when what it shows changes, not as seconds pass."""
+    if value is None:
+        return ago(value)
+    return format_html(
+        '<time datetime="{}" data-ago title="{}">{}</time>',
+        value.isoformat(),
+        value.strftime("%Y-%m-%d %H:%M:%S UTC") if value.utcoffset() == timedelta(0) else value.isoformat(),
+        ago(value),
+    )
+
+
 def _counted(batch: Batch) -> tuple[int, int]:
     """(finished outcomes, all counted) of a batch's counts."""
     counts = batch.counts
@@ -236,11 +250,12 @@ def seconds_text(value: timedelta) -> str:
 # --- alarms -----------------------------------------------------------------------------------
 
 
-@register.simple_tag
-def alarm_counts() -> dict:
+@register.simple_tag(takes_context=True)
+def alarm_counts(context) -> dict:
     """The header badge's context (one query): the count of open alarms nobody has acknowledged,
     which base.html shows twice, in the page's title and in the badge (templates/alarms/_badge.html,
-    which polls itself: alarm_views.alarm_badge)."""
+    which polls itself: alarm_views.alarm_badge); on a live page, what its view read already
+    (`badge`), which says the badge does not poll: the page's feed brings it (web/live.py)."""
     from ..web.alarm_badge import badge_context
 
-    return badge_context()
+    return context.get("badge") or badge_context()

@@ -1,5 +1,6 @@
 """The header's alarms badge, which every page shows (base.html, through the `alarm_counts`
-template tag, with the same count leading the page's title) and which polls itself
+template tag, with the same count leading the page's title): on a live page (web/live.py) its feed
+brings the badge when its counts move; elsewhere it polls itself
 (alarm_views.alarm_badge)."""
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from ..alarms import selectors as alarm_selectors
 CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
 
 
-def badge_context() -> dict:
-    """The header's badge: open alarms and how many nobody has acknowledged (one query)."""
+def badge_context(*, live: bool = False) -> dict:
+    """The header's badge: open alarms and how many nobody has acknowledged (one query). `live`: the
+    page's feed keeps it current, so it does not poll itself."""
     return {
+        "live": live,
         "counts": alarm_selectors.open_alarm_counts(),
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "changed_event": CHANGED_EVENT,

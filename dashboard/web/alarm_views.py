@@ -14,7 +14,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -24,7 +24,9 @@ from django.views.decorators.http import require_GET, require_POST
 from ..accounts import configured_accounts
 from ..alarms import selectors as alarm_selectors
 from ..alarms import services as alarm_services
+from ..batches import feed
 from ..models import Alarm
+from . import live
 from .alarm_badge import CHANGED_EVENT, badge_context
 from .common import account_or_404
 
@@ -56,11 +58,39 @@ def _labelled(rows, labels: dict[str, str]) -> list[Alarm]:
     return rows
 
 
+def listed_alarms(now):
+    """What the alarms page lists: the open alarms, and those resolved in the last RESOLVED_HOURS."""
+    return Alarm.objects.filter(Q(resolved_at=None) | Q(resolved_at__gte=now - timedelta(hours=RESOLVED_HOURS)))
+
+
 @require_GET
 def alarm_list(request: HttpRequest) -> HttpResponse:
     """Open alarms (those nobody has acknowledged first), then those resolved in the last
-    RESOLVED_HOURS. The list alone for its own poll (htmx, target alarm-list)."""
+    RESOLVED_HOURS. Its feed (live.py) sends the lists, out of band, when they changed."""
     now = timezone.now()
+    if live.is_feed(request):
+        return alarms_feed(request, now=now)
+    context = alarm_list_context(request, now=now)
+    context.update(
+        {
+            "evaluator": alarm_selectors.evaluator(),
+            "badge": badge_context(live=True),
+            "live_feed": True,
+        }
+    )
+    context["feed_cursor"] = live.cursor(
+        page="alarms", alarms=feed.alarms_fingerprint(listed_alarms(now)), badge=_badge_fingerprint(context["badge"])
+    )
+    if request.htmx and request.htmx.target == "alarm-list":
+        return render(request, "alarms/alarms.html#list", context)
+    return render(request, "alarms/alarms.html", context)
+
+
+def _badge_fingerprint(badge: dict) -> list[int]:
+    return [badge["counts"].open, badge["counts"].unacknowledged]
+
+
+def alarm_list_context(request: HttpRequest, *, now) -> dict:
     context = _common(request)
     labels = context["account_labels"]
     open_rows = alarm_selectors.open_alarms()
@@ -78,19 +108,46 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
             "resolved_alarms": _labelled(resolved_rows[:RESOLVED_LIMIT], labels),
             "resolved_hours": RESOLVED_HOURS,
             "resolved_limit": RESOLVED_LIMIT,
-            "evaluator": alarm_selectors.evaluator(),
             "next": request.get_full_path() if not request.htmx else request.htmx.current_url_abs_path or "",
         }
     )
-    if request.htmx and request.htmx.target == "alarm-list":
-        return render(request, "alarms/alarms.html#list", context)
-    return render(request, "alarms/alarms.html", context)
+    return context
+
+
+def alarms_feed(request: HttpRequest, *, now) -> HttpResponse:
+    """The alarms page's live answer: its lists and the header badge, out of band, when they changed."""
+    parts = live.read_cursor(request)
+    if parts is None or parts.get("page") != "alarms":
+        return live.unreadable()
+    alarms = feed.alarms_fingerprint(listed_alarms(now))
+    badge = badge_context(live=True)
+    alarms_moved = parts.get("alarms") != alarms
+    badge_moved = parts.get("badge") != _badge_fingerprint(badge)
+    if not alarms_moved and not badge_moved:
+        return live.unchanged()
+    context = alarm_list_context(request, now=now) if alarms_moved else _common(request)
+    context.update(
+        {
+            "alarm_list_changed": alarms_moved,
+            "badge": badge if badge_moved else None,
+            "live_feed": True,
+            "feed_cursor": live.cursor(page="alarms", alarms=alarms, badge=_badge_fingerprint(badge)),
+        }
+    )
+    return render(request, "_live_answer.html", context)
 
 
 @require_GET
 def alarm_badge(request: HttpRequest) -> HttpResponse:
     """The header's badge alone, for its poll: one query (session and user come from the cache)."""
     return render(request, "alarms/_badge.html", badge_context())
+
+
+def batch_alarms_fingerprint(*, account_key: str, batch_id: str) -> str:
+    """What the detail page's alarms section shows, as a short digest (feed.alarms_fingerprint)."""
+    return feed.alarms_fingerprint(
+        Alarm.objects.filter(resolved_at=None, account=account_key, batch__batch_id=batch_id)
+    )
 
 
 def batch_alarms_context(request: HttpRequest, *, account_key: str, batch_id: str) -> dict:

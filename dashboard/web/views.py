@@ -22,12 +22,13 @@ from django_htmx.http import HttpResponseStopPolling
 
 from .. import providers
 from ..accounts import Account, configured_accounts, provider_for
-from ..batches import charts, eta, header_figures, selectors, services
+from ..batches import charts, eta, feed, header_figures, selectors, services
 from ..batches.results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 from ..bulk import operations as bulk
 from ..models import CancelAttempt
 from ..providers.base import ProviderError
-from . import alarm_views
+from . import alarm_views, live
+from .alarm_badge import badge_context
 from .common import account_or_404, list_filters, require_cancel_permission, status_choices
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def row_context(
         "notice": notice,
         "can_cancel": services.may_cancel(request.user),
         "poll_seconds": settings.ROW_POLL_SECONDS,
+        "refresh_seconds": settings.POLL_SECONDS,
     }
 
 
@@ -95,14 +97,11 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     context = {
         "can_cancel": services.may_cancel(request.user),
         "poll_seconds": settings.ROW_POLL_SECONDS,
+        "refresh_seconds": settings.POLL_SECONDS,
         "filter_query": filters.query(),
     }
-    if request.htmx and "newer_than" in request.GET:
-        # The first page's probe: the batches that arrived above its top row, rendered as rows.
-        arrived = selectors.newer_batches(
-            accounts=accounts, newer_than=request.GET["newer_than"], limit=settings.LIST_PAGE_SIZE, **filters.fields()
-        )
-        return render(request, "batches/list.html#new_rows", {**context, "arrived": arrived})
+    if live.is_feed(request):
+        return list_feed(request, accounts=accounts, filters=filters, context=context)
 
     listing = selectors.list_batches(
         accounts=accounts,
@@ -111,13 +110,18 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         limit=settings.LIST_PAGE_SIZE,
         **filters.fields(),
     )
+    badge = badge_context(live=True)
+    top = listing.top if listing.newer is None else ""
     return render(
         request,
         "batches/list.html",
         {
             **context,
             "rows": listing.rows,
-            "top": listing.top if listing.newer is None else "",
+            "feed_cursor": list_cursor(
+                rows=feed.watching(listing.rows), top=top, can_cancel=context["can_cancel"], badge=badge
+            ),
+            "badge": badge,
             "notices": selectors.account_notices(accounts=accounts, now=timezone.now()),
             "accounts": accounts,
             "providers": providers.labels(),
@@ -125,6 +129,56 @@ def batch_list(request: HttpRequest) -> HttpResponse:
             "selected": filters.query_params(),
             "next_url": f"?{filters.query(before=listing.older)}" if listing.older else "",
             "previous_url": f"?{filters.query(after=listing.newer)}" if listing.newer else "",
+        },
+    )
+
+
+def list_cursor(*, rows: dict[int, str], top: str, can_cancel: bool, badge: dict) -> str:
+    """The list's feed cursor; "" when there is nothing to watch (a later page whose rows all ended)."""
+    if not rows and not top:
+        return ""
+    return live.cursor(page="list", rows=rows, top=top, can_cancel=can_cancel, badge=badge_fingerprint(badge))
+
+
+def badge_fingerprint(badge: dict) -> list[int]:
+    return [badge["counts"].open, badge["counts"].unacknowledged]
+
+
+def list_feed(
+    request: HttpRequest, *, accounts: list[Account], filters: selectors.ListFilters, context: dict
+) -> HttpResponse:
+    """The list's live answer (live.py): its watched rows that changed, out of band; the batches
+    stored since above its first row (first page only, with the page's filters); the header badge
+    if its counts moved; 204 when none of these."""
+    parts = live.read_cursor(request)
+    if parts is None or parts.get("page") != "list":
+        return live.unreadable()
+    can_cancel = context["can_cancel"]
+    watched = live.watched_rows(parts)
+    if parts.get("can_cancel") != can_cancel:
+        watched = dict.fromkeys(watched, "")  # the Cancel button comes or goes on every row
+    changes = feed.row_changes(accounts=accounts, watched=watched)
+    top = str(parts.get("top") or "")
+    arrived = (
+        selectors.newer_batches(accounts=accounts, newer_than=top, limit=settings.LIST_PAGE_SIZE, **filters.fields())
+        if top
+        else None
+    )
+    badge = badge_context(live=True)
+    badge_moved = parts.get("badge") != badge_fingerprint(badge)
+    if not changes.changed and not (arrived and arrived.rows) and not badge_moved:
+        return live.unchanged()
+    rows = {**changes.watching, **feed.watching(arrived.rows if arrived else [])}
+    new_top = arrived.top if arrived else ""
+    return render(
+        request,
+        "batches/list.html#feed_answer",
+        {
+            **context,
+            "feed_cursor": list_cursor(rows=rows, top=new_top, can_cancel=can_cancel, badge=badge),
+            "arrived": arrived,
+            "changed_rows": changes.changed,
+            "badge": badge if badge_moved else None,
         },
     )
 
@@ -204,6 +258,8 @@ def result_filters(request: HttpRequest, account: Account) -> dict:
 @require_GET
 def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     account = account_or_404(account_key, batch_id)
+    if live.is_feed(request):
+        return detail_feed(request, account=account, batch_id=batch_id)
     view = stored_or_404(account, batch_id)
     batch = view.batch
     attempts = services.cancel_attempts(account_key=account.key, batch_id=batch_id)
@@ -223,7 +279,17 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         **progress_context(account, view),
         **alarm_views.batch_alarms_context(request, account_key=account.key, batch_id=batch_id),
         "next": request.get_full_path(),
+        "badge": badge_context(live=True),
+        "live_feed": True,
     }
+    context["feed_cursor"] = detail_cursor(
+        account=account,
+        batch_id=batch_id,
+        rows=feed.watching([view]),
+        can_cancel=context["can_cancel"],
+        alarms=alarm_views.batch_alarms_fingerprint(account_key=account.key, batch_id=batch_id),
+        badge=context["badge"],
+    )
     if batch.is_ended and not context["results_elsewhere"]:
         try:
             offset = min(MAX_RESULT_OFFSET, max(0, int(request.GET.get("offset", "0")[:20])))
@@ -248,6 +314,56 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
     if request.htmx and request.htmx.target == "results":
         return render(request, "batches/detail.html#results", context)
     return render(request, "batches/detail.html", context)
+
+
+def detail_cursor(
+    *, account: Account, batch_id: str, rows: dict[int, str], can_cancel: bool, alarms: str, badge: dict
+) -> str:
+    return live.cursor(
+        page=f"detail:{account.key}/{batch_id}",
+        rows=rows,
+        can_cancel=can_cancel,
+        alarms=alarms,
+        badge=badge_fingerprint(badge),
+    )
+
+
+def detail_feed(request: HttpRequest, *, account: Account, batch_id: str) -> HttpResponse:
+    """A batch's detail page's live answer (live.py): its row while it has not ended, its alarms and
+    the header badge, each out of band when it changed; 204 when none did."""
+    parts = live.read_cursor(request)
+    if parts is None or parts.get("page") != f"detail:{account.key}/{batch_id}":
+        return live.unreadable()
+    can_cancel = services.may_cancel(request.user)
+    watched = live.watched_rows(parts)
+    if parts.get("can_cancel") != can_cancel:
+        watched = dict.fromkeys(watched, "")
+    changes = feed.row_changes(accounts=[account], watched=watched)
+    alarms = alarm_views.batch_alarms_fingerprint(account_key=account.key, batch_id=batch_id)
+    badge = badge_context(live=True)
+    alarms_moved = parts.get("alarms") != alarms
+    badge_moved = parts.get("badge") != badge_fingerprint(badge)
+    if not changes.changed and not alarms_moved and not badge_moved:
+        return live.unchanged()
+    context = {
+        **row_context(request, account_key=account.key, batch_id=batch_id, view=None),
+        "changed_rows": changes.changed,
+        "badge": badge if badge_moved else None,
+        "live_feed": True,
+        "feed_cursor": detail_cursor(
+            account=account,
+            batch_id=batch_id,
+            rows=changes.watching,
+            can_cancel=can_cancel,
+            alarms=alarms,
+            badge=badge,
+        ),
+    }
+    if alarms_moved:
+        context["batch_alarms_changed"] = True
+        context.update(alarm_views.batch_alarms_context(request, account_key=account.key, batch_id=batch_id))
+        context["next"] = request.htmx.current_url_abs_path or ""
+    return render(request, "_live_answer.html", context)
 
 
 def progress_context(account: Account, view: selectors.StoredView) -> dict:

@@ -1,5 +1,7 @@
 // Timestamps: the server writes relative text and an absolute UTC title; show the title in the
-// viewer's own time zone, also for rows that htmx swaps in later.
+// viewer's own time zone, also for rows that htmx swaps in later. A live page's feed sends a row
+// again only when what it shows changes (web/live.py), so the relative text ("4 s ago", "2 hours
+// ago", "in 3 hours") is counted on here, every second, in the server's words.
 (function () {
   function localize(root) {
     root.querySelectorAll("time[datetime]").forEach(function (el) {
@@ -7,8 +9,99 @@
       if (!isNaN(when)) el.title = when.toLocaleString(undefined, { timeZoneName: "short" });
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { localize(document); });
+
+  var UNITS = [
+    [365 * 86400, "year"], [30 * 86400, "month"], [7 * 86400, "week"],
+    [86400, "day"], [3600, "hour"], [60, "minute"]
+  ];
+
+  function plural(count, name) {
+    return count + " " + name + (count === 1 ? "" : "s");
+  }
+
+  // Django's timesince: the largest unit, and the next one when it is not zero.
+  function since(seconds, depth) {
+    for (var i = 0; i < UNITS.length; i++) {
+      var count = Math.floor(seconds / UNITS[i][0]);
+      if (count > 0) {
+        var words = plural(count, UNITS[i][1]);
+        var rest = seconds - count * UNITS[i][0];
+        if (depth > 1 && i + 1 < UNITS.length) {
+          var next = Math.floor(rest / UNITS[i + 1][0]);
+          if (next > 0) words += ", " + plural(next, UNITS[i + 1][1]);
+        }
+        return words;
+      }
+    }
+    return "0 minutes";
+  }
+
+  // The `ago` filter: "just now", "4 s ago", "3 min ago", "2 hours ago".
+  function ago(seconds) {
+    if (seconds < 1) return "just now";
+    if (seconds < 60) return seconds + " s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+    return since(seconds, 1) + " ago";
+  }
+
+  // The `moment` tag: "just now", "5 minutes ago", "in 3 hours, 2 minutes".
+  function moment(seconds) {
+    if (Math.abs(seconds) < 60) return seconds >= 0 ? "just now" : "in a moment";
+    return seconds >= 0 ? since(seconds, 2) + " ago" : "in " + since(-seconds, 2);
+  }
+
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("time[data-ago], time[data-moment]").forEach(function (el) {
+      var when = Date.parse(el.getAttribute("datetime"));
+      if (isNaN(when)) return;
+      var seconds = Math.floor((now - when) / 1000);
+      var text = el.hasAttribute("data-ago") ? ago(Math.max(0, seconds)) : moment(seconds);
+      if (el.textContent !== text) el.textContent = text;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    localize(document);
+    window.setInterval(tick, 1000);
+  });
   document.addEventListener("htmx:afterSettle", function (event) { localize(event.target); });
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    if (event.detail && event.detail.target) localize(event.detail.target.parentNode || document);
+  });
+})();
+
+// A live page's feed never puts back a row an action (a cancel) is answering: while the cancel is
+// in flight, or when it was answered after the feed asked, the row the feed brings is older than
+// the one the cancel brings (or will). The feed's cursor still holds the row as it was, so its
+// next answer sends the row again if it differs.
+(function () {
+  var pending = {};  // row id: actions in flight
+  var answeredAt = {};  // row id: when its last action was answered
+  var feedSentAt = 0;
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (elt && elt.id === "live-feed") {
+      feedSentAt = performance.now();
+      return;
+    }
+    var verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "get";
+    var row = elt && elt.closest ? elt.closest("tr.batch-row") : null;
+    if (!row || verb.toLowerCase() === "get") return;
+    var id = row.id;
+    pending[id] = (pending[id] || 0) + 1;
+    event.detail.xhr.addEventListener("loadend", function () {
+      pending[id] -= 1;
+      answeredAt[id] = performance.now();
+    });
+  });
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || !target.matches || !target.matches("tr.batch-row")) return;
+    if (pending[target.id] > 0 || (answeredAt[target.id] || -1) >= feedSentAt) event.detail.shouldSwap = false;
+  });
 })();
 
 // Failed htmx requests are never silent. htmx swaps nothing on a 4xx/5xx answer or a network

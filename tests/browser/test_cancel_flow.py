@@ -52,8 +52,10 @@ def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
     row = page.locator(f"#row-anthropic-ops-{running.id}")
     expect(row.locator(".badge")).to_have_text("in_progress")
     row_path = f"/batches/anthropic-ops/{running.id}/row"
-    polls: list[float] = []
-    page.on("request", lambda request: polls.append(time.monotonic()) if request.url.endswith(row_path) else None)
+    polls: list[float] = []  # the page's feed: one request for every row
+    row_polls: list[str] = []
+    page.on("request", lambda request: polls.append(time.monotonic()) if "feed=" in request.url else None)
+    page.on("request", lambda request: row_polls.append(request.url) if request.url.endswith(row_path) else None)
 
     dialogs = []
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
@@ -65,10 +67,13 @@ def test_cancel_moves_the_row_to_canceling_then_ended_and_polling_stops(
     expect(row.locator(".badge")).to_have_text("ended", timeout=15_000)
     expect(row).to_contain_text("canceled")
     assert page.evaluate("window.__sameDocument") is True
-    assert len(polls) >= 1, "the row never polled while canceling"
+    assert len(polls) >= 1, "the page's feed never asked while the batch was canceling"
+    assert row_polls == [], "a row polled on its own"
 
-    # The ended row carries no trigger, and no further poll request goes out.
-    assert row.get_attribute("hx-trigger") is None
+    # The ended row is no longer watched: the feed sends it no more.
+    assert row.get_attribute("data-live") is None
+    row.evaluate("element => { element.dataset.seenAtEnd = 'yes'; }")  # gone if the row is swapped again
     polls_at_end = len(polls)
     page.wait_for_timeout(3500)
-    assert len(polls) == polls_at_end, f"{len(polls) - polls_at_end} polls after the batch ended"
+    assert len(polls) > polls_at_end, "the feed goes on for new batches"
+    assert row.get_attribute("data-seen-at-end") == "yes" and row_polls == []

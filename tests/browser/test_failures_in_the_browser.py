@@ -55,8 +55,7 @@ def test_signed_out_in_another_tab_the_whole_page_signs_in_and_comes_back(
     page.goto(watched)
     row = page.locator(f"#row-anthropic-ops-{running.id}")
     expect(row.locator(".badge")).to_have_text("in_progress", timeout=WAIT)
-    # The live row, the probe for new batches and the header's alarm badge all poll; whichever asks
-    # first moves the page.
+    # The page's feed (its one live request) is what asks next: its 401 moves the page.
     poll_answers: list[tuple[int, str | None]] = []
     page.on(
         "response",
@@ -103,7 +102,7 @@ def test_a_failed_cancel_says_so_in_the_row_and_the_button_still_works(
     button.click()
     expect(message).to_have_text("⚠ The dashboard failed to answer (HTTP 500). Try again.", timeout=WAIT)
     expect(message).to_have_attribute("role", "status", timeout=WAIT)
-    # The row's own polls (every second) swap in a new row: the message stays, so does the button.
+    # The page's feed (every second) goes on: the message stays, so does the button.
     page.wait_for_timeout(2500)
     expect(message).to_contain_text("HTTP 500", timeout=WAIT)
     expect(button).to_be_enabled(timeout=WAIT)
@@ -205,8 +204,8 @@ def test_a_failed_request_outside_a_row_says_so_on_the_page_until_one_answers(
     notice = page.locator("#page-notice")
     expect(notice).to_be_hidden(timeout=WAIT)
 
-    # The list's probe for new batches (every second) gets a 502 from a proxy in between.
-    probe = re.compile(r"/\?.*newer_than=")
+    # The list's feed (every second) gets a 502 from a proxy in between.
+    probe = re.compile(r"/\?.*feed=")
     page.route(probe, lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>Bad gateway</h1>"))
     expect(notice).to_have_text("The dashboard failed to answer (HTTP 502). It will retry.", timeout=WAIT)
     expect(notice).to_have_attribute("role", "status")

@@ -104,10 +104,13 @@ def test_open_alarms_come_first_unacknowledged_before_acknowledged_then_the_rece
     assert "<form" not in rows[acknowledged.pk]
 
 
-def test_the_list_polls_itself_and_answers_its_poll_with_the_list_alone(ack_client):
+def test_the_list_comes_with_the_page_s_feed_and_alone_for_htmx(ack_client):
     alarm(openai_batch_row(1))
     page = text(ack_client.get("/alarms/"))
-    assert '<div id="alarm-list" hx-get="/alarms/" hx-trigger="every 3s, alarms-changed from:body"' in page
+    assert '<div id="alarm-list">' in page  # the page's feed brings it again (tests/web/test_live.py)
+    assert re.search(
+        r'<div id="live-feed"[^>]*hx-get="/alarms/\?feed=[^"]+" hx-trigger="every 3s, alarms-changed', page
+    )
     fragment = text(ack_client.get("/alarms/", HTTP_HX_TARGET="alarm-list", **HTMX))
     assert fragment.lstrip().startswith('<div id="alarm-list"') and "<html" not in fragment
     assert "No change in status or counts" in fragment
@@ -124,7 +127,8 @@ def test_no_alarms_says_so_and_that_the_poller_has_not_looked_yet(ack_client):
 
 def test_every_page_s_header_has_the_badge_counting_open_alarms_nobody_acknowledged(ack_client, acknowledger):
     batch = openai_batch_row(1)
-    body = text(ack_client.get("/"))
+    # A page without a feed of its own: the badge polls itself (on the live pages the feed brings it).
+    body = text(ack_client.get("/bulk-cancel/"))
     badge = re.search(r'<a id="alarm-badge".*?</a>', body, re.S).group(0)
     assert 'href="/alarms/"' in badge and 'hx-get="/alarms/badge"' in badge
     assert 'hx-trigger="every 3s, alarms-changed from:body"' in badge
@@ -287,7 +291,7 @@ def test_the_detail_page_shows_this_batch_s_open_alarms_with_the_form(ack_client
     alarm(batch, rule="expiring", resolved_at=timezone.now())
     body = text(ack_client.get(f"/batches/openai-ops/{batch.batch_id}/"))
     section = re.search(r'<section id="alarms".*?</section>', body, re.S).group(0)
-    assert f'hx-get="/batches/openai-ops/{batch.batch_id}/alarms"' in section
+    assert "hx-get" not in section  # the page's feed brings it again when it changes
     assert list(alarm_rows(section)) == [stuck.pk]
     assert f'action="/alarms/{stuck.pk}/acknowledge"' in section
     assert f'name="next" value="/batches/openai-ops/{batch.batch_id}/"' in section
@@ -296,6 +300,7 @@ def test_the_detail_page_shows_this_batch_s_open_alarms_with_the_form(ack_client
 
     fragment = text(ack_client.get(f"/batches/openai-ops/{batch.batch_id}/alarms", **HTMX))
     assert fragment.strip().startswith('<section id="alarms"') and list(alarm_rows(fragment)) == [stuck.pk]
+    assert f'hx-get="/batches/openai-ops/{batch.batch_id}/alarms"' in fragment  # alone, it polls itself
 
 
 def test_a_batch_without_alarms_says_so_and_still_has_the_anchor(ack_client):

@@ -134,11 +134,11 @@ def test_list_shows_every_account_newest_first_with_status_badges(operator_clien
     assert body.count('<span class="badge status-in_progress">in_progress</span>') == 4
     assert 'class="provider provider-anthropic"' in body and 'class="provider provider-openai"' in body
     assert banners(response) == []
-    # Every running row polls itself and offers the operator a Cancel button; so does the probe
-    # above the first row that brings in new batches.
-    assert body.count('hx-trigger="every 3s"') == 4 + 1
+    # Every running row is live (the page's one feed keeps them current: tests/web/test_live.py) and
+    # offers the operator a Cancel button.
+    assert body.count(" data-live") == 4 and 'hx-trigger="every 3s, alarms-changed from:body"' in body
     assert body.count('/cancel"') == 4
-    assert body.count("updated just now") + body.count(" s ago</div>") == 4  # each row says how fresh it is
+    assert body.count("live · refreshed every 3 s") == 4  # each row says how fresh it is
     assert_no_keys(response)
 
 
@@ -283,19 +283,17 @@ def test_list_search_finds_ids_and_metadata_values(operator_client, embedded_ups
 # --- new batches arrive at the top --------------------------------------------------------------
 
 
-def probe_url(response) -> str:
-    match = re.search(r'<tr id="new-batches"[^>]*hx-get="([^"]+)"', text(response))
-    assert match, "the first page has no probe for new batches"
+def feed_url(response) -> str:
+    match = re.search(r'<tr id="live-feed"[^>]*hx-get="([^"]+)"', text(response))
+    assert match, "the first page has no live feed"
     return html.unescape(match.group(1))
 
 
 def test_new_batches_arrive_above_the_first_row(operator_client, four_accounts, anthropic_sdk, openai_sdk):
     page = operator_client.get("/", {"provider": "anthropic"})
-    url = probe_url(page)
+    url = feed_url(page)
     assert "provider=anthropic" in url
-    nothing = operator_client.get(url, **HTMX)
-    assert nothing.status_code == 200 and rows(nothing) == []
-    assert probe_url(nothing) == url  # the probe stays, with the same top
+    assert operator_client.get(url, **HTMX).status_code == 204  # nothing new
 
     newer_anthropic = anthropic_batch(anthropic_sdk, "research", seconds=600).id
     openai_batch(openai_sdk, "ops", seconds=600)  # filtered out of this page
@@ -303,11 +301,11 @@ def test_new_batches_arrive_above_the_first_row(operator_client, four_accounts, 
     arrived = operator_client.get(url, **HTMX)
     assert arrived.status_code == 200
     body = text(arrived).strip()
-    assert body.startswith('<tr id="new-batches"')  # the probe first, then the new rows below it
+    assert body.startswith('<tr id="live-feed"')  # the feed first, then the new rows below it
     assert ids(arrived) == [newer_anthropic]
-    assert 'hx-trigger="every 3s"' in row_html(arrived, newer_anthropic)
-    # Next time the probe asks only for what is newer still.
-    assert rows(operator_client.get(probe_url(arrived), **HTMX)) == []
+    assert " data-live" in row_html(arrived, newer_anthropic)
+    # Next time the feed asks only for what is newer still.
+    assert operator_client.get(feed_url(arrived), **HTMX).status_code == 204
 
 
 def test_an_empty_first_page_takes_in_the_first_batch(operator_client, embedded_upstream, anthropic_sdk):
@@ -315,23 +313,17 @@ def test_an_empty_first_page_takes_in_the_first_batch(operator_client, embedded_
     assert 'class="empty-row"' in text(page)
     batch_id = anthropic_batch(anthropic_sdk).id
     poll_store()
-    assert ids(operator_client.get(probe_url(page), **HTMX)) == [batch_id]
+    assert ids(operator_client.get(feed_url(page), **HTMX)) == [batch_id]
 
 
 def test_more_new_batches_than_a_page_say_reload(operator_client, settings, four_accounts, anthropic_sdk):
     settings.LIST_PAGE_SIZE = 2
-    url = probe_url(operator_client.get("/"))
+    url = feed_url(operator_client.get("/"))
     made = [anthropic_batch(anthropic_sdk, seconds=600).id for _ in range(3)]
     poll_store()
     arrived = operator_client.get(url, **HTMX)
     assert set(ids(arrived)) <= set(made) and len(ids(arrived)) == 2
     assert "More new batches arrived than can be added here" in text(arrived)
-
-
-@pytest.mark.parametrize("cursor", ["", "garbage", "MC4w" * 30])
-def test_a_probe_with_an_unreadable_top_finds_nothing(operator_client, four_accounts, cursor):
-    response = operator_client.get("/", {"newer_than": cursor}, **HTMX)
-    assert response.status_code == 200 and rows(response) == []
 
 
 # --- escaping ------------------------------------------------------------------------------
@@ -359,8 +351,8 @@ def test_row_poll_of_running_batch_keeps_polling(operator_client, embedded_upstr
         assert response.status_code == 200
         body = assert_is_row_fragment(response)
         assert f'id="row-{account}-{batch_id}"' in body
-        assert 'hx-trigger="every 3s"' in body
-        assert f'hx-get="/batches/{account}/{batch_id}/row"' in body
+        assert " data-live" in body  # the page's feed sends it again when it changes
+        assert "hx-get" not in body and "hx-trigger" not in body
         assert f'hx-post="/batches/{account}/{batch_id}/cancel"' in body
         assert_no_keys(response)
 
@@ -417,7 +409,7 @@ def test_cancel_anthropic_batch(operator_client, embedded_upstream, anthropic_sd
     assert '<span class="badge status-canceling">canceling</span>' in body
     assert "Cancel accepted; status is now canceling." in body
     assert "hx-post" not in body  # a canceling batch offers no second cancel
-    assert 'hx-trigger="every 3s"' in body  # and keeps polling until it has ended
+    assert " data-live" in body  # and stays live until it has ended
     assert_no_keys(response)
 
     attempt = CancelAttempt.objects.get()
@@ -498,7 +490,7 @@ def test_cancel_of_finalizing_openai_batch_is_refused_without_a_500(operator_cli
     response = operator_client.post(f"/batches/openai-ops/{batch.id}/cancel", **HTMX)
     assert response.status_code == 200  # not ended: the row keeps polling
     body = assert_is_row_fragment(response)
-    assert 'data-status="finalizing"' in body and 'hx-trigger="every 3s"' in body and "hx-post" not in body
+    assert 'data-status="finalizing"' in body and " data-live" in body and "hx-post" not in body
     assert "Cannot cancel a batch with status &#x27;finalizing&#x27;" in body
     attempt = CancelAttempt.objects.get()
     assert attempt.outcome != "accepted" and attempt.status_after == "finalizing"
@@ -604,7 +596,7 @@ def test_a_row_poll_reads_the_store_and_never_goes_upstream(
     assert response.status_code == 200
     body = assert_is_row_fragment(response)
     assert "Not in the dashboard&#x27;s store yet; still watching" in body
-    assert 'hx-trigger="every 3s"' in body
+    assert 'hx-trigger="every 3s"' in body  # not stored, so no feed watches it: it asks on its own
     batch = anthropic_batch(anthropic_sdk)
     poll_store()
     upstream_calls.clear()
@@ -650,7 +642,7 @@ def test_row_of_seen_batch_is_stale_when_its_account_fails(operator_client, embe
     body = assert_is_row_fragment(response)
     assert "is-stale" in body and "Stale" in body and "Overloaded" in body
     assert 'data-status="in_progress"' in body
-    assert 'hx-trigger="every 3s"' in body
+    assert " data-live" in body
     # Cancel goes upstream at once, whatever the poller could read: it stays on offer.
     assert f'hx-post="/batches/anthropic-ops/{batch.id}/cancel"' in body
     assert_no_keys(response)
