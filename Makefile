@@ -80,6 +80,7 @@ format: install-test
 ## Upstream calls as the number of viewers grows, and row latency on the production server vs runserver
 bench: install-test
 	$(BIN)/python bench/viewers.py
+	$(BIN)/python bench/live_feed.py
 	$(BIN)/python bench/server_load.py
 	$(BIN)/python bench/jsonl_split.py
 	$(BIN)/python bench/store_list.py

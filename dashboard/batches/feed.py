@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import connections
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -41,14 +42,11 @@ def row_changes(*, accounts: list[Account], watched: dict[int, str], now: dateti
     `accounts` (or no longer stored) is dropped silently."""
     now = now or timezone.now()
     keys = list(watched)[:MAX_WATCHED]
-    if not keys:
-        return RowChanges(changed=[], watching={})
     account_keys = [account.key for account in accounts]
-    rows = selectors._with_account_health(
-        StoredBatch.objects.filter(pk__in=keys, account__in=account_keys).defer("raw", "search_text", "timestamps")
-    )
+    if not keys or not account_keys:
+        return RowChanges(changed=[], watching={})
     current: dict[int, str] = {}
-    for row in rows:
+    for row in _watched_rows(keys, account_keys):
         stale_reason, lagging = selectors._staleness(row, now)
         current[row.pk] = selectors.row_fingerprint(row, stale_reason=stale_reason, lagging=lagging)
     differ = [pk for pk in keys if pk in current and current[pk] != watched[pk]]
@@ -64,6 +62,80 @@ def row_changes(*, accounts: list[Account], watched: dict[int, str], now: dateti
         elif pk in current:
             still[pk] = watched[pk]
     return RowChanges(changed=[views[pk] for pk in differ if pk in views], watching=still)
+
+
+# The watched rows' query, compiled by the ORM once per database and shape (keys in buckets of
+# KEY_BUCKET, accounts): building and compiling it with its three subqueries cost several times
+# what running it does, and it runs for every viewer every interval.
+KEY_BUCKET = 25
+# What a row's fingerprint does not read (selectors.row_fingerprint): not fetched.
+UNWATCHED = ("raw", "search_text", "timestamps", "provider", "batch_id", "first_seen_at", "last_changed_at")
+_WATCHED_SQL: dict[tuple[str, int, int], tuple[str, list[int], list[int], tuple]] = {}
+_KEY_MARK = -(10**15)
+
+
+def _watched_sql(alias: str, keys: int, accounts: int) -> tuple[str, list[int], list[int], tuple]:
+    shape = (alias, keys, accounts)
+    if shape not in _WATCHED_SQL:
+        key_marks = [_KEY_MARK - index for index in range(keys)]
+        account_marks = [f"\x00account{index}" for index in range(accounts)]
+        query = selectors._with_account_health(
+            StoredBatch.objects.filter(pk__in=key_marks, account__in=account_marks).defer(*UNWATCHED)
+        ).order_by()
+        sql, params = query.query.sql_with_params()
+        _WATCHED_SQL[shape] = (
+            sql,
+            [params.index(mark) for mark in key_marks],
+            [params.index(mark) for mark in account_marks],
+            tuple(params),
+        )
+    return _WATCHED_SQL[shape]
+
+
+def _watched_rows(keys: list[int], account_keys: list[str]):
+    """The rows of `keys` in `account_keys`, with their accounts' health, without the provider's JSON."""
+    padded = keys + [0] * (-len(keys) % KEY_BUCKET)  # key 0 is never a row's
+    sql, key_at, account_at, template = _watched_sql(StoredBatch.objects.db, len(padded), len(account_keys))
+    params = list(template)
+    for at, key in zip(key_at, padded, strict=True):
+        params[at] = key
+    for at, account in zip(account_at, account_keys, strict=True):
+        params[at] = account
+    return StoredBatch.objects.raw(sql, params)
+
+
+def stored_up_to(top: str) -> int:
+    """The store's newest key when the page whose top this is (StoreListing.top) was read: 0 if unreadable."""
+    decoded = selectors._decode_cursor(top)
+    return decoded[1] if decoded else 0
+
+
+@dataclass(frozen=True)
+class StoreMarks:
+    newest: int  # the store's newest key: nothing was stored since a page that has seen it
+    open_alarms: int
+    unacknowledged_alarms: int
+
+
+def store_marks() -> StoreMarks:
+    """What every live page's feed looks at first, in one query of three index lookups: the store's
+    newest key, and the header badge's counts (alarm_selectors.open_alarm_counts)."""
+    connection = connections[StoredBatch.objects.db]
+    name = connection.ops.quote_name
+    batches = name(StoredBatch._meta.db_table)
+    alarms = name(Alarm._meta.db_table)
+    resolved = name(Alarm._meta.get_field("resolved_at").column)
+    acknowledged = name(Alarm._meta.get_field("acknowledged_at").column)
+    newest = name(StoredBatch._meta.pk.column)
+    sql = (
+        f"SELECT (SELECT MAX({newest}) FROM {batches}), "  # noqa: S608 (names from the models)
+        f"(SELECT COUNT(*) FROM {alarms} WHERE {resolved} IS NULL), "
+        f"(SELECT COUNT(*) FROM {alarms} WHERE {resolved} IS NULL AND {acknowledged} IS NULL)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        stored, open_count, unacknowledged = cursor.fetchone()
+    return StoreMarks(newest=stored or 0, open_alarms=open_count, unacknowledged_alarms=unacknowledged)
 
 
 def alarms_fingerprint(alarms: QuerySet[Alarm]) -> str:

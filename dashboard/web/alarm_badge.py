@@ -12,12 +12,12 @@ from ..alarms import selectors as alarm_selectors
 CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
 
 
-def badge_context(*, live: bool = False) -> dict:
-    """The header's badge: open alarms and how many nobody has acknowledged (one query). `live`: the
-    page's feed keeps it current, so it does not poll itself."""
+def badge_context(*, live: bool = False, counts: alarm_selectors.OpenCounts | None = None) -> dict:
+    """The header's badge: open alarms and how many nobody has acknowledged (one query, unless
+    `counts` are known already). `live`: the page's feed keeps it current, so it does not poll itself."""
     return {
         "live": live,
-        "counts": alarm_selectors.open_alarm_counts(),
+        "counts": counts or alarm_selectors.open_alarm_counts(),
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "changed_event": CHANGED_EVENT,
     }

@@ -22,6 +22,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from .. import providers
 from ..accounts import Account, configured_accounts, provider_for
+from ..alarms import selectors as alarm_selectors
 from ..batches import charts, eta, feed, header_figures, selectors, services
 from ..batches.results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 from ..bulk import operations as bulk
@@ -119,7 +120,11 @@ def batch_list(request: HttpRequest) -> HttpResponse:
             **context,
             "rows": listing.rows,
             "feed_cursor": list_cursor(
-                rows=feed.watching(listing.rows), top=top, can_cancel=context["can_cancel"], badge=badge
+                rows=feed.watching(listing.rows),
+                top=top,
+                seen=feed.stored_up_to(top) if top else 0,
+                can_cancel=context["can_cancel"],
+                badge=badge,
             ),
             "badge": badge,
             "notices": selectors.account_notices(accounts=accounts, now=timezone.now()),
@@ -133,11 +138,15 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def list_cursor(*, rows: dict[int, str], top: str, can_cancel: bool, badge: dict) -> str:
-    """The list's feed cursor; "" when there is nothing to watch (a later page whose rows all ended)."""
+def list_cursor(*, rows: dict[int, str], top: str, can_cancel: bool, badge: dict, seen: int = 0) -> str:
+    """The list's feed cursor; "" when there is nothing to watch (a later page whose rows all ended).
+    `top`: where the first page's top is (selectors.newer_batches); `seen`: the store's newest key the
+    feed has looked above the top for."""
     if not rows and not top:
         return ""
-    return live.cursor(page="list", rows=rows, top=top, can_cancel=can_cancel, badge=badge_fingerprint(badge))
+    return live.cursor(
+        page="list", rows=rows, top=top, seen=seen, can_cancel=can_cancel, badge=badge_fingerprint(badge)
+    )
 
 
 def badge_fingerprint(badge: dict) -> list[int]:
@@ -149,7 +158,8 @@ def list_feed(
 ) -> HttpResponse:
     """The list's live answer (live.py): its watched rows that changed, out of band; the batches
     stored since above its first row (first page only, with the page's filters); the header badge
-    if its counts moved; 204 when none of these."""
+    if its counts moved; 204 when none of these. What it reads first: the watched rows' columns
+    and one query for the store's newest key and the badge's counts."""
     parts = live.read_cursor(request)
     if parts is None or parts.get("page") != "list":
         return live.unreadable()
@@ -158,24 +168,33 @@ def list_feed(
     if parts.get("can_cancel") != can_cancel:
         watched = dict.fromkeys(watched, "")  # the Cancel button comes or goes on every row
     changes = feed.row_changes(accounts=accounts, watched=watched)
-    top = str(parts.get("top") or "")
-    arrived = (
-        selectors.newer_batches(accounts=accounts, newer_than=top, limit=settings.LIST_PAGE_SIZE, **filters.fields())
-        if top
-        else None
+    marks = feed.store_marks()
+    badge = badge_context(
+        live=True,
+        counts=alarm_selectors.OpenCounts(open=marks.open_alarms, unacknowledged=marks.unacknowledged_alarms),
     )
-    badge = badge_context(live=True)
+    top, seen = str(parts.get("top") or ""), parts.get("seen") or 0
+    arrived = None
+    if top and marks.newest > seen:
+        arrived = selectors.newer_batches(
+            accounts=accounts, newer_than=top, limit=settings.LIST_PAGE_SIZE, **filters.fields()
+        )
+        # A batch stored since that does not show here never will, unless its status or metadata
+        # can still change into the filters': then it is looked for again next time.
+        if not filters.status and not filters.search:
+            seen = marks.newest
     badge_moved = parts.get("badge") != badge_fingerprint(badge)
-    if not changes.changed and not (arrived and arrived.rows) and not badge_moved:
+    if not changes.changed and not (arrived and arrived.rows) and not badge_moved and seen == parts.get("seen"):
         return live.unchanged()
     rows = {**changes.watching, **feed.watching(arrived.rows if arrived else [])}
-    new_top = arrived.top if arrived else ""
     return render(
         request,
         "batches/list.html#feed_answer",
         {
             **context,
-            "feed_cursor": list_cursor(rows=rows, top=new_top, can_cancel=can_cancel, badge=badge),
+            "feed_cursor": list_cursor(
+                rows=rows, top=arrived.top if arrived else top, can_cancel=can_cancel, badge=badge, seen=seen
+            ),
             "arrived": arrived,
             "changed_rows": changes.changed,
             "badge": badge if badge_moved else None,
@@ -340,7 +359,11 @@ def detail_feed(request: HttpRequest, *, account: Account, batch_id: str) -> Htt
         watched = dict.fromkeys(watched, "")
     changes = feed.row_changes(accounts=[account], watched=watched)
     alarms = alarm_views.batch_alarms_fingerprint(account_key=account.key, batch_id=batch_id)
-    badge = badge_context(live=True)
+    marks = feed.store_marks()
+    badge = badge_context(
+        live=True,
+        counts=alarm_selectors.OpenCounts(open=marks.open_alarms, unacknowledged=marks.unacknowledged_alarms),
+    )
     alarms_moved = parts.get("alarms") != alarms
     badge_moved = parts.get("badge") != badge_fingerprint(badge)
     if not changes.changed and not alarms_moved and not badge_moved:

@@ -308,3 +308,17 @@ def test_the_alarms_page_feed_sends_its_lists_when_an_alarm_opens_or_is_acknowle
     answer = ask(operator_client, url)
     assert "Acknowledged by <strong>operator</strong>" in text(answer)
     assert Client().get(url, **HTMX).status_code == 401
+
+
+def test_nothing_changed_costs_three_queries_and_no_rendering(
+    operator_client, four_accounts, django_assert_num_queries, monkeypatch
+):
+    """The signed-in user's password hash and active flag (auth.py), the watched rows' columns, and
+    one query for the store's newest key and the badge's counts; no template is rendered."""
+    url = feed_url(operator_client.get("/"))
+    assert ask(operator_client, url).status_code == 204  # fills the session, user and permission caches
+    rendered = []
+    monkeypatch.setattr("django.template.base.Template.render", lambda *args, **kwargs: rendered.append(args))
+    with django_assert_num_queries(3):
+        assert ask(operator_client, url).status_code == 204
+    assert rendered == []
