@@ -332,7 +332,7 @@ UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS", DE
 UPSTREAM_DOWNLOAD_DEADLINE_SECONDS = float(
     os.environ.get("UPSTREAM_DOWNLOAD_DEADLINE_SECONDS", DEFAULT_DEADLINES.download)
 )
-# How often a live row (and the list's probe for new batches) reads the store again.
+# How often a live page (list, detail, alarms) asks what changed since its last look (web/live.py).
 ROW_POLL_SECONDS = int(os.environ.get("ROW_POLL_SECONDS", "3"))
 LIST_PAGE_SIZE = int(os.environ.get("LIST_PAGE_SIZE", "25"))
 # The poller (manage.py poll): how often an account with running batches is polled, and one without.

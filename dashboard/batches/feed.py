@@ -3,8 +3,9 @@
 A page watches its live rows by their store keys, each with the fingerprint of what it showed
 (selectors.row_fingerprint). One query reads those rows' columns and health (no JSON of the
 provider's is parsed, nothing is rendered) and compares; only the rows that changed are read whole
-and turned into views, in a second query. Every query of the feed is here, scoped to the accounts
-it is given, so that a user's accounts can be scoped in one place.
+(stored_views), and only when no viewer's answer rendered them as they are now (web/live.py). Every
+query of the feed is here, scoped to the accounts it is given, so that a user's accounts can be
+scoped in one place.
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ MAX_WATCHED = 500  # live rows one page watches at most (a page is 25; arrivals 
 
 
 @dataclass(frozen=True)
+class Changed:
+    """A watched row that reads differently now: its fingerprint now, and whether it has ended."""
+
+    pk: int
+    fingerprint: str
+    is_final: bool
+
+
+@dataclass(frozen=True)
 class RowChanges:
-    changed: list[selectors.StoredView]  # the watched rows that read differently, in the order asked
+    changed: list[Changed]  # the watched rows that read differently, in the order asked
     watching: dict[int, str]  # what to watch from now on: the rows still live, with their fingerprints
 
 
@@ -37,31 +47,37 @@ def watching(views: list[selectors.StoredView]) -> dict[int, str]:
 
 
 def row_changes(*, accounts: list[Account], watched: dict[int, str], now: datetime | None = None) -> RowChanges:
-    """The watched rows (store key: fingerprint as shown) whose fingerprint is different now, read
-    whole; rows that became final are in `changed` once and no longer in `watching`. A key not in
-    `accounts` (or no longer stored) is dropped silently."""
+    """The watched rows (store key: fingerprint as shown) whose fingerprint is different now, from
+    their columns alone (no provider JSON is read); rows that became final are in `changed` once and
+    no longer in `watching`. A key not in `accounts` (or no longer stored) is dropped silently."""
     now = now or timezone.now()
     keys = list(watched)[:MAX_WATCHED]
     account_keys = [account.key for account in accounts]
     if not keys or not account_keys:
         return RowChanges(changed=[], watching={})
-    current: dict[int, str] = {}
+    current: dict[int, Changed] = {}
     for row in _watched_rows(keys, account_keys):
         stale_reason, lagging = selectors._staleness(row, now)
-        current[row.pk] = selectors.row_fingerprint(row, stale_reason=stale_reason, lagging=lagging)
-    differ = [pk for pk in keys if pk in current and current[pk] != watched[pk]]
-    views: dict[int, selectors.StoredView] = {}
-    if differ:
-        whole = selectors._with_account_health(StoredBatch.objects.filter(pk__in=differ, account__in=account_keys))
-        views = {row.pk: selectors._view(row, now) for row in whole}
-    still = {}
-    for pk in keys:
-        if pk in views:
-            if not views[pk].is_final:
-                still[pk] = views[pk].fingerprint
-        elif pk in current:
-            still[pk] = watched[pk]
-    return RowChanges(changed=[views[pk] for pk in differ if pk in views], watching=still)
+        current[row.pk] = Changed(
+            pk=row.pk,
+            fingerprint=selectors.row_fingerprint(row, stale_reason=stale_reason, lagging=lagging),
+            is_final=row.is_ended or row.gone_at is not None,
+        )
+    return RowChanges(
+        changed=[current[pk] for pk in keys if pk in current and current[pk].fingerprint != watched[pk]],
+        watching={pk: current[pk].fingerprint for pk in keys if pk in current and not current[pk].is_final},
+    )
+
+
+def stored_views(
+    *, accounts: list[Account], pks: list[int], now: datetime | None = None
+) -> dict[int, selectors.StoredView]:
+    """The rows of `pks` in `accounts`, read whole, by store key."""
+    now = now or timezone.now()
+    rows = selectors._with_account_health(
+        StoredBatch.objects.filter(pk__in=pks, account__in=[account.key for account in accounts])
+    )
+    return {row.pk: selectors._view(row, now) for row in rows}
 
 
 # The watched rows' query, compiled by the ORM once per database and shape (keys in buckets of

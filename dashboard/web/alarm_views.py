@@ -2,9 +2,10 @@
 page, and acknowledging one (who, when, a note). Alarms are opened and resolved by the poller
 (dashboard/alarms/evaluation.py); these views only read them, and record acknowledgements.
 
-Everything that shows alarms polls its own fragment every ROW_POLL_SECONDS, and again at once when
-the page acknowledges one (the `alarms-changed` event, sent as HX-Trigger by the acknowledgement):
-an alarm appears, is acknowledged and resolves without a reload.
+The alarms page and a batch's detail page keep their alarms current through the page's feed
+(web/live.py) every ROW_POLL_SECONDS, and at once when the page acknowledges one (the `alarms-changed`
+event, sent as HX-Trigger by the acknowledgement); a fragment asked for alone (the badge, a batch's
+alarms) polls itself the same way: an alarm appears, is acknowledged and resolves without a reload.
 """
 
 from __future__ import annotations

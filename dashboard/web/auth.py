@@ -1,12 +1,13 @@
 """The signed-in user and their permissions looked up once, not on every request.
 
-Every live row polls, and for each request Django's ModelBackend reads the user and then (for
-"may this user cancel?") their permissions from the database. Both are kept in the cache for
-PERMISSIONS_CACHE_SECONDS and dropped as soon as the user, their groups or permissions, or a group's
-permissions change through Django (the admin, createsuperuser, the ORM); a change of permissions
-made behind Django's back, in SQL or in another process with its own cache, takes effect within
-PERMISSIONS_CACHE_SECONDS. A changed password or a deactivation ends the user's sessions at once,
-however it was made: those two columns are read on every request.
+Every live page asks what changed every few seconds (web/live.py), and for each request Django's
+ModelBackend reads the user and then (for "may this user cancel?") their permissions from the
+database. Both are kept in the cache for PERMISSIONS_CACHE_SECONDS and dropped as soon as the user,
+their groups or permissions, or a group's permissions change through Django (the admin,
+createsuperuser, the ORM); a change of permissions made behind Django's back, in SQL or in another
+process with its own cache, takes effect within PERMISSIONS_CACHE_SECONDS. A changed password or a
+deactivation ends the user's sessions at once, however it was made: those two columns are read on
+every request.
 """
 
 from __future__ import annotations

@@ -17,11 +17,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import signing
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString, mark_safe
+
+from ..accounts import Account
+from ..batches import feed
 
 FEED_PARAMETER = "feed"
 _SALT = "dashboard.web.live"
 MAX_CURSOR_CHARACTERS = 20_000
+# How long a changed row's HTML is kept for the other viewers it is sent to: relative times in it
+# ("5 minutes ago") are counted on by dashboard.js as soon as it is swapped in.
+ROW_HTML_SECONDS = 30
 
 
 def cursor(**parts: Any) -> str:
@@ -72,3 +81,39 @@ def watched_rows(parts: dict[str, Any]) -> dict[int, str]:
         except (TypeError, ValueError):
             continue
     return watched
+
+
+def changed_rows_html(
+    *, accounts: list[Account], changed: list[feed.Changed], context: dict, watching: dict[int, str]
+) -> list[SafeString]:
+    """Each changed row's HTML as an out-of-band swap. Every viewer of a row that changed is sent
+    the same HTML (but for the Cancel button, by permission): rendered once per process (or per
+    cache) and kept for ROW_HTML_SECONDS, so a change costs one render, not one per viewer.
+    `watching` is updated with what was sent (a row read anew may have changed again meanwhile)."""
+
+    def key(pk: int, fingerprint: str) -> str:
+        return (
+            f"live-row:{pk}:{fingerprint}:{int(context['can_cancel'])}:"
+            f"{context['poll_seconds']}:{context['refresh_seconds']}"
+        )
+
+    keys = {row.pk: key(row.pk, row.fingerprint) for row in changed}
+    found = cache.get_many(list(keys.values())) if keys else {}
+    missing = [row.pk for row in changed if keys[row.pk] not in found]
+    views = feed.stored_views(accounts=accounts, pks=missing) if missing else {}
+    sent = []
+    for row in changed:
+        text = found.get(keys[row.pk])
+        if text is None:
+            view = views.get(row.pk)
+            if view is None:  # gone since
+                watching.pop(row.pk, None)
+                continue
+            text = render_to_string("batches/list.html#row", {**context, "row": view, "oob": True})
+            cache.set(key(row.pk, view.fingerprint), text, ROW_HTML_SECONDS)
+            if view.is_final:
+                watching.pop(row.pk, None)
+            else:
+                watching[row.pk] = view.fingerprint
+        sent.append(mark_safe(text))  # noqa: S308 (rendered from our template, escaped there)
+    return sent

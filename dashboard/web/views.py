@@ -186,7 +186,9 @@ def list_feed(
     badge_moved = parts.get("badge") != badge_fingerprint(badge)
     if not changes.changed and not (arrived and arrived.rows) and not badge_moved and seen == parts.get("seen"):
         return live.unchanged()
-    rows = {**changes.watching, **feed.watching(arrived.rows if arrived else [])}
+    rows = dict(changes.watching)
+    changed_rows = live.changed_rows_html(accounts=accounts, changed=changes.changed, context=context, watching=rows)
+    rows.update(feed.watching(arrived.rows if arrived else []))
     return render(
         request,
         "batches/list.html#feed_answer",
@@ -196,7 +198,7 @@ def list_feed(
                 rows=rows, top=arrived.top if arrived else top, can_cancel=can_cancel, badge=badge, seen=seen
             ),
             "arrived": arrived,
-            "changed_rows": changes.changed,
+            "changed_rows": changed_rows,
             "badge": badge if badge_moved else None,
         },
     )
@@ -368,20 +370,20 @@ def detail_feed(request: HttpRequest, *, account: Account, batch_id: str) -> Htt
     badge_moved = parts.get("badge") != badge_fingerprint(badge)
     if not changes.changed and not alarms_moved and not badge_moved:
         return live.unchanged()
-    context = {
-        **row_context(request, account_key=account.key, batch_id=batch_id, view=None),
-        "changed_rows": changes.changed,
-        "badge": badge if badge_moved else None,
-        "live_feed": True,
-        "feed_cursor": detail_cursor(
-            account=account,
-            batch_id=batch_id,
-            rows=changes.watching,
-            can_cancel=can_cancel,
-            alarms=alarms,
-            badge=badge,
-        ),
-    }
+    context = row_context(request, account_key=account.key, batch_id=batch_id, view=None)
+    rows = dict(changes.watching)
+    context.update(
+        {
+            "changed_rows": live.changed_rows_html(
+                accounts=[account], changed=changes.changed, context=context, watching=rows
+            ),
+            "badge": badge if badge_moved else None,
+            "live_feed": True,
+            "feed_cursor": detail_cursor(
+                account=account, batch_id=batch_id, rows=rows, can_cancel=can_cancel, alarms=alarms, badge=badge
+            ),
+        }
+    )
     if alarms_moved:
         context["batch_alarms_changed"] = True
         context.update(alarm_views.batch_alarms_context(request, account_key=account.key, batch_id=batch_id))

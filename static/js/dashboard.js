@@ -66,6 +66,8 @@
     window.setInterval(tick, 1000);
   });
   document.addEventListener("htmx:afterSettle", function (event) { localize(event.target); });
+  // A row the feed sends may have been rendered a little earlier for another viewer: count at once.
+  document.addEventListener("htmx:load", tick);
   document.addEventListener("htmx:oobAfterSwap", function (event) {
     if (event.detail && event.detail.target) localize(event.detail.target.parentNode || document);
   });

@@ -322,3 +322,30 @@ def test_nothing_changed_costs_three_queries_and_no_rendering(
     with django_assert_num_queries(3):
         assert ask(operator_client, url).status_code == 204
     assert rendered == []
+
+
+def test_a_changed_row_is_rendered_once_for_every_viewer_who_may_do_the_same(
+    operator, viewer, four_accounts, monkeypatch
+):
+    (_, anthropic_ops), *_ = four_accounts
+    viewers = [Client(), Client()]
+    for browser in viewers:
+        browser.force_login(operator)
+    urls = [feed_url(browser.get("/")) for browser in viewers]
+    watcher = Client()
+    watcher.force_login(viewer)
+    viewer_url = feed_url(watcher.get("/"))
+    fault("anthropic", "ops", "529")
+    poll_store()
+    first = ask(viewers[0], urls[0])
+    from django.template.loader import render_to_string as real
+
+    rendered = []
+    monkeypatch.setattr(
+        "dashboard.web.live.render_to_string", lambda *args, **kwargs: rendered.append(args[0]) or real(*args, **kwargs)
+    )
+    second = ask(viewers[1], urls[1])
+    assert rendered == [] and row_of(second, anthropic_ops) == row_of(first, anthropic_ops)
+    # Who may not cancel gets a row of their own (no Cancel button), rendered for them.
+    third = ask(watcher, viewer_url)
+    assert rendered == ["batches/list.html#row"] and "hx-post" not in row_of(third, anthropic_ops)
