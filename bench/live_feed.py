@@ -11,7 +11,9 @@ all live. Two ways to watch that page, measured in the same run against the same
 - feed: each viewer asks the page's feed (`/?feed=…`, dashboard/web/live.py) every interval on one
   connection, following the cursor each 200 answer carries.
 
-1. Nothing changed: --idle-viewers viewers for --seconds; server CPU per viewer per interval.
+1. Nothing changed: --idle-viewers (per-row) and --idle-viewers-feed viewers for --seconds; server
+   CPU per request, and per viewer per interval (per request x the requests a viewer makes in one),
+   the server's own CPU with nobody watching taken off.
 2. A realistic change rate: a writer process stores --changes of the 25 batches anew every interval
    (their counts move on, through dashboard/batches/store.py as the poller records them). Viewers
    come in steps; for each step, request latency (sent -> last byte) over the window; a step holds
@@ -311,6 +313,17 @@ class Step:
         return self.cpu_per_request_ms * (ROWS + 1 if self.mode == "rows" else 1)
 
 
+def idle_cpu_rate(server: Process, seconds: float) -> float:
+    """The server's CPU per second with nobody watching (its threads' and the arbiter's own upkeep):
+    taken off every step's, so that a few requests are not charged with it."""
+    before = process_tree_cpu(server.process.pid)
+    time.sleep(seconds)
+    return (process_tree_cpu(server.process.pid) - before) / seconds
+
+
+BASELINE = {"rate": 0.0}
+
+
 def run_step(mode: str, count: int, seconds: float, base: str, cookies: list[str], server: Process) -> Step:
     start_with = load_page(base, cookies[0])
     cpu_before, bench_before = process_tree_cpu(server.process.pid), time.process_time()
@@ -325,7 +338,7 @@ def run_step(mode: str, count: int, seconds: float, base: str, cookies: list[str
         viewers=count,
         tally=tally,
         seconds=seconds,
-        server_cpu=(process_tree_cpu(server.process.pid) - cpu_before) * share,
+        server_cpu=max(0.0, (process_tree_cpu(server.process.pid) - cpu_before) * share - BASELINE["rate"] * seconds),
         bench_cpu=(time.process_time() - bench_before) * share,
     )
     verdict = "holds" if step.holds else "does not hold"
@@ -383,7 +396,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: its server and writer are stopped too
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15, help="measured window of each step (whole intervals)")
-    parser.add_argument("--idle-viewers", type=int, default=20, help="viewers when nothing changes")
+    parser.add_argument("--idle-viewers", type=int, default=20, help="viewers when nothing changes, per-row polling")
+    parser.add_argument("--idle-viewers-feed", type=int, default=200, help="viewers when nothing changes, the feed")
     parser.add_argument("--changes", type=int, default=3, help="batches of the 25 the writer moves on per interval")
     parser.add_argument("--steps-rows", default="20,40,60,80,100,130", help="viewer counts tried, per-row polling")
     parser.add_argument("--steps-feed", default="100,250,500,700,900", help="viewer counts tried, the feed")
@@ -421,7 +435,11 @@ def main() -> None:
             cookies.append("; ".join(f"{name}={value}" for name, value in jar.items()))
         print(f"[live_feed] server up ({workdir}); {machine_note()}", file=sys.stderr, flush=True)
 
-        idle = [run_step(mode, options.idle_viewers, seconds, server.url, cookies, server) for mode in ("rows", "feed")]
+        BASELINE["rate"] = idle_cpu_rate(server, seconds)
+        idle = [
+            run_step("rows", options.idle_viewers, seconds, server.url, cookies, server),
+            run_step("feed", options.idle_viewers_feed, seconds, server.url, cookies, server),
+        ]
         writer = spawn(
             "writer",
             [PYTHON, "manage.py", "shell", "-c", f"exec(open({str(script)!r}).read())"],
@@ -453,7 +471,10 @@ def main() -> None:
         f"\nOne server process (gunicorn gthread, 1 worker x 16 threads) watched on a page of {ROWS} live rows, "
         f"every {INTERVAL:g} s; {seconds:g} s windows ({machine_note()})"
     )
-    print(f"\n1. Nothing changed: {options.idle_viewers} viewers")
+    print(
+        f"\n1. Nothing changed: {options.idle_viewers} viewers polling rows, {options.idle_viewers_feed} on the feed; "
+        f"the server's own upkeep with nobody watching ({1000 * BASELINE['rate']:.1f} ms CPU/s) taken off"
+    )
     header = (
         f"{'way':<6} {'requests/viewer/interval':>24} {'skipped':>7} {'CPU ms/request':>14} "
         f"{'CPU ms/viewer/interval':>22} {'p95 ms':>7} {'answers':>22}"

@@ -85,7 +85,17 @@ def stored_views(
 # what running it does, and it runs for every viewer every interval.
 KEY_BUCKET = 25
 # What a row's fingerprint does not read (selectors.row_fingerprint): not fetched.
-UNWATCHED = ("raw", "search_text", "timestamps", "provider", "batch_id", "first_seen_at", "last_changed_at")
+UNWATCHED = (
+    "raw",
+    "search_text",
+    "timestamps",
+    "provider",
+    "batch_id",
+    "metadata",
+    "created_at",
+    "first_seen_at",
+    "last_changed_at",
+)
 _WATCHED_SQL: dict[tuple[str, int, int], tuple[str, list[int], list[int], tuple]] = {}
 _KEY_MARK = -(10**15)
 

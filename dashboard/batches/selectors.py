@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -217,18 +216,17 @@ def row_fingerprint(row: StoredBatch, *, stale_reason: str, lagging: bool) -> st
     """A short digest of everything a batch's row shows, from its stored columns and the annotations
     of `_with_account_health`: it changes when the row would read differently, and not when the
     poller only fetched the same state again (nor as time passes: how long ago is the browser's to say).
-    A row not refreshed says since when, not for how many seconds."""
+    A row not refreshed says since when, not for how many seconds. What a batch is given when it is
+    made and keeps (its id, creation, metadata) is left out: feed.UNWATCHED."""
     shown = (
         row.status,
         row.is_ended,
         row.gone_at,
         row.counts_known,
         *(getattr(row, name) for name in store.COUNT_FIELDS),
-        row.created_at,
         row.expires_at,
         row.ended_at,
         row.cancel_initiated_at,
-        json.dumps(row.metadata, sort_keys=True, default=str),
         getattr(row, "open_alarms", 0) or 0,
         _moment(getattr(row, "cancel_accepted_at", None)),
         "lagging" if lagging else stale_reason,
