@@ -76,11 +76,34 @@
 // A live page's feed never puts back a row an action (a cancel) is answering: while the cancel is
 // in flight, or when it was answered after the feed asked, the row the feed brings is older than
 // the one the cancel brings (or will). The feed's cursor still holds the row as it was, so its
-// next answer sends the row again if it differs.
+// next answer sends the row again if it differs. What the action's answer said in the row ("Cancel
+// accepted; …") stays for NOTICE_MS through the rows the feed brings meanwhile.
 (function () {
+  var NOTICE_MS = 15000;
   var pending = {};  // row id: actions in flight
   var answeredAt = {};  // row id: when its last action was answered
+  var notices = {};  // row id: the last action's notice, while it is kept
   var feedSentAt = 0;
+
+  function keepNotice(id) {
+    var row = document.getElementById(id);
+    var notice = row && row.querySelector(".row-notice");
+    if (notice && notice.textContent) notices[id] = { text: notice.textContent, until: performance.now() + NOTICE_MS };
+  }
+
+  document.addEventListener("htmx:load", function (event) {
+    var row = event.target;
+    if (!row || !row.matches || !row.matches("tr.batch-row")) return;
+    var kept = notices[row.id];
+    if (!kept || kept.until < performance.now()) { delete notices[row.id]; return; }
+    if (row.querySelector(".row-notice")) return;
+    var notice = document.createElement("div");
+    notice.className = "row-notice";
+    notice.setAttribute("role", "status");
+    notice.textContent = kept.text;
+    var cells = row.querySelectorAll("td");
+    (cells[2] || cells[cells.length - 1] || row).appendChild(notice);
+  });
 
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt;
@@ -93,9 +116,11 @@
     if (!row || verb.toLowerCase() === "get") return;
     var id = row.id;
     pending[id] = (pending[id] || 0) + 1;
+    delete notices[id];
     event.detail.xhr.addEventListener("loadend", function () {
       pending[id] -= 1;
       answeredAt[id] = performance.now();
+      keepNotice(id);
     });
   });
 

@@ -90,7 +90,7 @@ def sign_in(client: Client, next_url: str = "") -> object:
     "method, path",
     [
         ("get", "/batches/anthropic-ops/msgbatch_01abc/row"),
-        ("get", "/?newer_than=abc"),
+        ("get", "/?feed=abc"),
         ("post", "/batches/anthropic-ops/msgbatch_01abc/cancel"),
     ],
 )
