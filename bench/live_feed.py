@@ -64,7 +64,7 @@ ROWS = 25
 BROWSER_CONNECTIONS = 6
 P95_LIMIT_MS = 100.0
 FEED_LINK = re.compile(r'id="live-feed"[^>]*?hx-get="([^"]+)"', re.S)
-LIVE_ROW_LINK = re.compile(r' data-live[^>]*>.*?<a href="(/batches/[^"]+/)"', re.S)
+LIVE_ROW_LINK = re.compile(r' data-live[^>]*>.*?<a [^>]*?href="(/batches/[^"]+/)"', re.S)
 SESSIONS = 8
 
 # The store's batches, and the writer that moves some of them on every interval (run by manage.py shell).

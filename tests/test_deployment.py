@@ -366,7 +366,10 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(
         client = signed_in(server.url, password)
         page = client.get("/")
         assert page.status_code == 200
-        rows = [f"{link}row" for link in re.findall(r' data-live[^>]*>.*?<a href="(/batches/[^"]+/)"', page.text, re.S)]
+        rows = [
+            f"{link}row"
+            for link in re.findall(r' data-live[^>]*>.*?<a [^>]*?href="(/batches/[^"]+/)"', page.text, re.S)
+        ]
         assert len(rows) >= 10, "the list shows the simulator's live demo batches"
         assert "account-notice" not in page.text, "no account is failing, lagging or unpolled"
         for row in rows[:5]:
@@ -380,7 +383,9 @@ def test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers(
         # The completed ones: the list's first page may hold only running batches and some canceled
         # before they ran (nothing to read) once there are more demo accounts.
         completed = client.get("/", params={"status": "completed"}).text
-        ended = [link for link in re.findall(r'<a href="(/batches/[^"]+/)"', completed) if link + "row" not in rows]
+        ended = [
+            link for link in re.findall(r'<a [^>]*?href="(/batches/[^"]+/)"', completed) if link + "row" not in rows
+        ]
         details = [client.get(link) for link in ended[:3]]
         assert any('class="batches results-table"' in detail.text for detail in details), "results read upstream"
     finally:

@@ -14,6 +14,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 
 from django.db import connections
 from django.db.models import QuerySet
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from ..accounts import Account
 from ..models import Alarm, StoredBatch
-from . import selectors
+from . import selectors, store
 
 MAX_WATCHED = 500  # live rows one page watches at most (a page is 25; arrivals add to it)
 
@@ -81,21 +82,27 @@ def stored_views(
 
 
 # The watched rows' query, compiled by the ORM once per database and shape (keys in buckets of
-# KEY_BUCKET, accounts): building and compiling it with its three subqueries cost several times
-# what running it does, and it runs for every viewer every interval.
+# KEY_BUCKET, accounts) and read without making models: building and compiling it with its three
+# subqueries, then a model for each row, cost several times what running it does, and it runs for
+# every viewer every interval. Only what a row's fingerprint reads is selected (selectors.row_fingerprint).
 KEY_BUCKET = 25
-# What a row's fingerprint does not read (selectors.row_fingerprint): not fetched.
-UNWATCHED = (
-    "raw",
-    "search_text",
-    "timestamps",
-    "provider",
-    "batch_id",
-    "metadata",
-    "created_at",
-    "first_seen_at",
-    "last_changed_at",
+WATCHED = (
+    "pk",
+    "status",
+    "is_ended",
+    "gone_at",
+    "counts_known",
+    *store.COUNT_FIELDS,
+    "expires_at",
+    "ended_at",
+    "cancel_initiated_at",
+    "last_fetched_at",
+    "cancel_accepted_at",
+    "account_failures",
+    "account_error",
+    "open_alarms",
 )
+MOMENTS = ("gone_at", "expires_at", "ended_at", "cancel_initiated_at", "last_fetched_at", "cancel_accepted_at")
 _WATCHED_SQL: dict[tuple[str, int, int], tuple[str, list[int], list[int], tuple]] = {}
 _KEY_MARK = -(10**15)
 
@@ -105,10 +112,8 @@ def _watched_sql(alias: str, keys: int, accounts: int) -> tuple[str, list[int], 
     if shape not in _WATCHED_SQL:
         key_marks = [_KEY_MARK - index for index in range(keys)]
         account_marks = [f"\x00account{index}" for index in range(accounts)]
-        query = selectors._with_account_health(
-            StoredBatch.objects.filter(pk__in=key_marks, account__in=account_marks).defer(*UNWATCHED)
-        ).order_by()
-        sql, params = query.query.sql_with_params()
+        query = selectors._with_account_health(StoredBatch.objects.filter(pk__in=key_marks, account__in=account_marks))
+        sql, params = query.order_by().values_list(*WATCHED).query.sql_with_params()
         _WATCHED_SQL[shape] = (
             sql,
             [params.index(mark) for mark in key_marks],
@@ -118,16 +123,28 @@ def _watched_sql(alias: str, keys: int, accounts: int) -> tuple[str, list[int], 
     return _WATCHED_SQL[shape]
 
 
-def _watched_rows(keys: list[int], account_keys: list[str]):
-    """The rows of `keys` in `account_keys`, with their accounts' health, without the provider's JSON."""
+def _watched_rows(keys: list[int], account_keys: list[str]) -> list[SimpleNamespace]:
+    """The rows of `keys` in `account_keys` with their accounts' health: what their fingerprints read,
+    as the ORM would give it (datetimes aware, booleans), without the provider's JSON."""
     padded = keys + [0] * (-len(keys) % KEY_BUCKET)  # key 0 is never a row's
-    sql, key_at, account_at, template = _watched_sql(StoredBatch.objects.db, len(padded), len(account_keys))
+    alias = StoredBatch.objects.db
+    sql, key_at, account_at, template = _watched_sql(alias, len(padded), len(account_keys))
     params = list(template)
     for at, key in zip(key_at, padded, strict=True):
         params[at] = key
     for at, account in zip(account_at, account_keys, strict=True):
         params[at] = account
-    return StoredBatch.objects.raw(sql, params)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    rows = []
+    for values in found:
+        row = SimpleNamespace(**dict(zip(WATCHED, values, strict=True)))
+        for name in MOMENTS:
+            setattr(row, name, selectors._moment(getattr(row, name)))
+        row.is_ended, row.counts_known = bool(row.is_ended), bool(row.counts_known)
+        rows.append(row)
+    return rows
 
 
 def stored_up_to(top: str) -> int:

@@ -38,7 +38,7 @@ FAST = {
 }
 ROW_TAG = re.compile(r"<tr\b[^>]*\bclass=\"batch-row[^>]*>", re.S)
 # A live row's own poll (the page's feed watches it; the row view still answers for one row).
-LIVE_ROW_LINK = re.compile(r' data-live[^>]*>.*?<a href="(/batches/[^"]+/)"', re.S)
+LIVE_ROW_LINK = re.compile(r' data-live[^>]*>.*?<a [^>]*?href="(/batches/[^"]+/)"', re.S)
 
 
 def row_tag(html: str) -> str:
