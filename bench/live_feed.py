@@ -399,7 +399,7 @@ def main() -> None:
     parser.add_argument("--idle-viewers", type=int, default=20, help="viewers when nothing changes, per-row polling")
     parser.add_argument("--idle-viewers-feed", type=int, default=200, help="viewers when nothing changes, the feed")
     parser.add_argument("--changes", type=int, default=3, help="batches of the 25 the writer moves on per interval")
-    parser.add_argument("--steps-rows", default="20,40,60,80,100,130", help="viewer counts tried, per-row polling")
+    parser.add_argument("--steps-rows", default="5,10,20,40,60,80,100", help="viewer counts tried, per-row polling")
     parser.add_argument("--steps-feed", default="100,250,500,700,900", help="viewer counts tried, the feed")
     options = parser.parse_args()
     seconds = max(1, round(options.seconds / INTERVAL)) * INTERVAL
