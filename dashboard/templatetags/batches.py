@@ -40,7 +40,7 @@ def moment(value: datetime | None, empty: str = "—", compact: bool = False):
         relative = f"{span} ago" if value <= now else f"in {span}"
     else:
         relative = f"{timesince(value, now)} ago" if value <= now else f"in {timeuntil(value, now)}"
-    return {"value": value, "relative": relative.replace("\xa0", " ")}
+    return {"value": value, "relative": relative.replace("\xa0", " "), "compact": compact}
 
 
 def compact_span(seconds: float) -> str:

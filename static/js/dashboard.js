@@ -50,13 +50,32 @@
     return seconds >= 0 ? since(seconds, 2) + " ago" : "in " + since(-seconds, 2);
   }
 
+  // The `moment` tag's compact form (a list cell): "3 min ago", "in 5 h 20 min", "in 1 d 23 h".
+  function compactSpan(seconds) {
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min";
+    var hours = Math.floor(minutes / 60);
+    minutes -= hours * 60;
+    if (hours < 24) return minutes && hours < 10 ? hours + " h " + minutes + " min" : hours + " h";
+    var days = Math.floor(hours / 24);
+    hours -= days * 24;
+    return hours && days < 10 ? days + " d " + hours + " h" : days + " d";
+  }
+
+  function compactMoment(seconds) {
+    if (Math.abs(seconds) < 60) return seconds >= 0 ? "just now" : "in a moment";
+    return seconds >= 0 ? compactSpan(seconds) + " ago" : "in " + compactSpan(-seconds);
+  }
+
   function tick() {
     var now = Date.now();
     document.querySelectorAll("time[data-ago], time[data-moment]").forEach(function (el) {
       var when = Date.parse(el.getAttribute("datetime"));
       if (isNaN(when)) return;
       var seconds = Math.floor((now - when) / 1000);
-      var text = el.hasAttribute("data-ago") ? ago(Math.max(0, seconds)) : moment(seconds);
+      var text = el.hasAttribute("data-ago")
+        ? ago(Math.max(0, seconds))
+        : el.hasAttribute("data-compact") ? compactMoment(seconds) : moment(seconds);
       if (el.textContent !== text) el.textContent = text;
     });
   }

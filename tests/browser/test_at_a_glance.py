@@ -70,6 +70,17 @@ def test_the_list_is_one_line_per_batch_and_shows_many_above_the_fold(
     assert_reads_without_breaks(page, f"the list at {viewport['width']} px")
     assert_no_sideways_scroll(page, f"the list at {viewport['width']} px")
 
+    # The times are short ("in 1 d 23 h"), also once the browser has counted them on, and whole in their cells.
+    page.wait_for_timeout(1500)
+    times = page.evaluate(
+        """() => Array.from(document.querySelectorAll("table.batch-list td.time")).map((cell) => ({
+            text: cell.textContent.trim(),
+            cut: cell.scrollWidth > cell.clientWidth,
+        }))"""
+    )
+    short = re.compile(r"^(—|just now|in a moment|(in )?\d+ (min|h|d)( \d+ (min|h))?( ago)?)$")
+    assert times and all(short.match(time["text"]) and not time["cut"] for time in times), times
+
 
 def test_ids_are_shortened_in_the_middle_copied_whole_and_the_header_stays(seeded_demo, signed_in_page, live_server):
     page = signed_in_page
