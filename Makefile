@@ -88,6 +88,7 @@ bench: install-test
 	$(BIN)/python bench/freshness.py
 	$(BIN)/python bench/results.py
 	$(BIN)/python bench/alarms.py
+	$(BIN)/python bench/access.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -235,6 +235,9 @@ AUTHENTICATION_BACKENDS = [
     "dashboard.web.auth.CachedPermissionsBackend",
 ]
 
+# Whom a signed-in user without any grant is told to ask (README "Teams and sign-in").
+ACCESS_CONTACT = os.environ.get("ACCESS_CONTACT", "") or "whoever runs this dashboard"
+
 # Single sign-on with OpenID Connect (dashboard/web/sso.py; README "Teams and sign-in"): on when
 # OIDC_ISSUER is set. SSO_ONLY=1 turns the password form off.
 OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip().rstrip("/")

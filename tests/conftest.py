@@ -386,14 +386,27 @@ def embedded_upstream(transactional_db, demo_accounts, settings, monkeypatch):
     return embedded_simulator_url()
 
 
-def make_user(username: str, *, can_cancel: bool):
+def make_user(username: str, *, can_cancel: bool, roles: tuple[str, ...] | None = None, accounts: str = "*"):
+    """A user holding roles on `accounts` through a group of its own: by default, as before grants
+    existed, every account's batches and results, and cancelling (operator) when `can_cancel`."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
+
+    from dashboard.access import services as access
 
     # No usable password: tests sign in with force_login, and hashing one costs ~0.5 s.
     user = get_user_model().objects.create_user(username=username, password=None)
-    if can_cancel:
-        user.user_permissions.add(Permission.objects.get(codename="cancel_batch", content_type__app_label="dashboard"))
+    if roles is None:
+        roles = ("operator", "results") if can_cancel else ("viewer", "results")
+    for role in roles:
+        access.grant(
+            group_name=f"{username}-team",
+            patterns=access.account_patterns(accounts),
+            role=role,
+            actor="tests",
+            via="cli",
+        )
+    if roles:
+        user.groups.add(user.groups.model.objects.get(name=f"{username}-team"))
     return user
 
 

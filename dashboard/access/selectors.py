@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.core.cache import cache
+
 from .models import AccessGrant, Role
 
 if TYPE_CHECKING:
@@ -48,19 +51,29 @@ EVERYTHING = Access(everything=True)
 NOTHING = Access()
 
 
+def cache_key(user_id: Any) -> str:
+    return f"access:{user_id}"
+
+
 def access_for(*, user: Any) -> Access:
-    """The roles `user` holds through its groups' grants; read once and kept on the user object (one
-    request's user), so the views, partials and templates of a request ask the database once."""
+    """The roles `user` holds through its groups' grants. Kept on the user object for the rest of
+    the request, and in the cache beside the user's permissions (dashboard/web/auth.py), dropped
+    as soon as a grant or the user's groups change through Django: a live row's poll asks the
+    database nothing for it."""
     if user is None or not user.is_authenticated or not user.is_active:
         return NOTHING
     if user.is_superuser:
         return EVERYTHING
-    cached = getattr(user, "_dashboard_access", None)
-    if cached is not None:
-        return cached
-    patterns: dict[str, list[str]] = {}
-    for role, pattern in AccessGrant.objects.filter(group__user=user).values_list("role", "accounts").distinct():
-        patterns.setdefault(role, []).append(pattern)
-    access = Access(patterns={role: tuple(sorted(found)) for role, found in patterns.items()})
+    kept = getattr(user, "_dashboard_access", None)
+    if kept is not None:
+        return kept
+    key = cache_key(user.pk)
+    access = cache.get(key)
+    if access is None:
+        patterns: dict[str, list[str]] = {}
+        for role, pattern in AccessGrant.objects.filter(group__user=user).values_list("role", "accounts").distinct():
+            patterns.setdefault(role, []).append(pattern)
+        access = Access(patterns={role: tuple(sorted(found)) for role, found in patterns.items()})
+        cache.set(key, access, settings.PERMISSIONS_CACHE_SECONDS)
     user._dashboard_access = access
     return access

@@ -17,9 +17,13 @@ def _with_subject(alarms: QuerySet[Alarm]) -> QuerySet[Alarm]:
     return alarms.select_related("batch", "acknowledged_by").defer("batch__raw", "batch__search_text")
 
 
-def open_alarms() -> QuerySet[Alarm]:
-    """Every open alarm, newest first, with its batch (if any) and who acknowledged it."""
-    return _with_subject(Alarm.objects.filter(resolved_at=None)).order_by("-opened_at", "-id")
+def open_alarms(*, accounts: Iterable[str] | None = None) -> QuerySet[Alarm]:
+    """Every open alarm (of these accounts), newest first, with its batch (if any) and who acknowledged it."""
+    return _with_subject(_of(Alarm.objects.filter(resolved_at=None), accounts)).order_by("-opened_at", "-id")
+
+
+def _of(alarms: QuerySet[Alarm], accounts: Iterable[str] | None) -> QuerySet[Alarm]:
+    return alarms if accounts is None else alarms.filter(account__in=list(accounts))
 
 
 def open_alarms_for_account(*, account: str) -> QuerySet[Alarm]:
@@ -46,19 +50,20 @@ class OpenCounts:
     unacknowledged: int
 
 
-def open_alarm_counts() -> OpenCounts:
-    """For the header's badge: open alarms, and how many of them nobody has acknowledged. One query."""
-    counts = Alarm.objects.filter(resolved_at=None).aggregate(
+def open_alarm_counts(*, accounts: Iterable[str] | None = None) -> OpenCounts:
+    """For the header's badge: open alarms (of these accounts), and how many of them nobody has
+    acknowledged. One query."""
+    counts = _of(Alarm.objects.filter(resolved_at=None), accounts).aggregate(
         open=Count("pk"), unacknowledged=Count("pk", filter=Q(acknowledged_at=None))
     )
     return OpenCounts(open=counts["open"], unacknowledged=counts["unacknowledged"])
 
 
-def recent_alarms(*, since: datetime) -> QuerySet[Alarm]:
-    """Open alarms and those resolved since `since`, newest first (the alarms page's history)."""
-    return _with_subject(Alarm.objects.filter(Q(resolved_at=None) | Q(resolved_at__gte=since))).order_by(
-        "-opened_at", "-id"
-    )
+def recent_alarms(*, since: datetime, accounts: Iterable[str] | None = None) -> QuerySet[Alarm]:
+    """Open alarms and those resolved since `since` (of these accounts), newest first (the alarms
+    page's history)."""
+    alarms = Alarm.objects.filter(Q(resolved_at=None) | Q(resolved_at__gte=since))
+    return _with_subject(_of(alarms, accounts)).order_by("-opened_at", "-id")
 
 
 def evaluator() -> AlarmEvaluator | None:

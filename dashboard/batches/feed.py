@@ -160,9 +160,9 @@ class StoreMarks:
     unacknowledged_alarms: int
 
 
-def store_marks() -> StoreMarks:
+def store_marks(*, accounts: list[str]) -> StoreMarks:
     """What every live page's feed looks at first, in one query of three index lookups: the store's
-    newest key, and the header badge's counts (alarm_selectors.open_alarm_counts)."""
+    newest key, and the header badge's counts of these accounts' alarms (alarm_selectors.open_alarm_counts)."""
     connection = connections[StoredBatch.objects.db]
     name = connection.ops.quote_name
     batches = name(StoredBatch._meta.db_table)
@@ -170,13 +170,18 @@ def store_marks() -> StoreMarks:
     resolved = name(Alarm._meta.get_field("resolved_at").column)
     acknowledged = name(Alarm._meta.get_field("acknowledged_at").column)
     newest = name(StoredBatch._meta.pk.column)
+    account = name(Alarm._meta.get_field("account").column)
+    if not accounts:
+        scoped, parameters = "1 = 0", []
+    else:
+        scoped, parameters = f"{account} IN ({', '.join(['%s'] * len(accounts))})", list(accounts)
     sql = (
         f"SELECT (SELECT MAX({newest}) FROM {batches}), "  # noqa: S608 (names from the models)
-        f"(SELECT COUNT(*) FROM {alarms} WHERE {resolved} IS NULL), "
-        f"(SELECT COUNT(*) FROM {alarms} WHERE {resolved} IS NULL AND {acknowledged} IS NULL)"
+        f"(SELECT COUNT(*) FROM {alarms} WHERE {resolved} IS NULL AND {scoped}), "
+        f"(SELECT COUNT(*) FROM {alarms} WHERE {resolved} IS NULL AND {acknowledged} IS NULL AND {scoped})"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql)
+        cursor.execute(sql, parameters * 2)
         stored, open_count, unacknowledged = cursor.fetchone()
     return StoreMarks(newest=stored or 0, open_alarms=open_count, unacknowledged_alarms=unacknowledged)
 

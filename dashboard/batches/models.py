@@ -13,6 +13,7 @@ class CancelAttempt(models.Model):
         ACCEPTED = "accepted", "accepted"
         ALREADY_ENDED = "already_ended", "already ended"
         UPSTREAM_ERROR = "upstream_error", "upstream error"
+        REFUSED = "refused", "refused (not an operator)"
 
     requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)

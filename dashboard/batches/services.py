@@ -16,6 +16,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import providers
+from ..access.models import Role
+from ..access.selectors import access_for
 from ..accounts import Account, configured_secrets, find_account, provider_for
 from ..models import AccountState, CancelAttempt, ResultsSummary, StoredBatch
 from ..providers.base import AlreadyEnded, BadResponse, Batch, ProviderError, UpstreamTimeout
@@ -26,12 +28,27 @@ from .results import ErrorSummary, ResultLine, ResultPage, page_of, parse_stream
 
 logger = logging.getLogger(__name__)
 
-CANCEL_PERMISSION = "dashboard.cancel_batch"
+
+def may_cancel(user, *, account_key: str) -> bool:
+    """Whether `user` may cancel this account's batches (one by one or in bulk): an operator of it."""
+    return access_for(user=user).may(Role.OPERATOR, account_key)
 
 
-def may_cancel(user) -> bool:
-    """Whether `user` may cancel batches (one by one or in bulk): active and holding the permission."""
-    return bool(user is not None and user.is_active and user.has_perm(CANCEL_PERMISSION))
+def record_refused_cancel(*, account_key: str, batch_id: str, actor: str, user=None, via: str = "web") -> CancelAttempt:
+    """A cancel the dashboard refused (its user is not an operator of the account), in the audit
+    trail like any other attempt; nothing is asked upstream."""
+    now = timezone.now()
+    attempt = CancelAttempt.objects.create(
+        user=user,
+        actor=actor,
+        via=via,
+        account=account_key,
+        batch_id=batch_id,
+        outcome=CancelAttempt.Outcome.REFUSED,
+        message="Refused: not an operator of this account.",
+    )
+    CancelAttempt.objects.filter(pk=attempt.pk).update(finished_at=now)
+    return attempt
 
 
 @dataclass(frozen=True)

@@ -208,8 +208,6 @@ def create(
     """The operation and its items, in one transaction, the items claimed by `worker` (which is to
     run it at once), and True; or, for a preview confirmed before, the operation it made, and False.
     Raises Refused for anything the server will not act on."""
-    if not services.may_cancel(user):
-        raise Refused("You do not have permission to cancel batches.")
     previewed = read_token(token, user=user)
     digest = preview_digest(token)
     earlier = BulkCancel.objects.filter(preview_digest=digest).first()
@@ -221,6 +219,8 @@ def create(
         raise Refused("Only batches of the preview can be canceled from it: open the preview again.")
     if not batches:
         raise Refused("No batch is selected: nothing to cancel.")
+    if not all(services.may_cancel(user, account_key=account_key) for account_key, _ in batches):
+        raise Refused("You may cancel only the batches of accounts you are an operator of.")
     now = now or timezone.now()
     note = what_changed(accounts=accounts, previewed=previewed, chosen=batches)
     left_out = [batch_key(*batch) for batch in previewed.batches if batch_key(*batch) not in chosen]
@@ -349,8 +349,7 @@ def run(
     operation = BulkCancel.objects.select_related("user").filter(pk=operation_id).first()
     if operation is None:
         return
-    user = operation.user  # read now: whether it may cancel is decided by this run
-    allowed = services.may_cancel(user)
+    user = operation.user  # read now: which accounts it may cancel on is decided by this run
     while True:
         now = clock()
         item = (
@@ -367,6 +366,7 @@ def run(
         if not claim(item.pk, worker=worker, now=now):
             continue  # another worker took it meanwhile: on to the next
         _renew(operation_id, worker=worker, now=now)
+        allowed = user is not None and services.may_cancel(user, account_key=item.account)
         _work_on(operation, item, user=user, allowed=allowed, worker=worker, cancel=cancel)
     finish_if_done(operation_id)
 
@@ -381,7 +381,10 @@ def _work_on(operation: BulkCancel, item: BulkCancelItem, *, user, allowed: bool
     if not allowed:
         who = operation.actor or "its user"
         finish_item(
-            item.pk, worker=worker, state=State.SKIPPED, message=f"Not canceled: {who} may not cancel batches now."
+            item.pk,
+            worker=worker,
+            state=State.SKIPPED,
+            message=f"Not canceled: {who} is not an operator of {item.account} now.",
         )
         return
     if account is None:

@@ -36,10 +36,10 @@ def token_matches(request: HttpRequest) -> bool:
 def refusal(request: HttpRequest) -> HttpResponse | None:
     """Why this request may not read the metrics (403: address; 401: token), or None if it may.
 
-    A signed-in staff user may; a scraper needs what is configured: the token, an allowed address,
-    or both when both are set."""
+    A signed-in superuser may (the metrics name every account: grants do not scope them); a scraper
+    needs what is configured: the token, an allowed address, or both when both are set."""
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
+    if user is not None and user.is_authenticated and user.is_superuser:
         return None
     if settings.METRICS_ALLOWED_IPS and not address_allowed(request.META.get("REMOTE_ADDR", "")):
         return HttpResponse("Not from this address.\n", status=403, content_type="text/plain; charset=utf-8")

@@ -258,4 +258,4 @@ def alarm_counts(context) -> dict:
     (`badge`), which says the badge does not poll: the page's feed brings it (web/live.py)."""
     from ..web.alarm_badge import badge_context
 
-    return context.get("badge") or badge_context()
+    return context.get("badge") or badge_context(context["request"])

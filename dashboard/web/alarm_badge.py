@@ -12,12 +12,17 @@ from ..alarms import selectors as alarm_selectors
 CHANGED_EVENT = "alarms-changed"  # what every alarm fragment also polls on
 
 
-def badge_context(*, live: bool = False, counts: alarm_selectors.OpenCounts | None = None) -> dict:
-    """The header's badge: open alarms and how many nobody has acknowledged (one query, unless
-    `counts` are known already). `live`: the page's feed keeps it current, so it does not poll itself."""
+def badge_context(request, *, live: bool = False, counts: alarm_selectors.OpenCounts | None = None) -> dict:
+    """The header's badge: open alarms of the accounts the user may see and how many nobody has
+    acknowledged (one query, unless `counts` are known already). `live`: the page's feed keeps it
+    current, so it does not poll itself."""
+    from .common import visible_accounts
+
+    if counts is None:
+        counts = alarm_selectors.open_alarm_counts(accounts=[account.key for account in visible_accounts(request)])
     return {
         "live": live,
-        "counts": counts or alarm_selectors.open_alarm_counts(),
+        "counts": counts,
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "changed_event": CHANGED_EVENT,
     }

@@ -16,32 +16,34 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from ..accounts import configured_accounts
+from ..access.models import Role
 from ..alarms import selectors as alarm_selectors
 from ..alarms import services as alarm_services
 from ..batches import feed
 from ..models import Alarm
 from . import live
 from .alarm_badge import CHANGED_EVENT, badge_context
-from .common import account_or_404
+from .common import ROLE_REFUSALS, access, account_or_404, visible_accounts
 
-ACKNOWLEDGE_PERMISSION = "dashboard.acknowledge_alarm"
 RESOLVED_HOURS = 24  # the alarms page lists alarms resolved this recently
 OPEN_LIMIT = 500  # alarms listed at most, of each kind: the counts say how many there are
 RESOLVED_LIMIT = 200
 
 
 def _common(request: HttpRequest) -> dict:
+    """What every alarm fragment needs: the accounts the user may see (their labels) and those where
+    they may acknowledge (operators)."""
+    accounts = visible_accounts(request)
     return {
         "poll_seconds": settings.ROW_POLL_SECONDS,
-        "can_acknowledge": request.user.has_perm(ACKNOWLEDGE_PERMISSION),
-        "account_labels": {account.key: account.label for account in configured_accounts()},
+        "acknowledge_accounts": {account.key for account in access(request).accounts(Role.OPERATOR, accounts)},
+        "account_labels": {account.key: account.label for account in accounts},
         "changed_event": CHANGED_EVENT,
         "note_limit": alarm_services.NOTE_LIMIT,
     }
@@ -59,9 +61,12 @@ def _labelled(rows, labels: dict[str, str]) -> list[Alarm]:
     return rows
 
 
-def listed_alarms(now):
-    """What the alarms page lists: the open alarms, and those resolved in the last RESOLVED_HOURS."""
-    return Alarm.objects.filter(Q(resolved_at=None) | Q(resolved_at__gte=now - timedelta(hours=RESOLVED_HOURS)))
+def listed_alarms(request: HttpRequest, now):
+    """What the alarms page lists: the open alarms of the accounts the user may see, and those
+    resolved in the last RESOLVED_HOURS."""
+    keys = [account.key for account in visible_accounts(request)]
+    recent = Q(resolved_at=None) | Q(resolved_at__gte=now - timedelta(hours=RESOLVED_HOURS))
+    return Alarm.objects.filter(recent, account__in=keys)
 
 
 @require_GET
@@ -75,12 +80,14 @@ def alarm_list(request: HttpRequest) -> HttpResponse:
     context.update(
         {
             "evaluator": alarm_selectors.evaluator(),
-            "badge": badge_context(live=True),
+            "badge": badge_context(request, live=True),
             "live_feed": True,
         }
     )
     context["feed_cursor"] = live.cursor(
-        page="alarms", alarms=feed.alarms_fingerprint(listed_alarms(now)), badge=_badge_fingerprint(context["badge"])
+        page="alarms",
+        alarms=feed.alarms_fingerprint(listed_alarms(request, now)),
+        badge=_badge_fingerprint(context["badge"]),
     )
     if request.htmx and request.htmx.target == "alarm-list":
         return render(request, "alarms/alarms.html#list", context)
@@ -94,13 +101,13 @@ def _badge_fingerprint(badge: dict) -> list[int]:
 def alarm_list_context(request: HttpRequest, *, now) -> dict:
     context = _common(request)
     labels = context["account_labels"]
-    open_rows = alarm_selectors.open_alarms()
+    open_rows = alarm_selectors.open_alarms(accounts=labels)
     resolved_rows = (
-        alarm_selectors.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS))
+        alarm_selectors.recent_alarms(since=now - timedelta(hours=RESOLVED_HOURS), accounts=labels)
         .exclude(resolved_at=None)
         .order_by("-resolved_at", "-id")
     )
-    counts = alarm_selectors.open_alarm_counts()
+    counts = alarm_selectors.open_alarm_counts(accounts=labels)
     context.update(
         {
             "open_alarms": _labelled(_unacknowledged_first(open_rows)[:OPEN_LIMIT], labels),
@@ -120,8 +127,8 @@ def alarms_feed(request: HttpRequest, *, now) -> HttpResponse:
     parts = live.read_cursor(request)
     if parts is None or parts.get("page") != "alarms":
         return live.unreadable()
-    alarms = feed.alarms_fingerprint(listed_alarms(now))
-    badge = badge_context(live=True)
+    alarms = feed.alarms_fingerprint(listed_alarms(request, now))
+    badge = badge_context(request, live=True)
     alarms_moved = parts.get("alarms") != alarms
     badge_moved = parts.get("badge") != _badge_fingerprint(badge)
     if not alarms_moved and not badge_moved:
@@ -141,7 +148,7 @@ def alarms_feed(request: HttpRequest, *, now) -> HttpResponse:
 @require_GET
 def alarm_badge(request: HttpRequest) -> HttpResponse:
     """The header's badge alone, for its poll: one query (session and user come from the cache)."""
-    return render(request, "alarms/_badge.html", badge_context())
+    return render(request, "alarms/_badge.html", badge_context(request))
 
 
 def batch_alarms_fingerprint(*, account_key: str, batch_id: str) -> str:
@@ -168,7 +175,7 @@ def batch_alarms_context(request: HttpRequest, *, account_key: str, batch_id: st
 @require_GET
 def batch_alarms(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     """The detail page's alarms section alone, for its poll."""
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
     context = batch_alarms_context(request, account_key=account.key, batch_id=batch_id)
     context["next"] = request.htmx.current_url_abs_path if request.htmx else ""
     return render(request, "alarms/_batch.html", context)
@@ -188,15 +195,15 @@ def alarm_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
     """Record that the signed-in user has seen this alarm, with their note: it stays open until its
     condition no longer holds. For htmx, 204 and the `alarms-changed` event (every alarm fragment on
     the page fetches itself anew); otherwise back to the page the form was on, with a message."""
-    if not request.user.has_perm(ACKNOWLEDGE_PERMISSION):
+    alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
+    if not access(request).may(Role.VIEWER, alarm.account):
+        raise Http404("No such alarm.")
+    if not access(request).may(Role.OPERATOR, alarm.account):
         if request.htmx:
             return HttpResponse(
-                "You do not have permission to acknowledge alarms.\n",
-                status=403,
-                content_type="text/plain; charset=utf-8",
+                ROLE_REFUSALS[Role.OPERATOR] + "\n", status=403, content_type="text/plain; charset=utf-8"
             )
-        raise PermissionDenied("You do not have permission to acknowledge alarms.")
-    alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
+        raise PermissionDenied(ROLE_REFUSALS[Role.OPERATOR])
     try:
         alarm_services.acknowledge(alarm=alarm, user=request.user, note=request.POST.get("note", ""))
     except alarm_services.AcknowledgeRefused as refused:

@@ -1,4 +1,4 @@
-"""The signed-in user and their permissions looked up once, not on every request.
+"""The signed-in user, their permissions and their grants looked up once, not on every request.
 
 Every live page asks what changed every few seconds (web/live.py), and for each request Django's
 ModelBackend reads the user and then (for "may this user cancel?") their permissions from the
@@ -19,6 +19,9 @@ from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from ..access import selectors as access_selectors
+from ..access.models import AccessGrant
+
 
 def _user_key(user_id) -> str:
     return f"user:{user_id}"
@@ -29,7 +32,13 @@ def _permissions_key(user_id) -> str:
 
 
 def forget(user_ids) -> None:
-    cache.delete_many([key for user_id in user_ids for key in (_user_key(user_id), _permissions_key(user_id))])
+    cache.delete_many(
+        [
+            key
+            for user_id in user_ids
+            for key in (_user_key(user_id), _permissions_key(user_id), access_selectors.cache_key(user_id))
+        ]
+    )
 
 
 class CachedPermissionsBackend(ModelBackend):
@@ -79,7 +88,13 @@ def _memberships_changed(sender, instance, action, model, pk_set, **kwargs) -> N
         forget(User.objects.filter(groups__in=pk_set).values_list("pk", flat=True))
 
 
+def _grant_changed(sender, instance, **kwargs) -> None:
+    forget(get_user_model().objects.filter(groups=instance.group_id).values_list("pk", flat=True))
+
+
 def connect_invalidation() -> None:
+    for signal in (post_save, post_delete):
+        signal.connect(_grant_changed, sender=AccessGrant, dispatch_uid=f"forget-grant-{signal}")
     User = get_user_model()
     for signal in (post_save, post_delete):
         signal.connect(_user_changed, sender=User, dispatch_uid=f"forget-user-{signal}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -9,14 +10,29 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from ..accounts import configured_accounts
+from ..access.models import Role
+from ..accounts import Account
 from ..batches.selectors import ListFilters
 from ..bulk import operations as bulk
-from ..models import BulkCancel
-from .common import list_filters, require_cancel_permission, status_choices
+from ..models import BulkCancel, BulkCancelItem
+from .common import ROLE_REFUSALS, list_filters, status_choices, visible_accounts
 
 PROGRESS_POLL_SECONDS = 1
 RECENT_OPERATIONS = 20
+
+
+def operated_accounts(request: HttpRequest) -> list[Account]:
+    """The accounts the user may cancel on; a 403 when there are none."""
+    accounts = visible_accounts(request, Role.OPERATOR)
+    if not accounts:
+        raise PermissionDenied(ROLE_REFUSALS[Role.OPERATOR])
+    return accounts
+
+
+def visible_operations(request: HttpRequest):
+    """Bulk cancels whose every batch is of an account the user may see (others are not theirs to read)."""
+    keys = [account.key for account in visible_accounts(request)]
+    return BulkCancel.objects.exclude(items__in=BulkCancelItem.objects.exclude(account__in=keys))
 
 
 def _scope(filters: ListFilters) -> list[tuple[str, str]]:
@@ -34,8 +50,7 @@ def _scope(filters: ListFilters) -> list[tuple[str, str]]:
 @require_GET
 def preview(request: HttpRequest) -> HttpResponse:
     """Exactly the batches a confirmation will cancel: the list's filters' cancelable ones."""
-    require_cancel_permission(request)
-    accounts = configured_accounts()
+    accounts = operated_accounts(request)
     filters = list_filters(request, accounts=accounts)
     shown = bulk.preview(user=request.user, accounts=accounts, filters=filters)
     return render(request, "bulk/preview.html", _preview_context(shown, filters=filters))
@@ -58,13 +73,13 @@ def _preview_context(shown: bulk.Preview, *, filters: ListFilters, **extra) -> d
 @require_POST
 def confirm(request: HttpRequest) -> HttpResponse:
     """The operation and its items, made at once; its work starts on a thread of this process."""
-    require_cancel_permission(request)
+    accounts = operated_accounts(request)
     token = request.POST.get("token", "")
     worker = bulk.worker_name()
     try:
         operation, created = bulk.create(
             user=request.user,
-            accounts=configured_accounts(),
+            accounts=accounts,
             token=token,
             selected=request.POST.getlist("batch"),
             typed=request.POST.get("typed", ""),
@@ -94,8 +109,7 @@ def _refused(request: HttpRequest, token: str, message: str) -> HttpResponse:
 @require_GET
 def progress(request: HttpRequest, operation_id: int) -> HttpResponse:
     """Each batch's outcome as the work goes; htmx polls it until the operation has finished (286)."""
-    require_cancel_permission(request)
-    operation = get_object_or_404(BulkCancel.objects.select_related("user"), pk=operation_id)
+    operation = get_object_or_404(visible_operations(request).select_related("user"), pk=operation_id)
     state = bulk.progress(operation)
     if state.finished and operation.finished_at is None:
         bulk.finish_if_done(operation.pk)
@@ -115,6 +129,5 @@ def progress(request: HttpRequest, operation_id: int) -> HttpResponse:
 @require_GET
 def operations(request: HttpRequest) -> HttpResponse:
     """The latest bulk cancels, each with its progress page."""
-    require_cancel_permission(request)
-    recent = list(BulkCancel.objects.select_related("user")[:RECENT_OPERATIONS])
+    recent = list(visible_operations(request).select_related("user")[:RECENT_OPERATIONS])
     return render(request, "bulk/operations.html", {"operations": recent})

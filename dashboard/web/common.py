@@ -1,5 +1,9 @@
-"""What the web views share: the list's filters read from the query string, the cancel permission
-asked of a request, and a batch URL's account."""
+"""What the web views share: what the signed-in user may see and do (their grants, dashboard/access/),
+the list's filters read from the query string, and a batch URL's account.
+
+Every view asks here, never a template alone: a partial can be requested directly. A batch of an
+account the user may not see is a 404, exactly as one that does not exist; on an account they may
+see, what their role does not allow is a 403 that says which role it takes."""
 
 from __future__ import annotations
 
@@ -7,8 +11,31 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
 from .. import providers
-from ..accounts import Account
+from ..access.models import Role
+from ..access.selectors import Access, access_for
+from ..accounts import Account, configured_accounts
 from ..batches import selectors, services
+
+ROLE_REFUSALS = {
+    Role.OPERATOR: "Cancelling and acknowledging on this account takes the operator role: ask whoever manages "
+    "the dashboard's grants.",
+    Role.RESULTS: "Reading this account's results takes the results reader role: ask whoever manages the "
+    "dashboard's grants.",
+}
+
+
+def access(request: HttpRequest) -> Access:
+    return access_for(user=request.user)
+
+
+def visible_accounts(request: HttpRequest, role: str = Role.VIEWER) -> list[Account]:
+    """The configured accounts where the signed-in user holds `role` (viewer: may see at all)."""
+    return access(request).accounts(role, configured_accounts())
+
+
+def require_role(request: HttpRequest, account: Account, role: str) -> None:
+    if not access(request).may(role, account.key):
+        raise PermissionDenied(ROLE_REFUSALS[role])
 
 
 def status_choices() -> list[tuple[str, str]]:
@@ -29,14 +56,13 @@ def list_filters(request: HttpRequest, *, accounts: list[Account]) -> selectors.
     )
 
 
-def require_cancel_permission(request: HttpRequest) -> None:
-    if not services.may_cancel(request.user):
-        raise PermissionDenied("You do not have permission to cancel batches.")
-
-
-def account_or_404(account_key: str, batch_id: str) -> Account:
-    """The account of a batch URL; 404 for an unknown account or an id of the wrong shape."""
+def account_or_404(request: HttpRequest, account_key: str, batch_id: str) -> Account:
+    """The account of a batch URL; 404 for an unknown account, an id of the wrong shape, or an
+    account the signed-in user may not see."""
     try:
-        return services.resolve(account_key=account_key, batch_id=batch_id)
+        account = services.resolve(account_key=account_key, batch_id=batch_id)
     except services.UnknownBatch:
         raise Http404("No such batch.") from None
+    if not access(request).may(Role.VIEWER, account.key):
+        raise Http404("No such batch.")
+    return account

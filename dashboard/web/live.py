@@ -14,6 +14,7 @@ view checks login and the page's permissions like the page.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.core import signing
@@ -87,15 +88,15 @@ def changed_rows_html(
     *, accounts: list[Account], changed: list[feed.Changed], context: dict, watching: dict[int, str]
 ) -> list[SafeString]:
     """Each changed row's HTML as an out-of-band swap. Every viewer of a row that changed is sent
-    the same HTML (but for the Cancel button, by permission): rendered once per process (or per
+    the same HTML (but for the Cancel button, by where the viewer may cancel): rendered once per process (or per
     cache) and kept for ROW_HTML_SECONDS, so a change costs one render, not one per viewer.
     `watching` is updated with what was sent (a row read anew may have changed again meanwhile)."""
 
+    # Where the viewer may cancel decides the Cancel buttons: viewers with the same accounts share rows.
+    scope = hashlib.blake2b(context["cancel_scope"].encode(), digest_size=8).hexdigest()
+
     def key(pk: int, fingerprint: str) -> str:
-        return (
-            f"live-row:{pk}:{fingerprint}:{int(context['can_cancel'])}:"
-            f"{context['poll_seconds']}:{context['refresh_seconds']}"
-        )
+        return f"live-row:{pk}:{fingerprint}:{scope}:{context['poll_seconds']}:{context['refresh_seconds']}"
 
     keys = {row.pk: key(row.pk, row.fingerprint) for row in changed}
     found = cache.get_many(list(keys.values())) if keys else {}

@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -21,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from .. import providers
+from ..access.models import Role
 from ..accounts import Account, configured_accounts, provider_for
 from ..alarms import selectors as alarm_selectors
 from ..batches import charts, eta, feed, header_figures, selectors, services
@@ -30,7 +30,7 @@ from ..models import CancelAttempt
 from ..providers.base import ProviderError
 from . import alarm_views, live
 from .alarm_badge import badge_context
-from .common import account_or_404, list_filters, require_cancel_permission, status_choices
+from .common import ROLE_REFUSALS, access, account_or_404, list_filters, require_role, status_choices, visible_accounts
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +76,17 @@ def row_context(
         "row_batch_id": batch_id,
         "row_error": error,
         "notice": notice,
-        "can_cancel": services.may_cancel(request.user),
+        **cancel_context(request, [account_key]),
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "refresh_seconds": settings.POLL_SECONDS,
     }
+
+
+def cancel_context(request: HttpRequest, account_keys: list[str]) -> dict:
+    """Where the user may cancel among these accounts: the rows' Cancel buttons ask
+    `cancel_accounts`; `cancel_scope` says it in one string, for a feed's cursor and cached rows."""
+    operated = sorted(key for key in account_keys if access(request).may(Role.OPERATOR, key))
+    return {"cancel_accounts": set(operated), "cancel_scope": ",".join(operated)}
 
 
 def render_row(request: HttpRequest, context: dict) -> HttpResponse:
@@ -93,10 +100,10 @@ def render_row(request: HttpRequest, context: dict) -> HttpResponse:
 
 @require_GET
 def batch_list(request: HttpRequest) -> HttpResponse:
-    accounts = configured_accounts()
+    accounts = visible_accounts(request)
     filters = list_filters(request, accounts=accounts)
     context = {
-        "can_cancel": services.may_cancel(request.user),
+        **cancel_context(request, [account.key for account in accounts]),
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "refresh_seconds": settings.POLL_SECONDS,
         "filter_query": filters.query(),
@@ -111,7 +118,7 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         limit=settings.LIST_PAGE_SIZE,
         **filters.fields(),
     )
-    badge = badge_context(live=True)
+    badge = badge_context(request, live=True)
     top = listing.top if listing.newer is None else ""
     return render(
         request,
@@ -123,12 +130,15 @@ def batch_list(request: HttpRequest) -> HttpResponse:
                 rows=feed.watching(listing.rows),
                 top=top,
                 seen=feed.stored_up_to(top) if top else 0,
-                can_cancel=context["can_cancel"],
+                cancel_scope=context["cancel_scope"],
                 badge=badge,
             ),
             "badge": badge,
             "notices": selectors.account_notices(accounts=accounts, now=timezone.now()),
             "accounts": accounts,
+            "has_access": access(request).has_any,
+            "any_configured": bool(configured_accounts()),
+            "access_contact": settings.ACCESS_CONTACT,
             "providers": providers.labels(),
             "status_choices": status_choices(),
             "selected": filters.query_params(),
@@ -138,14 +148,14 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def list_cursor(*, rows: dict[int, str], top: str, can_cancel: bool, badge: dict, seen: int = 0) -> str:
+def list_cursor(*, rows: dict[int, str], top: str, cancel_scope: str, badge: dict, seen: int = 0) -> str:
     """The list's feed cursor; "" when there is nothing to watch (a later page whose rows all ended).
     `top`: where the first page's top is (selectors.newer_batches); `seen`: the store's newest key the
     feed has looked above the top for."""
     if not rows and not top:
         return ""
     return live.cursor(
-        page="list", rows=rows, top=top, seen=seen, can_cancel=can_cancel, badge=badge_fingerprint(badge)
+        page="list", rows=rows, top=top, seen=seen, cancel_scope=cancel_scope, badge=badge_fingerprint(badge)
     )
 
 
@@ -163,13 +173,14 @@ def list_feed(
     parts = live.read_cursor(request)
     if parts is None or parts.get("page") != "list":
         return live.unreadable()
-    can_cancel = context["can_cancel"]
+    cancel_scope = context["cancel_scope"]
     watched = live.watched_rows(parts)
-    if parts.get("can_cancel") != can_cancel:
+    if parts.get("cancel_scope") != cancel_scope:
         watched = dict.fromkeys(watched, "")  # the Cancel button comes or goes on every row
     changes = feed.row_changes(accounts=accounts, watched=watched)
-    marks = feed.store_marks()
+    marks = feed.store_marks(accounts=[account.key for account in accounts])
     badge = badge_context(
+        request,
         live=True,
         counts=alarm_selectors.OpenCounts(open=marks.open_alarms, unacknowledged=marks.unacknowledged_alarms),
     )
@@ -195,7 +206,7 @@ def list_feed(
         {
             **context,
             "feed_cursor": list_cursor(
-                rows=rows, top=arrived.top if arrived else top, can_cancel=can_cancel, badge=badge, seen=seen
+                rows=rows, top=arrived.top if arrived else top, cancel_scope=cancel_scope, badge=badge, seen=seen
             ),
             "arrived": arrived,
             "changed_rows": changed_rows,
@@ -208,13 +219,13 @@ def list_feed(
 def list_header(request: HttpRequest) -> HttpResponse:
     """The list page's header, loaded (and refreshed) by htmx: every account's numbers, whatever the
     filters, and for those who may cancel, "Cancel N batches…" for the filters' cancelable batches."""
-    accounts = configured_accounts()
+    accounts = visible_accounts(request)
     filters = list_filters(request, accounts=accounts)
-    can_cancel = services.may_cancel(request.user)
+    operated = access(request).accounts(Role.OPERATOR, accounts)
     context = {
         "figures": header_figures.header_figures(accounts=accounts),
-        "can_cancel": can_cancel,
-        "cancelable": bulk.count_cancelable(accounts=accounts, filters=filters) if can_cancel else 0,
+        "can_cancel": bool(operated),
+        "cancelable": bulk.count_cancelable(accounts=operated, filters=filters) if operated else 0,
         "filter_query": filters.query(),
         "filtered": bool(filters),
         "selected_account": filters.account_key,
@@ -225,7 +236,7 @@ def list_header(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def batch_row(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
     view = selectors.batch_row(account=account, batch_id=batch_id)
     error = ""
     if view is None:
@@ -237,8 +248,16 @@ def batch_row(request: HttpRequest, account_key: str, batch_id: str) -> HttpResp
 
 @require_POST
 def batch_cancel(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    require_cancel_permission(request)
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
+    if not services.may_cancel(request.user, account_key=account.key):
+        services.record_refused_cancel(
+            account_key=account.key, batch_id=batch_id, actor=request.user.get_username(), user=request.user
+        )
+        if request.htmx:  # the row says why (dashboard.js shows a refusal's text in the row)
+            return HttpResponse(
+                ROLE_REFUSALS[Role.OPERATOR] + "\n", status=403, content_type="text/plain; charset=utf-8"
+            )
+        require_role(request, account, Role.OPERATOR)
     result = services.cancel_batch(
         account=account, batch_id=batch_id, actor=request.user.get_username(), user=request.user
     )
@@ -278,7 +297,7 @@ def result_filters(request: HttpRequest, account: Account) -> dict:
 
 @require_GET
 def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
     if live.is_feed(request):
         return detail_feed(request, account=account, batch_id=batch_id)
     view = stored_or_404(account, batch_id)
@@ -300,18 +319,19 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         **progress_context(account, view),
         **alarm_views.batch_alarms_context(request, account_key=account.key, batch_id=batch_id),
         "next": request.get_full_path(),
-        "badge": badge_context(live=True),
+        "badge": badge_context(request, live=True),
         "live_feed": True,
+        "may_read_results": access(request).may(Role.RESULTS, account.key),
     }
     context["feed_cursor"] = detail_cursor(
         account=account,
         batch_id=batch_id,
         rows=feed.watching([view]),
-        can_cancel=context["can_cancel"],
+        cancel_scope=context["cancel_scope"],
         alarms=alarm_views.batch_alarms_fingerprint(account_key=account.key, batch_id=batch_id),
         badge=context["badge"],
     )
-    if batch.is_ended and not context["results_elsewhere"]:
+    if batch.is_ended and not context["results_elsewhere"] and context["may_read_results"]:
         try:
             offset = min(MAX_RESULT_OFFSET, max(0, int(request.GET.get("offset", "0")[:20])))
         except ValueError:
@@ -338,12 +358,12 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
 
 
 def detail_cursor(
-    *, account: Account, batch_id: str, rows: dict[int, str], can_cancel: bool, alarms: str, badge: dict
+    *, account: Account, batch_id: str, rows: dict[int, str], cancel_scope: str, alarms: str, badge: dict
 ) -> str:
     return live.cursor(
         page=f"detail:{account.key}/{batch_id}",
         rows=rows,
-        can_cancel=can_cancel,
+        cancel_scope=cancel_scope,
         alarms=alarms,
         badge=badge_fingerprint(badge),
     )
@@ -355,14 +375,15 @@ def detail_feed(request: HttpRequest, *, account: Account, batch_id: str) -> Htt
     parts = live.read_cursor(request)
     if parts is None or parts.get("page") != f"detail:{account.key}/{batch_id}":
         return live.unreadable()
-    can_cancel = services.may_cancel(request.user)
+    cancel_scope = cancel_context(request, [account.key])["cancel_scope"]
     watched = live.watched_rows(parts)
-    if parts.get("can_cancel") != can_cancel:
+    if parts.get("cancel_scope") != cancel_scope:
         watched = dict.fromkeys(watched, "")
     changes = feed.row_changes(accounts=[account], watched=watched)
     alarms = alarm_views.batch_alarms_fingerprint(account_key=account.key, batch_id=batch_id)
-    marks = feed.store_marks()
+    marks = feed.store_marks(accounts=[visible.key for visible in visible_accounts(request)])
     badge = badge_context(
+        request,
         live=True,
         counts=alarm_selectors.OpenCounts(open=marks.open_alarms, unacknowledged=marks.unacknowledged_alarms),
     )
@@ -380,7 +401,7 @@ def detail_feed(request: HttpRequest, *, account: Account, batch_id: str) -> Htt
             "badge": badge if badge_moved else None,
             "live_feed": True,
             "feed_cursor": detail_cursor(
-                account=account, batch_id=batch_id, rows=rows, can_cancel=can_cancel, alarms=alarms, badge=badge
+                account=account, batch_id=batch_id, rows=rows, cancel_scope=cancel_scope, alarms=alarms, badge=badge
             ),
         }
     )
@@ -428,7 +449,8 @@ def ended_batch_or_404(account: Account, batch_id: str):
 
 @require_GET
 def batch_results_summary(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
+    require_role(request, account, Role.RESULTS)
     try:
         batch = ended_batch_or_404(account, batch_id)
         summary, error = services.error_summary(account=account, batch=batch), ""
@@ -439,7 +461,8 @@ def batch_results_summary(request: HttpRequest, account_key: str, batch_id: str)
 
 @require_GET
 def batch_results_download(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
+    require_role(request, account, Role.RESULTS)
     source = request.GET.get("source", providers.module(account.provider).DEFAULT_RESULT_SOURCE)
     try:
         batch = ended_batch_or_404(account, batch_id)
@@ -474,7 +497,8 @@ def _drained(buffer: io.StringIO) -> bytes:
 
 @require_GET
 def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
-    account = account_or_404(account_key, batch_id)
+    account = account_or_404(request, account_key, batch_id)
+    require_role(request, account, Role.RESULTS)
     filters = result_filters(request, account)
     try:
         batch = ended_batch_or_404(account, batch_id)
@@ -517,9 +541,10 @@ def batch_results_export(request: HttpRequest, account_key: str, batch_id: str) 
 
 @require_GET
 def audit_log(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("The audit trail is for staff.")
+    """Cancel attempts on the accounts the user may see (every attempt, for a superuser)."""
     attempts = CancelAttempt.objects.select_related("user")
+    if not access(request).everything:
+        attempts = attempts.filter(account__in=[account.key for account in visible_accounts(request)])
     batch_id = request.GET.get("batch", "").strip()
     if batch_id:
         attempts = attempts.filter(batch_id=batch_id)

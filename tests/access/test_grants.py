@@ -24,7 +24,7 @@ PATTERN = st.from_regex(r"[a-z0-9*?]{1,3}(-[a-z0-9*?]{1,3}){0,2}", fullmatch=Tru
 
 
 def member(username: str, *groups: str):
-    user = make_user(username, can_cancel=False)
+    user = make_user(username, can_cancel=False, roles=())
     for name in groups:
         user.groups.add(Group.objects.get_or_create(name=name)[0])
     return user

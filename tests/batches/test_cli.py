@@ -323,7 +323,10 @@ def test_cancel_running_batch_is_recorded_with_the_os_user(
         AccountState.objects.filter(account=account).update(next_poll_at=timezone.now() + timedelta(hours=1))
         upstream_calls.clear()
         out, _ = run("cancel", batch_id)
-        assert out.strip() == f"{account} {batch_id}: accepted: Cancel accepted; status is now {status}."
+        assert out.strip() == (
+            f"{account} {batch_id}: accepted: Cancel accepted; status is now {status}. "
+            f"(as OS user {getpass.getuser()}, an operator of this machine; audited)"
+        )
         # Found in the store: the one upstream request is the cancel itself.
         assert len(upstream_calls) == 1 and upstream_calls[0].startswith("POST ")
         assert upstream_calls[0].endswith(f"/{batch_id}/cancel")
@@ -410,7 +413,10 @@ def test_cancel_with_account_of_a_batch_not_stored_yet_goes_straight_upstream(
     batch_id = openai_batch(openai_sdk, "research").id  # no poll: not in the store
     upstream_calls.clear()
     out, _ = run("cancel", batch_id, "--account", "openai-research")
-    assert out.strip() == f"openai-research {batch_id}: accepted: Cancel accepted; status is now cancelling."
+    assert out.strip() == (
+        f"openai-research {batch_id}: accepted: Cancel accepted; status is now cancelling. "
+        f"(as OS user {getpass.getuser()}, an operator of this machine; audited)"
+    )
     assert len(upstream_calls) == 1 and upstream_calls[0].endswith(f"/{batch_id}/cancel")
     assert CancelAttempt.objects.get().outcome == "accepted"
     assert stored_status("openai-research", batch_id) == "cancelling"  # the answer is stored

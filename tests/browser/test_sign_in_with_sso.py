@@ -30,7 +30,28 @@ def sso(transactional_db, settings, oidc_provider):
     sso_module.forget_discovery()
 
 
-def test_a_person_signs_in_through_the_provider_s_page_with_its_groups_and_signs_out_of_both(page, live_server, sso):
+def test_a_person_signs_in_through_the_provider_s_page_sees_exactly_its_accounts_and_signs_out_of_both(
+    page, live_server, sso, embedded_upstream
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.access import services as access
+    from tests.factories import stored_batch
+
+    now = timezone.now()
+    ours = [
+        stored_batch(
+            "anthropic-ops",
+            f"msgbatch_01research{index:07d}",
+            created=now - timedelta(minutes=index + 1),
+            fetched_at=now,
+        )
+        for index in range(2)
+    ]
+    theirs = stored_batch("openai-ops", "batch_" + "f" * 32, created=now - timedelta(minutes=1), fetched_at=now)
+    access.grant(group_name="research", patterns=["anthropic-*"], role="viewer", actor="tests", via="cli")
     sso.user(
         "ada-browser", {"preferred_username": "ada", "email": "ada@example.com", "groups": ["research", "prod-ops"]}
     )
@@ -49,6 +70,14 @@ def test_a_person_signs_in_through_the_provider_s_page_with_its_groups_and_signs
     expect(page.locator(".whoami")).to_contain_text("ada")
     ada = get_user_model().objects.get(username="ada")
     assert sorted(ada.groups.values_list("name", flat=True)) == ["prod-ops", "research"]
+
+    page.goto(live_server.url + "/")
+    rows = page.locator("tr.batch-row")
+    expect(rows).to_have_count(2)
+    shown = {row.get_attribute("id") for row in rows.all()}
+    assert shown == {f"row-anthropic-ops-{batch.batch_id}" for batch in ours}, "the accounts of its grants, no other"
+    assert theirs.batch_id not in page.content()
+    assert not page.locator("button.danger").count(), "a viewer: no Cancel"
 
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(f"{sso.issuer}/oauth2/end_session*")

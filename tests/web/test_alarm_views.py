@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from dashboard.models import Alarm, StoredBatch
+from tests.conftest import make_user
 from tests.factories import HTMX, stored_batch, text
 from tests.services import ACCOUNT_ENVIRONMENT
 
@@ -187,10 +188,8 @@ def test_the_note_is_optional_and_the_form_without_javascript_returns_to_its_pag
 
 
 def test_the_first_acknowledgement_stands_and_a_second_is_refused_saying_whose_it_is(ack_client, acknowledger):
-    from django.contrib.auth import get_user_model
 
-    colleague = get_user_model().objects.create_user(username="grace", password="x" * 20)
-    colleague.user_permissions.add(Permission.objects.get(codename="acknowledge_alarm"))
+    colleague = make_user("grace", can_cancel=True)
     stuck = alarm(openai_batch_row(1))
     assert ack_client.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "mine"}, **HTMX).status_code == 204
     second = Client()
@@ -240,16 +239,19 @@ def test_the_form_never_returns_to_another_site(ack_client):
     assert response["Location"] == "/alarms/"
 
 
-def test_acknowledging_needs_the_permission(viewer_client, operator_client, viewer):
+def test_acknowledging_takes_the_operator_role_on_the_alarm_s_account(viewer_client, db):
     stuck = alarm(openai_batch_row(1))
-    for client in (viewer_client, operator_client):  # the test operator may cancel, not acknowledge
-        page = text(client.get("/alarms/"))
-        row = alarm_rows(page)[stuck.pk]
-        assert "<form" not in row and "not acknowledged" in row
-        refused = client.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "x"}, **HTMX)
-        assert refused.status_code == 403
-        assert text(refused) == "You do not have permission to acknowledge alarms.\n"
-        assert client.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "x"}).status_code == 403
+    page = text(viewer_client.get("/alarms/"))
+    row = alarm_rows(page)[stuck.pk]
+    assert "<form" not in row and "not acknowledged" in row
+    refused = viewer_client.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "x"}, **HTMX)
+    assert refused.status_code == 403
+    assert text(refused).startswith("Cancelling and acknowledging on this account takes the operator role")
+    assert viewer_client.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "x"}).status_code == 403
+    elsewhere = Client()
+    elsewhere.force_login(make_user("anthropic-op", can_cancel=True, accounts="anthropic-*"))
+    assert stuck.pk not in alarm_rows(text(elsewhere.get("/alarms/"))), "an account it may not see"
+    assert elsewhere.post(f"/alarms/{stuck.pk}/acknowledge", {"note": "x"}, **HTMX).status_code == 404
     stuck.refresh_from_db()
     assert stuck.acknowledged_at is None
 
@@ -331,7 +333,9 @@ def test_the_operator_make_run_creates_may_acknowledge_alarms(db):
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
+    from dashboard.access.selectors import access_for
+
     call_command("ensure_operator", stdout=io.StringIO())
     operator = get_user_model().objects.get(username="operator")
-    assert operator.has_perm("dashboard.acknowledge_alarm")
+    assert all(access_for(user=operator).may("operator", key) for key in ("openai-ops", "gemini-research"))
     assert operator.has_perm("dashboard.view_alarm")

@@ -47,7 +47,9 @@ PROVIDER_CLASS = {
 
 @pytest.fixture
 def staff_client(db):
-    user = get_user_model().objects.create_user(username="auditor", password=None, is_staff=True)  # no slow hashing
+    from tests.conftest import make_user
+
+    user = make_user("auditor", can_cancel=False, roles=("viewer",))  # every account, viewer only
     client = Client()
     client.force_login(user)
     return client
@@ -262,7 +264,7 @@ def test_crash_during_web_cancel_answers_a_row_and_completes_the_attempt(
 # --- the audit page --------------------------------------------------------------------------
 
 
-def test_audit_page_lists_every_attempt_for_staff_and_filters_by_batch(staff_client):
+def test_audit_page_lists_every_attempt_on_the_accounts_one_sees_and_filters_by_batch(staff_client):
     first = attempt(batch_id="msgbatch_01first", actor="alice")
     attempt(
         batch_id="msgbatch_01first",
@@ -315,12 +317,20 @@ def test_audit_page_lists_every_attempt_for_staff_and_filters_by_batch(staff_cli
     assert nothing.status_code == 200 and "No cancel attempts yet." in text(nothing)
 
 
-def test_audit_page_is_forbidden_to_non_staff(operator_client, viewer_client):
-    attempt(actor="alice")
-    for client in (operator_client, viewer_client):
-        response = client.get("/audit/")
-        assert response.status_code == 403
-        assert "alice" not in text(response)
+def test_the_audit_page_shows_the_attempts_on_one_s_own_accounts_only(db):
+    from tests.conftest import make_user
+
+    attempt(actor="alice")  # anthropic-ops
+    attempt(account="openai-research", batch_id="batch_second", actor="bob")
+    research = Client()
+    research.force_login(make_user("researcher", can_cancel=False, roles=("viewer",), accounts="openai-*"))
+    body = text(research.get("/audit/"))
+    assert "batch_second" in body and "bob" in body
+    assert "alice" not in body and "anthropic-ops" not in body
+    nobody = Client()
+    nobody.force_login(make_user("newcomer", can_cancel=False, roles=()))
+    empty = nobody.get("/audit/")
+    assert empty.status_code == 200 and "alice" not in text(empty) and "bob" not in text(empty)
 
 
 def test_audit_page_redirects_anonymous_to_login(client, db):

@@ -363,8 +363,8 @@ def test_the_simulator_never_touches_the_callers_database_connection(embedded):
 # --- per-poll cost -------------------------------------------------------------------------------
 
 
-def test_a_page_reads_neither_permissions_nor_the_session_from_the_database_twice(operator_client, settings):
-    """A live row polls every few seconds: permissions and the session come from the cache."""
+def test_a_page_reads_neither_grants_nor_the_session_from_the_database_twice(operator_client, settings):
+    """A live row polls every few seconds: grants and the session come from the cache."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -372,39 +372,41 @@ def test_a_page_reads_neither_permissions_nor_the_session_from_the_database_twic
     settings.UPSTREAM_CACHE_SECONDS = 0
     with CaptureQueriesContext(connection) as first:
         page = operator_client.get("/")
-    assert page.status_code == 200 and page.context["can_cancel"] is True
-    assert "auth_permission" in " ".join(query["sql"] for query in first.captured_queries)
+    assert page.status_code == 200 and "openai-ops" in page.context["cancel_accounts"]
+    assert "dashboard_accessgrant" in " ".join(query["sql"] for query in first.captured_queries)
     with CaptureQueriesContext(connection) as again:
         page = operator_client.get("/")
-    assert page.context["can_cancel"] is True
+    assert "openai-ops" in page.context["cancel_accounts"]
     tables = " ".join(query["sql"] for query in again.captured_queries)
-    assert "auth_permission" not in tables
+    assert "dashboard_accessgrant" not in tables and "auth_permission" not in tables
     assert "django_session" not in tables
 
 
 def test_changes_through_django_take_effect_at_once_and_behind_its_back_within_the_cache_time(operator):
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group, Permission
+    from django.contrib.auth.models import Group
     from django.core.cache import cache
 
+    from dashboard.access import services as access
+    from dashboard.access.models import AccessGrant
+    from dashboard.access.selectors import access_for, cache_key
     from dashboard.web.auth import CachedPermissionsBackend
 
     backend = CachedPermissionsBackend()
 
     def may_cancel() -> bool:
-        return backend.get_user(operator.pk).has_perm("dashboard.cancel_batch")
+        return access_for(user=backend.get_user(operator.pk)).may("operator", "openai-ops")
 
     assert may_cancel()
-    operator.user_permissions.clear()
-    assert not may_cancel(), "revoked in the admin: at once"
-    group = Group.objects.create(name="operators")
-    operator.groups.add(group)
-    assert not may_cancel()
-    group.permissions.add(Permission.objects.get(codename="cancel_batch"))
+    operator.groups.clear()
+    assert not may_cancel(), "taken out of its team in the admin: at once"
+    operator.groups.add(Group.objects.create(name="openai-team"))
+    assert not may_cancel(), "a team without grants"
+    access.grant(group_name="openai-team", patterns=["openai-*"], role="operator", actor="test", via="cli")
     assert may_cancel(), "granted to the user's group: at once"
-    Permission.objects.get(codename="cancel_batch").group_set.through.objects.all().delete()  # SQL, no signal
+    AccessGrant.objects.filter(group__name="openai-team")._raw_delete(AccessGrant.objects.db)  # SQL, no signal
     assert may_cancel(), "cached for PERMISSIONS_CACHE_SECONDS"
-    cache.delete_many([f"user:{operator.pk}", f"permissions:{operator.pk}"])  # what expiry does
+    cache.delete_many([f"user:{operator.pk}", cache_key(operator.pk)])  # what expiry does
     assert not may_cancel()
     get_user_model().objects.filter(pk=operator.pk).update(is_active=False)  # SQL, no signal
     assert backend.get_user(operator.pk) is None, "an inactive user is signed out at once"

@@ -522,9 +522,14 @@ def test_viewer_cannot_cancel_and_sees_no_cancel_button(
     upstream_calls.clear()
     for account, batch_id in (("anthropic-ops", anthropic_id), ("openai-ops", openai_id)):
         response = viewer_client.post(f"/batches/{account}/{batch_id}/cancel", **HTMX)
-        assert response.status_code == 403
+        assert response.status_code == 403 and "takes the operator role" in text(response)
     assert upstream_calls == []
-    assert CancelAttempt.objects.count() == 0
+    refused = CancelAttempt.objects.order_by("id").values_list("account", "batch_id", "outcome", "actor", "via")
+    assert list(refused) == [
+        ("anthropic-ops", anthropic_id, "refused", "viewer", "web"),
+        ("openai-ops", openai_id, "refused", "viewer", "web"),
+    ], "refused, and audited as refused"
+    assert all(attempt.finished_at for attempt in CancelAttempt.objects.all())
     assert anthropic_sdk().messages.batches.retrieve(anthropic_id).processing_status == "in_progress"
     assert openai_sdk().batches.retrieve(openai_id).status == "validating"
 

@@ -32,7 +32,11 @@ def _age(value) -> str:
 
 
 class Command(BaseCommand):
-    help = "List, show, cancel batches and print their results, across every configured account."
+    help = (
+        "List, show, cancel batches and print their results, across every configured account. It acts as an "
+        "operator of this machine (whoever can run it can read the database): every account, every role, the "
+        "web's grants do not apply; a cancel is audited under the OS user, via cli."
+    )
 
     def add_arguments(self, parser) -> None:
         commands = parser.add_subparsers(dest="action", required=True)
@@ -133,7 +137,10 @@ class Command(BaseCommand):
         else:
             found_account, _ = self._stored(batch_id, account)
         result = services.cancel_batch(account=found_account, batch_id=batch_id, actor=getpass.getuser(), via="cli")
-        self.stdout.write(f"{found_account.key} {batch_id}: {result.outcome}: {result.message}")
+        self.stdout.write(
+            f"{found_account.key} {batch_id}: {result.outcome}: {result.message} "
+            f"(as OS user {getpass.getuser()}, an operator of this machine; audited)"
+        )
         if result.outcome == "upstream_error":
             raise CommandError(result.message)
 
