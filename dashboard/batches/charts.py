@@ -32,7 +32,8 @@ TABLE_ROWS = 12  # moments in the text alternative's table
 END_MARGIN = 0.04  # an ended batch's final counts are drawn this share of the span past its last change
 
 WIDTH, HEIGHT = 720, 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 12, 36  # margins around the plot, in the viewBox's units
+# Margins around the plot, in the viewBox's units; the y axis's title sits above the plot.
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 26, 36
 
 TIME_STEPS = (  # seconds between the time axis' ticks: the first giving at most MAX_TIME_TICKS
     1,

@@ -305,3 +305,18 @@ def test_the_other_pages_read_without_breaks_and_fit_a_phone(seeded_demo, signed
             expect(page.locator("tr.alarm-open")).to_have_count(3)
         if name.startswith("detail"):
             assert re.match(r"\(\d+\) ", page.title()), page.title()
+            assert_chart_labels_apart(page, where)
+
+
+def assert_chart_labels_apart(page, where: str) -> None:
+    """No text of the history chart (axis titles, ticks, markers' labels) drawn over another."""
+    boxes = page.eval_on_selector_all(
+        ".history-chart svg text",
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [e.textContent, r.left, r.top, r.right, r.bottom]; })",
+    )
+    assert boxes, f"{where}: the chart has its labels"
+    for index, (text, left, top, right, bottom) in enumerate(boxes):
+        for other, o_left, o_top, o_right, o_bottom in boxes[index + 1 :]:
+            overlap = min(right, o_right) - max(left, o_left) > 1 and min(bottom, o_bottom) - max(top, o_top) > 1
+            assert not overlap, f"{where}: the chart's {text!r} is drawn over {other!r}"
