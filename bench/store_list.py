@@ -278,7 +278,7 @@ NO_BASELINE = {"newer from page 201 (cursor)"}  # the old shape's way up was the
 def measure(accounts, calls: int) -> dict[str, tuple]:
     """Each case's figures: (new median, p95, cpu), (baseline median, p95, cpu) or None, rows."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
+    from django.contrib.auth.models import Group
     from django.test import Client
 
     from dashboard.batches import selectors
@@ -286,8 +286,12 @@ def measure(accounts, calls: int) -> dict[str, tuple]:
     deep = None
     for _ in range(200):  # the cursor of page 201, some 5,000 rows down
         deep = selectors.list_batches(accounts=accounts, before=deep, limit=25, now=T0).older
-    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
-    user.user_permissions.add(Permission.objects.get(codename="cancel_batch"))
+    from dashboard.access import services as access
+
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    # An operator of every account, as `make run`'s operator (README "Teams and sign-in").
+    access.grant(group_name="bench", patterns=["*"], role="operator", actor="bench", via="cli")
+    user.groups.add(Group.objects.get(name="bench"))
     client = Client()
     client.force_login(user)
 
