@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -330,6 +330,24 @@ class OidcProvider:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def signing_in_through(provider: OidcProvider, settings) -> Iterator[OidcProvider]:
+    """The dashboard's settings for single sign-on through `provider` (pytest-django's `settings`),
+    as OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET would make them; discovery read afresh."""
+    from dashboard.settings import allowing_sign_out_at
+    from dashboard.web import sso
+
+    settings.OIDC_ISSUER = provider.issuer
+    settings.SSO_ENABLED = True
+    settings.OIDC_RP_CLIENT_ID = "batch-dashboard"
+    settings.OIDC_RP_CLIENT_SECRET = "client-secret-for-tests"
+    settings.AUTHENTICATION_BACKENDS = [*settings.AUTHENTICATION_BACKENDS, "dashboard.web.sso.SsoBackend"]
+    settings.CONTENT_SECURITY_POLICY = allowing_sign_out_at(settings.CONTENT_SECURITY_POLICY, provider.issuer)
+    sso.forget_discovery()
+    yield provider
+    sso.forget_discovery()
 
 
 def start_oidc_provider() -> OidcProvider:

@@ -15,23 +15,16 @@ from django.contrib.auth.models import Group
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard.settings import allowing_sign_out_at
 from dashboard.web import sso as sso_module
+from tests.services import signing_in_through
 
 subjects = itertools.count(1)
 
 
 @pytest.fixture
 def sso(db, settings, oidc_provider):
-    settings.OIDC_ISSUER = oidc_provider.issuer
-    settings.SSO_ENABLED = True
-    settings.OIDC_RP_CLIENT_ID = "batch-dashboard"
-    settings.OIDC_RP_CLIENT_SECRET = "client-secret-for-tests"
-    settings.AUTHENTICATION_BACKENDS = [*settings.AUTHENTICATION_BACKENDS, "dashboard.web.sso.SsoBackend"]
-    settings.CONTENT_SECURITY_POLICY = allowing_sign_out_at(settings.CONTENT_SECURITY_POLICY, oidc_provider.issuer)
-    sso_module.forget_discovery()
-    yield oidc_provider
-    sso_module.forget_discovery()
+    with signing_in_through(oidc_provider, settings) as provider:
+        yield provider
 
 
 def person(provider, username: str, groups) -> str:

@@ -8,9 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from dashboard.settings import allowing_sign_out_at
-from dashboard.web import sso as sso_module
-from tests.services import oidc_provider
+from tests.services import oidc_provider, signing_in_through
 
 __all__ = ["oidc_provider"]
 
@@ -19,15 +17,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def sso(transactional_db, settings, oidc_provider):
-    settings.OIDC_ISSUER = oidc_provider.issuer
-    settings.SSO_ENABLED = True
-    settings.OIDC_RP_CLIENT_ID = "batch-dashboard"
-    settings.OIDC_RP_CLIENT_SECRET = "client-secret-for-tests"
-    settings.AUTHENTICATION_BACKENDS = [*settings.AUTHENTICATION_BACKENDS, "dashboard.web.sso.SsoBackend"]
-    settings.CONTENT_SECURITY_POLICY = allowing_sign_out_at(settings.CONTENT_SECURITY_POLICY, oidc_provider.issuer)
-    sso_module.forget_discovery()
-    yield oidc_provider
-    sso_module.forget_discovery()
+    with signing_in_through(oidc_provider, settings) as provider:
+        yield provider
 
 
 def test_a_person_signs_in_through_the_provider_s_page_sees_exactly_its_accounts_and_signs_out_of_both(
