@@ -37,8 +37,7 @@ def may_cancel(user, *, account_key: str) -> bool:
 def record_refused_cancel(*, account_key: str, batch_id: str, actor: str, user=None, via: str = "web") -> CancelAttempt:
     """A cancel the dashboard refused (its user is not an operator of the account), in the audit
     trail like any other attempt; nothing is asked upstream."""
-    now = timezone.now()
-    attempt = CancelAttempt.objects.create(
+    return CancelAttempt.objects.create(
         user=user,
         actor=actor,
         via=via,
@@ -46,9 +45,8 @@ def record_refused_cancel(*, account_key: str, batch_id: str, actor: str, user=N
         batch_id=batch_id,
         outcome=CancelAttempt.Outcome.REFUSED,
         message="Refused: not an operator of this account.",
+        finished_at=timezone.now(),
     )
-    CancelAttempt.objects.filter(pk=attempt.pk).update(finished_at=now)
-    return attempt
 
 
 @dataclass(frozen=True)
