@@ -43,6 +43,8 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .. import leases, providers
+from ..access.models import Role
+from ..access.selectors import access_for
 from ..accounts import Account, find_account
 from ..batches import selectors, services
 from ..batches.selectors import ListFilters
@@ -349,7 +351,10 @@ def run(
     operation = BulkCancel.objects.select_related("user").filter(pk=operation_id).first()
     if operation is None:
         return
-    user = operation.user  # read now: which accounts it may cancel on is decided by this run
+    user = operation.user
+    # Read now, before any item is claimed (a cache that is down fails here, holding nothing): which
+    # accounts it may cancel on is decided by this run.
+    access = access_for(user=user)
     while True:
         now = clock()
         item = (
@@ -366,7 +371,7 @@ def run(
         if not claim(item.pk, worker=worker, now=now):
             continue  # another worker took it meanwhile: on to the next
         _renew(operation_id, worker=worker, now=now)
-        allowed = user is not None and services.may_cancel(user, account_key=item.account)
+        allowed = user is not None and access.may(Role.OPERATOR, item.account)
         _work_on(operation, item, user=user, allowed=allowed, worker=worker, cancel=cancel)
     finish_if_done(operation_id)
 
