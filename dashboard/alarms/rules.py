@@ -12,7 +12,9 @@ The rules (each a pure function of what the store holds and `now`, so tests give
 - **error rate**: a running batch where more than ALARM_ERROR_RATE_PERCENT of the requests that ran
   (succeeded + errored) errored, once at least ALARM_ERROR_RATE_MIN_OUTCOMES of them ran;
 - **ended badly**: a batch that ended in a status its provider calls a failure (failed, expired),
-  with requests expired, or with more than ALARM_ENDED_BADLY_PERCENT of those that ran errored;
+  with requests expired, or with more than ALARM_ENDED_BADLY_PERCENT of those that ran errored
+  (judged once ALARM_ERROR_RATE_MIN_OUTCOMES ran, or all of a smaller batch: 1 error among the 5
+  requests that ran before a cancel is no sign, 5 of a 5-request batch is);
   it holds for ALARM_ENDED_BADLY_HOURS after the end, then resolves by itself. Only about what
   happened while the dashboard watched: a batch that had already ended when the dashboard first saw
   it, and was created before the dashboard first read its account, is history the poller filled
@@ -279,7 +281,8 @@ def error_rate(batch: BatchFacts, limits: Limits, now: datetime) -> str | None:
 
 def ended_badly(batch: BatchFacts, limits: Limits, now: datetime) -> str | None:
     """Ended in a failure status, with requests expired, or with more than `ended_badly_percent` of
-    the requests that ran errored; for `ended_badly_hours` after the end."""
+    the requests that ran errored (of at least `error_rate_min_outcomes`, or of all its requests);
+    for `ended_badly_hours` after the end."""
     if not batch.is_ended or not batch.ended_in_view:
         return None
     ended_at = batch.ended_at or batch.last_changed_at
@@ -291,7 +294,8 @@ def ended_badly(batch: BatchFacts, limits: Limits, now: datetime) -> str | None:
     if batch.expired:
         reasons.append(f"{batch.expired:,} of {batch.total:,} requests expired before they ran")
     ran = batch.ran
-    if ran and batch.errored * 100 > limits.ended_badly_percent * ran:
+    enough_ran = ran > 0 and ran >= min(limits.error_rate_min_outcomes, batch.total)
+    if enough_ran and batch.errored * 100 > limits.ended_badly_percent * ran:
         reasons.append(
             f"{batch.errored:,} of the {ran:,} requests with an outcome errored ({percent(batch.errored, ran)}; "
             f"alarm above {number(limits.ended_badly_percent)}%)"

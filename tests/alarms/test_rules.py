@@ -185,6 +185,20 @@ def test_ended_badly_failed_expired_or_too_many_errors():
     assert rules.ended_badly(facts(errored=500, succeeded=0), LIMITS, now) is None, "not ended"
 
 
+def test_ended_badly_judges_the_errored_share_of_enough_requests_or_of_the_whole_batch():
+    now = T0 + timedelta(hours=2)
+    cancelled_early = ended(status="cancelled", total=1000, succeeded=4, errored=1, canceled=995)
+    assert rules.ended_badly(cancelled_early, LIMITS, now) is None, "1 of the 5 that ran before a cancel"
+    few_of_many = ended(total=1000, succeeded=30, errored=19, expired=0, canceled=951)
+    assert rules.ended_badly(few_of_many, LIMITS, now) is None, "49 ran: fewer than the 50 needed"
+    enough = ended(total=1000, succeeded=30, errored=20, canceled=950)
+    assert rules.ended_badly(enough, LIMITS, now).startswith("20 of the 50 requests with an outcome errored (40.0%")
+    small_and_whole = ended(total=5, succeeded=0, errored=5)
+    assert rules.ended_badly(small_and_whole, LIMITS, now).startswith("5 of the 5 requests with an outcome errored")
+    small_in_part = ended(total=5, succeeded=0, errored=4, canceled=1)
+    assert rules.ended_badly(small_in_part, LIMITS, now) is None, "4 of a 5-request batch ran"
+
+
 def test_an_end_the_dashboard_did_not_see_is_history_never_an_alarm():
     now = T0 + timedelta(hours=2)
     history = (
