@@ -13,6 +13,7 @@ from .models import (
     AlarmEvaluator,
     AlarmRule,
     AlarmThreshold,
+    BatchTokens,
     BulkCancel,
     BulkCancelItem,
     CancelAttempt,
@@ -281,6 +282,15 @@ class ResultsSummaryAdmin(ReadOnlyAdmin):
 
     list_display = ["batch", "sources", "total"]
     search_fields = ["batch__batch_id"]
+
+
+@admin.register(BatchTokens)
+class BatchTokensAdmin(ReadOnlyAdmin):
+    """Tokens per batch and model, by kind, read from the batch object or summed from its results."""
+
+    list_display = ["batch", "model", "input", "cache_read", "cache_write", "output", "reasoning", "requests"]
+    list_filter = ["model"]
+    search_fields = ["batch__batch_id", "model"]
 
 
 # --- access: grants of roles on accounts to groups, and their audit trail --------------------------

@@ -2,7 +2,7 @@
 
 from .access.models import AccessChange, AccessGrant, Role
 from .alarms.models import Alarm, AlarmEvaluator, AlarmRule, AlarmThreshold
-from .batches.models import AccountState, BatchChange, CancelAttempt, ResultsSummary, StoredBatch
+from .batches.models import AccountState, BatchChange, BatchTokens, CancelAttempt, ResultsSummary, StoredBatch
 from .bulk.models import BulkCancel, BulkCancelItem
 from .metrics.models import UPSTREAM_LATENCY_BUCKETS, UpstreamCallStats
 from .notifications.models import (
@@ -24,6 +24,7 @@ __all__ = [
     "AlarmRule",
     "AlarmThreshold",
     "BatchChange",
+    "BatchTokens",
     "BulkCancel",
     "BulkCancelItem",
     "CancelAttempt",

@@ -83,6 +83,25 @@ class StoredBatch(models.Model):
         null=True, blank=True, help_text="Since when the provider answers 404 for it: deleted upstream, or never there."
     )
 
+    class TokensSource(models.TextChoices):
+        NOT_KNOWN_YET = "", "not known yet"
+        BATCH = "batch", "the batch object's usage (updated as it runs)"
+        RESULTS = "results", "summed from the results once ended"
+        UNAVAILABLE = "unavailable", "unavailable"
+
+    tokens_source = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        choices=TokensSource.choices,
+        help_text="Where the batch's tokens (its BatchTokens rows) were read.",
+    )
+    tokens_note = models.TextField(
+        blank=True,
+        default="",
+        help_text="A plain sentence saying why the tokens are unknown or partial (e.g. results without usage).",
+    )
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "batch_id"], name="one_stored_batch_per_account_id")]
         indexes = [
@@ -166,6 +185,33 @@ class ResultsSummary(models.Model):
             errors=[tuple(error) for error in self.errors],
             total=self.total,
         )
+
+
+class BatchTokens(models.Model):
+    """A batch's tokens of one model, by kind. The kinds are disjoint and add up to what is billed:
+    `input` is fresh (uncached) input, `cache_read` input read from a cache, `cache_write` input
+    written to one, `output` output not counted as reasoning, `reasoning` reasoning (thinking)
+    tokens reported apart (billed as output). Cost is computed when read, never stored."""
+
+    batch = models.ForeignKey(StoredBatch, on_delete=models.CASCADE, related_name="tokens")
+    model = models.CharField(max_length=200, blank=True, default="", help_text='"" when no model is known.')
+    input = models.PositiveBigIntegerField(default=0, help_text="Fresh (uncached) input tokens.")
+    cache_read = models.PositiveBigIntegerField(default=0, help_text="Input tokens read from a cache.")
+    cache_write = models.PositiveBigIntegerField(default=0, help_text="Input tokens written to a cache.")
+    output = models.PositiveBigIntegerField(default=0, help_text="Output tokens, reasoning excluded.")
+    reasoning = models.PositiveBigIntegerField(default=0, help_text="Reasoning tokens reported apart from output.")
+    requests = models.PositiveBigIntegerField(default=0, help_text="Requests (result lines) whose usage was counted.")
+
+    class Meta:
+        verbose_name_plural = "batch tokens"
+        constraints = [models.UniqueConstraint(fields=["batch", "model"], name="one_batch_tokens_per_batch_and_model")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.model or '(model unknown)'}"
+
+    @property
+    def total(self) -> int:
+        return self.input + self.cache_read + self.cache_write + self.output + self.reasoning
 
 
 class AccountState(models.Model):
