@@ -8,6 +8,7 @@ class DashboardConfig(AppConfig):
     def ready(self) -> None:
         from .metrics import call_counter
         from .providers import transport
+        from .spend import table  # noqa: F401 (registers the price table's system check)
         from .web import auth
 
         auth.connect_invalidation()

@@ -387,6 +387,10 @@ ALARM_ENDED_BADLY_HOURS = float(os.environ.get("ALARM_ENDED_BADLY_HOURS", "24"))
 # Account failing: its polls have failed, with no success, for this long.
 ALARM_ACCOUNT_FAILING_MINUTES = float(os.environ.get("ALARM_ACCOUNT_FAILING_MINUTES", "10"))
 
+# Spend (dashboard/spend): a JSON file of negotiated rates, in the format of dashboard/spend/prices.json; its
+# entries replace the shipped list prices of the same provider and model, or add models. Checked at start.
+PRICES_FILE = os.environ.get("PRICES_FILE", "").strip()
+
 # --- Notifications (dashboard/notifications/): alarm changes to Slack, webhooks and email ---------
 # Channels are made in the admin, or from NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_WEBHOOK_URL (+
 # NOTIFY_WEBHOOK_SECRET) and NOTIFY_EMAIL_TO, read from the environment by notifications/channels.py itself
