@@ -59,6 +59,11 @@ class PriceEntry:
     note: str = ""
     overridden: bool = False  # from the override file
 
+    @property
+    def source_url(self) -> str:
+        """The source when it is a web address (an override file may name a contract instead)."""
+        return self.source if self.source.startswith(("https://", "http://")) else ""
+
     def batch_price(self, kind: str) -> Decimal | None:
         """Dollars per million tokens of `kind` in a batch, after the discount; None when not priced."""
         price = self.per_million.get(kind)

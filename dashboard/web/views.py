@@ -28,6 +28,7 @@ from ..batches.results import CSV_COLUMNS, RESULT_TYPES, csv_row, matches
 from ..bulk import operations as bulk
 from ..models import CancelAttempt
 from ..providers.base import ProviderError
+from ..spend import selectors as spend_selectors
 from . import alarm_views, live
 from .alarm_badge import badge_context
 from .common import ROLE_REFUSALS, access, account_or_404, list_filters, require_role, status_choices, visible_accounts
@@ -322,6 +323,7 @@ def batch_detail(request: HttpRequest, account_key: str, batch_id: str) -> HttpR
         "badge": badge_context(request, live=True),
         "live_feed": True,
         "may_read_results": access(request).may(Role.RESULTS, account.key),
+        "batch_spend": spend_selectors.batch_spend(stored_batch_pk=view.pk, provider=account.provider),
     }
     context["feed_cursor"] = detail_cursor(
         account=account,
