@@ -158,7 +158,16 @@ CSV_COLUMNS = (
     "output_tokens",
     "error_type",
     "error_message",
+    # The tokens billed, by disjoint kind (they add up to the billed total; input_tokens and
+    # output_tokens above are the provider's own counts, which may include cached and reasoning
+    # tokens); empty when the line's usage is unknown.
+    "billed_input_tokens",
+    "billed_cache_read_tokens",
+    "billed_cache_write_tokens",
+    "billed_output_tokens",
+    "billed_reasoning_tokens",
 )
+_NO_USAGE = ("", "", "", "", "")
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -172,7 +181,9 @@ def safe_cell(value: str) -> str:
 def csv_row(line: ResultLine) -> list[str]:
     """The CSV cells of `line`, every upstream text passed through `safe_cell` (written out here: it
     runs for every line of an export)."""
-    number, custom_id, kind, source, model, stop_reason, input_tokens, output_tokens, error_type, message, _ = line
+    number, custom_id, kind, source, model, stop_reason, input_tokens, output_tokens, error_type, message, _, usage = (
+        line
+    )
     return [
         str(number),
         "'" + custom_id if custom_id.startswith(FORMULA_STARTS) else custom_id,
@@ -184,4 +195,5 @@ def csv_row(line: ResultLine) -> list[str]:
         "" if output_tokens is None else str(output_tokens),
         "'" + error_type if error_type.startswith(FORMULA_STARTS) else error_type,
         "'" + message if message.startswith(FORMULA_STARTS) else message,
+        *(_NO_USAGE if usage is None else map(str, usage)),
     ]

@@ -26,6 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, RESULT_TYPES, ResultLine, as_text, token_count
 from .transport import jsonl_lines
+from .usage import anthropic_usage
 
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
@@ -160,6 +161,7 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         error_type,
         error_message,
         raw,
+        anthropic_usage(usage) if usage is not EMPTY else None,
     )
 
 

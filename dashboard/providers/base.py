@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from .usage import Usage
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -59,6 +61,10 @@ class Batch:
     # The batch's own labels as its owner set them (shown and searched as its metadata), for a provider
     # whose JSON means something else by "metadata" (Gemini: the batch itself); None: raw["metadata"].
     labels: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The model the batch runs, where the batch object says it (OpenAI, Gemini, Bedrock); "" otherwise.
+    model: str = ""
+    # Its tokens so far, where the batch object reports them (OpenAI's usage); None: not reported or not trusted.
+    usage: Usage | None = None
 
     @property
     def progress_is_unseen(self) -> bool:

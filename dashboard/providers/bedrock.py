@@ -32,6 +32,7 @@ from .errors import (
 )
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
+from .usage import bedrock_usage, model_name
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials
@@ -313,6 +314,7 @@ def parse_batch(data: Any, *, account: str, secrets: Secrets = ()) -> Batch:
         raw=data,
         # Its name is what its owner calls it: shown and searched as its labels (a job has no metadata).
         labels={"jobName": data["jobName"]} if isinstance(data.get("jobName"), str) and data["jobName"] else {},
+        model=model_name(data.get("modelId")),
     )
 
 
@@ -356,6 +358,7 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         as_text(code),
         as_text(message),
         raw,
+        bedrock_usage(output) if output is not EMPTY else None,
     )
 
 

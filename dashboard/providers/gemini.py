@@ -31,6 +31,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
 from .transport import jsonl_lines
+from .usage import gemini_usage, model_name
 
 NAME = "gemini"  # in account keys, the store and URLs
 LABEL = "Gemini"  # shown to operators
@@ -223,6 +224,7 @@ def parse_batch(data: Any, *, account: str, secrets: Secrets = ()) -> Batch:
         timestamps=timestamps,
         raw=data,
         labels={"displayName": display_name} if isinstance(display_name, str) and display_name else {},
+        model=model_name(batch.get("model"), prefix="models/"),
     )
 
 
@@ -278,6 +280,7 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         as_text(error.get("status") or error.get("code")),
         as_text(error.get("message")),
         raw,
+        gemini_usage(usage) if usage is not EMPTY else None,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from .usage import Usage
+
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 
 
@@ -22,6 +24,8 @@ class ResultLine(NamedTuple):
     error_type: str = ""
     error_message: str = ""
     raw: str = ""
+    # The tokens billed for it, by disjoint kind; None: not reported, or a usage block not to be trusted.
+    usage: Usage | None = None
 
 
 EMPTY: dict = {}  # what a missing or odd object reads as (never written to)

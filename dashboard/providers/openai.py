@@ -26,6 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
 from .transport import jsonl_lines
+from .usage import model_name, openai_usage
 
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
@@ -170,6 +171,8 @@ def parse_batch(data: Any, *, account: str, secrets: Secrets = (), provider: str
         cancel_initiated_at=timestamps["cancelling_at"],
         timestamps=timestamps,
         raw=data,
+        model=model_name(data.get("model")),
+        usage=openai_usage(data.get("usage")),
     )
 
 
@@ -220,6 +223,7 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         as_text(error.get("type") or error.get("code")),
         as_text(error.get("message")),
         raw,
+        openai_usage(usage) if usage is not EMPTY else None,
     )
 
 

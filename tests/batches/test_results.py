@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import itertools
@@ -25,6 +26,7 @@ from dashboard.batches.results import (
     summarize,
 )
 from dashboard.redaction import redact
+from dashboard.providers.usage import Usage
 
 
 def dumps(data) -> bytes:
@@ -80,6 +82,7 @@ def test_anthropic_succeeded_line():
         error_type="",
         error_message="",
         raw=raw.decode(),
+        usage=Usage(input=17, output=42),
     )
 
 
@@ -91,7 +94,7 @@ def test_anthropic_errored_line_reads_the_nested_error_not_the_envelope():
     assert line.error_type == "invalid_request_error"
     assert line.error_message == "messages.0.content: text content blocks must be non-empty"
     assert line.model == "" and line.stop_reason == ""
-    assert line.input_tokens is None and line.output_tokens is None
+    assert line.input_tokens is None and line.output_tokens is None and line.usage is None
 
 
 @pytest.mark.parametrize("kind", ["canceled", "expired"])
@@ -186,6 +189,7 @@ def test_openai_output_line():
         input_tokens=11,
         output_tokens=5,
         raw=raw.decode(),
+        usage=Usage(input=11, output=5),
     )
 
 
@@ -559,12 +563,34 @@ def test_csv_row_columns_and_values():
         "output_tokens": "5",
         "error_type": "",
         "error_message": "",
+        "billed_input_tokens": "11",
+        "billed_cache_read_tokens": "0",
+        "billed_cache_write_tokens": "0",
+        "billed_output_tokens": "5",
+        "billed_reasoning_tokens": "0",
     }
+
+
+def test_csv_row_has_the_provider_s_counts_and_the_disjoint_billed_kinds():
+    data = copy.deepcopy(OPENAI_OUTPUT)
+    data["response"]["body"]["usage"] = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 300,
+        "total_tokens": 1300,
+        "prompt_tokens_details": {"cached_tokens": 768},
+        "completion_tokens_details": {"reasoning_tokens": 256},
+    }
+    row = dict(zip(CSV_COLUMNS, csv_row(parse_line("openai", 1, dumps(data), "output")), strict=True))
+    assert (row["input_tokens"], row["output_tokens"]) == ("1000", "300")
+    billed = [row[f"billed_{kind}_tokens"] for kind in ("input", "cache_read", "cache_write", "output", "reasoning")]
+    assert billed == ["232", "768", "0", "44", "256"]
+    assert sum(map(int, billed)) == 1300
 
 
 def test_csv_row_of_an_errored_line_has_empty_token_cells():
     row = dict(zip(CSV_COLUMNS, csv_row(parse_line("anthropic", 2, dumps(ANTHROPIC_ERRORED))), strict=True))
     assert row["input_tokens"] == "" and row["output_tokens"] == ""
+    assert all(row[name] == "" for name in CSV_COLUMNS if name.startswith("billed_"))
     assert row["error_type"] == "invalid_request_error"
 
 
