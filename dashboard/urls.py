@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from .metrics import views as metrics_views
-from .web import alarm_views, bulk_views, health, sign_in, sso, views
+from .web import alarm_views, bulk_views, health, sign_in, spend_views, sso, views
 
 batch = "batches/<slug:account_key>/<str:batch_id>"
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path(f"{batch}/results/download", views.batch_results_download, name="batch-results-download"),
     path(f"{batch}/results/export.csv", views.batch_results_export, name="batch-results-export"),
     path("audit/", views.audit_log, name="audit-log"),
+    path("spend/", spend_views.spend_page, name="spend"),
     path(f"{batch}/alarms", alarm_views.batch_alarms, name="batch-alarms"),
     path("alarms/", alarm_views.alarm_list, name="alarm-list"),
     path("alarms/badge", alarm_views.alarm_badge, name="alarm-badge"),

@@ -7,6 +7,9 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+
 from dashboard.batches.models import BatchTokens, StoredBatch
 
 from .prices import KINDS, Estimate
@@ -91,3 +94,128 @@ def batch_spend(*, stored_batch_pk: int, provider: str) -> BatchSpend:
         tokens_source=stored.get("tokens_source", ""),
         tokens_note=stored.get("tokens_note", ""),
     )
+
+
+# The spend page: tokens summed in SQL by (account, model, day), priced per group here.
+
+
+@dataclass(frozen=True)
+class SpendGroup:
+    account: str
+    provider: str
+    model: str
+    day: dt.date  # the UTC day the batches ended; today for batches still running (an estimate)
+    tokens: dict[str, int]
+    batches: int
+    running: bool  # batches not ended yet, counted today
+    estimate: Estimate | None
+
+    @property
+    def cost(self) -> Decimal:
+        return self.estimate.total if self.estimate else Decimal(0)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.tokens.values())
+
+    @property
+    def priced_fully(self) -> bool:
+        return self.estimate is not None and self.estimate.complete
+
+
+@dataclass(frozen=True)
+class Total:
+    key: str  # an account key, a model, or an ISO day
+    cost: Decimal
+    tokens: int
+    unpriced_tokens: int  # tokens of models (or kinds) without a price: not in `cost`
+
+
+@dataclass(frozen=True)
+class SpendReport:
+    start: dt.date
+    end: dt.date
+    groups: tuple[SpendGroup, ...]
+
+    def _totals(self, key) -> list[Total]:
+        sums: dict[str, list] = {}
+        for group in self.groups:
+            item = sums.setdefault(key(group), [Decimal(0), 0, 0])
+            item[0] += group.cost
+            item[1] += group.total_tokens
+            if group.estimate is None:
+                item[2] += group.total_tokens
+            else:
+                item[2] += sum(group.tokens[kind] for kind in group.estimate.unpriced)
+        return [
+            Total(key=name, cost=cost, tokens=tokens, unpriced_tokens=unpriced)
+            for name, (cost, tokens, unpriced) in sums.items()
+        ]
+
+    def by_account(self) -> list[Total]:
+        return sorted(self._totals(lambda group: group.account), key=lambda total: (-total.cost, total.key))
+
+    def by_model(self) -> list[Total]:
+        return sorted(self._totals(lambda group: group.model), key=lambda total: (-total.cost, total.key))
+
+    def by_day(self) -> list[Total]:
+        """Every day of the range, oldest first, days without spend included (zero)."""
+        found = {total.key: total for total in self._totals(lambda group: group.day.isoformat())}
+        days = [self.start + dt.timedelta(days=offset) for offset in range((self.end - self.start).days + 1)]
+        return [
+            found.get(day.isoformat(), Total(key=day.isoformat(), cost=Decimal(0), tokens=0, unpriced_tokens=0))
+            for day in days
+        ]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((group.cost for group in self.groups), Decimal(0))
+
+    @property
+    def unpriced_tokens(self) -> int:
+        return sum(total.unpriced_tokens for total in self.by_account())
+
+    @property
+    def unknown_models(self) -> list[str]:
+        return sorted({group.model for group in self.groups if group.estimate is None})
+
+
+_SUMS = {**{kind: Sum(kind) for kind in KINDS}, "batches": Count("batch", distinct=True)}
+
+
+def _grouped(rows, *, day_of: tuple[str, ...]) -> list[dict]:
+    return list(rows.values("batch__account", "batch__provider", "model", *day_of).annotate(**_SUMS))
+
+
+def spend_report(*, account_keys: list[str], start: dt.date, end: dt.date, today: dt.date) -> SpendReport:
+    """Spend of these accounts from `start` to `end` (UTC days, both included): the batches that ended on
+    each day, and those still running counted today. Two aggregate queries; cost computed per group."""
+    mine = BatchTokens.objects.filter(batch__account__in=account_keys)
+    first = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
+    after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    ended = mine.filter(batch__is_ended=True, batch__ended_at__gte=first, batch__ended_at__lt=after).annotate(
+        day=TruncDate("batch__ended_at", tzinfo=dt.UTC)
+    )
+    rows = [(row, row["day"], False) for row in _grouped(ended, day_of=("day",))]
+    if start <= today <= end:
+        running = mine.filter(batch__is_ended=False, batch__gone_at__isnull=True)
+        rows += [(row, today, True) for row in _grouped(running, day_of=())]
+    table = current_table()
+    groups = []
+    for row, day, is_running in rows:
+        tokens = {kind: int(row[kind] or 0) for kind in KINDS}
+        provider = row["batch__provider"]
+        groups.append(
+            SpendGroup(
+                account=row["batch__account"],
+                provider=provider,
+                model=row["model"],
+                day=day,
+                tokens=tokens,
+                batches=row["batches"],
+                running=is_running,
+                estimate=table.cost(tokens, row["model"], provider) if row["model"] else None,
+            )
+        )
+    groups.sort(key=lambda group: (group.day, group.account, group.model, group.running))
+    return SpendReport(start=start, end=end, groups=tuple(groups))

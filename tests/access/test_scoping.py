@@ -75,6 +75,8 @@ def visits(batches: dict, other_operation: int) -> list[tuple[str, str, dict]]:
         ("alarm-list", "/alarms/", {}),
         ("alarm-badge", "/alarms/badge", HTMX),
         ("audit-log", "/audit/", {}),
+        ("spend", "/spend/", {}),
+        ("spend", "/spend/?format=csv", {}),
         ("bulk-cancel-list", "/bulk-cancel/", {}),
         ("bulk-cancel-preview", "/bulk-cancel/preview", {}),
         ("bulk-cancel-progress", f"/bulk-cancel/{other_operation}/", {}),
