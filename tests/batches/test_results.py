@@ -25,8 +25,8 @@ from dashboard.batches.results import (
     safe_cell,
     summarize,
 )
-from dashboard.redaction import redact
 from dashboard.providers.usage import Usage
+from dashboard.redaction import redact
 
 
 def dumps(data) -> bytes:

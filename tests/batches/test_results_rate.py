@@ -125,7 +125,7 @@ def test_the_buffered_export_still_neutralizes_formulas_and_filters(operator_cli
     response = operator_client.get(url(ended, "results/export.csv"))
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [row[1] for row in rows[1:]] == ["'=HYPERLINK(1)", "err-000001", "'-1+1"]
-    assert rows[2][8:] == ["'+evil", "'@SUM(A1)"]
+    assert rows[2][8:10] == ["'+evil", "'@SUM(A1)"]
     response = operator_client.get(url(ended, "results/export.csv?type=errored"))
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [row[1] for row in rows[1:]] == ["err-000001"]

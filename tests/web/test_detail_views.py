@@ -503,7 +503,8 @@ def test_csv_export_of_the_filtered_lines(operator_client, ended_anthropic):
     errored = [(n, e) for n, e in enumerate(results, start=1) if e["result"]["type"] == "errored"]
     assert [(row[0], row[1], row[2]) for row in rows[1:]] == [(str(n), e["custom_id"], "errored") for n, e in errored]
     first = errored[0][1]["result"]["error"]["error"]
-    assert rows[1][8:] == [first["type"], first["message"]]
+    assert rows[1][8:10] == [first["type"], first["message"]]
+    assert rows[1][10:] == [""] * 5  # an errored line bills no tokens: its usage is not reported
 
     everything = list(
         csv.reader(io.StringIO(fetch(operator_client, f"/batches/anthropic-ops/{batch_id}/results/export.csv").body))
