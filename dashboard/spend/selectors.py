@@ -219,3 +219,25 @@ def spend_report(*, account_keys: list[str], start: dt.date, end: dt.date, today
         )
     groups.sort(key=lambda group: (group.day, group.account, group.model, group.running))
     return SpendReport(start=start, end=end, groups=tuple(groups))
+
+
+@dataclass(frozen=True)
+class SpentToday:
+    """The list header's "spent today": per account key and in total, batches ended today (UTC) and running."""
+
+    by_account: dict[str, Total]
+    total: Total
+
+
+def spent_today(*, account_keys: list[str], today: dt.date) -> SpentToday:
+    report = spend_report(account_keys=account_keys, start=today, end=today, today=today)
+    by_account = {total.key: total for total in report.by_account()}
+    return SpentToday(
+        by_account=by_account,
+        total=Total(
+            key="",
+            cost=report.total,
+            tokens=sum(total.tokens for total in by_account.values()),
+            unpriced_tokens=report.unpriced_tokens,
+        ),
+    )

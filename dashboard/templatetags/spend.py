@@ -34,3 +34,9 @@ def token_kinds(kinds: tuple[str, ...]) -> str:
 def thousands(number: int) -> str:
     """12345678 → "12,345,678"."""
     return f"{number:,}"
+
+
+@register.filter
+def spent_by(spent, account_key: str):
+    """The `Total` of `account_key` in a SpentToday (the list header's per-account line); None when it spent nothing."""
+    return spent.by_account.get(account_key) if spent else None

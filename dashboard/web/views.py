@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+from datetime import UTC
 from itertools import chain
 from urllib.parse import urlencode
 
@@ -225,6 +226,9 @@ def list_header(request: HttpRequest) -> HttpResponse:
     operated = access(request).accounts(Role.OPERATOR, accounts)
     context = {
         "figures": header_figures.header_figures(accounts=accounts),
+        "spent_today": spend_selectors.spent_today(
+            account_keys=[account.key for account in accounts], today=timezone.now().astimezone(UTC).date()
+        ),
         "can_cancel": bool(operated),
         "cancelable": bulk.count_cancelable(accounts=operated, filters=filters) if operated else 0,
         "filter_query": filters.query(),

@@ -194,3 +194,17 @@ def test_the_report_is_two_queries_whatever_the_number_of_batches(db, django_ass
     assert sum(group.batches for group in report.groups) == 20
     assert len(report.groups) == 5
     assert report.total == Decimal(20_000) * Decimal("0.125") / 1_000_000
+
+
+def test_the_list_header_says_what_each_account_spent_today(operator_client, spend_store):
+    body = operator_client.get(reverse("list-header"), HTTP_HX_REQUEST="true").content.decode()
+    glance = visible(
+        re.search(r'<span class="glance-figure spent-today".*?</span>\s*<span class="glance-more', body, re.S).group(0)
+    )
+    # today: the running Haiku batch ($0.50) and a Fable batch without a price; yesterday's is not today's
+    assert glance.startswith("$0.50 spent today + unpriced")
+    cells = dict(re.findall(r'data-account="([a-z-]+)">.*?<td class="num spent-today">(.*?)</td>', body, re.S))
+    assert visible(cells["anthropic-ops"]) == "$0.00"
+    assert visible(cells["anthropic-research"]) == "$0.50 +?"
+    total = re.search(r'summary-total.*?<td class="num spent-today">(.*?)</td>', body, re.S).group(1)
+    assert visible(total) == "$0.50 +?"
