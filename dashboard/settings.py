@@ -386,6 +386,9 @@ ALARM_ENDED_BADLY_PERCENT = float(os.environ.get("ALARM_ENDED_BADLY_PERCENT", "1
 ALARM_ENDED_BADLY_HOURS = float(os.environ.get("ALARM_ENDED_BADLY_HOURS", "24"))
 # Account failing: its polls have failed, with no success, for this long.
 ALARM_ACCOUNT_FAILING_MINUTES = float(os.environ.get("ALARM_ACCOUNT_FAILING_MINUTES", "10"))
+# Budgets (alarm thresholds "daily/monthly budget spent", in US dollars, per account or * for all): the
+# "nearly spent" alarm opens at this share of a budget, unless its own threshold row says otherwise.
+ALARM_BUDGET_NEAR_PERCENT = float(os.environ.get("ALARM_BUDGET_NEAR_PERCENT", "80"))
 
 # Spend (dashboard/spend): a JSON file of negotiated rates, in the format of dashboard/spend/prices.json; its
 # entries replace the shipped list prices of the same provider and model, or add models. Checked at start.

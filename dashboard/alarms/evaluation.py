@@ -14,9 +14,11 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from types import ModuleType
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.lookups import GreaterThan
@@ -29,13 +31,16 @@ from ..batches.run_times import ended_run_times, failed_statuses
 from ..redaction import redact
 from .models import EVALUATOR_PK, Alarm, AlarmEvaluator, AlarmThreshold
 from .rules import (
+    ALL_ACCOUNTS,
     AccountFacts,
     AccountRunTimes,
     BatchFacts,
+    Budget,
     Key,
     Limits,
     Rule,
     Snapshot,
+    SpendFacts,
     account_limits,
     conditions,
     default_limits,
@@ -124,10 +129,12 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
     """What the rules read at `now` for these accounts: their health, their running batches, those
     that ended within the ended-badly window, and (for providers that report outcomes only at the
     end) how long their ended batches took (batches/run_times.py). One query each, plus one per account with running
-    batches of such a provider (its run times)."""
+    batches of such a provider (its run times), and two for the spend when a budget is set (thresholds)."""
     keys = sorted(set(account_keys))
     defaults = default_limits()
-    limits = account_limits(defaults, AlarmThreshold.objects.filter(account__in=keys))
+    thresholds = list(AlarmThreshold.objects.filter(account__in=[*keys, ALL_ACCOUNTS]))
+    budget_rules = {*BUDGET_RULES, *NEAR_RULES}
+    limits = account_limits(defaults, [row for row in thresholds if row.rule not in budget_rules])
 
     def limits_for(account: str) -> Limits:
         return limits.get(account, defaults)
@@ -181,7 +188,83 @@ def load_snapshot(now: datetime, account_keys: Iterable[str]) -> Snapshot:
         account: AccountRunTimes(ended_run_times(account=account, failed=failed_anywhere))
         for account in sorted(wanting)
     }
-    return Snapshot(batches=batches, accounts=accounts, run_times=run_times, limits=limits, defaults=defaults)
+    budgets = budgets_of([row for row in thresholds if row.rule in budget_rules])
+    return Snapshot(
+        batches=batches,
+        accounts=accounts,
+        run_times=run_times,
+        limits=limits,
+        defaults=defaults,
+        budgets=budgets,
+        spend=load_spend(now, keys, budgets),
+    )
+
+
+BUDGET_RULES = {Rule.BUDGET_DAY_OVER: "day", Rule.BUDGET_MONTH_OVER: "month"}
+NEAR_RULES = {Rule.BUDGET_DAY_NEAR: "day", Rule.BUDGET_MONTH_NEAR: "month"}
+
+
+def budgets_of(thresholds: Iterable[AlarmThreshold]) -> list[Budget]:
+    """The budgets these threshold rows set: each `*_over` row with a value (US dollars), switched on; each
+    warns at its `*_near` row's share, else ALARM_BUDGET_NEAR_PERCENT (none when that row is switched off)."""
+    rows = [
+        {"account": row.account, "rule": row.rule, "enabled": row.enabled, "value": row.value} for row in thresholds
+    ]
+    over = {(row["account"], BUDGET_RULES[row["rule"]]): row for row in rows if row["rule"] in BUDGET_RULES}
+    near = {(row["account"], NEAR_RULES[row["rule"]]): row for row in rows if row["rule"] in NEAR_RULES}
+    budgets = []
+    for (account, period), row in sorted(over.items()):
+        if not row["enabled"] or row["value"] is None:
+            continue
+        warn = near.get((account, period))
+        if warn is not None and not warn["enabled"]:
+            near_percent = None
+        elif warn is not None and warn["value"] is not None:
+            near_percent = float(warn["value"])
+        else:
+            near_percent = float(settings.ALARM_BUDGET_NEAR_PERCENT)
+        budgets.append(
+            Budget(account=account, period=period, usd=Decimal(str(row["value"])), near_percent=near_percent)
+        )
+    return budgets
+
+
+def load_spend(now: datetime, account_keys: Sequence[str], budgets: Sequence[Budget]) -> dict[str, SpendFacts]:
+    """What the accounts with a budget spent today and this month (UTC), and all of them together when
+    that has a budget; no query at all when there is no budget (spend/selectors.py: two otherwise)."""
+    if not budgets:
+        return {}
+    from ..spend.selectors import spend_report
+
+    everyone = any(budget.account == ALL_ACCOUNTS for budget in budgets)
+    keys = list(account_keys) if everyone else sorted({budget.account for budget in budgets} & set(account_keys))
+    today = now.astimezone(UTC).date()
+    report = spend_report(account_keys=keys, start=today.replace(day=1), end=today, today=today)
+    sums: dict[str, list] = {}
+    for group in report.groups:
+        unpriced = (
+            group.total_tokens
+            if group.estimate is None
+            else sum(group.tokens[kind] for kind in group.estimate.unpriced)
+        )
+        for subject in (group.account, ALL_ACCOUNTS):
+            item = sums.setdefault(subject, [Decimal(0), Decimal(0), 0, 0])
+            item[1] += group.cost
+            item[3] += unpriced
+            if group.day == today:
+                item[0] += group.cost
+                item[2] += unpriced
+    return {
+        subject: SpendFacts(
+            account=subject,
+            day=today,
+            today=spent_today,
+            month=month,
+            unpriced_today=unpriced_today,
+            unpriced_month=unpriced_month,
+        )
+        for subject, (spent_today, month, unpriced_today, unpriced_month) in sums.items()
+    }
 
 
 def ended_in_view(*, seen_running: bool, created_at: datetime, first_success_at: datetime | None) -> bool:

@@ -13,6 +13,12 @@ class AlarmRule(models.TextChoices):
     ERROR_RATE = "error_rate", "error rate"
     ENDED_BADLY = "ended_badly", "ended badly"
     ACCOUNT_FAILING = "account_failing", "account failing"
+    # Spend (dashboard/spend): the budget is the `value` of an account's (or "*", all accounts together)
+    # *_over threshold row, in US dollars; a *_near row's `value` is the share that warns, in percent.
+    BUDGET_DAY_NEAR = "budget_day_near", "daily budget nearly spent"
+    BUDGET_DAY_OVER = "budget_day_over", "daily budget spent"
+    BUDGET_MONTH_NEAR = "budget_month_near", "monthly budget nearly spent"
+    BUDGET_MONTH_OVER = "budget_month_over", "monthly budget spent"
 
 
 class Alarm(models.Model):
@@ -76,14 +82,18 @@ class Alarm(models.Model):
 class AlarmThreshold(models.Model):
     """One account's own thresholds for one rule, instead of the ALARM_* settings; edited in the admin."""
 
-    account = models.CharField(max_length=100, help_text="The account's key, as in the URLs: e.g. openai-ops.")
+    account = models.CharField(
+        max_length=100,
+        help_text="The account's key, as in the URLs: e.g. openai-ops; for a budget, * is every account together.",
+    )
     rule = models.CharField(max_length=32, choices=AlarmRule.choices)
     enabled = models.BooleanField(default=True, help_text="Off: this rule never alarms for this account.")
     value = models.FloatField(
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
-        help_text="Minutes (stuck, account failing), hours (expiring), percent (error rate, ended badly). "
+        help_text="Minutes (stuck, account failing), hours (expiring), percent (error rate, ended badly, a budget "
+        "nearly spent: the share that warns), US dollars (a budget spent: the budget itself; no row, no budget). "
         "Empty: the setting's default.",
     )
     min_outcomes = models.PositiveIntegerField(

@@ -21,6 +21,12 @@ The rules (each a pure function of what the store holds and `now`, so tests give
   in (its outcome shows in the header's figures and on its row), never an alarm;
 - **account failing**: an account's polls failing, with no success, for ALARM_ACCOUNT_FAILING_MINUTES
   (at once for an account whose polls have never succeeded).
+- **budgets** (daily and monthly; dashboard/spend): an account's estimated spend, or every account's
+  together (account `*`), reaching a share of its budget (ALARM_BUDGET_NEAR_PERCENT, "nearly spent")
+  and the whole of it ("spent"). Spend is what the spend page counts: batches that ended that UTC day
+  (that month), plus those still running where their tokens are known, at the price table's prices;
+  tokens without a price are said, never counted as zero. A budget is a threshold row (`*_over`,
+  value in US dollars): no row, no budget. A daily alarm resolves when the UTC day turns.
 
 A rule's condition is judged as of the batch's last successful read (`last_fetched_at`): while an
 account's polls fail, its batches' alarms stay as they were, and the account's own alarm says why.
@@ -40,7 +46,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 
@@ -181,6 +188,8 @@ class Snapshot:
     run_times: Mapping[str, Sequence[RunTime]] = field(default_factory=dict)
     limits: Mapping[str, Limits] = field(default_factory=dict)
     defaults: Limits | None = None
+    budgets: Sequence[Budget] = ()
+    spend: Mapping[str, SpendFacts] = field(default_factory=dict)  # by account key, and ALL_ACCOUNTS
 
     def limits_for(self, account: str) -> Limits:
         return self.limits.get(account) or self.defaults or default_limits()
@@ -318,6 +327,71 @@ def account_failing(account: AccountFacts, limits: Limits, now: datetime) -> str
     return f"Polls have failed since the last success at {when(account.last_success_at)}.{last}"
 
 
+ALL_ACCOUNTS = "*"  # a budget of every account together
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class SpendFacts:
+    """What an account (or ALL_ACCOUNTS) spent on `day` (UTC) and in its month up to it, estimated."""
+
+    account: str
+    day: date
+    today: Decimal = Decimal(0)
+    month: Decimal = Decimal(0)
+    unpriced_today: int = 0  # tokens without a price: not in `today`
+    unpriced_month: int = 0
+
+
+@dataclass(frozen=True)
+class Budget:
+    account: str  # an account's key, or ALL_ACCOUNTS
+    period: str  # "day" or "month"
+    usd: Decimal
+    near_percent: float | None  # the share that warns; None: no "nearly spent" alarm
+
+    @property
+    def rules(self) -> tuple[Rule, Rule]:
+        """(nearly spent, spent) of this budget's period."""
+        if self.period == "day":
+            return Rule.BUDGET_DAY_NEAR, Rule.BUDGET_DAY_OVER
+        return Rule.BUDGET_MONTH_NEAR, Rule.BUDGET_MONTH_OVER
+
+
+def dollars(amount: Decimal) -> str:
+    return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+
+
+def budget_alarms(budget: Budget, spend: SpendFacts) -> list[tuple[Rule, str]]:
+    """The budget's alarms that hold: "nearly spent" from its share on, "spent" from the whole on (both
+    while over); nothing while nothing is spent (a budget of $0 forbids any spend)."""
+    daily = budget.period == "day"
+    spent = spend.today if daily else spend.month
+    unpriced = spend.unpriced_today if daily else spend.unpriced_month
+    if spent <= 0:
+        return []
+    near, over = budget.rules
+    found = []
+    if budget.near_percent is not None and spent * 100 >= budget.usd * Decimal(str(budget.near_percent)):
+        found.append(near)
+    if spent >= budget.usd:
+        found.append(over)
+    if not found:
+        return []
+    who = "All accounts together" if budget.account == ALL_ACCOUNTS else "The account"
+    when_spent = f"on {spend.day:%Y-%m-%d} (UTC)" if daily else f"in {spend.day:%B %Y} up to {spend.day:%Y-%m-%d} (UTC)"
+    share = f"{spent * 100 / budget.usd:.0f}%" if budget.usd else "over a budget of $0"
+    text = (
+        f"{who} spent an estimated {dollars(spent)} of {'their' if budget.account == ALL_ACCOUNTS else 'its'} "
+        f"{dollars(budget.usd)} {'daily' if daily else 'monthly'} budget {when_spent}: {share}"
+    )
+    if budget.near_percent is not None and over not in found:
+        text += f" (warns from {number(budget.near_percent)}%)"
+    text += ". Batches that ended then and those still running, at the price table's prices"
+    text += f"; {unpriced:,} tokens without a price are not counted." if unpriced else "."
+    return [(rule, text) for rule in found]
+
+
 Key = tuple[str, str, int | None]  # (rule, account, stored batch pk or None for the account)
 
 
@@ -340,4 +414,8 @@ def conditions(snapshot: Snapshot, now: datetime) -> dict[Key, str]:
         limits = snapshot.limits_for(account.account)
         if limits.on(Rule.ACCOUNT_FAILING) and (detail := account_failing(account, limits, now)):
             held[Rule.ACCOUNT_FAILING.value, account.account, None] = detail
+    for budget in snapshot.budgets:
+        spend = snapshot.spend.get(budget.account) or SpendFacts(account=budget.account, day=now.astimezone(UTC).date())
+        for rule, detail in budget_alarms(budget, spend):
+            held[rule.value, budget.account, None] = detail
     return held

@@ -23,8 +23,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from ..access.models import Role
+from ..accounts import configured_accounts
 from ..alarms import selectors as alarm_selectors
 from ..alarms import services as alarm_services
+from ..alarms.rules import ALL_ACCOUNTS
 from ..batches import feed
 from ..models import Alarm
 from . import live
@@ -43,10 +45,19 @@ def _common(request: HttpRequest) -> dict:
     return {
         "poll_seconds": settings.ROW_POLL_SECONDS,
         "acknowledge_accounts": {account.key for account in access(request).accounts(Role.OPERATOR, accounts)},
-        "account_labels": {account.key: account.label for account in accounts},
+        "account_labels": account_labels(accounts),
         "changed_event": CHANGED_EVENT,
         "note_limit": alarm_services.NOTE_LIMIT,
     }
+
+
+def account_labels(accounts: list) -> dict[str, str]:
+    """The accounts' labels by key; and, for one who sees every configured account, the budget alarms of
+    all accounts together (alarms/rules.py, ALL_ACCOUNTS)."""
+    labels = {account.key: account.label for account in accounts}
+    if accounts and set(labels) >= {account.key for account in configured_accounts()}:
+        labels[ALL_ACCOUNTS] = "All accounts"
+    return labels
 
 
 def _unacknowledged_first(rows):
