@@ -3,7 +3,10 @@ they are the same whichever web process is scraped:
 - batches and their requests: GROUP BY over the store (StoredBatch);
 - each account's poll lag and failures: AccountState, for every configured account;
 - upstream calls and their latency: UpstreamCallStats, which every process adds to (call_counter.py);
-- open alarms by rule.
+- open alarms by rule;
+- tokens by account, provider, model and kind, and their estimated cost (dashboard/spend): one GROUP BY over
+  BatchTokens, priced at the current price table: issue 21's batch_tokens_total and batch_cost_usd_total,
+  under the prefix of every metric here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class StoreCollector:
         yield from poll_metrics()
         yield from upstream_metrics()
         yield from alarm_metrics()
+        yield from spend_metrics()
 
     def describe(self) -> Iterable[Metric]:
         return []  # no describe at registration: that would query the database at import
@@ -169,6 +173,42 @@ def alarm_metrics() -> Iterator[Metric]:
     for rule, count in sorted(counts.items()):
         alarms.add_metric([rule], count)
     yield alarms
+
+
+def spend_metrics() -> Iterator[Metric]:
+    from ..models import BatchTokens
+    from ..spend.prices import KINDS
+    from ..spend.table import current_table
+
+    tokens = CounterMetricFamily(
+        _name("batch_tokens"),
+        "Tokens of the stored batches by account, provider, model and kind (input: fresh input; cache_read, "
+        "cache_write; output: not reasoning; reasoning). Kinds are disjoint; model is empty when not reported.",
+        labels=["account", "provider", "model", "kind"],
+    )
+    cost = CounterMetricFamily(
+        _name("batch_cost_usd"),
+        "Estimated cost in US dollars of the stored batches' tokens at the price table's prices, batch discount "
+        "included, by account, provider and model; a model without a price has no sample, and tokens of a kind "
+        "without a price are not counted.",
+        labels=["account", "provider", "model"],
+    )
+    table = current_table()
+    rows = (
+        BatchTokens.objects.order_by()
+        .values("batch__account", "batch__provider", "model")
+        .annotate(**{kind: Sum(kind) for kind in KINDS})
+    )
+    for row in sorted(rows, key=lambda row: (row["batch__account"], row["model"])):
+        labels = [row["batch__account"], row["batch__provider"], row["model"]]
+        counts = {kind: int(row[kind] or 0) for kind in KINDS}
+        for kind in KINDS:
+            tokens.add_metric([*labels, kind], counts[kind])
+        estimate = table.cost(counts, row["model"], row["batch__provider"]) if row["model"] else None
+        if estimate is not None:
+            cost.add_metric(labels, float(estimate.total))
+    yield tokens
+    yield cost
 
 
 registry = CollectorRegistry(auto_describe=False)
