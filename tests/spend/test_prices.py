@@ -294,3 +294,12 @@ def test_the_module_level_cost_uses_the_table_it_is_given() -> None:
     assert prices.cost({"input": 1}, "claude-opus-4-1", "anthropic", table=SHIPPED) == SHIPPED.cost(
         {"input": 1}, "claude-opus-4-1", "anthropic"
     )
+
+
+def test_the_readmes_override_example_is_a_valid_price_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("## Spend", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    merged = load_table(write(tmp_path, raw=example))
+    found = merged.entry_for("prod-gpt4o", "openai")
+    assert found is not None and found.model == "gpt-4o" and found.overridden
+    assert found.source_url == ""  # a contract, not a web address
