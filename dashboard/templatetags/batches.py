@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 
 from django import template
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince, timeuntil
 
 from .. import providers
@@ -25,13 +28,29 @@ def provider_label(name: str) -> str:
     return providers.label(name)
 
 
-@register.inclusion_tag("batches/_time.html")
-def moment(value: datetime | None, empty: str = "—", compact: bool = False):
-    """A timestamp shown relative to now, absolute (UTC, then the viewer's zone by JS) on hover;
-    `compact` for a list cell: "3 min ago", "in 1 d 23 h"."""
-    if value is None:
-        return {"value": None, "empty": empty}
-    now = timezone.now()
+@lru_cache(maxsize=8192)
+def _stamps(value: datetime, zone: tzinfo) -> tuple[str, str]:
+    local = value.astimezone(zone)
+    return local.isoformat(), f"{local.year:04d}-{local:%m-%d %H:%M:%S} {local.tzname() or ''}".rstrip()
+
+
+def stamps(value: datetime) -> tuple[str, str]:
+    """`value` in the current time zone as the `date` filter writes it with "c" (ISO 8601) and with
+    "Y-m-d H:i:s T" (what a title shows): a list page writes some 170 of them, and the filter's
+    general format machinery cost more than the rest of a row."""
+    if timezone.is_naive(value):
+        return date_format(value, "c"), date_format(value, "Y-m-d H:i:s T")
+    return _stamps(value, timezone.get_current_timezone())
+
+
+@register.filter
+def stamp(value: datetime | None) -> str:
+    """`value|date:"Y-m-d H:i:s T"`, cheaper (see `stamps`); "" for None."""
+    return "" if value is None else stamps(value)[1]
+
+
+def relative_text(value: datetime, now: datetime, *, compact: bool = False) -> str:
+    """How far `value` is from `now`, as a `moment` says it: "3 minutes ago", "in 1 d 23 h" (compact)."""
     if abs((value - now).total_seconds()) < 60:
         # timesince's smallest unit is the minute: it would say "0 minutes ago".
         relative = "just now" if value <= now else "in a moment"
@@ -40,7 +59,32 @@ def moment(value: datetime | None, empty: str = "—", compact: bool = False):
         relative = f"{span} ago" if value <= now else f"in {span}"
     else:
         relative = f"{timesince(value, now)} ago" if value <= now else f"in {timeuntil(value, now)}"
-    return {"value": value, "relative": relative.replace("\xa0", " "), "compact": compact}
+    return relative.replace("\xa0", " ")
+
+
+def time_html(value: datetime, relative: str, *, compact: bool = False) -> SafeString:
+    """A timestamp shown as `relative` (how far it is from now), absolute (the current time zone, then
+    the viewer's by JS) on hover; `compact` for a list cell: "3 min ago", "in 1 d 23 h"."""
+    iso, title = stamps(value)
+    return format_html(
+        '<time datetime="{}" data-moment{} title="{}">{}</time>', iso, COMPACT if compact else "", title, relative
+    )
+
+
+COMPACT = mark_safe(" data-compact")
+NONE_YET = "—"
+
+
+def no_time_html(empty: str = NONE_YET) -> SafeString:
+    return format_html('<span class="muted">{}</span>', empty)
+
+
+@register.simple_tag
+def moment(value: datetime | None, empty: str = NONE_YET, compact: bool = False) -> SafeString:
+    """A timestamp relative to now (`time_html`), or `empty` for None."""
+    if value is None:
+        return no_time_html(empty)
+    return time_html(value, relative_text(value, timezone.now(), compact=compact), compact=compact)
 
 
 def compact_span(seconds: float) -> str:
@@ -58,29 +102,34 @@ def compact_span(seconds: float) -> str:
 @register.filter
 def ago(value: datetime | None) -> str:
     """How long ago, in the words of a freshness note: "just now", "4 s ago", "3 min ago"."""
-    if value is None:
-        return "never"
-    seconds = int((timezone.now() - value).total_seconds())
+    return "never" if value is None else ago_text(value, timezone.now())
+
+
+def ago_text(value: datetime, now: datetime) -> str:
+    seconds = int((now - value).total_seconds())
     if seconds < 1:
         return "just now"
     if seconds < 60:
         return f"{seconds} s ago"
     if seconds < 3600:
         return f"{seconds // 60} min ago"
-    return f"{timesince(value, timezone.now()).split(',')[0]} ago".replace("\xa0", " ")
+    return f"{timesince(value, now).split(',')[0]} ago".replace("\xa0", " ")
 
 
 @register.simple_tag
 def ago_time(value: datetime | None) -> str:
-    """`ago` in a <time> element, which dashboard.js keeps counting in the browser: a row is sent
-    again only when what it shows changes, not as seconds pass."""
-    if value is None:
-        return ago(value)
+    """`ago` in a <time> element (`ago_time_html`)."""
+    return ago(value) if value is None else ago_time_html(value, ago(value))
+
+
+def ago_time_html(value: datetime, text: str) -> SafeString:
+    """`text` (how long ago `value` was) in a <time> element, which dashboard.js keeps counting in the
+    browser: a row is sent again only when what it shows changes, not as seconds pass."""
     return format_html(
         '<time datetime="{}" data-ago title="{}">{}</time>',
         value.isoformat(),
         value.strftime("%Y-%m-%d %H:%M:%S UTC") if value.utcoffset() == timedelta(0) else value.isoformat(),
-        ago(value),
+        text,
     )
 
 
@@ -135,23 +184,27 @@ def counts_problem(batch: Batch) -> str:
 
 @register.filter
 def duration_since(value: datetime | None) -> str:
-    if not value:
-        return ""
-    if (timezone.now() - value).total_seconds() < 60:
+    return since_text(value, timezone.now()) if value else ""
+
+
+def since_text(value: datetime, now: datetime) -> str:
+    if (now - value).total_seconds() < 60:
         return "less than a minute"
-    return timesince(value, timezone.now()).split(",")[0].replace("\xa0", " ")
+    return timesince(value, now).split(",")[0].replace("\xa0", " ")
 
 
 @register.filter
 def duration_until(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    seconds = (value - timezone.now()).total_seconds()
+    return "" if value is None else until_text(value, timezone.now())
+
+
+def until_text(value: datetime, now: datetime) -> str:
+    seconds = (value - now).total_seconds()
     if seconds <= 0:
         return "no time"
     if seconds < 60:
         return "less than a minute"
-    return timeuntil(value, timezone.now()).split(",")[0].replace("\xa0", " ")
+    return timeuntil(value, now).split(",")[0].replace("\xa0", " ")
 
 
 # --- long values -------------------------------------------------------------------------------

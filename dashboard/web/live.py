@@ -20,11 +20,11 @@ from typing import Any
 from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
-from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
 from ..accounts import Account
 from ..batches import feed
+from . import rows
 
 FEED_PARAMETER = "feed"
 _SALT = "dashboard.web.live"
@@ -110,7 +110,7 @@ def changed_rows_html(
             if view is None:  # gone since
                 watching.pop(row.pk, None)
                 continue
-            text = render_to_string("batches/list.html#row", {**context, "row": view, "oob": True})
+            text = rows.row_html(view, {**context, "oob": True})
             cache.set(key(row.pk, view.fingerprint), text, ROW_HTML_SECONDS)
             if view.is_final:
                 watching.pop(row.pk, None)

@@ -15,7 +15,6 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -30,7 +29,7 @@ from ..bulk import operations as bulk
 from ..models import CancelAttempt
 from ..providers.base import ProviderError
 from ..spend import selectors as spend_selectors
-from . import alarm_views, live
+from . import alarm_views, live, rows
 from .alarm_badge import badge_context
 from .common import ROLE_REFUSALS, access, account_or_404, list_filters, require_role, status_choices, visible_accounts
 
@@ -92,8 +91,8 @@ def cancel_context(request: HttpRequest, account_keys: list[str]) -> dict:
 
 
 def render_row(request: HttpRequest, context: dict) -> HttpResponse:
-    content = render_to_string("batches/list.html#row", context, request)
     view = context["row"]
+    content = rows.row_html(view, context)
     if view is not None and view.is_final:
         # The swapped-in row has no trigger already; 286 also tells htmx to stop polling.
         return HttpResponseStopPolling(content)

@@ -342,7 +342,7 @@ def test_a_changed_row_is_rendered_once_for_every_viewer_who_may_do_the_same(
 
     rendered = []
     monkeypatch.setattr(
-        "dashboard.web.live.render_to_string", lambda *args, **kwargs: rendered.append(args[0]) or real(*args, **kwargs)
+        "dashboard.web.rows.render_to_string", lambda *args, **kwargs: rendered.append(args[0]) or real(*args, **kwargs)
     )
     second = ask(viewers[1], urls[1])
     assert rendered == [] and row_of(second, anthropic_ops) == row_of(first, anthropic_ops)
