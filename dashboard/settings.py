@@ -343,6 +343,10 @@ POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "3"))
 POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
 # Retrieves in flight at once per account, for running batches the listing does not cover cheaper.
 POLL_CONCURRENCY = int(os.environ.get("POLL_CONCURRENCY", "8"))
+# Ended batches whose results (error summary and tokens) the poller counts per account and cycle, after
+# its poll, so that spend counts every ended batch whether or not anyone opens it: one, so that a cycle
+# waits for at most one results file per account (a 100,000-line batch is about a second: bench/tokens.py).
+POLL_RESULTS_PER_CYCLE = int(os.environ.get("POLL_RESULTS_PER_CYCLE", "1"))
 # How long a poller's hold on an account lasts unless renewed: a killed poller's accounts wait this long.
 POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10 * POLL_SECONDS))))
 # How long a bulk cancel item's claim lasts unless renewed (dashboard/bulk/operations.py): past any cancel call.

@@ -312,6 +312,19 @@ def fast_password_hashing():
     cheap.disable()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def polls_count_no_results():
+    """The poller counts the results of ended batches after each poll (POLL_RESULTS_PER_CYCLE): tests
+    have a poll read only what they ask of it, and turn that on where they test it
+    (tests/batches/test_tokens.py, tests/simulator/test_simulator_tokens_sdk.py)."""
+    from django.test import override_settings
+
+    off = override_settings(POLL_RESULTS_PER_CYCLE=0)
+    off.enable()
+    yield
+    off.disable()
+
+
 @pytest.fixture
 def demo_accounts(db):
     """The four documented simulator accounts (flushed between transactional tests, so re-made)."""

@@ -125,6 +125,12 @@ class StoredBatch(models.Model):
                 condition=models.Q(is_ended=True),
                 name="stored_batch_ended_outcomes",
             ),
+            # The poller's next ended batches to count the results (and tokens) of, newest ended first.
+            models.Index(
+                fields=["account", "-ended_at"],
+                condition=models.Q(is_ended=True, tokens_source=""),
+                name="stored_batch_tokens_to_count",
+            ),
         ]
 
     def __str__(self) -> str:

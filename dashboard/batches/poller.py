@@ -47,7 +47,7 @@ from ..models import AccountState, StoredBatch
 from ..notifications import dispatch
 from ..providers.base import NotFound, Page, Provider, ProviderError, RateLimited
 from ..redaction import redact
-from . import store
+from . import services, store
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,21 @@ def poll_account(account: Account, *, now: datetime, provider: Provider | None =
         logger.warning("poll of %s failed: %s", account.key, result.error)
     else:
         _succeeded(state, account, now, result)
+        _count_results(account)
     return result
+
+
+def _count_results(account: Account) -> None:
+    """Count the results of the account's next ended batches (POLL_RESULTS_PER_CYCLE). Never raises: a
+    failure is logged, and the batch is counted again in a later cycle."""
+    if settings.POLL_RESULTS_PER_CYCLE <= 0:
+        return
+    try:
+        services.count_ended_results(account=account, limit=settings.POLL_RESULTS_PER_CYCLE)
+    except ProviderError as error:
+        logger.warning("counting results of %s failed: %s", account.key, redact(error.message, configured_secrets()))
+    except Exception:
+        logger.exception("counting results of %s failed (polling goes on)", account.key)
 
 
 def _record(batches, now: datetime, result: PollResult) -> None:

@@ -6,7 +6,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -14,6 +14,7 @@ import orjson
 
 from .. import providers
 from ..providers.lines import RESULT_TYPES, ResultLine, approximate_reads  # the providers make result lines
+from ..providers.usage import Usage
 
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 
@@ -109,10 +110,31 @@ def page_of(lines: Iterable[ResultLine], *, offset: int, size: int, **filters: s
 
 
 @dataclass(frozen=True)
+class ModelTokens:
+    """The tokens of the lines of one model (as the lines name it; "" when they name none), and how
+    many lines' usage they add up."""
+
+    model: str
+    usage: Usage
+    requests: int
+
+
+@dataclass(frozen=True)
 class ErrorSummary:
     by_type: list[tuple[str, int]]  # (result type, count), in RESULT_TYPES order
     errors: list[tuple[str, str, int]]  # (error type, message, count), most frequent first
     total: int
+    # Counted in the same pass, stored apart (BatchTokens), so not part of what a stored summary
+    # (ResultsSummary.summary) reads back: not compared.
+    tokens: list[ModelTokens] = field(default_factory=list, compare=False)  # most tokens first
+    # Lines that were billed, or may have been, whose usage is unknown: succeeded (or unreadable)
+    # lines without a usage block we trust. Their tokens are in no sum above.
+    usage_unknown: int = field(default=0, compare=False)
+
+
+# Lines that bill tokens: a line of another type (errored, canceled, expired) without usage bills none.
+_BILLED = frozenset(("succeeded", "invalid"))
+MAX_MODEL = 200  # characters of a model name kept (BatchTokens.model)
 
 
 MESSAGE_SHOWN = 300  # characters of an error message a summary keeps
@@ -129,12 +151,34 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     errors: Counter = Counter()
     total = 0
     kept = MESSAGE_SHOWN if clean is None else _MESSAGE_READ
+    # Per model: [input, cache_read, cache_write, output, reasoning, lines]; the model of the line
+    # before is looked up again only when a line names another (a batch is mostly of one model).
+    sums: dict[str, list[int]] = {}
+    last_model, last = None, None
+    unknown = 0
     for line in lines:
         total += 1
         kind = line.type
         by_type[kind] += 1
         if kind == "errored" or kind == "invalid":
             errors[(line.error_type, line.error_message[:kept])] += 1
+        usage = line.usage
+        if usage is None:
+            if kind in _BILLED:
+                unknown += 1
+            continue
+        if line.model != last_model:
+            last_model = line.model
+            last = sums.get(last_model)
+            if last is None:
+                last = sums[last_model] = [0, 0, 0, 0, 0, 0]
+        fresh, cache_read, cache_write, output, reasoning = usage
+        last[0] += fresh
+        last[1] += cache_read
+        last[2] += cache_write
+        last[3] += output
+        last[4] += reasoning
+        last[5] += 1
     if clean is not None:
         cleaned: Counter = Counter()
         for (error_type, message), count in errors.items():  # first seen first, as before: ties keep that order
@@ -144,7 +188,22 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
         by_type=sorted(by_type.items(), key=lambda item: ORDER.get(item[0], len(ORDER))),
         errors=[(kind, message, count) for (kind, message), count in errors.most_common(top)],
         total=total,
+        tokens=_by_model(sums, clean),
+        usage_unknown=unknown,
     )
+
+
+def _by_model(sums: dict[str, list[int]], clean: Callable[[str], str] | None) -> list[ModelTokens]:
+    """Per model as stored: names cut to MAX_MODEL characters (and cleaned, for a stored summary);
+    lines whose model names differ only beyond that are one model."""
+    merged: dict[str, list[int]] = {}
+    for model, counts in sums.items():
+        name = (clean(model) if clean is not None else model).strip()[:MAX_MODEL]
+        kept = merged.setdefault(name, [0, 0, 0, 0, 0, 0])
+        for position, value in enumerate(counts):
+            kept[position] += value
+    tallies = [ModelTokens(model, Usage(*counts[:5]), counts[5]) for model, counts in merged.items()]
+    return sorted(tallies, key=lambda tally: (-tally.usage.total, tally.model))
 
 
 CSV_COLUMNS = (

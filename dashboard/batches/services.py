@@ -13,14 +13,15 @@ from datetime import datetime, timedelta
 from itertools import repeat
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .. import providers
 from ..access.models import Role
 from ..access.selectors import access_for
 from ..accounts import Account, configured_secrets, find_account, provider_for
-from ..models import AccountState, CancelAttempt, ResultsSummary, StoredBatch
-from ..providers.base import AlreadyEnded, BadResponse, Batch, ProviderError, UpstreamTimeout
+from ..models import AccountState, BatchTokens, CancelAttempt, ResultsSummary, StoredBatch
+from ..providers.base import AlreadyEnded, BadResponse, Batch, NotFound, ProviderError, UpstreamTimeout
 from ..providers.transport import jsonl_lines
 from ..redaction import redact
 from . import store
@@ -302,6 +303,8 @@ def error_summary(*, account: Account, batch: Batch) -> ErrorSummary:
     has now is not this one's: counted anew. A failed count stores nothing."""
     sources = ",".join(provider_for(account).result_sources(batch))
     stored = ResultsSummary.objects.filter(batch__account=account.key, batch__batch_id=batch.id, sources=sources)
+    # A summary stored before tokens were counted (tokens not known yet) is counted once more, for them.
+    stored = stored.exclude(batch__tokens_source=StoredBatch.TokensSource.NOT_KNOWN_YET)
     summary = next((row.summary() for row in stored[:1]), None)
     if summary is not None:
         return summary
@@ -313,24 +316,97 @@ def error_summary(*, account: Account, batch: Batch) -> ErrorSummary:
 
 
 def _keep_summary(*, account: Account, batch: Batch, sources: str, summary: ErrorSummary) -> None:
-    """Store `summary` with the stored batch (if the store has it ended); a concurrent first count that
-    stored it already wins, and this one, counted from the same lines, is dropped."""
+    """Store `summary` with the stored batch (if the store has it ended), and the tokens counted in the
+    same pass; of concurrent first counts the first summary stored wins (counted from the same lines)."""
     row = StoredBatch.objects.filter(account=account.key, batch_id=batch.id, is_ended=True).values_list("id", flat=True)
     batch_row = row.first()
     if batch_row is None:
         return
-    try:
-        with transaction.atomic():
-            ResultsSummary.objects.create(
-                batch_id=batch_row,
-                sources=sources,
-                total=summary.total,
-                by_type=[list(pair) for pair in summary.by_type],
-                errors=[list(error) for error in summary.errors],
-                computed_at=timezone.now(),
-            )
-    except IntegrityError:
-        pass  # stored meanwhile by a concurrent first request: the unique constraint keeps one
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                ResultsSummary.objects.create(
+                    batch_id=batch_row,
+                    sources=sources,
+                    total=summary.total,
+                    by_type=[list(pair) for pair in summary.by_type],
+                    errors=[list(error) for error in summary.errors],
+                    computed_at=timezone.now(),
+                )
+        except IntegrityError:
+            pass  # stored meanwhile by a concurrent first request: the unique constraint keeps one
+        # The same lines' tokens: written again by a concurrent count, the same (the batch row locked).
+        _keep_tokens(batch_row=batch_row, summary=summary)
+
+
+MAX_STORED_TOKENS = 2**63 - 1  # what a PositiveBigIntegerField holds on every database
+
+
+def tokens_note(summary: ErrorSummary) -> str:
+    """Why the tokens summed from `summary`'s lines are partial, in an operator's words; "" if they are not."""
+    if not summary.usage_unknown:
+        return ""
+    billed = summary.usage_unknown + sum(tally.requests for tally in summary.tokens)
+    return (
+        f"{summary.usage_unknown:,} of {billed:,} results had no usage that could be read: "
+        "their tokens are not counted."
+    )
+
+
+def _keep_tokens(*, batch_row: int, summary: ErrorSummary) -> None:
+    """The batch's tokens summed from its results, unless its batch object reports them (OpenAI's
+    usage: what the provider bills, kept as the poller stores it)."""
+    stored = StoredBatch.objects.select_for_update().filter(pk=batch_row).values_list("tokens_source", flat=True)
+    if stored.first() == StoredBatch.TokensSource.BATCH:
+        return
+    source, note = StoredBatch.TokensSource.RESULTS, tokens_note(summary)
+    tallies = summary.tokens
+    if any(value > MAX_STORED_TOKENS for tally in tallies for value in (*tally.usage, tally.usage.total)):
+        source, tallies = StoredBatch.TokensSource.UNAVAILABLE, []
+        note = "The results' usage adds up to more tokens than can be believed: not counted."
+    BatchTokens.objects.filter(batch_id=batch_row).delete()
+    BatchTokens.objects.bulk_create(
+        BatchTokens(batch_id=batch_row, model=tally.model, requests=tally.requests, **tally.usage._asdict())
+        for tally in tallies
+    )
+    StoredBatch.objects.filter(pk=batch_row).update(tokens_source=source, tokens_note=note)
+
+
+def count_ended_results(*, account: Account, limit: int = 1) -> int:
+    """Count the results (error summary and tokens, one pass) of up to `limit` of the account's ended
+    batches whose tokens are not known yet, most recently ended first: spend needs every ended batch
+    counted, whether or not anyone opens it. How many were counted or found uncountable. A batch
+    whose results are elsewhere (Bedrock's S3), gone upstream or refused (404, a body that is no
+    results file) is marked unavailable with why; a transient failure (timeout, 5xx, 429) raises,
+    and the batch is counted again later."""
+    rows = StoredBatch.objects.filter(account=account.key, is_ended=True, tokens_source="").order_by(
+        F("ended_at").desc(nulls_last=True), "-id"
+    )
+    done = 0
+    for row in rows[:limit]:
+        batch = store.as_batch(row)
+        elsewhere = provider_for(account).results_elsewhere(batch)
+        if elsewhere:
+            tokens_unavailable(account=account, batch=batch, note=elsewhere)
+        elif row.gone_at is not None:
+            note = "The batch was deleted upstream before its results were counted."
+            tokens_unavailable(account=account, batch=batch, note=note)
+        else:
+            try:
+                error_summary(account=account, batch=batch)
+            except (NotFound, BadResponse) as refused:
+                note = f"The results could not be read: {redact(refused.message, configured_secrets())}"
+                tokens_unavailable(account=account, batch=batch, note=note)
+        done += 1
+    return done
+
+
+def tokens_unavailable(*, account: Account, batch: Batch, note: str) -> None:
+    """The batch's tokens cannot be counted (its results are where the dashboard does not read, or
+    not there any more): said once, with why, rather than shown as zero."""
+    StoredBatch.objects.filter(account=account.key, batch_id=batch.id, tokens_source="").update(
+        tokens_source=StoredBatch.TokensSource.UNAVAILABLE, tokens_note=note[:1000]
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from ..accounts import configured_secrets
-from ..models import BatchChange, StoredBatch
+from ..models import BatchChange, BatchTokens, StoredBatch
 from ..providers import module
 from ..providers.base import Batch
 from ..redaction import redact
@@ -80,7 +80,8 @@ def _state(row: StoredBatch) -> tuple:
 
 def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
     """Store what upstream said of `batch` at `fetched_at`; True when its status or counts changed."""
-    columns = _columns(batch, configured_secrets())
+    secrets = configured_secrets()
+    columns = _columns(batch, secrets)
     for _attempt in range(2):
         try:
             with transaction.atomic():
@@ -96,6 +97,7 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
                         **columns,
                     )
                     _record_change(row, fetched_at)
+                    _record_tokens(row, batch, secrets)
                     return row, True
                 if fetched_at < row.last_fetched_at:
                     return row, False  # an older answer arriving late must not undo a newer one
@@ -109,6 +111,7 @@ def record(batch: Batch, *, fetched_at: datetime) -> tuple[StoredBatch, bool]:
                     row.last_changed_at = fetched_at
                     _record_change(row, fetched_at)
                 row.save()
+                _record_tokens(row, batch, secrets)
                 return row, changed
         except IntegrityError:
             continue  # another writer created it first: update that row instead
@@ -173,6 +176,22 @@ def mark_gone(*, account_key: str, batch_id: str, at: datetime) -> bool:
             gone_at=at, is_ended=True, last_fetched_at=at
         )
     )
+
+
+def _record_tokens(row: StoredBatch, batch: Batch, secrets: list[str]) -> None:
+    """The tokens the batch object reports (OpenAI's usage, as the batch runs): the batch's tokens,
+    under its model. A batch object without usage leaves the tokens as they are (summed from the
+    results once it has ended, by services.error_summary)."""
+    if batch.usage is None:
+        return
+    model = redact(batch.model, secrets)
+    BatchTokens.objects.update_or_create(
+        batch=row, model=model, defaults={"requests": batch.counts.succeeded, **batch.usage._asdict()}
+    )
+    BatchTokens.objects.filter(batch=row).exclude(model=model).delete()
+    if (row.tokens_source, row.tokens_note) != (StoredBatch.TokensSource.BATCH, ""):
+        row.tokens_source, row.tokens_note = StoredBatch.TokensSource.BATCH, ""
+        StoredBatch.objects.filter(pk=row.pk).update(tokens_source=row.tokens_source, tokens_note="")
 
 
 def _record_change(row: StoredBatch, observed_at: datetime) -> None:
