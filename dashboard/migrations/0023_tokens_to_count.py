@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dashboard", "0021_batch_tokens"),
+        ("dashboard", "0022_budget_alarms"),
     ]
 
     operations = [
