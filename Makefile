@@ -89,6 +89,7 @@ bench: install-test
 	$(BIN)/python bench/results.py
 	$(BIN)/python bench/alarms.py
 	$(BIN)/python bench/access.py
+	$(BIN)/python bench/spend.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

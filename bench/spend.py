@@ -1,0 +1,157 @@
+"""Spend at scale: what the spend features cost as the store grows from 10,000 to 100,000 batches.
+
+The store of bench/store_list.py (8 accounts, one batch created every 37 s back from T0, one in ten
+not ended in the last two days, the older ones all ended; the 90,000 older ones added as a backfill
+would), each batch with tokens of one model
+(BatchTokens; the Anthropic accounts' models priced, the OpenAI ones' not, as shipped). Measured at each
+size, in the same run:
+- "spent today" (the list header's, refreshed every minute): the batches ended on T0's day and those
+  running; the same rows at both sizes, so its cost should not grow with the store;
+- the spend page's report for a fixed 3 days (the same rows at both sizes) and for the last 30 days
+  (which at 100k holds ~7 times the rows: it grows with what is in the range, not with the store);
+- a batch's cost (the detail page), and the /metrics spend families (every stored row, by design);
+- the whole /spend/ page through Django's test client.
+Median and p95 wall-clock ms, median thread CPU ms, and the database's work (SQLite VM steps,
+PostgreSQL buffers: bench/store_list.py `work`), with the 100k/10k ratio.
+
+    .venv/bin/python bench/spend.py                         # SQLite, --calls 30
+    .venv/bin/python bench/spend.py --database postgresql
+
+Not run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from store_list import T0, configure, fill, timed  # noqa: E402
+
+MODELS = {"anthropic": ("claude-opus-4-1", "claude-3-5-haiku-20241022"), "openai": ("gpt-4o-2024-08-06",)}
+
+
+def add_tokens(after_pk: int) -> int:
+    """Tokens of one model for every stored batch above `after_pk`, in bulk; the highest pk."""
+    from django.db import transaction
+    from django.db.models import F
+
+    from dashboard.models import BatchTokens, StoredBatch
+
+    # As in a real store, batches created days ago have ended (store_list.py leaves one in ten running).
+    StoredBatch.objects.filter(is_ended=False, created_at__lt=T0 - timedelta(days=2)).update(
+        is_ended=True, processing=0, ended_at=F("created_at") + timedelta(minutes=30)
+    )
+    rows = list(StoredBatch.objects.filter(pk__gt=after_pk).values_list("pk", "provider").order_by("pk"))
+    with transaction.atomic():
+        BatchTokens.objects.bulk_create(
+            (
+                BatchTokens(
+                    batch_id=pk,
+                    model=MODELS[provider][pk % len(MODELS[provider])],
+                    input=1000 + pk % 500,
+                    cache_read=pk % 300,
+                    cache_write=pk % 7,
+                    output=200 + pk % 100,
+                    requests=100,
+                )
+                for pk, provider in rows
+            ),
+            batch_size=2000,
+        )
+    return rows[-1][0] if rows else after_pk
+
+
+def measure(accounts, calls: int) -> dict[str, tuple]:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from dashboard.access import services as access
+    from dashboard.metrics.collectors import spend_metrics
+    from dashboard.models import StoredBatch
+    from dashboard.spend import selectors
+
+    keys = [account.key for account in accounts]
+    day = T0.date()
+    newest = StoredBatch.objects.order_by("-created_at").values_list("pk", flat=True).first()
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    access.grant(group_name="bench", patterns=["*"], role="operator", actor="bench", via="cli")
+    user.groups.add(Group.objects.get(name="bench"))
+    client = Client()
+    client.force_login(user)
+    start30 = day - timedelta(days=29)
+    cases = {
+        "spent today (list header)": lambda: selectors.spent_today(account_keys=keys, today=day),
+        "report, a fixed 3 days": lambda: selectors.spend_report(
+            account_keys=keys, start=day - timedelta(days=2), end=day, today=day
+        ),
+        "report, the last 30 days": lambda: selectors.spend_report(
+            account_keys=keys, start=start30, end=day, today=day
+        ),
+        "a batch's cost (detail)": lambda: selectors.batch_spend(stored_batch_pk=newest, provider="anthropic"),
+        "/metrics spend families (every row)": lambda: list(spend_metrics()),
+        "/spend/ page, 3 days": lambda: client.get(
+            f"/spend/?start={(day - timedelta(days=2)).isoformat()}&end={day.isoformat()}"
+        ),
+    }
+    figures = {}
+    for name, call in cases.items():
+        figures[name] = timed(call, calls)
+    return figures
+
+
+def run(database: str, sizes: list[int], calls: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-spend-") as folder:
+        server = configure(Path(folder), database)
+        try:
+            from django.utils import timezone
+
+            from dashboard.accounts import configured_accounts
+
+            accounts = configured_accounts()
+            results, stored, last_pk = [], 0, 0
+            # The spend page's "today" is the real one: T0 stands in for it here, through the selectors' `today`.
+            assert timezone.now().date() >= T0.date()
+            for size in sizes:
+                seconds = fill(accounts, range(stored, size))
+                last_pk = add_tokens(last_pk)
+                stored = size
+                print(f"{database}: {size:,} batches with tokens ({seconds:.1f} s)", flush=True)
+                results.append(measure(accounts, calls))
+            small, large = sizes[0], sizes[-1]
+            unit = "VM steps" if database == "sqlite" else "buffers"
+            print(f"\n{database}: ratio = {large // 1000}k / {small // 1000}k stored batches")
+            small_k, large_k = f"{small // 1000}k", f"{large // 1000}k"
+            print(
+                f"{'case':40} {'median/p95 ms ' + small_k:>18} {large_k:>12} {'cpu ratio':>10}"
+                f" {unit + ' ' + small_k:>16} {large_k:>10} {'ratio':>7}"
+            )
+            for name in results[0]:
+                a, b = results[0][name], results[-1][name]
+                print(
+                    f"{name:40} {a[0]:8.1f}/{a[1]:6.1f} {b[0]:6.1f}/{b[1]:6.1f} {b[2] / max(a[2], 1e-6):10.2f}"
+                    f" {a[3]:>16} {b[3]:>10} {b[3] / max(a[3], 1):7.2f}"
+                )
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--calls", type=int, default=30)
+    options = parser.parse_args()
+    run(options.database, [int(size) for size in options.sizes.split(",")], options.calls)
+
+
+if __name__ == "__main__":
+    main()
