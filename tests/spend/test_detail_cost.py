@@ -163,3 +163,12 @@ def test_dollars_are_shown_to_the_cent(amount, shown):
 def test_kinds_are_listed_in_words():
     assert token_kinds(("cache_read",)) == "cache reads"
     assert token_kinds(("cache_read", "cache_write", "reasoning")) == "cache reads, cache writes and reasoning"
+
+
+def test_a_batch_whose_results_report_no_tokens_has_nothing_to_estimate(operator_client):
+    row = anthropic_row()
+    row.tokens_source = StoredBatch.TokensSource.RESULTS
+    row.tokens_note = "3 of 3 results had no usage"
+    row.save(update_fields=["tokens_source", "tokens_note"])
+    text = visible(cost_section(operator_client, row))
+    assert text == "No cost to estimate: no result of this batch reports tokens (3 of 3 results had no usage)."
