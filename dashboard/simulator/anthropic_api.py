@@ -335,7 +335,12 @@ def _template(outcome: Outcome, variant: int) -> str:
     """The line of `outcome` (its `variant`: the stop reason's or the error's) as a %-template, made
     once per batch by writing `line_json` with markers in place of the values and replacing them."""
     markers = {name: f"@@{name}@@" for name in ("custom_id", "model", "message_id", "request_id", "text")}
-    numbers = {"input_tokens": -111_111_111_111, "output_tokens": -222_222_222_222}
+    numbers = {
+        "input_tokens": -111_111_111_111,
+        "output_tokens": -222_222_222_222,
+        "cache_read": -333_333_333_333,
+        "cache_write": -444_444_444_444,
+    }
     body = result_body_of(
         outcome,
         model=markers["model"],
@@ -344,6 +349,8 @@ def _template(outcome: Outcome, variant: int) -> str:
         stop_reason=("max_tokens", "end_turn")[variant % 2],
         input_tokens=numbers["input_tokens"],
         output_tokens=numbers["output_tokens"],
+        cache_read=numbers["cache_read"],
+        cache_write=numbers["cache_write"],
         error=ERRORED_RESULTS[variant % len(ERRORED_RESULTS)],
         request_id=markers["request_id"],
     )
@@ -384,6 +391,8 @@ def result_lines(batch: SimBatch, state: AnthropicState) -> Iterator[bytes]:
             values["text"] = _json_string(f"Simulated answer #{index} for {public_id}.")
             values["input_tokens"] = plan.input_tokens(rank)
             values["output_tokens"] = plan.output_tokens(rank)
+            values["cache_read"] = plan.cache_read_tokens(rank)
+            values["cache_write"] = plan.cache_write_tokens(rank)
         elif outcome is Outcome.ERRORED:
             values["request_id"] = '"req_011C' + stable_token(public_id, index, "error", length=20) + '"'
         yield (template % values).encode()
@@ -408,6 +417,8 @@ def result_body(batch: SimBatch, plan, outcome: Outcome, index: int, rank: int, 
         stop_reason="end_turn" if rank % 10 else "max_tokens",
         input_tokens=plan.input_tokens(rank),
         output_tokens=plan.output_tokens(rank),
+        cache_read=plan.cache_read_tokens(rank),
+        cache_write=plan.cache_write_tokens(rank),
         error=ERRORED_RESULTS[rank % len(ERRORED_RESULTS)],
         request_id="req_011C" + stable_token(batch.public_id, index, "error", length=20)
         if outcome is Outcome.ERRORED
@@ -425,6 +436,8 @@ def result_body_of(
     input_tokens: int,
     output_tokens: int,
     error: tuple[str, str],
+    cache_read: int = 0,
+    cache_write: int = 0,
     request_id: str,
 ) -> dict:
     if outcome is Outcome.SUCCEEDED:
@@ -443,9 +456,9 @@ def result_body_of(
                 "usage": {
                     "input_tokens": input_tokens,
                     "output_tokens": output_tokens,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0},
+                    "cache_creation_input_tokens": cache_write,
+                    "cache_read_input_tokens": cache_read,
+                    "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": cache_write},
                     "server_tool_use": None,
                     "service_tier": "batch",
                     "inference_geo": None,

@@ -31,7 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import clock, results_cache
 from .anthropic_api import in_chunks, stable_token
 from .models import Fault, Provider, SimAccount, SimBatch, SimFile, SimRequest, add_requests, gemini_batch_id
-from .progression import GEMINI_WINDOW_HOURS, GeminiState, Outcome, gemini_state
+from .progression import GEMINI_WINDOW_HOURS, GeminiState, Outcome, gemini_state, reasons
 from .wire import (
     ApiError,
     BoundedBody,
@@ -561,8 +561,21 @@ def file_download(request: HttpRequest, account: SimAccount, file_id: str) -> Ht
 # --- responses ------------------------------------------------------------------------------
 
 
+def usage_metadata(batch: SimBatch, plan, rank: int) -> dict:
+    """promptTokenCount counts the cached content too; thoughts (of a model that thinks) are apart from
+    the candidates. Counts that are zero are left out, as Gemini leaves them out."""
+    fresh, cached, output = plan.input_tokens(rank), plan.cache_read_tokens(rank), plan.output_tokens(rank)
+    thoughts = plan.reasoning_tokens(rank) if reasons(batch.model) else 0
+    usage = {"promptTokenCount": fresh + cached, "candidatesTokenCount": output}
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    usage["totalTokenCount"] = fresh + cached + output + thoughts
+    return usage
+
+
 def generate_content_response(batch: SimBatch, plan, index: int, rank: int) -> dict:
-    tokens_in, tokens_out = plan.input_tokens(rank), plan.output_tokens(rank)
     return {
         "candidates": [
             {
@@ -574,11 +587,7 @@ def generate_content_response(batch: SimBatch, plan, index: int, rank: int) -> d
                 "index": 0,
             }
         ],
-        "usageMetadata": {
-            "promptTokenCount": tokens_in,
-            "candidatesTokenCount": tokens_out,
-            "totalTokenCount": tokens_in + tokens_out,
-        },
+        "usageMetadata": usage_metadata(batch, plan, rank),
         "modelVersion": batch.model.removeprefix("models/"),
         "responseId": stable_token(batch.public_id, index, "response", length=22),
     }

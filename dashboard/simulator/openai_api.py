@@ -30,7 +30,7 @@ from .models import (
     openai_batch_id,
     openai_file_id,
 )
-from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state
+from .progression import OPENAI_CANCELABLE, OpenAIState, Outcome, openai_state, reasons
 from .wire import (
     ApiError,
     BoundedBody,
@@ -263,7 +263,15 @@ def file_content(request: HttpRequest, account: SimAccount, file_id: str, *, dia
 # --- batches -------------------------------------------------------------------------------
 
 
+def is_embeddings(batch: SimBatch) -> bool:
+    return batch.endpoint.removeprefix("/v1") == "/embeddings"  # Azure's endpoints may go without /v1
+
+
 def batch_json(batch: SimBatch, state: OpenAIState) -> dict:
+    """The Batch object; its usage is the sum of its output file's (requests that succeeded so far)."""
+    cached = 0 if is_embeddings(batch) else state.cached_tokens
+    reasoning = state.reasoning_tokens if reasons(batch.model) and not is_embeddings(batch) else 0
+    output = 0 if is_embeddings(batch) else state.output_tokens + reasoning
     return {
         "id": batch.public_id,
         "object": "batch",
@@ -287,11 +295,11 @@ def batch_json(batch: SimBatch, state: OpenAIState) -> dict:
         "cancelled_at": unix(state.cancelled_at),
         "request_counts": {"total": state.total, "completed": state.completed, "failed": state.failed},
         "usage": {
-            "input_tokens": state.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": state.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": state.input_tokens + state.output_tokens,
+            "input_tokens": state.input_tokens + cached,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": state.input_tokens + cached + output,
         },
         "metadata": batch.metadata,
     }
@@ -574,7 +582,7 @@ def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str, *, di
 
 def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> dict:
     tokens_in, tokens_out = plan.input_tokens(rank), plan.output_tokens(rank)
-    if batch.endpoint.removeprefix("/v1") == "/embeddings":  # Azure's endpoints may go without /v1
+    if is_embeddings(batch):
         return {
             "object": "list",
             "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2]}],
@@ -599,9 +607,29 @@ def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> d
                 "finish_reason": "stop" if rank % 10 else "length",
             }
         ],
-        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+        "usage": chat_usage(batch, plan, rank, tokens_in, tokens_out),
         "service_tier": "default",
         "system_fingerprint": None,
+    }
+
+
+def chat_usage(batch: SimBatch, plan, rank: int, fresh: int, output: int) -> dict:
+    """A chat completion's usage: the prompt counts its cached tokens and the completion its reasoning
+    tokens (the batch's model decides whether it reasons, so that the Batch object's usage is the sum)."""
+    cached = plan.cache_read_tokens(rank)
+    reasoning = plan.reasoning_tokens(rank) if reasons(batch.model) else 0
+    prompt, completion = fresh + cached, output + reasoning
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 

@@ -18,6 +18,7 @@ much later; its 24-hour window does not move, so a long stall can make it expire
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -134,6 +135,18 @@ class Plan:
     def output_tokens(self, rank: int) -> int:
         return 20 + (rank * 11 + self.seed) % 100
 
+    # Input read from a cache (a shared prompt prefix), on top of the fresh input above: 40% of requests.
+    def cache_read_tokens(self, rank: int) -> int:
+        return 1024 + (rank * 29 + self.seed) % 1024 if (rank * 13 + self.seed) % 10 < 4 else 0
+
+    # Input written to a cache, where the API says so (Anthropic): 4% of requests.
+    def cache_write_tokens(self, rank: int) -> int:
+        return 1024 + (rank * 31 + self.seed) % 512 if (rank * 17 + self.seed) % 25 == 0 else 0
+
+    # Reasoning (thinking) tokens, on top of the output above, for a model that reasons (`reasons`).
+    def reasoning_tokens(self, rank: int) -> int:
+        return 64 + (rank * 19 + self.seed) % 448
+
     def finished_by(self, seconds_of_processing: float) -> int:
         """How many requests have finished after this much processing time."""
         if seconds_of_processing <= 0:
@@ -151,7 +164,9 @@ class Plan:
         whole, rest = divmod(finished, PERIOD)
         full = tallies[PERIOD]
         part = tallies[rest]
-        errored, expired, succeeded, tokens_in, tokens_out = (whole * f + p for f, p in zip(full, part, strict=True))
+        errored, expired, succeeded, tokens_in, tokens_out, cache_read, cache_write, reasoning = (
+            whole * f + p for f, p in zip(full, part, strict=True)
+        )
         return Tally(
             finished=finished,
             errored=errored,
@@ -159,12 +174,25 @@ class Plan:
             succeeded=succeeded,
             input_tokens=tokens_in,
             output_tokens=tokens_out,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            reasoning_tokens=reasoning,
         )
 
 
+# Models that reason (think) before answering, and report those tokens apart: OpenAI's o-series and
+# GPT-5, Gemini 2.5 and later. The simulator gives their requests reasoning tokens.
+REASONING_MODEL = re.compile(r"^(?:models/)?(?:o[1-9]|gpt-5|gemini-(?:2\.5|[3-9]))")
+
+
+def reasons(model: str) -> bool:
+    return bool(REASONING_MODEL.match(model))
+
+
 @lru_cache(maxsize=4096)
-def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple[tuple[int, int, int, int, int], ...]:
-    """Running sums over one period: (errored, expired, succeeded, input tokens, output tokens)."""
+def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple[tuple[int, ...], ...]:
+    """Running sums over one period: (errored, expired, succeeded, input tokens, output tokens, cache
+    read tokens, cache write tokens, reasoning tokens) of the requests that succeeded."""
     plan = Plan(
         total=PERIOD,
         created_at=datetime.min,
@@ -174,8 +202,8 @@ def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple
         error_percent=error_percent,
         expire_percent=expire_percent,
     )
-    tallies = [(0, 0, 0, 0, 0)]
-    errored = expired = succeeded = tokens_in = tokens_out = 0
+    tallies = [(0, 0, 0, 0, 0, 0, 0, 0)]
+    errored = expired = succeeded = tokens_in = tokens_out = cache_read = cache_write = reasoning = 0
     for rank in range(PERIOD):
         fate = plan.fate(rank)
         errored += fate is Outcome.ERRORED
@@ -184,7 +212,10 @@ def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple
             succeeded += 1
             tokens_in += plan.input_tokens(rank)
             tokens_out += plan.output_tokens(rank)
-        tallies.append((errored, expired, succeeded, tokens_in, tokens_out))
+            cache_read += plan.cache_read_tokens(rank)
+            cache_write += plan.cache_write_tokens(rank)
+            reasoning += plan.reasoning_tokens(rank)
+        tallies.append((errored, expired, succeeded, tokens_in, tokens_out, cache_read, cache_write, reasoning))
     return tuple(tallies)
 
 
@@ -196,6 +227,9 @@ class Tally:
     succeeded: int
     input_tokens: int
     output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0  # what the requests' reasoning would be, for a model that reasons
 
 
 # --- Anthropic -----------------------------------------------------------------------------
@@ -290,8 +324,10 @@ class OpenAIState:
     failed: int
     not_processed: int  # requests that never ran: listed as expired in the error file after expiry
     finished: int
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int  # fresh: the cached tokens are counted apart
+    output_tokens: int  # reasoning left out: counted apart
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0  # for a model that reasons (progression.reasons)
 
     @property
     def is_ended(self) -> bool:
@@ -352,6 +388,8 @@ def openai_state(plan: Plan, now: datetime) -> OpenAIState:
                 "not_processed": plan.total - tally.finished if status == "expired" else 0,
                 "input_tokens": tally.input_tokens,
                 "output_tokens": tally.output_tokens,
+                "cached_tokens": tally.cache_read_tokens,
+                "reasoning_tokens": tally.reasoning_tokens,
             }
         )
 
