@@ -6,10 +6,12 @@ class DashboardConfig(AppConfig):
     verbose_name = "Batch dashboard"
 
     def ready(self) -> None:
+        from .batches import search_index
         from .metrics import call_counter
         from .providers import transport
         from .spend import table  # noqa: F401 (registers the price table's system check)
         from .web import auth
 
         auth.connect_invalidation()
+        search_index.connect()
         transport.record_calls_with(call_counter.record_upstream_call)

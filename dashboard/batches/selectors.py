@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import CharField, Count, F, Func, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -30,7 +30,7 @@ from django.utils.dateparse import parse_datetime
 from ..accounts import Account
 from ..models import AccountState, Alarm, BatchChange, CancelAttempt, StoredBatch
 from ..providers.base import Batch
-from . import store
+from . import search_index, store
 
 ACTIVE = "active"  # status filter: every batch that has not ended
 STALE_POLLS = 3  # a row, or an account's last success, older than this many poll intervals is late
@@ -38,6 +38,11 @@ MAX_LIMIT = 200
 # How much older than a first page's top row a batch stored since may be and still be brought in live.
 LATE_ARRIVAL = timedelta(minutes=10)
 MAX_SEARCH = 200
+# A term with fewer matches than this in the whole store has its rows found by SQLite's trigram
+# index (migration 0024), then sorted; a commoner term fills a page sooner by walking the list's
+# order. Reading a match by its rowid costs about what walking ten index entries does.
+RARE_MATCHES = 500
+TRIGRAM = 3  # the trigram index finds no term shorter than this
 # More accounts than this are read in one arm, not merged one per account (SQLite allows 500 arms).
 MERGED_ACCOUNTS = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -321,10 +326,14 @@ def _filtered(rows: QuerySet[StoredBatch], *, status: str, search: str) -> Query
         rows = rows.filter(is_ended__in=[False])
     elif status:
         rows = rows.filter(status=status)
-    term = search.strip()[:MAX_SEARCH].lower()
+    term = _search_term(search)
     if term:
         rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
     return rows
+
+
+def _search_term(search: str) -> str:
+    return search.strip()[:MAX_SEARCH].lower()
 
 
 def filtered_batches(
@@ -336,7 +345,14 @@ def filtered_batches(
 
 
 def _page_keys(
-    keys: list[str], status: str, search: str, bound: Q, *, limit: int, ascending: bool = False
+    keys: list[str],
+    status: str,
+    search: str,
+    bound: Q,
+    *,
+    limit: int,
+    ascending: bool = False,
+    rare_terms_by_index: bool = True,
 ) -> QuerySet | None:
     """The keys (pk, created_at) of the first `limit` filtered rows within `bound`, newest first
     (or oldest first, `ascending`); None when no account is asked for.
@@ -345,13 +361,28 @@ def _page_keys(
     whether ended) in list order from the cursor on, and the merge stops reading once it has `limit`
     rows. So a page reads about `limit` + one entry per account whatever the store holds, where
     `account IN (...)` sorted every matching row (a temporary B-tree on SQLite, a sort on
-    PostgreSQL): neither database merges an IN list's index ranges in order. A search on SQLite
-    walks the same way, reading the text from its indexes (migration 0019): a term an account
-    lacks has that account's entries all read, the index's, never the rows'."""
+    PostgreSQL): neither database merges an IN list's index ranges in order.
+
+    A search on SQLite: a rare term's rows (`_rare_term_rows`) are looked up in the trigram index,
+    then read by rowid and those few sorted; any other term walks the whole store in list order in one index that holds
+    all it tests (migration 0024), until the page is full: about `limit` over the term's share of
+    the rows. (Walked per account, an account without the term had all its entries read.)
+    `rare_terms_by_index` false walks a rare term too: a bound that keeps the walk short (the
+    first page's probe) makes the trigram index no cheaper."""
     if not keys:
         return None
     order = ("created_at", "pk") if ascending else ("-created_at", "-pk")
-    if len(keys) > MERGED_ACCOUNTS or (search.strip() and connection.vendor == "postgresql"):
+    term = _search_term(search)
+    rare_term_rows = _rare_term_rows(search) if rare_terms_by_index else None
+    if rare_term_rows == []:
+        return None  # no batch holds the term
+    if term and connection.vendor == "sqlite":
+        # The account unindexed (`+account`): SQLite, which assumes an equality on an index keeps a
+        # few rows, would otherwise seek each account's entries and sort them all.
+        arms = [StoredBatch.objects.alias(any_account=_Unindexed("account")).filter(any_account__in=keys)]
+        if rare_term_rows is not None:
+            arms = [arms[0].filter(pk__in=rare_term_rows)]
+    elif len(keys) > MERGED_ACCOUNTS or (term and connection.vendor == "postgresql"):
         # PostgreSQL's trigram index finds a term's rows wherever they are, and its statistics tell
         # it when walking the newest-first index is cheaper (a common term): one arm. Per account, it
         # would read the trigram index once an account, or walk an account without the term whole.
@@ -367,6 +398,34 @@ def _page_keys(
         # as they are, and takes no limit in an arm.
         arms = [arm.order_by(*order)[:limit] for arm in arms]
     return arms[0].union(*arms[1:], all=True).order_by(*order)[:limit]
+
+
+class _Unindexed(Func):
+    """A column as SQLite's `+column`: the same value, but no index is sought for it."""
+
+    template = "+%(expressions)s"
+    output_field = CharField()
+
+    def __init__(self, column: str) -> None:
+        super().__init__(F(column))
+
+
+def _rare_term_rows(search: str) -> list[int] | None:
+    """The rowids of the batches whose search text holds a rare term, from SQLite's trigram index;
+    None where that index is not the way: not SQLite (PostgreSQL's planner chooses between its
+    trigram index and the walk itself), a term of fewer than three characters (no trigram) or with
+    a NUL (which ends SQLite's full-text query), or one with RARE_MATCHES matches or more (read up to
+    that many). The index matches case folded as SQLite folds it, which finds the text's matches and
+    maybe more: the search's LIKE still decides."""
+    term = _search_term(search)
+    if connection.vendor != "sqlite" or len(term) < TRIGRAM or "\x00" in term or not search_index.has_trigrams():
+        return None
+    table = search_index.trigrams_table()
+    phrase = '"' + term.replace('"', '""') + '"'  # the term as one string, whatever it holds
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH %s LIMIT %s", [phrase, RARE_MATCHES])  # noqa: S608
+        rows = [rowid for (rowid,) in cursor.fetchall()]
+    return rows if len(rows) < RARE_MATCHES else None
 
 
 def newer_batches(
@@ -394,7 +453,8 @@ def newer_batches(
     created_at, stored_up_to = top
     keys = _account_keys(accounts=accounts, provider=provider, account_key=account_key)
     arrived = Q(created_at__gte=created_at - LATE_ARRIVAL, pk__gt=stored_up_to)
-    page = _fetch(_page_keys(keys, status, search, arrived, limit=limit + 1))
+    # Only what was created lately is walked: a rare term is no cheaper by the trigram index.
+    page = _fetch(_page_keys(keys, status, search, arrived, limit=limit + 1, rare_terms_by_index=False))
     shown = page[:limit]
     if not shown:
         return NewRows(rows=[], top=newer_than, more=False)

@@ -4,19 +4,22 @@ as at 10,000 (bench/store_list.py measures it), so it is asserted here for every
 A page's keys are read one account at a time, each account's rows walked in list order (newest
 first, then by id) in an index led by the account and the filter's equalities, the accounts merged
 (SQLite's MERGE of a UNION ALL stops reading once the page is full): no temporary B-tree sorts the
-store's rows, and no scan reads them all. A search reads its text from the index, never from a row.
+store's rows, and no scan reads them all. A common term's search walks the whole store in list order
+in one index holding all it tests (migration 0024), never reading a row, until the page is full; a
+rare term's rows are found in the trigram index (0024) and read by rowid, and only those few sorted.
 Then only the page's rows are read, by rowid (their order is set by a sort of those rows alone)."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+from unittest.mock import patch
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dashboard.batches import selectors
+from dashboard.batches import search_index, selectors
 from tests.batches.test_selectors import ACCOUNTS, T0, mixed  # noqa: F401 (the fixture)
 
 SHAPES = {
@@ -40,6 +43,14 @@ SHAPES = {
 # The equalities each arm seeks, as SQLite says them; then, on a cursor's page, the cursor's bound.
 SEEK = {"": "account=?", selectors.ACTIVE: "account=? AND is_ended=?", "completed": "account=? AND status=?"}
 SEEK["in_progress"] = SEEK["completed"]
+SEARCHES = [shape for shape, filters in SHAPES.items() if filters.get("search")]
+
+
+@pytest.fixture
+def common_terms():
+    """Every term counts as common (it has at least RARE_MATCHES matches): the search walks."""
+    with patch.object(selectors, "RARE_MATCHES", 0):
+        yield
 
 
 def plan_tree(sql: str, params) -> dict[int, tuple[int, str]]:
@@ -74,16 +85,23 @@ def page_plan(call) -> tuple[list[str], list[str]]:
 
 
 def assert_walks_indexes_in_list_order(keys: list[str], *, status: str, search: str, accounts: int) -> None:
+    """Unsearched: one seek per account, merged. A common (or short) term: the whole store walked in
+    list order (from the cursor on) in the one index that holds all it tests, never the rows."""
     reads = [line for line in keys if "dashboard_storedbatch" in line]
-    assert len(reads) == accounts, keys  # one arm per account
-    for line in reads:
-        assert line.startswith("SEARCH dashboard_storedbatch USING"), line  # a seek, not a SCAN
-        seek = re.escape(SEEK[status])
-        assert re.search(rf"INDEX stored_batch_\w*list\w* \({seek}( AND created_at[<>]\?)?\)$", line), line
-        if search:
-            assert "COVERING INDEX" in line, f"the search text is read from the rows: {line}"
+    if search:
+        (line,) = reads
+        walk = "USING COVERING INDEX stored_batch_search_newest_sqlite"
+        assert re.fullmatch(
+            rf"(SCAN dashboard_storedbatch {walk}|SEARCH dashboard_storedbatch {walk} \(created_at[<>]\?\))", line
+        ), keys
+    else:
+        assert len(reads) == accounts, keys  # one arm per account
+        for line in reads:
+            assert line.startswith("SEARCH dashboard_storedbatch USING"), line  # a seek, not a SCAN
+            seek = re.escape(SEEK[status])
+            assert re.search(rf"INDEX stored_batch_\w*list\w* \({seek}( AND created_at[<>]\?)?\)$", line), line
+        assert not [line for line in keys if line.startswith("SCAN") and line != "SCAN page"], keys
     assert not [line for line in keys if "TEMP B-TREE" in line], keys
-    assert not [line for line in keys if line.startswith("SCAN") and line != "SCAN page"], keys
 
 
 def accounts_of(filters: dict) -> int:
@@ -97,7 +115,7 @@ def accounts_of(filters: dict) -> int:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_a_page_walks_one_index_per_account_in_list_order(mixed, shape):  # noqa: F811
+def test_a_page_walks_one_index_per_account_in_list_order(mixed, common_terms, shape):  # noqa: F811
     filters = SHAPES[shape]
     keys, others = page_plan(lambda: selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=2, **filters))
     status, search = filters.get("status", ""), filters.get("search", "")
@@ -109,7 +127,7 @@ def test_a_page_walks_one_index_per_account_in_list_order(mixed, shape):  # noqa
 
 @pytest.mark.parametrize("shape", ["unfiltered", "a status", "search and not ended yet"])
 @pytest.mark.parametrize("direction", ["before", "after"])
-def test_a_cursors_page_walks_the_same_indexes_from_the_cursor_on(mixed, shape, direction):  # noqa: F811
+def test_a_cursors_page_walks_the_same_indexes_from_the_cursor_on(mixed, common_terms, shape, direction):  # noqa: F811
     filters = SHAPES[shape]
     first = selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=1, **filters)
     second = selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=1, before=first.older, **filters)
@@ -135,3 +153,71 @@ def test_the_first_pages_probe_walks_the_same_indexes_from_its_top_row_on(mixed,
         keys, status=filters.get("status", ""), search=filters.get("search", ""), accounts=accounts_of(filters)
     )
     assert all("created_at>?" in line for line in keys if "dashboard_storedbatch" in line), keys
+
+
+# --- a rare term: found in the trigram index ------------------------------------------------------
+
+
+def trigram_lookups(call) -> list[list[str]]:
+    """The plan of each statement `call` makes that reads the trigram index."""
+    table = search_index.trigrams_table()
+    with CaptureQueriesContext(connection) as queries:
+        call()
+    return [list(plan_tree(query["sql"], None).values()) for query in queries.captured_queries if table in query["sql"]]
+
+
+def assert_finds_the_matches_by_trigrams(keys: list[str]) -> None:
+    """The term's rows, looked up in the trigram index (the statement before), are read by rowid:
+    no walk, no scan of the store; the temporary B-tree sorts those rows alone."""
+    reads = [line for line in keys if "dashboard_storedbatch" in line]
+    assert reads == ["SEARCH dashboard_storedbatch USING INTEGER PRIMARY KEY (rowid=?)"], keys
+    assert not [line for line in keys if line.startswith("SCAN")], keys
+
+
+@pytest.mark.parametrize("shape", SEARCHES)
+def test_a_rare_terms_page_reads_its_matches_from_the_trigram_index(mixed, shape):  # noqa: F811
+    def call():
+        return selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=2, **SHAPES[shape])
+
+    keys, others = page_plan(call)
+    assert_finds_the_matches_by_trigrams(keys)
+    assert not [line for line in others if "dashboard_storedbatch" in line and "rowid=?" not in line], others
+    # One look-up: the term's rows, up to RARE_MATCHES, straight from the index.
+    table = search_index.trigrams_table()
+    assert trigram_lookups(call) == [[(0, f"SCAN {table} VIRTUAL TABLE INDEX 0:M1")]]
+
+
+def test_a_term_no_batch_holds_reads_no_row(mixed, django_assert_num_queries):  # noqa: F811
+    with django_assert_num_queries(1):  # the look-up in the trigram index, which finds none
+        listing = selectors.list_batches(accounts=ACCOUNTS, now=T0, search="no such batch")
+    assert listing.rows == [] and listing.older is None and listing.newer is None
+
+
+@pytest.mark.parametrize("direction", ["before", "after"])
+def test_a_rare_terms_cursors_page_reads_its_matches_from_the_trigram_index(mixed, direction):  # noqa: F811
+    filters = {"search": "batch_"}  # every batch: pages of one
+    first = selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=1, **filters)
+    second = selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=1, before=first.older, **filters)
+    cursor = first.older if direction == "before" else second.newer
+    assert cursor
+    keys, _ = page_plan(
+        lambda: selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=1, **{direction: cursor}, **filters)
+    )
+    assert_finds_the_matches_by_trigrams(keys)
+
+
+def test_a_term_is_rare_below_rare_matches_and_walks_from_there(mixed):  # noqa: F811
+    """ "opsrunning" is in two batches' text, "batch_" in all eight."""
+    with patch.object(selectors, "RARE_MATCHES", 3):
+        rare, _ = page_plan(lambda: selectors.list_batches(accounts=ACCOUNTS, now=T0, search="opsRunning"))
+        common, _ = page_plan(lambda: selectors.list_batches(accounts=ACCOUNTS, now=T0, search="batch_"))
+    assert_finds_the_matches_by_trigrams(rare)
+    assert_walks_indexes_in_list_order(common, status="", search="batch_", accounts=len(ACCOUNTS))
+
+
+@pytest.mark.parametrize("term", ["ev", "_", "o ", "\x00ops"])
+def test_a_term_the_trigram_index_cannot_find_walks(mixed, term):  # noqa: F811
+    """Fewer than three characters have no trigram (nor has the text up to a NUL, which SQLite's
+    full-text query ends at)."""
+    keys, _ = page_plan(lambda: selectors.list_batches(accounts=ACCOUNTS, now=T0, search=term))
+    assert_walks_indexes_in_list_order(keys, status="", search=term, accounts=len(ACCOUNTS))

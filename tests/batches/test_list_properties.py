@@ -1,7 +1,11 @@
 """The list's pages against a plain Python filter and sort of every stored row: whatever the store
 holds (creation times shared across accounts, batches gone upstream, metadata words) and whatever
 the filters and page size, paging older from the first page and back newer reads exactly the rows,
-in exactly the order (newest first, then by id), that the filters show."""
+in exactly the order (newest first, then by id), that the filters show.
+
+A search term is a substring of the text, case aside: short or long, with LIKE's wildcards (% _)
+and escape (\\), quotes, or letters whose case folds oddly (İ, ǅ, ß), found by walking the list's
+order or, on SQLite, by the trigram index (a rare term; `rare_matches` moves the line between the two)."""
 
 from __future__ import annotations
 
@@ -18,15 +22,18 @@ from dashboard.models import StoredBatch
 from tests.batches.test_selectors import ACCOUNTS, T0, put
 
 STATUSES = {"anthropic": ["in_progress", "canceling", "ended"], "openai": ["in_progress", "completed"]}
-WORDS = ["alpha", "Beta", "gamma_1", "50%"]
-TERMS = ["", "alp", "BETA", "a_1", "50%", "%", "_", "msgbatch_", "batch", "no such"]
+WORDS = ["alpha", "Beta", "gamma_1", "50%", 'say "hi"', "back\\slash", "Ünïcödé", "ǅemal", "İstanbul", "Straße"]
+TERMS = ["", "alp", "BETA", "a_1", "50%", "%", "_", "msgbatch_", "batch", "no such", "al", "a", "a%"]
+TERMS += ['"hi', 'y "h', '"', "\\s", "k\\", "\\", "ünï", "ÜNÏCÖ", "ǆe", "ǄEM", "İST", "i̇st", "STRASSE", "aße", "ẞe"]
+# Any text but NUL and lone surrogates (the web refuses them: dashboard/web/middleware.py).
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=6)
 
 stored = st.lists(
     st.tuples(
         st.sampled_from(ACCOUNTS),
         st.integers(min_value=0, max_value=2),  # minutes before T0: many batches share a creation time
         st.integers(min_value=0, max_value=2),  # which status of its provider's
-        st.sampled_from(WORDS),
+        st.one_of(st.sampled_from(WORDS), TEXT),
         st.booleans(),  # gone upstream since
     ),
     max_size=24,
@@ -37,7 +44,7 @@ filters = st.fixed_dictionaries(
         "provider": st.one_of(st.just(""), st.sampled_from(["anthropic", "openai"])),
         "account_key": st.one_of(st.just(""), st.sampled_from([account.key for account in ACCOUNTS])),
         "status": st.one_of(st.just(""), st.sampled_from([selectors.ACTIVE, "in_progress", "ended", "completed"])),
-        "search": st.one_of(st.just(""), st.sampled_from(TERMS)),
+        "search": st.one_of(st.just(""), st.sampled_from(TERMS), TEXT),
     }
 )
 
@@ -75,11 +82,25 @@ def ids(listing: selectors.StoreListing) -> list[tuple[str, str]]:
 
 
 @pytest.mark.django_db
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=stored, chosen=filters, limit=st.integers(min_value=1, max_value=5), one_arm=st.booleans())
-def test_paging_older_then_newer_reads_exactly_the_filtered_rows_in_list_order(batches, chosen, limit, one_arm):
-    """`one_arm`: as with more accounts than MERGED_ACCOUNTS, read in one arm, not one per account."""
-    with transaction.atomic(), patch.object(selectors, "MERGED_ACCOUNTS", 0 if one_arm else selectors.MERGED_ACCOUNTS):
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batches=stored,
+    chosen=filters,
+    limit=st.integers(min_value=1, max_value=5),
+    one_arm=st.booleans(),
+    rare_matches=st.sampled_from([0, 3, selectors.RARE_MATCHES]),
+)
+def test_paging_older_then_newer_reads_exactly_the_filtered_rows_in_list_order(
+    batches, chosen, limit, one_arm, rare_matches
+):
+    """`one_arm`: as with more accounts than MERGED_ACCOUNTS, read in one arm, not one per account.
+    `rare_matches`: every term walks (0), or a term is found by the trigram index below 3 matches
+    or below as many as in use."""
+    with (
+        transaction.atomic(),
+        patch.object(selectors, "MERGED_ACCOUNTS", 0 if one_arm else selectors.MERGED_ACCOUNTS),
+        patch.object(selectors, "RARE_MATCHES", rare_matches),
+    ):
         make_store(batches)
         want = keys(expected(**chosen))
         pages = [selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=limit, **chosen)]
@@ -114,4 +135,28 @@ def test_the_first_pages_probe_brings_in_exactly_the_filtered_rows_stored_since(
         ]
         arrived = selectors.newer_batches(accounts=ACCOUNTS, newer_than=first.top, now=T0, limit=25, **chosen)
         assert [(row.batch.account, row.batch.id) for row in arrived.rows] == want
+        transaction.set_rollback(True)
+
+
+@st.composite
+def store_and_term(draw):
+    """Batches with metadata words, and a term: often a piece of one of the words (in any case),
+    else one of TERMS or any text."""
+    words = draw(st.lists(st.one_of(st.sampled_from(WORDS), TEXT), min_size=1, max_size=12))
+    word = draw(st.sampled_from(words))
+    start = draw(st.integers(min_value=0, max_value=len(word)))
+    piece = word[start : draw(st.integers(min_value=start, max_value=len(word)))]
+    term = draw(st.one_of(st.sampled_from([piece, piece.upper(), piece.title()]), st.sampled_from(TERMS), TEXT))
+    return words, term
+
+
+@pytest.mark.django_db
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=store_and_term(), rare_matches=st.sampled_from([0, 3, selectors.RARE_MATCHES]))
+def test_a_search_lists_exactly_the_batches_whose_text_holds_the_term(drawn, rare_matches):
+    words, term = drawn
+    with transaction.atomic(), patch.object(selectors, "RARE_MATCHES", rare_matches):
+        make_store([(ACCOUNTS[2 + number % 2], 0, 0, word, False) for number, word in enumerate(words)])
+        want = keys(expected(provider="", account_key="", status="", search=term))
+        assert ids(selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=25, search=term)) == want
         transaction.set_rollback(True)
