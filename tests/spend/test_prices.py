@@ -303,3 +303,27 @@ def test_the_readmes_override_example_is_a_valid_price_file(tmp_path: Path) -> N
     found = merged.entry_for("prod-gpt4o", "openai")
     assert found is not None and found.model == "gpt-4o" and found.overridden
     assert found.source_url == ""  # a contract, not a web address
+
+
+def test_the_web_process_and_the_poller_refuse_to_start_on_a_malformed_price_file(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    bad = write(tmp_path, raw='{"entries": [{"provider": "openai"}]}')
+    env = {**os.environ, "PRICES_FILE": str(bad), "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    root = Path(__file__).resolve().parents[2]
+    web = subprocess.run(
+        [sys.executable, "-c", "import dashboard.wsgi"], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
+    assert web.returncode != 0
+    assert "ImproperlyConfigured: The price table cannot be read:" in web.stderr and str(bad) in web.stderr
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode != 0 and "spend.E001" in checked.stderr
+    env["PRICES_FILE"] = ""
+    fine = subprocess.run(
+        [sys.executable, "-c", "import dashboard.wsgi"], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
+    assert fine.returncode == 0, fine.stderr
