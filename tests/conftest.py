@@ -38,8 +38,9 @@ def pytest_sessionfinish(session):
 
     from django.conf import settings as django_settings
 
-    from tests.services import migrated_sqlite_dir
+    from tests.services import migrated_sqlite_dir, stop_zygote
 
+    stop_zygote()
     if not hasattr(session.config, "workerinput"):
         shutil.rmtree(migrated_sqlite_dir(), ignore_errors=True)
 

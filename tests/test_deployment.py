@@ -24,7 +24,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from dashboard.providers import PROVIDERS
-from tests.services import ACCOUNT_ENVIRONMENT, copy_sqlite, manage_commands, migrate_sqlite, start_app_server
+from tests.services import (
+    ACCOUNT_ENVIRONMENT,
+    copy_sqlite,
+    manage_commands,
+    migrate_sqlite,
+    run_python,
+    start_app_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -56,7 +63,7 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def in_django(code: str, env: dict[str, str]) -> dict:
     """Run `code` in a fresh Django process; it sets `result`, which comes back as JSON."""
     program = "import django, json\ndjango.setup()\nresult = None\n" + code + "\nprint(json.dumps(result))\n"
-    finished = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finished = run_python("-c", program, env=env, timeout=60)
     assert finished.returncode == 0, finished.stderr
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
@@ -66,13 +73,13 @@ def settings_in(code: str, env: dict[str, str]) -> dict:
     and sets `result`, in a fresh process for `env`, without `django.setup()`: settings come from
     the environment when they are first read, and no app, model or URL is needed to read them."""
     program = "import json\nresult = None\n" + code + "\nprint(json.dumps(result))\n"
-    finished = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finished = run_python("-c", program, env=env, timeout=60)
     assert finished.returncode == 0, finished.stderr
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return run_python("manage.py", *args, env=env, timeout=120)
 
 
 SIMULATOR_STATE = """
