@@ -473,11 +473,36 @@ def _fetch(page: QuerySet | None, *, ascending: bool = False) -> list[StoredBatc
         return []
     # A merge orders by its columns' positions, which an outer query cannot pick one of: wrapped.
     sql, params = page.query.sql_with_params()  # compiled by the ORM; values stay parameters
-    keys = RawSQL(f"SELECT page.pk FROM ({sql}) page", params)  # noqa: S608, S611
-    rows = _with_account_health(StoredBatch.objects.filter(pk__in=keys)).annotate(
-        store_newest=Subquery(StoredBatch.objects.order_by("-pk").values("pk")[:1])
-    )
-    return list(rows.order_by("created_at", "pk") if ascending else newest_first(rows))
+    head, tail, before, after = _fetch_sql(StoredBatch.objects.db, ascending=ascending)
+    return list(StoredBatch.objects.raw(head + sql + tail, [*before, *params, *after]))
+
+
+_FETCH_SQL: dict[tuple[str, bool], tuple[str, str, tuple, tuple]] = {}
+_PAGE_KEYS_MARK = "\x00page keys"
+
+
+def _fetch_sql(alias: str, *, ascending: bool) -> tuple[str, str, tuple, tuple]:
+    """`_fetch`'s statement around the page's keys query, compiled by the ORM once per database and
+    order: (SQL before the keys query, after it, their parameters before, after). Building and
+    compiling it with its four subqueries cost a list page more than running it."""
+    if (alias, ascending) not in _FETCH_SQL:
+        keys = RawSQL("SELECT page.pk FROM (%s) page", [_PAGE_KEYS_MARK])
+        rows = _with_account_health(StoredBatch.objects.filter(pk__in=keys)).annotate(
+            store_newest=Subquery(StoredBatch.objects.order_by("-pk").values("pk")[:1])
+        )
+        rows = rows.order_by("created_at", "pk") if ascending else newest_first(rows)
+        sql, params = rows.query.sql_with_params()
+        at = params.index(_PAGE_KEYS_MARK)
+        mark = "SELECT page.pk FROM (%s) page"
+        assert sql.count(mark) == 1 and sql.split(mark)[0].count("%s") == at, sql
+        head, tail = sql.split(mark)
+        _FETCH_SQL[alias, ascending] = (
+            f"{head}SELECT page.pk FROM (",  # noqa: S608 (compiled by the ORM)
+            f") page{tail}",
+            tuple(params[:at]),
+            tuple(params[at + 1 :]),
+        )
+    return _FETCH_SQL[alias, ascending]
 
 
 def _listing(page: list[StoredBatch], *, older: bool, newer: bool, now: datetime) -> StoreListing:
