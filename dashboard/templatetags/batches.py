@@ -113,7 +113,7 @@ def ago_text(value: datetime, now: datetime) -> str:
         return f"{seconds} s ago"
     if seconds < 3600:
         return f"{seconds // 60} min ago"
-    return f"{timesince(value, now).split(',')[0]} ago".replace("\xa0", " ")
+    return f"{timesince(value, now, depth=1)} ago".replace("\xa0", " ")
 
 
 @register.simple_tag
@@ -190,7 +190,7 @@ def duration_since(value: datetime | None) -> str:
 def since_text(value: datetime, now: datetime) -> str:
     if (now - value).total_seconds() < 60:
         return "less than a minute"
-    return timesince(value, now).split(",")[0].replace("\xa0", " ")
+    return timesince(value, now, depth=1).replace("\xa0", " ")
 
 
 @register.filter
@@ -204,7 +204,7 @@ def until_text(value: datetime, now: datetime) -> str:
         return "no time"
     if seconds < 60:
         return "less than a minute"
-    return timeuntil(value, now).split(",")[0].replace("\xa0", " ")
+    return timeuntil(value, now, depth=1).replace("\xa0", " ")
 
 
 # --- long values -------------------------------------------------------------------------------
