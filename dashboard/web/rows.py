@@ -87,17 +87,21 @@ class Frame:
         return mark_safe("".join(pieces))  # noqa: S308 (our template's output, each slot escaped)
 
 
+# A row's placeholders: NUL, a token drawn for this process, which no upstream value can know, and
+# the slot's number.
+_SLOT_TOKEN = secrets.token_hex(16)
+_SLOT = re.compile(f"\x00{_SLOT_TOKEN}:(\\d+)\x00")
+
+
 class _Recording(Clock):
-    """A clock that writes a placeholder for each relative time, to be filled in as of each request:
-    NUL and a random token, which no upstream value can know."""
+    """A clock that writes a placeholder for each relative time, to be filled in as of each request."""
 
     def __init__(self) -> None:
-        self.token = secrets.token_hex(8)
         self.slots: list[tuple[str, datetime]] = []
 
     def _slot(self, kind: str, value: datetime) -> str:
         self.slots.append((kind, value))
-        return f"\x00{self.token}:{len(self.slots) - 1}\x00"
+        return f"\x00{_SLOT_TOKEN}:{len(self.slots) - 1}\x00"
 
     def moment(self, value: datetime) -> str:
         return self._slot("moment", value)
@@ -112,7 +116,7 @@ class _Recording(Clock):
         return self._slot("until", value)
 
     def frame(self, rendered: str) -> Frame:
-        pieces = re.split(f"\x00{self.token}:(\\d+)\x00", rendered)
+        pieces = _SLOT.split(rendered)
         return Frame(parts=tuple(pieces[0::2]), slots=tuple(self.slots[int(index)] for index in pieces[1::2]))
 
 
