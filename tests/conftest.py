@@ -16,9 +16,11 @@ from tests.factories import (
     embedded_openai,
     embedded_simulator_url,
 )
-from tests.services import ACCOUNT_ENVIRONMENT
+from tests.services import ACCOUNT_ENVIRONMENT, oidc_provider
 
-__all__ = ["ANTHROPIC_KEYS", "GEMINI_KEYS", "OPENAI_KEYS"]
+# oidc_provider: one OpenID Connect provider per session for the access and the browser tests alike
+# (registered here once: a fixture registered in two places starts two).
+__all__ = ["ANTHROPIC_KEYS", "GEMINI_KEYS", "OPENAI_KEYS", "oidc_provider"]
 
 
 # No example has a deadline: hypothesis's 200 ms per example is a wall-clock assertion, which fails
@@ -74,6 +76,9 @@ ONE_WORKER_EACH = {
     "tests/integration/test_outages.py::": "integration-2",
     "tests/integration/test_pollers.py::": "integration-2",
     "tests/integration/test_list_plans_postgres.py::": "integration-2",
+    # `oidc_provider`: an OpenID Connect provider process (some 1.2 CPU-s to start)
+    "tests/access/test_sso.py::": "oidc",
+    "tests/browser/test_sign_in_with_sso.py::": "oidc",
     # `polled_embedded_default`: a database prepared by seed_demo, poll --once and ensure_operator
     "tests/test_deployment.py::test_the_embedded_default_cannot_deadlock_on_itself_whatever_the_workers[": "deadlock",
 }

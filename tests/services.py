@@ -5,7 +5,8 @@ Debian's binaries only (`make services` installs them): PostgreSQL from /usr/lib
 port, so pytest-xdist workers can each run their own side by side; nothing touches a system-wide
 server. Missing binaries fail the tests (never skip them): CI must run these.
 
-The session fixtures at the bottom are registered by tests/integration/conftest.py.
+The session fixtures at the bottom are registered by tests/integration/conftest.py (oidc_provider: by
+tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -8,9 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from tests.services import oidc_provider, signing_in_through
-
-__all__ = ["oidc_provider"]
+from tests.services import signing_in_through
 
 pytestmark = pytest.mark.browser
 
