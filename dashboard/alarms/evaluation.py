@@ -242,11 +242,7 @@ def load_spend(now: datetime, account_keys: Sequence[str], budgets: Sequence[Bud
     report = spend_report(account_keys=keys, start=today.replace(day=1), end=today, today=today)
     sums: dict[str, list] = {}
     for group in report.groups:
-        unpriced = (
-            group.total_tokens
-            if group.estimate is None
-            else sum(group.tokens[kind] for kind in group.estimate.unpriced)
-        )
+        unpriced = group.unpriced_tokens
         for subject in (group.account, ALL_ACCOUNTS):
             item = sums.setdefault(subject, [Decimal(0), Decimal(0), 0, 0])
             item[1] += group.cost

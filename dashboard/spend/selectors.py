@@ -121,6 +121,13 @@ class SpendGroup:
     def priced_fully(self) -> bool:
         return self.estimate is not None and self.estimate.complete
 
+    @property
+    def unpriced_tokens(self) -> int:
+        """Tokens not in `cost`: all of a model without a price, or those of the kinds its entry does not price."""
+        if self.estimate is None:
+            return self.total_tokens
+        return sum(self.tokens[kind] for kind in self.estimate.unpriced)
+
 
 @dataclass(frozen=True)
 class Total:
@@ -142,10 +149,7 @@ class SpendReport:
             item = sums.setdefault(key(group), [Decimal(0), 0, 0])
             item[0] += group.cost
             item[1] += group.total_tokens
-            if group.estimate is None:
-                item[2] += group.total_tokens
-            else:
-                item[2] += sum(group.tokens[kind] for kind in group.estimate.unpriced)
+            item[2] += group.unpriced_tokens
         return [
             Total(key=name, cost=cost, tokens=tokens, unpriced_tokens=unpriced)
             for name, (cost, tokens, unpriced) in sums.items()

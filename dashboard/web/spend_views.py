@@ -46,8 +46,9 @@ def chosen_range(request: HttpRequest, today: dt.date) -> tuple[dt.date, dt.date
         end = dt.date.fromisoformat(end_text[:10]) if end_text else today
     except ValueError:
         return (*default, "Dates are written YYYY-MM-DD: showing the last 30 days.")
+    end = min(end, today)  # nothing is spent in the future
     if end < start:
-        return (*default, "The range ends before it starts: showing the last 30 days.")
+        return (*default, "The range ends before it starts, or starts after today: showing the last 30 days.")
     if (end - start).days + 1 > MAX_DAYS:
         return (
             end - dt.timedelta(days=MAX_DAYS - 1),

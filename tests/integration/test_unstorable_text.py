@@ -29,6 +29,7 @@ TARGETS: list[tuple[str, str, tuple[str, ...]]] = [
     ("GET", "/summary", LIST_FILTERS),
     ("GET", "/bulk-cancel/preview", LIST_FILTERS),
     ("GET", "/audit/", ("batch", "page")),
+    ("GET", "/spend/", ("start", "end", "format")),
     ("GET", BATCH + "/", ("type", "source", "q", "offset")),
     ("GET", BATCH + "/results/summary", ("type", "source", "q")),
     ("GET", BATCH + "/results/download", ("source",)),

@@ -13,6 +13,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard.models import BatchTokens, StoredBatch
 from dashboard.spend import charts, table
@@ -148,6 +150,7 @@ def test_signing_in_is_required(client, db):
     [
         ({"start": "yesterday"}, "Dates are written YYYY-MM-DD"),
         ({"start": "2026-12-01", "end": "2026-11-01"}, "ends before it starts"),
+        ({"start": "9999-12-31", "end": "9999-12-31"}, "starts after today"),
         ({"start": "2020-01-01", "end": "2026-12-01"}, "at most 366 days"),
     ],
 )
@@ -208,3 +211,19 @@ def test_the_list_header_says_what_each_account_spent_today(operator_client, spe
     assert visible(cells["anthropic-research"]) == "$0.50 +?"
     total = re.search(r'summary-total.*?<td class="num spent-today">(.*?)</td>', body, re.S).group(1)
     assert visible(total) == "$0.50 +?"
+
+
+@given(
+    start=st.one_of(st.text(max_size=30), st.dates().map(date.isoformat)),
+    end=st.one_of(st.text(max_size=30), st.dates().map(date.isoformat)),
+)
+def test_any_range_asked_for_gives_a_range_of_at_most_366_days_up_to_today(start, end):
+    from django.test import RequestFactory
+
+    from dashboard.web.spend_views import chosen_range
+
+    today = date(2026, 12, 7)
+    first, last, error = chosen_range(RequestFactory().get("/spend/", {"start": start, "end": end}), today)
+    assert first <= last <= today
+    assert (last - first).days < 366
+    assert isinstance(error, str)
