@@ -286,6 +286,7 @@ def other_pages(live_server) -> dict[str, str]:
         "bulk cancels": "/bulk-cancel/",
         "bulk preview": "/bulk-cancel/preview?status=active",
         "bulk progress": f"/bulk-cancel/{operation.pk}/",
+        "spend": "/spend/",
     }
 
 
@@ -305,6 +306,9 @@ def test_the_other_pages_read_without_breaks_and_fit_a_phone(seeded_demo, signed
             expect(page.locator("tr.alarm-open")).to_have_count(3)
         if name.startswith("detail"):
             assert re.match(r"\(\d+\) ", page.title()), page.title()
+            assert_chart_labels_apart(page, where)
+        if name == "spend":
+            expect(page.locator(".history-chart svg rect.spend-bar")).to_have_count(30)
             assert_chart_labels_apart(page, where)
 
 
