@@ -151,10 +151,11 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     errors: Counter = Counter()
     total = 0
     kept = MESSAGE_SHOWN if clean is None else _MESSAGE_READ
-    # Per model: [input, cache_read, cache_write, output, reasoning, lines]; the model of the line
-    # before is looked up again only when a line names another (a batch is mostly of one model).
+    # The current model's sums are plain locals (a batch is mostly of one model), added to its sums
+    # per model when a line names another; no line's usage is kept (kept objects make Python's
+    # garbage collector walk them again and again: memory grows with distinct models only).
     sums: dict[str, list[int]] = {}
-    last_model, last = None, None
+    model, fresh, cache_read, cache_write, output, reasoning, counted = None, 0, 0, 0, 0, 0, 0
     unknown = 0
     for line in lines:
         total += 1
@@ -167,18 +168,19 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
             if kind in _BILLED:
                 unknown += 1
             continue
-        if line.model != last_model:
-            last_model = line.model
-            last = sums.get(last_model)
-            if last is None:
-                last = sums[last_model] = [0, 0, 0, 0, 0, 0]
-        fresh, cache_read, cache_write, output, reasoning = usage
-        last[0] += fresh
-        last[1] += cache_read
-        last[2] += cache_write
-        last[3] += output
-        last[4] += reasoning
-        last[5] += 1
+        if line.model != model:
+            if counted:
+                _add(sums, model, (fresh, cache_read, cache_write, output, reasoning, counted))
+            model, fresh, cache_read, cache_write, output, reasoning, counted = line.model, 0, 0, 0, 0, 0, 0
+        line_fresh, line_read, line_written, line_output, line_reasoning = usage
+        fresh += line_fresh
+        cache_read += line_read
+        cache_write += line_written
+        output += line_output
+        reasoning += line_reasoning
+        counted += 1
+    if counted:
+        _add(sums, model, (fresh, cache_read, cache_write, output, reasoning, counted))
     if clean is not None:
         cleaned: Counter = Counter()
         for (error_type, message), count in errors.items():  # first seen first, as before: ties keep that order
@@ -191,6 +193,12 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
         tokens=_by_model(sums, clean),
         usage_unknown=unknown,
     )
+
+
+def _add(sums: dict[str, list[int]], model: str, counts: tuple[int, ...]) -> None:
+    kept = sums.setdefault(model, [0, 0, 0, 0, 0, 0])
+    for position, value in enumerate(counts):
+        kept[position] += value
 
 
 def _by_model(sums: dict[str, list[int]], clean: Callable[[str], str] | None) -> list[ModelTokens]:

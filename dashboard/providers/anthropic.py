@@ -26,7 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, RESULT_TYPES, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import anthropic_usage
+from .usage import MAX_TOKENS, Usage, new_usage
 
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
@@ -138,8 +138,30 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     if not isinstance(message, dict):
         message = EMPTY
     usage = message.get("usage")
-    if not isinstance(usage, dict):
-        usage = EMPTY
+    if usage.__class__ is dict:
+        # Each count read once, for the line's own figures and its usage by kind; checked here, not
+        # in usage.counted (the same checks), as this runs for every line of a whole batch.
+        fresh, output = usage.get("input_tokens"), usage.get("output_tokens")
+        read, written = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
+        if read is None:
+            read = 0
+        if written is None:
+            written = 0
+        if (
+            fresh.__class__ is int
+            and output.__class__ is int
+            and read.__class__ is int
+            and written.__class__ is int
+            and 0 <= fresh <= MAX_TOKENS
+            and 0 <= output <= MAX_TOKENS
+            and 0 <= read <= MAX_TOKENS
+            and 0 <= written <= MAX_TOKENS
+        ):
+            tokens = new_usage(Usage, (fresh, read, written, output, 0))
+        else:
+            fresh, output, tokens = token_count(fresh), token_count(output), None
+    else:
+        fresh = output = tokens = None
     error = result.get("error")  # {"type": "error", "error": {"type": ..., "message": ...}}
     error = error.get("error") if isinstance(error, dict) else None
     if not isinstance(error, dict):
@@ -156,12 +178,12 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         "",
         as_text(message.get("model")),
         as_text(message.get("stop_reason")),
-        token_count(usage.get("input_tokens")),
-        token_count(usage.get("output_tokens")),
+        fresh,
+        output,
         error_type,
         error_message,
         raw,
-        anthropic_usage(usage) if usage is not EMPTY else None,
+        tokens,
     )
 
 

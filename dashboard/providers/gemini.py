@@ -260,8 +260,17 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         kind, response = "invalid", EMPTY
         error = {"status": "no_response", "message": "This line has neither a response nor an error."}
     usage = response.get("usageMetadata")
-    if not isinstance(usage, dict):
-        usage = EMPTY
+    if usage.__class__ is dict:
+        tokens = gemini_usage(usage)
+        if tokens is not None:  # read and checked: the line's own figures are the provider's counts
+            prompt, answered = usage["promptTokenCount"], usage.get("candidatesTokenCount")
+        else:
+            prompt, answered = (
+                token_count(usage.get("promptTokenCount")),
+                token_count(usage.get("candidatesTokenCount")),
+            )
+    else:
+        prompt = answered = tokens = None
     candidates = response.get("candidates")
     first = candidates[0] if isinstance(candidates, list) and candidates else None
     if not isinstance(first, dict):
@@ -275,12 +284,12 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         source,
         as_text(response.get("modelVersion")),
         as_text(stop_reason),
-        token_count(usage.get("promptTokenCount")),
-        token_count(usage.get("candidatesTokenCount")),
+        prompt,
+        answered,
         as_text(error.get("status") or error.get("code")),
         as_text(error.get("message")),
         raw,
-        gemini_usage(usage) if usage is not EMPTY else None,
+        tokens,
     )
 
 

@@ -192,8 +192,16 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     if not isinstance(body_error, dict):
         body_error = None
     usage = body.get("usage")
-    if not isinstance(usage, dict):
-        usage = EMPTY
+    if usage.__class__ is dict:
+        tokens = openai_usage(usage)
+        if tokens is not None:  # read and checked: the line's own figures are the provider's counts
+            given_in = tokens.input + tokens.cache_read
+            given_out = usage.get("completion_tokens", usage.get("output_tokens"))
+        else:
+            given_in = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+            given_out = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
+    else:
+        given_in = given_out = tokens = None
     choices = body.get("choices")
     first_choice = choices[0] if isinstance(choices, list) and choices else None
     if not isinstance(first_choice, dict):
@@ -218,12 +226,12 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         source,
         as_text(body.get("model")),
         as_text(first_choice.get("finish_reason")),
-        token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-        token_count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        given_in,
+        given_out,
         as_text(error.get("type") or error.get("code")),
         as_text(error.get("message")),
         raw,
-        openai_usage(usage) if usage is not EMPTY else None,
+        tokens,
     )
 
 

@@ -58,13 +58,31 @@ def _optional(value: Any) -> int:
     return 0 if value is None else _count(value)
 
 
-def _details(block: Any, name: str) -> int:
-    """A count in a details object (OpenAI's *_tokens_details), which may be absent or null."""
-    if block is None:
-        return 0
-    if block.__class__ is not dict:
-        raise _Untrusted
-    return _optional(block.get(name))
+# A Usage made without NamedTuple's Python-level __new__ (new_usage(Usage, (five counts))): one is
+# made for every result line.
+new_usage = tuple.__new__
+
+
+def counted(fresh: Any, read: Any, written: Any, output: Any) -> Usage | None:
+    """The four counts of an Anthropic-like usage (fresh input, cache read, cache written, output; the
+    cache counts None when absent), or None unless each is a whole number in range. Checked inline:
+    a provider's result-line parser calls this for every line, with the counts it reads anyway."""
+    if read is None:
+        read = 0
+    if written is None:
+        written = 0
+    if (
+        fresh.__class__ is int
+        and output.__class__ is int
+        and read.__class__ is int
+        and written.__class__ is int
+        and 0 <= fresh <= MAX_TOKENS
+        and 0 <= output <= MAX_TOKENS
+        and 0 <= read <= MAX_TOKENS
+        and 0 <= written <= MAX_TOKENS
+    ):
+        return new_usage(Usage, (fresh, read, written, output, 0))
+    return None
 
 
 def anthropic_usage(usage: Any) -> Usage | None:
@@ -72,40 +90,57 @@ def anthropic_usage(usage: Any) -> Usage | None:
     out what was read from or written to the cache."""
     if usage.__class__ is not dict:
         return None
-    try:
-        return Usage(
-            _count(usage.get("input_tokens")),
-            _optional(usage.get("cache_read_input_tokens")),
-            _optional(usage.get("cache_creation_input_tokens")),
-            _count(usage.get("output_tokens")),
-            0,
-        )
-    except _Untrusted:
-        return None
+    return counted(
+        usage.get("input_tokens"),
+        usage.get("cache_read_input_tokens"),
+        usage.get("cache_creation_input_tokens"),
+        usage.get("output_tokens"),
+    )
 
 
 def openai_usage(usage: Any) -> Usage | None:
     """An OpenAI (and Azure OpenAI) `usage`: of a chat completion (prompt_tokens, completion_tokens),
     of a response or a Batch object (input_tokens, output_tokens), or of embeddings (prompt_tokens
     only). The input counts include the cached tokens and the output the reasoning ones: both are
-    taken out, so that the kinds are disjoint."""
+    taken out, so that the kinds are disjoint. Checked inline: this runs for every line."""
     if usage.__class__ is not dict:
         return None
-    try:
-        if "prompt_tokens" in usage:
-            given_in, given_out = _count(usage["prompt_tokens"]), _optional(usage.get("completion_tokens"))
-            cached = _details(usage.get("prompt_tokens_details"), "cached_tokens")
-            reasoning = _details(usage.get("completion_tokens_details"), "reasoning_tokens")
-        else:
-            given_in, given_out = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
-            cached = _details(usage.get("input_tokens_details"), "cached_tokens")
-            reasoning = _details(usage.get("output_tokens_details"), "reasoning_tokens")
-        total = usage.get("total_tokens")
-        if cached > given_in or reasoning > given_out or (total is not None and _count(total) != given_in + given_out):
-            return None
-    except _Untrusted:
+    if "prompt_tokens" in usage:
+        given_in, given_out = usage["prompt_tokens"], usage.get("completion_tokens")
+        if given_out is None:
+            given_out = 0  # embeddings
+        in_details, out_details = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+    else:
+        given_in, given_out = usage.get("input_tokens"), usage.get("output_tokens")
+        in_details, out_details = usage.get("input_tokens_details"), usage.get("output_tokens_details")
+    if in_details is None:
+        cached = 0
+    elif in_details.__class__ is dict:
+        cached = in_details.get("cached_tokens")
+        if cached is None:
+            cached = 0
+    else:
         return None
-    return Usage(given_in - cached, cached, 0, given_out - reasoning, reasoning)
+    if out_details is None:
+        reasoning = 0
+    elif out_details.__class__ is dict:
+        reasoning = out_details.get("reasoning_tokens")
+        if reasoning is None:
+            reasoning = 0
+    else:
+        return None
+    total = usage.get("total_tokens")
+    if (
+        given_in.__class__ is int
+        and given_out.__class__ is int
+        and cached.__class__ is int
+        and reasoning.__class__ is int
+        and 0 <= cached <= given_in <= MAX_TOKENS
+        and 0 <= reasoning <= given_out <= MAX_TOKENS
+        and (total is None or (total.__class__ is int and total == given_in + given_out))
+    ):
+        return new_usage(Usage, (given_in - cached, cached, 0, given_out - reasoning, reasoning))
+    return None
 
 
 def gemini_usage(usage: Any) -> Usage | None:

@@ -1,0 +1,289 @@
+"""What counting tokens adds to the results pass of a 100,000-line batch (issue 21: under 10%).
+
+    .venv/bin/python bench/tokens.py
+
+The results pass is what services.error_summary runs over a batch's results file, less the network:
+every line parsed (results.parse_stream, the provider's parse_result_line) and counted
+(results.summarize). *With tokens* is that pass as it is: each line's usage block read into the five disjoint kinds
+(dashboard/providers/usage.py) and added up per model in the same loop. *Without* is the pass as it
+was before tokens, in the same process: the provider's parse_result_line and summarize's loop as they
+were at commit cf0367e (copies below). Part of what reading usage costs is paid back by reading each
+count once (the line's own input/output figures come from the checked usage, not a second lookup).
+
+The lines are the simulator's own (realistic usage: cache reads and writes for Anthropic, cached and
+reasoning tokens for OpenAI), made in memory: no database, no HTTP. Both passes run in the same
+process, alternated, best of ROUNDS each, in CPU time; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from dashboard.providers import anthropic
+from dashboard.providers.lines import EMPTY, RESULT_TYPES, ResultLine, as_text, token_count
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOTAL = 100_000
+ROUNDS = 7
+TARGET = 1.10
+
+
+def configure() -> None:
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+            "SQLITE_PATH": str(Path(tempfile.mkdtemp(prefix="bench-tokens-")) / "unused.sqlite3"),
+            "SIMULATOR_ENABLED": "1",
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-only-" + "x" * 50,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    import django
+
+    django.setup()
+
+
+def anthropic_lines() -> list[bytes]:
+    """A 100,000-request Anthropic batch's results as the simulator writes them (10% errored)."""
+    from datetime import UTC, datetime
+
+    from dashboard.simulator.anthropic_api import line_json, result_body_of
+    from dashboard.simulator.progression import Outcome, Plan
+
+    plan = Plan(
+        total=TOTAL,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        seed=7,
+        processing_seconds=1,
+        cancel_grace_seconds=1,
+        error_percent=10,
+    )
+    lines = []
+    for index in range(TOTAL):
+        rank = plan.rank_of(index)
+        body = result_body_of(
+            plan.fate(rank),
+            model="claude-sonnet-4-5",
+            message_id=f"msg_01{index:022d}",
+            text=f"Simulated answer #{index}.",
+            stop_reason="end_turn",
+            input_tokens=plan.input_tokens(rank),
+            output_tokens=plan.output_tokens(rank),
+            cache_read=plan.cache_read_tokens(rank),
+            cache_write=plan.cache_write_tokens(rank),
+            error=("overloaded_error", "Overloaded"),
+            request_id=f"req_011C{index:020d}",
+        )
+        assert plan.fate(rank) is not Outcome.EXPIRED
+        lines.append(line_json(f"req-{index:06d}", body).encode())
+    return lines
+
+
+def openai_lines() -> list[bytes]:
+    """100,000 lines of an OpenAI output file of a reasoning model, as the simulator writes them."""
+    import json
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from dashboard.simulator.openai_api import response_body
+    from dashboard.simulator.progression import Plan
+
+    plan = Plan(
+        total=TOTAL,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        seed=7,
+        processing_seconds=1,
+        cancel_grace_seconds=1,
+        error_percent=0,
+    )
+    batch = SimpleNamespace(
+        public_id="batch_bench", endpoint="/v1/chat/completions", model="o4-mini", created_at=plan.created_at
+    )
+    lines = []
+    for index in range(TOTAL):
+        line = {
+            "id": f"batch_req_{index}",
+            "custom_id": f"req-{index:06d}",
+            "response": {
+                "status_code": 200,
+                "request_id": f"req_{index}",
+                "body": response_body(batch, plan, index, plan.rank_of(index), "o4-mini"),
+            },
+            "error": None,
+        }
+        lines.append(json.dumps(line, separators=(",", ":")).encode())
+    return lines
+
+
+# --- the pass before tokens: copies of the code as it was (commit cf0367e) ------------------------------
+
+
+def anthropic_line_before(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
+    """dashboard/providers/anthropic.py's parse_result_line before tokens (a copy, at cf0367e)."""
+    result = data.get("result")
+    if not isinstance(result, dict):
+        result = EMPTY
+    kind = result.get("type")
+    message = result.get("message")
+    if not isinstance(message, dict):
+        message = EMPTY
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
+        usage = EMPTY
+    error = result.get("error")  # {"type": "error", "error": {"type": ..., "message": ...}}
+    error = error.get("error") if isinstance(error, dict) else None
+    if not isinstance(error, dict):
+        error = EMPTY
+    if kind.__class__ is str and kind in RESULT_TYPES:
+        error_type, error_message = as_text(error.get("type")), as_text(error.get("message"))
+    else:
+        kind = "invalid"
+        error_type, error_message = anthropic._unreadable_result(data.get("result"))
+    return ResultLine(
+        number,
+        as_text(data.get("custom_id")),
+        kind,
+        "",
+        as_text(message.get("model")),
+        as_text(message.get("stop_reason")),
+        token_count(usage.get("input_tokens")),
+        token_count(usage.get("output_tokens")),
+        error_type,
+        error_message,
+        raw,
+    )
+
+
+def openai_line_before(number: int, data: dict, raw: str, source: str = "") -> ResultLine:
+    """dashboard/providers/openai.py's parse_result_line before tokens (a copy, at cf0367e)."""
+    response = data.get("response")
+    if not isinstance(response, dict):
+        response = EMPTY
+    body = response.get("body")
+    if not isinstance(body, dict):
+        body = EMPTY
+    status_code = response.get("status_code")
+    line_error = data.get("error")
+    body_error = body.get("error")
+    if not isinstance(body_error, dict):
+        body_error = None
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        usage = EMPTY
+    choices = body.get("choices")
+    first_choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(first_choice, dict):
+        first_choice = EMPTY
+    if isinstance(line_error, dict):
+        kind = "expired" if line_error.get("code") == "batch_expired" else "errored"
+        error = line_error
+    elif status_code == 200 and body_error is None:
+        kind, error = "succeeded", EMPTY
+    elif body_error is not None:
+        kind, error = "errored", body_error
+    elif isinstance(status_code, int) and not isinstance(status_code, bool):
+        message = f"The request was answered HTTP {status_code}, without an error message."
+        kind, error = "errored", {"code": f"http_{status_code}", "message": message}
+    else:
+        message = "This line has neither a response status nor an error."
+        kind, error = "errored", {"code": "no_status", "message": message}
+    return ResultLine(
+        number,
+        as_text(data.get("custom_id")),
+        kind,
+        source,
+        as_text(body.get("model")),
+        as_text(first_choice.get("finish_reason")),
+        token_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        token_count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        as_text(error.get("type") or error.get("code")),
+        as_text(error.get("message")),
+        raw,
+    )
+
+
+def errors_only(lines: Iterable) -> tuple:
+    """results.summarize's loop as it was before tokens (a copy): types and errors."""
+    by_type: Counter = Counter()
+    errors: Counter = Counter()
+    total = 0
+    for line in lines:
+        total += 1
+        kind = line.type
+        by_type[kind] += 1
+        if kind == "errored" or kind == "invalid":
+            errors[(line.error_type, line.error_message[:300])] += 1
+    return by_type, errors, total
+
+
+def timed(run: Callable[[], object]) -> float:
+    """This process's CPU time for `run` (the machine is shared: wall-clock time would count the
+    others' work too; the pass is single-threaded and does no I/O, so its CPU time is its cost)."""
+    gc.collect()
+    started = time.process_time()
+    run()
+    return time.process_time() - started
+
+
+def measure(provider: str, module, before, lines: list[bytes]) -> tuple[float, float]:
+    """The best CPU seconds of the pass without tokens (the code before them) and with them (as it is)."""
+    from dashboard.batches.results import parse_stream, summarize
+
+    sourced = [("", line) for line in lines]
+    now = module.parse_result_line
+
+    def with_tokens():
+        summary = summarize(parse_stream(provider, sourced))
+        assert summary.tokens and not summary.usage_unknown, "the lines' usage was not counted"
+
+    def without_tokens():
+        module.parse_result_line = before
+        try:
+            errors_only(parse_stream(provider, sourced))
+        finally:
+            module.parse_result_line = now
+
+    with_best = without_best = float("inf")
+    for _ in range(ROUNDS):
+        without_best = min(without_best, timed(without_tokens))
+        with_best = min(with_best, timed(with_tokens))
+    return without_best, with_best
+
+
+def main() -> None:
+    configure()
+    from dashboard.providers import openai
+
+    print(f"bench/tokens.py: the results pass of a {TOTAL:,}-line batch, with and without counting tokens")
+    print(f"load average {' '.join(f'{value:.1f}' for value in os.getloadavg())}; best of {ROUNDS}, alternated")
+    print()
+    header = f"{'batch (CPU s)':<36}{'without':>9}{'with':>8}{'ratio':>8}{'target':>9}  met"
+    print(header)
+    print("-" * len(header))
+    failed = False
+    for label, provider, module, before, make in (
+        ("Anthropic, cache reads and writes", "anthropic", anthropic, anthropic_line_before, anthropic_lines),
+        ("OpenAI o4-mini, cached + reasoning", "openai", openai, openai_line_before, openai_lines),
+    ):
+        without, with_tokens = measure(provider, module, before, make())
+        ratio = with_tokens / without
+        failed |= ratio >= TARGET
+        print(
+            f"{label:<36}{without:>9.3f}{with_tokens:>8.3f}{ratio:>8.3f}{'< ' + f'{TARGET:.2f}':>9}  "
+            f"{'yes' if ratio < TARGET else 'NO'}"
+        )
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
