@@ -117,6 +117,10 @@ def test_a_model_is_priced_only_under_its_own_provider() -> None:
         ("claude-opus-4-20250514", "claude-opus-4"),
         ("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
         ("  claude-3-haiku-20240307 ", "claude-3-haiku"),
+        ("claude-sonnet-5-5", "claude-sonnet-5-5"),
+        ("claude-sonnet-5", "claude-sonnet-5"),
+        ("claude-opus-5-5", "claude-opus-5-5"),
+        ("claude-opus-5-latest", "claude-opus-5"),
     ],
 )
 def test_upstream_names_match_the_entry_of_their_own_model(upstream: str, expected: str) -> None:
@@ -128,8 +132,8 @@ def test_upstream_names_match_the_entry_of_their_own_model(upstream: str, expect
     "upstream",
     [
         "claude-sonnet-4-6",  # a newer Sonnet, not Sonnet 4 with a suffix
-        "claude-sonnet-5-5",  # not Sonnet 5
-        "claude-opus-4-7",
+        "claude-sonnet-5-7",  # not Sonnet 5
+        "claude-opus-4-9",
         "claude-opus-4-1-fast",
         "claude-sonnet-4-5-20250929-preview",
         "xclaude-sonnet-4-5",
