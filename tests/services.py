@@ -398,12 +398,19 @@ def app_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def _interpreter_environment(env) -> dict[str, str]:
+    """The variables an interpreter reads as it starts (PYTHONPATH, PYTHONWARNINGS ...): a zygote's
+    children start with its own. (Buffering does not matter: their output is read once they end.)"""
+    return {name: value for name, value in env.items() if name.startswith("PYTHON") and name != "PYTHONUNBUFFERED"}
+
+
 class _Zygote:
     """This test process's tests/zygote.py, started when first needed; it ends with this process."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
+        self.interpreter_environment: dict[str, str] = {}
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float | None) -> dict | None:
         import pickle
@@ -416,7 +423,10 @@ class _Zygote:
                 self.process = subprocess.Popen(
                     [PYTHON, str(ROOT / "tests" / "zygote.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
                 )
+                self.interpreter_environment = _interpreter_environment(os.environ)
                 atexit.register(self.stop)
+            if _interpreter_environment(env) != self.interpreter_environment:
+                return None  # read by an interpreter as it starts (PYTHONPATH ...): the caller starts one
             request = pickle.dumps({"argv": argv, "env": env, "cwd": str(cwd), "timeout": timeout})
             self.process.stdin.write(struct.pack(">I", len(request)) + request)
             self.process.stdin.flush()

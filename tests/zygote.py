@@ -57,7 +57,7 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int) -
         else:
             sys.argv = list(argv)
             sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
-            runpy.run_path(argv[0], run_name="__main__")
+            runpy.run_path(os.path.abspath(argv[0]), run_name="__main__")  # __file__ absolute, sys.argv[0] as given
     except SystemExit as stop:
         if stop.code is None:
             status = 0
@@ -66,8 +66,13 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out: int, err: int) -
         else:
             print(stop.code, file=sys.stderr)
             status = 1
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as error:
+        # From the program's own first frame on, as the interpreter prints it (not this module's or runpy's).
+        program = "<string>" if argv[0] == "-c" else os.path.abspath(argv[0])
+        frames = error.__traceback__
+        while frames is not None and frames.tb_frame.f_code.co_filename != program:
+            frames = frames.tb_next
+        traceback.print_exception(type(error), error, frames or error.__traceback__)
         status = 1
     try:
         threading._shutdown()  # as the interpreter does at exit: wait for non-daemon threads
