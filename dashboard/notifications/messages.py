@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from ..alarms.rules import ALL_ACCOUNTS
 from ..models import Alarm, AlarmRule
 from ..redaction import redact
 
@@ -21,11 +22,22 @@ def utc_iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _link(account: str, batch_id: str | None) -> str | None:
-    """The alarm's page in the dashboard (its batch's, or the list for an account's), if DASHBOARD_URL is set."""
+SPEND_RULES = {
+    AlarmRule.BUDGET_DAY_NEAR,
+    AlarmRule.BUDGET_DAY_OVER,
+    AlarmRule.BUDGET_MONTH_NEAR,
+    AlarmRule.BUDGET_MONTH_OVER,
+}
+
+
+def _link(account: str, batch_id: str | None, rule: str = "") -> str | None:
+    """The alarm's page in the dashboard (its batch's, the list for an account's, the spend page for a
+    budget's), if DASHBOARD_URL is set."""
     base = settings.DASHBOARD_URL.rstrip("/")
     if not base:
         return None
+    if rule in SPEND_RULES:
+        return base + reverse("spend")
     try:
         if batch_id is None:
             return base + reverse("batch-list")
@@ -48,7 +60,7 @@ def payload_for(alarm: Alarm, event: str, *, batch_id: str | None, secrets: Sequ
             "detail": redact(alarm.detail, list(secrets)),
             "opened_at": utc_iso(alarm.opened_at),
             "resolved_at": utc_iso(alarm.resolved_at),
-            "url": _link(alarm.account, batch_id),
+            "url": _link(alarm.account, batch_id, alarm.rule),
         },
     }
 
@@ -62,7 +74,8 @@ def _slack(text: str | None) -> str:
 
 
 def _headline(alarm: dict, event: str) -> str:
-    subject = alarm["account"] + (f", batch {alarm['batch_id']}" if alarm.get("batch_id") else "")
+    account = "all accounts" if alarm["account"] == ALL_ACCOUNTS else alarm["account"]
+    subject = account + (f", batch {alarm['batch_id']}" if alarm.get("batch_id") else "")
     return f"Alarm {event}: {alarm['rule_label']} — {subject}"
 
 

@@ -169,3 +169,20 @@ def test_the_alarms_page_shows_every_accounts_budget_only_to_one_who_sees_every_
     client.force_login(make_user("ops-only", can_cancel=False, roles=("viewer",), accounts="anthropic-ops"))
     body = client.get("/alarms/").content.decode()
     assert "over budget" not in body and "daily budget spent" not in body
+
+
+def test_a_budget_alarm_links_to_the_spend_page(db, settings):
+    from django.utils import timezone
+
+    from dashboard.notifications.messages import email_message, payload_for
+
+    settings.DASHBOARD_URL = "https://batches.example.com/"
+    now = timezone.now()
+    alarm = Alarm.objects.create(
+        rule=Rule.BUDGET_MONTH_OVER, account=ALL_ACCOUNTS, opened_at=now, last_seen_at=now, detail="All accounts ..."
+    )
+    payload = payload_for(alarm, "opened", batch_id=None, secrets=[])
+    assert payload["alarm"]["url"] == "https://batches.example.com/spend/"
+    subject, body = email_message(payload)
+    assert subject == "[batch dashboard] Alarm opened: monthly budget spent — all accounts"
+    assert "https://batches.example.com/spend/" in body
