@@ -39,8 +39,8 @@ MAX_LIMIT = 200
 LATE_ARRIVAL = timedelta(minutes=10)
 MAX_SEARCH = 200
 # A term with fewer matches than this in the whole store has its rows found by SQLite's trigram
-# index (migration 0024), then sorted; a commoner term fills a page sooner by walking the list's
-# order. Reading a match by its rowid costs about what walking ten index entries does.
+# index (migration 0024), read by rowid and sorted (a few milliseconds at most); a commoner term
+# fills a page sooner by walking the list's order.
 RARE_MATCHES = 500
 TRIGRAM = 3  # the trigram index finds no term shorter than this
 # More accounts than this are read in one arm, not merged one per account (SQLite allows 500 arms).
@@ -364,9 +364,10 @@ def _page_keys(
     PostgreSQL): neither database merges an IN list's index ranges in order.
 
     A search on SQLite: a rare term's rows (`_rare_term_rows`) are looked up in the trigram index,
-    then read by rowid and those few sorted; any other term walks the whole store in list order in one index that holds
-    all it tests (migration 0024), until the page is full: about `limit` over the term's share of
-    the rows. (Walked per account, an account without the term had all its entries read.)
+    then read by rowid and those few sorted; any other term walks the whole store in list order in
+    one index that holds all it tests (migration 0024) until the page is full: about `limit` over
+    the share of the store's rows that the filters and the term keep, whatever its size. (Walked
+    per account, an account without the term had all its entries read.)
     `rare_terms_by_index` false walks a rare term too: a bound that keeps the walk short (the
     first page's probe) makes the trigram index no cheaper."""
     if not keys:
