@@ -456,12 +456,23 @@ def ended_batch_or_404(account: Account, batch_id: str):
 def batch_results_summary(request: HttpRequest, account_key: str, batch_id: str) -> HttpResponse:
     account = account_or_404(request, account_key, batch_id)
     require_role(request, account, Role.RESULTS)
+    view = stored_or_404(account, batch_id)
+    if not view.batch.is_ended:
+        raise Http404("Results exist only once the batch has ended.")
+    context = {"summary": None, "summary_error": ""}
     try:
-        batch = ended_batch_or_404(account, batch_id)
-        summary, error = services.error_summary(account=account, batch=batch), ""
+        context["summary"] = services.error_summary(account=account, batch=view.batch)
     except ProviderError as failure:
-        summary, error = None, failure.message
-    return render(request, "batches/detail.html#summary", {"summary": summary, "summary_error": error})
+        context["summary_error"] = failure.message
+    else:
+        # The pass that counted the errors counted the tokens too: the page's tokens and cost, drawn
+        # before it, are swapped for what it found.
+        context.update(
+            batch=view.batch,
+            batch_spend=spend_selectors.batch_spend(stored_batch_pk=view.pk, provider=account.provider),
+            spend_out_of_band=True,
+        )
+    return render(request, "batches/detail.html#summary", context)
 
 
 @require_GET

@@ -257,3 +257,33 @@ def test_gemini_tokens_are_the_sdk_s_sums_of_every_response(counting, gemini_cli
     assert tokens == {model: dict(sums)}
     assert row_text(model, sums) in shown(operator_client, "gemini-ops", batch_id)
     assert exported(operator_client, "gemini-ops", batch_id) == {kind: sums[kind] for kind in KINDS}
+
+
+# --- The detail page: counted when someone opens it first, shown without a reload ---------------------------
+
+
+def test_the_first_count_on_the_detail_page_swaps_in_its_tokens_and_cost(
+    dashboard_upstream, anthropic_client, operator_client
+):
+    client = anthropic_client()
+    batch = client.messages.batches.create(requests=[anthropic_request(index) for index in range(8)])
+    created_ago(batch.id, hours=1)  # ended
+    poll_store()  # stored, not counted: the poller's counting is off here (POLL_RESULTS_PER_CYCLE 0)
+    assert StoredBatch.objects.get(batch_id=batch.id).tokens_source == ""
+    assert shown(operator_client, "anthropic-ops", batch.id).startswith("Not counted yet")
+
+    response = operator_client.get(
+        reverse("batch-results-summary", args=["anthropic-ops", batch.id]), HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert '<section id="summary"' in body
+    assert body.count('id="batch-spend" hx-swap-oob="true"') == 1, "the tokens and cost come out of band"
+    row, tokens = stored_tokens("anthropic-ops", batch.id)
+    assert row.tokens_source == "results" and tokens
+    (model, sums), *_ = tokens.items()
+    section = re.search(r'<div class="batch-tokens">(.*?)</div>', body, re.S).group(1)
+    assert row_text(model, sums) in " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+    assert "Not counted yet" not in body and "Estimated cost" in body
+    again = operator_client.get(reverse("batch-detail", args=["anthropic-ops", batch.id])).content.decode()
+    assert "hx-swap-oob" not in again.split('id="batch-spend"', 1)[1][:20], "the page itself swaps nothing"

@@ -173,9 +173,13 @@ def test_detail_of_running_openai_batch_shows_every_field(operator_client, embed
     metadata = re.search(r'<table class="plain metadata">(.*?)</table>', body, re.S)[1]
     assert "<tr><th>job</th><td>nightly-eval</td></tr>" in metadata
     assert "<tr><th>team</th><td>research</td></tr>" in metadata
-    usage = re.search(r"<h3>Usage</h3>\s*<table class=\"plain\">(.*?)</table>", body, re.S)[1]
-    for name in ("input_tokens", "output_tokens", "total_tokens"):
-        assert f"<tr><th>{name}</th><td>0</td></tr>" in usage
+    tokens = re.search(r'<div class="batch-tokens">(.*?)</div>', body, re.S)[1]
+    assert " ".join(re.sub(r"<[^>]+>", " ", tokens).split()) == (
+        "As OpenAI reports them on the batch, so far (updated as it runs). The kinds do not overlap: they add up"
+        " to the total billed. Model Input Cache read Cache write Output Reasoning Total Requests"
+        " gpt-4o-mini 0 0 0 0 0 0 0"
+    )
+    assert "<h3>Usage</h3>" not in body, "the batch's raw usage is the Tokens section, not repeated"
 
     raw = raw_json(body)
     assert raw["id"] == batch.id and raw["status"] == "in_progress"
@@ -211,7 +215,7 @@ def test_detail_of_running_anthropic_batch(operator_client, embedded_upstream, a
             assert "<time datetime=" in value, (name, value)
         else:
             assert value == '<span class="muted">—</span>', (name, value)
-    assert "<h3>Usage</h3>" not in body  # Anthropic reports no usage on a batch
+    assert "<h3>Usage</h3>" not in body  # tokens are in their own section
     assert "<h3>Metadata</h3>" not in body
     assert raw_json(body)["processing_status"] == "in_progress"
     assert f'hx-post="/batches/anthropic-ops/{batch.id}/cancel"' in body
@@ -478,9 +482,10 @@ def test_error_summary_counts_errors_by_type_and_message(operator_client, ended_
     assert total == 120
     assert f"of {total} result lines" in body
 
+    summary = body.split("</section>", 1)[0]  # after it, the tokens and cost it counted, out of band
     errors = [
         (kind, html.unescape(message), int(n))
-        for kind, message, n in re.findall(r"<tr><td><code>(.*?)</code></td><td>(.*?)</td><td>(\d+)</td></tr>", body)
+        for kind, message, n in re.findall(r"<tr><td><code>(.*?)</code></td><td>(.*?)</td><td>(\d+)</td></tr>", summary)
     ]
     upstream = Counter(
         (e["result"]["error"]["error"]["type"], e["result"]["error"]["error"]["message"])
