@@ -9,8 +9,9 @@ Token kinds are disjoint and add up to what was billed (see BatchTokens): `input
 
 Model matching, for the names upstream sends (`claude-sonnet-4-5-20250929`, `models/gemini-2.5-flash`,
 `us.anthropic.claude-3-5-sonnet-20240620-v1:0`, ...): the name is lower-cased and stripped of a resource
-prefix (`models/`, `publishers/<vendor>/models/`) and of a Bedrock cross-region prefix (`us.`, `eu.`,
-`global.`, ...); then among the provider's entries, the longest alias that is the whole name, or the name
+prefix (`models/`, `publishers/<vendor>/models/`) and, unless an entry names the profile itself (a Bedrock
+cross-region profile may cost more than its model), of a Bedrock cross-region prefix (`us.`, `eu.`, `global.`,
+...); then among the provider's entries, the longest alias that is the whole name, or the name
 minus a version suffix (a date stamp `-20250929` or `-2024-08-06`, `-latest`, a Bedrock `-v1:0` or `:0`,
 `@20240620`), wins. Anything else after an alias is another model (`-mini`, `-5`, `-pro`): never priced
 as its neighbour, so `gpt-4o-mini` is not `gpt-4o` and `claude-sonnet-4-5` is not `claude-sonnet-4`.
@@ -58,6 +59,9 @@ class PriceEntry:
     source: str
     note: str = ""
     overridden: bool = False  # from the override file
+    # A kind whose batch price is not the list price less the discount (Gemini 2.5 Pro's cache reads are
+    # not discounted in a batch): its batch price per million as given, discount already included.
+    batch_per_million: Mapping[str, Decimal] = field(default_factory=dict)
 
     @property
     def source_url(self) -> str:
@@ -66,6 +70,10 @@ class PriceEntry:
 
     def batch_price(self, kind: str) -> Decimal | None:
         """Dollars per million tokens of `kind` in a batch, after the discount; None when not priced."""
+        if kind in self.batch_per_million:
+            return self.batch_per_million[kind]
+        if kind == "reasoning" and "reasoning" not in self.per_million and "output" in self.batch_per_million:
+            return self.batch_per_million["output"]
         price = self.per_million.get(kind)
         if price is None and kind == "reasoning":
             price = self.per_million.get("output")
@@ -92,9 +100,13 @@ class Estimate:
 
 def normalise_model(name: str) -> str:
     """The model name as the table spells its aliases (see the module's docstring)."""
-    name = name.strip().lower()
-    name = _RESOURCE_PREFIX.sub("", name)
-    return _REGION_PREFIX.sub("", name)
+    return _REGION_PREFIX.sub("", _alias_form(name))
+
+
+def _alias_form(name: str) -> str:
+    """Lower-cased, without a resource prefix, a region prefix kept: an alias may name a Bedrock cross-region
+    profile whose price differs from the model's own (`us.anthropic.claude-opus-4-7`)."""
+    return _RESOURCE_PREFIX.sub("", name.strip().lower())
 
 
 def _alias_matches(alias: str, name: str) -> bool:
@@ -110,18 +122,22 @@ class PriceTable:
     def entry_for(self, model: str, provider: str) -> PriceEntry | None:
         """The entry pricing `model` of `provider`: the longest matching alias (an override's on a tie); None
         when none matches."""
-        name = normalise_model(model)
-        if not name:
-            return None
-        best: tuple[int, bool, PriceEntry] | None = None
-        for entry in self.entries:
-            if entry.provider != provider:
-                continue
-            for alias in entry.aliases:
-                rank = (len(alias), entry.overridden)
-                if _alias_matches(alias, name) and (best is None or rank > best[:2]):
-                    best = (*rank, entry)
-        return best[2] if best else None
+        with_region = _alias_form(model)
+        # A region profile's own entry first; else the model's, as most profiles cost what the model does.
+        for name in dict.fromkeys((with_region, normalise_model(with_region))):
+            if not name:
+                return None
+            best: tuple[int, bool, PriceEntry] | None = None
+            for entry in self.entries:
+                if entry.provider != provider:
+                    continue
+                for alias in entry.aliases:
+                    rank = (len(alias), entry.overridden)
+                    if _alias_matches(alias, name) and (best is None or rank > best[:2]):
+                        best = (*rank, entry)
+            if best:
+                return best[2]
+        return None
 
     def cost(self, tokens_by_kind: Mapping[str, int], model: str, provider: str) -> Estimate | None:
         """What `tokens_by_kind` of `model` cost as a batch; None when the model has no price."""
@@ -179,29 +195,39 @@ def _text(value: object, where: str) -> str:
 def _entry(data: object, where: str, *, overridden: bool) -> PriceEntry:
     if not isinstance(data, dict):
         raise PriceFileError(f"{where}: expected an object, got {type(data).__name__}")
-    allowed = {"provider", "model", "aliases", "usd_per_million_tokens", "batch_discount", "as_of", "source", "note"}
+    allowed = {
+        "provider",
+        "model",
+        "aliases",
+        "usd_per_million_tokens",
+        "batch_usd_per_million_tokens",
+        "batch_discount",
+        "as_of",
+        "source",
+        "note",
+    }
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise PriceFileError(f"{where}: unknown field(s) {', '.join(unknown)}")
     provider = _text(data.get("provider"), f"{where}.provider")
-    model = normalise_model(_text(data.get("model"), f"{where}.model"))
+    model = _alias_form(_text(data.get("model"), f"{where}.model"))
     aliases_data = data.get("aliases", [])
     if not isinstance(aliases_data, list):
         raise PriceFileError(f"{where}.aliases: expected a list of names")
-    aliases = [model] + [normalise_model(_text(alias, f"{where}.aliases")) for alias in aliases_data]
+    aliases = [model] + [_alias_form(_text(alias, f"{where}.aliases")) for alias in aliases_data]
     prices_data = data.get("usd_per_million_tokens")
     if not isinstance(prices_data, dict) or not prices_data:
         raise PriceFileError(f"{where}.usd_per_million_tokens: expected an object of prices by kind")
-    per_million: dict[str, Decimal] = {}
-    for kind, value in prices_data.items():
-        if kind not in KINDS:
-            raise PriceFileError(f"{where}.usd_per_million_tokens: unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
-        price = _decimal(value, f"{where}.usd_per_million_tokens.{kind}")
-        if not Decimal(0) <= price <= MAX_PRICE:
-            raise PriceFileError(f"{where}.usd_per_million_tokens.{kind}: {price} is out of range (0 to {MAX_PRICE})")
-        per_million[kind] = price
+    per_million = _prices_by_kind(prices_data, f"{where}.usd_per_million_tokens")
     if "input" not in per_million or "output" not in per_million:
         raise PriceFileError(f"{where}.usd_per_million_tokens: input and output prices are required")
+    batch_data = data.get("batch_usd_per_million_tokens", {})
+    if not isinstance(batch_data, dict):
+        raise PriceFileError(f"{where}.batch_usd_per_million_tokens: expected an object of prices by kind")
+    batch_per_million = _prices_by_kind(batch_data, f"{where}.batch_usd_per_million_tokens")
+    unlisted = sorted(set(batch_per_million) - set(per_million))
+    if unlisted:
+        raise PriceFileError(f"{where}.batch_usd_per_million_tokens: {', '.join(unlisted)} without a list price")
     discount = _decimal(data.get("batch_discount"), f"{where}.batch_discount")
     if not Decimal(0) <= discount <= Decimal(1):
         raise PriceFileError(f"{where}.batch_discount: {discount} is not a share between 0 and 1")
@@ -224,7 +250,20 @@ def _entry(data: object, where: str, *, overridden: bool) -> PriceEntry:
         source=source,
         note=note,
         overridden=overridden,
+        batch_per_million=batch_per_million,
     )
+
+
+def _prices_by_kind(prices_data: dict, where: str) -> dict[str, Decimal]:
+    per_million: dict[str, Decimal] = {}
+    for kind, value in prices_data.items():
+        if kind not in KINDS:
+            raise PriceFileError(f"{where}: unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
+        price = _decimal(value, f"{where}.{kind}")
+        if not Decimal(0) <= price <= MAX_PRICE:
+            raise PriceFileError(f"{where}.{kind}: {price} is out of range (0 to {MAX_PRICE})")
+        per_million[kind] = price
+    return per_million
 
 
 def parse_entries(text: str, *, name: str, overridden: bool = False) -> list[PriceEntry]:

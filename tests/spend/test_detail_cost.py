@@ -72,10 +72,17 @@ def test_a_model_without_a_price_is_named_with_its_tokens_and_adds_nothing(opera
     assert "claude-fable-9 1,234,568 price unknown" in text
 
 
-def test_kinds_without_a_price_are_said_and_not_counted(operator_client):
+def test_kinds_without_a_price_are_said_and_not_counted(operator_client, tmp_path, settings):
+    rates = tmp_path / "rates.json"
+    entry = {"provider": "anthropic", "model": "claude-haiku-4-5", "batch_discount": "0.5", "as_of": "2026-12-01"}
+    entry.update(usd_per_million_tokens={"input": "1", "output": "5"}, source="a price file without cache prices")
+    rates.write_text(json.dumps({"entries": [entry]}))
+    settings.PRICES_FILE = str(rates)
+    table._table.cache_clear()
     row = anthropic_row()
     BatchTokens.objects.create(batch=row, model="claude-haiku-4-5", input=1_000_000, cache_read=5, cache_write=7)
     text = visible(cost_section(operator_client, row))
+    table._table.cache_clear()
     assert "Estimated cost $0.50 so far" in text
     said = "The cache reads and cache writes of claude-haiku-4-5 have no price in the table and are not counted."
     assert said in text

@@ -40,13 +40,108 @@ def write(tmp_path: Path, *entries: object, raw: str | None = None) -> Path:
 # The shipped table
 
 
+OFFICIAL_PAGES = {
+    "anthropic": ("https://platform.claude.com/", "https://docs.anthropic.com/"),
+    "openai": ("https://developers.openai.com/",),
+    "azure-openai": ("https://prices.azure.com/", "https://azure.microsoft.com/"),
+    "gemini": ("https://ai.google.dev/",),
+    "bedrock": ("https://pricing.us-east-1.amazonaws.com/", "https://aws.amazon.com/"),
+}
+DATASET = "(via LiteLLM 1.110.2 model_prices_and_context_window, entry "
+
+
 def test_every_shipped_entry_says_where_and_when_its_prices_were_read() -> None:
-    assert SHIPPED.entries
+    assert {item.provider for item in SHIPPED.entries} == set(OFFICIAL_PAGES)
     for item in SHIPPED.entries:
-        assert item.source.startswith(("https://platform.claude.com/", "https://docs.anthropic.com/")), item
+        assert item.source.startswith(OFFICIAL_PAGES[item.provider]), item
+        # Only Anthropic's were read on the official pages; every other entry names the dataset it is from.
+        assert item.provider == "anthropic" or DATASET in item.source, item
         assert item.as_of.year >= 2026
         assert item.batch_discount == Decimal("0.5")
         assert not item.overridden
+
+
+@pytest.mark.parametrize(
+    ("upstream", "provider", "expected"),
+    [
+        ("gpt-4o-mini-2024-07-18", "openai", "gpt-4o-mini"),
+        ("gpt-4o-2024-08-06", "openai", "gpt-4o"),
+        ("gpt-4o-2024-05-13", "openai", "gpt-4o-2024-05-13"),  # the first gpt-4o snapshot cost more
+        ("gpt-5-mini-2025-08-07", "openai", "gpt-5-mini"),
+        ("gpt-5.4-nano", "openai", "gpt-5.4-nano"),
+        ("o4-mini-2025-04-16", "openai", "o4-mini"),
+        ("gpt-4.1-mini", "azure-openai", "gpt-4.1-mini"),
+        ("gpt-4o-2024-11-20", "azure-openai", "gpt-4o"),
+        ("models/gemini-2.5-flash", "gemini", "gemini-2.5-flash"),
+        ("models/gemini-2.5-flash-lite", "gemini", "gemini-2.5-flash-lite"),
+        ("gemini-2.5-pro", "gemini", "gemini-2.5-pro"),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", "bedrock", "anthropic.claude-sonnet-4-5"),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "bedrock", "us.anthropic.claude-sonnet-4-5"),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "bedrock", "anthropic.claude-sonnet-4-5"),
+        ("amazon.nova-lite-v1:0", "bedrock", "amazon.nova-lite"),
+        ("us.amazon.nova-lite-v1:0", "bedrock", "amazon.nova-lite"),  # the same price in the dataset
+    ],
+)
+def test_the_other_providers_names_match_their_own_models_entry(upstream: str, provider: str, expected: str) -> None:
+    found = SHIPPED.entry_for(upstream, provider)
+    assert found is not None and found.model == expected
+
+
+@pytest.mark.parametrize(
+    ("upstream", "provider"),
+    [
+        ("gpt-4o-audio-preview", "openai"),
+        ("gpt-5-mini-search", "openai"),
+        ("prod-gpt4o-eastus", "azure-openai"),  # a deployment's name says nothing of its model
+        ("gpt4o", "azure-openai"),
+        ("models/gemini-2.5-flash-image", "gemini"),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic"),  # a Bedrock ID is not an Anthropic name
+        ("gpt-4o", "bedrock"),
+    ],
+)
+def test_a_name_that_is_not_a_priced_model_of_that_provider_stays_unknown(upstream: str, provider: str) -> None:
+    assert SHIPPED.entry_for(upstream, provider) is None
+
+
+def test_a_bedrock_cross_region_profile_is_priced_at_its_own_rate_where_the_dataset_gives_one() -> None:
+    tokens = {"input": 1_000_000, "output": 1_000_000}
+    in_region = SHIPPED.cost(tokens, "anthropic.claude-haiku-4-5-20251001-v1:0", "bedrock")
+    us_profile = SHIPPED.cost(tokens, "us.anthropic.claude-haiku-4-5-20251001-v1:0", "bedrock")
+    assert in_region is not None and us_profile is not None
+    assert in_region.total == Decimal(3)  # ($1 + $5) halved
+    assert us_profile.total == Decimal("3.3")  # ($1.10 + $5.50) halved
+
+
+def test_a_kind_whose_batch_price_is_not_discounted_keeps_its_own_batch_price() -> None:
+    # Gemini's batch mode halves input and output but not cache reads (LiteLLM's dataset: $0.125 both ways).
+    estimate = SHIPPED.cost({"input": 1_000_000, "cache_read": 1_000_000}, "models/gemini-2.5-pro", "gemini")
+    assert estimate is not None
+    assert estimate.by_kind["input"] == Decimal("0.625")
+    assert estimate.by_kind["cache_read"] == Decimal("0.125")
+
+
+def test_a_batch_price_of_a_kind_must_have_a_list_price(tmp_path: Path) -> None:
+    path = write(tmp_path, entry(batch_usd_per_million_tokens={"cache_write": "1"}))
+    with pytest.raises(PriceFileError, match="cache_write without a list price"):
+        load_table(path)
+    path = write(tmp_path, entry(batch_usd_per_million_tokens={"output": "-1"}))
+    with pytest.raises(PriceFileError, match="out of range"):
+        load_table(path)
+
+
+def test_the_demos_models_of_every_provider_have_a_price() -> None:
+    from dashboard.simulator import demo
+
+    models = {
+        "anthropic": demo.ANTHROPIC_MODELS,
+        "openai": demo.OPENAI_MODELS,
+        "azure-openai": demo.OPENAI_MODELS,
+        "gemini": tuple(f"models/{model}" for model in demo.GEMINI_MODELS),
+        "bedrock": ("amazon.nova-lite-v1:0",),
+    }
+    for provider, names in models.items():
+        for name in names:
+            assert SHIPPED.entry_for(name, provider) is not None, (provider, name)
 
 
 def test_the_batch_discount_halves_the_list_price() -> None:
@@ -82,19 +177,20 @@ def test_reasoning_tokens_are_billed_at_the_output_price() -> None:
 
 
 def test_a_kind_without_a_price_is_named_and_left_out_never_counted_as_free() -> None:
-    estimate = SHIPPED.cost({"input": 2_000_000, "cache_read": 500}, "claude-haiku-4-5", "anthropic")
+    # gpt-4o's first snapshot has no cached-input price in the dataset
+    estimate = SHIPPED.cost({"input": 2_000_000, "cache_read": 500}, "gpt-4o-2024-05-13", "openai")
     assert estimate is not None
     assert estimate.unpriced == ("cache_read",)
     assert not estimate.complete
-    assert estimate.total == Decimal(1)  # the input only: $1 list, halved, for 2 million
-    no_cache = SHIPPED.cost({"input": 2_000_000}, "claude-haiku-4-5", "anthropic")
+    assert estimate.total == Decimal(5)  # the input only: $5 list, halved, for 2 million
+    no_cache = SHIPPED.cost({"input": 2_000_000}, "gpt-4o-2024-05-13", "openai")
     assert no_cache is not None and no_cache.complete
 
 
 def test_an_unknown_model_has_no_price() -> None:
     assert SHIPPED.cost({"input": 10}, "claude-fable-9", "anthropic") is None
     assert SHIPPED.cost({"input": 10}, "", "anthropic") is None
-    assert SHIPPED.cost({"input": 10}, "gpt-4o", "openai") is None  # no official OpenAI price could be read
+    assert SHIPPED.cost({"input": 10}, "acme-large", "openai") is None
 
 
 def test_a_model_is_priced_only_under_its_own_provider() -> None:
@@ -131,7 +227,7 @@ def test_upstream_names_match_the_entry_of_their_own_model(upstream: str, expect
 @pytest.mark.parametrize(
     "upstream",
     [
-        "claude-sonnet-4-6",  # a newer Sonnet, not Sonnet 4 with a suffix
+        "claude-sonnet-4-7",  # a newer Sonnet, not Sonnet 4 with a suffix
         "claude-sonnet-5-7",  # not Sonnet 5
         "claude-opus-4-9",
         "claude-opus-4-1-fast",
@@ -175,7 +271,7 @@ def test_the_longest_alias_wins_and_version_suffixes_of_every_provider_match(tmp
         found = merged.entry_for(upstream, provider)
         assert found is not None and found.model == expected, upstream
     assert merged.entry_for("gpt-4o-audio-preview", "openai") is None
-    assert merged.entry_for("models/gemini-2.5-pro", "gemini") is None
+    assert merged.entry_for("models/gemini-2.5-ultra", "gemini") is None
 
 
 # Override files
