@@ -16,10 +16,10 @@ def badge_context(request, *, live: bool = False, counts: alarm_selectors.OpenCo
     """The header's badge: open alarms of the accounts the user may see and how many nobody has
     acknowledged (one query, unless `counts` are known already). `live`: the page's feed keeps it
     current, so it does not poll itself."""
-    from .common import visible_accounts
+    from .common import alarm_accounts
 
     if counts is None:
-        counts = alarm_selectors.open_alarm_counts(accounts=[account.key for account in visible_accounts(request)])
+        counts = alarm_selectors.open_alarm_counts(accounts=alarm_accounts(request))
     return {
         "live": live,
         "counts": counts,

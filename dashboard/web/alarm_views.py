@@ -31,7 +31,7 @@ from ..batches import feed
 from ..models import Alarm
 from . import live
 from .alarm_badge import CHANGED_EVENT, badge_context
-from .common import ROLE_REFUSALS, access, account_or_404, visible_accounts
+from .common import ROLE_REFUSALS, account_or_404, alarm_accounts, may_on_alarm, visible_accounts
 
 RESOLVED_HOURS = 24  # the alarms page lists alarms resolved this recently
 OPEN_LIMIT = 500  # alarms listed at most, of each kind: the counts say how many there are
@@ -44,7 +44,7 @@ def _common(request: HttpRequest) -> dict:
     accounts = visible_accounts(request)
     return {
         "poll_seconds": settings.ROW_POLL_SECONDS,
-        "acknowledge_accounts": {account.key for account in access(request).accounts(Role.OPERATOR, accounts)},
+        "acknowledge_accounts": set(alarm_accounts(request, Role.OPERATOR)),
         "account_labels": account_labels(accounts),
         "changed_event": CHANGED_EVENT,
         "note_limit": alarm_services.NOTE_LIMIT,
@@ -75,9 +75,8 @@ def _labelled(rows, labels: dict[str, str]) -> list[Alarm]:
 def listed_alarms(request: HttpRequest, now):
     """What the alarms page lists: the open alarms of the accounts the user may see, and those
     resolved in the last RESOLVED_HOURS."""
-    keys = [account.key for account in visible_accounts(request)]
     recent = Q(resolved_at=None) | Q(resolved_at__gte=now - timedelta(hours=RESOLVED_HOURS))
-    return Alarm.objects.filter(recent, account__in=keys)
+    return Alarm.objects.filter(recent, account__in=alarm_accounts(request))
 
 
 @require_GET
@@ -207,9 +206,9 @@ def alarm_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
     condition no longer holds. For htmx, 204 and the `alarms-changed` event (every alarm fragment on
     the page fetches itself anew); otherwise back to the page the form was on, with a message."""
     alarm = get_object_or_404(Alarm.objects.select_related("batch"), pk=pk)
-    if not access(request).may(Role.VIEWER, alarm.account):
+    if not may_on_alarm(request, Role.VIEWER, alarm.account):
         raise Http404("No such alarm.")
-    if not access(request).may(Role.OPERATOR, alarm.account):
+    if not may_on_alarm(request, Role.OPERATOR, alarm.account):
         if request.htmx:
             return HttpResponse(
                 ROLE_REFUSALS[Role.OPERATOR] + "\n", status=403, content_type="text/plain; charset=utf-8"

@@ -14,6 +14,7 @@ from .. import providers
 from ..access.models import Role
 from ..access.selectors import Access, access_for
 from ..accounts import Account, configured_accounts
+from ..alarms.rules import ALL_ACCOUNTS
 from ..batches import selectors, services
 
 ROLE_REFUSALS = {
@@ -31,6 +32,25 @@ def access(request: HttpRequest) -> Access:
 def visible_accounts(request: HttpRequest, role: str = Role.VIEWER) -> list[Account]:
     """The configured accounts where the signed-in user holds `role` (viewer: may see at all)."""
     return access(request).accounts(role, configured_accounts())
+
+
+def alarm_accounts(request: HttpRequest, role: str = Role.VIEWER) -> list[str]:
+    """The account keys of the alarms the signed-in user sees (viewer) or acknowledges (operator): those of
+    the configured accounts where they hold `role`, and ALL_ACCOUNTS (budget alarms of every account
+    together) when that is every configured account."""
+    configured = configured_accounts()
+    keys = [account.key for account in access(request).accounts(role, configured)]
+    if configured and len(keys) == len(configured):
+        keys.append(ALL_ACCOUNTS)
+    return keys
+
+
+def may_on_alarm(request: HttpRequest, role: str, account_key: str) -> bool:
+    """Whether the user holds `role` on an alarm's account; on ALL_ACCOUNTS, on every configured account (a
+    grant's pattern is never matched against the name "*" itself)."""
+    if account_key == ALL_ACCOUNTS:
+        return ALL_ACCOUNTS in alarm_accounts(request, role)
+    return access(request).may(role, account_key)
 
 
 def require_role(request: HttpRequest, account: Account, role: str) -> None:

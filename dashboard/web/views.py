@@ -31,7 +31,16 @@ from ..providers.base import ProviderError
 from ..spend import selectors as spend_selectors
 from . import alarm_views, live, rows
 from .alarm_badge import badge_context
-from .common import ROLE_REFUSALS, access, account_or_404, list_filters, require_role, status_choices, visible_accounts
+from .common import (
+    ROLE_REFUSALS,
+    access,
+    account_or_404,
+    alarm_accounts,
+    list_filters,
+    require_role,
+    status_choices,
+    visible_accounts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +188,7 @@ def list_feed(
     if parts.get("cancel_scope") != cancel_scope:
         watched = dict.fromkeys(watched, "")  # the Cancel button comes or goes on every row
     changes = feed.row_changes(accounts=accounts, watched=watched)
-    marks = feed.store_marks(accounts=[account.key for account in accounts])
+    marks = feed.store_marks(accounts=alarm_accounts(request))
     badge = badge_context(
         request,
         live=True,
@@ -386,7 +395,7 @@ def detail_feed(request: HttpRequest, *, account: Account, batch_id: str) -> Htt
         watched = dict.fromkeys(watched, "")
     changes = feed.row_changes(accounts=[account], watched=watched)
     alarms = alarm_views.batch_alarms_fingerprint(account_key=account.key, batch_id=batch_id)
-    marks = feed.store_marks(accounts=[visible.key for visible in visible_accounts(request)])
+    marks = feed.store_marks(accounts=alarm_accounts(request))
     badge = badge_context(
         request,
         live=True,

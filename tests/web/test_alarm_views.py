@@ -339,3 +339,40 @@ def test_the_operator_make_run_creates_may_acknowledge_alarms(db):
     operator = get_user_model().objects.get(username="operator")
     assert all(access_for(user=operator).may("operator", key) for key in ("openai-ops", "gemini-research"))
     assert operator.has_perm("dashboard.view_alarm")
+
+
+def test_a_budget_alarm_of_every_account_together_is_one_like_the_others_for_one_who_sees_every_account(
+    ack_client, acknowledger, viewer
+):
+    from dashboard.alarms.rules import ALL_ACCOUNTS
+
+    everyone = alarm(rule="budget_day_over", account=ALL_ACCOUNTS, detail="All accounts together spent ...")
+    # The badge counts it, on every page and in the live pages' feeds.
+    badge = text(ack_client.get("/alarms/badge", **HTMX))
+    assert re.search(r'<span class="alarm-count"[^>]*>1</span>', badge)
+    # Listed with the acknowledgement form, and acknowledged like any other.
+    row = alarm_rows(text(ack_client.get("/alarms/")))[everyone.pk]
+    assert "All accounts" in row and "<form" in row
+    assert ack_client.post(f"/alarms/{everyone.pk}/acknowledge", {"note": "budget raised"}, **HTMX).status_code == 204
+    everyone.refresh_from_db()
+    assert everyone.acknowledged_by == acknowledger and everyone.acknowledge_note == "budget raised"
+    assert "alarm-count" not in text(ack_client.get("/alarms/badge", **HTMX)), "acknowledged: no longer counted"
+
+    # One who sees every account but is no operator sees it and may not acknowledge it.
+    viewer_client = Client()
+    viewer_client.force_login(viewer)
+    unacknowledged = alarm(rule="budget_month_over", account=ALL_ACCOUNTS)
+    assert re.search(r'<span class="alarm-count"[^>]*>1</span>', text(viewer_client.get("/alarms/badge", **HTMX)))
+    assert "<form" not in alarm_rows(text(viewer_client.get("/alarms/")))[unacknowledged.pk]
+    assert viewer_client.post(f"/alarms/{unacknowledged.pk}/acknowledge", {"note": "x"}, **HTMX).status_code == 403
+
+    # One who sees some accounts only, or whose grant's pattern matches the name "*" but no account, sees none
+    # of it: not counted, not listed, a 404.
+    for name, pattern in (("anthropic-op", "anthropic-*"), ("one-letter-op", "?")):
+        some = Client()
+        some.force_login(make_user(name, can_cancel=True, accounts=pattern))
+        assert "alarm-count" not in text(some.get("/alarms/badge", **HTMX))
+        assert unacknowledged.pk not in alarm_rows(text(some.get("/alarms/")))
+        assert some.post(f"/alarms/{unacknowledged.pk}/acknowledge", {"note": "x"}, **HTMX).status_code == 404
+    unacknowledged.refresh_from_db()
+    assert unacknowledged.acknowledged_at is None
