@@ -67,8 +67,9 @@ def configure(workdir: Path, database: str) -> object | None:
 
         server = start_postgres()
         overrides["DATABASE_URL"] = server.create_database()
+    environment = base_env(workdir / "bench.sqlite3", **overrides)  # read before the clear: it keeps PATH
     os.environ.clear()
-    os.environ.update(base_env(workdir / "bench.sqlite3", **overrides))
+    os.environ.update(environment)
     entries = [
         {"name": f"team{n}", "provider": provider, "base_url": "https://example.invalid", "api_key": f"sk-bench-{n}"}
         for n, provider in enumerate(["anthropic"] * (ACCOUNTS // 2) + ["openai"] * (ACCOUNTS // 2))
