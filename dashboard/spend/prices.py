@@ -65,8 +65,15 @@ class PriceEntry:
 
     @property
     def source_url(self) -> str:
-        """The source when it is a web address (an override file may name a contract instead)."""
-        return self.source if self.source.startswith(("https://", "http://")) else ""
+        """The source's web address, when it starts with one (an override file may name a contract instead)."""
+        first = self.source.split(maxsplit=1)[0] if self.source else ""
+        return first if first.startswith(("https://", "http://")) else ""
+
+    @property
+    def source_via(self) -> str:
+        """What the source says after its address: where the price was copied from (LiteLLM's dataset)."""
+        parts = self.source.split(maxsplit=1)
+        return parts[1] if self.source_url and len(parts) > 1 else ""
 
     def batch_price(self, kind: str) -> Decimal | None:
         """Dollars per million tokens of `kind` in a batch, after the discount; None when not priced."""

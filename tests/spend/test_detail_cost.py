@@ -179,3 +179,15 @@ def test_a_batch_whose_results_report_no_tokens_has_nothing_to_estimate(operator
     row.save(update_fields=["tokens_source", "tokens_note"])
     text = visible(cost_section(operator_client, row))
     assert text == "No cost to estimate: no result of this batch reports tokens (3 of 3 results had no usage)."
+
+
+def test_a_price_copied_from_litellms_dataset_links_the_official_page_and_says_where_it_was_copied_from(
+    operator_client,
+):
+    row = anthropic_row()
+    BatchTokens.objects.create(batch=row, model="claude-haiku-5-5", input=1_000_000, requests=1)
+    section = cost_section(operator_client, row)
+    assert 'href="https://platform.claude.com/docs/en/models/haiku-5-5/overview"' in section
+    text = visible(section)
+    assert "price source (via LiteLLM 1.110.2 model_prices_and_context_window, entry claude-haiku-5-5)" in text
+    assert "Estimated cost $0.05 so far" in text  # 1M × $0.10, halved

@@ -120,6 +120,15 @@ def test_a_kind_whose_batch_price_is_not_discounted_keeps_its_own_batch_price() 
     assert estimate.by_kind["cache_read"] == Decimal("0.125")
 
 
+def test_a_source_s_address_is_its_first_word_and_what_follows_says_where_the_price_was_copied_from() -> None:
+    found = SHIPPED.entry_for("gpt-4o", "openai")
+    assert found is not None
+    assert found.source_url == "https://developers.openai.com/api/docs/pricing"
+    assert found.source_via == "(via LiteLLM 1.110.2 model_prices_and_context_window, entry gpt-4o)"
+    official = SHIPPED.entry_for("claude-opus-4-1", "anthropic")
+    assert official is not None and official.source_url == official.source and official.source_via == ""
+
+
 def test_a_batch_price_of_a_kind_must_have_a_list_price(tmp_path: Path) -> None:
     path = write(tmp_path, entry(batch_usd_per_million_tokens={"cache_write": "1"}))
     with pytest.raises(PriceFileError, match="cache_write without a list price"):
