@@ -69,6 +69,7 @@ def _labelled(rows, labels: dict[str, str]) -> list[Alarm]:
     rows = list(rows)
     for alarm in rows:
         alarm.account_label = labels.get(alarm.account, alarm.account)
+        alarm.every_account = alarm.account == ALL_ACCOUNTS
     return rows
 
 
