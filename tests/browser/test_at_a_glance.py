@@ -310,6 +310,22 @@ def test_the_other_pages_read_without_breaks_and_fit_a_phone(seeded_demo, signed
         if name == "spend":
             expect(page.locator(".history-chart svg rect.spend-bar")).to_have_count(30)
             assert_chart_labels_apart(page, where)
+        if name in ("spend", "detail (ended)"):
+            assert_codes_on_one_line(page, "#spend-by-model code, .tokens-by-model code, .cost-by-model code", where)
+
+
+def assert_codes_on_one_line(page, selector: str, where: str) -> None:
+    """Names shown as code (models) are one token each: on one line, not broken at their hyphens, and
+    not cut short by their cell either."""
+    shown = page.eval_on_selector_all(
+        selector,
+        "els => els.map(e => [e.textContent, e.getClientRects().length,"
+        " e.getBoundingClientRect().right - e.closest('td').getBoundingClientRect().right])",
+    )
+    assert shown, f"{where}: no model names to measure"
+    for text, lines, past_its_cell in shown:
+        assert lines == 1, f"{where}: {text!r} is broken over {lines} lines"
+        assert past_its_cell <= 1, f"{where}: {text!r} runs {past_its_cell:.0f} px past its cell"
 
 
 def assert_chart_labels_apart(page, where: str) -> None:
