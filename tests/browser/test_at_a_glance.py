@@ -312,6 +312,8 @@ def test_the_other_pages_read_without_breaks_and_fit_a_phone(seeded_demo, signed
             assert_chart_labels_apart(page, where)
         if name in ("spend", "detail (ended)"):
             assert_codes_on_one_line(page, "#spend-by-model code, .tokens-by-model code, .cost-by-model code", where)
+        if name.startswith("detail"):
+            assert_fields_readable(page, where)
 
 
 def assert_codes_on_one_line(page, selector: str, where: str) -> None:
@@ -326,6 +328,28 @@ def assert_codes_on_one_line(page, selector: str, where: str) -> None:
     for text, lines, past_its_cell in shown:
         assert lines == 1, f"{where}: {text!r} is broken over {lines} lines"
         assert past_its_cell <= 1, f"{where}: {text!r} runs {past_its_cell:.0f} px past its cell"
+
+
+def assert_fields_readable(page, where: str) -> None:
+    """The Fields table fits its card (nothing past its right edge), ids and other code values are on
+    one line (not broken at their hyphens), and a value too wide for its cell scrolls there, never
+    cut off for good."""
+    table = page.eval_on_selector("table.fields", "e => e.scrollWidth - e.clientWidth")
+    assert table <= 1, f"{where}: the Fields table runs {table} px past its card"
+    names = page.eval_on_selector_all(
+        "table.fields th", "els => els.map(e => [e.textContent, e.scrollWidth - e.clientWidth])"
+    )
+    for name, hidden in names:
+        assert hidden <= 1, f"{where}: the field name {name!r} is cut off {hidden} px short"
+    cells = page.eval_on_selector_all(
+        "table.fields td",
+        "els => els.map(e => [e.textContent.trim(), e.scrollWidth - e.clientWidth, getComputedStyle(e).overflowX,"
+        " Array.from(e.querySelectorAll('code'), c => c.getClientRects().length)])",
+    )
+    assert cells, f"{where}: no values to measure"
+    for text, hidden, overflow, code_lines in cells:
+        assert hidden <= 1 or overflow in ("auto", "scroll"), f"{where}: {text!r} is cut off {hidden} px short"
+        assert all(lines == 1 for lines in code_lines), f"{where}: {text!r} is broken over lines {code_lines}"
 
 
 def assert_chart_labels_apart(page, where: str) -> None:
