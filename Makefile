@@ -91,6 +91,7 @@ bench: install-test
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/spend.py
 	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/poller_memory.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -153,6 +154,19 @@ def find_account(key: str) -> Account | None:
 _clients: dict[tuple, httpx.Client] = {}
 _connections: dict[tuple, Connection] = {}
 _clients_lock = threading.Lock()
+_tls_context: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every account's client verifies upstreams with: httpx's default (the CA
+    bundle of SSL_CERT_FILE or SSL_CERT_DIR, else certifi's), made once. A context per client would
+    load the whole bundle again for each account (about 1 MiB apiece); a context holds no account's
+    secrets, and CPython's SSLContext may be shared by threads."""
+    global _tls_context
+    with _clients_lock:
+        if _tls_context is None:
+            _tls_context = httpx.create_ssl_context()
+        return _tls_context
 
 
 def _cache_key(account: Account) -> tuple:
@@ -180,6 +194,7 @@ def client_for(account: Account) -> httpx.Client:
     """One long-lived client per account: connection reuse, shared timeouts."""
     connection = connection_for(account)
     cache_key = _cache_key(account)
+    verify = tls_context()
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
@@ -193,6 +208,7 @@ def client_for(account: Account) -> httpx.Client:
                 ),
                 limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
                 follow_redirects=False,
+                verify=verify,
                 **({"transport": embedded_transport()} if is_embedded(account.base_url) else {}),
             )
             _clients[cache_key] = client
