@@ -214,7 +214,8 @@ def seed_demo_batches() -> int:
                     error_percent=demo_error_percent(
                         rng.choice((3, 8, 15)), noisy=label == NOISY_ANTHROPIC_PLAN and not is_research
                     ),
-                    expire_percent=2,
+                    # As on Anthropic, requests expire only when their batch outlives its 24 hours.
+                    expire_percent=0,
                     is_demo=True,
                     cancel_initiated_at=None if cancel_after is None else created_at + timedelta(seconds=cancel_after),
                     output_file_id="",

@@ -126,6 +126,29 @@ def test_an_account_whose_polls_fail_alarms_after_the_minutes_and_resolves_when_
     assert failing.resolved_at == start + timedelta(minutes=11)
 
 
+@pytest.mark.django_db
+def test_the_demos_anthropic_requests_expire_only_in_a_batch_that_outlives_its_24_hours():
+    """As on Anthropic, a request expires only when its batch reaches its 24 hours unfinished: a demo
+    batch that ends within them ends with none expired, so watching the demo opens no "ended badly"
+    alarm over one or two expired requests."""
+    from dashboard.simulator.models import Provider, SimBatch
+    from dashboard.simulator.progression import anthropic_end, anthropic_state
+
+    call_command("seed_demo", stdout=None)
+    seen = {"within": 0, "outlived": 0}
+    for batch in SimBatch.objects.filter(account__provider=Provider.ANTHROPIC, is_demo=True):
+        plan = batch.plan()
+        ended_at, _ = anthropic_end(plan)
+        expired = anthropic_state(plan, ended_at).expired
+        if ended_at < plan.expires_at:
+            seen["within"] += 1
+            assert expired == 0, f"{batch.public_id} ended within its 24 hours with {expired} expired"
+        else:
+            seen["outlived"] += 1
+            assert expired > 0, f"{batch.public_id} outlived its 24 hours with none expired"
+    assert seen["within"] >= 10 and seen["outlived"] >= 1, seen
+
+
 def test_a_first_start_opens_no_alarm_about_what_ended_before_it_and_a_new_failure_still_alarms(
     embedded_upstream, openai_sdk
 ):
