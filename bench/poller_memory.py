@@ -65,6 +65,22 @@ def read_sample(pid: int, started: float) -> Sample:
     )
 
 
+def regions(pid: int) -> dict[str, int]:
+    """Private resident memory (bytes) by kind of mapping, from /proc/PID/smaps: the main heap (brk),
+    anonymous mappings (CPython's object arenas, other threads' malloc arenas, large blocks, thread
+    stacks), and files (the private pages of libraries and extension modules)."""
+    kinds: dict[str, int] = {}
+    kind = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            kind = name if name.startswith("[") else ("files" if name else "anonymous")
+        elif head and head[0] in ("Private_Clean:", "Private_Dirty:"):
+            kinds[kind] = kinds.get(kind, 0) + int(head[1]) * 1024
+    return kinds
+
+
 SIMULATOR_DATA = """
 import json, sys
 from datetime import timedelta
@@ -224,6 +240,7 @@ def main() -> None:
                         flush=True,
                     )
                 time.sleep(options.sample_seconds)
+            where = regions(poller.process.pid)
             tracebacks = sum(1 for line in poller.log.read_text(errors="replace").splitlines() if "Traceback" in line)
         finally:
             poller.stop()
@@ -253,6 +270,12 @@ def main() -> None:
             f"RSS {slope_per_hour(second_half, 'rss'):+.1f} MiB/h, "
             f"private {slope_per_hour(second_half, 'private'):+.1f} MiB/h; "
             f"poller CPU {samples[-1].cpu / samples[-1].seconds:.0%} of a core; tracebacks in its log: {tracebacks}"
+        )
+        print(
+            "  private memory at the end by mapping: "
+            + ", ".join(
+                f"{kind} {size / MIB:.1f} MiB" for kind, size in sorted(where.items(), key=lambda item: -item[1])
+            )
         )
         if tracebacks:
             print(poller.tail())

@@ -13,6 +13,7 @@ from django.utils import timezone
 from ...accounts import configured_accounts
 from ...alarms import evaluation
 from ...batches import poller
+from ...process_memory import limit_malloc_arenas
 
 logger = logging.getLogger("dashboard.batches.poller")
 
@@ -25,6 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--owner", default="", help="this poller's name in the leases (default host:pid)")
 
     def handle(self, *args, once: bool = False, owner: str = "", verbosity: int = 1, **options) -> None:
+        limit_malloc_arenas()  # before this process's threads start: see process_memory.py
         owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         stopping = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
