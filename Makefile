@@ -92,6 +92,7 @@ bench: install-test
 	$(BIN)/python bench/spend.py
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/poller_memory.py
+	$(BIN)/python bench/pollers.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -20,6 +20,7 @@ from .models import (
     Delivery,
     NotificationChannel,
     NotificationEvent,
+    PollerHeartbeat,
     ResultsSummary,
     StoredBatch,
 )
@@ -75,6 +76,13 @@ class AccountStateAdmin(ReadOnlyAdmin):
     """Each account's health and lease, as the poller sees them."""
 
     list_display = ["account", "last_success_at", "consecutive_failures", "backoff_until", "lease_owner", "lease_until"]
+
+
+@admin.register(PollerHeartbeat)
+class PollerHeartbeatAdmin(ReadOnlyAdmin):
+    """The pollers running (their last beat within POLL_HEARTBEAT_SECONDS) and lately dead."""
+
+    list_display = ["owner", "started_at", "beat_at"]
 
 
 @admin.register(Alarm)

@@ -2,7 +2,15 @@
 
 from .access.models import AccessChange, AccessGrant, Role
 from .alarms.models import Alarm, AlarmEvaluator, AlarmRule, AlarmThreshold
-from .batches.models import AccountState, BatchChange, BatchTokens, CancelAttempt, ResultsSummary, StoredBatch
+from .batches.models import (
+    AccountState,
+    BatchChange,
+    BatchTokens,
+    CancelAttempt,
+    PollerHeartbeat,
+    ResultsSummary,
+    StoredBatch,
+)
 from .bulk.models import BulkCancel, BulkCancelItem
 from .metrics.models import UPSTREAM_LATENCY_BUCKETS, UpstreamCallStats
 from .notifications.models import (
@@ -31,6 +39,7 @@ __all__ = [
     "Delivery",
     "NotificationChannel",
     "NotificationEvent",
+    "PollerHeartbeat",
     "ResultsSummary",
     "Role",
     "StoredBatch",

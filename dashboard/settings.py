@@ -347,7 +347,12 @@ POLL_CONCURRENCY = int(os.environ.get("POLL_CONCURRENCY", "8"))
 # its poll, so that spend counts every ended batch whether or not anyone opens it: one, so that a cycle
 # waits for at most one results file per account (a 100,000-line batch is about a second: bench/tokens.py).
 POLL_RESULTS_PER_CYCLE = int(os.environ.get("POLL_RESULTS_PER_CYCLE", "1"))
-# How long a poller's hold on an account lasts unless renewed: a killed poller's accounts wait this long.
+# A poller is live while its last heartbeat is at most this old: a killed poller's accounts are taken over
+# by the others once it is (each poller beats every third of it, whatever its cycles take), and the
+# accounts are shared among the live pollers. Not below POLL_SECONDS.
+POLL_HEARTBEAT_SECONDS = max(POLL_SECONDS, float(os.environ.get("POLL_HEARTBEAT_SECONDS") or 2 * POLL_SECONDS))
+# How long a poller's hold on an account lasts unless renewed (each heartbeat renews it): it frees the
+# accounts of an owner without a heartbeat row at all.
 POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10 * POLL_SECONDS))))
 # How long a bulk cancel item's claim lasts unless renewed (dashboard/bulk/operations.py): past any cancel call.
 # 0 (the default): 4 × the upstream timeouts, at least 60 s.

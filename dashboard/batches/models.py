@@ -245,3 +245,16 @@ class AccountState(models.Model):
 
     def __str__(self) -> str:
         return self.account
+
+
+class PollerHeartbeat(models.Model):
+    """A poller that is running: it beats (moves `beat_at` on) every few seconds, and deletes its row
+    when it stops cleanly. A poller whose last beat is older than POLL_HEARTBEAT_SECONDS is dead: the
+    others count it out of the shares and take its accounts (dashboard/batches/poller.py)."""
+
+    owner = models.CharField(max_length=120, unique=True)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField(db_index=True, help_text="The database's clock, as every lease time.")
+
+    def __str__(self) -> str:
+        return self.owner

@@ -10,10 +10,26 @@ Each cycle, for every account this poller holds the lease of and that is due:
 4. write the account's health: last success, or the (redacted) error, a failure count and when
    to try again (`retry-after` on 429; exponential backoff with jitter on 5xx, 529 and timeouts).
 
-Leases are taken in one transaction per cycle: the free rows (no lease, an expired one, or ours)
-read `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, then a conditional UPDATE (atomic on SQLite
-too), so pollers never poll one account at once and a killed poller's accounts are taken over once
-its lease expires.
+Pollers share the accounts fairly. Each beats (a PollerHeartbeat row, moved on each cycle and, by
+a thread of `manage.py poll`, every third of POLL_HEARTBEAT_SECONDS, however long a cycle takes);
+the live pollers are those that beat within POLL_HEARTBEAT_SECONDS. At the start of a cycle a
+poller holds its share, ceil(accounts / live pollers): past it (a poller joined), it releases the
+accounts it holds that it ranks lowest, below it (a poller left or died) it takes free accounts,
+those it ranks highest first. The ranks are rendezvous hashes of (account, poller), the accounts
+each live poller ranks highest over the others' first: every poller ranks alike and differently from
+the others, so pollers never all release the same accounts, and N pollers split the work within a
+cycle or two and then keep it (no account moves while the live pollers stay the same).
+
+Leases are taken in one transaction per cycle: the free rows (no lease, an expired one, ours, or
+one whose owner's heartbeat is older than POLL_HEARTBEAT_SECONDS: a dead poller's) read
+`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, then a conditional UPDATE (atomic on SQLite too),
+so pollers never poll one account at once. A poller that stops cleanly releases its leases and
+deletes its heartbeat; a killed one's accounts are taken once its heartbeat is that old (its lease,
+POLL_LEASE_SECONDS, is renewed with each beat: it still frees an account whose owner has no
+heartbeat row at all). Every write of an account's poll is made with its lease row locked and
+still this poller's (`_holding`), so a poller paused past the window (or counted dead wrongly)
+stops writing an account the moment another has taken it. Times are the database's clock
+(leases.database_now), so pollers on machines whose clocks differ still agree on who is alive.
 
 After each cycle, the alarms are evaluated (dashboard/alarms/evaluation.py) by one poller at a time: the one
 holding the evaluator's lease, a single row taken by a conditional UPDATE like the accounts' (a
@@ -28,22 +44,26 @@ ended, so polling never waits for a receiver; claims keep two pollers from sendi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
+from django.db.models import Case, Q, Value, When
 
 from .. import leases, providers
 from ..accounts import Account, configured_accounts, configured_secrets, provider_for
 from ..alarms import evaluation
 from ..bulk import operations
-from ..models import AccountState, StoredBatch
+from ..models import AccountState, PollerHeartbeat, StoredBatch
 from ..notifications import dispatch
 from ..providers.base import NotFound, Page, Provider, ProviderError, RateLimited
 from ..redaction import redact
@@ -60,16 +80,30 @@ OUTAGE_BACKOFF_MAX_INTERVALS = 4
 # False: running batches are refreshed by retrieves only (the strategy before, which bench/freshness.py compares).
 REFRESH_BY_LISTING = True
 ACCOUNT_LEASE = leases.LeaseFields(owner="lease_owner", until="lease_until")
+# What an account's poll saves of its state: all but the lease, which only claims and beats move.
+POLLED_STATE_FIELDS = [
+    model_field.name
+    for model_field in AccountState._meta.concrete_fields
+    if model_field.name not in ("id", "account", "lease_owner", "lease_until")
+]
+
+
+class LeaseLost(Exception):
+    """Another poller holds the account now: this one's poll of it stops, writing nothing more."""
 
 
 @dataclass
 class PollResult:
     account: str
+    owner: str = ""  # the poller whose lease every write needs ("": no check, as in a lone test)
     listed: int = 0
     refreshed: int = 0
     changed: int = 0
     error: str = ""
+    lost: bool = False  # another poller took the account mid-poll; what was left was not written
     warnings: list[dict] = field(default_factory=list)
+    started: float = 0.0  # wall clock (time.time()) from the poll's start to its end
+    ended: float = 0.0
 
 
 def state_for(account: Account) -> AccountState:
@@ -98,6 +132,115 @@ def claim_all(accounts: list[Account], *, owner: str, now: datetime, seconds: fl
     return [account for account in accounts if account.key in mine]
 
 
+def heartbeat_window() -> timedelta:
+    return timedelta(seconds=settings.POLL_HEARTBEAT_SECONDS)
+
+
+def beat(*, owner: str, now: datetime) -> None:
+    """This poller is alive at `now`: its heartbeat moves on (never back), and the leases it still
+    holds last POLL_LEASE_SECONDS from `now`."""
+    if not PollerHeartbeat.objects.filter(owner=owner, beat_at__lt=now).update(beat_at=now):
+        PollerHeartbeat.objects.get_or_create(owner=owner, defaults={"started_at": now, "beat_at": now})
+    until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
+    AccountState.objects.filter(lease_owner=owner, lease_until__gte=now, lease_until__lt=until).update(
+        lease_until=until
+    )
+
+
+def live_pollers(*, now: datetime) -> list[str]:
+    """The pollers that beat within the heartbeat window, by name."""
+    return sorted(PollerHeartbeat.objects.filter(beat_at__gte=now - heartbeat_window()).values_list("owner", flat=True))
+
+
+def _dead_owners(now: datetime) -> Q:
+    """Leases whose owner's heartbeat is older than the window. An owner with no heartbeat row (one
+    that has just started, whose row this transaction may not see yet) is not counted dead."""
+    stale = PollerHeartbeat.objects.filter(beat_at__lt=now - heartbeat_window()).values("owner")
+    return Q(lease_owner__in=stale)
+
+
+def _rank(account_key: str, owner: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{owner}\0{account_key}".encode(), digest_size=8).digest(), "big")
+
+
+def _preference(account_key: str, owner: str, live: list[str]) -> tuple[bool, int]:
+    """How much `owner` wants the account: first those it ranks over every other live poller (the
+    account's rendezvous winner), then by its own rank."""
+    mine = _rank(account_key, owner)
+    return (all(mine >= _rank(account_key, other) for other in live), mine)
+
+
+def _ensure_states(accounts: list[Account]) -> None:
+    keys = [account.key for account in accounts]
+    known = set(AccountState.objects.filter(account__in=keys).values_list("account", flat=True))
+    missing = [AccountState(account=a.key, provider=a.provider) for a in accounts if a.key not in known]
+    if missing:
+        AccountState.objects.bulk_create(missing, ignore_conflicts=True)
+
+
+def claim_share(accounts: list[Account], *, owner: str, now: datetime) -> list[Account]:
+    """Beat, then hold this poller's share of `accounts`, ceil(accounts / live pollers): release
+    the surplus it holds (those it ranks lowest), take free ones up to its share (those it ranks
+    highest); the accounts now ours. The leases, taken or renewed, last POLL_LEASE_SECONDS."""
+    beat(owner=owner, now=now)
+    # Rows of pollers dead for longer than any lease they held: nothing depends on them any more.
+    forgotten = now - 2 * heartbeat_window() - timedelta(seconds=settings.POLL_LEASE_SECONDS)
+    PollerHeartbeat.objects.filter(beat_at__lt=forgotten).delete()
+    _ensure_states(accounts)
+    live = sorted({*live_pollers(now=now), owner})
+    share = math.ceil(len(accounts) / len(live))
+    keys = [account.key for account in accounts]
+    rows = AccountState.objects.filter(account__in=keys)
+
+    def wanted_first(key: str) -> tuple[bool, int]:
+        return _preference(key, owner, live)
+
+    held = sorted(
+        rows.filter(lease_owner=owner, lease_until__gte=now).values_list("account", flat=True),
+        key=wanted_first,
+        reverse=True,
+    )
+    if len(held) > share:
+        leases.release(rows.filter(account__in=held[share:]), fields=ACCOUNT_LEASE, owner=owner)
+        held = held[:share]
+    until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
+    rows.filter(account__in=held, lease_owner=owner, lease_until__lt=until).update(lease_until=until)
+    room = share - len(held)
+    if room > 0:
+        dead = _dead_owners(now)
+        takeable = leases.free(fields=ACCOUNT_LEASE, now=now) | dead
+        candidates = rows.filter(takeable).exclude(account__in=held).values_list("account", flat=True)
+        ranked = sorted(candidates, key=wanted_first, reverse=True)
+        if ranked:
+            # In that order, past the rows another poller is taking at this moment (SKIP LOCKED).
+            in_order = Case(*(When(account=key, then=Value(n)) for n, key in enumerate(ranked)))
+            leases.take(
+                rows.filter(account__in=ranked).order_by(in_order),
+                fields=ACCOUNT_LEASE,
+                owner=owner,
+                now=now,
+                until=until,
+                skip_locked=True,
+                limit=room,
+                also_free=dead,
+            )
+    mine = set(rows.filter(lease_owner=owner, lease_until__gte=now).values_list("account", flat=True))
+    return [account for account in accounts if account.key in mine]
+
+
+def leave(*, owner: str) -> None:
+    """A clean stop: every lease of this poller released and its heartbeat gone, so that the others
+    take its accounts at their next cycle."""
+    leases.release(AccountState.objects.all(), fields=ACCOUNT_LEASE, owner=owner)
+    PollerHeartbeat.objects.filter(owner=owner).delete()
+
+
+def share_of(*, owner: str, now: datetime) -> tuple[int, int]:
+    """How many accounts `owner` holds, and how many pollers are live."""
+    held = AccountState.objects.filter(lease_owner=owner, lease_until__gte=now).count()
+    return held, len(live_pollers(now=now))
+
+
 def claim(account: Account, *, owner: str, now: datetime, seconds: float) -> bool:
     """Take (or renew) one account's lease; False while another poller holds it."""
     return bool(claim_all([account], owner=owner, now=now, seconds=seconds))
@@ -111,23 +254,45 @@ def is_due(state: AccountState, now: datetime) -> bool:
     return all(moment is None or moment <= now for moment in (state.backoff_until, state.next_poll_at))
 
 
-def poll_account(account: Account, *, now: datetime, provider: Provider | None = None) -> PollResult:
-    """One cycle for one account; never raises for upstream trouble (it is recorded on the account)."""
+def poll_account(account: Account, *, now: datetime, provider: Provider | None = None, owner: str = "") -> PollResult:
+    """One cycle for one account; never raises for upstream trouble (it is recorded on the account).
+
+    `owner`: every write needs this poller's lease on the account; once another poller holds it,
+    the poll stops (`lost`), leaving the account to it."""
     provider = provider or provider_for(account)
     state = state_for(account)
-    result = PollResult(account=account.key)
+    result = PollResult(account=account.key, owner=owner, started=time.time())
     try:
-        seen, after = _list_new(provider, account, state, now, result)
-        seen |= _backfill(provider, state, now, result)
-        _refresh_active(provider, account, now, seen, after, result)
-    except ProviderError as error:
-        result.error = redact(error.message, configured_secrets())
-        _failed(state, error, now)
-        logger.warning("poll of %s failed: %s", account.key, result.error)
-    else:
-        _succeeded(state, account, now, result)
-        _count_results(account)
+        try:
+            seen, after = _list_new(provider, account, state, now, result)
+            seen |= _backfill(provider, state, now, result)
+            _refresh_active(provider, account, now, seen, after, result)
+        except ProviderError as error:
+            result.error = redact(error.message, configured_secrets())
+            _failed(state, error, now, result)
+            logger.warning("poll of %s failed: %s", account.key, result.error)
+        else:
+            _succeeded(state, account, now, result)
+            _count_results(account)
+    except LeaseLost:
+        result.lost = True
+        logger.info("%s: another poller holds it now (this one was paused or counted dead); left to it", account.key)
+    result.ended = time.time()
     return result
+
+
+@contextmanager
+def _holding(result: PollResult) -> Iterator[None]:
+    """Around each write of an account's poll: its lease row locked and still this poller's, so no
+    other poller takes the account while it is written; LeaseLost once another has."""
+    if not result.owner:
+        yield
+        return
+    with transaction.atomic():
+        rows = AccountState.objects.select_for_update().filter(account=result.account, lease_owner=result.owner)
+        if not list(rows.values_list("pk", flat=True)[:1]):
+            raise LeaseLost(result.account)
+        yield
 
 
 def _count_results(account: Account) -> None:
@@ -144,7 +309,8 @@ def _count_results(account: Account) -> None:
 
 
 def _record(batches, now: datetime, result: PollResult) -> None:
-    result.changed += store.record_many(batches, fetched_at=now)
+    with _holding(result):
+        result.changed += store.record_many(batches, fetched_at=now)
 
 
 def _record_page(page: Page, account: Account, now: datetime, result: PollResult) -> bool:
@@ -301,7 +467,9 @@ def _retrieve(provider: Provider, account: Account, now: datetime, batch_ids: li
             except NotFound:
                 # Deleted upstream (Anthropic lets ended batches be deleted), or never there: a 404
                 # is definite. Its row says so and is no longer polled; its last state is kept.
-                if store.mark_gone(account_key=account.key, batch_id=batch_id, at=now):
+                with _holding(result):
+                    gone = store.mark_gone(account_key=account.key, batch_id=batch_id, at=now)
+                if gone:
                     logger.info("%s/%s: the provider answers 404 (deleted or not found)", account.key, batch_id)
                 continue
             except ProviderError as error:
@@ -328,7 +496,8 @@ def _succeeded(state: AccountState, account: Account, now: datetime, result: Pol
     state.warnings = result.warnings
     idle = timedelta(seconds=settings.POLL_IDLE_SECONDS)
     state.next_poll_at = None if has_active else now + idle
-    state.save()
+    with _holding(result):
+        state.save(update_fields=POLLED_STATE_FIELDS)
 
 
 def backoff_seconds(error: ProviderError, failures: int, *, rand: Callable[[], float] = random.random) -> float:
@@ -344,25 +513,28 @@ def outage_backoff_seconds(failures: int) -> float:
     return settings.POLL_SECONDS * min(2 ** max(failures - 1, 0), OUTAGE_BACKOFF_MAX_INTERVALS)
 
 
-def _failed(state: AccountState, error: ProviderError, now: datetime) -> None:
+def _failed(state: AccountState, error: ProviderError, now: datetime, result: PollResult) -> None:
     state.consecutive_failures += 1
     state.last_error_at = now
     state.last_error = redact(error.message, configured_secrets())[:1000]
     state.backoff_until = now + timedelta(seconds=backoff_seconds(error, state.consecutive_failures))
-    state.save()
+    with _holding(result):
+        state.save(update_fields=POLLED_STATE_FIELDS)
 
 
 def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = None) -> list[PollResult]:
-    """Poll, concurrently, every configured account this poller can lease and that is due."""
+    """Beat, hold this poller's share of the configured accounts (`claim_share`), and poll,
+    concurrently, those of them that are due."""
     accounts = configured_accounts() if accounts is None else accounts
-    mine = claim_all(accounts, owner=owner, now=now, seconds=settings.POLL_LEASE_SECONDS)
-    due = [account for account in mine if is_due(state_for(account), now)]
+    mine = claim_share(accounts, owner=owner, now=now)
+    states = {state.account: state for state in AccountState.objects.filter(account__in=[a.key for a in mine])}
+    due = [account for account in mine if is_due(states[account.key], now)]
     results: list[PollResult] = []
     if due:
 
         def poll(account: Account) -> PollResult:
             try:
-                return poll_account(account, now=now)
+                return poll_account(account, now=now, owner=owner)
             finally:
                 connections.close_all()  # this pool's threads end with the cycle
 

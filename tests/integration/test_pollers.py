@@ -1,16 +1,20 @@
 """Pollers as deployed: separate `manage.py poll` processes on one real PostgreSQL.
 
-Two pollers never poll one account at once; when one is killed (no chance to release its
-leases), the other takes its accounts over once the leases expire, and the store keeps filling.
+Pollers split the accounts fairly within two cycles of one joining; when one is killed (no chance
+to release its leases), the others take its accounts over once its heartbeat is older than the
+window, long before its leases end; no two pollers ever poll one account at once.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -25,9 +29,9 @@ ACCOUNTS = {f"{name}-{account}" for name, module in PROVIDERS.items() for accoun
 LINE = re.compile(r"^(?P<account>[a-z0-9-]+): listed \d+, refreshed \d+, changed \d+")
 
 
-def start_poller(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
+def start_poller(env: dict[str, str], name: str, log: Path, *, verbosity: str = "2") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "manage.py", "poll", "--owner", name, "-v", "2"],
+        [sys.executable, "manage.py", "poll", "--owner", name, "-v", verbosity],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),
@@ -50,64 +54,145 @@ def stored(database_url: str) -> int:
         return connection.execute("SELECT count(*) FROM dashboard_storedbatch").fetchone()[0]
 
 
+SHARED = 12  # accounts of the simulator the pollers share, each with running batches
+SIM_ACCOUNTS = """
+from datetime import timedelta
+from django.utils import timezone
+from dashboard.simulator.models import SimAccount, SimBatch, anthropic_batch_id, key_digest
+for n in range({count}):
+    key = key_digest(f"sk-ant-share-{{n}}")
+    account = SimAccount.objects.create(provider="anthropic", name=f"team{{n}}", key_sha256=key)
+    SimBatch.objects.bulk_create(
+        SimBatch.planned(account=account, public_id=anthropic_batch_id(), output_file_id="", error_file_id="",
+                         created_at=timezone.now() - timedelta(minutes=i), total=10, processing_seconds=3600)
+        for i in range(3)
+    )
+"""
+CYCLE = re.compile(
+    r"^cycle: (?P<owner>\S+) holds (?P<held>\d+) accounts, (?P<live>\d+) pollers live, from (?P<at>[\d.]+)"
+)
+POLLED = re.compile(r"^(?P<account>[a-z0-9-]+): listed .*; polled (?P<start>[\d.]+)-(?P<end>[\d.]+)$")
+
+
+def shared_accounts(tmp_path: Path, simulator_url: str) -> Path:
+    """The accounts file of the SHARED simulator accounts."""
+    entries = [
+        {
+            "name": f"team{n}",
+            "provider": "anthropic",
+            "base_url": f"{simulator_url}/simulator/anthropic",
+            "api_key": f"sk-ant-share-{n}",
+        }
+        for n in range(SHARED)
+    ]
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def cycles(log: Path) -> list[tuple[int, float]]:
+    """A poller's cycles (-v 3): the accounts it held after each, and when (the database's clock) it started."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [(int(m["held"]), float(m["at"])) for m in map(CYCLE.match, lines) if m]
+
+
+def polls(log: Path) -> list[tuple[str, float, float]]:
+    """Each account's poll of a poller (-v 3): account, from, to (wall clock)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [(m["account"], float(m["start"]), float(m["end"])) for m in map(POLLED.match, lines) if m]
+
+
+def held_by(database_url: str) -> Counter:
+    return Counter(owner for owner in owners(database_url).values() if owner)
+
+
+def cycles_started_after(log: Path, moment: float, count: int) -> list[int]:
+    """The accounts held after each of the first `count` cycles started after `moment` (fewer: not yet)."""
+    return [held for held, at in cycles(log) if at > moment][:count]
+
+
 @pytest.mark.slow
-def test_two_pollers_share_the_accounts_and_one_takes_over_when_the_other_dies(postgres_server, tmp_path):
+def test_pollers_share_the_accounts_fairly_and_take_a_killed_one_s_over_within_the_heartbeat_window(
+    postgres_server, tmp_path
+):
     database_url = postgres_server.create_database(migrated=True)
-    # The simulator as the providers: its own SQLite, served over HTTP.
-    simulator_env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"), SIMULATOR_PROCESSING_SECONDS="600")
+    simulator_env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"))
     seed_sqlite(simulator_env)
+    manage("shell", "-c", SIM_ACCOUNTS.format(count=SHARED), env=simulator_env)
     simulator = start_app_server(simulator_env, tmp_path / "simulator.log")
+    window = 3.0  # a heartbeat every second: a busy machine delays one now and then
     env = app_env(
         DATABASE_URL=database_url,
-        SIMULATOR_BASE_URL=f"{simulator.url}/simulator",
-        POLL_SECONDS="0.3",
-        POLL_IDLE_SECONDS="0.3",
-        POLL_LEASE_SECONDS="2",
+        BATCH_ACCOUNTS_FILE=str(shared_accounts(tmp_path, simulator.url)),
+        POLL_SECONDS="0.5",
+        POLL_IDLE_SECONDS="0.5",
+        POLL_HEARTBEAT_SECONDS=str(window),
+        POLL_LEASE_SECONDS="60",  # a takeover within seconds is the heartbeats', not a lease's end
+        ALARMS_ENABLED="0",
     )
-    first = start_poller(env, "first", tmp_path / "first.log")
-    second = None
-    try:
-        wait_until(
-            lambda: set(owners(database_url)) == ACCOUNTS and stored(database_url) >= 32,
-            timeout=30,
-            what="the first poller to fill the store",
-        )
-        second = start_poller(env, "second", tmp_path / "second.log")
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            held = owners(database_url)
-            assert set(held.values()) <= {"first"}, f"an account changed hands while its poller lived: {held}"
-            time.sleep(0.1)
-        assert polled(tmp_path / "second.log") == [], "the second poller polled an account the first holds"
-        assert set(polled(tmp_path / "first.log")) == ACCOUNTS
+    logs = {name: tmp_path / f"{name}.log" for name in "abcd"}
+    processes: dict[str, subprocess.Popen] = {}
 
-        first.send_signal(signal.SIGKILL)  # no goodbye: its leases stay until they expire
-        first.wait(timeout=10)
-        killed_at = time.monotonic()
-        wait_until(
-            lambda: set(owners(database_url).values()) == {"second"},
-            timeout=15,
-            what="the second poller to take every account over",
-        )
-        assert time.monotonic() - killed_at >= 1.0, "taken over before the lease (2 s) could have expired"
-        before = len(polled(tmp_path / "second.log"))
-        wait_until(
-            lambda: set(polled(tmp_path / "second.log")[before:]) == ACCOUNTS,
-            timeout=15,
-            what="the second poller to poll every account",
-        )
+    def rounds(after: float, count: int) -> dict[str, int]:
+        """`count` rounds of cycles, each poller's first started after the last round was seen whole
+        (after `after` for the first): what each held after its cycle of the last round."""
+        held: dict[str, int] = {}
+        for _ in range(count):
+            for name in processes:
+                held[name] = wait_until(
+                    lambda name=name, after=after: cycles_started_after(logs[name], after, 1),
+                    timeout=60,
+                    what=f"a cycle of {name}",
+                )[0]
+            after = time.time()  # the database's clock is this machine's
+        return held
+
+    def join(name: str, share: int) -> None:
+        """Start poller `name`: within two rounds of cycles after its first (the others release their
+        surplus in the first; it takes its share in the second at the latest), each holds `share`."""
+        processes[name] = start_poller(env, name, logs[name], verbosity="3")
+        wait_until(lambda: cycles(logs[name]), timeout=60, what=f"{name}'s first cycle")
+        assert rounds(time.time(), 2) == dict.fromkeys(processes, share)
+        assert held_by(database_url) == dict.fromkeys(processes, share)
+
+    try:
+        join("a", 12)
+        join("b", 6)
+        join("c", 4)
+        join("d", 3)
+        settled = owners(database_url)
+        time.sleep(2)  # a few cycles: nothing moves while the same pollers live
+        assert owners(database_url) == settled
+
+        killed_at = time.time()
+        processes["d"].send_signal(signal.SIGKILL)  # no goodbye: its heartbeat row and leases stay
+        processes["d"].wait(timeout=10)
+        dead_by = killed_at + window  # its last beat was before the kill
+        del processes["d"]
+        assert rounds(dead_by, 1) == {"a": 4, "b": 4, "c": 4}, "d's accounts taken in the first cycles past the window"
+        assert held_by(database_url) == {"a": 4, "b": 4, "c": 4}
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
+        for process in processes.values():
+            if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     process.kill()
         simulator.stop()
-    if second is not None:
-        assert second.returncode == 0
-        assert set(owners(database_url).values()) == {""}, "a poller stopped with SIGTERM releases its leases"
+
+    assert [process.returncode for process in processes.values()] == [0, 0, 0]
+    assert set(owners(database_url).values()) == {""}, "pollers stopped with SIGTERM release their leases"
+    with psycopg.connect(database_url) as connection:
+        beats = connection.execute("SELECT owner FROM dashboard_pollerheartbeat").fetchall()
+    assert beats == [("d",)], "and delete their heartbeats; the killed one's stays until it is forgotten"
+
+    # Never two pollers on one account: per account, no two polls of different pollers overlap.
+    every = sorted((account, start, end, name) for name in "abcd" for account, start, end in polls(logs[name]))
+    assert {account for account, *_ in every} == {f"anthropic-team{n}" for n in range(SHARED)}
+    for (account, _, end, name), (next_account, start, _, next_name) in itertools.pairwise(every):
+        if account == next_account and name != next_name:
+            assert end <= start, f"{account} polled by {name} until {end} and by {next_name} from {start}"
 
 
 def test_a_poller_claims_past_rows_another_holds_locked_without_waiting(postgres_server, tmp_path):

@@ -7,10 +7,9 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
-from django.utils import timezone
+from django.db import close_old_connections, connections
 
-from ...accounts import configured_accounts
+from ... import leases
 from ...alarms import evaluation
 from ...batches import poller
 from ...process_memory import limit_malloc_arenas
@@ -19,7 +18,7 @@ logger = logging.getLogger("dashboard.batches.poller")
 
 
 class Command(BaseCommand):
-    help = "Keep the store fresh: poll every account this process can lease, every POLL_SECONDS."
+    help = "Keep the store fresh: poll this process's share of the accounts, every POLL_SECONDS."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--once", action="store_true", help="one cycle, then exit")
@@ -32,6 +31,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         failures = 0  # cycles failed in a row: the database or the cache is gone (or a bug)
         failing_since = 0.0
+        heartbeat = None
+        if not once:
+            heartbeat = threading.Thread(target=self.beat, args=(owner, stopping), name="poll-heartbeat", daemon=True)
+            heartbeat.start()
         try:
             while not stopping.is_set():
                 started = time.monotonic()
@@ -64,27 +67,51 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            stopping.set()
+            if heartbeat is not None:
+                heartbeat.join(timeout=settings.POLL_HEARTBEAT_SECONDS)
             self.release(owner)
+
+    def beat(self, owner: str, stopping: threading.Event) -> None:
+        """Between cycles and during long ones: this poller is alive, and keeps its leases. A beat
+        that fails (the database gone) is retried at the next one; the cycles say so."""
+        interval = max(0.05, settings.POLL_HEARTBEAT_SECONDS / 3)
+        try:
+            while not stopping.wait(interval):
+                try:
+                    poller.beat(owner=owner, now=leases.database_now())
+                except Exception as error:
+                    logger.debug("heartbeat failed (retried in %g s): %s", interval, error)
+                    connections["default"].close()
+        finally:
+            connections.close_all()
 
     def cycle(self, *, owner: str, verbosity: int) -> None:
         # Like a request's start: a connection the last cycle broke (the database restarted) is
         # closed, and an idle one is health-checked before use, so this cycle reconnects.
         close_old_connections()
-        for result in poller.run_cycle(owner=owner, now=timezone.now()):
+        now = leases.database_now()  # one clock for every poller's beats and leases, whatever the machine's
+        for result in poller.run_cycle(owner=owner, now=now):
             if verbosity < 2 and not (result.changed or result.error):
                 continue  # quiet unless something changed; -v 2 reports every account every cycle
             self.stdout.write(
                 f"{result.account}: listed {result.listed}, refreshed {result.refreshed}, "
-                f"changed {result.changed}" + (f"; failed: {result.error}" if result.error else "")
+                f"changed {result.changed}"
+                + (f"; failed: {result.error}" if result.error else "")
+                + ("; taken over by another poller" if result.lost else "")
+                + (f"; polled {result.started:.3f}-{result.ended:.3f}" if verbosity >= 3 else "")
             )
+        if verbosity >= 3:  # the share, for the tests and benches of several pollers
+            held, live = poller.share_of(owner=owner, now=now)
+            self.stdout.write(f"cycle: {owner} holds {held} accounts, {live} pollers live, from {now.timestamp():.3f}")
 
     def release(self, owner: str) -> None:
-        """Give the leases back, so that another poller takes over at once; if the database is gone,
-        they expire by themselves (POLL_LEASE_SECONDS)."""
+        """Give the leases back and delete the heartbeat, so that the others take over at their next
+        cycle; if the database is gone, the heartbeat goes stale and they take over after
+        POLL_HEARTBEAT_SECONDS."""
         try:
             close_old_connections()
-            for account in configured_accounts():
-                poller.release(account, owner=owner)
+            poller.leave(owner=owner)
             evaluation.release_evaluator(owner)
         except Exception as error:
             logger.warning("could not release this poller's leases (they expire by themselves): %s", error)
