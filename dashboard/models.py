@@ -20,6 +20,7 @@ from .notifications.models import (
     NotificationEvent,
     every_notification_event,
 )
+from .spend.models import SpendDay
 
 __all__ = [
     "NOTIFY_ENV_NAME",
@@ -42,6 +43,7 @@ __all__ = [
     "PollerHeartbeat",
     "ResultsSummary",
     "Role",
+    "SpendDay",
     "StoredBatch",
     "UpstreamCallStats",
     "every_notification_event",

@@ -73,6 +73,7 @@ ONE_WORKER_EACH = {
     # `stack`: three gunicorns and a poller
     "tests/integration/test_postgres_redis.py::": "integration-1",
     "tests/integration/test_bulk_cancel_race.py::": "integration-1",
+    "tests/integration/test_spend_rollup_postgres.py::": "integration-1",
     "tests/integration/test_outages.py::": "integration-2",
     "tests/integration/test_pollers.py::": "integration-2",
     "tests/integration/test_list_plans_postgres.py::": "integration-2",

@@ -131,6 +131,14 @@ class StoredBatch(models.Model):
                 condition=models.Q(is_ended=True, tokens_source=""),
                 name="stored_batch_tokens_to_count",
             ),
+            # Ended without an end time (gone while running): no day of the spend rollup holds their
+            # tokens, so /metrics reads them here (dashboard/spend/selectors.py: stored_tokens). Led by
+            # ended_at (always null here) so that SQLite seeks it rather than walk every ended batch's.
+            models.Index(
+                fields=["ended_at", "account", "provider"],
+                condition=models.Q(is_ended=True, ended_at=None),
+                name="stored_batch_ended_undated",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -4,8 +4,9 @@ they are the same whichever web process is scraped:
 - each account's poll lag and failures: AccountState, for every configured account;
 - upstream calls and their latency: UpstreamCallStats, which every process adds to (call_counter.py);
 - open alarms by rule;
-- tokens by account, provider, model and kind, and their estimated cost (dashboard/spend): one GROUP BY over
-  BatchTokens, priced at the current price table: issue 21's batch_tokens_total and batch_cost_usd_total,
+- tokens by account, provider, model and kind, and their estimated cost (dashboard/spend): the spend
+  rollup's days added up, with the few batches it does not hold (spend/selectors.py: stored_tokens),
+  priced at the current price table: issue 21's batch_tokens_total and batch_cost_usd_total,
   under the prefix of every metric here.
 """
 
@@ -176,8 +177,8 @@ def alarm_metrics() -> Iterator[Metric]:
 
 
 def spend_metrics() -> Iterator[Metric]:
-    from ..models import BatchTokens
     from ..spend.prices import KINDS
+    from ..spend.selectors import stored_tokens
     from ..spend.table import current_table
 
     tokens = CounterMetricFamily(
@@ -194,17 +195,13 @@ def spend_metrics() -> Iterator[Metric]:
         labels=["account", "provider", "model"],
     )
     table = current_table()
-    rows = (
-        BatchTokens.objects.order_by()
-        .values("batch__account", "batch__provider", "model")
-        .annotate(**{kind: Sum(kind) for kind in KINDS})
-    )
-    for row in sorted(rows, key=lambda row: (row["batch__account"], row["model"])):
-        labels = [row["batch__account"], row["batch__provider"], row["model"]]
-        counts = {kind: int(row[kind] or 0) for kind in KINDS}
+    for (account, provider, model), counts in sorted(
+        stored_tokens().items(), key=lambda item: (item[0][0], item[0][2])
+    ):
+        labels = [account, provider, model]
         for kind in KINDS:
             tokens.add_metric([*labels, kind], counts[kind])
-        estimate = table.cost(counts, row["model"], row["batch__provider"]) if row["model"] else None
+        estimate = table.cost(counts, model, provider) if model else None
         if estimate is not None:
             cost.add_metric(labels, float(estimate.total))
     yield tokens

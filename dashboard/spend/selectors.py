@@ -7,10 +7,11 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, DateField, Func, Sum
+from django.db.models import Sum
 
 from dashboard.batches.models import BatchTokens, StoredBatch
 
+from .models import SpendDay
 from .prices import KINDS, Estimate
 from .table import current_table
 
@@ -95,7 +96,7 @@ def batch_spend(*, stored_batch_pk: int, provider: str) -> BatchSpend:
     )
 
 
-# The spend page: tokens summed in SQL by (account, model, day), priced per group here.
+# The spend page: tokens added up by (account, model, day) in the rollup, priced per group here.
 
 
 @dataclass(frozen=True)
@@ -183,61 +184,63 @@ class SpendReport:
         return sorted({group.model for group in self.groups if group.estimate is None})
 
 
-class UtcDay(Func):
-    """The UTC day of a timestamp, by the database's own date function: Django's TruncDate calls a Python
-    function per row on SQLite, which made a month's report several times slower (bench/spend.py)."""
-
-    output_field = DateField()
-    template = "CAST(%(expressions)s AS DATE)"
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        # SQLite keeps Django's timestamps as UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]".
-        return super().as_sql(compiler, connection, template="DATE(%(expressions)s)", **extra_context)
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        template = "((%(expressions)s) AT TIME ZONE 'UTC')::date"
-        return super().as_sql(compiler, connection, template=template, **extra_context)
+def _group(row: dict, *, day: dt.date, running: bool, table) -> SpendGroup:
+    tokens = {kind: int(row[kind] or 0) for kind in KINDS}
+    return SpendGroup(
+        account=row["account"],
+        provider=row["provider"],
+        model=row["model"],
+        day=day,
+        tokens=tokens,
+        batches=row["batches"],
+        running=running,
+        estimate=table.cost(tokens, row["model"], row["provider"]) if row["model"] else None,
+    )
 
 
-_SUMS = {**{kind: Sum(kind) for kind in KINDS}, "batches": Count("batch", distinct=True)}
+# Not ended: processing >= 0 always holds, and lets SQLite's planner read their partial index
+# (stored_batch_running_counts) rather than every row of each account (bench/spend.py).
+RUNNING = {"is_ended": False, "processing__gte": 0}
 
 
-def _grouped(rows, *, day_of: tuple[str, ...]) -> list[dict]:
-    return list(rows.values("batch__account", "batch__provider", "model", *day_of).annotate(**_SUMS))
+def _tokens_of(*batches) -> dict[tuple[str, str, str], dict]:
+    """The tokens of these few batches (StoredBatch queries, each read by a partial index) by account,
+    provider and model, with how many batches: their batches, then their rows by batch, so that no
+    planner reads every row of BatchTokens to join them."""
+    found = {
+        pk: (account, provider)
+        for query in batches
+        for pk, account, provider in query.values_list("pk", "account", "provider")
+    }
+    totals: dict[tuple[str, str, str], dict] = {}
+    if not found:
+        return totals
+    for row in BatchTokens.objects.filter(batch_id__in=list(found)).values("batch_id", "model", *KINDS):
+        item = totals.setdefault((*found[row["batch_id"]], row["model"]), {**dict.fromkeys(KINDS, 0), "batches": 0})
+        for kind in KINDS:
+            item[kind] += row[kind]
+        item["batches"] += 1  # one row per batch and model
+    return totals
 
 
 def spend_report(*, account_keys: list[str], start: dt.date, end: dt.date, today: dt.date) -> SpendReport:
     """Spend of these accounts from `start` to `end` (UTC days, both included): the batches that ended on
-    each day, and those still running counted today. Two aggregate queries; cost computed per group."""
-    mine = BatchTokens.objects.filter(batch__account__in=account_keys)
-    first = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
-    after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    ended = mine.filter(batch__is_ended=True, batch__ended_at__gte=first, batch__ended_at__lt=after).annotate(
-        day=UtcDay("batch__ended_at")
-    )
-    rows = [(row, row["day"], False) for row in _grouped(ended, day_of=("day",))]
-    if start <= today <= end:
-        # processing >= 0 always holds: it lets SQLite's planner read the running batches' partial index
-        # (stored_batch_running_counts) rather than every row of each account (bench/spend.py).
-        running = mine.filter(batch__is_ended=False, batch__processing__gte=0, batch__gone_at__isnull=True)
-        rows += [(row, today, True) for row in _grouped(running, day_of=())]
+    each day, read from the rollup (SpendDay: a few rows a day, whatever the store holds), and those still
+    running counted today, read from the store's few running rows. Two queries; cost computed per group."""
     table = current_table()
-    groups = []
-    for row, day, is_running in rows:
-        tokens = {kind: int(row[kind] or 0) for kind in KINDS}
-        provider = row["batch__provider"]
-        groups.append(
-            SpendGroup(
-                account=row["batch__account"],
-                provider=provider,
-                model=row["model"],
-                day=day,
-                tokens=tokens,
-                batches=row["batches"],
-                running=is_running,
-                estimate=table.cost(tokens, row["model"], provider) if row["model"] else None,
+    ended = SpendDay.objects.filter(account__in=account_keys, day__gte=start, day__lte=end, batches__gt=0)
+    groups = [
+        _group(row, day=row["day"], running=False, table=table)
+        for row in ended.values("account", "provider", "model", "day", *KINDS, "batches")
+    ]
+    if start <= today <= end:
+        running = StoredBatch.objects.filter(account__in=account_keys, gone_at__isnull=True, **RUNNING)
+        groups += [
+            _group(
+                {**row, "account": account, "provider": provider, "model": model}, day=today, running=True, table=table
             )
-        )
+            for (account, provider, model), row in _tokens_of(running).items()
+        ]
     groups.sort(key=lambda group: (group.day, group.account, group.model, group.running))
     return SpendReport(start=start, end=end, groups=tuple(groups))
 
@@ -262,3 +265,25 @@ def spent_today(*, account_keys: list[str], today: dt.date) -> SpentToday:
             unpriced_tokens=report.unpriced_tokens,
         ),
     )
+
+
+def stored_tokens() -> dict[tuple[str, str, str], dict[str, int]]:
+    """Every stored batch's tokens, by (account, provider, model) and kind (/metrics): the rollup's days
+    added up, and the batches it does not hold read through their partial indexes: those not ended yet
+    and those ended without an end time (gone while running). Four queries, none reading every stored row."""
+    totals: dict[tuple[str, str, str], dict[str, int]] = {}
+    rollup = SpendDay.objects.filter(batches__gt=0).values("account", "provider", "model").order_by()
+    running = StoredBatch.objects.filter(**RUNNING)
+    undated = StoredBatch.objects.filter(is_ended=True, ended_at__isnull=True)
+    rows = [
+        *(
+            ((row["account"], row["provider"], row["model"]), row)
+            for row in rollup.annotate(**{kind: Sum(kind) for kind in KINDS})
+        ),
+        *_tokens_of(running, undated).items(),
+    ]
+    for key, row in rows:
+        item = totals.setdefault(key, dict.fromkeys(KINDS, 0))
+        for kind in KINDS:
+            item[kind] += int(row[kind] or 0)
+    return totals
