@@ -1,16 +1,23 @@
 """Spend at scale: what the spend features cost as the store grows from 10,000 to 100,000 batches.
 
+Goal (issue 21): every spend read independent of the store's size (100k/10k <= 1.2), the 30-day
+/spend/ page well under 200 ms at 100k. Ended batches' tokens are read from the per-day rollup
+(SpendDay, kept by triggers: migration 0026), the running ones from their few rows.
+
 The store of bench/store_list.py (8 accounts, one batch created every 37 s back from T0, one in ten
 not ended in the last two days, the older ones all ended; the 90,000 older ones added as a backfill
 would), each batch with tokens of one model
 (BatchTokens; the Anthropic accounts' models priced, the OpenAI ones' not, as shipped). Measured at each
 size, in the same run:
 - "spent today" (the list header's, refreshed every minute): the batches ended on T0's day and those
-  running; the same rows at both sizes, so its cost should not grow with the store;
-- the spend page's report for a fixed 3 days (the same rows at both sizes) and for the last 30 days
-  (which at 100k holds ~7 times the rows: it grows with what is in the range, not with the store);
-- a batch's cost (the detail page), and the /metrics spend families (every stored row, by design);
-- the whole /spend/ page through Django's test client.
+  running;
+- the spend page's report for a fixed 3 days, and for the last 30 days (at 10k the store reaches 4.3
+  days back, at 100k 43: the 30 days hold 7 times the batches at 100k, and 7 times the rollup's rows);
+- budget evaluation (a daily and a monthly budget of every account: T0's month so far);
+- a batch's cost (the detail page), the /metrics spend families (every stored batch's tokens);
+- the whole /spend/ page through Django's test client, 3 days and 30 days;
+- baseline, in the same run on the same store: the 30-day report and the metrics as they read
+  before the rollup (a GROUP BY over every BatchTokens row in range, joined to its batch).
 Median and p95 wall-clock ms, median thread CPU ms, and the database's work (SQLite VM steps,
 PostgreSQL buffers: bench/store_list.py `work`), with the 100k/10k ratio.
 
@@ -25,7 +32,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,12 +79,29 @@ def add_tokens(after_pk: int) -> int:
 def measure(accounts, calls: int) -> dict[str, tuple]:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
+    from django.db.models import Count, DateField, Func, Sum
     from django.test import Client
 
     from dashboard.access import services as access
+    from dashboard.alarms.evaluation import load_spend
+    from dashboard.alarms.rules import ALL_ACCOUNTS, Budget
     from dashboard.metrics.collectors import spend_metrics
-    from dashboard.models import StoredBatch
+    from dashboard.models import BatchTokens, StoredBatch
     from dashboard.spend import selectors
+    from dashboard.spend.prices import KINDS
+
+    class UtcDay(Func):
+        """The UTC day of a timestamp in SQL, as the report grouped by before the rollup."""
+
+        output_field = DateField()
+
+        def as_sqlite(self, compiler, connection, **extra):
+            return super().as_sql(compiler, connection, template="DATE(%(expressions)s)", **extra)
+
+        def as_postgresql(self, compiler, connection, **extra):
+            return super().as_sql(
+                compiler, connection, template="((%(expressions)s) AT TIME ZONE 'UTC')::date", **extra
+            )
 
     keys = [account.key for account in accounts]
     day = T0.date()
@@ -101,6 +126,31 @@ def measure(accounts, calls: int) -> dict[str, tuple]:
             f"/spend/?start={(day - timedelta(days=2)).isoformat()}&end={day.isoformat()}"
         ),
     }
+
+    def per_row_report(start):
+        """The 30-day report's ended batches as read before the rollup: every BatchTokens row in range."""
+        first = datetime.combine(start, time(), tzinfo=UTC)
+        after = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+        rows = BatchTokens.objects.filter(
+            batch__account__in=keys, batch__is_ended=True, batch__ended_at__gte=first, batch__ended_at__lt=after
+        ).annotate(day=UtcDay("batch__ended_at"))
+        sums = {**{kind: Sum(kind) for kind in KINDS}, "batches": Count("batch", distinct=True)}
+        return list(rows.values("batch__account", "batch__provider", "model", "day").annotate(**sums))
+
+    def per_row_metrics():
+        rows = BatchTokens.objects.order_by().values("batch__account", "batch__provider", "model")
+        return list(rows.annotate(**{kind: Sum(kind) for kind in KINDS}))
+
+    now = datetime.combine(day, time(12), tzinfo=UTC)
+    budgets = [
+        Budget(account=ALL_ACCOUNTS, period=period, usd=Decimal(1000), near_percent=80) for period in ("day", "month")
+    ]
+    cases["budget evaluation (day and month)"] = lambda: load_spend(now, keys, budgets)
+    cases["/spend/ page, the last 30 days"] = lambda: client.get(
+        f"/spend/?start={start30.isoformat()}&end={day.isoformat()}"
+    )
+    cases["baseline: 30 days, per-row query"] = lambda: per_row_report(start30)
+    cases["baseline: /metrics, per-row query"] = per_row_metrics
     figures = {}
     for name, call in cases.items():
         figures[name] = timed(call, calls)
