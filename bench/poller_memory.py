@@ -274,7 +274,9 @@ def main() -> None:
         print(
             "  private memory at the end by mapping: "
             + ", ".join(
-                f"{kind} {size / MIB:.1f} MiB" for kind, size in sorted(where.items(), key=lambda item: -item[1])
+                f"{kind} {size / MIB:.1f} MiB"
+                for kind, size in sorted(where.items(), key=lambda item: -item[1])
+                if size >= MIB / 10
             )
         )
         if tracebacks:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cached_property, lru_cache
 
 PERIOD = 300
+TALLY_FIELDS = 8  # errored, expired, succeeded, and five token counts: see _period_tallies
 EXPIRY_WINDOW = timedelta(hours=24)
 FINISHED_SLACK = 1e-6  # of a request: what microsecond instants and float seconds may lose
 # The end of processing while a stall lasts: later than any instant compared with it (never added to).
@@ -162,8 +164,8 @@ class Plan:
         """Fates and token usage of the first `finished` ranks."""
         tallies = _period_tallies(self.seed, self.error_percent, self.expire_percent)
         whole, rest = divmod(finished, PERIOD)
-        full = tallies[PERIOD]
-        part = tallies[rest]
+        full = tallies[PERIOD * TALLY_FIELDS : (PERIOD + 1) * TALLY_FIELDS]
+        part = tallies[rest * TALLY_FIELDS : (rest + 1) * TALLY_FIELDS]
         errored, expired, succeeded, tokens_in, tokens_out, cache_read, cache_write, reasoning = (
             whole * f + p for f, p in zip(full, part, strict=True)
         )
@@ -189,10 +191,15 @@ def reasons(model: str) -> bool:
     return bool(REASONING_MODEL.match(model))
 
 
+# One table per batch seen (its seed), so kept as flat C ints: 9.5 KiB a batch, where tuples of
+# Python ints took 74 KiB (300 MiB once the cache was full, in the poller's process when the
+# simulator is embedded: bench/poller_memory.py --embedded). The sums stay far below 2**31 (a rank's
+# tokens are at most ~2,000); one that did not would raise OverflowError, not wrap.
 @lru_cache(maxsize=4096)
-def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple[tuple[int, ...], ...]:
-    """Running sums over one period: (errored, expired, succeeded, input tokens, output tokens, cache
-    read tokens, cache write tokens, reasoning tokens) of the requests that succeeded."""
+def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> array:
+    """Running sums over one period, TALLY_FIELDS per rank from 0 to PERIOD (row r: the first r ranks):
+    (errored, expired, succeeded, input tokens, output tokens, cache read tokens, cache write tokens,
+    reasoning tokens) of the requests that succeeded."""
     plan = Plan(
         total=PERIOD,
         created_at=datetime.min,
@@ -202,7 +209,7 @@ def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple
         error_percent=error_percent,
         expire_percent=expire_percent,
     )
-    tallies = [(0, 0, 0, 0, 0, 0, 0, 0)]
+    tallies = array("i", [0] * TALLY_FIELDS)
     errored = expired = succeeded = tokens_in = tokens_out = cache_read = cache_write = reasoning = 0
     for rank in range(PERIOD):
         fate = plan.fate(rank)
@@ -215,8 +222,8 @@ def _period_tallies(seed: int, error_percent: int, expire_percent: int) -> tuple
             cache_read += plan.cache_read_tokens(rank)
             cache_write += plan.cache_write_tokens(rank)
             reasoning += plan.reasoning_tokens(rank)
-        tallies.append((errored, expired, succeeded, tokens_in, tokens_out, cache_read, cache_write, reasoning))
-    return tuple(tallies)
+        tallies.extend((errored, expired, succeeded, tokens_in, tokens_out, cache_read, cache_write, reasoning))
+    return tallies
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,23 @@
 """Unit tests of the pure progression rules: no database, no HTTP, time is a parameter."""
 
 import random
+import tracemalloc
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard.simulator.progression import OPENAI_ENDED, Outcome, Plan, anthropic_end, anthropic_state, openai_state
+from dashboard.simulator import progression
+from dashboard.simulator.progression import (
+    OPENAI_ENDED,
+    PERIOD,
+    Outcome,
+    Plan,
+    anthropic_end,
+    anthropic_state,
+    openai_state,
+)
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -51,11 +61,12 @@ def test_rank_is_a_permutation_of_the_requests(total):
         assert sorted(plan.rank_of(i) for i in range(total)) == list(range(total))
 
 
-def test_tally_matches_counting_fates_one_by_one():
+@pytest.mark.parametrize("seed", [0, 4242, 2**31 - 1])
+def test_tally_matches_counting_fates_one_by_one(seed):
     plan = Plan(
         total=5000,
         created_at=T0,
-        seed=4242,
+        seed=seed,
         processing_seconds=10,
         cancel_grace_seconds=0,
         error_percent=13,
@@ -69,9 +80,37 @@ def test_tally_matches_counting_fates_one_by_one():
             fates[Outcome.EXPIRED],
             fates[Outcome.SUCCEEDED],
         )
-        assert tally.input_tokens == sum(
-            plan.input_tokens(r) for r in range(finished) if plan.fate(r) is Outcome.SUCCEEDED
+        succeeded = [rank for rank in range(finished) if plan.fate(rank) is Outcome.SUCCEEDED]
+        assert (tally.input_tokens, tally.output_tokens) == (
+            sum(plan.input_tokens(rank) for rank in succeeded),
+            sum(plan.output_tokens(rank) for rank in succeeded),
         )
+        if finished <= PERIOD:  # the cache and reasoning counts repeat over other lengths than PERIOD
+            assert (tally.cache_read_tokens, tally.cache_write_tokens, tally.reasoning_tokens) == (
+                sum(plan.cache_read_tokens(rank) for rank in succeeded),
+                sum(plan.cache_write_tokens(rank) for rank in succeeded),
+                sum(plan.reasoning_tokens(rank) for rank in succeeded),
+            )
+
+
+def test_the_tables_kept_per_batch_seen_stay_small_and_bounded():
+    """One table per distinct batch (seed) is cached: what the poller's process holds when the
+    simulator is embedded. 74 KiB each (300 MiB for a full cache) when they were tuples of ints."""
+    progression._period_tallies.cache_clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for seed in range(300):
+            plan = Plan(
+                total=100, created_at=T0, seed=seed, processing_seconds=10, cancel_grace_seconds=0, error_percent=5
+            )
+            plan.tally(50)
+        per_batch = (tracemalloc.get_traced_memory()[0] - before) / 300
+    finally:
+        tracemalloc.stop()
+        progression._period_tallies.cache_clear()
+    assert per_batch < 12 * 1024
+    assert progression._period_tallies.cache_info().maxsize * per_batch < 48 * 1024 * 1024
 
 
 def test_error_share_is_close_to_the_configured_percent():
