@@ -48,6 +48,7 @@ import hashlib
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -136,15 +137,21 @@ def heartbeat_window() -> timedelta:
     return timedelta(seconds=settings.POLL_HEARTBEAT_SECONDS)
 
 
+# A process's beats (its heartbeat thread) and claims (its cycles) one at a time: two UPDATEs of one
+# poller's lease rows at once could deadlock on them.
+_leasing = threading.RLock()
+
+
 def beat(*, owner: str, now: datetime) -> None:
     """This poller is alive at `now`: its heartbeat moves on (never back), and the leases it still
     holds last POLL_LEASE_SECONDS from `now`."""
-    if not PollerHeartbeat.objects.filter(owner=owner, beat_at__lt=now).update(beat_at=now):
-        PollerHeartbeat.objects.get_or_create(owner=owner, defaults={"started_at": now, "beat_at": now})
-    until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
-    AccountState.objects.filter(lease_owner=owner, lease_until__gte=now, lease_until__lt=until).update(
-        lease_until=until
-    )
+    with _leasing:
+        if not PollerHeartbeat.objects.filter(owner=owner, beat_at__lt=now).update(beat_at=now):
+            PollerHeartbeat.objects.get_or_create(owner=owner, defaults={"started_at": now, "beat_at": now})
+        until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
+        AccountState.objects.filter(lease_owner=owner, lease_until__gte=now, lease_until__lt=until).update(
+            lease_until=until
+        )
 
 
 def live_pollers(*, now: datetime) -> list[str]:
@@ -182,7 +189,12 @@ def claim_share(accounts: list[Account], *, owner: str, now: datetime) -> list[A
     """Beat, then hold this poller's share of `accounts`, ceil(accounts / live pollers): release
     the surplus it holds (those it ranks lowest), take free ones up to its share (those it ranks
     highest); the accounts now ours. The leases, taken or renewed, last POLL_LEASE_SECONDS."""
-    beat(owner=owner, now=now)
+    with _leasing:
+        return _claim_share(accounts, owner=owner, now=now)
+
+
+def _claim_share(accounts: list[Account], *, owner: str, now: datetime) -> list[Account]:
+    beat(owner=owner, now=now)  # renews the leases held, too
     # Rows of pollers dead for longer than any lease they held: nothing depends on them any more.
     forgotten = now - 2 * heartbeat_window() - timedelta(seconds=settings.POLL_LEASE_SECONDS)
     PollerHeartbeat.objects.filter(beat_at__lt=forgotten).delete()
@@ -204,7 +216,6 @@ def claim_share(accounts: list[Account], *, owner: str, now: datetime) -> list[A
         leases.release(rows.filter(account__in=held[share:]), fields=ACCOUNT_LEASE, owner=owner)
         held = held[:share]
     until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
-    rows.filter(account__in=held, lease_owner=owner, lease_until__lt=until).update(lease_until=until)
     room = share - len(held)
     if room > 0:
         dead = _dead_owners(now)

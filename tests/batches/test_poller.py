@@ -13,7 +13,7 @@ import pytest
 
 from dashboard.accounts import Account
 from dashboard.batches import poller
-from dashboard.models import AccountState, BatchChange, StoredBatch
+from dashboard.models import AccountState, BatchChange, PollerHeartbeat, StoredBatch
 from dashboard.providers import anthropic
 from tests.factories import DEMO_ACCOUNTS
 
@@ -350,6 +350,7 @@ def test_manage_py_poll_once_fills_the_store_from_every_account_of_the_simulator
     assert [state.account for state in states] == sorted(key for key, _ in DEMO_ACCOUNTS)
     assert all(state.last_success_at and not state.last_error for state in states)
     assert all(state.lease_owner == "" for state in states), "leases are released on the way out"
+    assert not PollerHeartbeat.objects.exists(), "and the heartbeat deleted"
     from dashboard.models import AlarmEvaluator
 
     assert AlarmEvaluator.objects.get().lease_owner == "", "so is the alarm evaluator's"

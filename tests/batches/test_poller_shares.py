@@ -169,3 +169,38 @@ def test_any_number_of_pollers_settle_on_shares_that_differ_by_at_most_one_chunk
     assert sum(counts.values()) == accounts, counts
     assert max(counts.values()) <= share, counts
     assert holders() == settled
+
+
+def test_manage_py_poll_beats_during_a_cycle_longer_than_the_window_and_says_goodbye(
+    transactional_db, settings, monkeypatch
+):
+    """A cycle may outlast the heartbeat window (a slow upstream, a results file): the command's own
+    thread keeps beating, so the others do not count it dead; SIGTERM ends it without a trace."""
+    import os
+    import signal
+    import time
+
+    from django.core.management import call_command
+
+    settings.POLL_SECONDS = 0.1
+    settings.POLL_HEARTBEAT_SECONDS = 0.3
+    beats: list[datetime] = []
+
+    def run_cycle(*, owner, now):
+        poller.claim_share(ACCOUNTS, owner=owner, now=now)
+        for _ in range(8):  # 1.2 s: four windows
+            time.sleep(0.15)
+            beats.append(PollerHeartbeat.objects.get(owner=owner).beat_at)
+        assert poller.live_pollers(now=poller.leases.database_now()) == [owner]
+        os.kill(os.getpid(), signal.SIGTERM)
+        return []
+
+    monkeypatch.setattr(poller, "run_cycle", run_cycle)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        call_command("poll", "--owner", "long")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(set(beats)) >= 4, f"the heartbeat moved on during the cycle: {beats}"
+    assert not PollerHeartbeat.objects.exists()
+    assert set(AccountState.objects.values_list("lease_owner", flat=True)) == {""}
