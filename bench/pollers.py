@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--steps", default="1,2,4", help="poller counts, in turn; the last is then killed one of")
     options = parser.parse_args()
     steps = [int(step) for step in options.steps.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what it started on the way out
 
     from tests.services import start_postgres
 

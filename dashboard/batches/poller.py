@@ -149,9 +149,15 @@ def beat(*, owner: str, now: datetime) -> None:
         if not PollerHeartbeat.objects.filter(owner=owner, beat_at__lt=now).update(beat_at=now):
             PollerHeartbeat.objects.get_or_create(owner=owner, defaults={"started_at": now, "beat_at": now})
         until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
-        AccountState.objects.filter(lease_owner=owner, lease_until__gte=now, lease_until__lt=until).update(
-            lease_until=until
-        )
+        held = AccountState.objects.filter(lease_owner=owner, lease_until__gte=now, lease_until__lt=until)
+        with transaction.atomic():
+            if connections[held.db].features.has_select_for_update_skip_locked:
+                # Past the rows this poller's polls are writing (locked by `_holding`): waiting for
+                # them would hold up the next beat; they are renewed at the next one.
+                held = AccountState.objects.filter(
+                    pk__in=list(held.select_for_update(skip_locked=True).values_list("pk", flat=True))
+                )
+            held.update(lease_until=until)
 
 
 def live_pollers(*, now: datetime) -> list[str]:
@@ -363,8 +369,7 @@ def _list_new(
         ids = [batch.id for batch in page.batches]
         seen.update(ids)
         if not page.has_more or not page.batches:
-            if first_look:
-                state.backfill_done = True
+            state.backfill_done = True  # the whole history was listed, whenever the first look was
             return seen, None
         after = page.next_cursor
         if first_look:
@@ -372,6 +377,10 @@ def _list_new(
             break
         if reached_known:
             break
+    if not state.backfill_done and not state.backfill_after:
+        # A first look whose state was never saved (its poller killed, or its lease taken, before
+        # the end of the poll): the backfill starts from here instead of never.
+        state.backfill_after = after or ""
     return seen, after
 
 

@@ -204,3 +204,23 @@ def test_manage_py_poll_beats_during_a_cycle_longer_than_the_window_and_says_goo
     assert len(set(beats)) >= 4, f"the heartbeat moved on during the cycle: {beats}"
     assert not PollerHeartbeat.objects.exists()
     assert set(AccountState.objects.values_list("lease_owner", flat=True)) == {""}
+
+
+def test_an_account_whose_first_poll_was_cut_before_its_state_was_saved_still_gets_its_history(db, settings):
+    """A first look writes its page of batches, then the poll is cut (its lease taken, the poller
+    killed) before the account's state is saved: the next poll sees stored batches, no backfill
+    position, and must still read the history to its end, not leave the backfill unstarted."""
+    settings.POLL_IDLE_SECONDS = 30
+    upstream = FakeAnthropic([batch_json(n) for n in range(1, 251)])  # all running: no ended one to stop at
+    account = Account(name="ops", provider="anthropic", base_url="https://api.anthropic.com", api_key="k")
+    assert poller.claim_share([account], owner="a", now=T0) == [account]
+    first_page = upstream.batches[:100]
+    from dashboard.batches import store
+
+    store.record_many(
+        [poller.providers.module("anthropic").parse_batch(b, account=account.key) for b in first_page], fetched_at=T0
+    )
+    for second in range(0, 30, 3):
+        poller.poll_account(account, now=T0 + timedelta(seconds=second), provider=provider(upstream), owner="a")
+    assert StoredBatch.objects.count() == 250
+    assert AccountState.objects.get().backfill_done
