@@ -90,6 +90,7 @@ bench: install-test
 	$(BIN)/python bench/alarms.py
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/spend.py
+	$(BIN)/python bench/spend.py --database postgresql
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/poller_memory.py
 	$(BIN)/python bench/pollers.py

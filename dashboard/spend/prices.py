@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
+from functools import cached_property
 from pathlib import Path
 
 KINDS: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
@@ -75,6 +76,11 @@ class PriceEntry:
         parts = self.source.split(maxsplit=1)
         return parts[1] if self.source_url and len(parts) > 1 else ""
 
+    @cached_property
+    def batch_prices(self) -> dict[str, Decimal | None]:
+        """batch_price of every kind, worked out once: a report prices hundreds of groups."""
+        return {kind: self.batch_price(kind) for kind in KINDS}
+
     def batch_price(self, kind: str) -> Decimal | None:
         """Dollars per million tokens of `kind` in a batch, after the discount; None when not priced."""
         if kind in self.batch_per_million:
@@ -122,13 +128,29 @@ def _alias_matches(alias: str, name: str) -> bool:
     return _VERSION_SUFFIX.fullmatch(name[len(alias) :]) is not None
 
 
+MATCHES_KEPT = 4096  # model names whose entry a table remembers: upstream names them, so not without bound
+
+
 @dataclass(frozen=True)
 class PriceTable:
     entries: tuple[PriceEntry, ...]
+    # (model, provider) -> its entry or None, found once per process: a report prices hundreds of groups.
+    _matched: dict[tuple[str, str], PriceEntry | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def entry_for(self, model: str, provider: str) -> PriceEntry | None:
         """The entry pricing `model` of `provider`: the longest matching alias (an override's on a tie); None
         when none matches."""
+        key = (model, provider)
+        if key in self._matched:
+            return self._matched[key]
+        found = self._entry_for(model, provider)
+        if len(self._matched) < MATCHES_KEPT:
+            self._matched[key] = found
+        return found
+
+    def _entry_for(self, model: str, provider: str) -> PriceEntry | None:
         with_region = _alias_form(model)
         # A region profile's own entry first; else the model's, as most profiles cost what the model does.
         for name in dict.fromkeys((with_region, normalise_model(with_region))):
@@ -163,7 +185,7 @@ def estimate(entry: PriceEntry, tokens_by_kind: Mapping[str, int]) -> Estimate:
             count = tokens_by_kind.get(kind, 0)
             if count < 0:
                 raise ValueError(f"{kind} tokens cannot be negative ({count})")
-            price = entry.batch_price(kind)
+            price = entry.batch_prices[kind]
             if price is None:
                 if count:
                     unpriced.append(kind)
