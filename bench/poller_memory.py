@@ -241,7 +241,8 @@ def main() -> None:
                     )
                 time.sleep(options.sample_seconds)
             where = regions(poller.process.pid)
-            tracebacks = sum(1 for line in poller.log.read_text(errors="replace").splitlines() if "Traceback" in line)
+            log = poller.log.read_text(errors="replace").splitlines()
+            tracebacks = [number for number, line in enumerate(log) if "Traceback" in line]
         finally:
             poller.stop()
             if simulator:
@@ -269,7 +270,8 @@ def main() -> None:
             f"  slope over the second half ({(second_half[-1].seconds - second_half[0].seconds) / 60:.0f} min): "
             f"RSS {slope_per_hour(second_half, 'rss'):+.1f} MiB/h, "
             f"private {slope_per_hour(second_half, 'private'):+.1f} MiB/h; "
-            f"poller CPU {samples[-1].cpu / samples[-1].seconds:.0%} of a core; tracebacks in its log: {tracebacks}"
+            f"poller CPU {samples[-1].cpu / samples[-1].seconds:.0%} of a core; "
+            f"tracebacks in its log: {len(tracebacks)}"
         )
         print(
             "  private memory at the end by mapping: "
@@ -280,7 +282,8 @@ def main() -> None:
             )
         )
         if tracebacks:
-            print(poller.tail())
+            first = tracebacks[0]
+            print("  the first one:\n" + "\n".join(log[max(0, first - 2) : first + 30]))
 
 
 if __name__ == "__main__":
