@@ -41,7 +41,7 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
-## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT): the production server and the poller (Procfile)
+## Run the dashboard on the embedded simulator at http://$(HOST):$(PORT): the production server, the poller and the worker (Procfile)
 run: seed
 	@$(BIN)/python manage.py ensure_operator
 	@echo "Dashboard: http://$(HOST):$(PORT)/"

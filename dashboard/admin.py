@@ -2,6 +2,9 @@ from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
+from django.urls import reverse
+from django.utils.html import format_html
 
 from .access import services as access_services
 from .alarms import services as alarm_services
@@ -218,6 +221,27 @@ class NotificationChannelAdmin(admin.ModelAdmin):
         return ", ".join(channel.events) or "both"
 
 
+def with_task_status(rows):
+    """Each row with its background task's status (`task_status`), in the same query."""
+    from django_tasks_db.models import DBTaskResult
+
+    status = DBTaskResult.objects.filter(pk=OuterRef("task_id")).values("status")[:1]
+    return rows.annotate(task_status=Subquery(status))
+
+
+def task_link(row) -> str:
+    """The row's task: its status, linked to the task's own admin page (django-tasks-db's)."""
+    if row.task_id is None:
+        return "—"
+    if not row.task_status:
+        return "no longer stored"
+    from django_tasks_db.models import DBTaskResult
+
+    meta = DBTaskResult._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[row.task_id])
+    return format_html('<a href="{}">{}</a>', url, row.task_status.lower())
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
     """The notification outbox: what was sent, what is failing and when it is tried next. Staff with
@@ -234,6 +258,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "sent_at",
         "last_error",
+        "task",
     ]
     list_filter = ["status", "event", "channel"]
     search_fields = ["key", "last_error", "alarm__account", "alarm__batch__batch_id"]
@@ -241,6 +266,13 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ["channel"]
     exclude = ["claimed_by"]
     actions = ["retry_now"]
+
+    def get_queryset(self, request):
+        return with_task_status(super().get_queryset(request))
+
+    @admin.display(description="task")
+    def task(self, delivery: Delivery) -> str:
+        return task_link(delivery)
 
     @admin.display(description="rule")
     def rule(self, delivery: Delivery) -> str:
@@ -258,7 +290,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def retry_now(self, request, queryset) -> None:
         made_due = dispatch.retry_now(queryset)
         skipped = len(queryset) - made_due
-        message = f"{made_due} deliver{'y' if made_due == 1 else 'ies'} will be sent after the next poll cycle."
+        message = f"{made_due} deliver{'y' if made_due == 1 else 'ies'} will be sent within seconds, by a worker."
         if skipped:
             message += f" {skipped} already sent: not sent again."
         self.message_user(request, message, messages.SUCCESS)
@@ -279,9 +311,16 @@ class BulkCancelItemInline(admin.TabularInline):
 class BulkCancelAdmin(ReadOnlyAdmin):
     """Bulk cancels, one audited operation each, with every batch's outcome (each also a CancelAttempt)."""
 
-    list_display = ["created_at", "actor", "total", "confirmed", "finished_at"]
+    list_display = ["created_at", "actor", "total", "confirmed", "finished_at", "task"]
     date_hierarchy = "created_at"
     inlines = [BulkCancelItemInline]
+
+    def get_queryset(self, request):
+        return with_task_status(super().get_queryset(request))
+
+    @admin.display(description="task")
+    def task(self, operation: BulkCancel) -> str:
+        return task_link(operation)
 
 
 @admin.register(ResultsSummary)

@@ -78,6 +78,8 @@ INSTALLED_APPS = [
     "template_partials",
     "csp",
     "axes",
+    "django_tasks",
+    "django_tasks_db",
     "dashboard",
     *(["dashboard.simulator"] if SIMULATOR_ENABLED else []),
 ]
@@ -358,6 +360,21 @@ POLL_LEASE_SECONDS = float(os.environ.get("POLL_LEASE_SECONDS", str(max(30.0, 10
 # 0 (the default): 4 × the upstream timeouts, at least 60 s.
 BULK_CANCEL_CLAIM_SECONDS = float(os.environ.get("BULK_CANCEL_CLAIM_SECONDS") or 0)
 
+# --- Background work (dashboard/background.py): bulk cancels and notification deliveries are tasks -------
+# Django's tasks API (django-tasks) on its database backend: the queue is a table of the dashboard's own
+# database, SQLite or PostgreSQL, and `manage.py work` (the Procfile's worker) runs what it holds.
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["bulk", "notifications"],
+    }
+}
+# Threads per queue of one worker process: a bulk cancel occupies one for its whole operation (its items
+# one at a time), a notification one for a send (NOTIFY_TIMEOUT_SECONDS at most).
+WORKER_THREADS = env_int("WORKER_THREADS", 2)
+# How often a worker looks for work nobody runs: deliveries due, bulk cancels whose worker died.
+WORKER_SWEEP_SECONDS = float(os.environ.get("WORKER_SWEEP_SECONDS", "2"))
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -406,8 +423,8 @@ PRICES_FILE = os.environ.get("PRICES_FILE", "").strip()
 # --- Notifications (dashboard/notifications/): alarm changes to Slack, webhooks and email ---------
 # Channels are made in the admin, or from NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_WEBHOOK_URL (+
 # NOTIFY_WEBHOOK_SECRET) and NOTIFY_EMAIL_TO, read from the environment by notifications/channels.py itself
-# (like the accounts' keys: a URL or a secret never sits in the settings). Deliveries are sent by the
-# pollers, at least once, retried with exponential backoff and jitter.
+# (like the accounts' keys: a URL or a secret never sits in the settings). The pollers write the outbox;
+# workers send each delivery as a task, at least once, retried with exponential backoff and jitter.
 # The dashboard's public address (https://dash.example.com): notifications link to the batch's page.
 DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "").rstrip("/")
 # A whole send, connect to last byte (a webhook or Slack POST; an email's SMTP conversation).
@@ -416,7 +433,10 @@ NOTIFY_TIMEOUT_SECONDS = float(os.environ.get("NOTIFY_TIMEOUT_SECONDS", "5"))
 NOTIFY_RETRY_SECONDS = float(os.environ.get("NOTIFY_RETRY_SECONDS", "30"))
 NOTIFY_RETRY_MAX_SECONDS = float(os.environ.get("NOTIFY_RETRY_MAX_SECONDS", "3600"))
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 10)
-# Deliveries a poller sends at once (each on a thread of its own) in one round, after each cycle.
+# A send's claim outlasts its time limit by this much: a delivery whose worker vanished mid-send is tried
+# again that long after the send's limit.
+NOTIFY_CLAIM_MARGIN_SECONDS = float(os.environ.get("NOTIFY_CLAIM_MARGIN_SECONDS", "30"))
+# Deliveries sent at once (each on a thread of its own) by one call of dispatch.deliver_due.
 NOTIFY_BATCH_SIZE = env_int("NOTIFY_BATCH_SIZE", 10)
 # Slack and webhook channels reach public addresses only (dashboard/notifications/destinations.py). These host
 # names (whatever they resolve to), addresses and networks (10.0.0.0/8) may be private, loopback or

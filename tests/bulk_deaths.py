@@ -1,7 +1,7 @@
 """A bulk cancel worker that dies at one step of one item's cancel: in the test process (raising
 Killed, which no `except Exception` catches) or, run as `python -m tests.bulk_deaths STEP BATCH_ID
-OPERATION_ID`, as a process of its own that SIGKILLs itself there (nothing after it runs: no
-except, no finally, no atexit)."""
+OPERATION_ID`, as a worker process of its own that takes the operation's task and SIGKILLs itself
+there (nothing after it runs: no except, no finally, no atexit; the task is left "running")."""
 
 from __future__ import annotations
 
@@ -107,11 +107,13 @@ def main(argv: list[str]) -> None:
     import django
 
     django.setup()
-    from dashboard.bulk import operations
+    from dashboard import background
+    from dashboard.models import BulkCancel
 
     step, batch_id, operation_id = argv
     die_at(step, batch_id=batch_id, die=sigkill, patch=setattr)
-    operations.run(operation_id=int(operation_id), worker="web-killed")
+    assert BulkCancel.objects.filter(pk=int(operation_id)).exists()
+    background.run_ready(worker_id="killed-worker", queues=[background.BULK_QUEUE])  # the operation's task
 
 
 if __name__ == "__main__":

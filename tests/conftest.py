@@ -74,6 +74,7 @@ ONE_WORKER_EACH = {
     "tests/integration/test_postgres_redis.py::": "integration-1",
     "tests/integration/test_bulk_cancel_race.py::": "integration-1",
     "tests/integration/test_spend_rollup_postgres.py::": "integration-1",
+    "tests/integration/test_background_postgres.py::": "integration-1",
     "tests/integration/test_outages.py::": "integration-2",
     "tests/integration/test_pollers.py::": "integration-2",
     "tests/integration/test_list_plans_postgres.py::": "integration-2",

@@ -37,9 +37,7 @@ pseudo-account row would show among the accounts). Its evaluation runs in one tr
 that row locked, so evaluations never overlap, even when one outlasts its lease. Whatever goes wrong
 there is logged (and noted on that row) and never stops polling.
 
-Then the notification outbox that evaluations write is sent (dashboard/notifications/dispatch.py), by any
-poller: a round on a thread of its own, started only when something is due and the last round has
-ended, so polling never waits for a receiver; claims keep two pollers from sending one delivery.
+Evaluations write the notification outbox; workers send it (`manage.py work`, dashboard/background.py).
 """
 
 from __future__ import annotations
@@ -63,9 +61,7 @@ from django.db.models import Case, Q, Value, When
 from .. import leases, providers
 from ..accounts import Account, configured_accounts, configured_secrets, provider_for
 from ..alarms import evaluation
-from ..bulk import operations
 from ..models import AccountState, PollerHeartbeat, StoredBatch
-from ..notifications import dispatch
 from ..providers.base import NotFound, Page, Provider, ProviderError, RateLimited
 from ..redaction import redact
 from . import services, store
@@ -562,18 +558,7 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
             results = list(pool.map(poll, due))
     # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
     evaluate_alarms(owner=owner, now=now, accounts=accounts)
-    operations.resume_abandoned(owner=owner, now=now)  # bulk cancels a dead process left, on threads; never raises
-    deliver_notifications(now=now)
     return results
-
-
-def deliver_notifications(*, now: datetime) -> None:
-    """Send the notification outbox on a thread of its own (notifications.dispatch.deliver_in_background):
-    this never waits for a receiver, and never raises (polling goes on whatever happens there)."""
-    try:
-        dispatch.deliver_in_background(now)
-    except Exception:
-        logger.exception("notification delivery could not start (polling goes on)")
 
 
 def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> evaluation.Evaluation | None:

@@ -8,8 +8,8 @@ from ..batches.models import CancelAttempt
 
 class BulkCancel(models.Model):
     """One bulk cancel: who asked, from which filter, and the batches previewed and confirmed (its
-    items). Each item is canceled like a single cancel (a CancelAttempt, via "bulk") by the web
-    process that took the request, or, if that process died, by a poller once its claims expire."""
+    items). Each item is canceled like a single cancel (a CancelAttempt, via "bulk") by its task, in a
+    worker; if that worker died, the task runs again once its claims expire."""
 
     created_at = models.DateTimeField()
     user = models.ForeignKey(
@@ -33,6 +33,9 @@ class BulkCancel(models.Model):
         blank=True,
         help_text="SHA-256 of the confirmed preview's token: a preview makes one operation, however often confirmed.",
     )
+    task_id = models.UUIDField(
+        null=True, blank=True, editable=False, help_text="The background task that works through its items."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -44,7 +47,7 @@ class BulkCancel(models.Model):
 class BulkCancelItem(models.Model):
     """One batch of a bulk cancel. Claimed by a conditional UPDATE (claimed_by, claimed_until) before
     its cancel, so that no two workers cancel it at once; a claim left by a process that died
-    expires, and a poller resumes the item."""
+    expires, and the operation's task runs again to resume the item."""
 
     class State(models.TextChoices):
         PENDING = "pending", "pending"

@@ -11,12 +11,12 @@
 3. Work (`run`): the items one after another, each claimed first by a conditional UPDATE, then
    canceled through services.cancel_batch(via="bulk"), audited like any cancel (a CancelAttempt
    written before the call, completed after) and linked from the item. One at a time, so a big
-   operation never bursts into a provider's rate limit. The web process runs it on a thread of its
-   own right after the confirmation (`start`).
-4. Resume (`resume_abandoned`, called by the poller after each cycle): an item's claim lasts
-   `claim_seconds()` (longer than any cancel call can take) and the worker renews the claims of all
-   its remaining items before each cancel. If the process dies, its claims expire and the poller
-   takes the operation over on a thread of its own; an item is never canceled by two workers at once.
+   operation never bursts into a provider's rate limit. It is a task (`cancel_operation`, enqueued
+   with the operation, in its transaction), run by a worker process (`manage.py work`).
+4. Resume (`recover`, in every worker's sweep): an item's claim lasts `claim_seconds()` (longer than
+   any cancel call can take) and the run renews the claims of all its remaining items before each
+   cancel. If its worker dies (or the run fails), the claims expire (or are given up) and the task
+   runs again; an item is never canceled by two workers at once.
 
 The user's permission is checked on every request and again whenever a worker (re)starts an
 operation: items of a user who lost it (or an account no longer configured) are skipped, with why.
@@ -28,7 +28,6 @@ import hashlib
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,11 +37,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
+from django_tasks import task
 
-from .. import leases, providers
+from .. import background, leases, providers
 from ..access.models import Role
 from ..access.selectors import access_for
 from ..accounts import Account, find_account
@@ -204,11 +204,12 @@ def create(
     token: str,
     selected: list[str],
     typed: str,
-    worker: str,
+    worker: str = "",
     now: datetime | None = None,
 ) -> tuple[BulkCancel, bool]:
-    """The operation and its items, in one transaction, the items claimed by `worker` (which is to
-    run it at once), and True; or, for a preview confirmed before, the operation it made, and False.
+    """The operation, its items and its task (`cancel_operation`, enqueued), in one transaction, and
+    True; or, for a preview confirmed before, the operation it made, and False. `worker`: a worker
+    that is to run it itself at once, holding its items' claims (else they are the task's to take).
     Raises Refused for anything the server will not act on."""
     previewed = read_token(token, user=user)
     digest = preview_digest(token)
@@ -260,10 +261,12 @@ def create(
                     account=account,
                     batch_id=batch_id,
                     claimed_by=worker,
-                    claimed_until=until,
+                    claimed_until=until if worker else None,
                 )
                 for position, (account, batch_id) in enumerate(batches)
             )
+            operation.task_id = cancel_operation.enqueue(operation_id=operation.pk).id
+            operation.save(update_fields=["task_id"])
     except IntegrityError:
         # The same preview confirmed at the same moment elsewhere, where the lock above does not hold.
         earlier = BulkCancel.objects.filter(preview_digest=digest).first()
@@ -346,7 +349,8 @@ def run(
     cancel: Callable[..., services.CancelResult] | None = None,
 ) -> None:
     """Work through the operation's pending items this worker can claim, one at a time; then mark
-    the operation finished if nothing is pending any more. `cancel` is services.cancel_batch."""
+    the operation finished if nothing is pending any more. If this worker process is told to stop
+    (background.stopping), the items left are given back instead. `cancel` is services.cancel_batch."""
     cancel = cancel or services.cancel_batch
     operation = BulkCancel.objects.select_related("user").filter(pk=operation_id).first()
     if operation is None:
@@ -355,7 +359,24 @@ def run(
     # Read now, before any item is claimed (a cache that is down fails here, holding nothing): which
     # accounts it may cancel on is decided by this run.
     access = access_for(user=user)
+    # Every pending item nobody holds is this run's from now on (renewed before each cancel): while it
+    # lives, none looks abandoned to the sweep.
+    now = clock()
+    leases.take(
+        BulkCancelItem.objects.filter(operation_id=operation_id, state=State.PENDING),
+        fields=ITEM_CLAIM,
+        owner=worker,
+        now=now,
+        until=now + timedelta(seconds=claim_seconds()),
+    )
     while True:
+        if background.stopping.is_set():  # this worker is stopping: the rest is handed back, run again elsewhere
+            leases.release(
+                BulkCancelItem.objects.filter(operation_id=operation_id, state=State.PENDING),
+                fields=ITEM_CLAIM,
+                owner=worker,
+            )
+            return
         now = clock()
         item = (
             BulkCancelItem.objects.filter(
@@ -474,34 +495,21 @@ def finish_if_done(operation_id: int) -> bool:
     return True
 
 
-# --- threads: the web process right after the confirmation, a poller for what a dead one left --------
-
-_threads: dict[int, threading.Thread] = {}
-_threads_lock = threading.Lock()
+# --- the task: a worker right after the confirmation, again if that worker died -------------------
 
 
-def start(operation_id: int, *, worker: str) -> threading.Thread | None:
-    """Run the operation on a thread of this process (unless one already runs it here)."""
-
-    def body() -> None:
-        try:
-            run(operation_id=operation_id, worker=worker)
-        except Exception:
-            # Whatever failed, the items left pending keep their claims, which expire: a poller resumes them.
-            logger.exception("bulk cancel #%s stopped (a poller resumes it once its claims expire)", operation_id)
-        finally:
-            with _threads_lock:
-                _threads.pop(operation_id, None)
-            connections.close_all()  # this thread's own connections
-
-    with _threads_lock:
-        running = _threads.get(operation_id)
-        if running is not None and running.is_alive():
-            return None
-        thread = threading.Thread(target=body, name=f"bulk-cancel-{operation_id}", daemon=True)
-        _threads[operation_id] = thread
-        thread.start()
-    return thread
+@task(queue_name=background.BULK_QUEUE)
+def cancel_operation(operation_id: int) -> dict[str, int]:
+    """The operation's items, one after another, in a worker (`run`); the counts of its items after.
+    If it raises, the claims this run holds are given up, so that the sweep runs it again shortly."""
+    worker = worker_name()
+    try:
+        run(operation_id=operation_id, worker=worker)
+    except Exception:
+        leases.release(BulkCancelItem.objects.filter(operation_id=operation_id), fields=ITEM_CLAIM, owner=worker)
+        raise
+    rows = BulkCancelItem.objects.filter(operation_id=operation_id).values("state").annotate(n=Count("pk")).order_by()
+    return {row["state"]: row["n"] for row in rows}
 
 
 def abandoned(now: datetime) -> list[int]:
@@ -514,40 +522,45 @@ def abandoned(now: datetime) -> list[int]:
     )
 
 
-def resume_abandoned(*, owner: str, now: datetime) -> list[int]:
-    """For the poller, after each cycle: take over every operation a dead process left (its items'
-    claims expired), each on a thread of this process; the ids started. And settle the cancel
-    attempts (bulk or single) a dead process left pending, by what upstream says. Never raises."""
-    started = []
-    try:
-        # No cancel call outlasts a claim: an attempt pending longer than one lasts has lost its process.
-        services.settle_abandoned_attempts(started_before=now - timedelta(seconds=claim_seconds()))
-    except Exception:
-        logger.exception("settling abandoned cancel attempts failed (polling goes on)")
-    try:
-        # A worker that died after its last item and before saying the operation finished (read
-        # first: an UPDATE every cycle would take SQLite's write lock for nothing).
-        done = BulkCancel.objects.filter(finished_at__isnull=True).exclude(items__state=State.PENDING)
-        done_ids = list(done.values_list("pk", flat=True))
-        if done_ids:
-            BulkCancel.objects.filter(pk__in=done_ids, finished_at__isnull=True).update(finished_at=now)
-        for operation_id in abandoned(now):
-            if start(operation_id, worker=worker_name(owner)) is not None:
-                logger.info("resuming bulk cancel #%s (its worker's claims expired)", operation_id)
-                started.append(operation_id)
-    except Exception:
-        logger.exception("resuming bulk cancels failed (polling goes on)")
-    return started
-
-
-def wait(operation_id: int, timeout: float = 30.0) -> bool:
-    """Wait for this process's thread running the operation, if any; False if it still runs."""
-    with _threads_lock:
-        thread = _threads.get(operation_id)
-    if thread is not None:
-        thread.join(timeout)
-        return not thread.is_alive()
-    return True
+def recover(*, now: datetime) -> list[int]:
+    """For the workers' sweep: each operation with pending items nobody holds has its task run again
+    (its worker died, or it failed) or enqueued (none stored), unless it waits in the queue or has
+    only just started; the ids made ready. And the cancel attempts (bulk or single) a dead process
+    left pending are settled by what upstream says."""
+    # No cancel call outlasts a claim: an attempt pending longer than one lasts has lost its process.
+    services.settle_abandoned_attempts(started_before=now - timedelta(seconds=claim_seconds()))
+    # A worker that died after its last item and before saying the operation finished (read first: an
+    # UPDATE every sweep would take SQLite's write lock for nothing).
+    done = BulkCancel.objects.filter(finished_at__isnull=True).exclude(items__state=State.PENDING)
+    done_ids = list(done.values_list("pk", flat=True))
+    if done_ids:
+        BulkCancel.objects.filter(pk__in=done_ids, finished_at__isnull=True).update(finished_at=now)
+    ids = abandoned(now)
+    if not ids:
+        return []
+    operations = BulkCancel.objects.filter(pk__in=ids).only("pk", "task_id")
+    tasks = background.states(operation.task_id for operation in operations)
+    # Its run takes every pending item's claim as it starts: a run younger than a claim may not have yet.
+    long_ago = now - timedelta(seconds=claim_seconds())
+    made_ready = []
+    for operation in operations:
+        task_state = tasks.get(str(operation.task_id))
+        if task_state is None:
+            made = background.enqueue_once(cancel_operation, row=operation, operation_id=operation.pk) is not None
+        elif task_state.status == background.Status.RUNNING:
+            made = background.run_again(operation.task_id, was=[task_state.status], started_before=long_ago)
+        elif task_state.status == background.Status.FAILED:
+            made = background.run_again(
+                operation.task_id, was=[task_state.status], finished_before=now - background.RETRY_FAILED_AFTER
+            )
+        elif task_state.status == background.Status.SUCCESSFUL:  # its worker stopping gave the items back
+            made = background.run_again(operation.task_id, was=[task_state.status])
+        else:
+            made = False  # ready: waiting for a worker
+        if made:
+            logger.info("bulk cancel #%s: its task is run again (its items' claims expired)", operation.pk)
+            made_ready.append(operation.pk)
+    return made_ready
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -559,6 +572,7 @@ class Progress:
     items: list[BulkCancelItem]
     counts: dict[str, int]  # state -> items, every state present
     statuses: dict[tuple[str, str], str]  # (account, batch id) -> the batch's stored status now
+    task: background.TaskState | None = None  # its background task, while stored
 
     @property
     def finished(self) -> bool:
@@ -580,7 +594,8 @@ def progress(operation: BulkCancel) -> Progress:
     statuses = {(account, batch_id): status for account, batch_id, status in stored}
     for item in items:
         item.status_now = statuses.get((item.account, item.batch_id), "")
-    return Progress(operation=operation, items=items, counts=counts, statuses=statuses)
+    task_state = background.state(operation.task_id)
+    return Progress(operation=operation, items=items, counts=counts, statuses=statuses, task=task_state)
 
 
 def find_account_label(key: str) -> str:

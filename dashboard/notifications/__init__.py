@@ -6,6 +6,6 @@ outbox.py        one delivery per matching channel, written in the alarm change'
 messages.py      what a delivery says: its stored payload, and Slack's, the webhook's and email's forms
 signing.py       the webhook's signature, and the check a receiver makes
 sending.py       one send, over HTTP (through destinations.py) or by email
-dispatch.py      rounds of sending: due deliveries claimed, sent, their outcomes recorded; in the poller
+dispatch.py      sending: due deliveries claimed, sent, their outcomes recorded; each attempt a task
 destinations.py  where a send may connect: the destination policy
 """

@@ -5,16 +5,19 @@ its own (all at once, so one slow receiver delays none of the others) and waits 
 than NOTIFY_TIMEOUT_SECONDS in all, then records each outcome: sent, or failing with the next try
 after an exponential backoff with jitter, or given up after NOTIFY_MAX_ATTEMPTS. Claiming is a
 conditional UPDATE that moves `next_attempt_at` past the round's time limit and stamps the round's
-token, a lease (leases.py; `SELECT … FOR UPDATE SKIP LOCKED` first on PostgreSQL): two pollers
-never send one delivery at the same moment, and one killed mid-send leaves it due again shortly
-after. Delivery is at least once: a receiver may see a delivery twice (a 2xx lost on the way back),
-and tells by its `X-Dashboard-Delivery` id, the same on every try.
+token, a lease (leases.py; `SELECT … FOR UPDATE SKIP LOCKED` first on PostgreSQL): two workers
+never send one delivery at the same moment, and one killed mid-send leaves it due again
+NOTIFY_CLAIM_MARGIN_SECONDS after the send's limit. Delivery is at least once: a receiver may see a
+delivery twice (a 2xx lost on the way back), and tells by its `X-Dashboard-Delivery` id, the same on
+every try.
 
-**In the poller.** After each cycle `deliver_in_background(now)` starts one round on a thread of its
-own, if anything is due and the previous round has finished: polling never waits for a receiver
-(a round lasts at most NOTIFY_TIMEOUT_SECONDS, whatever the receivers do), and every poller may
-send, the claims keep them apart. The thread is not a daemon: `poll --once` and a stopping poller
-finish the round they started (a few seconds at most) before the process exits.
+**As tasks.** The pollers only write the outbox (outbox.py, in the transaction that changes the
+alarm). Every worker's sweep (`enqueue_due`, every WORKER_SWEEP_SECONDS) enqueues a `deliver` task
+for each delivery that is due and has none waiting or running; the task is one attempt (a round of
+that one delivery), and a failure's backoff makes it due again later, when the sweep enqueues the
+next attempt. A worker killed mid-send leaves its claim to expire: the delivery is due again while
+its task still says "running", and the sweep makes that same task ready again. Each delivery keeps
+the id of its latest task (`task_id`: its state in the admin).
 
 Logs name the channel and the delivery, never a URL or a secret, and error texts are redacted of
 every account key, every channel secret and the channel's URL.
@@ -25,18 +28,17 @@ from __future__ import annotations
 import logging
 import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
+from django_tasks import task
 
-from .. import leases
+from .. import background, leases
 from ..models import Delivery
 from ..redaction import redact
 from .channels import all_secrets
@@ -48,7 +50,6 @@ logger = logging.getLogger(__name__)
 Status = Delivery.Status
 
 ERROR_LIMIT = 300  # characters of an error kept in last_error and logged
-CLAIM_MARGIN_SECONDS = 30  # a claim outlasts the round's time limit by this much
 DUE_STATUSES = (Status.PENDING, Status.FAILING)
 # A delivery's claim: due again once `next_attempt_at` has passed, never once it is null (sent, given up).
 DELIVERY_CLAIM = leases.LeaseFields(owner="claimed_by", until="next_attempt_at", until_is_due_time=True)
@@ -62,13 +63,15 @@ def anything_due(now: datetime) -> bool:
     return Delivery.objects.filter(_due(now)).exists()
 
 
-def claim_due(now: datetime, limit: int, *, token: str, seconds: float) -> list[Delivery]:
-    """Take up to `limit` due deliveries, oldest due first, for `seconds`: their `next_attempt_at`
-    moved past that and `claimed_by` set to `token` (a lease: rows another poller has locked are
-    skipped on PostgreSQL); the deliveries now ours, with their channels."""
-    if not anything_due(now):  # the common case, without a write lock (SQLite takes one per transaction)
-        return []
+def claim_due(now: datetime, limit: int, *, token: str, seconds: float, ids: list[int] | None = None) -> list[Delivery]:
+    """Take up to `limit` due deliveries (of `ids`, if given), oldest due first, for `seconds`: their
+    `next_attempt_at` moved past that and `claimed_by` set to `token` (a lease: rows another worker
+    has locked are skipped on PostgreSQL); the deliveries now ours, with their channels."""
     deliveries = Delivery.objects.filter(status__in=DUE_STATUSES, channel__enabled=True)
+    if ids is not None:
+        deliveries = deliveries.filter(pk__in=ids)
+    if not deliveries.filter(next_attempt_at__lte=now).exists():  # without a write lock (SQLite takes one)
+        return []
     oldest_due_first = deliveries.order_by("next_attempt_at", "pk")
     until = now + timedelta(seconds=seconds)
     leases.take(
@@ -132,14 +135,17 @@ def _record(prepared: Prepared, error: str | None, now: datetime, token: str) ->
     return delivery
 
 
-def deliver_due(now: datetime | None = None, limit: int | None = None) -> list[Delivery]:
-    """Send up to `limit` (NOTIFY_BATCH_SIZE) due deliveries, all at once, each on a thread of its
-    own, waiting for them NOTIFY_TIMEOUT_SECONDS at most; record each outcome. The deliveries tried."""
+def deliver_due(
+    now: datetime | None = None, limit: int | None = None, *, ids: list[int] | None = None
+) -> list[Delivery]:
+    """Send up to `limit` (NOTIFY_BATCH_SIZE) due deliveries (of `ids`, if given), all at once, each
+    on a thread of its own, waiting for them NOTIFY_TIMEOUT_SECONDS at most; record each outcome.
+    The deliveries tried."""
     now = now or timezone.now()
     limit = settings.NOTIFY_BATCH_SIZE if limit is None else limit
     seconds = settings.NOTIFY_TIMEOUT_SECONDS
     token = uuid.uuid4().hex
-    claimed = claim_due(now, limit, token=token, seconds=seconds + CLAIM_MARGIN_SECONDS)
+    claimed = claim_due(now, limit, token=token, seconds=seconds + settings.NOTIFY_CLAIM_MARGIN_SECONDS, ids=ids)
     if not claimed:
         return []
     secrets = all_secrets()
@@ -167,36 +173,37 @@ def retry_now(deliveries, *, now: datetime | None = None) -> int:
     return deliveries.exclude(status=Status.SENT).update(status=Status.PENDING, next_attempt_at=now)
 
 
-# --- in the poller's process ------------------------------------------------------------------
+# --- as tasks ---------------------------------------------------------------------------------
 
-_background: threading.Thread | None = None
-_background_lock = threading.Lock()
-
-
-def _round(now: datetime) -> None:
-    try:
-        deliver_due(now)
-    except Exception:
-        logger.exception("notification delivery failed (it is tried again after the next cycle)")
-    finally:
-        connections.close_all()  # this thread's connections end with it
+SWEEP_LIMIT = 200  # due deliveries looked at per sweep, oldest due first: the rest at the next
 
 
-def deliver_in_background(now: datetime) -> threading.Thread | None:
-    """One round of `deliver_due(now)` on a thread of its own, if anything is due and the previous
-    round has finished: the thread (None if none was started). The caller never waits for a receiver."""
-    global _background
-    with _background_lock:
-        if _background is not None and _background.is_alive():
-            return None
-        if not anything_due(now):
-            return None
-        _background = threading.Thread(target=_round, args=(now,), name="notify-deliver")
-        _background.start()
-        return _background
+@task(queue_name=background.NOTIFY_QUEUE)
+def deliver(delivery_id: int) -> str:
+    """One attempt at one delivery, if it is due and nobody else's: its status after ("not due" if
+    there was nothing to do: sent meanwhile, or another worker holds it)."""
+    tried = deliver_due(timezone.now(), limit=1, ids=[delivery_id])
+    return tried[0].status if tried else "not due"
 
 
-def background_round() -> threading.Thread | None:
-    """The round `deliver_in_background` started last (running or done), if any."""
-    with _background_lock:
-        return _background
+def enqueue_due(*, now: datetime) -> int:
+    """For the workers' sweep: a `deliver` task for each due delivery whose task is not waiting or
+    running (none yet, its last attempt done, or its worker gone: the same task ready again); how
+    many were made ready."""
+    due = list(Delivery.objects.filter(_due(now)).order_by("next_attempt_at", "pk").only("pk", "task_id")[:SWEEP_LIMIT])
+    if not due:
+        return 0
+    tasks = background.states(delivery.task_id for delivery in due)
+    # A send's claim outlasts it by NOTIFY_CLAIM_MARGIN_SECONDS: a task still running when its delivery is
+    # due again (and that started before that long) has lost its worker.
+    long_ago = now - timedelta(seconds=settings.NOTIFY_TIMEOUT_SECONDS + settings.NOTIFY_CLAIM_MARGIN_SECONDS)
+    made = 0
+    for delivery in due:
+        task_state = tasks.get(str(delivery.task_id))
+        if task_state is None or task_state.status in (background.Status.SUCCESSFUL, background.Status.FAILED):
+            made += background.enqueue_once(deliver, row=delivery, delivery_id=delivery.pk) is not None
+        elif task_state.status == background.Status.RUNNING:
+            if background.run_again(delivery.task_id, was=[task_state.status], started_before=long_ago):
+                logger.warning("notification %s: its worker is gone; its task runs again", delivery.pk)
+                made += 1
+    return made

@@ -129,11 +129,11 @@ class NotificationChannel(models.Model):
 
 class Delivery(models.Model):
     """The notification outbox: one alarm change for one channel, written in the transaction that
-    changed the alarm, sent by a poller (at least once), retried with backoff until sent or given up.
+    changed the alarm, sent by a worker's task (at least once), retried with backoff until sent or given up.
 
     `payload` is what the alarm was at that change (rule, account, batch, redacted detail): never a
-    secret. `next_attempt_at` is when it is due; while a poller sends it, it is moved past the send's
-    time limit (the claim), so that no other poller sends it at the same moment, and a poller killed
+    secret. `next_attempt_at` is when it is due; while a worker sends it, it is moved past the send's
+    time limit (the claim), so that no other worker sends it at the same moment, and a worker killed
     mid-send leaves it due again once that moment has passed.
     """
 
@@ -158,6 +158,9 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
     claimed_by = models.CharField(max_length=64, blank=True, help_text="The send that last claimed it.")
+    task_id = models.UUIDField(
+        null=True, blank=True, editable=False, help_text="The background task of its latest attempt."
+    )
 
     class Meta:
         verbose_name_plural = "deliveries"

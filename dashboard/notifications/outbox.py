@@ -3,8 +3,8 @@
 `alarms.evaluation.evaluate` hands what opened and resolved to `evaluation.alarms_changed`, inside its transaction;
 that calls `write_outbox`, which writes one `Delivery` row per matching channel and event. A
 notification is therefore recorded if and only if its alarm change is (a rolled-back evaluation
-leaves none), and nothing is sent inside the transaction: the pollers send the outbox after their
-cycles (dispatch.py).
+leaves none), and nothing is sent inside the transaction: workers send the outbox, each attempt a
+task (dispatch.py).
 """
 
 from __future__ import annotations

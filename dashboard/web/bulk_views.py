@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -72,23 +71,19 @@ def _preview_context(shown: bulk.Preview, *, filters: ListFilters, **extra) -> d
 
 @require_POST
 def confirm(request: HttpRequest) -> HttpResponse:
-    """The operation and its items, made at once; its work starts on a thread of this process."""
+    """The operation, its items and its task, made at once: a worker runs the task."""
     accounts = operated_accounts(request)
     token = request.POST.get("token", "")
-    worker = bulk.worker_name()
     try:
-        operation, created = bulk.create(
+        operation, _ = bulk.create(
             user=request.user,
             accounts=accounts,
             token=token,
             selected=request.POST.getlist("batch"),
             typed=request.POST.get("typed", ""),
-            worker=worker,
         )
     except bulk.Refused as refusal:
         return _refused(request, token, refusal.message)
-    if created:
-        transaction.on_commit(lambda: bulk.start(operation.pk, worker=worker))
     # A preview confirmed again (a second click, another tab) gets the operation it made, nothing more.
     return redirect("bulk-cancel-progress", operation_id=operation.pk)
 

@@ -120,3 +120,39 @@ def poller_process(dashboard_upstream, live_server, settings, tmp_path, poller_e
         process.kill()
         process.wait()
     assert process.returncode in (0, -signal.SIGTERM), log.read_text()
+
+
+@pytest.fixture
+def worker_process(dashboard_upstream, live_server, settings, tmp_path):
+    """`manage.py work` in a process of its own, as `make run` starts it: same database (the test
+    database file the live server uses), the simulator over the live server's HTTP; its sweep every
+    second (a bulk cancel's task is taken within a second anyway)."""
+    from django.db import connection
+
+    from tests.services import app_env
+
+    database = connection.settings_dict["NAME"]
+    assert Path(database).is_file(), "the browser tests need a file database the worker can open too"
+    env = app_env(
+        SQLITE_PATH=database,
+        SIMULATOR_BASE_URL=dashboard_upstream,
+        UPSTREAM_TIMEOUT_SECONDS="2",
+        WORKER_SWEEP_SECONDS="1",
+    )
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "work", "--name", "browser-test-worker"],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    yield process
+    process.send_signal(signal.SIGTERM)  # the task under way ends first
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, log.read_text()

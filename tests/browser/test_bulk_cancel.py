@@ -1,4 +1,4 @@
-"""In real Chromium, with the poller in a process of its own: 20 running batches of both providers,
+"""In real Chromium, with the poller and a worker in processes of their own: 20 running batches of both providers,
 the list filtered to them, "Cancel 20 batches…", a preview of exactly those 20, the number typed,
 the progress page until all 20 are canceled, then all 20 end on the list."""
 
@@ -27,7 +27,7 @@ def quick(settings, dashboard_upstream):
 
 @pytest.mark.slow
 def test_a_bulk_cancel_of_20_batches_that_all_end(
-    quick, anthropic_client, openai_client, signed_in_page, poller_process, live_server
+    quick, anthropic_client, openai_client, signed_in_page, poller_process, worker_process, live_server
 ):
     page = signed_in_page
     long = {"x-sim-processing-seconds": "600"}

@@ -1,6 +1,6 @@
 """Bulk cancel (dashboard/bulk/operations.py, web/bulk_views.py): preview, typed confirmation, one audited
-operation whose items are claimed, canceled through services.cancel_batch(via="bulk") and resumed
-by the poller when the process that ran them died; against the embedded simulator."""
+operation whose items are claimed, canceled through services.cancel_batch(via="bulk") by its task, run
+again by a worker's sweep when the worker that ran it died; against the embedded simulator."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dashboard import background
 from dashboard.batches import poller, services
 from dashboard.bulk import operations
 from dashboard.models import BulkCancel, BulkCancelItem, CancelAttempt, StoredBatch
@@ -51,9 +52,9 @@ def operation_of(response) -> BulkCancel:
     return BulkCancel.objects.get(pk=int(match.group(1)))
 
 
-def finished(operation: BulkCancel, timeout: float = 30) -> BulkCancel:
-    """Wait for this process's worker thread of the operation; the operation as it is then."""
-    assert operations.wait(operation.pk, timeout), "the bulk cancel is still running"
+def finished(operation: BulkCancel) -> BulkCancel:
+    """Run the tasks that are ready, here, as a worker would; the operation as it is then."""
+    background.run_ready(worker_id="test-worker")
     operation.refresh_from_db()
     return operation
 
@@ -349,50 +350,145 @@ def test_already_ended_and_failing_upstream_items_are_recorded_as_such(operator_
     fault("openai", "ops", "")
 
 
-def test_a_process_killed_mid_way_leaves_claims_the_poller_resumes_once_they_expire(
-    operator, operator_client, anthropic_sdk, openai_sdk, quiet_poller
+def test_a_worker_killed_mid_way_leaves_claims_and_its_task_runs_again_once_they_expire(
+    operator, operator_client, anthropic_sdk, openai_sdk, quiet_poller, monkeypatch
 ):
+    from django_tasks_db.models import DBTaskResult
+
     batches = running_batches(anthropic_sdk, openai_sdk, anthropic=3, openai=3)
     _, listed, token = preview(operator_client)
-    operation, _ = operations.create(
-        user=operator, accounts=_accounts(), token=token, selected=listed, typed="6", worker="web-dead"
+    operation, _ = operations.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="6")
+    task = DBTaskResult.objects.get(pk=operation.task_id)
+    assert (task.status, task.queue_name, task.args_kwargs["kwargs"]) == (
+        "READY",
+        "bulk",
+        {"operation_id": operation.pk},
     )
     calls = []
+    cancel_batch = services.cancel_batch
 
     def dies_after_the_third_call(**kwargs):
-        result = services.cancel_batch(**kwargs)  # the third batch is canceled upstream and audited...
+        result = cancel_batch(**kwargs)  # the third batch is canceled upstream and audited...
         calls.append(kwargs["batch_id"])
         if len(calls) == 3:
-            raise Killed  # ...and the process dies before recording it
+            raise Killed  # ...and the worker dies before recording it
         return result
 
+    monkeypatch.setattr(services, "cancel_batch", dies_after_the_third_call)
+    task.claim("worker-dead")  # a worker takes the task...
     with pytest.raises(Killed):
-        operations.run(operation_id=operation.pk, worker="web-dead", cancel=dies_after_the_third_call)
+        operations.cancel_operation.call(operation_id=operation.pk)  # ...and dies running it
+    monkeypatch.undo()
+    task.refresh_from_db()
+    assert (task.status, task.worker_ids) == ("RUNNING", ["worker-dead"])  # as a SIGKILL leaves it
     assert list(operation.items.values_list("state", flat=True)) == [State.CANCELED] * 2 + [State.PENDING] * 4
     pending = operation.items.filter(state=State.PENDING)
-    assert set(pending.values_list("claimed_by", flat=True)) == {"web-dead"}
+    dead = set(pending.values_list("claimed_by", flat=True))
+    assert len(dead) == 1 and ":bulk:" in dead.pop()
     assert all(until > timezone.now() for until in pending.values_list("claimed_until", flat=True))
 
-    # While the claims last, a poller leaves the operation alone: its worker may be alive.
+    # While the claims last, the sweep (and a poller) leave the operation alone: its worker may be alive.
     assert poller.run_cycle(owner="poller-1", now=timezone.now()) is not None
     assert operations.abandoned(timezone.now()) == []
-    assert pending.count() == 4 and set(pending.values_list("claimed_by", flat=True)) == {"web-dead"}
+    assert operations.recover(now=timezone.now()) == []
+    assert background.run_ready() == 0
+    page = text(operator_client.get(f"/bulk-cancel/{operation.pk}/"))
+    assert 'data-task-status="RUNNING"' in page and "task running" in page
 
-    # The claims expire (the dead process renews nothing): the next cycle resumes the operation.
+    # The claims expire (the dead worker renews nothing): the sweep makes its task ready again.
+    long_ago = timezone.now() - timedelta(seconds=operations.claim_seconds() + 1)
     pending.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    DBTaskResult.objects.filter(pk=task.pk).update(started_at=long_ago)
     assert operations.abandoned(timezone.now()) == [operation.pk]
-    poller.run_cycle(owner="poller-1", now=timezone.now())
+    assert operations.recover(now=timezone.now()) == [operation.pk]
+    assert operations.recover(now=timezone.now()) == [], "made ready once"
     operation = finished(operation)
     assert operation.finished_at is not None
     assert set(states(operation).values()) == {State.CANCELED}
+    task.refresh_from_db()
+    assert (task.status, task.worker_ids) == ("SUCCESSFUL", ["worker-dead", "test-worker"])
+    assert task.return_value == {"canceled": 6}
     # The third batch was canceled once: its item records the dead worker's accepted attempt.
     third = operation.items.get(position=2)
     assert third.attempt is not None and third.attempt.outcome == "accepted"
     for batch in batches:
         assert CancelAttempt.objects.filter(batch_id=batch.split("/")[1]).count() == 1, batch
-    assert {item.claimed_by.split(":bulk:")[0] for item in operation.items.all()[3:]} == {"poller-1"}
     progress = operator_client.get(f"/bulk-cancel/{operation.pk}/", **HTMX)
     assert progress.status_code == 286
+    assert "data-task-status" not in text(progress), "finished: the items say it all"
+
+
+def test_a_failed_task_gives_up_its_claims_and_is_retried_by_the_sweep(
+    operator, operator_client, anthropic_sdk, openai_sdk, monkeypatch
+):
+    from django_tasks_db.models import DBTaskResult
+
+    running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=1)
+    _, listed, token = preview(operator_client)
+    operation, _ = operations.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="")
+
+    def broken(**kwargs):
+        raise RuntimeError("the cache is down")
+
+    monkeypatch.setattr(services, "cancel_batch", broken)
+    assert background.run_ready() == 1
+    monkeypatch.undo()
+    task = DBTaskResult.objects.get(pk=operation.task_id)
+    assert task.status == "FAILED" and task.exception_class_path == "builtins.RuntimeError"
+    assert not operation.items.exclude(claimed_by="").exists(), "its claims given up"
+    page = text(operator_client.get(f"/bulk-cancel/{operation.pk}/"))
+    assert "task failed (RuntimeError): it is retried" in page
+    assert operations.recover(now=timezone.now()) == [], "not at once: its cause may last a while"
+    later = timezone.now() + background.RETRY_FAILED_AFTER + timedelta(seconds=1)
+    assert operations.recover(now=later) == [operation.pk]
+    operation = finished(operation)
+    assert set(states(operation).values()) == {State.CANCELED}
+    task.refresh_from_db()
+    assert task.status == "SUCCESSFUL" and len(task.worker_ids) == 2
+
+
+def test_a_worker_told_to_stop_hands_the_items_left_back_and_the_sweep_has_them_run_again(
+    operator, operator_client, anthropic_sdk, openai_sdk, monkeypatch
+):
+    from django_tasks_db.models import DBTaskResult
+
+    running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
+    _, listed, token = preview(operator_client)
+    operation, _ = operations.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="")
+    cancel_batch = services.cancel_batch
+
+    def stop_after_the_first(**kwargs):
+        result = cancel_batch(**kwargs)
+        background.stopping.set()  # SIGTERM to the worker, during its first cancel
+        return result
+
+    monkeypatch.setattr(services, "cancel_batch", stop_after_the_first)
+    try:
+        assert background.run_ready(worker_id="stopping") == 1
+    finally:
+        background.stopping.clear()
+    monkeypatch.undo()
+    task = DBTaskResult.objects.get(pk=operation.task_id)
+    assert task.status == "SUCCESSFUL" and task.return_value == {"canceled": 1, "pending": 2}
+    pending = operation.items.filter(state=State.PENDING)
+    assert pending.count() == 2 and set(pending.values_list("claimed_by", flat=True)) == {""}, "handed back"
+    assert operations.recover(now=timezone.now()) == [operation.pk]  # at once: nobody holds them
+    operation = finished(operation)
+    assert set(states(operation).values()) == {State.CANCELED}
+    assert CancelAttempt.objects.filter(via="bulk").count() == 3
+
+
+def test_an_operation_whose_task_is_gone_gets_a_new_one(operator, operator_client, anthropic_sdk, openai_sdk):
+    from django_tasks_db.models import DBTaskResult
+
+    running_batches(anthropic_sdk, openai_sdk, anthropic=1, openai=0)
+    _, listed, token = preview(operator_client)
+    operation, _ = operations.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="")
+    DBTaskResult.objects.all().delete()  # pruned, or made before there were tasks
+    assert operations.recover(now=timezone.now()) == [operation.pk]
+    assert operations.recover(now=timezone.now()) == []
+    operation = finished(operation)
+    assert operation.task_id is not None and set(states(operation).values()) == {State.CANCELED}
 
 
 def test_two_workers_racing_never_cancel_a_batch_twice(operator, operator_client, anthropic_sdk, openai_sdk):
@@ -542,7 +638,7 @@ def test_an_operation_whose_worker_died_after_its_last_item_is_marked_finished(
         user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="w"
     )
     operation.items.update(state=State.CANCELED, claimed_until=None)  # recorded; then the process died
-    assert operations.resume_abandoned(owner="poller-1", now=timezone.now()) == []  # nothing left to cancel
+    assert operations.recover(now=timezone.now()) == []  # nothing left to cancel
     operation.refresh_from_db()
     assert operation.finished_at is not None
 
@@ -659,17 +755,25 @@ def test_the_claim_seconds_are_read_from_the_environment():
 # --- kills: at every step of an item, the operation resumes and cancels each batch exactly once ----------
 
 
-def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill) -> None:
+def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill, task_died: bool = False) -> None:
     """`kill(step, batch_id)` runs the operation's worker until it dies at `step` of that batch; then
-    its claims expire and another worker finishes the operation. Checks that each batch was canceled
-    upstream exactly once, that every attempt was settled (the one in flight at the kill reconciled)
-    and that each item links its own."""
+    its claims expire and the sweep has its task run again (`task_died`: the killed worker ran the
+    task; else it waits in the queue), which finishes the operation. Checks that each batch was
+    canceled upstream exactly once, that every attempt was settled (the one in flight at the kill
+    reconciled) and that each item links its own."""
+    from django_tasks_db.models import DBTaskResult
+
     kill(step, batch_id)
     killed = operation.items.get(batch_id=batch_id)
     before = {item.batch_id: item.state for item in operation.items.all()}
     assert before[batch_id] == (State.CANCELED if step == "item_finished" else State.PENDING)
     assert list(before.values()).count(State.PENDING) >= 1  # the items after it wait too
     operation.items.filter(state=State.PENDING).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    task = DBTaskResult.objects.get(pk=operation.task_id)
+    assert task.status == ("RUNNING" if task_died else "READY")
+    long_ago = timezone.now() - timedelta(seconds=operations.claim_seconds() + 1)
+    DBTaskResult.objects.filter(pk=task.pk, started_at__isnull=False).update(started_at=long_ago)
+    assert operations.recover(now=timezone.now()) == ([operation.pk] if task_died else [])
 
     calls: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
@@ -682,7 +786,9 @@ def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill) -> None:
             return cancel(self, this_batch)
 
         patch.setattr(BatchAPI, "cancel", counted)
-        operations.run(operation_id=operation.pk, worker="poller-1:bulk:resumed")
+        assert background.run_ready(worker_id="resumed") == 1
+    task.refresh_from_db()
+    assert (task.status, task.worker_ids) == ("SUCCESSFUL", ["killed-worker", "resumed"] if task_died else ["resumed"])
 
     operation.refresh_from_db()
     assert operation.finished_at is not None
@@ -716,9 +822,7 @@ def killed_at(step: str, *, operation: BulkCancel, batch_id: str, kill) -> None:
 def three_batch_operation(operator, operator_client, anthropic_sdk, openai_sdk):
     running_batches(anthropic_sdk, openai_sdk, anthropic=2, openai=1)
     _, listed, token = preview(operator_client)
-    operation, _ = operations.create(
-        user=operator, accounts=_accounts(), token=token, selected=listed, typed="", worker="web-killed"
-    )
+    operation, _ = operations.create(user=operator, accounts=_accounts(), token=token, selected=listed, typed="")
     return operation
 
 
@@ -740,7 +844,7 @@ def test_a_worker_dying_at_any_step_of_an_item_never_cancels_it_twice_nor_leaves
 
 @pytest.mark.slow
 @pytest.mark.parametrize("step", bulk_deaths.STEPS)
-def test_a_worker_process_sigkilled_at_any_step_of_an_item_is_resumed_and_cancels_each_batch_once(
+def test_a_worker_process_sigkilled_at_any_step_of_an_item_has_its_task_run_again_cancelling_each_batch_once(
     step, three_batch_operation
 ):
     import subprocess
@@ -760,7 +864,7 @@ def test_a_worker_process_sigkilled_at_any_step_of_an_item_is_resumed_and_cancel
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == -9, f"exited {done.returncode}, not killed:\n{done.stdout}\n{done.stderr}"
 
-    killed_at(step, operation=operation, batch_id=middle, kill=kill)
+    killed_at(step, operation=operation, batch_id=middle, kill=kill, task_died=True)
 
 
 # --- settling the attempts a dead process left pending --------------------------------------------------
@@ -789,7 +893,7 @@ def test_attempts_a_dead_process_left_pending_are_settled_from_upstream_and_mark
     fault("openai", "research", "500")  # upstream cannot say of the third
     upstream_calls.clear()
 
-    operations.resume_abandoned(owner="poller-1", now=timezone.now())
+    operations.recover(now=timezone.now())
     fault("openai", "research", "")
     first, second, third = (CancelAttempt.objects.get(pk=attempt.pk) for attempt in attempts)
     assert (first.outcome, first.status_after) == ("accepted", "canceling")

@@ -138,7 +138,7 @@ def test_the_poller_outlives_a_postgresql_restart(postgres_factory, tmp_path):
     assert "Traceback" in text.split(FAILED, 1)[1], "the first failure comes with its traceback"
 
 
-# Left by a web process that died before it claimed anything: the poller takes it over.
+# Made without its task (as before there were tasks): a worker's sweep enqueues one and runs it.
 ABANDONED_BULK_CANCEL = """
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -167,14 +167,16 @@ def bulk_cancel_states(database_url: str, operation_id: int) -> tuple[bool, list
 
 
 def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp_path):
-    """Polling needs no cache; a bulk cancel the poller resumes does (the user's permissions are
-    read through it): it is taken over once Redis is back."""
+    """Polling needs no cache; a bulk cancel's task does (the user's permissions are read through
+    it): a worker finishes it once Redis is back (a run while it is down fails and is retried)."""
     cache = redis_factory()  # this test's own Redis: it stops it
     database_url = postgres_server.create_database(migrated=True)
     simulator = start_simulator(tmp_path)
     env = poller_env(simulator, database_url, REDIS_URL=cache.url())
     manage("ensure_operator", env=env)
     log = tmp_path / "poller.log"
+    worker_log = tmp_path / "worker.log"
+    worker = None
     poller = start_poller(env, "poller", log)
     try:
         wait_until(
@@ -187,6 +189,13 @@ def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp
         assert not cache.ping()
         without_redis = {key: value for key, value in env.items() if key != "REDIS_URL"}
         operation_id = int(manage("shell", "-c", ABANDONED_BULK_CANCEL, env=without_redis).strip().splitlines()[-1])
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "work", "--name", "worker"],
+            cwd=ROOT,
+            env={**env, "WORKER_SWEEP_SECONDS": "0.5"},
+            stdout=worker_log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         stopped_at = len(polled(log))
         wait_until(
             lambda: polls_every_account_again(log, stopped_at) or poller.poll() is not None,
@@ -199,7 +208,7 @@ def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp
         wait_until(
             lambda: bulk_cancel_states(database_url, operation_id) == (True, ["canceled", "canceled"]),
             timeout=60,
-            what=f"the poller to finish the bulk cancel once Redis is back:\n{log_text(log)}",
+            what=f"a worker to finish the bulk cancel once Redis is back:\n{log_text(worker_log)}",
         )
         back_at = len(polled(log))
         wait_until(
@@ -210,8 +219,10 @@ def test_the_poller_outlives_a_redis_restart(postgres_server, redis_factory, tmp
         assert poller.poll() is None
     finally:
         returncode = stop(poller)
+        worker_returncode = stop(worker) if worker is not None else 0
         simulator.stop()
     assert returncode == 0, log_text(log)
+    assert worker_returncode == 0, log_text(worker_log)
     assert set(owners(database_url).values()) == {""}, "a poller stopped with SIGTERM releases its leases"
 
 

@@ -144,7 +144,7 @@ def now_is_near_the_real_clock():
 
 @pytest.fixture(autouse=True)
 def no_environment_channels(monkeypatch, settings):
-    """No NOTIFY_* variable of the machine running the tests; quick retries; no round left running."""
+    """No NOTIFY_* variable of the machine running the tests; quick retries."""
     for spec in channels.ENVIRONMENT_CHANNELS:
         for name in (spec.target_env, spec.secret_env, *(f"{spec.prefix}_{part}" for part in ("RULES", "ACCOUNTS"))):
             if name:
@@ -157,9 +157,6 @@ def no_environment_channels(monkeypatch, settings):
     settings.NOTIFY_TIMEOUT_SECONDS = 5
     settings.NOTIFY_ALLOWED_HOSTS = ["127.0.0.1"]  # the receivers' address: refused without this
     settings.DASHBOARD_URL = ""
-    yield
-    if (round_ := dispatch.background_round()) is not None:
-        round_.join(10)
 
 
 class FakeDNS:
@@ -359,26 +356,85 @@ def test_a_redirect_is_a_failure_and_is_not_followed(db, receiver):
     assert [seen.path for seen in receiver.seen] == ["/hook"]
 
 
-def test_a_hanging_receiver_is_cut_at_the_timeout_and_polling_does_not_wait_for_it(
+def test_the_poller_only_writes_the_outbox_and_each_attempt_is_a_task_a_worker_runs(
     transactional_db, receiver, settings
 ):
+    from django_tasks_db.models import DBTaskResult
+
+    from dashboard import background
+
     settings.NOTIFY_TIMEOUT_SECONDS = 1
     settings.ALARMS_ENABLED = False  # this alarm is no stored batch's: an evaluation would resolve it
     webhook(receiver)
     change()
     receiver.answers = ["hang"]
 
-    started = time.monotonic()
     assert poller.run_cycle(owner="a", now=NOW, accounts=[]) == []
-    assert time.monotonic() - started < 0.5, "the cycle does not wait for the receiver"
-    round_ = dispatch.background_round()
-    assert round_ is not None and round_.is_alive()
-    assert dispatch.deliver_in_background(NOW) is None, "one round at a time"
+    assert receiver.seen == [] and not DBTaskResult.objects.exists(), "the poller sends nothing, enqueues nothing"
 
-    round_.join(5)
-    assert not round_.is_alive() and time.monotonic() - started < 3
+    # A worker's sweep enqueues one task for the delivery due; the task's attempt is cut at the timeout.
+    assert dispatch.enqueue_due(now=timezone.now()) == 1
+    assert dispatch.enqueue_due(now=timezone.now()) == 0, "its task waits: not enqueued twice"
     delivery = Delivery.objects.get()
+    first = DBTaskResult.objects.get(pk=delivery.task_id)
+    assert (first.status, first.queue_name, first.args_kwargs["kwargs"]) == (
+        "READY",
+        "notifications",
+        {"delivery_id": delivery.pk},
+    )
+    started = time.monotonic()
+    assert background.run_ready() == 1
+    assert time.monotonic() - started < 3
+    delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("failing", 1, "no answer within 1 s")
+    first.refresh_from_db()
+    assert (first.status, first.return_value) == ("SUCCESSFUL", "failing")
+    assert dispatch.enqueue_due(now=timezone.now()) == 0, "not due before its backoff"
+
+    # Its backoff passed: the next sweep enqueues the next attempt, a task of its own, which sends it.
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    assert dispatch.enqueue_due(now=timezone.now()) == 1
+    delivery.refresh_from_db()
+    assert delivery.task_id != first.pk
+    assert background.run_ready() == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
+    assert DBTaskResult.objects.get(pk=delivery.task_id).return_value == "sent"
+    assert len(receiver.seen) == 2
+    assert dispatch.enqueue_due(now=timezone.now() + timedelta(days=1)) == 0, "sent: nothing more"
+    assert background.run_ready() == 0
+
+
+def test_a_delivery_task_whose_worker_died_runs_again_once_its_claim_expired(transactional_db, receiver, settings):
+    from django_tasks_db.models import DBTaskResult
+
+    from dashboard import background
+
+    settings.NOTIFY_TIMEOUT_SECONDS = 1
+    webhook(receiver)
+    change()
+    dispatch.enqueue_due(now=timezone.now())
+    delivery = Delivery.objects.get()
+    task = DBTaskResult.objects.get(pk=delivery.task_id)
+    task.claim("worker-dead")  # a worker took it, claimed the delivery, and was killed before sending
+    claimed = dispatch.claim_due(
+        timezone.now(), 1, token="dead", seconds=1 + settings.NOTIFY_CLAIM_MARGIN_SECONDS, ids=[delivery.pk]
+    )
+    assert [claimed_delivery.pk for claimed_delivery in claimed] == [delivery.pk]
+    assert dispatch.enqueue_due(now=timezone.now()) == 0, "claimed: its worker may be alive"
+    assert background.run_ready() == 0
+
+    # The claim expires: due again, its task still "running" since before that: the same task runs again.
+    later = timezone.now() + timedelta(seconds=1 + settings.NOTIFY_CLAIM_MARGIN_SECONDS + 1)
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    DBTaskResult.objects.filter(pk=task.pk).update(started_at=timezone.now() - timedelta(minutes=5))
+    assert dispatch.enqueue_due(now=later) == 1
+    assert dispatch.enqueue_due(now=later) == 0, "made ready once"
+    assert background.run_ready(worker_id="alive") == 1
+    delivery.refresh_from_db()
+    task.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.task_id) == ("sent", 1, task.pk)
+    assert (task.status, task.worker_ids) == ("SUCCESSFUL", ["worker-dead", "alive"])
     assert len(receiver.seen) == 1
 
 
@@ -804,11 +860,20 @@ def test_staff_retry_makes_failing_and_given_up_deliveries_due_now_but_never_res
         {"action": "retry_now", "_selected_action": list(Delivery.objects.values_list("pk", flat=True))},
         follow=True,
     )
-    assert b"2 deliveries will be sent after the next poll cycle. 1 already sent: not sent again." in answer.content
+    assert b"2 deliveries will be sent within seconds, by a worker. 1 already sent: not sent again." in answer.content
     states = {d.alarm_id: (d.status, d.attempts) for d in Delivery.objects.all()}
     assert states == {failing.pk: ("pending", 2), given_up.pk: ("pending", 10), sent.pk: ("sent", 1)}
     assert all(before <= d.next_attempt_at <= timezone.now() for d in Delivery.objects.exclude(status="sent"))
     assert admin_client.get(f"/admin/dashboard/delivery/{Delivery.objects.first().pk}/change/").status_code == 200
+    # Made due, each gets a task from the next sweep; the list shows its status, linked to the task's page.
+    assert dispatch.enqueue_due(now=timezone.now()) == 2
+    listing = admin_client.get("/admin/dashboard/delivery/").content.decode()
+    for delivery in Delivery.objects.exclude(status="sent"):
+        link = f'<a href="/admin/django_tasks_database/dbtaskresult/{delivery.task_id}/change/">ready</a>'
+        assert link in listing
+        assert (
+            admin_client.get(f"/admin/django_tasks_database/dbtaskresult/{delivery.task_id}/change/").status_code == 200
+        )
 
 
 def test_staff_without_the_permission_cannot_retry(db, receiver, client):
