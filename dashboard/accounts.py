@@ -74,7 +74,7 @@ def _account(provider: str, spec: AccountSpec) -> Account:
     )
 
 
-def _from_file(path: str) -> list[Account]:
+def _from_file(path: str, environ: Mapping[str, str]) -> list[Account]:
     try:
         entries = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
@@ -86,7 +86,7 @@ def _from_file(path: str) -> list[Account]:
         if module is None:
             raise ImproperlyConfigured(f"Unknown provider {provider!r}; use one of {sorted(PROVIDERS)}.")
         options = {name: str(entry[name]) for name in module.ACCOUNT_OPTIONS if entry.get(name)}
-        api_key = entry.get("api_key") or os.environ.get(entry.get("api_key_env", ""), "")
+        api_key = entry.get("api_key") or environ.get(entry.get("api_key_env", ""), "")
         with configuration_errors():
             spec = AccountSpec(
                 name=entry.get("name", provider),
@@ -108,12 +108,79 @@ def configuration_errors() -> Iterator[None]:
         raise ImproperlyConfigured(str(error)) from None
 
 
+class _Reads(Mapping[str, str]):
+    """The environment, noting which variables were read: the accounts depend on those alone."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ, self.names, self.whole = environ, set(), False
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self.environ[name]
+
+    def __contains__(self, name: object) -> bool:
+        self.names.add(name)
+        return name in self.environ
+
+    def __iter__(self) -> Iterator[str]:
+        self.whole = True
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        self.whole = True
+        return len(self.environ)
+
+
+@dataclass(frozen=True)
+class _Made:
+    names: tuple[str, ...] | None  # the variables read (None: all of them)
+    key: tuple
+    accounts: tuple[Account, ...]
+
+
+_made: _Made | None = None
+
+
+def _made_from(names: tuple[str, ...] | None) -> tuple:
+    """What configured_accounts() read, as it is now: the variables, the accounts file and the simulator's settings."""
+    environ = os.environ
+    variables = tuple(sorted(environ.items())) if names is None else tuple(environ.get(name) for name in names)
+    path = environ.get("BATCH_ACCOUNTS_FILE")
+    try:
+        file = (path, Path(path).read_bytes()) if path else None
+    except OSError:
+        file = (path, None)
+    simulator = (
+        settings.SIMULATOR_ENABLED,
+        settings.SIMULATOR_BASE_URL,
+        settings.EMBEDDED_SIMULATOR_HOST,
+        settings.SIMULATOR_URL_PREFIX,
+    )
+    return variables, file, simulator
+
+
 def configured_accounts() -> list[Account]:
+    """The accounts, made again only when what they are made from changed (a variable they read, the
+    accounts file, the simulator's settings): every request of every page asks for them."""
+    global _made
+    made = _made
+    if made is not None and made.key == _made_from(made.names):
+        return list(made.accounts)
+    reads = _Reads(os.environ)
+    before = _made_from(None)
+    accounts = _configured_accounts(reads)
+    names = None if reads.whole else tuple(sorted(reads.names | {"BATCH_ACCOUNTS_FILE"}))
+    if _made_from(None) == before:  # not changed while they were made
+        _made = _Made(names=names, key=_made_from(names), accounts=tuple(accounts))
+    return accounts
+
+
+def _configured_accounts(environ: Mapping[str, str]) -> list[Account]:
     with configuration_errors():
-        specs = [(name, spec) for name, module in PROVIDERS.items() for spec in module.from_environment(os.environ)]
+        specs = [(name, spec) for name, module in PROVIDERS.items() for spec in module.from_environment(environ)]
     accounts = [_account(name, spec) for name, spec in specs]
-    if os.environ.get("BATCH_ACCOUNTS_FILE"):
-        accounts.extend(_from_file(os.environ["BATCH_ACCOUNTS_FILE"]))
+    if environ.get("BATCH_ACCOUNTS_FILE"):
+        accounts.extend(_from_file(environ["BATCH_ACCOUNTS_FILE"], environ))
     if not accounts and settings.SIMULATOR_ENABLED:
         simulator = simulator_base_url()
         accounts = [

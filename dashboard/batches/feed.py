@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 
+from django.conf import settings
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from ..accounts import Account
@@ -56,14 +58,15 @@ def row_changes(*, accounts: list[Account], watched: dict[int, str], now: dateti
     account_keys = [account.key for account in accounts]
     if not keys or not account_keys:
         return RowChanges(changed=[], watching={})
+    lag_seconds = selectors.STALE_POLLS * settings.POLL_SECONDS
     current: dict[int, Changed] = {}
-    for row in _watched_rows(keys, account_keys):
-        stale_reason, lagging = selectors._staleness(row, now)
-        current[row.pk] = Changed(
-            pk=row.pk,
-            fingerprint=selectors.row_fingerprint(row, stale_reason=stale_reason, lagging=lagging),
-            is_final=row.is_ended or row.gone_at is not None,
-        )
+    for values in _watched_values(keys, account_keys):
+        reading = _READINGS.get(values)
+        if reading is None or (
+            reading.may_lag and ((now - reading.fetched_at).total_seconds() > lag_seconds) != reading.lagging
+        ):
+            reading = _reading(values, now)
+        current[reading.changed.pk] = reading.changed
     return RowChanges(
         changed=[current[pk] for pk in keys if pk in current and current[pk].fingerprint != watched[pk]],
         watching={pk: current[pk].fingerprint for pk in keys if pk in current and not current[pk].is_final},
@@ -103,6 +106,7 @@ WATCHED = (
     "open_alarms",
 )
 MOMENTS = ("gone_at", "expires_at", "ended_at", "cancel_initiated_at", "last_fetched_at", "cancel_accepted_at")
+COLUMNS = {field.name for field in StoredBatch._meta.concrete_fields}
 _WATCHED_SQL: dict[tuple[str, int, int], tuple[str, list[int], list[int], tuple]] = {}
 _KEY_MARK = -(10**15)
 
@@ -113,7 +117,14 @@ def _watched_sql(alias: str, keys: int, accounts: int) -> tuple[str, list[int], 
         key_marks = [_KEY_MARK - index for index in range(keys)]
         account_marks = [f"\x00account{index}" for index in range(accounts)]
         query = selectors._with_account_health(StoredBatch.objects.filter(pk__in=key_marks, account__in=account_marks))
-        sql, params = query.order_by().values_list(*WATCHED).query.sql_with_params()
+        columns = list(WATCHED)
+        if connections[alias].vendor == "sqlite":
+            # SQLite's driver would parse every datetime column of every row on every fetch; as text,
+            # they are parsed only when a row's values are new (_reading).
+            stored = [name for name in MOMENTS if name in COLUMNS]
+            query = query.annotate(**{f"{name}_text": Cast(name, TextField()) for name in stored})
+            columns = [f"{name}_text" if name in stored else name for name in WATCHED]
+        sql, params = query.order_by().values_list(*columns).query.sql_with_params()
         _WATCHED_SQL[shape] = (
             sql,
             [params.index(mark) for mark in key_marks],
@@ -123,9 +134,9 @@ def _watched_sql(alias: str, keys: int, accounts: int) -> tuple[str, list[int], 
     return _WATCHED_SQL[shape]
 
 
-def _watched_rows(keys: list[int], account_keys: list[str]) -> list[SimpleNamespace]:
-    """The rows of `keys` in `account_keys` with their accounts' health: what their fingerprints read,
-    as the ORM would give it (datetimes aware, booleans), without the provider's JSON."""
+def _watched_values(keys: list[int], account_keys: list[str]) -> list[tuple]:
+    """The rows of `keys` in `account_keys` with their accounts' health, each as the database gives
+    its WATCHED columns (SQLite: datetimes as text, booleans as integers), without the provider's JSON."""
     padded = keys + [0] * (-len(keys) % KEY_BUCKET)  # key 0 is never a row's
     alias = StoredBatch.objects.db
     sql, key_at, account_at, template = _watched_sql(alias, len(padded), len(account_keys))
@@ -136,15 +147,50 @@ def _watched_rows(keys: list[int], account_keys: list[str]) -> list[SimpleNamesp
         params[at] = account
     with connections[alias].cursor() as cursor:
         cursor.execute(sql, params)
-        found = cursor.fetchall()
-    rows = []
-    for values in found:
-        row = SimpleNamespace(**dict(zip(WATCHED, values, strict=True)))
-        for name in MOMENTS:
-            setattr(row, name, selectors._moment(getattr(row, name)))
-        row.is_ended, row.counts_known = bool(row.is_ended), bool(row.counts_known)
-        rows.append(row)
-    return rows
+        return cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What a row's stored values read as: its fingerprint (and whether it ended) as of a moment when
+    it was `lagging` or not. Only whether it lags yet depends on the time (selectors._staleness): a
+    row that may lag is read again when that changes, every other reading holds while its values do."""
+
+    changed: Changed
+    fetched_at: datetime
+    may_lag: bool
+    lagging: bool
+
+
+# The readings of the values last seen, shared by every viewer of the process: a row's values only
+# change when the poller writes it, so nearly every feed request finds all its rows here and parses
+# no datetime and hashes nothing. Emptied when full; entries are small (MAX_READINGS x ~2 kB).
+_READINGS: dict[tuple, _Reading] = {}
+MAX_READINGS = 20_000
+
+
+def _reading(values: tuple, now: datetime) -> _Reading:
+    row = SimpleNamespace(**dict(zip(WATCHED, values, strict=True)))
+    for name in MOMENTS:
+        setattr(row, name, selectors._moment(getattr(row, name)))
+    row.is_ended, row.counts_known = bool(row.is_ended), bool(row.counts_known)
+    stale_reason, lagging = selectors._staleness(row, now)
+    is_final = row.is_ended or row.gone_at is not None
+    reading = _Reading(
+        changed=Changed(
+            pk=row.pk,
+            fingerprint=selectors.row_fingerprint(row, stale_reason=stale_reason, lagging=lagging),
+            is_final=is_final,
+        ),
+        fetched_at=row.last_fetched_at,
+        # As in selectors._staleness: an ended row never lags, one of a failing account says why instead.
+        may_lag=not row.is_ended and not row.account_failures,
+        lagging=lagging,
+    )
+    if len(_READINGS) >= MAX_READINGS:
+        _READINGS.clear()
+    _READINGS[values] = reading
+    return reading
 
 
 def stored_up_to(top: str) -> int:

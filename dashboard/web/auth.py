@@ -17,6 +17,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import connections
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from ..access import selectors as access_selectors
@@ -29,6 +31,33 @@ def _user_key(user_id) -> str:
 
 def _permissions_key(user_id) -> str:
     return f"permissions:{user_id}"
+
+
+def _password_and_active(user_id) -> tuple[str, bool] | None:
+    """The user's password hash and active flag, in one statement written once: the ORM would
+    build and compile the same query on every request of every live page."""
+    User = get_user_model()
+    manager = User._default_manager
+    connection = connections[manager.db]
+    try:
+        user_id = User._meta.pk.to_python(user_id)
+    except ValidationError:
+        return None
+    sql = _CURRENT_SQL.get(connection.alias)
+    if sql is None:
+        name = connection.ops.quote_name
+        sql = _CURRENT_SQL[connection.alias] = (
+            f"SELECT {name(User._meta.get_field('password').column)}, "  # noqa: S608 (names from the model)
+            f"{name(User._meta.get_field('is_active').column)} FROM {name(User._meta.db_table)} "
+            f"WHERE {name(User._meta.pk.column)} = %s"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user_id])
+        found = cursor.fetchone()
+    return None if found is None else (found[0], bool(found[1]))
+
+
+_CURRENT_SQL: dict[str, str] = {}
 
 
 def forget(user_ids) -> None:
@@ -46,7 +75,7 @@ class CachedPermissionsBackend(ModelBackend):
         """The user, from the cache while their password hash and active flag are what the database
         holds: those two columns are read on every request (one primary-key lookup), so a session
         ends at once when its password changes or its user is deactivated, however it happened."""
-        current = get_user_model()._default_manager.filter(pk=user_id).values_list("password", "is_active").first()
+        current = _password_and_active(user_id)
         if current is None:
             return None
         key = _user_key(user_id)

@@ -29,18 +29,26 @@ def access(request: HttpRequest) -> Access:
     return access_for(user=request.user)
 
 
+def configured(request: HttpRequest) -> list[Account]:
+    """The configured accounts, read once per request (a live page's feed asks for them twice)."""
+    accounts = getattr(request, "_configured_accounts", None)
+    if accounts is None:
+        accounts = request._configured_accounts = configured_accounts()
+    return accounts
+
+
 def visible_accounts(request: HttpRequest, role: str = Role.VIEWER) -> list[Account]:
     """The configured accounts where the signed-in user holds `role` (viewer: may see at all)."""
-    return access(request).accounts(role, configured_accounts())
+    return access(request).accounts(role, configured(request))
 
 
 def alarm_accounts(request: HttpRequest, role: str = Role.VIEWER) -> list[str]:
     """The account keys of the alarms the signed-in user sees (viewer) or acknowledges (operator): those of
     the configured accounts where they hold `role`, and ALL_ACCOUNTS (budget alarms of every account
     together) when that is every configured account."""
-    configured = configured_accounts()
-    keys = [account.key for account in access(request).accounts(role, configured)]
-    if configured and len(keys) == len(configured):
+    every = configured(request)
+    keys = [account.key for account in access(request).accounts(role, every)]
+    if every and len(keys) == len(every):
         keys.append(ALL_ACCOUNTS)
     return keys
 

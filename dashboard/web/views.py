@@ -95,7 +95,8 @@ def row_context(
 def cancel_context(request: HttpRequest, account_keys: list[str]) -> dict:
     """Where the user may cancel among these accounts: the rows' Cancel buttons ask
     `cancel_accounts`; `cancel_scope` says it in one string, for a feed's cursor and cached rows."""
-    operated = sorted(key for key in account_keys if access(request).may(Role.OPERATOR, key))
+    user_access = access(request)
+    operated = sorted(key for key in account_keys if user_access.may(Role.OPERATOR, key))
     return {"cancel_accounts": set(operated), "cancel_scope": ",".join(operated)}
 
 

@@ -209,6 +209,35 @@ def test_the_feed_is_login_only_and_answers_only_cursors_it_made(operator_client
     assert operator_client.get("/?" + feed_url(detail).partition("?")[2], **HTMX).status_code == 400
 
 
+def test_a_revoked_grant_stops_the_feed_sending_those_rows_and_a_deactivated_user_is_signed_out_at_once(
+    client, four_accounts
+):
+    """The feed reads the user and their grants from caches (web/auth.py): a grant taken away or a
+    user deactivated still counts from the very next request."""
+    from django.contrib.auth import get_user_model
+
+    from dashboard.access import services as access
+    from tests.conftest import make_user
+
+    watcher = make_user("watcher", can_cancel=False, roles=("viewer",), accounts="anthropic-*,openai-*")
+    client.force_login(watcher)
+    url = feed_url(client.get("/"))
+    assert ask(client, url).status_code == 204  # the session, user and grants are cached now
+    access.revoke(group_name="watcher-team", patterns=["openai-*"], role="viewer", actor="tests", via="cli")
+    # Every row changes (not refreshed for three poll intervals): only those still granted are sent.
+    StoredBatch.objects.update(last_fetched_at=timezone.now() - timedelta(hours=1))
+    answer = ask(client, url)
+    anthropic = sorted(batch_id for account, batch_id in four_accounts if account.startswith("anthropic"))
+    assert sorted(batch_id for batch_id, _ in sent_rows(answer)) == anthropic
+    assert "openai" not in text(answer)
+    following = feed_url(answer)
+    StoredBatch.objects.update(last_fetched_at=timezone.now())
+    assert sorted(batch_id for batch_id, _ in sent_rows(ask(client, following))) == anthropic
+    get_user_model().objects.filter(pk=watcher.pk).update(is_active=False)  # SQL: no signal, no cache dropped
+    signed_out = client.get(following, **HTMX)
+    assert signed_out.status_code == 401 and signed_out["HX-Redirect"].startswith("/login/")
+
+
 def test_a_feed_request_without_htmx_is_the_page(operator_client, four_accounts):
     url = feed_url(operator_client.get("/"))
     assert "<html" in text(operator_client.get(url))
