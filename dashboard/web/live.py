@@ -15,8 +15,10 @@ view checks login and the page's permissions like the page.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
@@ -82,6 +84,23 @@ def watched_rows(parts: dict[str, Any]) -> dict[int, str]:
         except (TypeError, ValueError):
             continue
     return watched
+
+
+def shared_answer(request: HttpRequest, answer: Callable[[], HttpResponse], **made_from: Any) -> HttpResponse:
+    """The feed's answer to this request, made by `answer()` from what `made_from` names (with the
+    request's path and query: the page, its filters and its cursor) and shared by every request that
+    asks the same of the same store: the viewers of a page ask the same question every interval,
+    each from the cursor the last answer gave them, so after a change one answer is made and sent
+    to all of them. Kept for two poll intervals: the viewers of one question ask it within one."""
+    made_from = {"path": request.get_full_path(), **made_from}
+    key = "live-answer:" + hashlib.blake2b(repr(sorted(made_from.items())).encode(), digest_size=16).hexdigest()
+    content = cache.get(key)
+    if content is not None:
+        return HttpResponse(content)
+    response = answer()
+    if response.status_code == 200:
+        cache.set(key, response.content, 2 * settings.ROW_POLL_SECONDS)
+    return response
 
 
 def changed_rows_html(

@@ -208,21 +208,38 @@ def list_feed(
     badge_moved = parts.get("badge") != badge_fingerprint(badge)
     if not changes.changed and not (arrived and arrived.rows) and not badge_moved and seen == parts.get("seen"):
         return live.unchanged()
-    rows = dict(changes.watching)
-    changed_rows = live.changed_rows_html(accounts=accounts, changed=changes.changed, context=context, watching=rows)
-    rows.update(feed.watching(arrived.rows if arrived else []))
-    return render(
+
+    def answer() -> HttpResponse:
+        rows = dict(changes.watching)
+        changed_rows = live.changed_rows_html(
+            accounts=accounts, changed=changes.changed, context=context, watching=rows
+        )
+        rows.update(feed.watching(arrived.rows if arrived else []))
+        return render(
+            request,
+            "batches/list.html#feed_answer",
+            {
+                **context,
+                "feed_cursor": list_cursor(
+                    rows=rows, top=arrived.top if arrived else top, cancel_scope=cancel_scope, badge=badge, seen=seen
+                ),
+                "arrived": arrived,
+                "changed_rows": changed_rows,
+                "badge": badge if badge_moved else None,
+            },
+        )
+
+    if arrived and (arrived.rows or arrived.more):
+        return answer()  # new rows: read whole, as they are now
+    return live.shared_answer(
         request,
-        "batches/list.html#feed_answer",
-        {
-            **context,
-            "feed_cursor": list_cursor(
-                rows=rows, top=arrived.top if arrived else top, cancel_scope=cancel_scope, badge=badge, seen=seen
-            ),
-            "arrived": arrived,
-            "changed_rows": changed_rows,
-            "badge": badge if badge_moved else None,
-        },
+        answer,
+        accounts=[account.key for account in accounts],
+        context=[context[name] for name in ("cancel_scope", "poll_seconds", "refresh_seconds", "filter_query")],
+        changed=[(row.pk, row.fingerprint, row.is_final) for row in changes.changed],
+        top=arrived.top if arrived else top,
+        seen=seen,
+        badge=badge_fingerprint(badge) if badge_moved else None,
     )
 
 

@@ -238,6 +238,45 @@ def test_a_revoked_grant_stops_the_feed_sending_those_rows_and_a_deactivated_use
     assert signed_out.status_code == 401 and signed_out["HX-Redirect"].startswith("/login/")
 
 
+def test_viewers_asking_the_same_share_one_answer_but_never_one_made_for_other_accounts(four_accounts, monkeypatch):
+    """After a change every viewer of a page asks the same question: one answer is made for all who
+    may see the same accounts. Who sees fewer (here: the same cursor, the same Cancel buttons, but no
+    OpenAI account) gets an answer of their own, whose cursor watches none of the rows hidden from them."""
+    from django.core import signing
+
+    from dashboard.access import services as access
+    from dashboard.web import live
+    from tests.conftest import make_user
+
+    (_, anthropic_ops), *_ = four_accounts
+    both = make_user("both", can_cancel=True, roles=("operator",), accounts="anthropic-*")
+    access.grant(group_name="both-team", patterns=["openai-*"], role="viewer", actor="tests", via="cli")
+    fewer = make_user("fewer", can_cancel=True, roles=("operator",), accounts="anthropic-*")
+    browsers = [Client(), Client(), Client()]
+    for browser, user in zip(browsers, (both, both, fewer), strict=True):
+        browser.force_login(user)
+    url = feed_url(browsers[0].get("/"))
+    assert ask(browsers[0], url).status_code == 204
+    fault("anthropic", "ops", "529")
+    poll_store()
+    first = ask(browsers[0], url)
+    assert sent_rows(first) == [(anthropic_ops, True)]
+    rendered = []
+    monkeypatch.setattr("django.template.base.Template.render", lambda *args, **kwargs: rendered.append(args))
+    again = ask(browsers[1], url)  # another viewer of the same accounts, asking the same
+    assert rendered == [] and again.content == first.content
+    monkeypatch.undo()
+
+    def watched(answer) -> set[int]:
+        return set(map(int, signing.loads(feed_url(answer).partition("feed=")[2], salt=live._SALT)["rows"]))
+
+    stored = dict(StoredBatch.objects.values_list("batch_id", "pk"))
+    openai = {stored[batch_id] for account, batch_id in four_accounts if account.startswith("openai")}
+    assert openai <= watched(first)
+    own = ask(browsers[2], url)  # the same cursor and Cancel buttons (anthropic-*), fewer accounts
+    assert sent_rows(own) == [(anthropic_ops, True)] and not openai & watched(own)
+
+
 def test_a_feed_request_without_htmx_is_the_page(operator_client, four_accounts):
     url = feed_url(operator_client.get("/"))
     assert "<html" in text(operator_client.get(url))
