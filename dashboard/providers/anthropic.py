@@ -26,7 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, RESULT_TYPES, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import MAX_TOKENS, Usage, new_usage
+from .usage import MAX_TOKENS, Usage, counted, new_usage
 
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
@@ -139,27 +139,27 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         message = EMPTY
     usage = message.get("usage")
     if usage.__class__ is dict:
-        # Each count read once, for the line's own figures and its usage by kind; checked here, not
-        # in usage.counted (the same checks), as this runs for every line of a whole batch.
-        fresh, output = usage.get("input_tokens"), usage.get("output_tokens")
-        read, written = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
-        if read is None:
-            read = 0
-        if written is None:
-            written = 0
+        # Each count read once, for the line's own figures and its usage by kind. The block as the API
+        # writes it (every count present, whole numbers in range) is checked here in a few operations,
+        # as this runs for every line of a whole batch; any other block by usage.counted.
+        try:
+            fresh, output = usage["input_tokens"], usage["output_tokens"]
+            read, written = usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]
+        except KeyError:
+            fresh, output = usage.get("input_tokens"), usage.get("output_tokens")
+            read, written = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
         if (
             fresh.__class__ is int
             and output.__class__ is int
             and read.__class__ is int
             and written.__class__ is int
-            and 0 <= fresh <= MAX_TOKENS
-            and 0 <= output <= MAX_TOKENS
-            and 0 <= read <= MAX_TOKENS
-            and 0 <= written <= MAX_TOKENS
+            # Whole numbers: their bitwise or is at least each of them, and negative if one is.
+            and 0 <= fresh | output | read | written <= MAX_TOKENS
         ):
             tokens = new_usage(Usage, (fresh, read, written, output, 0))
         else:
-            fresh, output, tokens = token_count(fresh), token_count(output), None
+            tokens = counted(fresh, read, written, output)
+            fresh, output = token_count(fresh), token_count(output)
     else:
         fresh = output = tokens = None
     error = result.get("error")  # {"type": "error", "error": {"type": ..., "message": ...}}

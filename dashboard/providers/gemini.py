@@ -31,7 +31,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import gemini_usage, model_name
+from .usage import MAX_TOKENS, Usage, gemini_usage, model_name, new_usage
 
 NAME = "gemini"  # in account keys, the store and URLs
 LABEL = "Gemini"  # shown to operators
@@ -261,14 +261,36 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         error = {"status": "no_response", "message": "This line has neither a response nor an error."}
     usage = response.get("usageMetadata")
     if usage.__class__ is dict:
-        tokens = gemini_usage(usage)
-        if tokens is not None:  # read and checked: the line's own figures are the provider's counts
-            prompt, answered = usage["promptTokenCount"], usage.get("candidatesTokenCount")
+        # The block as the API writes it (the counts it has whole numbers that add up to the total;
+        # a zero count left out) is read and checked here in a few operations, as this runs for every
+        # line of a whole batch; any other block (null counts, no total, an odd one) by
+        # usage.gemini_usage.
+        try:
+            prompt, answered, total = usage["promptTokenCount"], usage["candidatesTokenCount"], usage["totalTokenCount"]
+        except KeyError:
+            prompt, answered, total = usage.get("promptTokenCount"), usage.get("candidatesTokenCount"), None
+        get = usage.get
+        cached, thoughts, tool_use = (
+            get("cachedContentTokenCount", 0),
+            get("thoughtsTokenCount", 0),
+            get("toolUsePromptTokenCount", 0),
+        )
+        if (
+            prompt.__class__ is int
+            and answered.__class__ is int
+            and total.__class__ is int
+            and cached.__class__ is int
+            and thoughts.__class__ is int
+            and tool_use.__class__ is int
+            and 0 <= cached <= prompt
+            # Whole numbers, not negative: their bitwise or is at least each of them.
+            and 0 <= prompt | answered | thoughts | tool_use | total <= MAX_TOKENS
+            and total == prompt + tool_use + answered + thoughts
+        ):
+            tokens = new_usage(Usage, (prompt - cached + tool_use, cached, 0, answered, thoughts))
         else:
-            prompt, answered = (
-                token_count(usage.get("promptTokenCount")),
-                token_count(usage.get("candidatesTokenCount")),
-            )
+            tokens = gemini_usage(usage)
+            prompt, answered = token_count(prompt), token_count(answered)
     else:
         prompt = answered = tokens = None
     candidates = response.get("candidates")

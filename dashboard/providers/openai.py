@@ -26,7 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import model_name, openai_usage
+from .usage import MAX_TOKENS, Usage, model_name, new_usage, openai_usage
 
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
@@ -193,11 +193,30 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         body_error = None
     usage = body.get("usage")
     if usage.__class__ is dict:
-        tokens = openai_usage(usage)
-        if tokens is not None:  # read and checked: the line's own figures are the provider's counts
-            given_in = tokens.input + tokens.cache_read
-            given_out = usage.get("completion_tokens", usage.get("output_tokens"))
+        # A chat completion's usage as the API writes it (every count present, whole numbers that add
+        # up) is read and checked here in a few operations, as this runs for every line of a whole
+        # batch; any other block (a response's, an embedding's, an odd one) by usage.openai_usage.
+        try:
+            given_in, given_out, total = usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
+            cached = usage["prompt_tokens_details"]["cached_tokens"]
+            reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+        except (KeyError, TypeError):  # a count or details object missing, or details not an object
+            given_in = None
+        if (
+            given_in.__class__ is int
+            and given_out.__class__ is int
+            and cached.__class__ is int
+            and reasoning.__class__ is int
+            and total.__class__ is int
+            and 0 <= cached <= given_in
+            and 0 <= reasoning <= given_out
+            # Whole numbers, not negative: their bitwise or is at least each of them.
+            and given_in | given_out <= MAX_TOKENS
+            and total == given_in + given_out
+        ):
+            tokens = new_usage(Usage, (given_in - cached, cached, 0, given_out - reasoning, reasoning))
         else:
+            tokens = openai_usage(usage)
             given_in = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
             given_out = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
     else:

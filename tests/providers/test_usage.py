@@ -16,7 +16,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dashboard.batches.results import parse_line
-from dashboard.providers import bedrock, gemini, openai
+from dashboard.providers import anthropic, bedrock, gemini, openai
+from dashboard.providers.lines import token_count
 from dashboard.providers.usage import (
     KINDS,
     MAX_TOKENS,
@@ -368,3 +369,174 @@ def test_the_reader_functions_never_mutate_what_they_read():
     block = copy.deepcopy(BATCH_USAGE)
     openai_usage(block)
     assert block == BATCH_USAGE
+
+
+# --- the parsers' fast reading of a well-formed block reads exactly what the readers read --------------------
+# Each result-line parser checks the block as its API writes it in a few operations and leaves any other block
+# to the reader function: whatever the block, the line's usage and counts are the reader's.
+
+
+def _anthropic_block(fresh, read, written, output):
+    return {
+        "input_tokens": fresh,
+        "output_tokens": output,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": written},
+        "service_tier": "batch",
+    }
+
+
+def _openai_block(fresh, cached, output, reasoning):
+    """A chat completion's usage of these disjoint counts (the prompt counts the cached tokens, the
+    completion the reasoning ones)."""
+    prompt, completion = fresh + cached, output + reasoning
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "accepted_prediction_tokens": 0},
+    }
+
+
+def _gemini_block(fresh, cached, candidates, thoughts):
+    """A usageMetadata of these disjoint counts (the prompt counts the cached content; zeros left out)."""
+    prompt = fresh + cached
+    block = {"promptTokenCount": prompt, "candidatesTokenCount": candidates}
+    if cached:
+        block["cachedContentTokenCount"] = cached
+    if thoughts:
+        block["thoughtsTokenCount"] = thoughts
+    block["totalTokenCount"] = prompt + candidates + thoughts
+    return block
+
+
+# Counts that fit and counts at and around the edges (0, MAX_TOKENS, sums and bitwise ors beyond it).
+edge_counts = st.one_of(small, counts, st.sampled_from([0, 1, MAX_TOKENS - 1, MAX_TOKENS, 2**39, 2**40 - 1]))
+WELL_FORMED = {
+    "anthropic": st.builds(_anthropic_block, edge_counts, edge_counts, edge_counts, edge_counts),
+    "openai": st.builds(_openai_block, edge_counts, edge_counts, edge_counts, edge_counts),
+    "gemini": st.builds(_gemini_block, edge_counts, edge_counts, edge_counts, edge_counts),
+}
+PARSED_AS = {  # provider: (its reader, the line's own input and output counts as the block gives them)
+    "anthropic": (anthropic_usage, lambda block: (block.get("input_tokens"), block.get("output_tokens"))),
+    "openai": (
+        openai_usage,
+        lambda block: (
+            block.get("prompt_tokens", block.get("input_tokens")),
+            block.get("completion_tokens", block.get("output_tokens")),
+        ),
+    ),
+    "gemini": (gemini_usage, lambda block: (block.get("promptTokenCount"), block.get("candidatesTokenCount"))),
+}
+PARSERS = {
+    "anthropic": anthropic.parse_result_line,
+    "openai": openai.parse_result_line,
+    "gemini": gemini.parse_result_line,
+}
+
+
+COUNT_PATHS = {  # every count the parsers read, and the objects that hold them
+    "anthropic": [
+        ("input_tokens",),
+        ("output_tokens",),
+        ("cache_read_input_tokens",),
+        ("cache_creation_input_tokens",),
+    ],
+    "openai": [
+        ("prompt_tokens",),
+        ("completion_tokens",),
+        ("total_tokens",),
+        ("prompt_tokens_details",),
+        ("prompt_tokens_details", "cached_tokens"),
+        ("completion_tokens_details",),
+        ("completion_tokens_details", "reasoning_tokens"),
+    ],
+    "gemini": [
+        ("promptTokenCount",),
+        ("candidatesTokenCount",),
+        ("totalTokenCount",),
+        ("cachedContentTokenCount",),
+        ("thoughtsTokenCount",),
+        ("toolUsePromptTokenCount",),
+    ],
+}
+# Whatever a count may be instead: another count, a bad one, null, any JSON.
+any_count = st.one_of(edge_counts, not_a_count, st.none(), json_values)
+
+
+def _changed(provider: str, block: dict, data) -> dict:
+    """`block` with one of its counts (or details objects) set to anything, left out, or one off (a total
+    that no longer adds up, a cached count beyond the input, a count below zero or beyond the limit)."""
+    block = copy.deepcopy(block)
+    *parents, name = data.draw(st.sampled_from(COUNT_PATHS[provider]))
+    holder = block
+    for parent in parents:
+        holder = holder.get(parent)
+    if not isinstance(holder, dict):  # the details object was changed already
+        return block
+    change = data.draw(st.sampled_from(["set", "remove", "off by one"]))
+    if change == "remove":
+        holder.pop(name, None)
+    elif change == "off by one" and type(holder.get(name)) is int:
+        holder[name] += data.draw(st.sampled_from([1, -1]))
+    else:
+        holder[name] = data.draw(any_count)
+    return block
+
+
+@FAST
+@pytest.mark.parametrize("provider", sorted(WELL_FORMED))
+@given(data=st.data(), changes=st.integers(min_value=0, max_value=2))
+def test_a_parser_reads_any_usage_block_exactly_as_its_reader_does(provider, data, changes):
+    reader, counts_of = PARSED_AS[provider]
+    block = data.draw(WELL_FORMED[provider])
+    for _ in range(changes):
+        block = _changed(provider, block, data)
+    line = PARSERS[provider](1, LINES[provider](block), "")
+    assert line.usage == reader(block)
+    assert line.usage is None or type(line.usage) is Usage
+    assert_trusted(line.usage)
+    given_in, given_out = counts_of(block)
+    assert (line.input_tokens, line.output_tokens) == (token_count(given_in), token_count(given_out))
+
+
+@pytest.mark.parametrize(
+    ("provider", "path"),
+    [(provider, path) for provider, paths in COUNT_PATHS.items() for path in paths],
+    ids=lambda value: "/".join(value) if isinstance(value, tuple) else value,
+)
+@given(fresh=small, read=small, written=small, output=small, bad=not_a_count, retyped=st.booleans())
+def test_a_parser_finds_a_bad_count_in_a_block_otherwise_well_formed(
+    provider, path, fresh, read, written, output, bad, retyped
+):
+    block = {
+        "anthropic": _anthropic_block(fresh, read, written, output),
+        "openai": _openai_block(fresh, read, output, written),
+        "gemini": _gemini_block(fresh, read, output, written),
+    }[provider]
+    *parents, name = path
+    holder = block
+    for parent in parents:
+        holder = holder[parent]
+    if retyped:  # the count it had (a zero left out), as a float: a total that adds up is no less bad
+        bad = float(holder.get(name, 0)) if isinstance(holder.get(name, 0), int) else bad
+    holder[name] = bad
+    reader = PARSED_AS[provider][0]
+    line = PARSERS[provider](1, LINES[provider](block), "")
+    assert line.usage == reader(block)
+    if name in EVERY_COUNT.get(PARSED_AS[provider][0], ()) or len(path) > 1:
+        assert line.usage is None  # a count that is not a whole number in range: the block is unknown
+
+
+@given(fresh=small, read=small, written=small, output=small, reasoning=small)
+def test_well_formed_blocks_as_the_apis_write_them_are_read_through_the_parsers(
+    fresh, read, written, output, reasoning
+):
+    anthropic_line = PARSERS["anthropic"](1, LINES["anthropic"](_anthropic_block(fresh, read, written, output)), "")
+    assert anthropic_line.usage == Usage(fresh, read, written, output, 0)
+    openai_block = _openai_block(fresh, read, output, reasoning)
+    assert PARSERS["openai"](1, LINES["openai"](openai_block), "").usage == Usage(fresh, read, 0, output, reasoning)
+    gemini_block = _gemini_block(fresh, read, output, reasoning)
+    assert PARSERS["gemini"](1, LINES["gemini"](gemini_block), "").usage == Usage(fresh, read, 0, output, reasoning)
