@@ -139,14 +139,17 @@ class Plan:
 
     # Input read from a cache (a shared prompt prefix), on top of the fresh input above: 40% of requests.
     def cache_read_tokens(self, rank: int) -> int:
+        rank %= PERIOD  # every count repeats every PERIOD ranks, so that `tally` is the sum of the lines
         return 1024 + (rank * 29 + self.seed) % 1024 if (rank * 13 + self.seed) % 10 < 4 else 0
 
     # Input written to a cache, where the API says so (Anthropic): 4% of requests.
     def cache_write_tokens(self, rank: int) -> int:
+        rank %= PERIOD
         return 1024 + (rank * 31 + self.seed) % 512 if (rank * 17 + self.seed) % 25 == 0 else 0
 
     # Reasoning (thinking) tokens, on top of the output above, for a model that reasons (`reasons`).
     def reasoning_tokens(self, rank: int) -> int:
+        rank %= PERIOD
         return 64 + (rank * 19 + self.seed) % 448
 
     def finished_by(self, seconds_of_processing: float) -> int:
