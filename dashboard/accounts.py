@@ -142,7 +142,8 @@ _made: _Made | None = None
 
 
 def _made_from(names: tuple[str, ...] | None) -> tuple:
-    """What configured_accounts() read, as it is now: the variables, the accounts file and the simulator's settings."""
+    """What configured_accounts() read, as it is now: the provider modules registered, the variables, the
+    accounts file and the simulator's settings."""
     environ = os.environ
     variables = tuple(sorted(environ.items())) if names is None else tuple(environ.get(name) for name in names)
     path = environ.get("BATCH_ACCOUNTS_FILE")
@@ -156,7 +157,8 @@ def _made_from(names: tuple[str, ...] | None) -> tuple:
         settings.EMBEDDED_SIMULATOR_HOST,
         settings.SIMULATOR_URL_PREFIX,
     )
-    return variables, file, simulator
+    registered = tuple((name, id(module)) for name, module in PROVIDERS.items())
+    return registered, variables, file, simulator
 
 
 def configured_accounts() -> list[Account]:

@@ -1,5 +1,6 @@
 """The configured accounts are made once and made again as soon as anything they are made from changes:
-a variable a provider module reads, the accounts file or a key variable it names, the simulator's settings."""
+the provider modules registered, a variable a provider module reads, the accounts file or a key
+variable it names, the simulator's settings."""
 
 from __future__ import annotations
 
@@ -51,6 +52,18 @@ def test_the_accounts_follow_every_change_of_what_they_are_made_from(clean, sett
     assert keys() == demo
     settings.SIMULATOR_ENABLED = False
     assert keys() == []
+
+
+def test_a_provider_module_registered_later_has_its_simulated_accounts_at_once(clean, settings):
+    settings.SIMULATOR_ENABLED = True
+    before = keys()
+    anthropic = PROVIDERS["anthropic"]
+    later = type(anthropic)("later")
+    later.__dict__.update(anthropic.__dict__, NAME="later", SIMULATOR_KEYS={"default": "later-key"})
+    clean.setitem(PROVIDERS, "later", later)
+    assert keys() == [*before, "later-default"]
+    clean.delitem(PROVIDERS, "later")
+    assert keys() == before
 
 
 def test_a_list_handed_out_is_the_caller_s_own(clean, settings):
