@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import OperationalError, connections, transaction
 from django.db.models import Model
 from django.utils import timezone
@@ -176,6 +177,33 @@ def worker_loop(*, queues: Iterable[str], worker_id: str, stopping: threading.Ev
             stopping.wait(interval)
     finally:
         connections.close_all()
+
+
+PRUNE_EVERY = timedelta(hours=1)
+PRUNE_LIMIT = 5000  # rows deleted by one sweep at most: a long delete holds SQLite's write lock
+_last_pruned: datetime | None = None
+
+
+def prune(*, now: datetime) -> int:
+    """For the workers' sweep, once an hour a process: the finished tasks of our queues (successful or
+    failed) that finished more than TASK_RESULTS_KEEP_DAYS ago deleted, so the queue's table does not
+    grow for ever; how many. The work's own rows keep their outcome; a sweep that finds work
+    unfinished whose task is gone enqueues a new one."""
+    global _last_pruned
+    if _last_pruned is not None and now - _last_pruned < PRUNE_EVERY:
+        return 0
+    _last_pruned = now
+    old = DBTaskResult.objects.filter(
+        queue_name__in=QUEUES,
+        status__in=[Status.SUCCESSFUL, Status.FAILED],
+        finished_at__lt=now - timedelta(days=settings.TASK_RESULTS_KEEP_DAYS),
+    )
+    ids = list(old.order_by().values_list("pk", flat=True)[:PRUNE_LIMIT])  # read first: no write lock for nothing
+    if not ids:
+        return 0
+    deleted, _ = old.filter(pk__in=ids).delete()
+    logger.info("background: %d finished tasks older than %d days deleted", deleted, settings.TASK_RESULTS_KEEP_DAYS)
+    return deleted
 
 
 def sweep(now: datetime, sweepers: Iterable[Callable[..., object]]) -> None:

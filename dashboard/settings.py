@@ -374,6 +374,9 @@ TASKS = {
 WORKER_THREADS = env_int("WORKER_THREADS", 2)
 # How often a worker looks for work nobody runs: deliveries due, bulk cancels whose worker died.
 WORKER_SWEEP_SECONDS = float(os.environ.get("WORKER_SWEEP_SECONDS", "2"))
+# Finished tasks (their runs, times and a failure's traceback) are kept this long, then deleted by the
+# workers' sweep: the bulk cancel and notification rows keep their own outcome for good.
+TASK_RESULTS_KEEP_DAYS = env_int("TASK_RESULTS_KEEP_DAYS", 14)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"

@@ -7,7 +7,9 @@ they are the same whichever web process is scraped:
 - tokens by account, provider, model and kind, and their estimated cost (dashboard/spend): the spend
   rollup's days added up, with the few batches it does not hold (spend/selectors.py: stored_tokens),
   priced at the current price table: issue 21's batch_tokens_total and batch_cost_usd_total,
-  under the prefix of every metric here.
+  under the prefix of every metric here;
+- the background work: tasks by queue and status, how long the oldest ready one has waited (no worker
+  running shows here first), and the pollers alive by their heartbeats.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class StoreCollector:
         yield from upstream_metrics()
         yield from alarm_metrics()
         yield from spend_metrics()
+        yield from background_metrics()
 
     def describe(self) -> Iterable[Metric]:
         return []  # no describe at registration: that would query the database at import
@@ -206,6 +209,56 @@ def spend_metrics() -> Iterator[Metric]:
             cost.add_metric(labels, float(estimate.total))
     yield tokens
     yield cost
+
+
+def background_metrics() -> Iterator[Metric]:
+    from django.db.models import Min, Q
+    from django_tasks_db.models import DBTaskResult, get_date_max
+
+    from .. import background, leases
+    from ..batches.poller import live_pollers
+
+    tasks = GaugeMetricFamily(
+        _name("background_tasks"),
+        "Background tasks stored, by queue and status (READY, RUNNING, SUCCESSFUL, FAILED; finished ones are kept "
+        "TASK_RESULTS_KEEP_DAYS days).",
+        labels=["queue", "status"],
+    )
+    counts = {(queue, status): 0 for queue in background.QUEUES for status in background.Status.values}
+    stored = DBTaskResult.objects.filter(queue_name__in=background.QUEUES).order_by()
+    for row in stored.values("queue_name", "status").annotate(count=Count("pk")):
+        counts[row["queue_name"], row["status"]] = row["count"]
+    for (queue, status), count in sorted(counts.items()):
+        tasks.add_metric([queue, status], count)
+    yield tasks
+
+    waited = GaugeMetricFamily(
+        _name("background_oldest_ready_seconds"),
+        "Seconds the oldest task ready to run has waited for a worker, by queue (0 when none waits): a figure "
+        "that keeps rising means no worker runs (manage.py work), or too few.",
+        labels=["queue"],
+    )
+    now = timezone.now()
+    ready = stored.ready()
+    since = dict.fromkeys(background.QUEUES, now)
+    # A task enqueued without a delay has run_after at its maximum and waits since it was enqueued;
+    # one made ready again (background.run_again) waits since its run_after.
+    undelayed = Q(run_after=get_date_max())
+    for row in ready.values("queue_name").annotate(
+        enqueued=Min("enqueued_at", filter=undelayed), again=Min("run_after", filter=~undelayed)
+    ):
+        for moment in (row["enqueued"], row["again"]):
+            if moment is not None:
+                since[row["queue_name"]] = min(since[row["queue_name"]], moment)
+    for queue in background.QUEUES:
+        waited.add_metric([queue], max(0.0, (now - since[queue]).total_seconds()))
+    yield waited
+
+    pollers = GaugeMetricFamily(
+        _name("pollers_live"), "Pollers whose heartbeat is within the heartbeat window (manage.py poll processes)."
+    )
+    pollers.add_metric([], len(live_pollers(now=leases.database_now())))
+    yield pollers
 
 
 registry = CollectorRegistry(auto_describe=False)

@@ -191,8 +191,9 @@ def test_a_scrape_is_a_few_aggregate_queries_whatever_the_store_holds(client, db
         prefix = "msgbatch_" if account.provider == "anthropic" else "batch_"
         put(account, f"{prefix}n{index}", now - timedelta(minutes=index), status="in_progress")
     # batches, accounts, upstream calls, alarms; tokens: the spend rollup, the running batches, those ended
-    # without an end time, their rows (dashboard/spend/selectors.py: stored_tokens)
-    assert queries() == few <= 8
+    # without an end time, their rows (dashboard/spend/selectors.py: stored_tokens); background tasks by
+    # status, the oldest ready ones, the live pollers
+    assert queries() == few <= 11
 
 
 def test_open_alarms_by_rule_every_rule_listed(client, db, metrics_on):
@@ -436,3 +437,54 @@ def test_a_callers_own_error_inside_a_stream_leaves_the_call_ok(metrics_on, coun
         with pytest.raises(ValueError), stream(client, "GET", "/results", account="a-b"):
             raise ValueError("the caller's trouble")
     assert set(counter.pending()) == {("a-b", "ok")}
+
+
+# --- background work -----------------------------------------------------------------------------------
+
+
+def test_background_tasks_by_queue_and_status_and_how_long_the_oldest_ready_one_waited(client, db, metrics_on):
+    from django_tasks_db.models import DBTaskResult
+
+    from dashboard.bulk.operations import cancel_operation
+    from dashboard.notifications.dispatch import deliver
+
+    now = timezone.now()
+    waiting = cancel_operation.enqueue(operation_id=1).id  # enqueued 90 s ago, no worker since
+    DBTaskResult.objects.filter(pk=waiting).update(enqueued_at=now - timedelta(seconds=90))
+    again = deliver.enqueue(delivery_id=1).id  # made ready again 30 s ago (background.run_again)
+    DBTaskResult.objects.filter(pk=again).update(
+        enqueued_at=now - timedelta(hours=5), run_after=now - timedelta(seconds=30)
+    )
+    later = deliver.enqueue(delivery_id=2).id  # ready only in an hour: not waiting yet
+    DBTaskResult.objects.filter(pk=later).update(
+        enqueued_at=now - timedelta(hours=9), run_after=now + timedelta(hours=1)
+    )
+    done = cancel_operation.enqueue(operation_id=2).id
+    DBTaskResult.objects.filter(pk=done).update(status="SUCCESSFUL", enqueued_at=now - timedelta(days=3))
+
+    samples = scrape(client)
+    tasks = "batch_dashboard_background_tasks"
+    assert value(samples, tasks, queue="bulk", status="READY") == 1
+    assert value(samples, tasks, queue="bulk", status="SUCCESSFUL") == 1
+    assert value(samples, tasks, queue="notifications", status="READY") == 2
+    assert value(samples, tasks, queue="notifications", status="FAILED") == 0
+    assert len(samples[tasks]) == 8  # every queue and status listed
+    oldest = "batch_dashboard_background_oldest_ready_seconds"
+    assert 90 <= value(samples, oldest, queue="bulk") < 90 + 60
+    assert 30 <= value(samples, oldest, queue="notifications") < 30 + 60
+
+    DBTaskResult.objects.all().delete()
+    samples = scrape(client)
+    assert value(samples, oldest, queue="bulk") == value(samples, oldest, queue="notifications") == 0
+
+
+def test_live_pollers_by_their_heartbeats(client, db, metrics_on, settings):
+    from dashboard.models import PollerHeartbeat
+
+    now = timezone.now()
+    assert value(scrape(client), "batch_dashboard_pollers_live") == 0
+    PollerHeartbeat.objects.create(owner="host-a:1", started_at=now, beat_at=now)
+    PollerHeartbeat.objects.create(owner="host-b:2", started_at=now, beat_at=now - timedelta(seconds=1))
+    long_gone = now - timedelta(seconds=settings.POLL_HEARTBEAT_SECONDS * 3)
+    PollerHeartbeat.objects.create(owner="host-c:3", started_at=long_gone, beat_at=long_gone)
+    assert value(scrape(client), "batch_dashboard_pollers_live") == 2

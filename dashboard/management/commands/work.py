@@ -15,7 +15,7 @@ from ...notifications import dispatch
 
 logger = logging.getLogger("dashboard.background")
 
-SWEEPERS = (operations.recover, dispatch.enqueue_due)
+SWEEPERS = (operations.recover, dispatch.enqueue_due, background.prune)
 INTERVAL = 1.0  # seconds an idle thread waits before it looks at its queue again
 
 
