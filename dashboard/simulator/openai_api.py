@@ -580,8 +580,14 @@ def cancel_batch(request: HttpRequest, account: SimAccount, batch_id: str, *, di
 # --- output and error files ----------------------------------------------------------------
 
 
+def is_responses(batch: SimBatch) -> bool:
+    return batch.endpoint.removeprefix("/v1") == "/responses"
+
+
 def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> dict:
     tokens_in, tokens_out = plan.input_tokens(rank), plan.output_tokens(rank)
+    if is_responses(batch):
+        return responses_body(batch, plan, index, rank, model, tokens_in, tokens_out)
     if is_embeddings(batch):
         return {
             "object": "list",
@@ -610,6 +616,64 @@ def response_body(batch: SimBatch, plan, index: int, rank: int, model: str) -> d
         "usage": chat_usage(batch, plan, rank, tokens_in, tokens_out),
         "service_tier": "default",
         "system_fingerprint": None,
+    }
+
+
+def responses_body(batch: SimBatch, plan, index: int, rank: int, model: str, fresh: int, output: int) -> dict:
+    """A Responses API `response` (a /v1/responses batch): its usage names the same counts as a chat
+    completion's under other keys (input_tokens and its cached_tokens, output_tokens and its reasoning_tokens)."""
+    chat = chat_usage(batch, plan, rank, fresh, output)
+    finished = rank % 10 != 0
+    return {
+        "id": "resp_" + stable_token(batch.public_id, index, length=40),
+        "object": "response",
+        "created_at": unix(batch.created_at),
+        "status": "completed" if finished else "incomplete",
+        "background": False,
+        "error": None,
+        "incomplete_details": None if finished else {"reason": "max_output_tokens"},
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_" + stable_token(batch.public_id, index, "message", length=40),
+                "status": "completed" if finished else "incomplete",
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "output_text",
+                        "text": f"Simulated answer #{index} for {batch.public_id}.",
+                        "annotations": [],
+                    }
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": "medium" if reasons(batch.model) else None, "summary": None},
+        "service_tier": "default",
+        "store": False,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": chat["prompt_tokens"],
+            # The SDK (openai 3.57) requires cache_write_tokens; a batch writes nothing to the cache here.
+            "input_tokens_details": {
+                "cached_tokens": chat["prompt_tokens_details"]["cached_tokens"],
+                "cache_write_tokens": 0,
+            },
+            "output_tokens": chat["completion_tokens"],
+            "output_tokens_details": {"reasoning_tokens": chat["completion_tokens_details"]["reasoning_tokens"]},
+            "total_tokens": chat["total_tokens"],
+        },
+        "user": None,
+        "metadata": {},
     }
 
 

@@ -17,6 +17,7 @@ import openai
 import pytest
 from django.urls import reverse
 from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
 
 from dashboard.models import StoredBatch
 from tests.factories import AZURE_OPENAI_KEYS, OPENAI_KEYS, anthropic_request, created_ago, poll_store
@@ -155,6 +156,57 @@ def test_openai_tokens_are_the_batch_object_s_and_the_sdk_s_sums(
     sums, models = openai_sums(client, batch)
     assert models == {model}
     assert_realistic(sums, cache_write=False, reasoning=reasons)
+    assert_batch_usage_is_the_sum(batch, sums)
+
+    poll_store()
+    row, tokens = stored_tokens("openai-ops", batch.id)
+    assert (row.tokens_source, row.tokens_note) == ("batch", "")
+    assert tokens == {model: dict(sums)}
+    assert row_text(model, sums) in shown(operator_client, "openai-ops", batch.id)
+    assert exported(operator_client, "openai-ops", batch.id) == {kind: sums[kind] for kind in KINDS}
+
+
+def test_openai_responses_api_batch_tokens_are_the_batch_object_s_and_the_sdk_s_sums(
+    counting, openai_client, operator_client
+):
+    """A /v1/responses batch: each body is a Responses API `response`, read as the SDK's Response; its
+    usage names the counts input_tokens / output_tokens, the dashboard's export reads them the same."""
+    model = "o4-mini"
+    client = openai_client(OPENAI_KEYS["ops"])
+    lines = [
+        {
+            "custom_id": f"r-{index:03d}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": model, "input": "Hi"},
+        }
+        for index in range(40)
+    ]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    upload = client.files.create(file=("in.jsonl", content, "application/jsonl"), purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h")
+    created_ago(batch.id, hours=1)
+    batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed" and batch.model == model
+
+    sums: Counter = Counter()
+    statuses = Counter()
+    for line in client.files.content(batch.output_file_id).text.splitlines():
+        response = Response.model_validate(json.loads(line)["response"]["body"])
+        assert response.object == "response" and response.model == model
+        assert response.output_text.startswith("Simulated answer #")
+        statuses[response.status] += 1
+        usage = response.usage
+        cached, reasoning = usage.input_tokens_details.cached_tokens, usage.output_tokens_details.reasoning_tokens
+        assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+        sums["input"] += usage.input_tokens - cached
+        sums["cache_read"] += cached
+        sums["cache_write"] += 0
+        sums["output"] += usage.output_tokens - reasoning
+        sums["reasoning"] += reasoning
+        sums["requests"] += 1
+    assert statuses["completed"] > statuses["incomplete"] > 0  # one in ten ran out of output tokens
+    assert_realistic(sums, cache_write=False, reasoning=True)
     assert_batch_usage_is_the_sum(batch, sums)
 
     poll_store()
