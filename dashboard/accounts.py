@@ -294,19 +294,28 @@ def configured_secrets() -> list[str]:
     """Every configured account's secrets (its key, whatever the variable that holds it is called;
     AWS's secret key and session token): what anything shown, logged or stored is redacted of
     (dashboard/redaction.py)."""
+    global _secrets
     try:
-        accounts = configured_accounts()
+        accounts = (tuple(configured_accounts()), tuple((name, id(module)) for name, module in PROVIDERS.items()))
     except ImproperlyConfigured:
         return []
+    made_for, known = _secrets
+    if made_for == accounts:  # every stored string is redacted with them: made again only when they change
+        return list(known)
     secrets = []
-    for account in accounts:
+    for account in accounts[0]:
         if account.api_key:
             secrets.append(account.api_key)
         try:
             secrets.extend(secret for secret in connection_for(account).secrets if secret)
         except ImproperlyConfigured:
             continue
-    return list(dict.fromkeys(secrets))
+    _secrets = (accounts, tuple(dict.fromkeys(secrets)))
+    return list(_secrets[1])
+
+
+# (the accounts and provider modules they were made from, the secrets)
+_secrets: tuple[tuple | None, tuple[str, ...]] = (None, ())
 
 
 def provider_for(account: Account) -> Provider:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 REDACTED = "[redacted]"
 # Shorter "keys" would redact ordinary words; no real API key is this short.
@@ -44,14 +44,24 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     """
     if not text:
         return text
+    return redactor(secrets)(text)
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """`redact` with these secrets, for many texts: the secrets are looked up once, not per text
+    (a poll redacts every string of every batch it stores, with every configured account's key)."""
     wanted, pattern = _searched_for(tuple(secrets))
     if pattern is None:
-        return text
-    parts, position = [], 0
-    while match := pattern.search(text, position):
-        start = match.start()
-        # The longest of the keys that start here (several may share their first characters).
-        size = max([_matched(text, start, secret) for secret in wanted] + [len(match.group())])
-        parts += [text[position:start], REDACTED]
-        position = start + size
-    return "".join(parts) + text[position:]
+        return lambda text: text
+
+    def redacted(text: str) -> str:
+        parts, position = [], 0
+        while text and (match := pattern.search(text, position)):
+            start = match.start()
+            # The longest of the keys that start here (several may share their first characters).
+            size = max([_matched(text, start, secret) for secret in wanted] + [len(match.group())])
+            parts += [text[position:start], REDACTED]
+            position = start + size
+        return "".join(parts) + text[position:] if parts else text
+
+    return redacted

@@ -11,8 +11,12 @@ Each cycle, for every account this poller holds the lease of and that is due:
    to try again (`retry-after` on 429; exponential backoff with jitter on 5xx, 529 and timeouts).
 
 Pollers share the accounts fairly. Each beats (a PollerHeartbeat row, moved on each cycle and, by
-a thread of `manage.py poll`, every third of POLL_HEARTBEAT_SECONDS, however long a cycle takes);
-the live pollers are those that beat within POLL_HEARTBEAT_SECONDS. At the start of a cycle a
+a thread of `manage.py poll`, every third of POLL_SECONDS or of POLL_HEARTBEAT_SECONDS if smaller,
+however long a cycle takes); the live pollers are those that beat within POLL_HEARTBEAT_SECONDS
+and, on PostgreSQL, still hold their session lock (leases.hold_session_lock: released by the server
+the moment a killed poller's connection closes). At each beat a poller looks for dead pollers that
+still hold accounts, and if there are, claims its share again and polls what it took at once
+(`take_over`), not at its next cycle. At the start of a cycle a
 poller holds its share, ceil(accounts / live pollers): past it (a poller joined), it releases the
 accounts it holds that it ranks lowest, below it (a poller left or died) it takes free accounts,
 those it ranks highest first. The ranks are rendezvous hashes of (account, poller), the accounts
@@ -21,10 +25,10 @@ the others, so pollers never all release the same accounts, and N pollers split 
 cycle or two and then keep it (no account moves while the live pollers stay the same).
 
 Leases are taken in one transaction per cycle: the free rows (no lease, an expired one, ours, or
-one whose owner's heartbeat is older than POLL_HEARTBEAT_SECONDS: a dead poller's) read
+a dead poller's) read
 `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, then a conditional UPDATE (atomic on SQLite too),
 so pollers never poll one account at once. A poller that stops cleanly releases its leases and
-deletes its heartbeat; a killed one's accounts are taken once its heartbeat is that old (its lease,
+deletes its heartbeat; a dead one's accounts are taken as soon as it is seen dead (its lease,
 POLL_LEASE_SECONDS, is renewed with each beat: it still frees an account whose owner has no
 heartbeat row at all). Every write of an account's poll is made with its lease row locked and
 still this poller's (`_holding`), so a poller paused past the window (or counted dead wrongly)
@@ -49,13 +53,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.db.models import Case, Q, Value, When
 
 from .. import leases, providers
@@ -142,6 +146,8 @@ def beat(*, owner: str, now: datetime) -> None:
     """This poller is alive at `now`: its heartbeat moves on (never back), and the leases it still
     holds last POLL_LEASE_SECONDS from `now`."""
     with _leasing:
+        # Before its heartbeat row exists: a row whose owner holds no session lock is a dead poller's.
+        leases.hold_session_lock(_session_lock_name(owner))
         if not PollerHeartbeat.objects.filter(owner=owner, beat_at__lt=now).update(beat_at=now):
             PollerHeartbeat.objects.get_or_create(owner=owner, defaults={"started_at": now, "beat_at": now})
         until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
@@ -156,16 +162,28 @@ def beat(*, owner: str, now: datetime) -> None:
             held.update(lease_until=until)
 
 
+def _session_lock_name(owner: str) -> str:
+    return f"poller:{owner}"
+
+
+def _pollers(*, now: datetime) -> tuple[list[str], list[str]]:
+    """The pollers with a heartbeat row, live and dead, by name. Dead: its last beat is older than
+    the window (paused, cut off, or gone), or, on PostgreSQL, its process holds no session lock any
+    more (killed: its connection closed, whatever its last beat). An owner with no heartbeat row
+    (one that has just started, whose row this transaction may not see yet) is neither."""
+    beats = dict(PollerHeartbeat.objects.values_list("owner", "beat_at"))
+    running = leases.session_locks_held([_session_lock_name(owner) for owner in beats])
+    live = [
+        owner
+        for owner, beat_at in beats.items()
+        if beat_at >= now - heartbeat_window() and _session_lock_name(owner) in running
+    ]
+    return sorted(live), sorted(set(beats) - set(live))
+
+
 def live_pollers(*, now: datetime) -> list[str]:
-    """The pollers that beat within the heartbeat window, by name."""
-    return sorted(PollerHeartbeat.objects.filter(beat_at__gte=now - heartbeat_window()).values_list("owner", flat=True))
-
-
-def _dead_owners(now: datetime) -> Q:
-    """Leases whose owner's heartbeat is older than the window. An owner with no heartbeat row (one
-    that has just started, whose row this transaction may not see yet) is not counted dead."""
-    stale = PollerHeartbeat.objects.filter(beat_at__lt=now - heartbeat_window()).values("owner")
-    return Q(lease_owner__in=stale)
+    """The live pollers (`_pollers`), by name."""
+    return _pollers(now=now)[0]
 
 
 def _rank(account_key: str, owner: str) -> int:
@@ -201,7 +219,8 @@ def _claim_share(accounts: list[Account], *, owner: str, now: datetime) -> list[
     forgotten = now - 2 * heartbeat_window() - timedelta(seconds=settings.POLL_LEASE_SECONDS)
     PollerHeartbeat.objects.filter(beat_at__lt=forgotten).delete()
     _ensure_states(accounts)
-    live = sorted({*live_pollers(now=now), owner})
+    live, dead = _pollers(now=now)
+    live = sorted({*live, owner})
     share = math.ceil(len(accounts) / len(live))
     keys = [account.key for account in accounts]
     rows = AccountState.objects.filter(account__in=keys)
@@ -220,7 +239,7 @@ def _claim_share(accounts: list[Account], *, owner: str, now: datetime) -> list[
     until = now + timedelta(seconds=settings.POLL_LEASE_SECONDS)
     room = share - len(held)
     if room > 0:
-        dead = _dead_owners(now)
+        dead = Q(lease_owner__in=[name for name in dead if name != owner])
         takeable = leases.free(fields=ACCOUNT_LEASE, now=now) | dead
         candidates = rows.filter(takeable).exclude(account__in=held).values_list("account", flat=True)
         ranked = sorted(candidates, key=wanted_first, reverse=True)
@@ -246,6 +265,7 @@ def leave(*, owner: str) -> None:
     take its accounts at their next cycle."""
     leases.release(AccountState.objects.all(), fields=ACCOUNT_LEASE, owner=owner)
     PollerHeartbeat.objects.filter(owner=owner).delete()
+    leases.drop_session_lock(_session_lock_name(owner))
 
 
 def share_of(*, owner: str, now: datetime) -> tuple[int, int]:
@@ -267,13 +287,20 @@ def is_due(state: AccountState, now: datetime) -> bool:
     return all(moment is None or moment <= now for moment in (state.backoff_until, state.next_poll_at))
 
 
-def poll_account(account: Account, *, now: datetime, provider: Provider | None = None, owner: str = "") -> PollResult:
+def poll_account(
+    account: Account,
+    *,
+    now: datetime,
+    provider: Provider | None = None,
+    owner: str = "",
+    state: AccountState | None = None,
+) -> PollResult:
     """One cycle for one account; never raises for upstream trouble (it is recorded on the account).
 
     `owner`: every write needs this poller's lease on the account; once another poller holds it,
-    the poll stops (`lost`), leaving the account to it."""
+    the poll stops (`lost`), leaving the account to it. `state`: the account's, if just read."""
     provider = provider or provider_for(account)
-    state = state_for(account)
+    state = state or state_for(account)
     result = PollResult(account=account.key, owner=owner, started=time.time())
     try:
         try:
@@ -543,22 +570,85 @@ def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = Non
     concurrently, those of them that are due."""
     accounts = configured_accounts() if accounts is None else accounts
     mine = claim_share(accounts, owner=owner, now=now)
-    states = {state.account: state for state in AccountState.objects.filter(account__in=[a.key for a in mine])}
-    due = [account for account in mine if is_due(states[account.key], now)]
-    results: list[PollResult] = []
-    if due:
-
-        def poll(account: Account) -> PollResult:
-            try:
-                return poll_account(account, now=now, owner=owner)
-            finally:
-                connections.close_all()  # this pool's threads end with the cycle
-
-        with ThreadPoolExecutor(max_workers=min(8, len(due)), thread_name_prefix="poll") as pool:
-            results = list(pool.map(poll, due))
+    results = poll_due(mine, owner=owner, now=now)
     # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
     evaluate_alarms(owner=owner, now=now, accounts=accounts)
     return results
+
+
+def take_over(*, owner: str, now: datetime, accounts: list[Account] | None = None) -> list[Account]:
+    """Between cycles (the heartbeat thread, at each beat): if a dead poller (`_pollers`) still
+    holds accounts, claim this poller's share again now instead of at the next cycle; the accounts
+    newly taken, to poll at once (`poll_due`). Cheap when nobody died: two small reads."""
+    accounts = configured_accounts() if accounts is None else accounts
+    _, dead = _pollers(now=now)
+    keys = [account.key for account in accounts]
+    orphaned = AccountState.objects.filter(account__in=keys, lease_owner__in=dead, lease_until__gte=now)
+    if not dead or not orphaned.exists():
+        return []
+    with _leasing:
+        before = set(
+            AccountState.objects.filter(account__in=keys, lease_owner=owner, lease_until__gte=now).values_list(
+                "account", flat=True
+            )
+        )
+        mine = _claim_share(accounts, owner=owner, now=now)
+    return [account for account in mine if account.key not in before]
+
+
+# The accounts this process is polling at the moment: a take-over's polls and a cycle's never poll
+# one account twice at once.
+_in_flight: set[str] = set()
+_in_flight_guard = threading.Lock()
+# The threads that poll accounts, one pool per kind of caller (a cycle; a take-over, which must not
+# wait behind a cycle's queue), kept for the process's life with their database connections: a
+# connection made per account poll cost a PostgreSQL backend's start and its cold caches each time.
+_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+_pools_guard = threading.Lock()
+
+
+def _pool(name: str) -> ThreadPoolExecutor:
+    size = max(1, settings.POLL_ACCOUNT_CONCURRENCY)
+    with _pools_guard:
+        known = _pools.get(name)
+        if known is None or known[0] != size:
+            if known is not None:
+                known[1].shutdown(wait=False)
+            known = _pools[name] = (size, ThreadPoolExecutor(max_workers=size, thread_name_prefix=name))
+        return known[1]
+
+
+def poll_due(mine: list[Account], *, owner: str, now: datetime, pool: str = "poll") -> list[PollResult]:
+    """Poll those of `mine` that are due (and not being polled by this process already),
+    POLL_ACCOUNT_CONCURRENCY at a time (on the threads of `pool`), those polled longest ago first."""
+    states = {state.account: state for state in AccountState.objects.filter(account__in=[a.key for a in mine])}
+    never = datetime.min.replace(tzinfo=now.tzinfo)
+    due = sorted(
+        (account for account in mine if account.key in states and is_due(states[account.key], now)),
+        key=lambda account: states[account.key].last_success_at or never,
+    )
+    with _in_flight_guard:
+        due = [account for account in due if account.key not in _in_flight]
+        _in_flight.update(account.key for account in due)
+
+    def poll(account: Account) -> PollResult:
+        # Like a request's start: a connection that broke (the database restarted) or outlived
+        # CONN_MAX_AGE is closed, and this poll reconnects.
+        close_old_connections()
+        try:
+            return poll_account(account, now=now, owner=owner, state=states[account.key])
+        finally:
+            with _in_flight_guard:
+                _in_flight.discard(account.key)
+
+    futures = []
+    try:
+        futures = [_pool(pool).submit(poll, account) for account in due]
+        return [future.result() for future in futures]
+    finally:
+        wait(futures)
+        with _in_flight_guard:
+            _in_flight.difference_update(account.key for account in due)
 
 
 def evaluate_alarms(*, owner: str, now: datetime, accounts: list[Account]) -> evaluation.Evaluation | None:

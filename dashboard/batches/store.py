@@ -18,20 +18,25 @@ from ..accounts import configured_secrets
 from ..models import BatchChange, BatchTokens, StoredBatch
 from ..providers import module
 from ..providers.base import Batch
-from ..redaction import redact
+from ..redaction import redact, redactor
 
 COUNT_FIELDS = ("total", "processing", "succeeded", "errored", "canceled", "expired")
 
 
 def redacted_json(value: Any, secrets: list[str]) -> Any:
     """`value` with every configured key removed from its strings, dictionary keys included."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {redact(str(key), secrets): redacted_json(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redacted_json(item, secrets) for item in value]
-    return value
+    redact_text = redactor(secrets)
+
+    def redacted(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_text(value)
+        if isinstance(value, dict):
+            return {redact_text(str(key)): redacted(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [redacted(item) for item in value]
+        return value
+
+    return redacted(value)
 
 
 def _values(value: Any) -> Iterable[str]:

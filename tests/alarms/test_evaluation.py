@@ -235,7 +235,7 @@ def test_the_poller_evaluates_the_accounts_it_was_given(db, evaluations, monkeyp
     from dashboard.accounts import Account
 
     account = Account(name="ops", provider="openai", base_url="https://api.openai.com/v1", api_key="sk-x" * 4)
-    monkeypatch.setattr(poller, "poll_account", lambda account, now, owner: poller.PollResult(account=account.key))
+    monkeypatch.setattr(poller, "poll_account", lambda account, now, owner, **_: poller.PollResult(account=account.key))
     assert [result.account for result in poller.run_cycle(owner="a", now=T0, accounts=[account])] == ["openai-ops"]
     assert evaluations == [(T0, ["openai-ops"])]
 
@@ -251,7 +251,7 @@ def test_a_failing_evaluation_is_logged_and_noted_and_polling_goes_on(db, monkey
 
     account = Account(name="ops", provider="openai", base_url="https://api.openai.com/v1", api_key="sk-x" * 4)
     monkeypatch.setattr(
-        poller, "poll_account", lambda account, now, owner: poller.PollResult(account=account.key, listed=3)
+        poller, "poll_account", lambda account, now, owner, **_: poller.PollResult(account=account.key, listed=3)
     )
 
     def broken(now, accounts):

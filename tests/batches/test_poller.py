@@ -321,7 +321,7 @@ def test_one_poller_holds_an_account_until_its_lease_expires(db):
 def test_run_cycle_polls_only_leased_due_accounts(db, upstream, monkeypatch):
     other = Account(name="research", provider="anthropic", base_url="https://api.anthropic.com", api_key=KEY + "2")
     polled: list[str] = []
-    monkeypatch.setattr(poller, "poll_account", lambda account, now, owner: polled.append(account.key))
+    monkeypatch.setattr(poller, "poll_account", lambda account, now, owner, **_: polled.append(account.key))
     assert poller.claim(other, owner="someone-else", now=T0, seconds=60)
     poller.run_cycle(owner="me", now=T0, accounts=[ACCOUNT, other])
     assert polled == ["anthropic-ops"]

@@ -224,3 +224,24 @@ def test_an_account_whose_first_poll_was_cut_before_its_state_was_saved_still_ge
         poller.poll_account(account, now=T0 + timedelta(seconds=second), provider=provider(upstream), owner="a")
     assert StoredBatch.objects.count() == 250
     assert AccountState.objects.get().backfill_done
+
+
+def test_take_over_claims_a_dead_poller_s_accounts_between_cycles_and_only_then(db):
+    """At a beat (`take_over`): nothing while every holder is live; once one is dead (its beat older
+    than the window here; a killed one on PostgreSQL: its session lock gone), this poller's share
+    again, the accounts newly taken returned to be polled at once."""
+    cycle(["a", "b", "c"], T0)
+    cycle(["a", "b", "c"], T0 + timedelta(seconds=1))
+    assert shares() == {"a": 4, "b": 4, "c": 4}
+    for owner in "ab":
+        poller.beat(owner=owner, now=T0 + timedelta(seconds=5))
+        assert poller.take_over(owner=owner, now=T0 + timedelta(seconds=5), accounts=ACCOUNTS) == []
+    c_held = {key for key, owner in holders().items() if owner == "c"}
+    later = T0 + timedelta(seconds=8)  # c's last beat (T0 + 1 s) is older than the window (6 s)
+    taken = {}
+    for owner in "ab":
+        poller.beat(owner=owner, now=later)
+        taken[owner] = {account.key for account in poller.take_over(owner=owner, now=later, accounts=ACCOUNTS)}
+    assert shares() == {"a": 6, "b": 6}
+    assert taken["a"] | taken["b"] == c_held and not taken["a"] & taken["b"]
+    assert poller.take_over(owner="a", now=later, accounts=ACCOUNTS) == [], "nothing left to take"

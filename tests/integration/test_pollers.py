@@ -195,6 +195,78 @@ def test_pollers_share_the_accounts_fairly_and_take_a_killed_one_s_over_within_t
             assert end <= start, f"{account} polled by {name} until {end} and by {next_name} from {start}"
 
 
+def overlapping_polls(logs: dict[str, Path]) -> list[str]:
+    """Polls of one account by two pollers at once (from -v 3 logs): none, ever."""
+    every = sorted((account, start, end, name) for name, log in logs.items() for account, start, end in polls(log))
+    return [
+        f"{account} polled by {name} until {end} and by {next_name} from {start}"
+        for (account, _, end, name), (next_account, start, _, next_name) in itertools.pairwise(every)
+        if account == next_account and name != next_name and end > start
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_poller_s_accounts_are_taken_and_polled_at_once_long_before_its_heartbeat_is_stale(
+    postgres_server, tmp_path
+):
+    """A killed poller's connection closes, and with it its session lock: the others see it dead at
+    their next beat, and take and poll its accounts then, whatever the heartbeat window (a minute
+    here: the survivors' shares before it runs out can only come from the lock)."""
+    database_url = postgres_server.create_database(migrated=True)
+    simulator_env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"))
+    seed_sqlite(simulator_env)
+    manage("shell", "-c", SIM_ACCOUNTS.format(count=SHARED), env=simulator_env)
+    simulator = start_app_server(simulator_env, tmp_path / "simulator.log")
+    window = 60.0
+    env = app_env(
+        DATABASE_URL=database_url,
+        BATCH_ACCOUNTS_FILE=str(shared_accounts(tmp_path, simulator.url)),
+        POLL_SECONDS="0.5",
+        POLL_IDLE_SECONDS="0.5",
+        POLL_HEARTBEAT_SECONDS=str(window),
+        POLL_LEASE_SECONDS="120",
+        ALARMS_ENABLED="0",
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in "abc"}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for name in logs:
+            processes[name] = start_poller(env, name, logs[name], verbosity="3")
+        wait_until(lambda: held_by(database_url) == dict.fromkeys(logs, 4), timeout=60, what="shares of 4/4/4")
+        victim_accounts = {account for account, owner in owners(database_url).items() if owner == "c"}
+
+        killed_at = time.time()
+        processes["c"].send_signal(signal.SIGKILL)
+        processes["c"].wait(timeout=10)
+        del processes["c"]
+        wait_until(
+            lambda: held_by(database_url) == {"a": 6, "b": 6},
+            timeout=window / 2,
+            what="the survivors' shares of 6/6 before the killed poller's heartbeat is stale",
+        )
+
+        def polled_since_kill() -> set[str]:
+            return {account for name in "ab" for account, start, _ in polls(logs[name]) if start > killed_at}
+
+        wait_until(
+            lambda: victim_accounts <= polled_since_kill(),
+            timeout=window / 2,
+            what="each of the killed poller's accounts polled by a survivor",
+        )
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        simulator.stop()
+
+    assert [process.returncode for process in processes.values()] == [0, 0]
+    assert overlapping_polls(logs) == []
+
+
 def test_a_poller_claims_past_rows_another_holds_locked_without_waiting(postgres_server, tmp_path):
     """SKIP LOCKED: while another transaction holds one account's row (a poller mid-claim), a claim
     takes the other accounts at once instead of waiting for that lock."""

@@ -4,6 +4,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -33,7 +34,9 @@ class Command(BaseCommand):
         failing_since = 0.0
         heartbeat = None
         if not once:
-            heartbeat = threading.Thread(target=self.beat, args=(owner, stopping), name="poll-heartbeat", daemon=True)
+            heartbeat = threading.Thread(
+                target=self.beat, args=(owner, stopping, verbosity), name="poll-heartbeat", daemon=True
+            )
             heartbeat.start()
         try:
             while not stopping.is_set():
@@ -72,17 +75,38 @@ class Command(BaseCommand):
                 heartbeat.join(timeout=settings.POLL_HEARTBEAT_SECONDS)
             self.release(owner)
 
-    def beat(self, owner: str, stopping: threading.Event) -> None:
-        """Between cycles and during long ones: this poller is alive, and keeps its leases. A beat
-        that fails (the database gone) is retried at the next one; the cycles say so."""
-        interval = max(0.05, settings.POLL_HEARTBEAT_SECONDS / 3)
+    def beat(self, owner: str, stopping: threading.Event, verbosity: int) -> None:
+        """Between cycles and during long ones: this poller is alive, and keeps its leases; and if
+        another poller died, its accounts are taken now and polled at once (on a thread of their
+        own, while the beats go on), not at this poller's next cycle. A beat that fails (the database
+        gone) is retried at the next one; the cycles say so."""
+        interval = max(0.05, min(settings.POLL_HEARTBEAT_SECONDS, settings.POLL_SECONDS) / 3)
+        taking_over = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poll-take-over")
         try:
             while not stopping.wait(interval):
                 try:
-                    poller.beat(owner=owner, now=leases.database_now())
+                    now = leases.database_now()
+                    poller.beat(owner=owner, now=now)
+                    taken = poller.take_over(owner=owner, now=now)
                 except Exception as error:
                     logger.debug("heartbeat failed (retried in %g s): %s", interval, error)
                     connections["default"].close()
+                    continue
+                if taken:
+                    logger.info(
+                        "took over %d accounts of a dead poller: %s", len(taken), ", ".join(a.key for a in taken)
+                    )
+                    taking_over.submit(self.poll_taken, taken, owner, verbosity)
+        finally:
+            taking_over.shutdown(wait=True, cancel_futures=True)
+            connections.close_all()
+
+    def poll_taken(self, taken: list, owner: str, verbosity: int) -> None:
+        try:
+            now = leases.database_now()
+            self.report(poller.poll_due(taken, owner=owner, now=now, pool="poll-take-over"), verbosity)
+        except Exception:
+            logger.exception("polling the accounts taken over failed (the next cycle polls them)")
         finally:
             connections.close_all()
 
@@ -91,7 +115,13 @@ class Command(BaseCommand):
         # closed, and an idle one is health-checked before use, so this cycle reconnects.
         close_old_connections()
         now = leases.database_now()  # one clock for every poller's beats and leases, whatever the machine's
-        for result in poller.run_cycle(owner=owner, now=now):
+        self.report(poller.run_cycle(owner=owner, now=now), verbosity)
+        if verbosity >= 3:  # the share, for the tests and benches of several pollers
+            held, live = poller.share_of(owner=owner, now=now)
+            self.stdout.write(f"cycle: {owner} holds {held} accounts, {live} pollers live, from {now.timestamp():.3f}")
+
+    def report(self, results: list, verbosity: int) -> None:
+        for result in results:
             if verbosity < 2 and not (result.changed or result.error):
                 continue  # quiet unless something changed; -v 2 reports every account every cycle
             self.stdout.write(
@@ -101,9 +131,6 @@ class Command(BaseCommand):
                 + ("; taken over by another poller" if result.lost else "")
                 + (f"; polled {result.started:.3f}-{result.ended:.3f}" if verbosity >= 3 else "")
             )
-        if verbosity >= 3:  # the share, for the tests and benches of several pollers
-            held, live = poller.share_of(owner=owner, now=now)
-            self.stdout.write(f"cycle: {owner} holds {held} accounts, {live} pollers live, from {now.timestamp():.3f}")
 
     def release(self, owner: str) -> None:
         """Give the leases back and delete the heartbeat, so that the others take over at their next
