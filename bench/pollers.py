@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -136,15 +137,15 @@ class Sampler(threading.Thread):
                     self.seen[key].add(moment)
             self.stop.wait(self.interval)
 
-    def worst_gap(self, start: float, end: float) -> float:
-        """The longest time a running batch went without a refresh within [start, end]."""
-        worst = 0.0
+    def worst_gaps(self, start: float, end: float) -> dict[str, float]:
+        """Each running batch's longest time without a refresh within [start, end]."""
+        worst = {}
         with self.lock:
-            for moments in self.seen.values():
+            for key, moments in self.seen.items():
                 before = [m for m in moments if m <= start]
                 within = sorted(m for m in moments if start < m <= end)
                 points = ([max(before)] if before else [start]) + within + [end]
-                worst = max(worst, max(b - a for a, b in itertools.pairwise(points)))
+                worst[key] = max(b - a for a, b in itertools.pairwise(points))
         return worst
 
 
@@ -223,8 +224,14 @@ def measure(pollers, sampler: Sampler, store: Store, seconds: float, simulator: 
     for process in pollers.values():
         process.check_alive()
     time.sleep(1)  # the last polls' lines
+    gaps = sampler.worst_gaps(start, end)
     return {
-        "gap": sampler.worst_gap(start, end),
+        "gap": max(gaps.values(), default=0.0),
+        # The accounts whose batches went longest without a refresh, and how long (to look up in -v 3 logs).
+        "worst": sorted(
+            {key.split("/")[0]: gap for key, gap in sorted(gaps.items(), key=lambda item: item[1])}.items(),
+            key=lambda item: -item[1],
+        )[:3],
         "polls": sum(polls(process.log, start, end) for process in pollers.values()) / (end - start),
         "cpu": [used[name] / (end - start) for name in sorted(pollers)],
         "simulator": simulator_cpu / (end - start),
@@ -245,6 +252,7 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=0.5)
     parser.add_argument("--simulator-threads", type=int, default=128)
     parser.add_argument("--steps", default="1,2,4", help="poller counts, in turn; the last is then killed one of")
+    parser.add_argument("--logs", type=Path, help="a folder to copy the pollers' and the simulator's logs to")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting of the pollers (repeatable)"
     )
@@ -336,6 +344,10 @@ def main() -> None:
             if simulator is not None:
                 simulator.stop()
             postgres.stop()
+            if options.logs:
+                options.logs.mkdir(parents=True, exist_ok=True)
+                for log in folder.glob("*.log"):
+                    shutil.copy(log, options.logs / log.name)
 
 
 def report(rows, poll_seconds: float, accounts: int) -> None:
@@ -359,6 +371,9 @@ def report(rows, poll_seconds: float, accounts: int) -> None:
             f"{row['polls'] / one:6.2f} {per_poll:11.1f} {cpu:>34} {row['simulator']:7.2f} {row['database']:6.2f} "
             f"{row['machine'][0]:5.2f}/{row['machine'][1]:<4.0f}  {held}"
         )
+    for title, row in rows:
+        worst = ", ".join(f"{account} {gap:.1f} s" for account, gap in row["worst"])
+        print(f"longest without a refresh, {title} pollers: {worst}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ still this poller's (`_holding`), so a poller paused past the window (or counted
 stops writing an account the moment another has taken it. Times are the database's clock
 (leases.database_now), so pollers on machines whose clocks differ still agree on who is alive.
 
-After each cycle, the alarms are evaluated (dashboard/alarms/evaluation.py) by one poller at a time: the one
+After each cycle (in `manage.py poll`: every POLL_SECONDS on a thread of its own, as an evaluation reads every
+running batch and would hold up the cycles of the poller that evaluates), the alarms are evaluated
+(dashboard/alarms/evaluation.py) by one poller at a time: the one
 holding the evaluator's lease, a single row taken by a conditional UPDATE like the accounts' (a
 pseudo-account row would show among the accounts). Its evaluation runs in one transaction holding
 that row locked, so evaluations never overlap, even when one outlasts its lease. Whatever goes wrong
@@ -565,14 +567,18 @@ def _failed(state: AccountState, error: ProviderError, now: datetime, result: Po
         state.save(update_fields=POLLED_STATE_FIELDS)
 
 
-def run_cycle(*, owner: str, now: datetime, accounts: list[Account] | None = None) -> list[PollResult]:
+def run_cycle(
+    *, owner: str, now: datetime, accounts: list[Account] | None = None, evaluate: bool = True
+) -> list[PollResult]:
     """Beat, hold this poller's share of the configured accounts (`claim_share`), and poll,
-    concurrently, those of them that are due."""
+    concurrently, those of them that are due; then, `evaluate`, the alarms (`manage.py poll`
+    evaluates them on a thread of its own instead, so that an evaluation never delays the polls)."""
     accounts = configured_accounts() if accounts is None else accounts
     mine = claim_share(accounts, owner=owner, now=now)
     results = poll_due(mine, owner=owner, now=now)
-    # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
-    evaluate_alarms(owner=owner, now=now, accounts=accounts)
+    if evaluate:
+        # Even with nothing due (every account backing off, say): "account failing" is an alarm too.
+        evaluate_alarms(owner=owner, now=now, accounts=accounts)
     return results
 
 

@@ -250,7 +250,7 @@ def test_manage_py_poll_goes_on_after_failed_cycles_and_logs_the_outage_once(
     outcomes = iter([OperationalError("gone"), OperationalError("still gone"), OperationalError("gone"), None])
     cycles = []
 
-    def run_cycle(*, owner, now):
+    def run_cycle(*, owner, now, **_):
         cycles.append(now)
         outcome = next(outcomes)
         if outcome is not None:
@@ -280,7 +280,7 @@ def test_manage_py_poll_once_reports_a_failed_cycle(transactional_db, monkeypatc
     from django.core.management import call_command
     from django.db import OperationalError
 
-    def run_cycle(*, owner, now):
+    def run_cycle(*, owner, now, **_):
         raise OperationalError("gone")
 
     monkeypatch.setattr(poller, "run_cycle", run_cycle)

@@ -186,7 +186,7 @@ def test_manage_py_poll_beats_during_a_cycle_longer_than_the_window_and_says_goo
     settings.POLL_HEARTBEAT_SECONDS = 0.3
     beats: list[datetime] = []
 
-    def run_cycle(*, owner, now):
+    def run_cycle(*, owner, now, **_):
         poller.claim_share(ACCOUNTS, owner=owner, now=now)
         for _ in range(8):  # 1.2 s: four windows
             time.sleep(0.15)
@@ -245,3 +245,35 @@ def test_take_over_claims_a_dead_poller_s_accounts_between_cycles_and_only_then(
     assert shares() == {"a": 6, "b": 6}
     assert taken["a"] | taken["b"] == c_held and not taken["a"] & taken["b"]
     assert poller.take_over(owner="a", now=later, accounts=ACCOUNTS) == [], "nothing left to take"
+
+
+def test_the_command_evaluates_the_alarms_on_a_thread_of_their_own_while_a_cycle_runs(
+    transactional_db, settings, monkeypatch
+):
+    """An evaluation reads every running batch: in `manage.py poll` it must not hold up the cycles
+    (the evaluating poller's accounts would be refreshed late), nor wait for one to end."""
+    import os
+    import signal
+    import threading
+
+    from django.core.management import call_command
+
+    settings.POLL_SECONDS = 0.1
+    evaluated = threading.Event()
+    cycles: list[bool] = []
+
+    def run_cycle(*, owner, now, evaluate=True, **_):
+        cycles.append(evaluate)
+        evaluated.wait(timeout=30)  # a cycle that lasts until an evaluation has happened
+        os.kill(os.getpid(), signal.SIGTERM)
+        return []
+
+    monkeypatch.setattr(poller, "run_cycle", run_cycle)
+    monkeypatch.setattr(poller, "evaluate_alarms", lambda **_: evaluated.set())
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        call_command("poll", "--owner", "evaluating")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert evaluated.is_set(), "evaluated while the cycle ran"
+    assert cycles == [False], "and not by the cycle"

@@ -1,8 +1,9 @@
 """Pollers as deployed: separate `manage.py poll` processes on one real PostgreSQL.
 
 Pollers split the accounts fairly within two cycles of one joining; when one is killed (no chance
-to release its leases), the others take its accounts over once its heartbeat is older than the
-window, long before its leases end; no two pollers ever poll one account at once.
+to release its leases), the others take its accounts over at their next beat (its session lock went
+with its connection), whatever the heartbeat window, long before its leases end; no two pollers ever
+poll one account at once.
 """
 
 from __future__ import annotations
@@ -264,6 +265,54 @@ def test_a_killed_poller_s_accounts_are_taken_and_polled_at_once_long_before_its
         simulator.stop()
 
     assert [process.returncode for process in processes.values()] == [0, 0]
+    assert overlapping_polls(logs) == []
+
+
+@pytest.mark.slow
+def test_a_paused_poller_s_accounts_are_taken_once_its_heartbeat_is_stale_and_it_writes_none_of_them_after(
+    postgres_server, tmp_path
+):
+    """A paused poller (SIGSTOP: a debugger, a frozen VM) keeps its connection, so its session lock:
+    the others take its accounts once its last beat is older than the window; resumed, it writes
+    nothing to the accounts it lost (never two pollers on one account) and takes its share again."""
+    database_url = postgres_server.create_database(migrated=True)
+    simulator_env = app_env(SQLITE_PATH=str(tmp_path / "simulator.sqlite3"))
+    seed_sqlite(simulator_env)
+    manage("shell", "-c", SIM_ACCOUNTS.format(count=SHARED), env=simulator_env)
+    simulator = start_app_server(simulator_env, tmp_path / "simulator.log")
+    env = app_env(
+        DATABASE_URL=database_url,
+        BATCH_ACCOUNTS_FILE=str(shared_accounts(tmp_path, simulator.url)),
+        POLL_SECONDS="0.5",
+        POLL_IDLE_SECONDS="0.5",
+        POLL_HEARTBEAT_SECONDS="3",
+        POLL_LEASE_SECONDS="120",  # taken over by the heartbeats, long before a lease's end
+        ALARMS_ENABLED="0",
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in "abc"}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for name in logs:
+            processes[name] = start_poller(env, name, logs[name], verbosity="3")
+        wait_until(lambda: held_by(database_url) == dict.fromkeys(logs, 4), timeout=60, what="shares of 4/4/4")
+        processes["c"].send_signal(signal.SIGSTOP)
+        paused_at = time.time()
+        wait_until(lambda: held_by(database_url) == {"a": 6, "b": 6}, timeout=60, what="c's accounts taken")
+        assert time.time() - paused_at > 2, "not before c's heartbeat was older than the window (3 s, less a beat)"
+        processes["c"].send_signal(signal.SIGCONT)
+        wait_until(lambda: held_by(database_url) == dict.fromkeys(logs, 4), timeout=60, what="c back to its share")
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        simulator.stop()
+
+    assert [process.returncode for process in processes.values()] == [0, 0, 0]
     assert overlapping_polls(logs) == []
 
 

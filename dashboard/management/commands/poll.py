@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connections
 
 from ... import leases
+from ...accounts import configured_accounts
 from ...alarms import evaluation
 from ...batches import poller
 from ...process_memory import limit_malloc_arenas
@@ -32,17 +33,21 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         failures = 0  # cycles failed in a row: the database or the cache is gone (or a bug)
         failing_since = 0.0
-        heartbeat = None
+        threads = []
         if not once:
-            heartbeat = threading.Thread(
-                target=self.beat, args=(owner, stopping, verbosity), name="poll-heartbeat", daemon=True
-            )
-            heartbeat.start()
+            threads = [
+                threading.Thread(
+                    target=self.beat, args=(owner, stopping, verbosity), name="poll-heartbeat", daemon=True
+                ),
+                threading.Thread(target=self.evaluate, args=(owner, stopping), name="poll-alarms", daemon=True),
+            ]
+            for thread in threads:
+                thread.start()
         try:
             while not stopping.is_set():
                 started = time.monotonic()
                 try:
-                    self.cycle(owner=owner, verbosity=verbosity)
+                    self.cycle(owner=owner, verbosity=verbosity, evaluate=once)
                 except Exception as error:
                     if once:
                         raise
@@ -71,8 +76,8 @@ class Command(BaseCommand):
             pass
         finally:
             stopping.set()
-            if heartbeat is not None:
-                heartbeat.join(timeout=settings.POLL_HEARTBEAT_SECONDS)
+            for thread in threads:
+                thread.join(timeout=settings.POLL_HEARTBEAT_SECONDS)
             self.release(owner)
 
     def beat(self, owner: str, stopping: threading.Event, verbosity: int) -> None:
@@ -110,12 +115,27 @@ class Command(BaseCommand):
         finally:
             connections.close_all()
 
-    def cycle(self, *, owner: str, verbosity: int) -> None:
+    def evaluate(self, owner: str, stopping: threading.Event) -> None:
+        """The alarms, every POLL_SECONDS, if this poller holds the evaluator's lease: on a thread of
+        their own, as an evaluation reads every running batch and would hold up this poller's cycles
+        (its accounts' refreshes). Failures are logged by `evaluate_alarms`; a database gone, here."""
+        try:
+            while not stopping.wait(settings.POLL_SECONDS):
+                try:
+                    close_old_connections()
+                    poller.evaluate_alarms(owner=owner, now=leases.database_now(), accounts=configured_accounts())
+                except Exception as error:
+                    logger.debug("alarm evaluation skipped (retried in %g s): %s", settings.POLL_SECONDS, error)
+                    connections["default"].close()
+        finally:
+            connections.close_all()
+
+    def cycle(self, *, owner: str, verbosity: int, evaluate: bool) -> None:
         # Like a request's start: a connection the last cycle broke (the database restarted) is
         # closed, and an idle one is health-checked before use, so this cycle reconnects.
         close_old_connections()
         now = leases.database_now()  # one clock for every poller's beats and leases, whatever the machine's
-        self.report(poller.run_cycle(owner=owner, now=now), verbosity)
+        self.report(poller.run_cycle(owner=owner, now=now, evaluate=evaluate), verbosity)
         if verbosity >= 3:  # the share, for the tests and benches of several pollers
             held, live = poller.share_of(owner=owner, now=now)
             self.stdout.write(f"cycle: {owner} holds {held} accounts, {live} pollers live, from {now.timestamp():.3f}")
