@@ -14,7 +14,7 @@ import orjson
 
 from .. import providers
 from ..providers.lines import RESULT_TYPES, ResultLine, approximate_reads  # the providers make result lines
-from ..providers.usage import Usage
+from ..providers.usage import KINDS, Usage
 
 ORDER = {kind: position for position, kind in enumerate((*RESULT_TYPES, "invalid"))}
 
@@ -135,6 +135,7 @@ class ErrorSummary:
 # Lines that bill tokens: a line of another type (errored, canceled, expired) without usage bills none.
 _BILLED = frozenset(("succeeded", "invalid"))
 MAX_MODEL = 200  # characters of a model name kept (BatchTokens.model)
+HELD_LINES = 4096  # lines whose usage summarize holds before adding it up
 
 
 MESSAGE_SHOWN = 300  # characters of an error message a summary keeps
@@ -151,11 +152,14 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     errors: Counter = Counter()
     total = 0
     kept = MESSAGE_SHOWN if clean is None else _MESSAGE_READ
-    # The current model's sums are plain locals (a batch is mostly of one model), added to its sums
-    # per model when a line names another; no line's usage is kept (kept objects make Python's
-    # garbage collector walk them again and again: memory grows with distinct models only).
+    # The usage of the current model's lines is held as a flat list of counts (a batch is mostly of one
+    # model), added up by column into that model's sums when a line names another model and every
+    # HELD_LINES lines: one list extension per line, the additions done in C. Memory grows with
+    # distinct models only.
     sums: dict[str, list[int]] = {}
-    model, fresh, cache_read, cache_write, output, reasoning, counted = None, 0, 0, 0, 0, 0, 0
+    model: str | None = None
+    held: list[int] = []
+    room = HELD_LINES
     unknown = 0
     for line in lines:
         total += 1
@@ -168,19 +172,12 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
             if kind in _BILLED:
                 unknown += 1
             continue
-        if line.model != model:
-            if counted:
-                _add(sums, model, (fresh, cache_read, cache_write, output, reasoning, counted))
-            model, fresh, cache_read, cache_write, output, reasoning, counted = line.model, 0, 0, 0, 0, 0, 0
-        line_fresh, line_read, line_written, line_output, line_reasoning = usage
-        fresh += line_fresh
-        cache_read += line_read
-        cache_write += line_written
-        output += line_output
-        reasoning += line_reasoning
-        counted += 1
-    if counted:
-        _add(sums, model, (fresh, cache_read, cache_write, output, reasoning, counted))
+        if line.model != model or not room:
+            _add(sums, model, held)
+            model, held, room = line.model, [], HELD_LINES
+        held += usage
+        room -= 1
+    _add(sums, model, held)
     if clean is not None:
         cleaned: Counter = Counter()
         for (error_type, message), count in errors.items():  # first seen first, as before: ties keep that order
@@ -195,10 +192,16 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     )
 
 
-def _add(sums: dict[str, list[int]], model: str, counts: tuple[int, ...]) -> None:
+def _add(sums: dict[str, list[int]], model: str | None, held: list[int]) -> None:
+    """Adds the usage `held` (the five counts of each line, one line after another) to `model`'s sums
+    (the five kinds and the number of lines)."""
+    if not held:
+        return
     kept = sums.setdefault(model, [0, 0, 0, 0, 0, 0])
-    for position, value in enumerate(counts):
-        kept[position] += value
+    width = len(KINDS)
+    for position in range(width):
+        kept[position] += sum(held[position::width])
+    kept[width] += len(held) // width
 
 
 def _by_model(sums: dict[str, list[int]], clean: Callable[[str], str] | None) -> list[ModelTokens]:

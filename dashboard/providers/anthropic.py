@@ -26,7 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, RESULT_TYPES, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import MAX_TOKENS, Usage, counted, new_usage
+from .usage import QUICK_MAX, counted
 
 NAME = "anthropic"  # in account keys, the store and URLs
 LABEL = "Anthropic"  # shown to operators
@@ -153,10 +153,16 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
             and output.__class__ is int
             and read.__class__ is int
             and written.__class__ is int
-            # Whole numbers: their bitwise or is at least each of them, and negative if one is.
-            and 0 <= fresh | output | read | written <= MAX_TOKENS
+            and 0 <= fresh
+            and fresh <= QUICK_MAX
+            and 0 <= output
+            and output <= QUICK_MAX
+            and 0 <= read
+            and read <= QUICK_MAX
+            and 0 <= written
+            and written <= QUICK_MAX
         ):
-            tokens = new_usage(Usage, (fresh, read, written, output, 0))
+            tokens = (fresh, read, written, output, 0)
         else:
             tokens = counted(fresh, read, written, output)
             fresh, output = token_count(fresh), token_count(output)

@@ -31,7 +31,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import MAX_TOKENS, Usage, gemini_usage, model_name, new_usage
+from .usage import QUICK_MAX, gemini_usage, model_name
 
 NAME = "gemini"  # in account keys, the store and URLs
 LABEL = "Gemini"  # shown to operators
@@ -268,13 +268,10 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         try:
             prompt, answered, total = usage["promptTokenCount"], usage["candidatesTokenCount"], usage["totalTokenCount"]
         except KeyError:
-            prompt, answered, total = usage.get("promptTokenCount"), usage.get("candidatesTokenCount"), None
-        get = usage.get
-        cached, thoughts, tool_use = (
-            get("cachedContentTokenCount", 0),
-            get("thoughtsTokenCount", 0),
-            get("toolUsePromptTokenCount", 0),
-        )
+            prompt = None
+        cached = usage.get("cachedContentTokenCount", 0)
+        thoughts = usage.get("thoughtsTokenCount", 0)
+        tool_use = usage.get("toolUsePromptTokenCount", 0)
         if (
             prompt.__class__ is int
             and answered.__class__ is int
@@ -282,15 +279,20 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
             and cached.__class__ is int
             and thoughts.__class__ is int
             and tool_use.__class__ is int
-            and 0 <= cached <= prompt
-            # Whole numbers, not negative: their bitwise or is at least each of them.
-            and 0 <= prompt | answered | thoughts | tool_use | total <= MAX_TOKENS
+            # None below zero and a total in range that is their sum: none beyond it either.
+            and 0 <= cached
+            and cached <= prompt
+            and 0 <= answered
+            and 0 <= thoughts
+            and 0 <= tool_use
+            and total <= QUICK_MAX
             and total == prompt + tool_use + answered + thoughts
         ):
-            tokens = new_usage(Usage, (prompt - cached + tool_use, cached, 0, answered, thoughts))
+            tokens = (prompt - cached + tool_use, cached, 0, answered, thoughts)
         else:
             tokens = gemini_usage(usage)
-            prompt, answered = token_count(prompt), token_count(answered)
+            prompt = token_count(usage.get("promptTokenCount"))
+            answered = token_count(usage.get("candidatesTokenCount"))
     else:
         prompt = answered = tokens = None
     candidates = response.get("candidates")

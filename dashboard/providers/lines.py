@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from .usage import Usage
+from .usage import Kinds
 
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 
@@ -24,8 +24,9 @@ class ResultLine(NamedTuple):
     error_type: str = ""
     error_message: str = ""
     raw: str = ""
-    # The tokens billed for it, by disjoint kind; None: not reported, or a usage block not to be trusted.
-    usage: Usage | None = None
+    # The tokens billed for it, by disjoint kind (a plain tuple in KINDS order, or a Usage); None: not
+    # reported, or a usage block not to be trusted.
+    usage: Kinds | None = None
 
 
 EMPTY: dict = {}  # what a missing or odd object reads as (never written to)

@@ -26,7 +26,7 @@ from .errors import (
 from .http import BatchAPI
 from .lines import EMPTY, ResultLine, as_text, token_count
 from .transport import jsonl_lines
-from .usage import MAX_TOKENS, Usage, model_name, new_usage, openai_usage
+from .usage import QUICK_MAX, model_name, openai_usage
 
 NAME = "openai"  # in account keys, the store and URLs
 LABEL = "OpenAI"  # shown to operators
@@ -208,13 +208,15 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
             and cached.__class__ is int
             and reasoning.__class__ is int
             and total.__class__ is int
-            and 0 <= cached <= given_in
-            and 0 <= reasoning <= given_out
-            # Whole numbers, not negative: their bitwise or is at least each of them.
-            and given_in | given_out <= MAX_TOKENS
+            # None below zero and a total in range that is their sum: none beyond it either.
+            and 0 <= cached
+            and cached <= given_in
+            and 0 <= reasoning
+            and reasoning <= given_out
+            and total <= QUICK_MAX
             and total == given_in + given_out
         ):
-            tokens = new_usage(Usage, (given_in - cached, cached, 0, given_out - reasoning, reasoning))
+            tokens = (given_in - cached, cached, 0, given_out - reasoning, reasoning)
         else:
             tokens = openai_usage(usage)
             given_in = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))

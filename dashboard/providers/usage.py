@@ -6,6 +6,9 @@ provider reports apart (billed as output). Each provider's usage block is untrus
 missing a count, holds anything but a whole number in 0..MAX_TOKENS, or does not add up (cached
 more than the input, reasoning more than the output, a total that is not the sum) reads as None,
 unknown: never as zero, never negative. Read once per result line of a whole batch: plain lookups.
+
+A result line carries its usage as a plain tuple of the five counts in KINDS order (Kinds), checked
+once as it is read: a Usage is made only where one is kept (a batch object, a model's sums).
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ from typing import Any, NamedTuple
 
 MAX_TOKENS = 10**12  # more than any one request or batch object can carry: beyond it, a count is not believed
 KINDS = ("input", "cache_read", "cache_write", "output", "reasoning")
+# Below this, a count is one machine word to Python, compared in a few instructions: the parsers' quick
+# checks of a usage block as the APIs write it take only counts below it (a single request is billed
+# far fewer tokens) and leave any other block to the reader functions here, which allow MAX_TOKENS.
+QUICK_MAX = 2**30 - 1
+
+
+Kinds = tuple[int, int, int, int, int]  # a Usage's counts as a plain tuple, as a result line carries them
 
 
 class Usage(NamedTuple):
-    """Immutable, and a tuple: made once per result line, it must cost little to build."""
+    """Immutable, and a tuple of the five counts in KINDS order."""
 
     input: int = 0
     cache_read: int = 0
@@ -58,15 +68,13 @@ def _optional(value: Any) -> int:
     return 0 if value is None else _count(value)
 
 
-# A Usage made without NamedTuple's Python-level __new__ (new_usage(Usage, (five counts))): one is
-# made for every result line.
+# A Usage made without NamedTuple's Python-level __new__ (new_usage(Usage, (five counts))).
 new_usage = tuple.__new__
 
 
 def counted(fresh: Any, read: Any, written: Any, output: Any) -> Usage | None:
     """The four counts of an Anthropic-like usage (fresh input, cache read, cache written, output; the
-    cache counts None when absent), or None unless each is a whole number in range. Checked inline:
-    a provider's result-line parser calls this for every line, with the counts it reads anyway."""
+    cache counts None when absent), or None unless each is a whole number in range."""
     if read is None:
         read = 0
     if written is None:
@@ -102,7 +110,7 @@ def openai_usage(usage: Any) -> Usage | None:
     """An OpenAI (and Azure OpenAI) `usage`: of a chat completion (prompt_tokens, completion_tokens),
     of a response or a Batch object (input_tokens, output_tokens), or of embeddings (prompt_tokens
     only). The input counts include the cached tokens and the output the reasoning ones: both are
-    taken out, so that the kinds are disjoint. Checked inline: this runs for every line."""
+    taken out, so that the kinds are disjoint."""
     if usage.__class__ is not dict:
         return None
     if "prompt_tokens" in usage:

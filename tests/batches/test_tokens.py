@@ -6,6 +6,7 @@ import json
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard.accounts import find_account
-from dashboard.batches import poller, services, store
+from dashboard.batches import poller, results, services, store
 from dashboard.batches.results import ModelTokens, parse_line, summarize
 from dashboard.batches.services import tokens_note
 from dashboard.models import BatchTokens, ResultsSummary, StoredBatch
@@ -105,7 +106,6 @@ def test_the_sums_are_those_of_the_lines_whatever_their_order(rows):
         )
         for number, (model, fresh, output, known) in enumerate(rows, 1)
     ]
-    summary = summarize(lines)
     expected: dict[str, list[int]] = {}
     for model, fresh, output, known in rows:
         if known:
@@ -113,11 +113,15 @@ def test_the_sums_are_those_of_the_lines_whatever_their_order(rows):
             tally[0] += fresh
             tally[1] += output
             tally[2] += 1
-    assert {
-        tally.model: [tally.usage.input, tally.usage.output, tally.requests] for tally in summary.tokens
-    } == expected
-    assert summary.usage_unknown == sum(not known for *_, known in rows)
-    assert all(tally.usage.cache_read == tally.usage.reasoning == 0 for tally in summary.tokens)
+    # The usage held is added up every HELD_LINES lines: as often as every line, and never within these.
+    for held_lines in (1, 2, 3, results.HELD_LINES):
+        with patch.object(results, "HELD_LINES", held_lines):
+            summary = summarize(lines)
+        assert {
+            tally.model: [tally.usage.input, tally.usage.output, tally.requests] for tally in summary.tokens
+        } == expected
+        assert summary.usage_unknown == sum(not known for *_, known in rows)
+        assert all(tally.usage.cache_read == tally.usage.reasoning == 0 for tally in summary.tokens)
 
 
 def serve(monkeypatch, body: bytes, calls: list | None = None):
