@@ -135,7 +135,7 @@ class ErrorSummary:
 # Lines that bill tokens: a line of another type (errored, canceled, expired) without usage bills none.
 _BILLED = frozenset(("succeeded", "invalid"))
 MAX_MODEL = 200  # characters of a model name kept (BatchTokens.model)
-HELD_LINES = 4096  # lines whose usage summarize holds before adding it up
+HELD_LINES = 256  # lines whose usage summarize holds before adding it up (few: what is held stays in cache)
 
 
 MESSAGE_SHOWN = 300  # characters of an error message a summary keeps
@@ -148,7 +148,9 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     `clean` (redaction, for a summary that is stored) is applied to each distinct error type and
     message before messages are cut to MESSAGE_SHOWN characters; errors that read the same after it
     are counted as one."""
-    by_type: Counter = Counter()
+    # Not a Counter: as Counter defines __delitem__, its item assignment goes through a Python-level
+    # slot (~900 machine instructions a line under callgrind, against ~250 for a dict's).
+    by_type: dict[str, int] = {}
     errors: Counter = Counter()
     total = 0
     kept = MESSAGE_SHOWN if clean is None else _MESSAGE_READ
@@ -164,7 +166,7 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     for line in lines:
         total += 1
         kind = line.type
-        by_type[kind] += 1
+        by_type[kind] = by_type.get(kind, 0) + 1
         if kind == "errored" or kind == "invalid":
             errors[(line.error_type, line.error_message[:kept])] += 1
         usage = line.usage
