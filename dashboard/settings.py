@@ -345,9 +345,10 @@ POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "3"))
 POLL_IDLE_SECONDS = float(os.environ.get("POLL_IDLE_SECONDS", "30"))
 # Retrieves in flight at once per account, for running batches the listing does not cover cheaper.
 POLL_CONCURRENCY = int(os.environ.get("POLL_CONCURRENCY", "8"))
-# Accounts a poller polls at once (threads, each mostly waiting on its upstream): with ~200 ms per
-# upstream call, 16 poll ~50 accounts every POLL_SECONDS; past that, add pollers, or raise it.
-POLL_ACCOUNT_CONCURRENCY = int(os.environ.get("POLL_ACCOUNT_CONCURRENCY", "16"))
+# Accounts a poller polls at once (threads, each mostly waiting on its upstream, kept with a database
+# connection each): with ~200 ms per upstream call, 8 poll ~60 accounts every POLL_SECONDS (bench/pollers.py);
+# past that, add pollers, or raise it (16: ~10 MiB more per poller, bench/poller_memory.py).
+POLL_ACCOUNT_CONCURRENCY = int(os.environ.get("POLL_ACCOUNT_CONCURRENCY", "8"))
 # Ended batches whose results (error summary and tokens) the poller counts per account and cycle, after
 # its poll, so that spend counts every ended batch whether or not anyone opens it: one, so that a cycle
 # waits for at most one results file per account (a 100,000-line batch is about a second: bench/tokens.py).
