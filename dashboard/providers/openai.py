@@ -198,7 +198,8 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         # batch; any other block (a response's, an embedding's, an odd one) by usage.openai_usage.
         try:
             given_in, given_out, total = usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
-            cached = usage["prompt_tokens_details"]["cached_tokens"]
+            prompt_details = usage["prompt_tokens_details"]
+            cached = prompt_details["cached_tokens"]
             reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
         except (KeyError, TypeError):  # a count or details object missing, or details not an object
             given_in = None
@@ -215,6 +216,7 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
             and reasoning <= given_out
             and total <= QUICK_MAX
             and total == given_in + given_out
+            and "cache_write_tokens" not in prompt_details  # cache writes: read by usage.openai_usage
         ):
             tokens = (given_in - cached, cached, 0, given_out - reasoning, reasoning)
         else:

@@ -109,8 +109,9 @@ def anthropic_usage(usage: Any) -> Usage | None:
 def openai_usage(usage: Any) -> Usage | None:
     """An OpenAI (and Azure OpenAI) `usage`: of a chat completion (prompt_tokens, completion_tokens),
     of a response or a Batch object (input_tokens, output_tokens), or of embeddings (prompt_tokens
-    only). The input counts include the cached tokens and the output the reasoning ones: both are
-    taken out, so that the kinds are disjoint."""
+    only). The input counts include the cached tokens, and those written to the cache where the API
+    says so (`cache_write_tokens`, newer models), and the output the reasoning ones: all are taken out,
+    so that the kinds are disjoint."""
     if usage.__class__ is not dict:
         return None
     if "prompt_tokens" in usage:
@@ -122,11 +123,14 @@ def openai_usage(usage: Any) -> Usage | None:
         given_in, given_out = usage.get("input_tokens"), usage.get("output_tokens")
         in_details, out_details = usage.get("input_tokens_details"), usage.get("output_tokens_details")
     if in_details is None:
-        cached = 0
+        cached = written = 0
     elif in_details.__class__ is dict:
         cached = in_details.get("cached_tokens")
         if cached is None:
             cached = 0
+        written = in_details.get("cache_write_tokens")
+        if written is None:
+            written = 0
     else:
         return None
     if out_details is None:
@@ -142,12 +146,15 @@ def openai_usage(usage: Any) -> Usage | None:
         given_in.__class__ is int
         and given_out.__class__ is int
         and cached.__class__ is int
+        and written.__class__ is int
         and reasoning.__class__ is int
-        and 0 <= cached <= given_in <= MAX_TOKENS
+        and 0 <= cached
+        and 0 <= written
+        and cached + written <= given_in <= MAX_TOKENS
         and 0 <= reasoning <= given_out <= MAX_TOKENS
         and (total is None or (total.__class__ is int and total == given_in + given_out))
     ):
-        return new_usage(Usage, (given_in - cached, cached, 0, given_out - reasoning, reasoning))
+        return new_usage(Usage, (given_in - cached - written, cached, written, given_out - reasoning, reasoning))
     return None
 
 

@@ -108,6 +108,48 @@ def test_openai_cached_and_reasoning_tokens_are_taken_out_of_input_and_output(
     assert usage.total == prompt + completion
 
 
+@given(prompt=small, cached=small, written=small, completion=small, reasoning=small, responses_shape=st.booleans())
+def test_openai_cache_writes_are_their_own_kind_taken_out_of_input(
+    prompt, cached, written, completion, reasoning, responses_shape
+):
+    """Newer models say how many input tokens were written to the cache (`cache_write_tokens`, in the
+    same details object as the cached ones, both counted in the input): a kind of its own, priced apart."""
+    assume(cached + written <= prompt and reasoning <= completion)
+    if responses_shape:
+        block = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + completion,
+        }
+    else:
+        block = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning, "accepted_prediction_tokens": 0},
+        }
+    expected = Usage(prompt - cached - written, cached, written, completion - reasoning, reasoning)
+    assert openai_usage(block) == expected
+    line = parse_line("openai", 1, orjson.dumps(LINES["openai"](block)))  # the line parser's quick path steps aside
+    assert line.usage == expected and line.input_tokens == prompt and line.output_tokens == completion
+
+
+@FAST
+@given(cached=small, written=small, extra=st.integers(min_value=1, max_value=10**6))
+def test_more_cached_and_written_than_input_is_unknown(cached, written, extra):
+    for details in ({"cached_tokens": cached, "cache_write_tokens": written}, {"cache_write_tokens": written}):
+        given = sum(details.values()) - extra
+        assume(given >= 0)
+        assert openai_usage({"prompt_tokens": given, "prompt_tokens_details": details}) is None
+        block = {"input_tokens": given, "input_tokens_details": details, "output_tokens": 0}
+        assert openai_usage(block) is None
+    for bad in (-1, 1.5, "3", True):
+        assert openai_usage({"prompt_tokens": 9, "prompt_tokens_details": {"cache_write_tokens": bad}}) is None
+
+
 def test_openai_embeddings_have_input_only():
     assert openai_usage({"prompt_tokens": 8, "total_tokens": 8}) == Usage(input=8)
 
@@ -451,6 +493,7 @@ COUNT_PATHS = {  # every count the parsers read, and the objects that hold them
         ("total_tokens",),
         ("prompt_tokens_details",),
         ("prompt_tokens_details", "cached_tokens"),
+        ("prompt_tokens_details", "cache_write_tokens"),
         ("completion_tokens_details",),
         ("completion_tokens_details", "reasoning_tokens"),
     ],
