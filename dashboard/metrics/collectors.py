@@ -255,7 +255,9 @@ def background_metrics() -> Iterator[Metric]:
     yield waited
 
     pollers = GaugeMetricFamily(
-        _name("pollers_live"), "Pollers whose heartbeat is within the heartbeat window (manage.py poll processes)."
+        _name("pollers_live"),
+        "Pollers alive (manage.py poll processes): a heartbeat within the heartbeat window and, on PostgreSQL, "
+        "their session lock still held.",
     )
     pollers.add_metric([], len(live_pollers(now=leases.database_now())))
     yield pollers
