@@ -301,6 +301,10 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         first = EMPTY
     feedback = response.get("promptFeedback")
     stop_reason = first.get("finishReason") or (feedback.get("blockReason") if isinstance(feedback, dict) else None)
+    if error is EMPTY:  # a response: nothing to read (most lines)
+        error_type = error_message = ""
+    else:
+        error_type, error_message = as_text(error.get("status") or error.get("code")), as_text(error.get("message"))
     return ResultLine(
         number,
         as_text(key),
@@ -310,8 +314,8 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
         as_text(stop_reason),
         prompt,
         answered,
-        as_text(error.get("status") or error.get("code")),
-        as_text(error.get("message")),
+        error_type,
+        error_message,
         raw,
         tokens,
     )
