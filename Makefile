@@ -80,7 +80,7 @@ format: install-test
 ## Upstream calls as the number of viewers grows, and row latency on the production server vs runserver
 # Every benchmark runs, even after one that missed its goal (it exits 1); those are named at the end.
 BENCHES := viewers live_feed server_load jsonl_split store_list pages freshness results alarms access spend \
-	"spend --database postgresql" tokens poller_memory pollers
+	"spend --database postgresql" tokens poller_memory pollers "pollers --env POLL_ACCOUNT_CONCURRENCY=4 --no-kill"
 bench: install-test
 	@missed=""; for run in $(BENCHES); do \
 		set -- $$run; script=$$1; shift; \

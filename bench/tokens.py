@@ -8,12 +8,13 @@ and the store: the file's lines split out of its 64 KiB chunks (transport.jsonl_
 row. A second row times parse and summary alone, on lines already split: the share tokens take there.
 *With tokens* is that pass as it is: each line's usage block read into the five disjoint kinds
 (dashboard/providers/usage.py) and added up per model in the same loop. *Without* is the pass as it
-was before tokens, in the same process: the provider's parse_result_line and summarize's loop as they
-were at commit cf0367e (copies below). Part of what reading usage costs is paid back by reading each
-count once (the line's own input/output figures come from the checked usage, not a second lookup),
-and part by work of the pass that got cheaper since: summarize counts result types in a plain dict, not
-a Counter, and Gemini's parser reads no error fields on a response line. Under callgrind (instructions,
-not time) the tokens' own share of Gemini's pass is ~+10%, the pass as a whole ~1.01x the one before.
+is with its tokens taken out, in the same process: the provider's parse_result_line and summarize's
+loop as they were at commit cf0367e, before tokens (copies below), with what got cheaper since for
+reasons of its own brought in too (summarize counts result types in a plain dict, not a Counter;
+Gemini's parser reads no error fields on a response line), so that those savings are not credited to
+the tokens. Part of what reading usage costs is paid back by reading each count once (the line's own
+input/output figures come from the checked usage, not a second lookup). Under callgrind
+(instructions, not time) the tokens' own share of Gemini's pass is ~+10%.
 
 The lines are the simulator's own (realistic usage: cache reads and writes for Anthropic, cached and
 reasoning tokens for OpenAI and Gemini, 10% errored lines for Anthropic, Azure and Gemini), made in
@@ -284,6 +285,10 @@ def gemini_line_before(number: int, data: dict, raw: str, source: str = "") -> R
         first = EMPTY
     feedback = response.get("promptFeedback")
     stop_reason = first.get("finishReason") or (feedback.get("blockReason") if isinstance(feedback, dict) else None)
+    if error is EMPTY:  # as gemini.py's now: a response line reads no error fields (not the tokens' doing)
+        error_type = error_message = ""
+    else:
+        error_type, error_message = as_text(error.get("status") or error.get("code")), as_text(error.get("message"))
     return ResultLine(
         number,
         as_text(key),
@@ -293,21 +298,21 @@ def gemini_line_before(number: int, data: dict, raw: str, source: str = "") -> R
         as_text(stop_reason),
         token_count(usage.get("promptTokenCount")),
         token_count(usage.get("candidatesTokenCount")),
-        as_text(error.get("status") or error.get("code")),
-        as_text(error.get("message")),
+        error_type,
+        error_message,
         raw,
     )
 
 
 def errors_only(lines: Iterable) -> tuple:
     """results.summarize's loop as it was before tokens (a copy): types and errors."""
-    by_type: Counter = Counter()
+    by_type: dict[str, int] = {}  # a plain dict, as summarize's now (what a Counter cost is not the tokens')
     errors: Counter = Counter()
     total = 0
     for line in lines:
         total += 1
         kind = line.type
-        by_type[kind] += 1
+        by_type[kind] = by_type.get(kind, 0) + 1
         if kind == "errored" or kind == "invalid":
             errors[(line.error_type, line.error_message[:300])] += 1
     return by_type, errors, total

@@ -563,7 +563,8 @@ def file_download(request: HttpRequest, account: SimAccount, file_id: str) -> Ht
 
 def usage_metadata(batch: SimBatch, plan, rank: int) -> dict:
     """promptTokenCount counts the cached content too; thoughts (of a model that thinks) are apart from
-    the candidates. Counts that are zero are left out, as Gemini leaves them out."""
+    the candidates. Counts that are zero are left out, as Gemini leaves them out. The prompt's and the
+    cache's counts come again by modality (all text here), as Gemini writes them."""
     fresh, cached, output = plan.input_tokens(rank), plan.cache_read_tokens(rank), plan.output_tokens(rank)
     thoughts = plan.reasoning_tokens(rank) if reasons(batch.model) else 0
     usage = {"promptTokenCount": fresh + cached, "candidatesTokenCount": output}
@@ -572,6 +573,9 @@ def usage_metadata(batch: SimBatch, plan, rank: int) -> dict:
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
     usage["totalTokenCount"] = fresh + cached + output + thoughts
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": fresh + cached}]
+    if cached:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
     return usage
 
 
