@@ -305,6 +305,8 @@ def poll_account(
     state = state or state_for(account)
     result = PollResult(account=account.key, owner=owner, started=time.time())
     try:
+        with _holding(result):
+            pass  # still this poller's, before any upstream call: a poller resumed after a pause asks nothing
         try:
             seen, after = _list_new(provider, account, state, now, result)
             seen |= _backfill(provider, state, now, result)
