@@ -305,8 +305,11 @@ def poll_account(
     state = state or state_for(account)
     result = PollResult(account=account.key, owner=owner, started=time.time())
     try:
-        with _holding(result):
-            pass  # still this poller's, before any upstream call: a poller resumed after a pause asks nothing
+        # Still this poller's, before any upstream call (a poller resumed after a pause asks nothing): a
+        # plain read, as `_holding` around each write still decides; a transaction here would take
+        # SQLite's write lock once a poll for nothing.
+        if owner and not AccountState.objects.filter(account=account.key, lease_owner=owner).exists():
+            raise LeaseLost(account.key)
         try:
             seen, after = _list_new(provider, account, state, now, result)
             seen |= _backfill(provider, state, now, result)
