@@ -21,16 +21,16 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import CharField, Count, F, Func, OuterRef, Q, QuerySet, Subquery
+from django.db.models import CharField, Count, F, Func, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, StrIndex
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from ..accounts import Account
 from ..models import AccountState, Alarm, BatchChange, CancelAttempt, StoredBatch
 from ..providers.base import Batch
-from . import search_index, store
+from . import search_index, store, trigram_sample
 
 ACTIVE = "active"  # status filter: every batch that has not ended
 STALE_POLLS = 3  # a row, or an account's last success, older than this many poll intervals is late
@@ -320,14 +320,22 @@ def _account_keys(*, accounts: list[Account], provider: str, account_key: str) -
     ]
 
 
-def _filtered(rows: QuerySet[StoredBatch], *, status: str, search: str) -> QuerySet[StoredBatch]:
+def _filtered(
+    rows: QuerySet[StoredBatch], *, status: str, search: str, found_by: list[str] | None = None
+) -> QuerySet[StoredBatch]:
+    """`found_by`: trigrams of the term (trigram_sample.rarest_trigrams) that PostgreSQL's trigram
+    index is to find its rows by, the whole term then checked by `strpos`, which no index serves."""
     if status == ACTIVE:
         # Not `is_ended=False`, which Django writes `NOT is_ended`: SQLite seeks no index with that.
         rows = rows.filter(is_ended__in=[False])
     elif status:
         rows = rows.filter(status=status)
     term = _search_term(search)
-    if term:
+    if term and found_by:
+        rows = rows.alias(term_at=StrIndex("search_text", Value(term))).filter(term_at__gt=0)
+        for trigram in found_by:
+            rows = rows.filter(search_text__contains=trigram)
+    elif term:
         rows = rows.filter(search_text__contains=term)  # stored lowercased: LIKE, escaped by Django
     return rows
 
@@ -368,6 +376,9 @@ def _page_keys(
     one index that holds all it tests (migration 0024) until the page is full: about `limit` over
     the share of the store's rows that the filters and the term keep, whatever its size. (Walked
     per account, an account without the term had all its entries read.)
+    A search on PostgreSQL: one arm, the planner choosing between its trigram index and the walk;
+    a rare term is looked up by its rarest trigrams only (`trigram_sample`), whose posting lists
+    do not grow with the store as those of trigrams every row holds do.
     `rare_terms_by_index` false walks a rare term too: a bound that keeps the walk short (the
     first page's probe) makes the trigram index no cheaper."""
     if not keys:
@@ -375,6 +386,7 @@ def _page_keys(
     order = ("created_at", "pk") if ascending else ("-created_at", "-pk")
     term = _search_term(search)
     rare_term_rows = _rare_term_rows(search) if rare_terms_by_index else None
+    found_by: list[str] | None = None
     if rare_term_rows == []:
         return None  # no batch holds the term
     if term and connection.vendor == "sqlite":
@@ -387,10 +399,16 @@ def _page_keys(
         # PostgreSQL's trigram index finds a term's rows wherever they are, and its statistics tell
         # it when walking the newest-first index is cheaper (a common term): one arm. Per account, it
         # would read the trigram index once an account, or walk an account without the term whole.
+        # A rare term's rows are found by its rarest trigrams only (trigram_sample).
         arms = [StoredBatch.objects.filter(account__in=keys)]
+        if term and rare_terms_by_index:
+            found_by = trigram_sample.rarest_trigrams(term, page_rows=limit)
     else:
         arms = [StoredBatch.objects.filter(account=key) for key in keys]
-    arms = [_filtered(arm, status=status, search=search).filter(bound).values("pk", "created_at") for arm in arms]
+    arms = [
+        _filtered(arm, status=status, search=search, found_by=found_by).filter(bound).values("pk", "created_at")
+        for arm in arms
+    ]
     if len(arms) == 1:
         return arms[0].order_by(*order)[:limit]
     if connection.features.supports_slicing_ordering_in_compound:

@@ -9,6 +9,7 @@ order or, on SQLite, by the trigram index (a rare term; `rare_matches` moves the
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -159,4 +160,21 @@ def test_a_search_lists_exactly_the_batches_whose_text_holds_the_term(drawn, rar
         make_store([(ACCOUNTS[2 + number % 2], 0, 0, word, False) for number, word in enumerate(words)])
         want = keys(expected(provider="", account_key="", status="", search=term))
         assert ids(selectors.list_batches(accounts=ACCOUNTS, now=T0, limit=25, search=term)) == want
+        transaction.set_rollback(True)
+
+
+@pytest.mark.django_db
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=store_and_term(), data=st.data())
+def test_a_term_found_by_some_of_its_trigrams_and_checked_whole_finds_the_same_batches(drawn, data):
+    """PostgreSQL looks a rare term up by a few of its trigrams (trigram_sample) and checks the whole
+    term with strpos: whichever trigrams are chosen, the same batches as the term's LIKE."""
+    words, term = drawn
+    lowered = selectors._search_term(term)
+    trigrams = sorted(set(re.findall(r"(?=([a-z0-9]{3}))", lowered)))
+    found_by = data.draw(st.lists(st.sampled_from(trigrams), max_size=3, unique=True) if trigrams else st.just([]))
+    with transaction.atomic():
+        make_store([(ACCOUNTS[2 + number % 2], 0, 0, word, False) for number, word in enumerate(words)])
+        rows = selectors._filtered(StoredBatch.objects.all(), status="", search=term, found_by=found_by)
+        assert sorted(keys(rows)) == sorted(keys(expected(provider="", account_key="", status="", search=term)))
         transaction.set_rollback(True)

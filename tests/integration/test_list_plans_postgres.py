@@ -12,6 +12,7 @@ the trigram index (pg_trgm), a common term's by walking the newest-first index u
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -82,8 +83,23 @@ for name, shape in json.loads(SHAPES).items():
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plans[name] = cursor.fetchone()[0][0]["Plan"]
-print("PLANS" + json.dumps(plans))
+from dashboard.batches import trigram_sample
+trigram_sample.forget()
+found = {}
+for term in json.loads(TERMS):
+    chosen = trigram_sample.rarest_trigrams(term, page_rows=26)
+    every = selectors._account_keys(accounts=accounts, provider="", account_key="")
+    page = selectors._fetch(selectors._page_keys(every, "", term, Q(), limit=200))
+    lowered = term.strip().lower()
+    want = sorted(StoredBatch.objects.filter(search_text__contains=lowered), key=lambda row: (row.created_at, row.pk),
+                  reverse=True)[:200]
+    found[term] = {"chosen": chosen, "same": [(row.account, row.batch_id) for row in page]
+                   == [(row.account, row.batch_id) for row in want], "rows": len(want)}
+print("PLANS" + json.dumps({"plans": plans, "found": found}))
 """
+# Rare terms (some with LIKE's wildcards, whose trigrams the index is asked for whatever they are
+# next to), a common one, and terms with no trigram pg_trgm indexes as it is.
+TERMS = ["batch_0012345", "12345", "batch_001234", "_001234", "no-such-thing", "0012%", "evals", "%", "5_", "ab"]
 
 
 def nodes(plan: dict) -> list[dict]:
@@ -91,11 +107,16 @@ def nodes(plan: dict) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def plans(postgres_server) -> dict[str, dict]:
+def measured(postgres_server) -> dict[str, dict]:
     env = app_env(DATABASE_URL=postgres_server.create_database(migrated=True))
-    code = f"SHAPES = {json.dumps(json.dumps(SHAPES))}\n{SCRIPT}"
+    code = f"SHAPES = {json.dumps(json.dumps(SHAPES))}\nTERMS = {json.dumps(json.dumps(TERMS))}\n{SCRIPT}"
     out = manage("shell", "-c", code, env=env, timeout=300)
     return json.loads(out.split("PLANS", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def plans(measured) -> dict[str, dict]:
+    return measured["plans"]
 
 
 def test_the_search_has_its_trigram_index(plans):
@@ -138,3 +159,21 @@ def test_a_common_term_walks_the_newest_first_index_until_the_page_is_full(plans
     every = nodes(plan)
     assert not [node for node in every if node["Node Type"] in ("Sort", "Seq Scan")], plan
     assert [node.get("Index Name") for node in every if node["Node Type"] == "Index Scan"] == ["stored_batch_newest"]
+
+
+def test_a_rare_term_is_looked_up_by_its_rarest_trigrams_not_those_every_batch_holds(plans):
+    plan = plans["search, a rare term"]  # batch_0012345: every stored id holds "bat", "atc", "tch"
+    (scan,) = [node for node in nodes(plan) if node.get("Index Name") == "stored_batch_search_trgm"]
+    asked = re.findall(r"~~ '%([^']*)%'", scan["Index Cond"])
+    assert asked and len(asked) <= 3 and not {"bat", "atc", "tch", "001"} & set(asked), scan["Index Cond"]
+    assert all(trigram in "0012345" for trigram in asked), scan["Index Cond"]
+    checked = " ".join(node.get("Filter", "") for node in nodes(plan))
+    assert "strpos(search_text, 'batch_0012345'::text) > 0" in checked, plan
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_a_search_lists_the_same_batches_however_its_rows_are_found(measured, term):
+    found = measured["found"][term]
+    assert found["same"], found
+    rare = term in ("batch_0012345", "12345", "batch_001234", "_001234", "no-such-thing", "0012%")
+    assert bool(found["chosen"]) == rare, found
