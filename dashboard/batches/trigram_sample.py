@@ -9,7 +9,7 @@ rarest trigrams alone ("123", "012", "001"), the same rows cost 7 pages at both 
 
 How common each trigram is, is counted in a sample of the store's search texts (SAMPLE_ROWS rows,
 read with TABLESAMPLE: a few pages, not the table), taken when a search first needs it and again
-after SAMPLE_SECONDS, per process. The sample decides only which trigrams the index is asked for:
+after SAMPLE_SECONDS, per process and database. The sample decides only which trigrams the index is asked for:
 the rows found are the same whatever it says.
 """
 
@@ -42,7 +42,7 @@ class _Sample:
     counts: Counter  # in how many of the texts each trigram is
 
 
-_sample: _Sample | None = None
+_samples: dict[str, _Sample] = {}  # by database name: one, but for a process that switches (bench/)
 _sampling = threading.Lock()
 
 
@@ -74,19 +74,18 @@ def rarest_trigrams(term: str, *, page_rows: int) -> list[str]:
 
 def forget() -> None:
     """The next search takes a new sample (tests; a store replaced under a running process)."""
-    global _sample
-    _sample = None
+    _samples.clear()
 
 
 def _current_sample() -> _Sample:
-    global _sample
-    sample = _sample
+    database = connection.settings_dict["NAME"]
+    sample = _samples.get(database)
     if sample is not None and monotonic() - sample.taken_at < SAMPLE_SECONDS:
         return sample
     with _sampling:  # one thread samples; the others wait for it rather than sample too
-        sample = _sample
+        sample = _samples.get(database)
         if sample is None or monotonic() - sample.taken_at >= SAMPLE_SECONDS:
-            sample = _sample = _take_sample()
+            sample = _samples[database] = _take_sample()
     return sample
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.db import connection
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -120,4 +121,8 @@ def test_the_sample_is_taken_once_per_sample_seconds(monkeypatch):
     clock[0] += 1
     trigram_sample.rarest_trigrams("bench00123", page_rows=PAGE)
     assert taken == [1000.0, 1000.0 + trigram_sample.SAMPLE_SECONDS]
+    # Another database (a process that switches stores, as bench/store_list.py does) has its own.
+    monkeypatch.setitem(connection.settings_dict, "NAME", "another_store")
+    trigram_sample.rarest_trigrams("bench00123", page_rows=PAGE)
+    assert len(taken) == 3
     trigram_sample.forget()
