@@ -155,13 +155,13 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
     total = 0
     kept = MESSAGE_SHOWN if clean is None else _MESSAGE_READ
     # The usage of the current model's lines is held as a flat list of counts (a batch is mostly of one
-    # model), added up by column into that model's sums when a line names another model and every
-    # HELD_LINES lines: one list extension per line, the additions done in C. Memory grows with
-    # distinct models only.
+    # model), added up by column into that model's sums when a line names another model and after
+    # HELD_LINES lines (counted by `total`, which the error summary keeps anyway): one list extension
+    # per line, the additions done in C. Memory grows with distinct models only.
     sums: dict[str, list[int]] = {}
     model: str | None = None
     held: list[int] = []
-    room = HELD_LINES
+    flush_at = 0
     unknown = 0
     for line in lines:
         total += 1
@@ -174,11 +174,10 @@ def summarize(lines: Iterable[ResultLine], *, top: int = 20, clean: Callable[[st
             if kind in _BILLED:
                 unknown += 1
             continue
-        if line.model != model or not room:
+        if line.model != model or total >= flush_at:
             _add(sums, model, held)
-            model, held, room = line.model, [], HELD_LINES
-        held += usage
-        room -= 1
+            model, held, flush_at = line.model, [], total + HELD_LINES
+        held.extend(usage)
     _add(sums, model, held)
     if clean is not None:
         cleaned: Counter = Counter()

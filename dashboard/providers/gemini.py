@@ -263,32 +263,31 @@ def parse_result_line(number: int, data: dict, raw: str, source: str = "") -> Re
     if usage.__class__ is dict:
         # The block as the API writes it (the counts it has whole numbers that add up to the total;
         # a zero count left out) is read and checked here in a few operations, as this runs for every
-        # line of a whole batch; any other block (null counts, no total, an odd one) by
-        # usage.gemini_usage.
+        # line of a whole batch; any other block (null counts, no total, tool-use prompt tokens, an
+        # odd one) by usage.gemini_usage.
         try:
             prompt, answered, total = usage["promptTokenCount"], usage["candidatesTokenCount"], usage["totalTokenCount"]
         except KeyError:
             prompt = None
         cached = usage.get("cachedContentTokenCount", 0)
         thoughts = usage.get("thoughtsTokenCount", 0)
-        tool_use = usage.get("toolUsePromptTokenCount", 0)
         if (
             prompt.__class__ is int
             and answered.__class__ is int
             and total.__class__ is int
             and cached.__class__ is int
             and thoughts.__class__ is int
-            and tool_use.__class__ is int
             # None below zero and a total in range that is their sum: none beyond it either.
             and 0 <= cached
             and cached <= prompt
             and 0 <= answered
             and 0 <= thoughts
-            and 0 <= tool_use
             and total <= QUICK_MAX
-            and total == prompt + tool_use + answered + thoughts
+            and total == prompt + answered + thoughts
+            # Tool-use prompt tokens (rare) are left to gemini_usage: none here, one count fewer to check.
+            and "toolUsePromptTokenCount" not in usage
         ):
-            tokens = (prompt - cached + tool_use, cached, 0, answered, thoughts)
+            tokens = (prompt - cached, cached, 0, answered, thoughts)
         else:
             tokens = gemini_usage(usage)
             prompt = token_count(usage.get("promptTokenCount"))

@@ -573,6 +573,29 @@ def test_a_parser_finds_a_bad_count_in_a_block_otherwise_well_formed(
         assert line.usage is None  # a count that is not a whole number in range: the block is unknown
 
 
+@given(
+    fresh=small,
+    cached=small,
+    tool_use=st.integers(min_value=1, max_value=10**7),
+    candidates=small,
+    thoughts=small,
+    counted=st.booleans(),
+)
+def test_a_gemini_line_reads_tool_use_prompt_tokens_as_input_only_when_the_total_counts_them(
+    fresh, cached, tool_use, candidates, thoughts, counted
+):
+    # The parser's quick check takes no block with tool-use prompt tokens (gemini_usage reads them): a
+    # total that leaves them out must not pass for one that adds up.
+    block = _gemini_block(fresh, cached, candidates, thoughts)
+    block["toolUsePromptTokenCount"] = tool_use
+    if counted:
+        block["totalTokenCount"] += tool_use
+    line = PARSERS["gemini"](1, LINES["gemini"](block), "")
+    assert line.usage == (Usage(fresh + tool_use, cached, 0, candidates, thoughts) if counted else None)
+    assert line.usage == gemini_usage(block)
+    assert (line.input_tokens, line.output_tokens) == (fresh + cached, candidates)
+
+
 @given(fresh=small, read=small, written=small, output=small, reasoning=small)
 def test_well_formed_blocks_as_the_apis_write_them_are_read_through_the_parsers(
     fresh, read, written, output, reasoning
