@@ -8,7 +8,7 @@ starts one), in a process of its own:
 - 8 accounts, 4 Anthropic and 4 OpenAI; 10,000 batches stored (one created every 37 s, one in ten
   not ended; OpenAI's with team/run metadata), and the store copied; then 90,000 older ones stored
   (as a backfill would), and copied again: the newest pages hold the same rows at both sizes;
-- both copies measured in one process, taking turns (5 turns a case): measured one after the other,
+- both copies measured in one process, taking turns call by call (`timed_in_turn`): measured one after the other,
   the second size paid for whatever the 90,000 writes left behind (the kernel still flushing them,
   a grown heap): the rare-term page read 12-13 % slower at 100k, where callgrind counts 38.1 M
   instructions a call at 10k and 38.4 M at 100k (its trigram look-up reads more index segments);
@@ -253,35 +253,49 @@ def work(call) -> int:
     return buffers
 
 
-ROUNDS = 5  # each store's calls of a case are made in this many turns, the stores alternating
+WARM_CALLS = 5  # unmeasured calls of each store before a case is measured
+_CONNECTIONS: dict[str, object] = {}  # a store copy's own connection, kept open between its turns
 
 
 def use(store: str) -> None:
-    """Point this process's Django at one of the stored copies (a file, or a PostgreSQL database)."""
+    """Point this process's Django at one of the stored copies (a file, or a PostgreSQL database),
+    through a connection of its own, kept open: taking turns call by call reconnects nothing."""
     from django.db import connections
 
-    connections.close_all()
-    connections.databases["default"]["NAME"] = store
+    wrapper = _CONNECTIONS.get(store)
+    if wrapper is None:
+        settings_dict = {**connections.databases["default"], "NAME": store}
+        wrapper = _CONNECTIONS[store] = type(connections["default"])(settings_dict, "default")
+    connections["default"] = wrapper
+
+
+def close_stores() -> None:
+    for wrapper in _CONNECTIONS.values():
+        wrapper.close()
+    _CONNECTIONS.clear()
 
 
 def timed_in_turn(calls_by_store: list[tuple[str, object]], calls: int) -> list[tuple[float, float, float, int]]:
     """For each (store, call): median and p95 wall-clock ms, median thread CPU ms, the database's work
-    (see `work`). The stores take turns, ROUNDS times, each turn after a few unmeasured calls: what
-    drifts on the machine or in this process (a fill's writes still being flushed by the kernel, the
-    heap it left behind) weighs on every size alike, where measuring one size after the other
-    charged it all to the last."""
+    (see `work`). The stores take turns call by call, the first of each pair alternating, after a
+    few unmeasured calls: whatever drifts on this shared machine or in this process (a burst of the
+    others' load, a fill's writes still being flushed, the heap it left behind) weighs on every size
+    alike. Measured one size after the other, the second paid for it all; in turns of 12 calls a
+    store, identical work (the same buffers read) still read up to 17 % apart."""
     wall: list[list[float]] = [[] for _ in calls_by_store]
     cpu: list[list[float]] = [[] for _ in calls_by_store]
-    for turn in range(ROUNDS):
-        for index, (store, call) in enumerate(calls_by_store):
+    for store, call in calls_by_store:
+        use(store)
+        for _ in range(WARM_CALLS):
+            call()
+    order = list(enumerate(calls_by_store))
+    for number in range(calls):
+        for index, (store, call) in order if number % 2 == 0 else order[::-1]:
             use(store)
-            for _ in range(5 if turn == 0 else 2):
-                call()
-            for _ in range(max(1, calls // ROUNDS)):
-                started, started_cpu = time.perf_counter(), time.thread_time()
-                call()
-                wall[index].append((time.perf_counter() - started) * 1000)
-                cpu[index].append((time.thread_time() - started_cpu) * 1000)
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            call()
+            wall[index].append((time.perf_counter() - started) * 1000)
+            cpu[index].append((time.thread_time() - started_cpu) * 1000)
     figures = []
     for index, (store, call) in enumerate(calls_by_store):
         use(store)
@@ -434,6 +448,7 @@ def run(database: str, sizes: list[int], calls: int, plans: bool) -> bool:
         finally:
             from django.db import connections
 
+            close_stores()
             connections.close_all()
             if server is not None:
                 server.stop()
