@@ -82,28 +82,31 @@ def test_anthropic_cache_counts_may_be_absent_or_null():
     assert anthropic_usage(block) == Usage(input=5, output=7)
 
 
+def openai_block(prompt: int, input_details: dict, completion: int, reasoning: int, responses_shape: bool) -> dict:
+    """A usage block as the Responses API writes it, or as Chat Completions (and the Batch object) do."""
+    if responses_shape:
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": input_details,
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + completion,
+        }
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {**input_details, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "accepted_prediction_tokens": 0},
+    }
+
+
 @given(prompt=small, cached=small, completion=small, reasoning=small, responses_shape=st.booleans())
 def test_openai_cached_and_reasoning_tokens_are_taken_out_of_input_and_output(
     prompt, cached, completion, reasoning, responses_shape
 ):
     assume(cached <= prompt and reasoning <= completion)
-    if responses_shape:
-        block = {
-            "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": cached},
-            "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": prompt + completion,
-        }
-    else:
-        block = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "accepted_prediction_tokens": 0},
-        }
-    usage = openai_usage(block)
+    usage = openai_usage(openai_block(prompt, {"cached_tokens": cached}, completion, reasoning, responses_shape))
     assert usage == Usage(prompt - cached, cached, 0, completion - reasoning, reasoning)
     assert usage.total == prompt + completion
 
@@ -115,22 +118,8 @@ def test_openai_cache_writes_are_their_own_kind_taken_out_of_input(
     """Newer models say how many input tokens were written to the cache (`cache_write_tokens`, in the
     same details object as the cached ones, both counted in the input): a kind of its own, priced apart."""
     assume(cached + written <= prompt and reasoning <= completion)
-    if responses_shape:
-        block = {
-            "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
-            "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": prompt + completion,
-        }
-    else:
-        block = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "accepted_prediction_tokens": 0},
-        }
+    details = {"cached_tokens": cached, "cache_write_tokens": written}
+    block = openai_block(prompt, details, completion, reasoning, responses_shape)
     expected = Usage(prompt - cached - written, cached, written, completion - reasoning, reasoning)
     assert openai_usage(block) == expected
     line = parse_line("openai", 1, orjson.dumps(LINES["openai"](block)))  # the line parser's quick path steps aside
