@@ -139,6 +139,25 @@ def heartbeat_window() -> timedelta:
     return timedelta(seconds=settings.POLL_HEARTBEAT_SECONDS)
 
 
+# How long a poller's transaction may sit idle before PostgreSQL ends its session, at the least.
+IDLE_TRANSACTION_FLOOR_SECONDS = 10.0
+
+
+def limit_idle_transactions(*, connection, **_: object) -> None:
+    """connection_created, in `manage.py poll`: on PostgreSQL, a session idle inside a transaction
+    for longer than the heartbeat window (at least IDLE_TRANSACTION_FLOOR_SECONDS) is ended by the
+    server. A poller frozen mid-write (SIGSTOP, a paused VM) would otherwise keep its account rows
+    locked for as long as it is frozen, and the others, which take free rows SKIP LOCKED, could never
+    take them; resumed, its write fails and its next cycle reconnects. The poller's transactions
+    hold no upstream call. The alarm evaluator's thread is left without the limit: one evaluation
+    reads thousands of batches and computes between its statements."""
+    if connection.vendor != "postgresql" or threading.current_thread().name.startswith("poll-alarms"):
+        return
+    limit_ms = int(max(heartbeat_window().total_seconds(), IDLE_TRANSACTION_FLOOR_SECONDS) * 1000)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)", [str(limit_ms)])
+
+
 # A process's beats (its heartbeat thread) and claims (its cycles) one at a time: two UPDATEs of one
 # poller's lease rows at once could deadlock on them.
 _leasing = threading.RLock()

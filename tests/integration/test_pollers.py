@@ -345,3 +345,46 @@ def test_a_poller_claims_past_rows_another_holds_locked_without_waiting(postgres
     assert taken == str(sorted(ACCOUNTS - {"openai-ops"})), "the locked row is skipped, the others taken"
     assert waited < 20, f"the claim waited {waited:.1f} s on the locked row"
     assert owners(database_url)["openai-ops"] == ""
+
+
+IDLE_TRANSACTIONS = """
+import threading, time
+from django.db import connections, transaction
+from django.db.backends.signals import connection_created
+from django.db.utils import DatabaseError
+from dashboard.batches import poller
+
+poller.IDLE_TRANSACTION_FLOOR_SECONDS = 0.5
+connection_created.connect(poller.limit_idle_transactions, dispatch_uid="poller-idle-transactions")
+connections.close_all()
+
+def idle_in_a_transaction():
+    try:
+        with transaction.atomic():
+            connections["default"].cursor().execute("SELECT 1")
+            time.sleep(2)  # frozen mid-write, as a SIGSTOPped poller is
+            connections["default"].cursor().execute("SELECT 1")
+        return "kept"
+    except DatabaseError:
+        return "ended"
+    finally:
+        connections.close_all()
+
+outcome = {}
+for name in ("poll-retrieve_0", "poll-alarms"):
+    thread = threading.Thread(target=lambda name=name: outcome.__setitem__(name, idle_in_a_transaction()), name=name)
+    thread.start()
+    thread.join()
+print("OUTCOME", outcome["poll-retrieve_0"], outcome["poll-alarms"])
+"""
+
+
+def test_postgresql_ends_a_poller_transaction_left_idle_so_a_frozen_poller_keeps_no_row_locked(postgres_server):
+    """A poller frozen inside a write (its account row locked FOR UPDATE) would keep that row from the
+    others, who take rows SKIP LOCKED, for as long as it stays frozen: the server ends a poller's
+    session idle in a transaction past the limit. The alarm evaluator's thread has no limit."""
+    env = app_env(
+        DATABASE_URL=postgres_server.create_database(migrated=True), POLL_SECONDS="0.25", POLL_HEARTBEAT_SECONDS="0.25"
+    )
+    out = manage("shell", "-c", IDLE_TRANSACTIONS, env=env, timeout=120)
+    assert out.split("OUTCOME", 1)[1].split() == ["ended", "kept"], out

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connections
+from django.db.backends.signals import connection_created
 
 from ... import leases
 from ...accounts import configured_accounts
@@ -28,6 +29,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, once: bool = False, owner: str = "", verbosity: int = 1, **options) -> None:
         limit_malloc_arenas()  # before this process's threads start: see process_memory.py
+        connection_created.connect(poller.limit_idle_transactions, dispatch_uid="poller-idle-transactions")
+        connections.close_all()  # every connection of this process from here on is made with the limit
         owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         stopping = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
