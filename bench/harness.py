@@ -9,6 +9,7 @@ control socket of another gunicorn on the machine.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,6 +157,13 @@ def sign_in(base: str, password: str, *, username: str = "operator") -> httpx.Co
         if answer.status_code != 302 or "sessionid" not in client.cookies:
             raise RuntimeError(f"sign-in failed: HTTP {answer.status_code}")
         return httpx.Cookies(client.cookies)
+
+
+# A list page's one live request (templates/batches/list.html, partial "feed"): the URL it polls with
+# its cursor, and how often. Each answer of 200 carries the element again with the next cursor.
+FEED_LINK = re.compile(r'id="live-feed"[^>]*?hx-get="([^"]+)"[^>]*?hx-trigger="every (\d+(?:\.\d+)?)s', re.S)
+# A list row the feed watches (not ended): its <tr> carries data-live.
+LIVE_ROW = re.compile(r'<tr id="row-[^"]+"[^>]*? data-live[\s>]')
 
 
 def percentile(values: list[float], fraction: float) -> float:

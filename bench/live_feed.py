@@ -46,6 +46,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness import (
+    FEED_LINK,
     PYTHON,
     Process,
     base_env,
@@ -63,7 +64,6 @@ INTERVAL = 3.0
 ROWS = 25
 BROWSER_CONNECTIONS = 6
 P95_LIMIT_MS = 100.0
-FEED_LINK = re.compile(r'id="live-feed"[^>]*?hx-get="([^"]+)"', re.S)
 LIVE_ROW_LINK = re.compile(r' data-live[^>]*>.*?<a [^>]*?href="(/batches/[^"]+/)"', re.S)
 SESSIONS = 8
 
