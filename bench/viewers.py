@@ -9,13 +9,14 @@ The stack as it is deployed, every process on 127.0.0.1 and one fresh SQLite fil
 Seeded with the demo data (`manage.py seed_demo`) plus --live-per-account long-running batches
 (`x-sim-processing-seconds: 3600`) in each demo account, made on the simulator's API, so rows stay live.
 
-Then, for each N in --viewers (1, 10, 50), N signed-in viewers (a session each, signed in through
-the login form before any window) watch the list page for --seconds, as the browser does: each
-loads `/`, then polls every live row every ROW_POLL_SECONDS with `HX-Request: true` (a row that
-answers 286 has ended and is polled no more), and polls the list's new-batches probe (the
-`#new-batches` hx-get, following the `newer_than` it answers with; rows it brings are polled too).
-Viewers start staggered over one poll interval; a viewer is one httpx.AsyncClient with at most 6
-connections, as a browser has per host, and a row whose poll is still in flight skips its turn.
+Then, for each N in --viewers (1, 10, 50), N signed-in viewers (each its own session, signed in
+through the login form before any window) watch the list page for --seconds, as the browser does:
+each loads `/`, then its header box (`/summary`, once and every 60 s) and polls the page's one live
+request, its feed (`#live-feed`'s hx-get, `?feed=<cursor>`, with `HX-Request: true`) every
+ROW_POLL_SECONDS, following the cursor of every 200 answer (204: nothing changed); a row the store
+does not hold yet polls its own URL, as its hx-get says. Viewers start staggered over one poll
+interval; a viewer is one httpx.AsyncClient with at most 6 connections, as a browser has per host,
+and a poll still in flight when the next is due skips that turn (as htmx does).
 
 Upstream calls are counted in the simulator's access log over the window. The poller calls in
 bursts, one cycle every POLL_SECONDS; each window opens half a poll interval after a burst and lasts
@@ -44,6 +45,8 @@ from pathlib import Path
 
 import httpx
 from harness import (
+    FEED_LINK,
+    LIVE_ROW,
     Process,
     base_env,
     machine_note,
@@ -54,8 +57,10 @@ from harness import (
     start_poller,
 )
 
+# A row whose batch the store does not hold yet polls its own URL (templates/batches/list.html).
 ROW_LINK = re.compile(r'hx-get="([^"]+/row)" hx-trigger="every (\d+(?:\.\d+)?)s"')
-PROBE_LINK = re.compile(r'id="new-batches"[^>]*?hx-get="([^"]+)" hx-trigger="every (\d+(?:\.\d+)?)s"')
+HEADER_URL = "/summary"  # the list's header box, loaded after the page and every 60 s
+HEADER_EVERY = 60.0
 BROWSER_CONNECTIONS = 6
 LONG_RUNNING = {"x-sim-processing-seconds": "3600"}
 TOLERANCE = 0.05
@@ -180,10 +185,11 @@ def stored_live(sqlite_path: Path) -> int:
 
 @dataclass
 class Tally:
-    by_kind: Counter = field(default_factory=Counter)  # answered requests: page, row, probe
+    by_kind: Counter = field(default_factory=Counter)  # answered requests: page, header, feed, row
+    changed: int = 0  # feed answers of 200: something changed (204: nothing did)
+    rows_sent: int = 0  # rows in the feed's 200 answers
     ended_rows: int = 0
-    dropped: int = 0  # polls due while the row's previous poll was still in flight (htmx skips them)
-    new_rows: int = 0
+    dropped: int = 0  # polls due while the previous one was still in flight (htmx skips them)
     errors: list[str] = field(default_factory=list)
     live_rows: list[int] = field(default_factory=list)  # live rows on each viewer's list page
 
@@ -209,6 +215,15 @@ async def fetch(client: httpx.AsyncClient, url: str, kind: str, tally: Tally) ->
     raise AssertionError("unreachable")
 
 
+def next_due(due: float, every: float, tally: Tally) -> float:
+    """The next poll's due time; turns that passed while this poll was in flight are skipped."""
+    due += every
+    while due < time.monotonic():
+        due += every
+        tally.dropped += 1
+    return due
+
+
 async def poll_row(client: httpx.AsyncClient, url: str, every: float, due: float, deadline: float, tally: Tally):
     while due < deadline:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -216,10 +231,29 @@ async def poll_row(client: httpx.AsyncClient, url: str, every: float, due: float
         if response is not None and response.status_code == 286:  # ended: htmx stops polling the row
             tally.ended_rows += 1
             return
-        due += every
-        while due < time.monotonic():  # the poll due while this one was in flight is dropped
-            due += every
-            tally.dropped += 1
+        due = next_due(due, every, tally)
+
+
+async def poll_header(client: httpx.AsyncClient, due: float, deadline: float, tally: Tally) -> None:
+    while due < deadline:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await fetch(client, HEADER_URL, "header", tally)
+        due = next_due(due, HEADER_EVERY, tally)
+
+
+async def poll_feed(client: httpx.AsyncClient, url: str, every: float, due: float, deadline: float, tally: Tally):
+    while due < deadline:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        answer = await fetch(client, url, "feed", tally)
+        if answer is not None and answer.status_code == 200:
+            found = FEED_LINK.search(answer.text)
+            if found is None:
+                tally.errors.append("a feed answer of 200 has no feed to poll next")
+                return
+            url = html.unescape(found.group(1))  # the next cursor: what this page now shows
+            tally.changed += 1
+            tally.rows_sent += answer.text.count('<tr id="row-')
+        due = next_due(due, every, tally)
 
 
 async def viewer(base: str, cookies: httpx.Cookies, start_at: float, deadline: float, tally: Tally) -> None:
@@ -234,34 +268,16 @@ async def viewer(base: str, cookies: httpx.Cookies, start_at: float, deadline: f
         if page is None:
             return
         loaded = time.monotonic()
-        links = ROW_LINK.findall(page.text)
-        tally.live_rows.append(len(links))
-        polled = {url for url, _ in links}
-        for url, every in links:
-            tasks.create_task(poll_row(client, url, float(every), loaded + float(every), deadline, tally))
-        probe = PROBE_LINK.search(page.text)
-        if probe is None:
-            tally.errors.append("the list page has no #new-batches probe")
+        tally.live_rows.append(len(LIVE_ROW.findall(page.text)))
+        feed = FEED_LINK.search(page.text)
+        if feed is None:
+            tally.errors.append("the list page has no live feed")
             return
-        url, every = html.unescape(probe.group(1)), float(probe.group(2))
-        due = loaded + every
-        while due < deadline:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            answer = await fetch(client, url, "probe", tally)
-            if answer is not None:
-                again = PROBE_LINK.search(answer.text)
-                if again is None:
-                    tally.errors.append("the probe's answer has no probe")
-                    return
-                url = html.unescape(again.group(1))  # the new top: newer_than moves up
-                for row, row_every in ROW_LINK.findall(answer.text):
-                    if row not in polled:  # arrived above the first row: htmx polls it from now on
-                        polled.add(row)
-                        tally.new_rows += 1
-                        tasks.create_task(poll_row(client, row, float(row_every), time.monotonic(), deadline, tally))
-            due += every
-            while due < time.monotonic():
-                due += every
+        tasks.create_task(poll_header(client, loaded, deadline, tally))
+        for url, every in ROW_LINK.findall(page.text):
+            tasks.create_task(poll_row(client, url, float(every), loaded + float(every), deadline, tally))
+        url, every = html.unescape(feed.group(1)), float(feed.group(2))
+        tasks.create_task(poll_feed(client, url, every, loaded + every, deadline, tally))
 
 
 @dataclass
@@ -373,10 +389,11 @@ def main() -> None:
     reference = results[0].total
     print(
         f"\nUpstream calls with N viewers watching the same list page, {window:g} s each "
-        f"(rows and probe every 3 s, poller every 3 s; {machine_note()})"
+        f"(the feed every 3 s, the header every 60 s, poller every 3 s; {machine_note()})"
     )
     header = (
-        f"{'viewers':>7} {'live rows':>9} {'pages':>6} {'row polls':>9} {'dropped':>7} {'probes':>7} {'served':>7} "
+        f"{'viewers':>7} {'live rows':>9} {'pages':>6} {'headers':>7} {'feed polls':>10} {'changed':>7} "
+        f"{'rows sent':>9} {'row polls':>9} {'skipped':>7} {'served':>7} "
         f"{'req/s':>6} {'errors':>6} {'upstream calls':>14} {'list/retrieve/other':>19} {'calls/s':>7} "
         f"{'vs 1st':>6} {'±5%':>4}"
     )
@@ -388,8 +405,9 @@ def main() -> None:
         kinds = f"{result.calls['list']}/{result.calls['retrieve']}/{result.calls['other']}"
         rows = max(tally.live_rows, default=0)
         print(
-            f"{result.viewers:>7} {rows:>9} {tally.by_kind['page']:>6} {tally.by_kind['row']:>9} {tally.dropped:>7} "
-            f"{tally.by_kind['probe']:>7} {result.served:>7} {result.served / result.window:>6.1f} "
+            f"{result.viewers:>7} {rows:>9} {tally.by_kind['page']:>6} {tally.by_kind['header']:>7} "
+            f"{tally.by_kind['feed']:>10} {tally.changed:>7} {tally.rows_sent:>9} {tally.by_kind['row']:>9} "
+            f"{tally.dropped:>7} {result.served:>7} {result.served / result.window:>6.1f} "
             f"{len(tally.errors):>6} {result.total:>14} {kinds:>19} {result.total / result.window:>7.2f} "
             f"{ratio:>5.2f}x {'ok' if abs(ratio - 1) <= TOLERANCE else 'MISS':>4}"
         )
@@ -397,8 +415,10 @@ def main() -> None:
         for error in result.tally.errors[:3]:
             print(f"  {result.viewers} viewers, error: {error}")
     print(
-        "dropped: row polls skipped because the row's previous poll was still in flight (the server saturated); "
-        "served: viewer requests answered in the window (pages + row polls + probes)\nupstream calls: /simulator/ "
+        "feed polls: the page's one live request per interval, answered 204 (nothing changed) or 200 (changed: "
+        "its rows sent); row polls: rows not stored yet; skipped: polls due while the previous one was still in "
+        "flight (the server saturated)\nserved: viewer requests answered in the window (pages, headers, feed and "
+        "row polls); upstream calls: /simulator/ "
         "lines of the simulator's access log in the window; vs 1st: calls / calls of the first run (target 1.00 ± 0.05)"
     )
     if failed:
