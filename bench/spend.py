@@ -30,8 +30,10 @@ Not run by the tests.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time as clock
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,9 +42,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from store_list import T0, configure, fill, timed  # noqa: E402
+from store_list import T0, configure, fill, work  # noqa: E402
 
 MODELS = {"anthropic": ("claude-opus-4-1", "claude-3-5-haiku-20241022"), "openai": ("gpt-4o-2024-08-06",)}
+
+
+def timed(call, calls: int) -> tuple[float, float, float, int]:
+    """Median and p95 wall-clock ms, median thread CPU ms (after 5 unmeasured calls), the database's work."""
+    for _ in range(5):
+        call()
+    wall, cpu = [], []
+    for _ in range(calls):
+        started, started_cpu = clock.perf_counter(), clock.thread_time()
+        call()
+        wall.append((clock.perf_counter() - started) * 1000)
+        cpu.append((clock.thread_time() - started_cpu) * 1000)
+    wall.sort()
+    return statistics.median(wall), wall[int(0.95 * (len(wall) - 1))], statistics.median(cpu), work(call)
 
 
 def add_tokens(after_pk: int) -> int:
