@@ -1,8 +1,8 @@
 """The pages' server time on a big store, with the poller idle and busy against a slow upstream.
 
-Targets: the list page under 30 ms median with 10,000 stored batches over 8 accounts, filtered and
-unfiltered, the same with 300 ms of upstream latency as with none; a row poll under 3 ms median in
-process and under 5 ms over HTTP on the production server, over 1,000 polls.
+Targets: the list page (and its feed poll) under 30 ms median with 10,000 stored batches over 8
+accounts, filtered and unfiltered, the same with 300 ms of upstream latency as with none; a row poll
+under 3 ms median in process and under 5 ms over HTTP on the production server, over 1,000 polls.
 
 In a fresh SQLite file:
 - 8 configured accounts (BATCH_ACCOUNTS_FILE), 4 Anthropic and 4 OpenAI, each a simulator account
@@ -23,10 +23,17 @@ rounds, so that a change in what else the machine runs weighs on every phase ali
 In each phase:
 - in process (this process is the web process): Django's test Client through the whole middleware
   stack, DEBUG=0, signed in (the session and permissions cached after the first request), one
-  persistent database connection; --calls list pages per case (after 10 unmeasured), and --polls
-  row polls (`GET /batches/<account>/<id>/row`, HX-Request, a live batch) after 50 unmeasured;
-  the time is the whole `client.get` call, wall-clock and (second table) this thread's CPU time,
-  which the rest of the machine's load inflates less;
+  persistent database connection; --calls requests per list case (after 10 unmeasured): the list
+  page with each filter alone and with searches, and the page's feed poll as a browser makes it
+  (`GET /?feed=<cursor>`, HX-Request; 204 when nothing changed since the cursor, else 200 with the
+  next cursor, new batches and changed rows): each call asks the URL the previous 200 answer gave (a
+  204 keeps it), the cursor carried on from call to call and phase to phase. The calls follow one
+  another within milliseconds while the poller stores every 3 s, so most (often all) find nothing
+  changed: the feed's figures are mostly the 204 path's; the first table's note counts its measured
+  200 and 204 answers per phase. Then --polls row polls (`GET /batches/<account>/<id>/row`,
+  HX-Request, a live batch) after 50 unmeasured. The time is the whole `client.get` call,
+  wall-clock and (second table) this thread's CPU time, which the rest of the machine's load
+  inflates less;
 - over HTTP: the production server (gunicorn, production settings, started once on the same
   database), one keep-alive httpx.Client, --polls row polls one after another after 50 unmeasured;
   the time is the client's, request sent to last byte read (second table: the server processes'
@@ -45,7 +52,6 @@ import io
 import json
 import os
 import pstats
-import re
 import shutil
 import statistics
 import sys
@@ -58,6 +64,7 @@ from pathlib import Path
 
 import httpx
 from harness import (
+    FEED_LINK,
     ROOT,
     Process,
     base_env,
@@ -71,7 +78,7 @@ from harness import (
 
 ACCOUNTS = 8
 TEAMS = ("search-quality", "evals", "ingest", "billing", "support", "research")
-PROBE_LINK = re.compile(r'id="new-batches"[^>]*?hx-get="([^"]+)"')
+FEED_CASE = "list: feed poll (htmx)"
 LIST_TARGET_MS = 30.0
 ROW_TARGET_MS = 3.0
 HTTP_ROW_TARGET_MS = 5.0
@@ -250,11 +257,30 @@ class Web:
         return response.content.decode()
 
 
-def list_cases(web: Web, row_account: str) -> dict[str, tuple[str, bool]]:
-    """The list page's requests (url, htmx): each filter alone, a search, the new-batches probe."""
-    probe = PROBE_LINK.search(web.get("/"))
-    if probe is None:
-        raise RuntimeError("the list page has no #new-batches probe")
+class FeedPoll:
+    """The list page's feed as a browser polls it: each call asks the URL the last 200 answer gave
+    (its live-feed element holds the next cursor); a 204 (nothing changed) keeps the URL."""
+
+    def __init__(self, web: Web, page: str) -> None:
+        self.web, self.url = web, self.next_url(page)
+        self.answers: Counter = Counter()
+
+    @staticmethod
+    def next_url(text: str) -> str:
+        found = FEED_LINK.search(text)
+        if found is None:
+            raise RuntimeError(f"no live feed in: {text[:300]!r}")
+        return html.unescape(found.group(1))
+
+    def __call__(self) -> None:
+        text = self.web.get(self.url, htmx=True, statuses=(200, 204))
+        self.answers[200 if text else 204] += 1  # a 204 has no body
+        if text:
+            self.url = self.next_url(text)
+
+
+def list_cases(web: Web, row_account: str) -> dict[str, tuple[str, bool] | FeedPoll]:
+    """The list page's requests (url, htmx): each filter alone, a search; and its feed poll."""
     return {
         "list: unfiltered": ("/", False),
         "list: provider=openai": ("/?provider=openai", False),
@@ -263,7 +289,7 @@ def list_cases(web: Web, row_account: str) -> dict[str, tuple[str, bool]]:
         "list: search 'evals' (metadata)": ("/?q=evals", False),
         "list: search 'bench00123' (id, rare)": ("/?q=bench00123", False),
         "list: status=completed + search": ("/?status=completed&q=ingest", False),
-        "list: new-batches probe (htmx)": (html.unescape(probe.group(1)), True),
+        FEED_CASE: FeedPoll(web, web.get("/")),
     }
 
 
@@ -273,8 +299,13 @@ def measure_phase(
     """(wall ms, CPU ms) samples per request; for the HTTP row poll, the CPU is the server's (all its
     processes) over the polls, divided by their number: one mean."""
     results = {}
-    for name, (url, htmx) in cases.items():
-        results[name] = timed(lambda url=url, htmx=htmx: web.get(url, htmx=htmx), calls, 10)
+    for name, case in cases.items():
+        if isinstance(case, FeedPoll):  # its answers counted from the measured calls on
+            timed(case, 0, 10)
+            case.answers.clear()
+            results[name] = timed(case, calls, 0)
+        else:
+            results[name] = timed(lambda url=case[0], htmx=case[1]: web.get(url, htmx=htmx), calls, 10)
     results["row poll, in process"] = timed(lambda: web.get(row_url, htmx=True), polls, 50)
 
     def over_http() -> None:
@@ -422,6 +453,7 @@ def main() -> None:
         phases: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in states}
         cpu: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in states}
         polls: Counter = Counter()
+        feed_answers: dict[str, Counter] = {name: Counter() for name in states}
         for round_ in range(options.rounds):
             for name, latency in states.items():
                 poller.enter(latency)
@@ -434,6 +466,7 @@ def main() -> None:
                     phases[name][request].extend(wall)
                     cpu[name][request].extend(used)
                 polls[name] += poller.account_polls() - before
+                feed_answers[name] += cases[FEED_CASE].answers
             print(
                 f"[pages] round {round_ + 1} of {options.rounds} measured; {machine_note()}",
                 file=sys.stderr,
@@ -494,6 +527,8 @@ def main() -> None:
         "target: every phase's median under it; ratios: medians of the slow-upstream phase over the idle one and "
         "over the busy one without latency"
     )
+    answers = "; ".join(f"{name} {feed_answers[name][200]} x 200, {feed_answers[name][204]} x 204" for name in names)
+    print(f"{FEED_CASE}, its measured answers: {answers} (200: something changed since the cursor)")
     if missed:
         print("missed: " + "; ".join(missed))
 
