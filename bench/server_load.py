@@ -1,24 +1,31 @@
-"""Row latency under load: the production server (gunicorn) against Django's runserver.
+"""Live-page latency under load: the production server (gunicorn) against Django's runserver.
 
 For each server, on its own fresh SQLite file and loopback port: migrate, seed the simulator's demo
-batches, start the server, create enough long-running batches through the simulator's API with the
-official SDKs (`x-sim-processing-seconds: 3600`, so every row on the first list page stays live),
+batches, start the server, create --live-rows long-running batches through the simulator's API with
+the official SDKs (`x-sim-processing-seconds: 3600`, so every row on the first list page stays live),
 start the poller (`manage.py poll`, as `make run` does; pages read only what it stores) and wait for
-its first cycle to store them, then let N simulated viewers watch: each signs in, loads the list
-page once, and polls each of its live rows every ROW_POLL_SECONDS with `HX-Request: true`, as htmx
-does. Viewers start staggered
-over one poll interval. A viewer is one httpx.AsyncClient with at most 6 connections, as a browser
-has per host; a row whose previous poll is still in flight skips its turn (as htmx drops it).
+its first cycle to store them, then let N simulated viewers watch the list page as a browser does now.
+--sessions sessions sign in first (signing in is a deliberately slow password hash, and the server's
+cost per request does not depend on whose session it is); the viewers are spread over them. Each
+viewer loads its own list page and its summary box (`/summary`, once, with `HX-Request: true`),
+checks that the page has its feed and --live-rows live rows, then polls the page's one live request,
+its feed (`/?feed=<cursor>`, dashboard/web/live.py), every ROW_POLL_SECONDS with `HX-Request: true`:
+204 when nothing changed, 200 with changed rows and the feed element again with a new cursor, which
+the viewer follows from then on. A poll due while the previous one is still in flight is skipped (as
+htmx drops it) and counted. Rows the page shows without a stored batch still poll their own `/row`
+(none here when the poller has stored every batch). Viewers start staggered over one poll interval.
+A viewer is one httpx.AsyncClient with at most 6 connections, as a browser has per host.
 
-Row latency is measured from the moment the request leaves on a connection to the last byte of the
+Latency is measured from the moment the request leaves on a connection to the last byte of the
 answer, so it is the server's time (its queueing included) and not the client's wait for one of its
-6 connections; "p95 queued" adds that wait, which is what the person in front of the browser sees.
+6 connections; "p95 queued" counts from the poll's due time, which is what the person in front of
+the browser sees.
 
     make bench            # or: .venv/bin/python bench/server_load.py --seconds 20 --only gunicorn
 
-The embedded simulator answers in the processes that call it (here only the poller: a row poll
-reads the store). "server CPU" is the server's (all its workers), "poller CPU" the poller's (with
-the simulator in it), "others CPU" the rest of the machine's busy time.
+The embedded simulator answers in the processes that call it (here only the poller: the feed reads
+the store). "server CPU" is the server's (all its workers), "poller CPU" the poller's (with the
+simulator in it), "others CPU" the rest of the machine's busy time.
 
 Every loop is bounded by the deadline; servers listen on 127.0.0.1 only.
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import os
 import re
 import signal
@@ -36,17 +44,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from harness import process_tree_cpu
+from harness import FEED_LINK, LIVE_ROW, machine_note, process_tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 HOST = "127.0.0.1"
 BROWSER_CONNECTIONS = 6
+POLL_SECONDS = 3  # ROW_POLL_SECONDS in the servers: the feed's interval
+PAGE_LOADS_AT_ONCE = 8
+HTMX = {"HX-Request": "true"}
+# A row shown without a stored batch still polls itself (templates/batches/list.html), not through the feed.
 ROW_LINK = re.compile(r'hx-get="([^"]+/row)" hx-trigger="every (\d+(?:\.\d+)?)s"')
 LONG_RUNNING = {"x-sim-processing-seconds": "3600"}
 CLIENT_TIMEOUT = httpx.Timeout(30.0, pool=60.0)
@@ -181,15 +194,26 @@ def create_live_batches(base: str, count: int) -> None:
 
 @dataclass
 class Tally:
-    latencies: list[float] = field(default_factory=list)  # request sent -> last byte, seconds
+    latencies: list[float] = field(default_factory=list)  # feed and row polls: request sent -> last byte, seconds
     queued: list[float] = field(default_factory=list)  # poll due -> last byte, seconds
-    served: int = 0  # every answered request, sign-in and list page included
+    feed_answers: Counter = field(default_factory=Counter)  # feed polls answered, by status
+    row_polls: int = 0  # polls of rows shown without a stored batch
+    skipped: int = 0  # polls due while the previous one was still in flight
+    served: int = 0  # every answered request, sign-ins, list pages and summaries included
     retried: int = 0  # sent again after the server closed a kept-alive connection under it
     errors: list[str] = field(default_factory=list)
-    sign_in: list[float] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors.append(what)
+
+
+@dataclass
+class Page:
+    """What a loaded list page polls: its feed (URL with the cursor, interval) and its unstored rows."""
+
+    feed: str
+    every: float
+    unstored_rows: list[tuple[str, str]]
 
 
 async def timed_get(client: httpx.AsyncClient, url: str, tally: Tally, **kwargs) -> tuple[httpx.Response | None, float]:
@@ -226,27 +250,71 @@ async def timed_get(client: httpx.AsyncClient, url: str, tally: Tally, **kwargs)
     raise AssertionError("unreachable")
 
 
-async def sign_in(client: httpx.AsyncClient, password: str, tally: Tally) -> str | None:
-    """Sign in and load the list page; its HTML, or None on failure."""
-    started = time.perf_counter()
-    response, _ = await timed_get(client, "/login/", tally)
-    if response is None:
-        return None
-    try:
-        posted = await client.post(
-            "/login/",
-            data={"username": "operator", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"]},
-        )
-    except (httpx.HTTPError, KeyError) as error:
-        tally.error(f"POST /login/: {type(error).__name__}: {error}")
-        return None
-    tally.served += 1
-    if posted.status_code != 302 or "sessionid" not in client.cookies:
-        tally.error(f"POST /login/: HTTP {posted.status_code}, not signed in")
-        return None
+async def sign_in(base: str, password: str, tally: Tally) -> httpx.Cookies | None:
+    """Sign in as a browser does (login form, CSRF cookie); the session's cookies, or None on failure."""
+    async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT) as client:
+        response, _ = await timed_get(client, "/login/", tally)
+        if response is None:
+            return None
+        try:
+            posted = await client.post(
+                "/login/",
+                data={"username": "operator", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+            )
+        except (httpx.HTTPError, KeyError) as error:
+            tally.error(f"POST /login/: {type(error).__name__}: {error}")
+            return None
+        tally.served += 1
+        if posted.status_code != 302 or "sessionid" not in client.cookies:
+            tally.error(f"POST /login/: HTTP {posted.status_code}, not signed in")
+            return None
+        return httpx.Cookies(client.cookies)
+
+
+async def open_page(client: httpx.AsyncClient, live_rows: int, tally: Tally) -> Page | None:
+    """Load the list page and its summary box, as a browser does; what the page then polls, or None."""
     page, _ = await timed_get(client, "/", tally)
-    tally.sign_in.append(time.perf_counter() - started)
-    return None if page is None or page.status_code != 200 else page.text
+    if page is None or page.status_code != 200:
+        return None
+    await timed_get(client, "/summary", tally, headers=HTMX)
+    feed = FEED_LINK.search(page.text)
+    if feed is None:
+        tally.error("list page has no live feed")
+        return None
+    live = len(LIVE_ROW.findall(page.text))
+    if live != live_rows:
+        tally.error(f"list page has {live} live rows, expected {live_rows}")
+    return Page(html.unescape(feed.group(1)), float(feed.group(2)), ROW_LINK.findall(page.text))
+
+
+def next_due(due: float, every: float, deadline: float, tally: Tally) -> float:
+    """The next poll's due time: those that fell due while the last one was in flight are skipped."""
+    due += every
+    while due < time.perf_counter():
+        if due < deadline:
+            tally.skipped += 1
+        due += every
+    return due
+
+
+async def poll_feed(
+    client: httpx.AsyncClient, url: str, every: float, first: float, deadline: float, tally: Tally
+) -> None:
+    due = first
+    while due < deadline:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        response, latency = await timed_get(client, url, tally, headers=HTMX)
+        if response is not None:
+            tally.latencies.append(latency)
+            tally.queued.append(time.perf_counter() - due)
+            tally.feed_answers[response.status_code] += 1
+            if response.status_code == 200:
+                feed = FEED_LINK.search(response.text)
+                if feed is None:  # htmx would have swapped the feed element away: the page stops watching
+                    tally.error(f"GET {url}: a 200 answer without the live-feed element")
+                    return
+                url = html.unescape(feed.group(1))
+        due = next_due(due, every, deadline, tally)
 
 
 async def poll_row(
@@ -255,75 +323,80 @@ async def poll_row(
     due = first
     while due < deadline:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        response, latency = await timed_get(client, url, tally, headers={"HX-Request": "true"})
+        response, latency = await timed_get(client, url, tally, headers=HTMX)
         if response is not None:
             tally.latencies.append(latency)
             tally.queued.append(time.perf_counter() - due)
+            tally.row_polls += 1
             if response.status_code == 286:  # the batch ended: htmx stops polling this row
                 return
-        due += every
-        while due < time.perf_counter():  # a poll still in flight when the next was due: that one is dropped
-            due += every
+        due = next_due(due, every, deadline, tally)
 
 
 async def viewer(
     base: str,
-    password: str,
-    rows: int,
-    start_at: float,
-    signed_in: asyncio.Future,
+    cookies: httpx.Cookies,
+    live_rows: int,
+    loads: asyncio.Semaphore,
+    ready: asyncio.Future,
     go: asyncio.Event,
-    polling: dict,
-    offset: float,
+    window: dict,
+    share: float,
     tally: Tally,
 ) -> None:
+    """One browser tab on the list page; `share` (0 to 1) of a poll interval is its offset in the window."""
     limits = httpx.Limits(max_connections=BROWSER_CONNECTIONS, max_keepalive_connections=BROWSER_CONNECTIONS)
-    async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT, limits=limits) as client:
-        links: list[tuple[str, str]] = []
+    async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT, limits=limits, cookies=cookies) as client:
+        page = None
         try:
-            await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
-            page = await sign_in(client, password, tally)
-            links = ROW_LINK.findall(page or "")[:rows]
-            if page is not None and len(links) < rows:
-                tally.error(f"list page has {len(links)} live rows, expected {rows}")
+            async with loads:
+                page = await open_page(client, live_rows, tally)
         finally:
-            signed_in.set_result(None)
-        await go.wait()  # everybody is in: the measured window starts together
-        start, deadline = polling["start"], polling["deadline"]
+            ready.set_result(None)
+        await go.wait()  # every viewer has its page: the measured window starts together
+        if page is None:
+            return
+        first, deadline = window["start"] + share * page.every, window["deadline"]
         await asyncio.gather(
-            *(poll_row(client, url, float(every), start + offset, deadline, tally) for url, every in links)
+            poll_feed(client, page.feed, page.every, first, deadline, tally),
+            *(poll_row(client, url, float(every), first, deadline, tally) for url, every in page.unstored_rows),
         )
 
 
-async def load(
-    base: str,
-    password: str,
-    viewers: int,
-    rows: int,
-    seconds: float,
-    poll_every: float,
-    server_pid: int,
-    poller_pid: int,
-) -> dict:
+async def load(options: argparse.Namespace, base: str, password: str, server_pid: int, poller_pid: int) -> dict:
     tally = Tally()
-    polling: dict = {}
+    window: dict = {}
     go = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signed_in = [loop.create_future() for _ in range(viewers)]
     begin = time.perf_counter()
-    # Sign-ins arrive 0.1 s apart (each is a deliberately slow password hash on the server); once
-    # all are in, viewer i starts polling i/viewers of a poll interval after the window opens.
+    sessions = [await sign_in(base, password, tally) for _ in range(min(options.sessions, options.viewers))]
+    sessions = [cookies for cookies in sessions if cookies is not None]
+    if not sessions:
+        raise RuntimeError(f"no session could sign in: {tally.errors[:3]}")
+    # Pages load a few at a time (each renders the whole list): as many browsers opening it, not a burst.
+    loads = asyncio.Semaphore(PAGE_LOADS_AT_ONCE)
+    ready = [loop.create_future() for _ in range(options.viewers)]
     tasks = [
         asyncio.create_task(
-            viewer(base, password, rows, begin + i * 0.1, signed_in[i], go, polling, i * poll_every / viewers, tally)
+            viewer(
+                base,
+                sessions[i % len(sessions)],
+                options.live_rows,
+                loads,
+                ready[i],
+                go,
+                window,
+                i / options.viewers,
+                tally,
+            )
         )
-        for i in range(viewers)
+        for i in range(options.viewers)
     ]
-    async with asyncio.timeout(viewers * 0.1 + 120):
-        await asyncio.gather(*signed_in)
-    sign_in_seconds = time.perf_counter() - begin
-    polling["start"] = time.perf_counter()
-    polling["deadline"] = polling["start"] + seconds
+    async with asyncio.timeout(options.viewers * 0.5 + 120):
+        await asyncio.gather(*ready)
+    start_seconds = time.perf_counter() - begin
+    window["start"] = time.perf_counter()
+    window["deadline"] = window["start"] + options.seconds
     go.set()
     served_before, errors_before = tally.served, len(tally.errors)
     cpu_before, server_cpu_before, busy_before = (
@@ -332,9 +405,9 @@ async def load(
         machine_busy_seconds(),
     )
     poller_cpu_before = process_tree_cpu(poller_pid)
-    async with asyncio.timeout(seconds + 60):
+    async with asyncio.timeout(options.seconds + 60):
         await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - polling["start"]
+    elapsed = time.perf_counter() - window["start"]
     server_cpu = process_tree_cpu(server_pid) - server_cpu_before
     poller_cpu = process_tree_cpu(poller_pid) - poller_cpu_before
     bench_cpu = time.process_time() - cpu_before
@@ -342,7 +415,8 @@ async def load(
     return {
         "tally": tally,
         "elapsed": elapsed,
-        "sign_in_seconds": sign_in_seconds,
+        "start_seconds": start_seconds,
+        "sessions": len(sessions),
         "window_served": tally.served - served_before,
         "window_errors": len(tally.errors) - errors_before,
         "bench_cpu": bench_cpu,
@@ -369,8 +443,8 @@ def server_env(options: argparse.Namespace, sqlite_path: Path, port: int) -> dic
         "HOST": HOST,
         "PORT": str(port),
         "DEBUG": "0",
-        "ROW_POLL_SECONDS": "3",
-        "LIST_PAGE_SIZE": str(max(25, options.rows)),
+        "ROW_POLL_SECONDS": str(POLL_SECONDS),
+        "LIST_PAGE_SIZE": str(options.live_rows),  # the first page: the long-running batches, all live
     }
     # The embedded simulator's demo accounts, in process, on SQLite: nothing real, nothing remote.
     for variable in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BATCH_ACCOUNTS_FILE", "DATABASE_URL"):
@@ -444,16 +518,15 @@ def measure(name: str, options: argparse.Namespace, workdir: Path, template: Pat
     server.start()
     poller: subprocess.Popen | None = None
     try:
-        create_live_batches(base, max(25, options.rows))
+        create_live_batches(base, options.live_rows)
         poller = start_poller(env, workdir / f"{name}-poller.log")
         print(
-            f"[{name}] {server.description}: {options.viewers} viewers x {options.rows} rows x {options.seconds:g} s",
+            f"[{name}] {server.description}: {options.viewers} viewers on {options.sessions} sessions, "
+            f"pages of {options.live_rows} live rows, {options.seconds:g} s",
             file=sys.stderr,
             flush=True,
         )
-        result = asyncio.run(
-            load(base, password, options.viewers, options.rows, options.seconds, 3.0, server.process.pid, poller.pid)
-        )
+        result = asyncio.run(load(options, base, password, server.process.pid, poller.pid))
     finally:
         if poller is not None:
             stop_poller(poller)
@@ -467,7 +540,12 @@ def measure(name: str, options: argparse.Namespace, workdir: Path, template: Pat
         "name": name,
         "description": server.description,
         "served": tally.served,
-        "polls": len(tally.latencies),
+        "feed_polls": sum(tally.feed_answers.values()),
+        "feed_204": tally.feed_answers[204],
+        "feed_200": tally.feed_answers[200],
+        "row_polls": tally.row_polls,
+        "skipped": tally.skipped,
+        "sessions": result["sessions"],
         "errors": len(tally.errors),
         "retried": tally.retried,
         "p50": percentile(tally.latencies, 0.50) * 1000,
@@ -475,7 +553,7 @@ def measure(name: str, options: argparse.Namespace, workdir: Path, template: Pat
         "p99": percentile(tally.latencies, 0.99) * 1000,
         "p95_queued": percentile(tally.queued, 0.95) * 1000,
         "rate": result["window_served"] / result["elapsed"],
-        "sign_in": result["sign_in_seconds"],
+        "start": result["start_seconds"],
         "server_cpu": 100 * result["server_cpu"] / result["elapsed"],
         "bench_cpu": 100 * result["bench_cpu"] / result["elapsed"],
         "poller_cpu": 100 * result["poller_cpu"] / result["elapsed"],
@@ -486,12 +564,13 @@ def measure(name: str, options: argparse.Namespace, workdir: Path, template: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60, help="measured polling window per server")
-    parser.add_argument("--viewers", type=int, default=50)
-    parser.add_argument("--rows", type=int, default=25, help="live rows each viewer polls")
+    parser.add_argument("--viewers", type=int, default=500, help="list pages watched, each polling its own feed")
+    parser.add_argument("--sessions", type=int, default=10, help="signed-in sessions the viewers are spread over")
+    parser.add_argument("--live-rows", type=int, default=25, help="live rows each viewer's list page must show")
     parser.add_argument("--only", choices=("gunicorn", "runserver"), help="measure one server only")
     options = parser.parse_args()
-    if options.viewers < 1 or options.rows < 1 or options.seconds <= 0:
-        parser.error("--viewers, --rows and --seconds must be positive")
+    if min(options.viewers, options.sessions, options.live_rows) < 1 or options.seconds <= 0:
+        parser.error("--viewers, --sessions, --live-rows and --seconds must be positive")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     names = [options.only] if options.only else ["gunicorn", "runserver"]
@@ -500,8 +579,9 @@ def main() -> None:
 
     reference = next((r["p95"] for r in results if r["name"] == "runserver"), None)
     print(
-        f"\n{options.viewers} viewers x {options.rows} live rows, polled every 3 s for {options.seconds:g} s "
-        f"({os.cpu_count()} CPUs; latency = request sent -> last byte)"
+        f"\n{options.viewers} viewers on {min(options.sessions, options.viewers)} sessions, each on a list page of "
+        f"{options.live_rows} live rows polling its feed every {POLL_SECONDS} s for {options.seconds:g} s "
+        f"({machine_note()}; latency = request sent -> last byte)"
     )
     if max(r["others_cpu"] for r in results) > 20:
         print(
@@ -510,8 +590,9 @@ def main() -> None:
         )
     header = (
         f"{'server':<10} {'requests':>9} {'errors':>6} {'retried':>7} "
+        f"{'feed polls':>10} {'204':>6} {'200':>5} {'skipped':>7} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>7} "
-        f"{'p95 vs runserver':>16} {'p95 queued':>10} {'sign-in s':>9} "
+        f"{'p95 vs runserver':>16} {'p95 queued':>10} {'start s':>7} "
         f"{'server CPU':>10} {'bench CPU':>9} {'poller CPU':>10} {'others CPU':>10}"
     )
     print(header)
@@ -520,15 +601,19 @@ def main() -> None:
         ratio = f"{r['p95'] / reference:.2f}x" if reference else "n/a"
         print(
             f"{r['name']:<10} {r['served']:>9} {r['errors']:>6} {r['retried']:>7} "
+            f"{r['feed_polls']:>10} {r['feed_204']:>6} {r['feed_200']:>5} {r['skipped']:>7} "
             f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f} "
-            f"{r['rate']:>7.1f} {ratio:>16} {r['p95_queued']:>10.1f} {r['sign_in']:>9.1f} "
+            f"{r['rate']:>7.1f} {ratio:>16} {r['p95_queued']:>10.1f} {r['start']:>7.1f} "
             f"{r['server_cpu']:>9.0f}% {r['bench_cpu']:>8.0f}% {r['poller_cpu']:>9.0f}% {r['others_cpu']:>9.0f}%"
         )
     for r in results:
-        print(f"  {r['name']}: {r['description']}; {r['polls']} row polls")
+        print(f"  {r['name']}: {r['description']}; {r['row_polls']} polls of rows shown without a stored batch")
     print(
-        "requests: every answered request (sign-ins and list pages included); req/s: during the polling window; "
-        f"p95 queued: from the poll's due time, with the wait for one of a browser's {BROWSER_CONNECTIONS} connections"
+        "requests: every answered request (sign-ins, list pages and summaries included); feed polls: answered "
+        "in the window, 204 (nothing changed) and 200 (rows changed: the viewer follows the new cursor); "
+        "skipped: polls due while the viewer's last was in flight; p50/p95/p99: feed (and row) polls; "
+        "req/s: during the window; p95 queued: from the poll's due time, with the wait for one of a browser's "
+        f"{BROWSER_CONNECTIONS} connections; start s: sign-ins and every viewer's page and summary, before the window"
     )
     if any(r["errors"] for r in results):
         sys.exit(1)
