@@ -18,7 +18,7 @@ store and machine. Last, `evaluation.evaluate` alone, and its queries.
     .venv/bin/python bench/alarms.py     # --running 1000 --ended-per-running 3 --cycles 30 --latency-ms 0
 
 Upstream latency 0 (the default) makes the cycles as short as they get: the ratio is the worst case.
-Not run by the tests.
+The tests run it only small, that it runs through (tests/bench/test_benches_run.py): never its figures.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ requests it serves at once) shares the CPU and the GIL with the poller, as `make
 
     .venv/bin/python bench/freshness.py     # --running 1000 --ended-per-running 3 --latency-ms 200 --seconds 30
 
-Not run by the tests.
+The tests run it only small, that it runs through (tests/bench/test_benches_run.py): never its figures.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ Compares the dashboard's jsonl_lines with the way it used to do it (re-joining t
 for every chunk), in the same run:
 
     .venv/bin/python bench/jsonl_split.py
+    .venv/bin/python bench/jsonl_split.py --size-mb 1     # a smaller line (tests/bench: that it runs)
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import httpx
@@ -35,23 +37,26 @@ def rejoining(response: httpx.Response):
         yield pending.rstrip(b"\r")
 
 
-def timed(split, chunks: list[bytes]) -> float:
+def timed(split, chunks: list[bytes], size_mb: int) -> float:
     started = time.perf_counter()
     lines = list(split(httpx.Response(200, stream=Chunks(chunks))))
     elapsed = time.perf_counter() - started
-    assert len(lines) == 2 and len(lines[0]) > SIZE_MB * 1024 * 1024
+    assert len(lines) == 2 and len(lines[0]) > size_mb * 1024 * 1024
     return elapsed
 
 
 def main() -> None:
-    data = b'{"custom_id":"big","result":"' + b"x" * (SIZE_MB * 1024 * 1024) + b'"}\n{"custom_id":"next"}\n'
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=SIZE_MB, help="the one long line's size")
+    size_mb = parser.parse_args().size_mb
+    data = b'{"custom_id":"big","result":"' + b"x" * (size_mb * 1024 * 1024) + b'"}\n{"custom_id":"next"}\n'
     chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
-    ours = timed(jsonl_lines, chunks)
-    before = timed(rejoining, chunks)
+    ours = timed(jsonl_lines, chunks, size_mb)
+    before = timed(rejoining, chunks, size_mb)
     print(f"{'splitter':<28} {'seconds':>8} {'vs re-joining':>14}")
     print(f"{'re-joining (before)':<28} {before:>8.3f} {1.0:>13.2f}x")
     print(f"{'jsonl_lines (now)':<28} {ours:>8.3f} {ours / before:>13.4f}x")
-    print(f"(one {SIZE_MB} MB line in {len(chunks)} chunks of {CHUNK // 1024} KiB)")
+    print(f"(one {size_mb} MB line in {len(chunks)} chunks of {CHUNK // 1024} KiB)")
 
 
 if __name__ == "__main__":

@@ -488,8 +488,11 @@ def main() -> None:
             f"{step.mode:<6} {asked:>24} {step.tally.skipped:>7} {step.cpu_per_request_ms:>14.2f} "
             f"{step.cpu_per_viewer_interval_ms:>22.2f} {step.p95_ms:>7.1f} {answers:>22}"
         )
-    ratio = feed_idle.cpu_per_viewer_interval_ms / rows_idle.cpu_per_viewer_interval_ms
-    print(f"feed / rows CPU per viewer per interval: {ratio:.3f} (1/{1 / ratio:.0f}; goal <= 1/20)")
+    # Either can read 0 on a tiny run (--idle-viewers-feed 2: a clock tick's worth of CPU, less the upkeep).
+    rows_cost, feed_cost = rows_idle.cpu_per_viewer_interval_ms, feed_idle.cpu_per_viewer_interval_ms
+    ratio = feed_cost / rows_cost if rows_cost else float("nan")
+    share = f"1/{1 / ratio:.0f}" if ratio else "0"
+    print(f"feed / rows CPU per viewer per interval: {ratio:.3f} ({share}; goal <= 1/20)")
 
     print(f"\n2. {options.changes} of the {ROWS} batches change every interval: viewers a step holds (p95 < 100 ms)")
     header = (

@@ -16,7 +16,7 @@ peak, and the slope of a least-squares line through the second half, in MiB per 
     .venv/bin/python bench/poller_memory.py                 # 3 minutes
     .venv/bin/python bench/poller_memory.py --minutes 60    # flat over an hour?
 
-Not run by the tests.
+The tests run it only small, that it runs through (tests/bench/test_benches_run.py): never its figures.
 """
 
 from __future__ import annotations

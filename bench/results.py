@@ -1,6 +1,7 @@
 """Results at line rate: one 100,000-request Anthropic batch, downloaded, exported, summarized, parsed.
 
     .venv/bin/python bench/results.py
+    .venv/bin/python bench/results.py --requests 100 --rounds 1    # small (tests/bench: that it runs)
 
 Everything runs in this process on a throwaway SQLite database, as the large results test does
 (tests/batches/test_results_large.py): the batch is made through the embedded simulator's own API and
@@ -25,6 +26,7 @@ is another process) is printed too: what they cost, whether or not the cores wer
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -140,8 +142,8 @@ def static_server(directory: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the static server did not start")
 
 
-def make_batch() -> tuple[str, str]:
-    """A 100,000-request Anthropic batch made through the simulator's API, ended, and stored by a poll."""
+def make_batch(total: int) -> tuple[str, str]:
+    """A `total`-request Anthropic batch made through the simulator's API, ended, and stored by a poll."""
     import httpx
 
     from dashboard.accounts import embedded_transport, simulator_base_url
@@ -155,7 +157,7 @@ def make_batch() -> tuple[str, str]:
             "custom_id": f"r{i:06d}",
             "params": {"model": "claude-sonnet-4-5", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
         }
-        for i in range(TOTAL)
+        for i in range(total)
     ]
     base = simulator_base_url() + "/anthropic/v1/messages/batches"
     with httpx.Client(transport=embedded_transport(), timeout=300) as http:
@@ -248,6 +250,11 @@ def sdk_decoder_rate(chunks: list[bytes]) -> Callable[[], int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=TOTAL, help="the batch's requests (result lines)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="downloads and warm summaries: best of this many")
+    options = parser.parse_args()
+    total, rounds = options.requests, options.rounds
     workdir = Path(tempfile.mkdtemp(prefix="bench-results-"))
     server = None
     try:
@@ -261,8 +268,8 @@ def main() -> None:
 
         load_before = load_average()
         started = time.perf_counter()
-        batch_id, results_url = make_batch()
-        print(f"(setup: a {TOTAL:,}-request batch made, ended and stored in {time.perf_counter() - started:.1f} s)")
+        batch_id, results_url = make_batch(total)
+        print(f"(setup: a {total:,}-request batch made, ended and stored in {time.perf_counter() - started:.1f} s)")
         account_key = "anthropic-ops"
         batch_url = f"/batches/{account_key}/{batch_id}"
         headers = {"x-api-key": "sk-ant-sim-ops", "anthropic-version": "2023-06-01"}
@@ -281,7 +288,7 @@ def main() -> None:
                 file.write(chunk)
         data = recording.read_bytes()
         size = len(data)
-        assert data.count(b"\n") == TOTAL
+        assert data.count(b"\n") == total
         lines = data.splitlines()
         user = get_user_model().objects.create_superuser("bench", password="bench-" + "x" * 20)
         client = Client()
@@ -290,7 +297,7 @@ def main() -> None:
         # The simulator's results straight, and forwarded by the dashboard (the embedded simulator, as
         # `make run` has it), interleaved.
         to_simulator = httpx.Client(transport=accounts.embedded_transport(), timeout=120)
-        assert read_view(client, f"{batch_url}/results/download") == (size, TOTAL)
+        assert read_view(client, f"{batch_url}/results/download") == (size, total)
         straight_times, via_times = [], []
         for _ in range(3):
             for run, times in (
@@ -312,10 +319,10 @@ def main() -> None:
         accounts._clients.clear()
         to_upstream = httpx.Client(timeout=60)  # made once: an SSL context alone takes milliseconds
         read_direct(to_upstream, file_url)  # warm the page cache and the server
-        assert read_view(client, f"{batch_url}/results/download") == (size, TOTAL)  # checked once, not timed
+        assert read_view(client, f"{batch_url}/results/download") == (size, total)  # checked once, not timed
 
         direct_times, dashboard_times, growth = [], [], []
-        for _ in range(ROUNDS):  # interleaved, so both see the same machine
+        for _ in range(rounds):  # interleaved, so both see the same machine
             gc.collect()
             started = time.perf_counter()
             assert read_direct(to_upstream, file_url) == size
@@ -330,22 +337,22 @@ def main() -> None:
         direct_seconds, dashboard_seconds = min(direct_times), min(dashboard_times)
         to_upstream.close()
 
-        assert read_view(client, f"{batch_url}/results/export.csv")[1] == TOTAL + 1  # the header, a row per line
+        assert read_view(client, f"{batch_url}/results/export.csv")[1] == total + 1  # the header, a row per line
         csv_seconds, csv_cpu = best_cpu_of(5, lambda: read_view(client, f"{batch_url}/results/export.csv"))
 
         def cold() -> None:
             clear_summary(account_key, batch_id)
             response = client.get(f"{batch_url}/results/summary")
-            assert response.status_code == 200 and f"of {TOTAL} result lines" in response.content.decode()
+            assert response.status_code == 200 and f"of {total} result lines" in response.content.decode()
 
         def warm() -> None:
             response = client.get(f"{batch_url}/results/summary")
-            assert response.status_code == 200 and f"of {TOTAL} result lines" in response.content.decode()
+            assert response.status_code == 200 and f"of {total} result lines" in response.content.decode()
 
         cold_seconds, cold_cpu = best_cpu_of(5, cold)
-        warm_seconds, _ = best_of(ROUNDS, warm)
+        warm_seconds, _ = best_of(rounds, warm)
         served = upstream.served
-        assert served == 1 + ROUNDS + 1 + 5 + 5, served  # warm summaries never went upstream
+        assert served == 1 + rounds + 1 + 5 + 5, served  # warm summaries never went upstream
 
         # --- parsers, on the recorded lines in memory ------------------------------------------
         def ours() -> int:
@@ -361,15 +368,15 @@ def main() -> None:
         ours_seconds, _ = best_of(3, ours)
         bare_seconds, _ = best_of(3, bare)
         sdk_seconds, decoded = best_of(3, sdk_decoder_rate(chunks))
-        assert decoded == TOTAL
+        assert decoded == total
 
         def rate(seconds: float) -> float:
             return size / MB / seconds
 
         download_direct, download_dashboard = rate(direct_seconds), rate(dashboard_seconds)
         simulator_rate, via_simulator = rate(simulator_seconds), rate(via_simulator_seconds)
-        csv_rate = TOTAL / csv_seconds
-        ours_rate, bare_rate, sdk_rate = TOTAL / ours_seconds, TOTAL / bare_seconds, TOTAL / sdk_seconds
+        csv_rate = total / csv_seconds
+        ours_rate, bare_rate, sdk_rate = total / ours_seconds, total / bare_seconds, total / sdk_seconds
         growth_mib = max(growth) / 2**20
         rows = [  # measure, value, baseline, ratio to it, target (on the ratio), met
             ("download direct (fast upstream)", f"{download_direct:,.1f} MB/s", "itself", 1.0, "", None),
@@ -408,9 +415,9 @@ def main() -> None:
             ),
             (
                 "  the same, by this process's CPU time",
-                f"{TOTAL / csv_cpu:,.0f} lines/s",
+                f"{total / csv_cpu:,.0f} lines/s",
                 "100,000/s",
-                TOTAL / csv_cpu / 100_000,
+                total / csv_cpu / 100_000,
                 "",
                 None,
             ),
@@ -444,8 +451,8 @@ def main() -> None:
             ("parser: ours vs the SDK's decoder", "", "SDK", ours_rate / sdk_rate, "", None),
         ]
         print(
-            f"{TOTAL:,} result lines, {size / MB:.1f} MB (Anthropic batch {batch_id}); downloads and warm summary: "
-            f"best of {ROUNDS}; CSV and cold summary: best of 5; the rest: best of 3"
+            f"{total:,} result lines, {size / MB:.1f} MB (Anthropic batch {batch_id}); downloads and warm summary: "
+            f"best of {rounds}; CSV and cold summary: best of 5; the rest: best of 3"
         )
         print(f"(load average before and after: {load_before}; {load_average()})")
         print(f"{'measure':<50} {'value':>16} {'baseline':>11} {'ratio':>7} {'target':>7}  met")

@@ -24,7 +24,7 @@ PostgreSQL buffers: bench/store_list.py `work`), with the 100k/10k ratio.
     .venv/bin/python bench/spend.py                         # SQLite, --calls 30
     .venv/bin/python bench/spend.py --database postgresql
 
-Not run by the tests.
+The tests run it only small, that it runs through (tests/bench/test_benches_run.py): never its figures.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ starts one), in a process of its own:
     .venv/bin/python bench/store_list.py                          # both databases, --calls 60
     .venv/bin/python bench/store_list.py --database sqlite --sizes 10000,100000 --calls 100
 
-Not run by the tests.
+The tests run it only small, that it runs through (tests/bench/test_benches_run.py): never its figures.
 """
 
 from __future__ import annotations

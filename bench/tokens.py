@@ -1,6 +1,7 @@
 """What counting tokens adds to the results pass of a 100,000-line batch (issue 21: under 10%).
 
     .venv/bin/python bench/tokens.py
+    .venv/bin/python bench/tokens.py --lines 20 --rounds 1 --slice-lines 10   # small (tests/bench: that it runs)
 
 The results pass is what services.error_summary runs over a batch's results file, less the network
 and the store: the file's lines split out of its 64 KiB chunks (transport.jsonl_lines), each parsed
@@ -28,6 +29,7 @@ by slice (`measure`), the fastest of ROUNDS kept for each slice; the load averag
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import sys
@@ -69,15 +71,15 @@ def configure() -> None:
     django.setup()
 
 
-def anthropic_lines() -> list[bytes]:
-    """A 100,000-request Anthropic batch's results as the simulator writes them (10% errored)."""
+def anthropic_lines(total: int) -> list[bytes]:
+    """A `total`-request Anthropic batch's results as the simulator writes them (10% errored)."""
     from datetime import UTC, datetime
 
     from dashboard.simulator.anthropic_api import line_json, result_body_of
     from dashboard.simulator.progression import Outcome, Plan
 
     plan = Plan(
-        total=TOTAL,
+        total=total,
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         seed=7,
         processing_seconds=1,
@@ -85,7 +87,7 @@ def anthropic_lines() -> list[bytes]:
         error_percent=10,
     )
     lines = []
-    for index in range(TOTAL):
+    for index in range(total):
         rank = plan.rank_of(index)
         body = result_body_of(
             plan.fate(rank),
@@ -105,8 +107,8 @@ def anthropic_lines() -> list[bytes]:
     return lines
 
 
-def openai_lines(model: str = "o4-mini", error_percent: int = 0) -> list[bytes]:
-    """100,000 lines of an OpenAI (or Azure OpenAI) batch's output and error files, as the simulator
+def openai_lines(total: int, model: str = "o4-mini", error_percent: int = 0) -> list[bytes]:
+    """`total` lines of an OpenAI (or Azure OpenAI) batch's output and error files, as the simulator
     writes them: a chat completion per succeeded request, an HTTP 400 line per errored one."""
     import json
     from datetime import UTC, datetime
@@ -116,7 +118,7 @@ def openai_lines(model: str = "o4-mini", error_percent: int = 0) -> list[bytes]:
     from dashboard.simulator.progression import Outcome, Plan
 
     plan = Plan(
-        total=TOTAL,
+        total=total,
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         seed=7,
         processing_seconds=1,
@@ -127,7 +129,7 @@ def openai_lines(model: str = "o4-mini", error_percent: int = 0) -> list[bytes]:
         public_id="batch_bench", endpoint="/v1/chat/completions", model=model, created_at=plan.created_at
     )
     lines = []
-    for index in range(TOTAL):
+    for index in range(total):
         rank = plan.rank_of(index)
         if plan.fate(rank) is Outcome.SUCCEEDED:
             response = {
@@ -142,13 +144,13 @@ def openai_lines(model: str = "o4-mini", error_percent: int = 0) -> list[bytes]:
     return lines
 
 
-def azure_lines() -> list[bytes]:
+def azure_lines(total: int) -> list[bytes]:
     """An Azure OpenAI batch of a model that does not reason (cached tokens only), 10% errored."""
-    return openai_lines(model="gpt-4.1-mini", error_percent=10)
+    return openai_lines(total, model="gpt-4.1-mini", error_percent=10)
 
 
-def gemini_lines() -> list[bytes]:
-    """100,000 lines of a Gemini batch's responses file of a thinking model, as the simulator writes them."""
+def gemini_lines(total: int) -> list[bytes]:
+    """`total` lines of a Gemini batch's responses file of a thinking model, as the simulator writes them."""
     import json
     from datetime import UTC, datetime
     from types import SimpleNamespace
@@ -157,7 +159,7 @@ def gemini_lines() -> list[bytes]:
     from dashboard.simulator.progression import Outcome, Plan
 
     plan = Plan(
-        total=TOTAL,
+        total=total,
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         seed=7,
         processing_seconds=1,
@@ -166,7 +168,7 @@ def gemini_lines() -> list[bytes]:
     )
     batch = SimpleNamespace(public_id="bench", model="models/gemini-2.5-flash", created_at=plan.created_at)
     lines = []
-    for index in range(TOTAL):
+    for index in range(total):
         rank = plan.rank_of(index)
         if plan.fate(rank) is Outcome.ERRORED:
             line = {"key": f"req-{index:06d}", "error": failed_response(rank)}
@@ -340,9 +342,11 @@ class Chunks(httpx.SyncByteStream):
             yield self.body[start : start + 64 * 1024]
 
 
-def measure(provider: str, before, lines: list[bytes], *, from_file: bool) -> tuple[float, float]:
+def measure(
+    provider: str, before, lines: list[bytes], *, from_file: bool, rounds: int, slice_lines: int
+) -> tuple[float, float]:
     """CPU seconds of the pass without tokens (the code before them) and with them (as it is), over
-    the whole batch: each SLICE_LINES-line slice of it timed ROUNDS times, the two passes alternated
+    the whole batch: each `slice_lines`-line slice of it timed `rounds` times, the two passes alternated
     slice by slice, and the fastest of each kept. A slice takes some 50 ms: a whole pass (half a
     second) was seldom spared by this shared machine's bursts, and the best of 7 whole passes read
     anywhere from 1.07 to 1.30 for the same code on one afternoon.
@@ -352,7 +356,7 @@ def measure(provider: str, before, lines: list[bytes], *, from_file: bool) -> tu
     from dashboard.batches.results import parse_stream, summarize
 
     module = providers.module(provider)
-    slices = [lines[start : start + SLICE_LINES] for start in range(0, len(lines), SLICE_LINES)]
+    slices = [lines[start : start + slice_lines] for start in range(0, len(lines), slice_lines)]
     bodies = [b"\n".join(part) + b"\n" for part in slices]
     now = module.parse_result_line
 
@@ -374,7 +378,7 @@ def measure(provider: str, before, lines: list[bytes], *, from_file: bool) -> tu
 
     with_best = [float("inf")] * len(slices)
     without_best = [float("inf")] * len(slices)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         gc.collect()
         for number in range(len(slices)):
             without_best[number] = min(without_best[number], timed(without_tokens, number))
@@ -391,13 +395,18 @@ ROWS = (  # label, provider, its parser before tokens, its lines
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=TOTAL, help="the batch's result lines, per provider")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="each slice timed this many times")
+    parser.add_argument("--slice-lines", type=int, default=SLICE_LINES, help="lines a slice")
+    options = parser.parse_args()
     configure()
     from dashboard.providers import bedrock
 
-    print(f"bench/tokens.py: the results pass of a {TOTAL:,}-line batch, with and without counting tokens")
+    print(f"bench/tokens.py: the results pass of a {options.lines:,}-line batch, with and without counting tokens")
     print(
         f"load average {' '.join(f'{value:.1f}' for value in os.getloadavg())}; "
-        f"slices of {SLICE_LINES:,} lines, fastest of {ROUNDS} each, alternated"
+        f"slices of {options.slice_lines:,} lines, fastest of {options.rounds} each, alternated"
     )
     print()
     header = f"{'batch: pass (CPU s)':<70}{'without':>9}{'with':>8}{'ratio':>8}{'target':>9}  met"
@@ -405,9 +414,11 @@ def main() -> None:
     print("-" * len(header))
     failed = False
     for label, provider, before, make in ROWS:
-        lines = make()
+        lines = make(options.lines)
         for from_file, kind in ((True, "file split, parsed, summarized"), (False, "parsed, summarized")):
-            without, with_tokens = measure(provider, before, lines, from_file=from_file)
+            without, with_tokens = measure(
+                provider, before, lines, from_file=from_file, rounds=options.rounds, slice_lines=options.slice_lines
+            )
             ratio = with_tokens / without
             goal = from_file  # the pass as services.error_summary runs it; the other row shows the share
             failed |= goal and ratio >= TARGET
