@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,20 @@ def sign_in(base: str, password: str, *, username: str = "operator") -> httpx.Co
 FEED_LINK = re.compile(r'id="live-feed"[^>]*?hx-get="([^"]+)"[^>]*?hx-trigger="every (\d+(?:\.\d+)?)s', re.S)
 # A list row the feed watches (not ended): its <tr> carries data-live.
 LIVE_ROW = re.compile(r'<tr id="row-[^"]+"[^>]*? data-live[\s>]')
+
+
+def timed(call: Callable[[], object], count: int, warm_up: int) -> tuple[list[float], list[float]]:
+    """Milliseconds per call: wall-clock, and this thread's CPU time (what the machine's other load
+    does not add to; the request runs on this thread, its SQLite queries included)."""
+    for _ in range(warm_up):
+        call()
+    wall, cpu = [], []
+    for _ in range(count):
+        started, used = time.perf_counter(), time.thread_time()
+        call()
+        cpu.append((time.thread_time() - used) * 1000)
+        wall.append((time.perf_counter() - started) * 1000)
+    return wall, cpu
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -58,7 +58,6 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,6 +73,7 @@ from harness import (
     sign_in,
     spawn,
     start_gunicorn,
+    timed,
 )
 
 ACCOUNTS = 8
@@ -218,20 +218,6 @@ def fill_ended(count: int) -> float:
 
 
 # --- measuring -----------------------------------------------------------------------------------------
-
-
-def timed(call: Callable[[], object], count: int, warm_up: int) -> tuple[list[float], list[float]]:
-    """Milliseconds per call: wall-clock, and this thread's CPU time (what the machine's other load
-    does not add to; the request runs on this thread, its SQLite queries included)."""
-    for _ in range(warm_up):
-        call()
-    wall, cpu = [], []
-    for _ in range(count):
-        started, used = time.perf_counter(), time.thread_time()
-        call()
-        cpu.append((time.thread_time() - used) * 1000)
-        wall.append((time.perf_counter() - started) * 1000)
-    return wall, cpu
 
 
 def expect(response, *statuses: int) -> None:

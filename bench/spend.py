@@ -33,7 +33,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time as clock
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -42,23 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from harness import percentile, timed  # noqa: E402
 from store_list import T0, configure, fill, work  # noqa: E402
 
 MODELS = {"anthropic": ("claude-opus-4-1", "claude-3-5-haiku-20241022"), "openai": ("gpt-4o-2024-08-06",)}
 
 
-def timed(call, calls: int) -> tuple[float, float, float, int]:
+def figures(call, calls: int) -> tuple[float, float, float, int]:
     """Median and p95 wall-clock ms, median thread CPU ms (after 5 unmeasured calls), the database's work."""
-    for _ in range(5):
-        call()
-    wall, cpu = [], []
-    for _ in range(calls):
-        started, started_cpu = clock.perf_counter(), clock.thread_time()
-        call()
-        wall.append((clock.perf_counter() - started) * 1000)
-        cpu.append((clock.thread_time() - started_cpu) * 1000)
-    wall.sort()
-    return statistics.median(wall), wall[int(0.95 * (len(wall) - 1))], statistics.median(cpu), work(call)
+    wall, cpu = timed(call, calls, 5)
+    return statistics.median(wall), percentile(wall, 0.95), statistics.median(cpu), work(call)
 
 
 def add_tokens(after_pk: int) -> int:
@@ -174,10 +166,10 @@ def measure(accounts, calls: int) -> dict[str, tuple]:
     )
     cases["baseline: 30 days, per-row query"] = lambda: per_row_report(start30)
     cases["baseline: /metrics, per-row query"] = per_row_metrics
-    figures = {}
+    results = {}
     for name, call in cases.items():
-        figures[name] = timed(call, calls)
-    return figures
+        results[name] = figures(call, calls)
+    return results
 
 
 def run(database: str, sizes: list[int], calls: int) -> None:
