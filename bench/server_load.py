@@ -37,8 +37,8 @@ import asyncio
 import html
 import os
 import re
+import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,12 +49,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from harness import FEED_LINK, LIVE_ROW, machine_note, process_tree_cpu
+from harness import (
+    FEED_LINK,
+    HOST,
+    LIVE_ROW,
+    PYTHON,
+    ROOT,
+    free_port,
+    machine_note,
+    manage,
+    operator_password,
+    percentile,
+    process_tree_cpu,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-HOST = "127.0.0.1"
 BROWSER_CONNECTIONS = 6
 POLL_SECONDS = 3  # ROW_POLL_SECONDS in the servers: the feed's interval
 PAGE_LOADS_AT_ONCE = 8
@@ -63,21 +72,6 @@ HTMX = {"HX-Request": "true"}
 ROW_LINK = re.compile(r'hx-get="([^"]+/row)" hx-trigger="every (\d+(?:\.\d+)?)s"')
 LONG_RUNNING = {"x-sim-processing-seconds": "3600"}
 CLIENT_TIMEOUT = httpx.Timeout(30.0, pool=60.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def manage(*args: str, env: dict) -> str:
-    done = subprocess.run(
-        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def machine_busy_seconds() -> float:
@@ -426,13 +420,6 @@ async def load(options: argparse.Namespace, base: str, password: str, server_pid
     }
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 # --- one server ----------------------------------------------------------------------------
 
 
@@ -459,8 +446,7 @@ def prepare_database(options: argparse.Namespace, workdir: Path) -> tuple[Path, 
     env = server_env(options, template, 0)
     manage("migrate", "--noinput", env=env)
     manage("seed_demo", env=env)
-    password = manage("ensure_operator", env=env).split("password:")[1].split()[0]
-    return template, password
+    return template, operator_password(env)
 
 
 def start_poller(env: dict, log: Path) -> subprocess.Popen:
@@ -616,7 +602,9 @@ def main() -> None:
         f"{BROWSER_CONNECTIONS} connections; start s: sign-ins and every viewer's page and summary, before the window"
     )
     if any(r["errors"] for r in results):
+        print(f"logs kept in {workdir}")
         sys.exit(1)
+    shutil.rmtree(workdir, ignore_errors=True)  # the servers' logs and database copies: some 25 MB a run
 
 
 if __name__ == "__main__":
